@@ -1,0 +1,1 @@
+//! seedq-broker (skeleton).

@@ -1,0 +1,1 @@
+//! Helpers for seedq's end-to-end tests (skeleton).

@@ -1,0 +1,1 @@
+//! GPU backends (CUDA via cudarc, ROCm via hip-sys). STUB: owned by the GPU helper.

@@ -1,0 +1,1 @@
+//! seedq-protocol (skeleton).

@@ -1,0 +1,1 @@
+//! seedq-store (skeleton).
