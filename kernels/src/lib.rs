@@ -3,7 +3,7 @@
 //! The sieve asks, for every candidate seed, whether the generator seeded with it reproduces a
 //! window of observed draws (mod `modulus`) often enough. This crate holds the definitions
 //! ([`family`]), the job-independent contract ([`spec`]), a scalar reference implementation that
-//! is obviously correct ([`reference`]) and the fast backends that must agree with it bit for bit
+//! is obviously correct ([`mod@reference`]) and the fast backends that must agree with it bit for bit
 //! ([`cpu`], [`gpu`]).
 //!
 //! Every backend implements [`SieveBackend`], which is what a consumer's GPU or CPU slot holds.

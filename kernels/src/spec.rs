@@ -35,9 +35,18 @@ pub enum SieveError {
     #[error("skip range is empty: skip_min {min} > skip_max {max}")]
     InvalidSkipRange { min: u32, max: u32 },
     #[error("seed range [{start}, {end}) is outside the {family} seed space [0, {space_end})")]
-    SeedOutOfRange { family: String, start: u128, end: u128, space_end: u128 },
+    SeedOutOfRange {
+        family: String,
+        start: u128,
+        end: u128,
+        space_end: u128,
+    },
     #[error("seed range is empty: start {start} >= end {end}")]
     EmptySeedRange { start: u128, end: u128 },
+    #[error("invalid variable-skip strategy: {0}")]
+    InvalidStrategy(String),
+    #[error("the window needs generator output number {needed}, beyond 2^64 - 1: lower offset, skip_max or the window length")]
+    OutputIndexOverflow { needed: u128 },
     #[error("backend failure: {0}")]
     Backend(String),
 }
@@ -64,7 +73,9 @@ impl Threshold {
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(bad());
         }
-        if !int_part.chars().all(|c| c.is_ascii_digit()) || !frac_part.chars().all(|c| c.is_ascii_digit()) {
+        if !int_part.chars().all(|c| c.is_ascii_digit())
+            || !frac_part.chars().all(|c| c.is_ascii_digit())
+        {
             return Err(bad());
         }
         let frac_part = frac_part.trim_end_matches('0');
@@ -72,9 +83,20 @@ impl Threshold {
             return Err(bad());
         }
         let den = 10u64.pow(frac_part.len() as u32);
-        let int_val: u64 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| bad())? };
-        let frac_val: u64 = if frac_part.is_empty() { 0 } else { frac_part.parse().map_err(|_| bad())? };
-        let num = int_val.checked_mul(den).and_then(|v| v.checked_add(frac_val)).ok_or_else(bad)?;
+        let int_val: u64 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| bad())?
+        };
+        let frac_val: u64 = if frac_part.is_empty() {
+            0
+        } else {
+            frac_part.parse().map_err(|_| bad())?
+        };
+        let num = int_val
+            .checked_mul(den)
+            .and_then(|v| v.checked_add(frac_val))
+            .ok_or_else(bad)?;
         if num == 0 || num > den {
             return Err(bad());
         }
@@ -163,7 +185,11 @@ impl Strategy {
             ("extreme_tolerance", 20, 50),
         ]
         .into_iter()
-        .map(|(name, m, t)| Strategy { name: name.to_string(), max_consecutive_misses: m, skip_tolerance: t })
+        .map(|(name, m, t)| Strategy {
+            name: name.to_string(),
+            max_consecutive_misses: m,
+            skip_tolerance: t,
+        })
         .collect()
     }
 }
@@ -174,8 +200,12 @@ impl Strategy {
 pub enum SkipMode {
     #[default]
     Constant,
-    /// Variable skip with these strategies, tried in order (first wins ties).
-    Variable { strategies: Vec<Strategy> },
+    /// Variable skip with these strategies, tried in order (first wins ties). In JSON,
+    /// `{"mode": "variable"}` without `strategies` means the five presets.
+    Variable {
+        #[serde(default = "Strategy::presets")]
+        strategies: Vec<Strategy>,
+    },
 }
 
 /// A validated sieve job, independent of seeds (one spec serves every chunk of a job).
@@ -215,9 +245,48 @@ impl SieveSpec {
             return Err(SieveError::InvalidModulus(self.modulus));
         }
         if self.skip_min > self.skip_max {
-            return Err(SieveError::InvalidSkipRange { min: self.skip_min, max: self.skip_max });
+            return Err(SieveError::InvalidSkipRange {
+                min: self.skip_min,
+                max: self.skip_max,
+            });
+        }
+        let needed = self.max_output_index();
+        if needed > u64::MAX as u128 {
+            return Err(SieveError::OutputIndexOverflow { needed });
+        }
+        if let SkipMode::Variable { strategies } = &self.skip_mode {
+            if strategies.is_empty() {
+                return Err(SieveError::InvalidStrategy(
+                    "variable skip needs at least one strategy (e.g. the five presets)".into(),
+                ));
+            }
+            if let Some(s) = strategies.iter().find(|s| s.max_consecutive_misses == 0) {
+                return Err(SieveError::InvalidStrategy(format!(
+                    "strategy '{}': max_consecutive_misses must be at least 1",
+                    s.name
+                )));
+            }
         }
         self.family.validate()
+    }
+
+    /// The highest generator output number any pass may read:
+    /// `offset + skip_max + (k-1)*(skip_max+1)` (constant and variable skip alike).
+    pub fn max_output_index(&self) -> u128 {
+        let k = self.draws.len().max(1) as u128;
+        let t = self.skip_max as u128;
+        self.offset as u128 + t + (k - 1) * (t + 1)
+    }
+
+    /// The integer match count a pass must reach: forward uses `threshold`, reverse uses
+    /// `reverse_threshold` (or `threshold` when unset).
+    pub fn min_matches(&self, reverse: bool) -> u32 {
+        let threshold = if reverse {
+            self.reverse_threshold.unwrap_or(self.threshold)
+        } else {
+            self.threshold
+        };
+        threshold.min_matches(self.k())
     }
 
     /// Checks that the seeds lie in the family's seed space.
@@ -226,7 +295,10 @@ impl SieveSpec {
         let (start, end) = match seeds {
             SeedSet::Range { start, end } => {
                 if start >= end {
-                    return Err(SieveError::EmptySeedRange { start: *start as u128, end: *end as u128 });
+                    return Err(SieveError::EmptySeedRange {
+                        start: *start as u128,
+                        end: *end as u128,
+                    });
                 }
                 (*start as u128, *end as u128)
             }
@@ -311,6 +383,18 @@ pub struct Survivor {
     pub forward: Option<PassResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse: Option<PassResult>,
+}
+
+impl Survivor {
+    /// The mean of the match rates of the passes this survivor carries (one or both).
+    pub fn mean_match_rate(&self) -> f64 {
+        let rates: Vec<f64> = [&self.forward, &self.reverse]
+            .into_iter()
+            .flatten()
+            .map(|p| p.match_rate())
+            .collect();
+        rates.iter().sum::<f64>() / rates.len().max(1) as f64
+    }
 }
 
 /// The result of sieving one seed set.
