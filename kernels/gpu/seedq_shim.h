@@ -1,0 +1,56 @@
+// seedq_shim.h: the CUDA execution model emulated on CPU threads, so that sieve.cu compiles
+// with g++ and runs on the host (the "host shim", used to prove the kernels without a GPU).
+//
+// Each CUDA thread of a block is an OS thread; blocks run one after another. A warp is 32
+// consecutive threads sharing a SeedqShimWarp whose barrier makes ballot and shuffle behave as
+// on the device: every lane contributes, then every lane reads the combined value. Atomics are
+// real (GCC builtins), so the compaction is exercised under true concurrency.
+#ifndef SEEDQ_SHIM_H
+#define SEEDQ_SHIM_H
+
+#include <atomic>
+#include <barrier>
+
+struct seedq_dim3 {
+    unsigned x, y, z;
+};
+extern thread_local seedq_dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+#define SEEDQ_DEV inline
+#define SEEDQ_KERNEL extern "C" void
+#define SEEDQ_WARP_SIZE 32u
+
+struct SeedqShimWarp {
+    std::barrier<> bar{32};
+    std::atomic<u64> bits{0};
+    u64 slots[32];
+};
+extern thread_local SeedqShimWarp* seedq_shim_warp;
+
+SEEDQ_DEV u64 seedq_umul64hi(u64 a, u64 b) { return (u64)(((unsigned __int128)a * b) >> 64); }
+SEEDQ_DEV u32 seedq_popc64(u64 v) { return (u32)__builtin_popcountll(v); }
+SEEDQ_DEV u32 seedq_ffs64(u64 v) { return (u32)__builtin_ffsll((long long)v); }
+SEEDQ_DEV u32 seedq_lane() { return threadIdx.x & 31u; }
+SEEDQ_DEV u64 seedq_ballot(bool pred) {
+    SeedqShimWarp* w = seedq_shim_warp;
+    if (pred) w->bits.fetch_or(1ull << seedq_lane());
+    w->bar.arrive_and_wait();
+    u64 mask = w->bits.load();
+    w->bar.arrive_and_wait();
+    if (seedq_lane() == 0) w->bits.store(0);
+    w->bar.arrive_and_wait();
+    return mask;
+}
+SEEDQ_DEV u64 seedq_shfl_u64(u64 v, u32 src) {
+    SeedqShimWarp* w = seedq_shim_warp;
+    w->slots[seedq_lane()] = v;
+    w->bar.arrive_and_wait();
+    u64 r = w->slots[src];
+    w->bar.arrive_and_wait();
+    return r;
+}
+SEEDQ_DEV u64 seedq_atomic_add_u64(u64* p, u64 v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+SEEDQ_DEV u64 seedq_ldg(const u64* p) { return *p; }
+SEEDQ_DEV u32 seedq_ldg32(const u32* p) { return *p; }
+
+#endif // SEEDQ_SHIM_H

@@ -1,0 +1,815 @@
+// sieve.cu: the seed sieve for every PRNG family, one source for CUDA (NVRTC at run time),
+// HIP (hipcc at build time) and the host shim (g++). Semantics: kernels/src/reference.rs.
+//
+// One thread evaluates one seed at a time in a grid-stride loop that is uniform across each
+// warp, so the survivor compaction can use warp-aggregated atomics (one atomicAdd per warp).
+// Seeds come from the thread index (range launches) or from a candidate list (list launches:
+// the reverse pass of a bidirectional job, prefiltered candidates, explicit seed lists).
+//
+// The kernel answers one question per seed: does some skip (constant mode) or some strategy
+// (variable mode) reach `need` matches? It stops at the first that does, and gives up on a skip
+// or strategy as soon as the remaining draws cannot reach `need` (early exit both ways). The
+// host recomputes the details of the few survivors (best skip, strategy, skip pattern) with
+// the reference, so the kernel keeps no per-draw state: the window is read from global memory
+// and a thread holds a few registers whatever the window length (no local arrays, no spills).
+//
+// Survivors: the counter counts every survivor even past the buffer's capacity, so the host
+// sees an overflow exactly and re-runs the launch with a buffer of the reported size.
+#ifndef SEEDQ_AMALGAMATED
+#include "seedq_compat.h"
+#endif
+
+// Family numbers, shared with kernels/src/gpu/params.rs (Family::ALL order).
+#define SEEDQ_XORSHIFT32 0
+#define SEEDQ_XORSHIFT64 1
+#define SEEDQ_XORSHIFT128 2
+#define SEEDQ_PCG32 3
+#define SEEDQ_LCG32 4
+#define SEEDQ_JAVA_LCG 5
+#define SEEDQ_MINSTD 6
+#define SEEDQ_MT19937 7
+#define SEEDQ_XOSHIRO256PP 8
+#define SEEDQ_PHILOX4X32 9
+#define SEEDQ_SFC64 10
+
+// flags
+#define SEEDQ_FLAG_VARIABLE 1u // variable-skip strategies instead of constant skips
+#define SEEDQ_FLAG_MT_FULL 2u  // mt19937 needs outputs >= 227: full state in `scratch`
+
+// The launch description; byte-identical to `SeedqParams` in kernels/src/gpu/params.rs.
+// Device addresses are carried as u64 so the layout is the same on every platform.
+struct SeedqParams {
+    u64 seed_start;      // range launches: the first seed
+    u64 n_seeds;         // seeds in this launch
+    u64 seed_list;       // list launches: device address of n_seeds u64 seeds; 0 for a range
+    u64 window;          // device address of k u64 draws, reduced mod modulus, in pass order
+    u64 out_seeds;       // device address of out_cap u64 survivor slots
+    u64 out_count;       // device address of one u64 counter (zeroed by the host)
+    u64 scratch;         // SEEDQ_FLAG_MT_FULL: 624 u32 words per thread, interleaved
+    u64 strategies;      // variable skip: device address of 2*n_strategies u32 (misses, tolerance)
+    u64 modulus;
+    u64 mod_magic;       // floor((2^64-1)/modulus)+1 when modulus < 2^32 (Lemire fastmod)
+    u64 offset;
+    u64 out_cap;
+    u64 scratch_threads; // threads the scratch is laid out for (the launch's grid size)
+    u64 fam[6];          // family parameters (see each generator's init)
+    u32 k;
+    u32 skip_min;
+    u32 skip_max;
+    u32 need;            // matches a pass must reach: ceil(threshold * k)
+    u32 n_strategies;
+    u32 flags;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Arithmetic helpers
+
+// x mod m for x < 2^64 and 2 <= m < 2^32, with minv = floor((2^64-1)/m): the quotient
+// estimate is at most 2 short, so two conditional subtractions finish the job.
+SEEDQ_DEV u64 seedq_mod_barrett(u64 x, u64 m, u64 minv) {
+    u64 q = seedq_umul64hi(x, minv);
+    u64 r = x - q * m;
+    if (r >= m) r -= m;
+    if (r >= m) r -= m;
+    return r;
+}
+
+// a mod d for a < 2^32, 2 <= d < 2^32, magic = floor((2^64-1)/d)+1 (Lemire, Kaser, Kurz 2019):
+// the high 64 bits of (magic*a mod 2^64) * d, written as two 32x32->64 multiplies.
+SEEDQ_DEV u64 seedq_fastmod32(u32 a, u64 magic, u32 d) {
+    u64 lowbits = magic * a;
+    u64 lo = (u64)(u32)lowbits * d;
+    u64 hi = (lowbits >> 32) * (u64)d + (lo >> 32);
+    return hi >> 32;
+}
+
+SEEDQ_DEV u32 seedq_rotr32(u32 v, u32 r) { return (v >> (r & 31u)) | (v << ((32u - r) & 31u)); }
+SEEDQ_DEV u64 seedq_rotl64(u64 v, u32 r) { return (v << r) | (v >> (64u - r)); }
+
+// ---------------------------------------------------------------------------------------------
+// Generators. Each has: BITS (output width), init(seed), next() (the next output),
+// discard(n), a Jump type with make_jump(n) and skip_next(j) = "discard n-1, return next()",
+// and save()/restore() for the variable-skip search, which sometimes steps back to the start
+// of the previous search window.
+
+// Plain stepping for families without a cheap jump.
+#define SEEDQ_STEPPING_JUMP(Self)                                                           \
+    typedef u64 Jump;                                                                       \
+    SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams&) { return n; }                \
+    SEEDQ_DEV void discard(u64 n) {                                                         \
+        for (u64 r = 0; r < n; ++r) next();                                                 \
+    }                                                                                       \
+    SEEDQ_DEV u64 skip_next(Jump n) {                                                       \
+        discard(n - 1);                                                                     \
+        return next();                                                                      \
+    }                                                                                       \
+    typedef Self Mark;                                                                      \
+    SEEDQ_DEV Mark save() const { return *this; }                                           \
+    SEEDQ_DEV void restore(const Mark& m, u64, u64, const SeedqParams&, u64) { *this = m; }
+
+struct GenXorshift32 {
+    enum { BITS = 32 };
+    u32 x, a, b, c;
+    SEEDQ_DEV void init(u64 seed, const SeedqParams& p, u64) {
+        x = (u32)seed;
+        a = (u32)p.fam[0];
+        b = (u32)p.fam[1];
+        c = (u32)p.fam[2];
+    }
+    SEEDQ_DEV u64 next() {
+        x ^= x << a;
+        x ^= x >> b;
+        x ^= x << c;
+        return x;
+    }
+    SEEDQ_STEPPING_JUMP(GenXorshift32)
+};
+
+struct GenXorshift64 {
+    enum { BITS = 64 };
+    u64 x;
+    SEEDQ_DEV void init(u64 seed, const SeedqParams&, u64) { x = seed; }
+    SEEDQ_DEV u64 next() {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x *= 0x2545F4914F6CDD1Dull;
+        return x;
+    }
+    SEEDQ_STEPPING_JUMP(GenXorshift64)
+};
+
+struct GenXorshift128 {
+    enum { BITS = 32 };
+    u32 x, y, z, w;
+    SEEDQ_DEV void init(u64 seed, const SeedqParams&, u64) {
+        x = (u32)seed;
+        y = 362436069u;
+        z = 521288629u;
+        w = 88675123u;
+    }
+    SEEDQ_DEV u64 next() {
+        u32 t = x ^ (x << 11);
+        x = y;
+        y = z;
+        z = w;
+        w = w ^ (w >> 19) ^ (t ^ (t >> 8));
+        return w;
+    }
+    SEEDQ_STEPPING_JUMP(GenXorshift128)
+};
+
+struct GenXoshiro256pp {
+    enum { BITS = 64 };
+    u64 s0, s1, s2, s3;
+    SEEDQ_DEV void init(u64 seed, const SeedqParams&, u64) {
+        s0 = seed;
+        s1 = 0x9E3779B97F4A7C15ull;
+        s2 = 0x6A09E667F3BCC908ull;
+        s3 = 0xBB67AE8584CAA73Bull;
+    }
+    SEEDQ_DEV u64 next() {
+        u64 out = seedq_rotl64(s0 + s3, 23) + s0;
+        u64 t = s1 << 17;
+        s2 ^= s0;
+        s3 ^= s1;
+        s1 ^= s2;
+        s0 ^= s3;
+        s2 ^= t;
+        s3 = seedq_rotl64(s3, 45);
+        return out;
+    }
+    SEEDQ_STEPPING_JUMP(GenXoshiro256pp)
+};
+
+struct GenSfc64 {
+    enum { BITS = 64 };
+    u64 a, b, c, cnt;
+    SEEDQ_DEV void init(u64 seed, const SeedqParams&, u64) {
+        a = seed;
+        b = 0x9E3779B97F4A7C15ull;
+        c = 0x6A09E667F3BCC908ull;
+        cnt = 1;
+    }
+    SEEDQ_DEV u64 next() {
+        u64 tmp = a + b + cnt;
+        cnt += 1;
+        a = b ^ (b >> 11);
+        b = c + (c << 3);
+        c = seedq_rotl64(c, 24) + tmp;
+        return tmp;
+    }
+    SEEDQ_STEPPING_JUMP(GenSfc64)
+};
+
+// lcg32: s = (a*s + c) mod m with a 64-bit intermediate; m = 0 means 2^32.
+// fam = {a, c, m, floor((2^64-1)/m) or 0}. Jumps are affine maps (A, C) reduced mod m. All
+// operands are below 2^32, so every product is one 32x32->64 multiply, and the default
+// m = 2^31-1 reduces with two Mersenne folds instead of a division.
+struct GenLcg32 {
+    enum { BITS = 32 };
+    u32 s, a, c, m;
+    u64 minv;
+    // x < 2^64 reduced mod m (the branch is uniform: m is a launch parameter).
+    SEEDQ_DEV u32 reduce(u64 x) const {
+        if (m == 0) return (u32)x;
+        if (m == 0x7FFFFFFFu) {
+            x = (x & 0x7FFFFFFFull) + (x >> 31); // < 2^31 + 2^33
+            x = (x & 0x7FFFFFFFull) + (x >> 31); // < 2^31 + 2^3
+            return (u32)(x >= 0x7FFFFFFFull ? x - 0x7FFFFFFFull : x);
+        }
+        return (u32)seedq_mod_barrett(x, m, minv);
+    }
+    SEEDQ_DEV void init(u64 seed, const SeedqParams& p, u64) {
+        s = (u32)seed;
+        m = (u32)p.fam[2];
+        minv = p.fam[3];
+        a = reduce(p.fam[0]);
+        c = reduce(p.fam[1]);
+    }
+    // a, s < 2^32 and c < 2^32: a*s + c < 2^64.
+    SEEDQ_DEV u64 next() {
+        s = reduce((u64)a * s + c);
+        return s;
+    }
+    struct Jump {
+        u32 A, C;
+    };
+    SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams& p) {
+        GenLcg32 g;
+        g.init(0, p, 0);
+        Jump acc = {g.reduce(1), 0}, sq = {g.a, g.c};
+        while (n) {
+            if (n & 1) {
+                acc.C = g.reduce((u64)acc.C * sq.A + sq.C);
+                acc.A = g.reduce((u64)acc.A * sq.A);
+            }
+            sq.C = g.reduce((u64)sq.C * sq.A + sq.C);
+            sq.A = g.reduce((u64)sq.A * sq.A);
+            n >>= 1;
+        }
+        return acc;
+    }
+    SEEDQ_DEV u64 skip_next(const Jump& j) {
+        s = reduce((u64)j.A * s + j.C);
+        return s;
+    }
+    SEEDQ_DEV void discard(u64 n, const SeedqParams& p) {
+        if (n) skip_next(make_jump(n, p));
+    }
+    typedef GenLcg32 Mark;
+    SEEDQ_DEV Mark save() const { return *this; }
+    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+};
+
+// java_lcg: 48-bit state, s = (a*s + c) mod 2^48, output s >> 16. fam = {a, c}.
+struct GenJavaLcg {
+    enum { BITS = 32 };
+    u64 s, a, c;
+    SEEDQ_DEV void init(u64 seed, const SeedqParams& p, u64) {
+        s = seed & 0xFFFFFFFFFFFFull;
+        a = p.fam[0];
+        c = p.fam[1];
+    }
+    SEEDQ_DEV u64 next() {
+        s = (a * s + c) & 0xFFFFFFFFFFFFull;
+        return s >> 16;
+    }
+    struct Jump {
+        u64 A, C;
+    };
+    SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams& p) {
+        const u64 mask = 0xFFFFFFFFFFFFull;
+        Jump acc = {1, 0}, sq = {p.fam[0], p.fam[1]};
+        while (n) {
+            if (n & 1) {
+                acc.C = (acc.C * sq.A + sq.C) & mask;
+                acc.A = (acc.A * sq.A) & mask;
+            }
+            sq.C = (sq.C * sq.A + sq.C) & mask;
+            sq.A = (sq.A * sq.A) & mask;
+            n >>= 1;
+        }
+        return acc;
+    }
+    SEEDQ_DEV u64 skip_next(const Jump& j) {
+        s = (j.A * s + j.C) & 0xFFFFFFFFFFFFull;
+        return s >> 16;
+    }
+    SEEDQ_DEV void discard(u64 n, const SeedqParams& p) {
+        if (n) skip_next(make_jump(n, p));
+    }
+    typedef GenJavaLcg Mark;
+    SEEDQ_DEV Mark save() const { return *this; }
+    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+};
+
+// minstd: s = a*s mod m; seeded with seed mod m, 0 becomes 1. fam = {a, m, floor((2^64-1)/m)}.
+struct GenMinstd {
+    enum { BITS = 32 };
+    u64 s, a, m, minv;
+    SEEDQ_DEV void init(u64 seed, const SeedqParams& p, u64) {
+        a = p.fam[0];
+        m = p.fam[1];
+        minv = p.fam[2];
+        s = seedq_mod_barrett((u32)seed, m, minv);
+        if (s == 0) s = 1;
+    }
+    SEEDQ_DEV u64 next() {
+        s = seedq_mod_barrett(a * s, m, minv);
+        return s;
+    }
+    typedef u64 Jump; // a^n mod m
+    SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams& p) {
+        u64 m = p.fam[1], minv = p.fam[2];
+        u64 acc = 1 % m, sq = p.fam[0];
+        while (n) {
+            if (n & 1) acc = seedq_mod_barrett(acc * sq, m, minv);
+            sq = seedq_mod_barrett(sq * sq, m, minv);
+            n >>= 1;
+        }
+        return acc;
+    }
+    SEEDQ_DEV u64 skip_next(Jump j) {
+        s = seedq_mod_barrett(j * s, m, minv);
+        return s;
+    }
+    SEEDQ_DEV void discard(u64 n, const SeedqParams& p) {
+        if (n) skip_next(make_jump(n, p));
+    }
+    typedef GenMinstd Mark;
+    SEEDQ_DEV Mark save() const { return *this; }
+    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+};
+
+// pcg32: 64-bit LCG state (seeded with the 32-bit seed), output XSH-RR of the OLD state.
+// fam = {inc, mult}. A Jump of n holds the affine map of n-1 steps: skip_next lands on the
+// state whose output is wanted, outputs it, then steps once.
+struct GenPcg32 {
+    enum { BITS = 32 };
+    u64 s, inc, mult;
+    SEEDQ_DEV static u32 xsh_rr(u64 old) {
+        u32 xs = (u32)(((old >> 18) ^ old) >> 27);
+        return seedq_rotr32(xs, (u32)(old >> 59));
+    }
+    SEEDQ_DEV void init(u64 seed, const SeedqParams& p, u64) {
+        s = (u32)seed;
+        inc = p.fam[0];
+        mult = p.fam[1];
+    }
+    SEEDQ_DEV u64 next() {
+        u64 old = s;
+        s = old * mult + inc;
+        return xsh_rr(old);
+    }
+    struct Jump {
+        u64 A, C;
+    };
+    SEEDQ_DEV static Jump affine(u64 n, const SeedqParams& p) {
+        Jump acc = {1, 0}, sq = {p.fam[1], p.fam[0]};
+        while (n) {
+            if (n & 1) {
+                acc.C = acc.C * sq.A + sq.C;
+                acc.A = acc.A * sq.A;
+            }
+            sq.C = sq.C * sq.A + sq.C;
+            sq.A = sq.A * sq.A;
+            n >>= 1;
+        }
+        return acc;
+    }
+    SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams& p) { return affine(n - 1, p); }
+    SEEDQ_DEV u64 skip_next(const Jump& j) {
+        s = j.A * s + j.C;
+        return next();
+    }
+    SEEDQ_DEV void discard(u64 n, const SeedqParams& p) {
+        if (n) {
+            Jump j = affine(n, p);
+            s = j.A * s + j.C;
+        }
+    }
+    typedef GenPcg32 Mark;
+    SEEDQ_DEV Mark save() const { return *this; }
+    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+};
+
+// philox4x32-10: key (seed lo, seed hi); output n is word 0 of the block of counter n (64-bit).
+struct GenPhilox {
+    enum { BITS = 32 };
+    u32 k0, k1;
+    u64 ctr;
+    SEEDQ_DEV void init(u64 seed, const SeedqParams&, u64) {
+        k0 = (u32)seed;
+        k1 = (u32)(seed >> 32);
+        ctr = 0;
+    }
+    SEEDQ_DEV static u32 block0(u64 n, u32 key0, u32 key1) {
+        u32 c0 = (u32)n, c1 = (u32)(n >> 32), c2 = 0, c3 = 0;
+#pragma unroll
+        for (int round = 0; round < 10; ++round) {
+            if (round > 0) {
+                key0 += 0x9E3779B9u;
+                key1 += 0xBB67AE85u;
+            }
+            u64 p0 = 0xD2511F53ull * c0;
+            u64 p1 = 0xCD9E8D57ull * c2;
+            u32 hi0 = (u32)(p0 >> 32), lo0 = (u32)p0;
+            u32 hi1 = (u32)(p1 >> 32), lo1 = (u32)p1;
+            u32 n0 = hi1 ^ c1 ^ key0, n2 = hi0 ^ c3 ^ key1;
+            c0 = n0;
+            c1 = lo1;
+            c2 = n2;
+            c3 = lo0;
+        }
+        return c0;
+    }
+    SEEDQ_DEV u64 next() {
+        u64 n = ctr;
+        ctr = n + 1;
+        return block0(n, k0, k1);
+    }
+    typedef u64 Jump;
+    SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams&) { return n; }
+    SEEDQ_DEV u64 skip_next(Jump n) {
+        ctr += n - 1;
+        return next();
+    }
+    SEEDQ_DEV void discard(u64 n, const SeedqParams&) { ctr += n; }
+    typedef GenPhilox Mark;
+    SEEDQ_DEV Mark save() const { return *this; }
+    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+};
+
+// mt19937, outputs below 227 (php_mt_seed's technique): output j only needs the initial words
+// mt[j], mt[j+1] and mt[j+397], so it is computed from the seed by running init_genrand up to
+// word j+397 and twisting one word. No state array at all; position = next output number.
+SEEDQ_DEV u32 seedq_mt_temper(u32 y) {
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9D2C5680u;
+    y ^= (y << 15) & 0xEFC60000u;
+    y ^= y >> 18;
+    return y;
+}
+SEEDQ_DEV u32 seedq_mt_twist_word(u32 a, u32 b, u32 c) {
+    u32 y = (a & 0x80000000u) | (b & 0x7FFFFFFFu);
+    return c ^ (y >> 1) ^ ((y & 1u) ? 0x9908B0DFu : 0u);
+}
+SEEDQ_DEV u32 seedq_mt_output_below_227(u32 seed, u32 j) {
+    u32 x = seed, i = 1;
+    for (; i <= j; ++i) x = 1812433253u * (x ^ (x >> 30)) + i;
+    u32 a = x; // mt[j]
+    x = 1812433253u * (x ^ (x >> 30)) + i;
+    ++i;
+    u32 b = x; // mt[j+1]
+#pragma unroll 4
+    for (; i <= j + 397u; ++i) x = 1812433253u * (x ^ (x >> 30)) + i;
+    return seedq_mt_temper(seedq_mt_twist_word(a, b, x)); // x = mt[j+397]
+}
+
+struct GenMtCapture {
+    enum { BITS = 32 };
+    u32 seed;
+    u64 pos;
+    SEEDQ_DEV void init(u64 s, const SeedqParams&, u64) {
+        seed = (u32)s;
+        pos = 0;
+    }
+    SEEDQ_DEV u64 next() { return seedq_mt_output_below_227(seed, (u32)pos++); }
+    typedef u64 Jump;
+    SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams&) { return n; }
+    SEEDQ_DEV u64 skip_next(Jump n) {
+        pos += n - 1;
+        return next();
+    }
+    SEEDQ_DEV void discard(u64 n, const SeedqParams&) { pos += n; }
+    typedef GenMtCapture Mark;
+    SEEDQ_DEV Mark save() const { return *this; }
+    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+};
+
+// mt19937, any output: the 624-word state lives in global scratch, interleaved across threads
+// (word w of thread t at scratch[w * threads + t]) so neighbouring threads' accesses coalesce.
+struct GenMtFull {
+    enum { BITS = 32 };
+    u32* mt;
+    u64 stride;
+    u32 idx;
+    SEEDQ_DEV u32& word(u32 w) { return mt[(u64)w * stride]; }
+    SEEDQ_DEV void init(u64 s, const SeedqParams& p, u64 gtid) {
+        mt = (u32*)p.scratch + gtid;
+        stride = p.scratch_threads;
+        u32 x = (u32)s;
+        word(0) = x;
+        for (u32 i = 1; i < 624u; ++i) {
+            x = 1812433253u * (x ^ (x >> 30)) + i;
+            word(i) = x;
+        }
+        idx = 624;
+    }
+    SEEDQ_DEV void twist() {
+        for (u32 i = 0; i < 624u; ++i) {
+            u32 i1 = i + 1 == 624u ? 0u : i + 1;
+            u32 im = i + 397u >= 624u ? i + 397u - 624u : i + 397u;
+            word(i) = seedq_mt_twist_word(word(i), word(i1), word(im));
+        }
+        idx = 0;
+    }
+    SEEDQ_DEV u64 next() {
+        if (idx >= 624u) twist();
+        return seedq_mt_temper(word(idx++));
+    }
+    SEEDQ_DEV void discard(u64 n, const SeedqParams&) { advance(n); }
+    SEEDQ_DEV void advance(u64 n) {
+        while (n > 0) {
+            if (idx >= 624u) twist();
+            u64 take = 624u - idx;
+            if (take > n) take = n;
+            idx += (u32)take;
+            n -= take;
+        }
+    }
+    typedef u64 Jump;
+    SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams&) { return n; }
+    SEEDQ_DEV u64 skip_next(Jump n) {
+        advance(n - 1);
+        return next();
+    }
+    // The state is too big to copy: a mark is the output number, restored by re-seeding.
+    typedef u64 Mark;
+    SEEDQ_DEV Mark save() const { return 0; }
+    SEEDQ_DEV void restore(const Mark&, u64 mark_pos, u64 seed, const SeedqParams& p, u64 gtid) {
+        init(seed, p, gtid);
+        discard(mark_pos, p);
+    }
+};
+
+// Stepping families take discard(n) without params; give them the common signature.
+template <class G>
+SEEDQ_DEV void seedq_discard(G& g, u64 n, const SeedqParams& p) {
+    g.discard(n, p);
+}
+#define SEEDQ_DISCARD_NO_PARAMS(G)                                                          \
+    template <>                                                                             \
+    SEEDQ_DEV void seedq_discard<G>(G & g, u64 n, const SeedqParams&) {                     \
+        g.discard(n);                                                                       \
+    }
+SEEDQ_DISCARD_NO_PARAMS(GenXorshift32)
+SEEDQ_DISCARD_NO_PARAMS(GenXorshift64)
+SEEDQ_DISCARD_NO_PARAMS(GenXorshift128)
+SEEDQ_DISCARD_NO_PARAMS(GenXoshiro256pp)
+SEEDQ_DISCARD_NO_PARAMS(GenSfc64)
+
+// ---------------------------------------------------------------------------------------------
+// Matching
+
+template <class G>
+SEEDQ_DEV u64 seedq_reduce(u64 o, const SeedqParams& p) {
+    if (G::BITS == 32) {
+        if (p.modulus > 0xFFFFFFFFull) return o; // o < 2^32 <= modulus
+        return seedq_fastmod32((u32)o, p.mod_magic, (u32)p.modulus);
+    }
+    return o % p.modulus;
+}
+
+// Constant skip: does some t in [skip_min, skip_max] reach `need` matches?
+// Draw i is output offset + t + i*(t+1).
+template <class G>
+SEEDQ_DEV bool seedq_constant_survives(const SeedqParams& p, u64 seed, u64 gtid) {
+    const u64* window = (const u64*)p.window;
+    const u32 k = p.k, need = p.need;
+    for (u64 t = p.skip_min; t <= (u64)p.skip_max; ++t) {
+        G g;
+        g.init(seed, p, gtid);
+        seedq_discard(g, p.offset + t, p);
+        typename G::Jump gap = G::make_jump(t + 1, p);
+        u64 o = g.next();
+        u32 matches = 0;
+        for (u32 i = 0;;) {
+            if (seedq_reduce<G>(o, p) == seedq_ldg(window + i)) {
+                if (++matches >= need) return true;
+            }
+            ++i;
+            if (matches + (k - i) < need) break; // also ends the window (matches < need)
+            o = g.skip_next(gap);
+        }
+    }
+    return false;
+}
+
+// Variable skip (reference.rs, "Variable skip"): each strategy carries (pos, expected, misses,
+// matches) as running state; no per-draw arrays. A strategy stops early when its remaining
+// draws cannot reach `need`, and the seed survives as soon as one strategy reaches it.
+template <class G>
+SEEDQ_DEV bool seedq_variable_survives(const SeedqParams& p, u64 seed, u64 gtid) {
+    const u64* window = (const u64*)p.window;
+    const u32* strategies = (const u32*)p.strategies;
+    const u32 k = p.k, need = p.need, skip_min = p.skip_min, skip_max = p.skip_max;
+    for (u32 st = 0; st < p.n_strategies; ++st) {
+        const u32 max_misses = seedq_ldg32(strategies + 2 * st);
+        const u32 tol = seedq_ldg32(strategies + 2 * st + 1);
+        G g;
+        g.init(seed, p, gtid);
+        u64 g_pos = 0; // number of the next output g produces
+        typename G::Mark mark = g.save();
+        u64 mark_pos = 0;
+        u64 pos = p.offset; // absolute number of the next output not yet consumed
+        u32 expected = skip_min, misses = 0, matches = 0;
+        for (u32 i = 0; i < k; ++i) {
+            if (matches + (k - i) < need) break;
+            u32 lo = expected >= tol ? expected - tol : 0u;
+            if (lo < skip_min) lo = skip_min;
+            u32 hi = expected + tol < expected ? 0xFFFFFFFFu : expected + tol;
+            if (hi > skip_max) hi = skip_max;
+            u64 start = pos + lo;
+            // After a miss the next window may start before where the generator stands, but
+            // never before the previous window's start, which is the mark.
+            if (start < g_pos) {
+                g.restore(mark, mark_pos, seed, p, gtid);
+                g_pos = mark_pos;
+            }
+            seedq_discard(g, start - g_pos, p);
+            g_pos = start;
+            mark = g.save();
+            mark_pos = start;
+            const u64 draw = seedq_ldg(window + i);
+            bool found = false;
+            u32 t = lo;
+            for (;;) {
+                u64 o = g.next();
+                ++g_pos;
+                if (seedq_reduce<G>(o, p) == draw) {
+                    found = true;
+                    break;
+                }
+                if (t == hi) break;
+                ++t;
+            }
+            if (found) {
+                if (++matches >= need) return true;
+                misses = 0;
+                expected = t;
+                pos += (u64)t + 1;
+            } else {
+                pos += (u64)expected + 1;
+                if (++misses >= max_misses) break; // ended: the rest are misses
+            }
+        }
+    }
+    return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The grid-stride loop and the survivor compaction
+
+// Every lane of the warp calls this once per loop iteration (warp-uniform loop).
+SEEDQ_DEV void seedq_emit(const SeedqParams& p, bool survived, u64 seed) {
+    u64 mask = seedq_ballot(survived);
+    if (mask == 0) return;
+    const u32 lane = seedq_lane();
+    const u32 leader = seedq_ffs64(mask) - 1u;
+    u64 base = 0;
+    if (lane == leader) base = seedq_atomic_add_u64((u64*)p.out_count, (u64)seedq_popc64(mask));
+    base = seedq_shfl_u64(base, leader);
+    if (survived) {
+        u64 slot = base + seedq_popc64(mask & seedq_lanemask_lt(lane));
+        if (slot < p.out_cap) ((u64*)p.out_seeds)[slot] = seed;
+    }
+}
+
+template <class G>
+SEEDQ_DEV void seedq_sieve_body(const SeedqParams& p) {
+    const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    const u64 lane = seedq_lane();
+    const u64* list = (const u64*)p.seed_list;
+    const bool variable = (p.flags & SEEDQ_FLAG_VARIABLE) != 0;
+    // base is the warp's first seed index: the same for every lane, so the loop (and the
+    // ballot inside seedq_emit) stays convergent even when lanes exit their seed early.
+    for (u64 base = gtid - lane; base < p.n_seeds; base += stride) {
+        const u64 idx = base + lane;
+        bool survived = false;
+        u64 seed = 0;
+        if (idx < p.n_seeds) {
+            seed = list ? seedq_ldg(list + idx) : p.seed_start + idx;
+            survived = variable ? seedq_variable_survives<G>(p, seed, gtid) : seedq_constant_survives<G>(p, seed, gtid);
+        }
+        seedq_emit(p, survived, seed);
+    }
+}
+
+// lcg32, constant skip, seed range: SEEDQ_LCG32_BATCH consecutive seeds per thread. Every
+// output is affine in the seed (output_n(s + j) = output_n(s) + j*A_n mod m), so the seeds of a
+// batch cost one modular add each per draw instead of a multiply and a reduction; only the
+// batch's first seed and the increment A_n step through the jumps.
+#define SEEDQ_LCG32_BATCH 8u
+
+SEEDQ_DEV u32 seedq_lcg32_addmod(u32 x, u32 y, u32 m) {
+    if (m == 0) return x + y; // 2^32: natural wrap
+    return x >= m - y ? x - (m - y) : x + y;
+}
+
+// Bit j set: seed first + j survives (only j < count are evaluated).
+SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 count) {
+    const u64* window = (const u64*)p.window;
+    const u32 k = p.k, need = p.need;
+    const u32 valid = count >= 32u ? 0xFFFFFFFFu : ((1u << count) - 1u);
+    u32 survived = 0;
+    GenLcg32 g;
+    g.init(first, p, 0);
+    const u32 s0 = g.s;
+    for (u64 t = p.skip_min; t <= (u64)p.skip_max && survived != valid; ++t) {
+        // State after offset+t steps, then one step: output offset+t (draw 0) of seed `first`,
+        // and what one more seed adds to it. (offset+t+1 itself may not fit in 64 bits.)
+        const GenLcg32::Jump lead = GenLcg32::make_jump(p.offset + t, p);
+        const GenLcg32::Jump gap = GenLcg32::make_jump(t + 1, p);
+        u32 base = g.reduce((u64)g.a * g.reduce((u64)lead.A * s0 + lead.C) + g.c);
+        u32 inc = g.reduce((u64)g.a * lead.A);
+        u32 matches[SEEDQ_LCG32_BATCH];
+#pragma unroll
+        for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) matches[j] = 0;
+        for (u32 i = 0; i < k; ++i) {
+            const u64 draw = seedq_ldg(window + i);
+            u32 o = base;
+            u32 best_open = 0; // most matches among seeds still able and needing to survive
+#pragma unroll
+            for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) {
+                if (seedq_reduce<GenLcg32>(o, p) == draw) ++matches[j];
+                if (matches[j] >= need) survived |= (1u << j) & valid;
+                const bool open = ((valid & ~survived) >> j) & 1u;
+                if (open && matches[j] > best_open) best_open = matches[j];
+                o = seedq_lcg32_addmod(o, inc, g.m);
+            }
+            if ((survived & valid) == valid) break;
+            if (best_open + (k - 1 - i) < need) break; // no open seed can reach need at this t
+            base = g.reduce((u64)gap.A * base + gap.C);
+            inc = g.reduce((u64)gap.A * inc);
+        }
+    }
+    return survived & valid;
+}
+
+SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
+    const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    const u64 lane = seedq_lane();
+    const u64 batches = (p.n_seeds + SEEDQ_LCG32_BATCH - 1) / SEEDQ_LCG32_BATCH;
+    for (u64 base = gtid - lane; base < batches; base += stride) {
+        const u64 b = base + lane;
+        u32 survived = 0;
+        const u64 first = b * SEEDQ_LCG32_BATCH;
+        if (b < batches) {
+            const u64 left = p.n_seeds - first;
+            survived = seedq_lcg32_batch_survivors(p, p.seed_start + first, left < SEEDQ_LCG32_BATCH ? (u32)left : SEEDQ_LCG32_BATCH);
+        }
+        // Uniform across the warp: every lane emits SEEDQ_LCG32_BATCH times.
+        for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) seedq_emit(p, (survived >> j) & 1u, p.seed_start + first + j);
+    }
+}
+
+#if !defined(SEEDQ_FAMILY_ONLY)
+#define SEEDQ_WANT(fam) 1
+#else
+#define SEEDQ_WANT(fam) (SEEDQ_FAMILY_ONLY == (fam))
+#endif
+
+#if SEEDQ_WANT(SEEDQ_XORSHIFT32)
+SEEDQ_KERNEL seedq_sieve_xorshift32(SeedqParams p) { seedq_sieve_body<GenXorshift32>(p); }
+#endif
+#if SEEDQ_WANT(SEEDQ_XORSHIFT64)
+SEEDQ_KERNEL seedq_sieve_xorshift64(SeedqParams p) { seedq_sieve_body<GenXorshift64>(p); }
+#endif
+#if SEEDQ_WANT(SEEDQ_XORSHIFT128)
+SEEDQ_KERNEL seedq_sieve_xorshift128(SeedqParams p) { seedq_sieve_body<GenXorshift128>(p); }
+#endif
+#if SEEDQ_WANT(SEEDQ_PCG32)
+SEEDQ_KERNEL seedq_sieve_pcg32(SeedqParams p) { seedq_sieve_body<GenPcg32>(p); }
+#endif
+#if SEEDQ_WANT(SEEDQ_LCG32)
+SEEDQ_KERNEL seedq_sieve_lcg32(SeedqParams p) {
+    if (p.seed_list == 0 && (p.flags & SEEDQ_FLAG_VARIABLE) == 0)
+        seedq_sieve_lcg32_batched(p);
+    else
+        seedq_sieve_body<GenLcg32>(p);
+}
+#endif
+#if SEEDQ_WANT(SEEDQ_JAVA_LCG)
+SEEDQ_KERNEL seedq_sieve_java_lcg(SeedqParams p) { seedq_sieve_body<GenJavaLcg>(p); }
+#endif
+#if SEEDQ_WANT(SEEDQ_MINSTD)
+SEEDQ_KERNEL seedq_sieve_minstd(SeedqParams p) { seedq_sieve_body<GenMinstd>(p); }
+#endif
+#if SEEDQ_WANT(SEEDQ_MT19937)
+// Two kernels: the stateless one for windows within outputs 0..226, the scratch one otherwise.
+SEEDQ_KERNEL seedq_sieve_mt19937(SeedqParams p) { seedq_sieve_body<GenMtCapture>(p); }
+SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_body<GenMtFull>(p); }
+#endif
+#if SEEDQ_WANT(SEEDQ_XOSHIRO256PP)
+SEEDQ_KERNEL seedq_sieve_xoshiro256pp(SeedqParams p) { seedq_sieve_body<GenXoshiro256pp>(p); }
+#endif
+#if SEEDQ_WANT(SEEDQ_PHILOX4X32)
+SEEDQ_KERNEL seedq_sieve_philox4x32(SeedqParams p) { seedq_sieve_body<GenPhilox>(p); }
+#endif
+#if SEEDQ_WANT(SEEDQ_SFC64)
+SEEDQ_KERNEL seedq_sieve_sfc64(SeedqParams p) { seedq_sieve_body<GenSfc64>(p); }
+#endif

@@ -1,0 +1,201 @@
+//! The host side every kernel backend shares: splitting a seed set into launches, survivor
+//! buffer overflow handling, the pass sequence (forward, reverse, bidirectional), and the
+//! completion of survivors with the reference's per-seed evaluation.
+//!
+//! A backend (CUDA, HIP, the host shim) only implements [`Launcher::launch`]: run one kernel
+//! launch over a seed range or a candidate list and return the survivor count and seeds.
+
+use rayon::prelude::*;
+
+use crate::gpu::linear;
+use crate::gpu::params::{PassPlan, FLAG_VARIABLE};
+use crate::reference;
+use crate::spec::{Direction, SeedSet, SieveError, SieveOutcome, SieveSpec, Survivor};
+
+/// The seeds of one launch.
+#[derive(Debug, Clone, Copy)]
+pub enum LaunchSeeds<'a> {
+    /// `count` consecutive seeds from `start` (computed from the thread index on the device).
+    Range { start: u64, count: u64 },
+    /// Explicit candidates (uploaded).
+    List(&'a [u64]),
+}
+
+impl LaunchSeeds<'_> {
+    pub fn len(&self) -> u64 {
+        match self {
+            LaunchSeeds::Range { count, .. } => *count,
+            LaunchSeeds::List(list) => list.len() as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What one launch found.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchResult {
+    /// Every survivor the kernel counted, including those that did not fit the buffer.
+    pub count: u64,
+    /// The first `min(count, capacity)` survivors, in no particular order.
+    pub seeds: Vec<u64>,
+}
+
+/// One kernel launch on some device.
+pub trait Launcher {
+    /// Upper bound on seeds per launch (bounds list uploads and survivor memory).
+    fn max_seeds_per_launch(&self) -> u64;
+    /// Draw evaluations (seed x skip x draw) one launch may do, so a launch stays short (well
+    /// under a second: display watchdogs, drain on SIGTERM) whatever the job's cost per seed.
+    fn evaluations_per_launch(&self) -> u64 {
+        u64::MAX
+    }
+    /// Survivor slots a launch starts with; an overflowing launch is re-run with exactly the
+    /// number of slots it reported.
+    fn initial_capacity(&self) -> u64;
+    /// Runs `plan` over `seeds` with a survivor buffer of `capacity` slots.
+    fn launch(
+        &self,
+        plan: &PassPlan,
+        seeds: LaunchSeeds<'_>,
+        capacity: u64,
+    ) -> Result<LaunchResult, SieveError>;
+}
+
+/// Runs a whole sieve job on `launcher`: the same contract as [`crate::reference::sieve`].
+pub fn sieve(
+    launcher: &dyn Launcher,
+    spec: &SieveSpec,
+    seeds: &SeedSet,
+) -> Result<SieveOutcome, SieveError> {
+    spec.validate()?;
+    spec.validate_seeds(seeds)?;
+    let survivors = match spec.direction {
+        Direction::Forward => run_pass(launcher, spec, false, seeds)?,
+        Direction::Reverse => run_pass(launcher, spec, true, seeds)?,
+        Direction::Bidirectional => {
+            let forward = run_pass(launcher, spec, false, seeds)?;
+            if forward.is_empty() {
+                forward
+            } else {
+                // The reverse pass runs on forward survivors only, as a candidate list.
+                run_pass(launcher, spec, true, &SeedSet::List(forward))?
+            }
+        }
+    };
+    Ok(SieveOutcome {
+        survivors: complete(spec, &survivors)?,
+        seeds_tested: seeds.len(),
+    })
+}
+
+/// One pass over `seeds`: the sorted, deduplicated seeds that reach the pass's threshold.
+pub fn run_pass(
+    launcher: &dyn Launcher,
+    spec: &SieveSpec,
+    reverse: bool,
+    seeds: &SeedSet,
+) -> Result<Vec<u64>, SieveError> {
+    let plan = PassPlan::new(spec, reverse);
+    // Exact searches of GF(2)-linear families: solve for the few candidates instead of trying
+    // every seed (the kernel then verifies them).
+    let prefiltered = linear::candidates(spec, reverse, seeds);
+    let seeds = prefiltered.as_ref().unwrap_or(seeds);
+    let per_launch = seeds_per_launch(&plan, launcher.evaluations_per_launch())
+        .min(launcher.max_seeds_per_launch())
+        .max(1);
+    let mut survivors = Vec::new();
+    match seeds {
+        SeedSet::Range { start, end } => {
+            let mut at = *start;
+            while at < *end {
+                let count = (*end - at).min(per_launch);
+                survivors.extend(launch_exact(
+                    launcher,
+                    &plan,
+                    LaunchSeeds::Range { start: at, count },
+                )?);
+                at += count;
+            }
+        }
+        SeedSet::List(list) => {
+            for chunk in list.chunks(per_launch.min(usize::MAX as u64) as usize) {
+                survivors.extend(launch_exact(launcher, &plan, LaunchSeeds::List(chunk))?);
+            }
+        }
+    }
+    survivors.sort_unstable();
+    survivors.dedup();
+    Ok(survivors)
+}
+
+/// Seeds a launch may take for `plan` within `budget` draw evaluations, from a worst-case cost
+/// per seed (constant skip: skips x k; variable skip: about 8 outputs per draw per strategy;
+/// full-state mt19937 pays 624 words of seeding per skip on top).
+pub fn seeds_per_launch(plan: &PassPlan, budget: u64) -> u64 {
+    let p = &plan.params;
+    let k = (p.k as u64).max(1);
+    let mut per_seed = if p.flags & FLAG_VARIABLE != 0 {
+        k.saturating_mul(8)
+            .saturating_mul(p.n_strategies.max(1) as u64)
+    } else {
+        k.saturating_mul(p.skip_max as u64 - p.skip_min as u64 + 1)
+    };
+    if plan.needs_scratch() {
+        per_seed = per_seed.saturating_add(1248 * (p.skip_max as u64 - p.skip_min as u64 + 1));
+    }
+    (budget / per_seed.max(1)).max(1 << 12)
+}
+
+/// One launch, re-run with a buffer of the exact size when the survivors did not fit.
+fn launch_exact(
+    launcher: &dyn Launcher,
+    plan: &PassPlan,
+    seeds: LaunchSeeds<'_>,
+) -> Result<Vec<u64>, SieveError> {
+    if seeds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let capacity = launcher.initial_capacity().min(seeds.len());
+    let first = launcher.launch(plan, seeds, capacity)?;
+    if first.count <= capacity {
+        return Ok(first.seeds);
+    }
+    tracing::debug!(
+        survivors = first.count,
+        capacity,
+        "survivor buffer overflowed; re-running the launch with an exact-size buffer"
+    );
+    let again = launcher.launch(plan, seeds, first.count)?;
+    if again.count != first.count || again.seeds.len() as u64 != again.count {
+        return Err(SieveError::Backend(format!(
+            "kernel counted {} survivors, then {} ({} returned) on the same seeds: the device is not deterministic",
+            first.count,
+            again.count,
+            again.seeds.len()
+        )));
+    }
+    Ok(again.seeds)
+}
+
+/// The full survivor records (best skip, strategy, skip pattern, both passes) from the
+/// reference's per-seed evaluation. Every kernel survivor must be confirmed: a seed the
+/// reference rejects means the kernel and the reference disagree, which is an error.
+pub fn complete(spec: &SieveSpec, seeds: &[u64]) -> Result<Vec<Survivor>, SieveError> {
+    let one = |&seed: &u64| {
+        reference::evaluate_seed(spec, seed).ok_or_else(|| {
+            SieveError::Backend(format!(
+                "kernel reported seed {seed} as a survivor but the reference rejects it ({} {:?}): kernel bug",
+                spec.family.family, spec.direction
+            ))
+        })
+    };
+    // Few survivors (the usual case) are not worth waking a thread pool for.
+    if seeds.len() < 256 {
+        seeds.iter().map(one).collect()
+    } else {
+        seeds.par_iter().map(one).collect()
+    }
+}

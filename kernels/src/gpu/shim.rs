@@ -1,0 +1,137 @@
+//! The host shim: the GPU kernel source (gpu/sieve.cu) compiled as C++ and run on the CPU over
+//! an emulated grid (gpu/shim.cpp, built by build.rs).
+//!
+//! It exists to prove the kernels on machines without a GPU: the same source, the same launch
+//! parameters, the same warp-aggregated survivor compaction and overflow handling as on a
+//! device, compared with the reference in kernels/tests/gpu_shim_parity.rs. It is correct but
+//! not fast (one OS thread per emulated GPU thread); use the CPU backend for real work.
+
+use std::ffi::CString;
+
+use crate::gpu::driver::{self, LaunchResult, LaunchSeeds, Launcher};
+use crate::gpu::params::{PassPlan, SeedqParams, MT_WORDS};
+use crate::spec::{SeedSet, SieveError, SieveOutcome, SieveSpec};
+use crate::SieveBackend;
+
+extern "C" {
+    fn seedq_shim_launch(
+        name: *const std::ffi::c_char,
+        grid: u32,
+        block: u32,
+        params: *const SeedqParams,
+    ) -> i32;
+    fn seedq_shim_params_size() -> u64;
+}
+
+/// Size in bytes of the kernel's `SeedqParams` as the C++ compiler laid it out.
+pub fn kernel_params_size() -> u64 {
+    // SAFETY: a pure function of the compiled struct layout.
+    unsafe { seedq_shim_params_size() }
+}
+
+/// Runs gpu/sieve.cu on the CPU through the emulated grid.
+#[derive(Debug, Clone)]
+pub struct ShimBackend {
+    /// Emulated blocks per launch.
+    pub grid: u32,
+    /// Emulated threads per block (a multiple of 32: whole warps).
+    pub block: u32,
+    /// Survivor slots a launch starts with (tiny values exercise the overflow re-run).
+    pub initial_capacity: u64,
+    /// Seeds per launch.
+    pub max_seeds_per_launch: u64,
+}
+
+impl Default for ShimBackend {
+    fn default() -> Self {
+        ShimBackend {
+            grid: 2,
+            block: 64,
+            initial_capacity: 1024,
+            max_seeds_per_launch: 1 << 16,
+        }
+    }
+}
+
+impl ShimBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl SieveBackend for ShimBackend {
+    fn describe(&self) -> String {
+        format!(
+            "gpu-shim (sieve.cu on the CPU, {}x{} emulated threads)",
+            self.grid, self.block
+        )
+    }
+
+    fn sieve(&self, spec: &SieveSpec, seeds: &SeedSet) -> Result<SieveOutcome, SieveError> {
+        driver::sieve(self, spec, seeds)
+    }
+}
+
+impl Launcher for ShimBackend {
+    fn max_seeds_per_launch(&self) -> u64 {
+        self.max_seeds_per_launch
+    }
+
+    fn initial_capacity(&self) -> u64 {
+        self.initial_capacity
+    }
+
+    fn launch(
+        &self,
+        plan: &PassPlan,
+        seeds: LaunchSeeds<'_>,
+        capacity: u64,
+    ) -> Result<LaunchResult, SieveError> {
+        if self.block == 0 || !self.block.is_multiple_of(32) || self.grid == 0 {
+            return Err(SieveError::Backend(format!(
+                "shim grid {}x{}: the block size must be a positive multiple of 32",
+                self.grid, self.block
+            )));
+        }
+        let threads = self.grid as u64 * self.block as u64;
+        let mut out = vec![0u64; capacity as usize];
+        let mut count = 0u64;
+        let mut scratch = if plan.needs_scratch() {
+            vec![0u32; (MT_WORDS * threads) as usize]
+        } else {
+            Vec::new()
+        };
+        let mut params = plan.params;
+        params.window = plan.window.as_ptr() as u64;
+        params.strategies = plan.strategies.as_ptr() as u64;
+        params.out_seeds = out.as_mut_ptr() as u64;
+        params.out_count = &mut count as *mut u64 as u64;
+        params.out_cap = capacity;
+        params.scratch = scratch.as_mut_ptr() as u64;
+        params.scratch_threads = threads;
+        match seeds {
+            LaunchSeeds::Range { start, count } => {
+                params.seed_start = start;
+                params.n_seeds = count;
+            }
+            LaunchSeeds::List(list) => {
+                params.seed_list = list.as_ptr() as u64;
+                params.n_seeds = list.len() as u64;
+            }
+        }
+        let name = CString::new(plan.kernel).expect("kernel names have no NUL");
+        // SAFETY: every address in `params` points into a live buffer of the size the kernel
+        // reads or writes (window k, strategies 2*n, list n_seeds, out capacity, one counter,
+        // scratch MT_WORDS per emulated thread), all outliving the synchronous call.
+        let rc = unsafe { seedq_shim_launch(name.as_ptr(), self.grid, self.block, &params) };
+        drop(scratch);
+        if rc != 0 {
+            return Err(SieveError::Backend(format!(
+                "shim launch of {} failed with code {rc}",
+                plan.kernel
+            )));
+        }
+        out.truncate(count.min(capacity) as usize);
+        Ok(LaunchResult { count, seeds: out })
+    }
+}

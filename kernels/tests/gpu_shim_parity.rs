@@ -1,0 +1,446 @@
+//! The GPU kernel source (kernels/gpu/sieve.cu), run on the CPU through the host shim, returns
+//! exactly what the reference returns: every family, constant and variable skip, forward,
+//! reverse and bidirectional, ranges and candidate lists, long windows, skips beyond 255, and
+//! survivor-buffer overflow (tiny buffers force the exact-size re-run).
+
+use proptest::prelude::*;
+use seedq_kernels::gpu::params::SeedqParams;
+use seedq_kernels::gpu::shim::{kernel_params_size, ShimBackend};
+use seedq_kernels::{
+    reference, Direction, Family, FamilyConfig, SeedSet, SieveBackend, SieveSpec, SkipMode,
+    Strategy as SkipStrategy, Threshold,
+};
+
+fn spec_of(
+    family: FamilyConfig,
+    draws: Vec<u64>,
+    modulus: u64,
+    offset: u64,
+    skips: (u32, u32),
+    threshold: &str,
+) -> SieveSpec {
+    SieveSpec {
+        family,
+        draws,
+        modulus,
+        offset,
+        skip_min: skips.0,
+        skip_max: skips.1,
+        threshold: Threshold::parse(threshold).unwrap(),
+        reverse_threshold: None,
+        direction: Direction::Forward,
+        skip_mode: SkipMode::Constant,
+    }
+}
+
+/// Draws reproduced by `seed` at constant skip `t`, with every `corrupt_every`-th one altered.
+fn planted_draws(
+    family: &FamilyConfig,
+    seed: u64,
+    offset: u64,
+    t: u32,
+    k: usize,
+    modulus: u64,
+    corrupt_every: usize,
+) -> Vec<u64> {
+    let mut g = family.generator(seed);
+    g.advance(offset + t as u64);
+    (0..k)
+        .map(|i| {
+            if i > 0 {
+                g.advance(t as u64);
+            }
+            let v = g.next_output() % modulus;
+            if corrupt_every > 0 && i % corrupt_every == corrupt_every - 1 {
+                (v + 1) % modulus
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn assert_parity(backend: &ShimBackend, spec: &SieveSpec, seeds: &SeedSet) {
+    let expected = reference::sieve(spec, seeds);
+    let got = backend
+        .sieve(spec, seeds)
+        .unwrap_or_else(|e| panic!("shim failed: {e}\nspec: {spec:?}"));
+    assert_eq!(
+        got, expected,
+        "shim vs reference\nspec: {spec:?}\nseeds: {seeds:?}"
+    );
+}
+
+fn seed_range(family: Family, start: u64, len: u64) -> SeedSet {
+    let space = family.seed_space_end().min(u64::MAX as u128) as u64;
+    let start = start.min(space - len);
+    SeedSet::Range {
+        start,
+        end: start + len,
+    }
+}
+
+#[test]
+fn kernel_params_layout_matches_rust_mirror() {
+    assert_eq!(
+        kernel_params_size(),
+        std::mem::size_of::<SeedqParams>() as u64
+    );
+}
+
+/// Every family, every mode and direction, on a planted seed plus noise seeds.
+#[test]
+fn every_family_and_mode_matches_reference() {
+    let backend = ShimBackend {
+        initial_capacity: 2,
+        ..ShimBackend::default()
+    };
+    for family in Family::ALL {
+        let cfg = FamilyConfig::new(family);
+        let start = if family.seed_space_end() > 1 << 32 {
+            0xFFFF_FFFF_0000_0000
+        } else {
+            0x7FFF_F000
+        };
+        let planted = start + 77;
+        for (offset, k) in [(3u64, 12usize), (240, 20)] {
+            let draws = planted_draws(&cfg, planted, offset, 2, k, 1000, 5);
+            for mode in [
+                SkipMode::Constant,
+                SkipMode::Variable {
+                    strategies: SkipStrategy::presets(),
+                },
+            ] {
+                for direction in [
+                    Direction::Forward,
+                    Direction::Reverse,
+                    Direction::Bidirectional,
+                ] {
+                    let mut spec = spec_of(cfg, draws.clone(), 1000, offset, (0, 4), "0.5");
+                    spec.skip_mode = mode.clone();
+                    spec.direction = direction;
+                    spec.reverse_threshold = Some(Threshold::parse("0.25").unwrap());
+                    assert_parity(
+                        &backend,
+                        &spec,
+                        &SeedSet::Range {
+                            start,
+                            end: start + 200,
+                        },
+                    );
+                    let list = vec![planted, start + 3, planted, start + 150, start + 9];
+                    assert_parity(&backend, &spec, &SeedSet::List(list));
+                }
+            }
+        }
+        // The planted seed itself is found forward at its true skip.
+        let spec = spec_of(
+            cfg,
+            planted_draws(&cfg, planted, 5, 3, 16, 1000, 0),
+            1000,
+            5,
+            (0, 6),
+            "1",
+        );
+        let out = backend
+            .sieve(
+                &spec,
+                &SeedSet::Range {
+                    start,
+                    end: start + 100,
+                },
+            )
+            .unwrap();
+        assert!(
+            out.survivors
+                .iter()
+                .any(|s| s.seed == planted && s.forward.as_ref().unwrap().best_skip == Some(3)),
+            "{family}"
+        );
+    }
+}
+
+/// Many survivors with a 1-slot buffer and small launches: the overflow is detected and re-run.
+#[test]
+fn survivor_buffer_overflow_is_rerun_not_truncated() {
+    let backend = ShimBackend {
+        initial_capacity: 1,
+        max_seeds_per_launch: 300,
+        ..ShimBackend::default()
+    };
+    for family in [Family::Lcg32, Family::Xoshiro256pp, Family::Mt19937] {
+        let cfg = FamilyConfig::new(family);
+        let spec = spec_of(cfg, vec![0, 1, 0, 1, 1, 0], 2, 0, (0, 1), "0.5");
+        let seeds = SeedSet::Range {
+            start: 1000,
+            end: 2000,
+        };
+        let expected = reference::sieve(&spec, &seeds);
+        assert!(
+            expected.survivors.len() > 500,
+            "the job must overflow the buffer"
+        );
+        assert_eq!(backend.sieve(&spec, &seeds).unwrap(), expected, "{family}");
+    }
+}
+
+/// Windows of 4096 draws and skips beyond 255 (the original's limits).
+#[test]
+fn long_windows_and_large_skips() {
+    let backend = ShimBackend::default();
+    for family in [
+        Family::Xorshift32,
+        Family::Pcg32,
+        Family::Mt19937,
+        Family::Philox4x32,
+        Family::JavaLcg,
+    ] {
+        let cfg = FamilyConfig::new(family);
+        let planted = 40u64;
+        let draws = planted_draws(&cfg, planted, 1, 300, 4096, 1000, 7);
+        let spec = spec_of(cfg, draws, 1000, 1, (299, 301), "0.8");
+        let seeds = SeedSet::Range { start: 32, end: 48 };
+        let out = backend.sieve(&spec, &seeds).unwrap();
+        assert_eq!(out, reference::sieve(&spec, &seeds), "{family}");
+        assert_eq!(out.survivors.len(), 1, "{family}");
+        assert_eq!(
+            out.survivors[0].forward.as_ref().unwrap().best_skip,
+            Some(300)
+        );
+    }
+}
+
+/// Exact xorshift32 search over the whole 2^32 space: the algebraic prefilter plus the kernel
+/// find the planted seed (brute force would take hours on the shim).
+#[test]
+fn xorshift32_exact_search_over_the_full_seed_space() {
+    let cfg = FamilyConfig::new(Family::Xorshift32);
+    let planted = 0xC0FF_EE11u64;
+    let spec = spec_of(
+        cfg,
+        planted_draws(&cfg, planted, 0, 0, 16, 1000, 0),
+        1000,
+        0,
+        (0, 0),
+        "1",
+    );
+    let out = ShimBackend::default()
+        .sieve(
+            &spec,
+            &SeedSet::Range {
+                start: 0,
+                end: 1 << 32,
+            },
+        )
+        .unwrap();
+    let seeds: Vec<u64> = out.survivors.iter().map(|s| s.seed).collect();
+    assert_eq!(seeds, vec![planted]);
+    assert_eq!(out.seeds_tested, 1 << 32);
+}
+
+fn arb_family() -> impl Strategy<Value = FamilyConfig> {
+    prop_oneof![
+        (1u32..32, 1u32..32, 1u32..32).prop_map(|(a, b, c)| FamilyConfig::parse(
+            "xorshift32",
+            &[
+                ("a", a.to_string()),
+                ("b", b.to_string()),
+                ("c", c.to_string())
+            ]
+        )
+        .unwrap()),
+        Just(FamilyConfig::new(Family::Xorshift64)),
+        Just(FamilyConfig::new(Family::Xorshift128)),
+        (any::<u64>(), any::<u64>()).prop_map(|(inc, mult)| FamilyConfig::parse(
+            "pcg32",
+            &[("inc", inc.to_string()), ("mult", mult.to_string())]
+        )
+        .unwrap()),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            prop_oneof![Just(0u32), Just(0x7FFF_FFFF), 2u32..]
+        )
+            .prop_map(|(a, c, m)| {
+                FamilyConfig::parse(
+                    "lcg32",
+                    &[
+                        ("a", a.to_string()),
+                        ("c", c.to_string()),
+                        ("m", m.to_string()),
+                    ],
+                )
+                .unwrap()
+            }),
+        (0u64..1 << 48, 0u64..1 << 48).prop_map(|(a, c)| FamilyConfig::parse(
+            "java_lcg",
+            &[("a", a.to_string()), ("c", c.to_string())]
+        )
+        .unwrap()),
+        (2u32.., any::<u32>()).prop_map(|(m, a)| {
+            let a = 1 + a % (m - 1);
+            FamilyConfig::parse("minstd", &[("a", a.to_string()), ("m", m.to_string())]).unwrap()
+        }),
+        Just(FamilyConfig::new(Family::Mt19937)),
+        Just(FamilyConfig::new(Family::Xoshiro256pp)),
+        Just(FamilyConfig::new(Family::Philox4x32)),
+        Just(FamilyConfig::new(Family::Sfc64)),
+    ]
+}
+
+fn arb_strategies() -> impl Strategy<Value = Vec<SkipStrategy>> {
+    prop_oneof![
+        Just(SkipStrategy::presets()),
+        prop::collection::vec((1u32..6, 0u32..8), 1..4).prop_map(|v| v
+            .into_iter()
+            .enumerate()
+            .map(|(i, (m, t))| SkipStrategy {
+                name: format!("s{i}"),
+                max_consecutive_misses: m,
+                skip_tolerance: t
+            })
+            .collect()),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    spec: SieveSpec,
+    seeds: SeedSet,
+    capacity: u64,
+}
+
+fn arb_case() -> impl Strategy<Value = Case> {
+    (
+        arb_family(),
+        prop_oneof![
+            Just(1000u64),
+            Just(10),
+            Just(2),
+            Just(7),
+            Just(1 << 33),
+            2u64..5000
+        ],
+        (0u64..300, 0u32..6, 0u32..4, 1usize..40),
+        (
+            any::<u64>(),
+            1u64..400,
+            0u64..400,
+            prop::collection::vec(0u64..400, 0..20),
+        ),
+        (
+            prop_oneof![
+                Just("1"),
+                Just("0.5"),
+                Just("0.25"),
+                Just("0.75"),
+                Just("0.1")
+            ],
+            prop_oneof![Just(None), Just(Some("0.3"))],
+        ),
+        (
+            0usize..3,
+            prop::option::of(arb_strategies()),
+            any::<bool>(),
+            0usize..6,
+            1u64..64,
+        ),
+    )
+        .prop_map(
+            |(
+                family,
+                modulus,
+                (offset, skip_min, skip_span, k),
+                (start, len, plant_at, list),
+                (th, rth),
+                (dir, strategies, use_list, corrupt, capacity),
+            )| {
+                let seeds = seed_range(family.family, start, len);
+                let SeedSet::Range { start, end } = seeds else {
+                    unreachable!()
+                };
+                let planted = start + plant_at % (end - start);
+                let skip_max = skip_min + skip_span;
+                let draws = planted_draws(
+                    &family,
+                    planted,
+                    offset,
+                    skip_min + skip_span / 2,
+                    k,
+                    modulus,
+                    corrupt,
+                );
+                let mut spec = spec_of(family, draws, modulus, offset, (skip_min, skip_max), th);
+                spec.reverse_threshold = rth.map(|t| Threshold::parse(t).unwrap());
+                spec.direction = [
+                    Direction::Forward,
+                    Direction::Reverse,
+                    Direction::Bidirectional,
+                ][dir];
+                if let Some(strategies) = strategies {
+                    spec.skip_mode = SkipMode::Variable { strategies };
+                }
+                let seeds = if use_list {
+                    let space = family.family.seed_space_end().min(u64::MAX as u128) as u64;
+                    SeedSet::List(
+                        list.into_iter()
+                            .map(|d| (start + d).min(space - 1))
+                            .chain([planted])
+                            .collect(),
+                    )
+                } else {
+                    seeds
+                };
+                Case {
+                    spec,
+                    seeds,
+                    capacity,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn shim_matches_reference_on_random_specs(case in arb_case()) {
+        let backend = ShimBackend { initial_capacity: case.capacity, max_seeds_per_launch: 150, ..ShimBackend::default() };
+        let expected = reference::sieve(&case.spec, &case.seeds);
+        let got = backend.sieve(&case.spec, &case.seeds).unwrap();
+        prop_assert_eq!(got, expected);
+    }
+
+    /// Exact searches of the GF(2)-linear families go through the algebraic prefilter.
+    #[test]
+    fn linear_prefilter_matches_reference(
+        family in prop_oneof![Just(Family::Xorshift32), Just(Family::Xorshift128)],
+        modulus in prop_oneof![Just(1000u64), Just(16), Just(6), Just(1 << 32)],
+        offset in 0u64..50, t in 0u32..3, k in 4usize..20, start in 0u64..(1 << 32) - 5000, plant in 0u64..5000,
+    ) {
+        let cfg = FamilyConfig::new(family);
+        let spec = spec_of(cfg, planted_draws(&cfg, start + plant, offset, t, k, modulus, 0), modulus, offset, (0, 2), "1");
+        let seeds = SeedSet::Range { start, end: start + 5000 };
+        let got = ShimBackend::default().sieve(&spec, &seeds).unwrap();
+        prop_assert!(got.survivors.iter().any(|s| s.seed == start + plant));
+        prop_assert_eq!(got, reference::sieve(&spec, &seeds));
+    }
+}
+
+/// The fixed GPU parity suite (what scripts/gpu-check.sh runs on a device), on the shim.
+#[test]
+fn fixed_parity_suite_passes_on_the_shim() {
+    let cases = seedq_kernels::gpu::parity::cases(1);
+    let backend = ShimBackend {
+        initial_capacity: 64,
+        ..ShimBackend::default()
+    };
+    let report = seedq_kernels::gpu::parity::run(&backend, &cases);
+    assert!(
+        report.failures.is_empty(),
+        "{} passed, failures:\n{}",
+        report.passed,
+        report.failures.join("\n")
+    );
+    assert_eq!(report.passed, cases.len());
+}
