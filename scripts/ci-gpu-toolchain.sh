@@ -8,7 +8,8 @@
 #   * NVRTC: the PyPI wheel nvidia-cuda-nvrtc-cu12 into .nvrtc/site (gitignored); the loader
 #     path is written to .nvrtc/env, which callers source (`. .nvrtc/env`).
 #   * hipcc and libamdhip64-dev from Debian (needs root and apt; ROCM_PATH=/usr).
-# Checks (the CUDA and ROCm features; the shim parity test runs in the plain workspace tests):
+# Checks (the CUDA and ROCm features; the shim parity test runs in the plain workspace tests,
+# which list the CUDA/HIP/NVRTC tests as ignored, with the reason, since they lack the features):
 #   (a) NVRTC compiles sieve.cu to PTX for every family, no local memory   (tests/gpu_nvrtc.rs)
 #   (b) the `rocm` feature builds: hipcc compiles sieve.cu for gfx1030, resource report, no
 #       scratch; the CUDA/HIP backends fail cleanly with no device          (tests/gpu_*_parity.rs)

@@ -1,1 +1,453 @@
-//! seedq-broker (skeleton).
+//! seedq-broker: the RabbitMQ side of seedq (lapin 4).
+//!
+//! # API
+//!
+//! ```text
+//! Broker::connect(url, connection_name, namespace) -> Broker   named connection + a confirm-mode
+//!                                                              publisher channel
+//! Broker::connect_with_retry(url, name, ns, give_up_after)     same, backing off while the broker is down
+//!   .declare_topology(&BrokerSettings)        durable quorum work queues (x-delivery-limit, DLX), the
+//!                                             retry exchange/queue, DLX + DLQ. Idempotent.
+//!   .declare_node_scripts_queue(node, &BrokerSettings)          `<ns>.scripts.<node>` (pinned jobs)
+//!   .publish_chunk(&Job, &ChunkMessage)       -> <ns>.seeds, confirmed
+//!   .publish_chunks(&Job, &[ChunkMessage])    many, confirms pipelined in windows of PUBLISH_WINDOW
+//!   .publish_script(&ScriptJob)               -> <ns>.scripts or <ns>.scripts.<node>
+//!   .publish_raw(queue, body, &Headers)       anything (tests publish malformed payloads with it)
+//!   .publish_retry(queue, body, &Headers, delay_ms)   via the delay queue, back to `queue` after delay
+//!   .publish_dead_letter(source_queue, body, &Headers, reason, detail)   -> <ns>.dlq with x-seedq-error
+//!   .queue_depth(queue) -> QueueDepth { messages, consumers }
+//!   .channel() -> lapin::Channel               for consumers (qos, basic_consume) and operator tools
+//!   .purge_namespace(&[extra node names])      delete the namespace's queues and exchanges (tests)
+//! chunk_headers(&Job, &ChunkMessage), script_headers(&ScriptJob) -> Headers
+//! headers_of(&BasicProperties) -> Headers       read a delivery's headers back as strings
+//! ```
+//!
+//! Every publish is persistent (delivery mode 2), `mandatory`, and waits for the publisher
+//! confirm: a nack, or an ack that comes with a returned (unroutable) message, is an error
+//! ([`BrokerError::Unroutable`], [`BrokerError::Nacked`]); nothing is dropped silently.
+//! All publishes go through the default exchange (routing key = queue name) except retries,
+//! which go through the `<ns>.retry` fanout exchange so that the delay queue can dead-letter each
+//! message back to the queue named by its own routing key (see `seedq_protocol::topology`).
+//!
+//! Header values are AMQP long strings (readable in the management UI without a decoder).
+//!
+//! Reconnection is the caller's loop: a dropped connection surfaces as errors from the channel
+//! and consumers; build a new `Broker` (e.g. with [`Broker::connect_with_retry`]) and subscribe
+//! again. Deliveries that were in flight are redelivered by the broker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+
+use seedq_protocol::topology::headers as h;
+use seedq_protocol::{BrokerSettings, ChunkMessage, Job, ScriptJob, Topology};
+
+pub use lapin;
+
+/// Message headers as plain strings (name -> value).
+pub type Headers = BTreeMap<String, String>;
+
+/// Outstanding confirms per window in [`Broker::publish_chunks`].
+pub const PUBLISH_WINDOW: usize = 2000;
+
+/// Errors from the broker layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("RabbitMQ {context} failed: {source} (is RabbitMQ running and reachable at the --amqp-url?)")]
+    Amqp { context: String, source: lapin::Error },
+    #[error("publish to '{queue}' was returned as unroutable ({reply}): the queue does not exist; declare the topology first (or check the node name of a pinned job)")]
+    Unroutable { queue: String, reply: String },
+    #[error("RabbitMQ refused (nacked) a publish to '{queue}': the broker could not store it (disk or memory alarm?)")]
+    Nacked { queue: String },
+    #[error(transparent)]
+    Protocol(seedq_protocol::ProtocolError),
+    #[error("publisher confirms are not enabled on this channel (internal error)")]
+    ConfirmsNotEnabled,
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+fn amqp(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> BrokerError {
+    let context = context.into();
+    move |source| BrokerError::Amqp { context, source }
+}
+
+/// Messages and consumers of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Ready messages (not counting unacked deliveries).
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+/// One named AMQP connection with a confirm-mode publisher channel, for one namespace.
+pub struct Broker {
+    connection: Connection,
+    publisher: lapin::Channel,
+    topology: Topology,
+    connection_name: String,
+}
+
+impl Broker {
+    /// Connects once. `connection_name` shows in the management UI
+    /// (`seedq-consumer@<node>`, `seedq-producer@<host>`).
+    pub async fn connect(url: &str, connection_name: &str, namespace: &str) -> Result<Broker> {
+        seedq_protocol::validate_identifier("namespace", namespace).map_err(BrokerError::Protocol)?;
+        let props = ConnectionProperties::default().with_connection_name(connection_name.into());
+        let connection = Connection::connect(url, props).await.map_err(amqp("connect"))?;
+        let publisher = connection.create_channel().await.map_err(amqp("channel open"))?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(amqp("confirm.select"))?;
+        Ok(Broker { connection, publisher, topology: Topology::new(namespace), connection_name: connection_name.to_string() })
+    }
+
+    /// Connects, retrying with exponential backoff and jitter for up to `give_up_after`.
+    pub async fn connect_with_retry(url: &str, connection_name: &str, namespace: &str, give_up_after: Duration) -> Result<Broker> {
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_total_delay(Some(give_up_after))
+            .without_max_times()
+            .with_jitter();
+        (|| Broker::connect(url, connection_name, namespace))
+            .retry(policy)
+            .notify(|e, d| tracing::warn!("cannot reach RabbitMQ ({e}); retrying in {d:?}"))
+            .await
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    pub fn connection_name(&self) -> &str {
+        &self.connection_name
+    }
+
+    /// True while the connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
+    /// A new channel on this connection (consumers: one per slot).
+    pub async fn channel(&self) -> Result<lapin::Channel> {
+        self.connection.create_channel().await.map_err(amqp("channel open"))
+    }
+
+    /// Closes the connection (reply 200).
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+
+    // ----- topology -------------------------------------------------------------------------
+
+    fn work_queue_args(&self, settings: &BrokerSettings) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(settings.delivery_limit.min(i32::MAX as u32) as i32));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.topology.dlx().into()));
+        args
+    }
+
+    /// Declares the namespace's queues and exchanges. Idempotent; every process calls it with
+    /// the same settings (arguments that differ from an existing queue's are refused by RabbitMQ
+    /// with PRECONDITION_FAILED).
+    pub async fn declare_topology(&self, settings: &BrokerSettings) -> Result<()> {
+        let t = &self.topology;
+        let ch = self.channel().await?;
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        // Dead letters.
+        ch.exchange_declare(t.dlx().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .await
+            .map_err(amqp(format!("declare exchange {}", t.dlx())))?;
+        let mut quorum = FieldTable::default();
+        quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        ch.queue_declare(t.dlq().into(), QueueDeclareOptions::durable(), quorum)
+            .await
+            .map_err(amqp(format!("declare queue {}", t.dlq())))?;
+        ch.queue_bind(t.dlq().into(), t.dlx().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(amqp(format!("bind {}", t.dlq())))?;
+        // Work queues.
+        for q in [t.seeds_queue(), t.scripts_queue()] {
+            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), self.work_queue_args(settings))
+                .await
+                .map_err(amqp(format!("declare queue {q}")))?;
+        }
+        // Retry: fanout exchange -> classic delay queue that dead-letters to the default exchange
+        // with the message's own routing key (= the work queue it came from).
+        ch.exchange_declare(t.retry_exchange().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .await
+            .map_err(amqp(format!("declare exchange {}", t.retry_exchange())))?;
+        let mut retry_args = FieldTable::default();
+        retry_args.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
+        retry_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        ch.queue_declare(t.retry_queue().into(), QueueDeclareOptions::durable(), retry_args)
+            .await
+            .map_err(amqp(format!("declare queue {}", t.retry_queue())))?;
+        ch.queue_bind(t.retry_queue().into(), t.retry_exchange().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(amqp(format!("bind {}", t.retry_queue())))?;
+        let _ = ch.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    /// Declares `<ns>.scripts.<node>` (pinned script jobs). Idempotent.
+    pub async fn declare_node_scripts_queue(&self, node: &str, settings: &BrokerSettings) -> Result<()> {
+        let q = self.topology.node_scripts_queue(node);
+        let ch = self.channel().await?;
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), self.work_queue_args(settings))
+            .await
+            .map_err(amqp(format!("declare queue {q}")))?;
+        let _ = ch.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    /// Deletes the namespace's queues (including `<ns>.scripts.<node>` for `nodes`) and
+    /// exchanges. For tests.
+    pub async fn purge_namespace(&self, nodes: &[&str]) -> Result<()> {
+        let t = &self.topology;
+        let ch = self.channel().await?;
+        let mut queues = vec![t.seeds_queue(), t.scripts_queue(), t.retry_queue(), t.dlq()];
+        queues.extend(nodes.iter().map(|n| t.node_scripts_queue(n)));
+        for q in queues {
+            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(amqp(format!("delete queue {q}")))?;
+        }
+        for x in [t.retry_exchange(), t.dlx()] {
+            ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(amqp(format!("delete exchange {x}")))?;
+        }
+        let _ = ch.close(200, "purged".into()).await;
+        Ok(())
+    }
+
+    /// Ready messages and consumers of a queue (passive declare; error if it does not exist).
+    pub async fn queue_depth(&self, queue: &str) -> Result<QueueDepth> {
+        // A failed passive declare closes its channel, so use a throwaway one.
+        let ch = self.channel().await?;
+        let q = ch
+            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .map_err(amqp(format!("inspect queue {queue}")))?;
+        let depth = QueueDepth { messages: q.message_count(), consumers: q.consumer_count() };
+        let _ = ch.close(200, "inspected".into()).await;
+        Ok(depth)
+    }
+
+    // ----- publishing -----------------------------------------------------------------------
+
+    async fn start_publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        headers: &Headers,
+        expiration_ms: Option<u64>,
+    ) -> Result<lapin::PublisherConfirm> {
+        let mut props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_headers(to_table(headers));
+        if let Some(ms) = expiration_ms {
+            props = props.with_expiration(ms.max(1).to_string().into());
+        }
+        self.publisher
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                props,
+            )
+            .await
+            .map_err(amqp(format!("publish to {routing_key}")))
+    }
+
+    async fn finish_publish(confirm: lapin::PublisherConfirm, queue: &str) -> Result<()> {
+        let confirmation = confirm.await.map_err(amqp(format!("publisher confirm for {queue}")))?;
+        check_confirmation(confirmation, queue)
+    }
+
+    async fn publish(&self, exchange: &str, queue: &str, body: &[u8], headers: &Headers, expiration_ms: Option<u64>) -> Result<()> {
+        let confirm = self.start_publish(exchange, queue, body, headers, expiration_ms).await?;
+        Self::finish_publish(confirm, queue).await
+    }
+
+    /// Publishes any body to a queue (default exchange), confirmed and mandatory.
+    pub async fn publish_raw(&self, queue: &str, body: &[u8], headers: &Headers) -> Result<()> {
+        self.publish("", queue, body, headers, None).await
+    }
+
+    /// Publishes one chunk of `job` to `<ns>.seeds`.
+    pub async fn publish_chunk(&self, job: &Job, msg: &ChunkMessage) -> Result<()> {
+        self.publish_raw(&self.topology.seeds_queue(), &msg.to_json(), &chunk_headers(job, msg)).await
+    }
+
+    /// Publishes many chunks, keeping up to [`PUBLISH_WINDOW`] confirms outstanding. Returns
+    /// after every one is confirmed; on error some may have been published (republishing them is
+    /// harmless: results are applied once).
+    pub async fn publish_chunks(&self, job: &Job, msgs: &[ChunkMessage]) -> Result<()> {
+        let queue = self.topology.seeds_queue();
+        for window in msgs.chunks(PUBLISH_WINDOW) {
+            let mut pending = Vec::with_capacity(window.len());
+            for msg in window {
+                pending.push(self.start_publish("", &queue, &msg.to_json(), &chunk_headers(job, msg), None).await?);
+            }
+            for confirm in pending {
+                Self::finish_publish(confirm, &queue).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes a script job to the shared scripts queue, or to `<ns>.scripts.<node>` when it
+    /// is pinned (that queue must have been declared: [`Broker::declare_node_scripts_queue`]).
+    pub async fn publish_script(&self, job: &ScriptJob) -> Result<()> {
+        let queue = self.topology.script_queue_for(job.node.as_deref());
+        self.publish_raw(&queue, &job.to_json(), &script_headers(job)).await
+    }
+
+    /// Publishes `body` to the delay queue; after `delay_ms` it is dead-lettered back to
+    /// `target_queue`. Use for transient-failure retries (bump the attempt in body and headers).
+    pub async fn publish_retry(&self, target_queue: &str, body: &[u8], headers: &Headers, delay_ms: u64) -> Result<()> {
+        let mut headers = headers.clone();
+        headers.insert(h::SOURCE_QUEUE.to_string(), target_queue.to_string());
+        let exchange = self.topology.retry_exchange();
+        let confirm = self.start_publish(&exchange, target_queue, body, &headers, Some(delay_ms)).await?;
+        Self::finish_publish(confirm, &self.topology.retry_queue()).await
+    }
+
+    /// Publishes `body` to `<ns>.dlq` with `x-seedq-error: reason`, the detail, and the queue it
+    /// came from (where `dlq replay` puts it back).
+    pub async fn publish_dead_letter(&self, source_queue: &str, body: &[u8], headers: &Headers, reason: &str, detail: &str) -> Result<()> {
+        let mut headers = headers.clone();
+        headers.insert(h::ERROR.to_string(), reason.to_string());
+        headers.insert(h::ERROR_DETAIL.to_string(), truncate(detail, 1000));
+        headers.insert(h::SOURCE_QUEUE.to_string(), source_queue.to_string());
+        self.publish_raw(&self.topology.dlq(), body, &headers).await
+    }
+}
+
+fn check_confirmation(confirmation: Confirmation, queue: &str) -> Result<()> {
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(BrokerError::Unroutable {
+            queue: queue.to_string(),
+            reply: format!("{} {}", returned.reply_code, returned.reply_text),
+        }),
+        Confirmation::Nack(None) => Err(BrokerError::Nacked { queue: queue.to_string() }),
+        Confirmation::NotRequested => Err(BrokerError::ConfirmsNotEnabled),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// The descriptive headers of a chunk message.
+pub fn chunk_headers(job: &Job, msg: &ChunkMessage) -> Headers {
+    let mut headers = Headers::new();
+    headers.insert(h::JOB.into(), msg.job_id.clone());
+    headers.insert(h::KIND.into(), msg.kind.as_str().into());
+    if let Some(family) = job.spec.family_name() {
+        headers.insert(h::FAMILY.into(), family);
+    }
+    headers.insert(h::CHUNK.into(), msg.chunk.to_string());
+    headers.insert(h::SEEDS.into(), msg.seeds_label());
+    headers.insert(h::ATTEMPT.into(), msg.attempt.to_string());
+    headers
+}
+
+/// The descriptive headers of a script job message.
+pub fn script_headers(job: &ScriptJob) -> Headers {
+    let mut headers = Headers::new();
+    headers.insert(h::JOB.into(), job.batch_id.clone());
+    headers.insert(h::KIND.into(), "scripts".into());
+    headers.insert(h::TASK.into(), job.task_id.clone());
+    headers.insert(h::ATTEMPT.into(), job.attempt.to_string());
+    if let Some(node) = &job.node {
+        headers.insert(h::NODE.into(), node.clone());
+    }
+    headers
+}
+
+/// Converts string headers to an AMQP table of long strings.
+pub fn to_table(headers: &Headers) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in headers {
+        if k.len() <= 255 {
+            table.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
+        }
+    }
+    table
+}
+
+/// Reads a delivery's headers as strings (numbers formatted, nested tables and arrays as JSON-ish
+/// debug text). Broker-added headers such as `x-death` are included.
+pub fn headers_of(props: &BasicProperties) -> Headers {
+    let mut out = Headers::new();
+    if let Some(table) = props.headers() {
+        for (k, v) in table.inner() {
+            out.insert(k.to_string(), value_text(v));
+        }
+    }
+    out
+}
+
+fn value_text(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_through_a_table() {
+        let mut hs = Headers::new();
+        hs.insert(h::JOB.into(), "job-1".into());
+        hs.insert(h::ERROR.into(), "invalid_spec".into());
+        let props = BasicProperties::default().with_headers(to_table(&hs));
+        assert_eq!(headers_of(&props), hs);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h...");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

@@ -1,26 +1,283 @@
-//! seedq-consumer: the node agent. STUB: owned by the pipeline-core helper (bench wiring kept).
+//! seedq-consumer: the node agent. `seedq-consumer [run] [flags]` runs a node (seed slots on
+//! GPUs or CPU threads, the script consumer, heartbeat, metrics); `seedq-consumer bench`
+//! measures the kernels.
+//!
+//! Logs go to stderr (`RUST_LOG`, default `info`). Credentials in URLs are never logged.
 
 mod bench_cmd;
+mod chunks;
+mod context;
+mod jobs;
+mod metrics;
+mod node;
+mod scripts;
+mod slot;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use seedq_broker::Broker;
+use seedq_kernels::SieveBackend;
+use seedq_protocol::{ClusterConfig, NodeBackend, SlotState, Topology};
+use seedq_store::Store;
+
+use crate::chunks::SeedOptions;
+use crate::context::NodeContext;
+use crate::slot::{BackendFactory, SlotWorker};
 
 #[derive(Debug, Parser)]
-#[command(name = "seedq-consumer", version, about = "seedq node agent")]
+#[command(name = "seedq-consumer", version, about = "seedq node agent: pulls seed chunks and script jobs, writes results to Redis")]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run this node (the default when no command is given).
+    Run(RunArgs),
     /// Measure the sieve kernels on a named workload (needs no broker).
     Bench(bench_cmd::BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendChoice {
+    /// The node's backend from cluster.toml; GPUs that cannot be opened fall back to the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+    Hip,
+}
+
+#[derive(Debug, Clone, Args)]
+struct RunArgs {
+    /// Node name (cluster.toml entry, connection name, consumer tags). Default: the hostname.
+    #[arg(long, env = "SEEDQ_NODE")]
+    node: Option<String>,
+    /// Cluster model. Default: config/cluster.toml when present, else one-machine defaults.
+    #[arg(long, env = "SEEDQ_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Seed slots: CPU slots for the cpu backend, else the first N GPUs. Default: from config.
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Threads per CPU slot. Default: the node's cpu_threads.
+    #[arg(long)]
+    cpu_threads: Option<u32>,
+    #[arg(long, env = "SEEDQ_NAMESPACE")]
+    namespace: Option<String>,
+    #[arg(long, env = "SEEDQ_AMQP_URL", default_value = seedq_protocol::DEFAULT_AMQP_URL, hide_env_values = true)]
+    amqp_url: String,
+    #[arg(long, env = "SEEDQ_REDIS_URL", default_value = seedq_protocol::DEFAULT_REDIS_URL, hide_env_values = true)]
+    redis_url: String,
+    /// Serve Prometheus metrics on this port.
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// Attempts before a chunk is dead-lettered. Default: retry.max_attempts from config.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// After SIGTERM, how long chunks in flight may finish before they are requeued.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout_secs: u64,
+    /// Seed-slot prefetch: `auto` (1, or 16 while chunks take under 2 ms) or a fixed number.
+    #[arg(long, default_value = "auto", value_parser = parse_prefetch)]
+    prefetch: chunks::Prefetch,
+    /// Do not consume script jobs on this node.
+    #[arg(long)]
+    no_scripts: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench(args)) => bench_cmd::run(args),
-        None => anyhow::bail!("running a node is not implemented yet"),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn load_cluster(explicit: Option<&PathBuf>) -> anyhow::Result<ClusterConfig> {
+    match explicit {
+        Some(p) => ClusterConfig::load(p).with_context(|| format!("loading cluster config {}", p.display())),
+        None => {
+            let default = PathBuf::from("config/cluster.toml");
+            if default.is_file() {
+                ClusterConfig::load(&default).context("loading config/cluster.toml")
+            } else {
+                Ok(ClusterConfig::default())
+            }
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging();
+    let cluster = load_cluster(args.config.as_ref())?;
+    // Node names go into queue names and Redis keys: dots are fine, anything else is not.
+    let node_name = args.node.clone().unwrap_or_else(hostname);
+    seedq_protocol::validate_identifier("node name", &node_name).context("--node")?;
+    let namespace = args.namespace.clone().unwrap_or_else(|| cluster.namespace.clone());
+    seedq_protocol::validate_identifier("namespace", &namespace).context("--namespace")?;
+    let mut node_config = cluster.node_or_default(&node_name);
+    if cluster.node(&node_name).is_none() {
+        tracing::info!(node = %node_name, "node not listed in the cluster config; using CPU defaults");
+    }
+    if let Some(t) = args.cpu_threads {
+        node_config.cpu_threads = t.max(1);
+    }
+    // The ROCm environment must be in place before any GPU library is touched, and before other
+    // threads exist (setting the environment is not thread-safe).
+    let want_hip = matches!(args.backend, BackendChoice::Hip)
+        || (args.backend == BackendChoice::Auto && node_config.backend == NodeBackend::Hip);
+    if want_hip {
+        let vars: Vec<(String, String)> = node_config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        seedq_kernels::gpu::apply_rocm_env(&vars).map_err(|e| anyhow::anyhow!("{e}")).context("applying the node's ROCm environment")?;
+    }
+    let (workers, backend_kind) = build_slots(&args, &node_config)?;
+    node_config.cpu_slots = workers.iter().filter(|w| w.name.starts_with("cpu")).count() as u32;
+    let max_attempts = args.max_attempts.unwrap_or(cluster.retry.max_attempts).max(1);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("seedq-io").build()?;
+    runtime.block_on(async move {
+        let store = Store::connect(&args.redis_url, &namespace)
+            .await
+            .with_context(|| format!("connecting to Redis at {}", redact(&args.redis_url)))?
+            .with_job_ttl(cluster.jobs.result_ttl_secs);
+        let connection_name = Topology::consumer_connection_name(&node_name);
+        let broker = Broker::connect_with_retry(&args.amqp_url, &connection_name, &namespace, Duration::from_secs(120))
+            .await
+            .with_context(|| format!("connecting to RabbitMQ at {}", redact(&args.amqp_url)))?;
+        broker.declare_topology(&cluster.broker).await.context("declaring queues")?;
+        let slot_states = workers
+            .iter()
+            .map(|w| SlotState { slot: w.name.clone(), backend: w.backend.clone(), busy_with: None, chunks_done: 0 })
+            .collect();
+        let ctx = NodeContext::new(
+            node_config,
+            cluster,
+            namespace,
+            args.amqp_url.clone(),
+            store,
+            Arc::new(broker),
+            metrics::Metrics::new(),
+            slot_states,
+        );
+        node::run(
+            ctx,
+            node::NodePlan {
+                workers,
+                seed_options: SeedOptions { max_attempts, prefetch: args.prefetch, drain_timeout: Duration::from_secs(args.drain_timeout_secs) },
+                metrics_port: args.metrics_port,
+                scripts: !args.no_scripts,
+                backend_kind,
+            },
+        )
+        .await
+    })?;
+    // Slot threads may still hold a chunk abandoned by the drain timeout: do not wait for them.
+    std::process::exit(0);
+}
+
+/// Opens the seed slots. Returns the workers and the backend they really run on.
+fn build_slots(args: &RunArgs, node: &seedq_protocol::NodeConfig) -> anyhow::Result<(Vec<Arc<SlotWorker>>, String)> {
+    let threads = node.cpu_threads.max(1) as usize;
+    let gpu_kind = match args.backend {
+        BackendChoice::Cpu => None,
+        BackendChoice::Cuda => Some("cuda"),
+        BackendChoice::Hip => Some("hip"),
+        BackendChoice::Auto => match node.backend {
+            NodeBackend::Cpu => None,
+            NodeBackend::Cuda => Some("cuda"),
+            NodeBackend::Hip => Some("hip"),
+        },
+    };
+    if let Some(kind) = gpu_kind {
+        let mut gpus = node.gpu_list();
+        if gpus.is_empty() {
+            if let Ok(devices) = seedq_kernels::gpu::list_devices(kind) {
+                gpus = devices.into_iter().map(|d| seedq_protocol::GpuConfig { index: d.index as u32, model: d.name }).collect();
+            }
+        }
+        if let Some(n) = args.slots {
+            gpus = (0..n).map(|i| gpus.get(i as usize).cloned().unwrap_or(seedq_protocol::GpuConfig { index: i, model: node.gpu_type.clone() })).collect();
+        }
+        let mut workers = Vec::new();
+        let mut failure = None;
+        for gpu in &gpus {
+            let kind_owned = kind.to_string();
+            let device = gpu.index as usize;
+            let factory: BackendFactory = Box::new(move || seedq_kernels::gpu::open_backend(&kind_owned, device));
+            match SlotWorker::spawn(format!("gpu{}", gpu.index), gpu.model.clone(), threads, factory) {
+                Ok(w) => {
+                    tracing::info!(slot = %w.name, backend = %w.backend, "GPU slot ready");
+                    workers.push(Arc::new(w));
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        match (failure, args.backend) {
+            (None, _) if !workers.is_empty() => return Ok((workers, kind.to_string())),
+            (Some(e), BackendChoice::Auto) | (Some(e), BackendChoice::Cpu) => {
+                tracing::warn!(backend = kind, error = %e, "GPU backend unavailable; falling back to CPU slots (--backend auto)");
+            }
+            (None, BackendChoice::Auto) => tracing::warn!(backend = kind, "no GPUs configured or found; falling back to CPU slots"),
+            (Some(e), _) => bail!("cannot open the {kind} backend: {e} (use --backend cpu or auto)"),
+            (None, _) => bail!("no {kind} devices: list them under [[nodes]] gpus in cluster.toml or pass --slots N"),
+        }
+    }
+    let slots = args.slots.unwrap_or(node.cpu_slots).max(1);
+    let mut workers = Vec::new();
+    for i in 0..slots {
+        let factory: BackendFactory = Box::new(move || Ok(Box::new(seedq_kernels::cpu::CpuBackend::new(threads)) as Box<dyn SieveBackend>));
+        let w = SlotWorker::spawn(format!("cpu{i}"), "cpu".into(), threads, factory).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(slot = %w.name, backend = %w.backend, "CPU slot ready");
+        workers.push(Arc::new(w));
+    }
+    Ok((workers, "cpu".into()))
+}
+
+fn parse_prefetch(text: &str) -> Result<chunks::Prefetch, String> {
+    match text {
+        "auto" => Ok(chunks::Prefetch::Auto),
+        n => n
+            .parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(chunks::Prefetch::Fixed)
+            .ok_or_else(|| format!("--prefetch takes 'auto' or a number from 1 to 65535, not '{n}'")),
+    }
+}
+
+/// `scheme://user:secret@host` -> `scheme://user:***@host`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://{userinfo}@{host}"),
     }
 }

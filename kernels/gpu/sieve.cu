@@ -92,6 +92,13 @@ SEEDQ_DEV u64 seedq_rotl64(u64 v, u32 r) { return (v << r) | (v >> (64u - r)); }
 // and save()/restore() for the variable-skip search, which sometimes steps back to the start
 // of the previous search window.
 
+// A mark is a copy of the whole generator, for every family whose state is a few registers
+// (all but the full-state mt19937).
+#define SEEDQ_COPY_MARK(Self)                                                               \
+    typedef Self Mark;                                                                      \
+    SEEDQ_DEV Mark save() const { return *this; }                                           \
+    SEEDQ_DEV void restore(const Mark& m, u64, u64, const SeedqParams&, u64) { *this = m; }
+
 // Plain stepping for families without a cheap jump.
 #define SEEDQ_STEPPING_JUMP(Self)                                                           \
     typedef u64 Jump;                                                                       \
@@ -103,9 +110,31 @@ SEEDQ_DEV u64 seedq_rotl64(u64 v, u32 r) { return (v << r) | (v >> (64u - r)); }
         discard(n - 1);                                                                     \
         return next();                                                                      \
     }                                                                                       \
-    typedef Self Mark;                                                                      \
-    SEEDQ_DEV Mark save() const { return *this; }                                           \
-    SEEDQ_DEV void restore(const Mark& m, u64, u64, const SeedqParams&, u64) { *this = m; }
+    SEEDQ_COPY_MARK(Self)
+
+// Jump-ahead for the affine families (lcg32, java_lcg, pcg32): n steps of x -> a*x + c compose
+// into one affine map x -> A*x + C, found by square-and-multiply in O(log n) steps. `mad(x, y,
+// z)` is x*y + z in the family's ring (mod m, mod 2^48, or the natural wrap mod 2^64) and `one`
+// that ring's 1; Word is the narrowest type holding its elements, so lcg32 keeps 32x32->64
+// multiplies.
+template <class Word>
+struct SeedqAffine {
+    Word A, C;
+};
+template <class Word, class Mad>
+SEEDQ_DEV SeedqAffine<Word> seedq_affine_power(Word a, Word c, u64 n, Word one, Mad mad) {
+    SeedqAffine<Word> acc = {one, 0}, sq = {a, c};
+    while (n) {
+        if (n & 1) {
+            acc.C = mad(acc.C, sq.A, sq.C);
+            acc.A = mad(acc.A, sq.A, 0);
+        }
+        sq.C = mad(sq.C, sq.A, sq.C);
+        sq.A = mad(sq.A, sq.A, 0);
+        n >>= 1;
+    }
+    return acc;
+}
 
 struct GenXorshift32 {
     enum { BITS = 32 };
@@ -232,23 +261,13 @@ struct GenLcg32 {
         s = reduce((u64)a * s + c);
         return s;
     }
-    struct Jump {
-        u32 A, C;
-    };
+    typedef SeedqAffine<u32> Jump;
     SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams& p) {
         GenLcg32 g;
         g.init(0, p, 0);
-        Jump acc = {g.reduce(1), 0}, sq = {g.a, g.c};
-        while (n) {
-            if (n & 1) {
-                acc.C = g.reduce((u64)acc.C * sq.A + sq.C);
-                acc.A = g.reduce((u64)acc.A * sq.A);
-            }
-            sq.C = g.reduce((u64)sq.C * sq.A + sq.C);
-            sq.A = g.reduce((u64)sq.A * sq.A);
-            n >>= 1;
-        }
-        return acc;
+        // By value: NVRTC then emits the same PTX as a hand-written loop (not so by reference).
+        auto mad = [g](u32 x, u32 y, u32 z) { return g.reduce((u64)x * y + z); };
+        return seedq_affine_power(g.a, g.c, n, g.reduce(1), mad);
     }
     SEEDQ_DEV u64 skip_next(const Jump& j) {
         s = reduce((u64)j.A * s + j.C);
@@ -257,9 +276,7 @@ struct GenLcg32 {
     SEEDQ_DEV void discard(u64 n, const SeedqParams& p) {
         if (n) skip_next(make_jump(n, p));
     }
-    typedef GenLcg32 Mark;
-    SEEDQ_DEV Mark save() const { return *this; }
-    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+    SEEDQ_COPY_MARK(GenLcg32)
 };
 
 // java_lcg: 48-bit state, s = (a*s + c) mod 2^48, output s >> 16. fam = {a, c}.
@@ -275,22 +292,10 @@ struct GenJavaLcg {
         s = (a * s + c) & 0xFFFFFFFFFFFFull;
         return s >> 16;
     }
-    struct Jump {
-        u64 A, C;
-    };
+    typedef SeedqAffine<u64> Jump;
     SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams& p) {
-        const u64 mask = 0xFFFFFFFFFFFFull;
-        Jump acc = {1, 0}, sq = {p.fam[0], p.fam[1]};
-        while (n) {
-            if (n & 1) {
-                acc.C = (acc.C * sq.A + sq.C) & mask;
-                acc.A = (acc.A * sq.A) & mask;
-            }
-            sq.C = (sq.C * sq.A + sq.C) & mask;
-            sq.A = (sq.A * sq.A) & mask;
-            n >>= 1;
-        }
-        return acc;
+        auto mad = [](u64 x, u64 y, u64 z) { return (x * y + z) & 0xFFFFFFFFFFFFull; };
+        return seedq_affine_power(p.fam[0], p.fam[1], n, (u64)1, mad);
     }
     SEEDQ_DEV u64 skip_next(const Jump& j) {
         s = (j.A * s + j.C) & 0xFFFFFFFFFFFFull;
@@ -299,9 +304,7 @@ struct GenJavaLcg {
     SEEDQ_DEV void discard(u64 n, const SeedqParams& p) {
         if (n) skip_next(make_jump(n, p));
     }
-    typedef GenJavaLcg Mark;
-    SEEDQ_DEV Mark save() const { return *this; }
-    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+    SEEDQ_COPY_MARK(GenJavaLcg)
 };
 
 // minstd: s = a*s mod m; seeded with seed mod m, 0 becomes 1. fam = {a, m, floor((2^64-1)/m)}.
@@ -337,9 +340,7 @@ struct GenMinstd {
     SEEDQ_DEV void discard(u64 n, const SeedqParams& p) {
         if (n) skip_next(make_jump(n, p));
     }
-    typedef GenMinstd Mark;
-    SEEDQ_DEV Mark save() const { return *this; }
-    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+    SEEDQ_COPY_MARK(GenMinstd)
 };
 
 // pcg32: 64-bit LCG state (seeded with the 32-bit seed), output XSH-RR of the OLD state.
@@ -362,21 +363,10 @@ struct GenPcg32 {
         s = old * mult + inc;
         return xsh_rr(old);
     }
-    struct Jump {
-        u64 A, C;
-    };
+    typedef SeedqAffine<u64> Jump;
     SEEDQ_DEV static Jump affine(u64 n, const SeedqParams& p) {
-        Jump acc = {1, 0}, sq = {p.fam[1], p.fam[0]};
-        while (n) {
-            if (n & 1) {
-                acc.C = acc.C * sq.A + sq.C;
-                acc.A = acc.A * sq.A;
-            }
-            sq.C = sq.C * sq.A + sq.C;
-            sq.A = sq.A * sq.A;
-            n >>= 1;
-        }
-        return acc;
+        auto mad = [](u64 x, u64 y, u64 z) { return x * y + z; };
+        return seedq_affine_power(p.fam[1], p.fam[0], n, (u64)1, mad);
     }
     SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams& p) { return affine(n - 1, p); }
     SEEDQ_DEV u64 skip_next(const Jump& j) {
@@ -389,9 +379,7 @@ struct GenPcg32 {
             s = j.A * s + j.C;
         }
     }
-    typedef GenPcg32 Mark;
-    SEEDQ_DEV Mark save() const { return *this; }
-    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+    SEEDQ_COPY_MARK(GenPcg32)
 };
 
 // philox4x32-10: key (seed lo, seed hi); output n is word 0 of the block of counter n (64-bit).
@@ -436,9 +424,7 @@ struct GenPhilox {
         return next();
     }
     SEEDQ_DEV void discard(u64 n, const SeedqParams&) { ctr += n; }
-    typedef GenPhilox Mark;
-    SEEDQ_DEV Mark save() const { return *this; }
-    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+    SEEDQ_COPY_MARK(GenPhilox)
 };
 
 // mt19937, outputs below 227 (php_mt_seed's technique): output j only needs the initial words
@@ -483,9 +469,7 @@ struct GenMtCapture {
         return next();
     }
     SEEDQ_DEV void discard(u64 n, const SeedqParams&) { pos += n; }
-    typedef GenMtCapture Mark;
-    SEEDQ_DEV Mark save() const { return *this; }
-    SEEDQ_DEV void restore(const Mark& mk, u64, u64, const SeedqParams&, u64) { *this = mk; }
+    SEEDQ_COPY_MARK(GenMtCapture)
 };
 
 // mt19937, any output: the 624-word state lives in global scratch, interleaved across threads

@@ -1,1 +1,257 @@
-//! Named benchmark workloads for `seedq-consumer bench`. STUB: owned by the kernels-cpu helper.
+//! Named benchmark workloads for `seedq-consumer bench`, shared with the tests and the GPU
+//! parity script so that every backend is measured on exactly the same job.
+//!
+//! A workload fixes a family, window length, skip range, threshold, offset and modulus. Its draws
+//! are generated from a *planted* seed inside the benchmarked range, at a planted skip inside the
+//! skip range, so every run also checks that the backend finds that seed.
+//!
+//! Throughput is reported two ways: seeds per second, and nominal evaluations per second, where
+//! one evaluation is one (seed, skip, draw) comparison: `seeds * (skip_max - skip_min + 1) * k`.
+//! That is the work a plain implementation does; a backend that exits early or solves for
+//! candidates does less, which is the point, and the figure says how much faster that makes it.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::family::{Family, FamilyConfig};
+use crate::spec::{Direction, SeedSet, SieveError, SieveSpec, SkipMode, Strategy, Threshold};
+use crate::SieveBackend;
+
+/// A job shape without draws: what a named workload is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    pub name: String,
+    pub family: FamilyConfig,
+    pub k: usize,
+    pub skip_min: u32,
+    pub skip_max: u32,
+    pub threshold: Threshold,
+    pub reverse_threshold: Option<Threshold>,
+    pub offset: u64,
+    pub modulus: u64,
+    pub direction: Direction,
+    pub skip_mode: SkipMode,
+}
+
+/// The names [`Workload::named`] knows (plus `custom`, built by the caller).
+pub const NAMES: [&str; 4] = ["s128", "xs32-exact", "mt-exact", "java-exact"];
+
+impl Workload {
+    fn constant(name: &str, family: Family, k: usize, skip_max: u32, threshold: &str) -> Workload {
+        Workload {
+            name: name.to_string(),
+            family: FamilyConfig::new(family),
+            k,
+            skip_min: 0,
+            skip_max,
+            threshold: Threshold::parse(threshold).expect("valid built-in threshold"),
+            reverse_threshold: None,
+            offset: 0,
+            modulus: 1000,
+            direction: Direction::Forward,
+            skip_mode: SkipMode::Constant,
+        }
+    }
+
+    /// A built-in workload:
+    ///
+    /// * `s128`: lcg32 (default parameters), k = 512, skips 0..=20, threshold 0.01, offset 0:
+    ///   the configuration the original cluster was measured on.
+    /// * `xs32-exact`: xorshift32 (13, 17, 5), k = 16, skip 0, threshold 1.0.
+    /// * `mt-exact`: mt19937, k = 8, skip 0, threshold 1.0.
+    /// * `java-exact`: java_lcg, k = 16, skip 0, threshold 1.0.
+    pub fn named(name: &str) -> Option<Workload> {
+        Some(match name {
+            "s128" => Workload::constant(name, Family::Lcg32, 512, 20, "0.01"),
+            "xs32-exact" => Workload::constant(name, Family::Xorshift32, 16, 0, "1"),
+            "mt-exact" => Workload::constant(name, Family::Mt19937, 8, 0, "1"),
+            "java-exact" => Workload::constant(name, Family::JavaLcg, 16, 0, "1"),
+            _ => return None,
+        })
+    }
+
+    /// The variable-skip presets, for custom workloads.
+    pub fn variable_skip() -> SkipMode {
+        SkipMode::Variable {
+            strategies: Strategy::presets(),
+        }
+    }
+
+    /// The skip the draws are planted at: the middle of the skip range.
+    pub fn planted_skip(&self) -> u32 {
+        self.skip_min + (self.skip_max - self.skip_min) / 2
+    }
+
+    /// The job with draws generated from `planted` at [`Workload::planted_skip`] (in the forward
+    /// order, so the forward pass finds it; a reverse-only workload plants the reversed stream).
+    pub fn spec(&self, planted: u64) -> Result<SieveSpec, SieveError> {
+        let mut spec = SieveSpec {
+            family: self.family,
+            draws: Vec::new(),
+            modulus: self.modulus,
+            offset: self.offset,
+            skip_min: self.skip_min,
+            skip_max: self.skip_max,
+            threshold: self.threshold,
+            reverse_threshold: self.reverse_threshold,
+            direction: self.direction,
+            skip_mode: self.skip_mode.clone(),
+        };
+        if (planted as u128) >= self.family.family.seed_space_end() {
+            return Err(SieveError::SeedOutOfRange {
+                family: self.family.family.name().to_string(),
+                start: planted as u128,
+                end: planted as u128 + 1,
+                space_end: self.family.family.seed_space_end(),
+            });
+        }
+        spec.family.validate()?;
+        let t = self.planted_skip() as u64;
+        let mut g = self.family.generator(planted);
+        g.advance(self.offset + t);
+        for i in 0..self.k {
+            spec.draws.push(g.next_output());
+            if i + 1 < self.k {
+                g.advance(t);
+            }
+        }
+        if self.direction == Direction::Reverse {
+            spec.draws.reverse();
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Nominal evaluations for `seeds` seeds (see the module doc).
+    pub fn nominal_evaluations(&self, seeds: u64) -> f64 {
+        seeds as f64 * (self.skip_max - self.skip_min + 1) as f64 * self.k as f64
+    }
+}
+
+/// The default planted seed of a range: two thirds in, so neither end is special.
+pub fn default_planted(start: u64, seeds: u64) -> u64 {
+    start + seeds / 3 * 2
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub workload: String,
+    pub backend: String,
+    pub threads: usize,
+    pub family: String,
+    pub k: usize,
+    pub skip_min: u32,
+    pub skip_max: u32,
+    pub threshold: String,
+    pub seed_start: u64,
+    pub seeds: u64,
+    pub survivors: usize,
+    pub secs: f64,
+    pub seeds_per_sec: f64,
+    /// Nominal (seed x skip x draw) evaluations per second: `seeds * skips * k / secs`.
+    pub evals_per_sec: f64,
+    pub planted_seed: u64,
+    pub planted_skip: u32,
+    /// Whether the planted seed is among the backend's survivors.
+    pub found: bool,
+    /// Whether the reference says it must be (always, except in a bidirectional workload whose
+    /// reverse pass the forward-planted draws do not pass).
+    pub expected: bool,
+}
+
+impl BenchReport {
+    /// The run is correct as far as the planted seed can tell.
+    pub fn planted_ok(&self) -> bool {
+        self.found == self.expected
+    }
+}
+
+/// Runs `workload` on `backend` over `seed_start..seed_start+seeds` with the draws planted from
+/// `planted`, and measures the wall-clock time of the sieve call alone.
+pub fn run(
+    backend: &dyn SieveBackend,
+    threads: usize,
+    workload: &Workload,
+    seed_start: u64,
+    seeds: u64,
+    planted: u64,
+) -> Result<BenchReport, SieveError> {
+    let spec = workload.spec(planted)?;
+    let end = seed_start
+        .checked_add(seeds)
+        .ok_or(SieveError::SeedOutOfRange {
+            family: workload.family.family.name().to_string(),
+            start: seed_start as u128,
+            end: seed_start as u128 + seeds as u128,
+            space_end: workload.family.family.seed_space_end(),
+        })?;
+    let set = SeedSet::Range {
+        start: seed_start,
+        end,
+    };
+    spec.validate_seeds(&set)?;
+    let began = Instant::now();
+    let outcome = backend.sieve(&spec, &set)?;
+    let secs = began.elapsed().as_secs_f64().max(1e-9);
+    Ok(BenchReport {
+        workload: workload.name.clone(),
+        backend: backend.describe(),
+        threads,
+        family: workload.family.family.name().to_string(),
+        k: workload.k,
+        skip_min: workload.skip_min,
+        skip_max: workload.skip_max,
+        threshold: workload.threshold.to_string(),
+        seed_start,
+        seeds,
+        survivors: outcome.survivors.len(),
+        secs,
+        seeds_per_sec: seeds as f64 / secs,
+        evals_per_sec: workload.nominal_evaluations(seeds) / secs,
+        planted_seed: planted,
+        planted_skip: workload.planted_skip(),
+        found: outcome.survivors.iter().any(|s| s.seed == planted),
+        expected: crate::reference::evaluate_seed(&spec, planted).is_some(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::CpuBackend;
+    use crate::reference::ReferenceBackend;
+
+    #[test]
+    fn every_named_workload_finds_its_planted_seed_on_both_backends() {
+        for name in NAMES {
+            let w = Workload::named(name).unwrap();
+            let seeds = if name == "s128" { 300 } else { 20_000 };
+            let planted = default_planted(1_000_000, seeds);
+            let cpu = run(&CpuBackend::new(2), 2, &w, 1_000_000, seeds, planted).unwrap();
+            let reference = run(&ReferenceBackend, 1, &w, 1_000_000, seeds, planted).unwrap();
+            assert!(cpu.found && reference.found && cpu.expected, "{name}");
+            assert_eq!(cpu.survivors, reference.survivors, "{name}");
+        }
+        assert!(Workload::named("nope").is_none());
+    }
+
+    #[test]
+    fn planted_seed_outside_the_seed_space_is_an_error() {
+        let w = Workload::named("xs32-exact").unwrap();
+        assert!(matches!(
+            w.spec(1 << 32),
+            Err(SieveError::SeedOutOfRange { .. })
+        ));
+        assert!(run(
+            &CpuBackend::new(1),
+            1,
+            &w,
+            u32::MAX as u64 - 5,
+            10,
+            u32::MAX as u64 - 1
+        )
+        .is_err());
+    }
+}

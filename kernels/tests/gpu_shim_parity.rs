@@ -5,33 +5,12 @@
 
 use proptest::prelude::*;
 use seedq_kernels::gpu::params::SeedqParams;
+use seedq_kernels::gpu::parity::{self, forward_spec, planted_window};
 use seedq_kernels::gpu::shim::{kernel_params_size, ShimBackend};
 use seedq_kernels::{
     reference, Direction, Family, FamilyConfig, SeedSet, SieveBackend, SieveSpec, SkipMode,
     Strategy as SkipStrategy, Threshold,
 };
-
-fn spec_of(
-    family: FamilyConfig,
-    draws: Vec<u64>,
-    modulus: u64,
-    offset: u64,
-    skips: (u32, u32),
-    threshold: &str,
-) -> SieveSpec {
-    SieveSpec {
-        family,
-        draws,
-        modulus,
-        offset,
-        skip_min: skips.0,
-        skip_max: skips.1,
-        threshold: Threshold::parse(threshold).unwrap(),
-        reverse_threshold: None,
-        direction: Direction::Forward,
-        skip_mode: SkipMode::Constant,
-    }
-}
 
 /// Draws reproduced by `seed` at constant skip `t`, with every `corrupt_every`-th one altered.
 fn planted_draws(
@@ -43,21 +22,17 @@ fn planted_draws(
     modulus: u64,
     corrupt_every: usize,
 ) -> Vec<u64> {
-    let mut g = family.generator(seed);
-    g.advance(offset + t as u64);
-    (0..k)
-        .map(|i| {
-            if i > 0 {
-                g.advance(t as u64);
-            }
-            let v = g.next_output() % modulus;
-            if corrupt_every > 0 && i % corrupt_every == corrupt_every - 1 {
-                (v + 1) % modulus
-            } else {
-                v
-            }
-        })
-        .collect()
+    let mut draws = planted_window(family, seed, offset, t, k, modulus);
+    if corrupt_every > 0 {
+        for draw in draws
+            .iter_mut()
+            .skip(corrupt_every - 1)
+            .step_by(corrupt_every)
+        {
+            *draw = (*draw + 1) % modulus;
+        }
+    }
+    draws
 }
 
 fn assert_parity(backend: &ShimBackend, spec: &SieveSpec, seeds: &SeedSet) {
@@ -71,13 +46,15 @@ fn assert_parity(backend: &ShimBackend, spec: &SieveSpec, seeds: &SeedSet) {
     );
 }
 
+fn range(start: u64, end: u64) -> SeedSet {
+    SeedSet::Range { start, end }
+}
+
+/// `len` seeds from `start`, moved down to fit `family`'s seed space.
 fn seed_range(family: Family, start: u64, len: u64) -> SeedSet {
     let space = family.seed_space_end().min(u64::MAX as u128) as u64;
     let start = start.min(space - len);
-    SeedSet::Range {
-        start,
-        end: start + len,
-    }
+    range(start, start + len)
 }
 
 #[test]
@@ -116,41 +93,20 @@ fn every_family_and_mode_matches_reference() {
                     Direction::Reverse,
                     Direction::Bidirectional,
                 ] {
-                    let mut spec = spec_of(cfg, draws.clone(), 1000, offset, (0, 4), "0.5");
+                    let mut spec = forward_spec(cfg, draws.clone(), 1000, offset, (0, 4), "0.5");
                     spec.skip_mode = mode.clone();
                     spec.direction = direction;
                     spec.reverse_threshold = Some(Threshold::parse("0.25").unwrap());
-                    assert_parity(
-                        &backend,
-                        &spec,
-                        &SeedSet::Range {
-                            start,
-                            end: start + 200,
-                        },
-                    );
+                    assert_parity(&backend, &spec, &range(start, start + 200));
                     let list = vec![planted, start + 3, planted, start + 150, start + 9];
                     assert_parity(&backend, &spec, &SeedSet::List(list));
                 }
             }
         }
         // The planted seed itself is found forward at its true skip.
-        let spec = spec_of(
-            cfg,
-            planted_draws(&cfg, planted, 5, 3, 16, 1000, 0),
-            1000,
-            5,
-            (0, 6),
-            "1",
-        );
-        let out = backend
-            .sieve(
-                &spec,
-                &SeedSet::Range {
-                    start,
-                    end: start + 100,
-                },
-            )
-            .unwrap();
+        let draws = planted_window(&cfg, planted, 5, 3, 16, 1000);
+        let spec = forward_spec(cfg, draws, 1000, 5, (0, 6), "1");
+        let out = backend.sieve(&spec, &range(start, start + 100)).unwrap();
         assert!(
             out.survivors
                 .iter()
@@ -170,11 +126,8 @@ fn survivor_buffer_overflow_is_rerun_not_truncated() {
     };
     for family in [Family::Lcg32, Family::Xoshiro256pp, Family::Mt19937] {
         let cfg = FamilyConfig::new(family);
-        let spec = spec_of(cfg, vec![0, 1, 0, 1, 1, 0], 2, 0, (0, 1), "0.5");
-        let seeds = SeedSet::Range {
-            start: 1000,
-            end: 2000,
-        };
+        let spec = forward_spec(cfg, vec![0, 1, 0, 1, 1, 0], 2, 0, (0, 1), "0.5");
+        let seeds = range(1000, 2000);
         let expected = reference::sieve(&spec, &seeds);
         assert!(
             expected.survivors.len() > 500,
@@ -198,8 +151,8 @@ fn long_windows_and_large_skips() {
         let cfg = FamilyConfig::new(family);
         let planted = 40u64;
         let draws = planted_draws(&cfg, planted, 1, 300, 4096, 1000, 7);
-        let spec = spec_of(cfg, draws, 1000, 1, (299, 301), "0.8");
-        let seeds = SeedSet::Range { start: 32, end: 48 };
+        let spec = forward_spec(cfg, draws, 1000, 1, (299, 301), "0.8");
+        let seeds = range(32, 48);
         let out = backend.sieve(&spec, &seeds).unwrap();
         assert_eq!(out, reference::sieve(&spec, &seeds), "{family}");
         assert_eq!(out.survivors.len(), 1, "{family}");
@@ -216,22 +169,10 @@ fn long_windows_and_large_skips() {
 fn xorshift32_exact_search_over_the_full_seed_space() {
     let cfg = FamilyConfig::new(Family::Xorshift32);
     let planted = 0xC0FF_EE11u64;
-    let spec = spec_of(
-        cfg,
-        planted_draws(&cfg, planted, 0, 0, 16, 1000, 0),
-        1000,
-        0,
-        (0, 0),
-        "1",
-    );
+    let draws = planted_window(&cfg, planted, 0, 0, 16, 1000);
+    let spec = forward_spec(cfg, draws, 1000, 0, (0, 0), "1");
     let out = ShimBackend::default()
-        .sieve(
-            &spec,
-            &SeedSet::Range {
-                start: 0,
-                end: 1 << 32,
-            },
-        )
+        .sieve(&spec, &range(0, 1 << 32))
         .unwrap();
     let seeds: Vec<u64> = out.survivors.iter().map(|s| s.seed).collect();
     assert_eq!(seeds, vec![planted]);
@@ -370,7 +311,8 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     modulus,
                     corrupt,
                 );
-                let mut spec = spec_of(family, draws, modulus, offset, (skip_min, skip_max), th);
+                let mut spec =
+                    forward_spec(family, draws, modulus, offset, (skip_min, skip_max), th);
                 spec.reverse_threshold = rth.map(|t| Threshold::parse(t).unwrap());
                 spec.direction = [
                     Direction::Forward,
@@ -419,8 +361,8 @@ proptest! {
         offset in 0u64..50, t in 0u32..3, k in 4usize..20, start in 0u64..(1 << 32) - 5000, plant in 0u64..5000,
     ) {
         let cfg = FamilyConfig::new(family);
-        let spec = spec_of(cfg, planted_draws(&cfg, start + plant, offset, t, k, modulus, 0), modulus, offset, (0, 2), "1");
-        let seeds = SeedSet::Range { start, end: start + 5000 };
+        let spec = forward_spec(cfg, planted_window(&cfg, start + plant, offset, t, k, modulus), modulus, offset, (0, 2), "1");
+        let seeds = range(start, start + 5000);
         let got = ShimBackend::default().sieve(&spec, &seeds).unwrap();
         prop_assert!(got.survivors.iter().any(|s| s.seed == start + plant));
         prop_assert_eq!(got, reference::sieve(&spec, &seeds));
@@ -430,12 +372,12 @@ proptest! {
 /// The fixed GPU parity suite (what scripts/gpu-check.sh runs on a device), on the shim.
 #[test]
 fn fixed_parity_suite_passes_on_the_shim() {
-    let cases = seedq_kernels::gpu::parity::cases(1);
+    let cases = parity::cases(1);
     let backend = ShimBackend {
         initial_capacity: 64,
         ..ShimBackend::default()
     };
-    let report = seedq_kernels::gpu::parity::run(&backend, &cases);
+    let report = parity::run(&backend, &cases);
     assert!(
         report.failures.is_empty(),
         "{} passed, failures:\n{}",

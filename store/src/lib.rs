@@ -1,1 +1,646 @@
-//! seedq-store (skeleton).
+//! seedq-store: everything seedq keeps in Redis, exact under at-least-once delivery.
+//!
+//! # API
+//!
+//! ```text
+//! Store::connect(url, ns) -> Store                      (Clone; one ConnectionManager inside)
+//!   .with_job_ttl(secs)                                  TTL given to a job's keys once finished
+//! jobs      create_job(&Job) -> CreateOutcome{Created | Existing(Job)}   (conflicting spec: Err(JobConflict))
+//!           load_job(id) -> Option<Job>,  list_jobs() -> Vec<String> (oldest first)
+//!           cancel(id), is_cancelled(id), expire_job(id, secs), delete_job(id)
+//! results   apply_chunk_result(&ChunkResult, throughput: Option<ThroughputSample>) -> ApplyOutcome
+//!           apply_script_result(&ScriptResult) -> ApplyOutcome      (success: marks the task done)
+//!           save_script_attempt(&ScriptResult)                      (failed attempt's logs; not done)
+//!           record_failure(job, &FailureEvent) -> bool               (false: unknown job)
+//! reads     progress(id) -> Option<JobProgress>, survivors(id) -> Vec<SeedRecord> sorted by seed,
+//!           sieve_survivors(id) -> Vec<Survivor>, chunk_summaries(id), done_members(id), is_done(id, member),
+//!           failure_log(id, n), script_result(batch, task), script_results(batch)
+//! nodes     write_heartbeat(&NodeHeartbeat, ttl_secs), list_nodes() -> Vec<NodeHeartbeat>
+//! learning  record_throughput(model, family, units_per_sec, alpha) -> new EMA,
+//!           throughput(model, family) -> Option<f64>, all_throughput() -> Vec<(model, family, f64)>
+//! tests     purge_namespace() -> keys deleted
+//! ```
+//!
+//! # Exactly once
+//!
+//! A result is applied by ONE Lua script whose first write is `SADD done <member>`: if the member
+//! was already there the script returns without touching anything, so counters, survivors,
+//! summaries and progress are exact under redelivery, retries, duplicate publishes and two
+//! consumers racing on the same chunk. The same script folds the learned-throughput EMA update in,
+//! so a chunk costs one round trip (EVALSHA). Survivors are a hash keyed by seed written with
+//! `HSETNX`, so a seed is recorded once even if two chunks of a list job contain it.
+//!
+//! A job is finished when every chunk is done or dead-lettered (or skipped because the job was
+//! cancelled, reason `cancelled`); the script that settles the last chunk stamps
+//! `finished_at_ms` and gives every key of the job the TTL stored with the job at creation.
+//!
+//! # Transient errors
+//!
+//! The `ConnectionManager` reconnects by itself; calls that fail with an I/O, timeout or
+//! connection-dropped error are retried with exponential backoff and jitter (about 10 s in
+//! total) before the error is returned. Every write here is idempotent, so a retry after an
+//! unknown outcome is safe.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use seedq_kernels::Survivor;
+use seedq_protocol::{
+    keys, ChunkResult, FailureEvent, Job, JobProgress, NodeHeartbeat, ProtocolError, ScriptResult, SeedRecord,
+};
+
+mod lua;
+
+static APPLY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::APPLY));
+static RECORD_FAILURE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::RECORD_FAILURE));
+static CREATE_JOB: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::CREATE_JOB));
+static SAVE_ATTEMPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::SAVE_ATTEMPT));
+static EMA: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::EMA));
+
+/// Errors from the store. Messages say what was wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis error: {0} (is Redis running and reachable at the --redis-url?)")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("job '{job_id}' already exists with a different spec or seed range; use another --job-id, or cancel and let it expire first")]
+    JobConflict { job_id: String },
+    #[error("corrupt data in redis at {key}: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What [`Store::create_job`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    /// The job is new and stored.
+    Created,
+    /// A job with the same id and identity already exists: publish with ITS chunk plan.
+    Existing(Job),
+}
+
+/// What applying a result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// First time: counted.
+    Applied,
+    /// The member was already done: nothing changed (redelivery or duplicate).
+    AlreadyDone,
+    /// No such job in Redis (never created, expired or purged): nothing written.
+    UnknownJob,
+}
+
+/// A learned-throughput sample folded into the result write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThroughputSample {
+    pub gpu_model: String,
+    pub family: String,
+    pub units_per_sec: f64,
+    /// EMA weight of the new sample (0.3 in the chapter).
+    pub alpha: f64,
+}
+
+/// Handle on one namespace of one Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    ns: String,
+    job_ttl_secs: u64,
+}
+
+/// Failure log entries kept per job.
+const FAILURE_LOG_CAP: usize = 1000;
+
+fn is_transient(e: &StoreError) -> bool {
+    match e {
+        StoreError::Redis(e) => {
+            e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+                || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
+                || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain))
+        }
+        _ => false,
+    }
+}
+
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(3))
+        .with_max_times(7)
+        .with_jitter()
+}
+
+impl Store {
+    /// Connects (with retries) and checks the server answers.
+    pub async fn connect(url: &str, ns: &str) -> Result<Store> {
+        seedq_protocol::validate_identifier("namespace", ns)?;
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = (|| async { Ok::<_, StoreError>(ConnectionManager::new_with_config(client.clone(), config.clone()).await?) })
+            .retry(backoff())
+            .when(is_transient)
+            .await?;
+        let store = Store { conn, ns: ns.to_string(), job_ttl_secs: seedq_protocol::JobsConfig::default().result_ttl_secs };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// TTL written into jobs this handle creates (from `jobs.result_ttl_secs`; 0 = never expire).
+    pub fn with_job_ttl(mut self, secs: u64) -> Store {
+        self.job_ttl_secs = secs;
+        self
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.run(|mut c| async move { Ok(redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ())?) }).await
+    }
+
+    /// Runs `op` with a connection, retrying transient failures.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        (|| op(self.conn.clone()))
+            .retry(backoff())
+            .when(is_transient)
+            .notify(|e, d| tracing::warn!("redis call failed ({e}); retrying in {d:?}"))
+            .await
+    }
+
+    // ----- jobs -----------------------------------------------------------------------------
+
+    /// Stores a job. Idempotent: the same id with the same identity returns
+    /// [`CreateOutcome::Existing`] with the stored job (whose chunk plan must be used); a
+    /// different spec or seed range under the same id is [`StoreError::JobConflict`].
+    pub async fn create_job(&self, job: &Job) -> Result<CreateOutcome> {
+        job.validate()?;
+        let ns = self.ns.clone();
+        let json = job.to_json();
+        let seeds_total = job.seeds.as_ref().map(|s| s.len()).unwrap_or(job.chunk_count as u128).to_string();
+        let existing: Option<String> = self
+            .run(|mut c| {
+                let (ns, json, seeds_total) = (ns.clone(), json.clone(), seeds_total.clone());
+                async move {
+                    Ok(CREATE_JOB
+                        .key(keys::job_spec(&ns, &job.job_id))
+                        .key(keys::totals(&ns, &job.job_id))
+                        .key(keys::jobs(&ns))
+                        .arg(json)
+                        .arg(job.chunk_count)
+                        .arg(seeds_total)
+                        .arg(job.created_at_ms)
+                        .arg(self.job_ttl_secs)
+                        .arg(&job.job_id)
+                        .arg(job.kind().as_str())
+                        .invoke_async(&mut c)
+                        .await?)
+                }
+            })
+            .await?;
+        match existing {
+            None => Ok(CreateOutcome::Created),
+            Some(text) => {
+                let stored = self.parse_job(&job.job_id, &text)?;
+                if stored.identity_json() == job.identity_json() {
+                    Ok(CreateOutcome::Existing(stored))
+                } else {
+                    Err(StoreError::JobConflict { job_id: job.job_id.clone() })
+                }
+            }
+        }
+    }
+
+    fn parse_job(&self, id: &str, text: &str) -> Result<Job> {
+        Job::from_json(text).map_err(|e| StoreError::Corrupt { key: keys::job_spec(&self.ns, id), message: e.to_string() })
+    }
+
+    pub async fn load_job(&self, id: &str) -> Result<Option<Job>> {
+        let key = keys::job_spec(&self.ns, id);
+        let text: Option<String> = self.run(|mut c| { let key = key.clone(); async move { Ok(c.get(key).await?) } }).await?;
+        text.map(|t| self.parse_job(id, &t)).transpose()
+    }
+
+    /// Job ids, oldest first. Ids whose keys have expired are pruned from the index.
+    pub async fn list_jobs(&self) -> Result<Vec<String>> {
+        let index = keys::jobs(&self.ns);
+        let ids: Vec<String> = self.run(|mut c| { let k = index.clone(); async move { Ok(c.zrange(k, 0, -1).await?) } }).await?;
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.exists(keys::job_spec(&self.ns, id));
+        }
+        let present: Vec<bool> = self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async(&mut c).await?) } }).await?;
+        let (live, gone): (Vec<_>, Vec<_>) = ids.into_iter().zip(present).partition(|(_, p)| *p);
+        if !gone.is_empty() {
+            let gone: Vec<String> = gone.into_iter().map(|(id, _)| id).collect();
+            self.run(|mut c| {
+                let (k, g) = (index.clone(), gone.clone());
+                async move { Ok(c.zrem::<_, _, ()>(k, g).await?) }
+            })
+            .await?;
+        }
+        Ok(live.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Marks the job cancelled: consumers skip its remaining chunks.
+    pub async fn cancel(&self, id: &str) -> Result<()> {
+        let key = keys::cancelled(&self.ns, id);
+        self.run(|mut c| { let k = key.clone(); async move { Ok(c.set::<_, _, ()>(k, 1).await?) } }).await
+    }
+
+    pub async fn is_cancelled(&self, id: &str) -> Result<bool> {
+        let key = keys::cancelled(&self.ns, id);
+        self.run(|mut c| { let k = key.clone(); async move { Ok(c.exists(k).await?) } }).await
+    }
+
+    /// Gives every key of the job a TTL now (finished jobs get it automatically).
+    pub async fn expire_job(&self, id: &str, secs: u64) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for k in keys::all_job_keys(&self.ns, id) {
+            pipe.expire(k, secs as i64).ignore();
+        }
+        self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async::<()>(&mut c).await?) } }).await
+    }
+
+    /// Deletes every key of the job and its index entry.
+    pub async fn delete_job(&self, id: &str) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.del(keys::all_job_keys(&self.ns, id)).ignore();
+        pipe.zrem(keys::jobs(&self.ns), id).ignore();
+        self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async::<()>(&mut c).await?) } }).await
+    }
+
+    // ----- results --------------------------------------------------------------------------
+
+    /// Applies a chunk's result exactly once (one EVALSHA). See the crate docs.
+    pub async fn apply_chunk_result(&self, result: &ChunkResult, throughput: Option<&ThroughputSample>) -> Result<ApplyOutcome> {
+        let member = seedq_protocol::chunk_member(result.chunk);
+        let records = result.seed_records();
+        let summary = result.summary.as_ref().map(|s| s.to_string()).unwrap_or_default();
+        let busy_us = (result.duration_secs.max(0.0) * 1e6).round() as u64;
+        self.apply(ApplyArgs {
+            job_id: &result.job_id,
+            member: &member,
+            seeds: result.seeds_tested,
+            busy_us,
+            now_ms: result.finished_at_ms,
+            node: &result.node,
+            summary: &summary,
+            throughput,
+            script: None,
+            records: &records,
+        })
+        .await
+    }
+
+    /// Applies a script task's result exactly once; only call it for a result that ends the task
+    /// (success). Failed attempts go through [`Store::save_script_attempt`] + [`Store::record_failure`].
+    pub async fn apply_script_result(&self, result: &ScriptResult) -> Result<ApplyOutcome> {
+        let member = seedq_protocol::script_member(&result.task_id);
+        let json = serde_json::to_string(result).expect("script result serializes");
+        let busy_us = (result.duration_secs.max(0.0) * 1e6).round() as u64;
+        self.apply(ApplyArgs {
+            job_id: &result.batch_id,
+            member: &member,
+            seeds: 0,
+            busy_us,
+            now_ms: result.finished_at_ms,
+            node: &result.node,
+            summary: "",
+            throughput: None,
+            script: Some((&result.task_id, &json)),
+            records: &[],
+        })
+        .await
+    }
+
+    async fn apply(&self, a: ApplyArgs<'_>) -> Result<ApplyOutcome> {
+        let mut script = APPLY.prepare_invoke();
+        for k in keys::all_job_keys(&self.ns, a.job_id) {
+            script.key(k);
+        }
+        script.key(keys::throughput_hash(&self.ns));
+        let (tp_field, tp_value, tp_alpha) = match a.throughput {
+            Some(t) if t.units_per_sec.is_finite() && t.units_per_sec > 0.0 => {
+                (keys::throughput_field(&t.gpu_model, &t.family), t.units_per_sec, t.alpha)
+            }
+            _ => (String::new(), 0.0, 0.0),
+        };
+        let (task, script_json) = a.script.unwrap_or(("", ""));
+        script
+            .arg(a.member)
+            .arg(a.seeds)
+            .arg(a.busy_us)
+            .arg(a.now_ms)
+            .arg(a.node)
+            .arg(a.summary)
+            .arg(tp_field)
+            .arg(tp_value)
+            .arg(tp_alpha)
+            .arg(task)
+            .arg(script_json)
+            .arg(a.records.len());
+        for (seed, json) in a.records {
+            script.arg(*seed).arg(json);
+        }
+        let code: i64 = self
+            .run(|mut c| {
+                let s = &script;
+                async move { Ok(s.invoke_async(&mut c).await?) }
+            })
+            .await?;
+        Ok(match code {
+            1 => ApplyOutcome::Applied,
+            0 => ApplyOutcome::AlreadyDone,
+            _ => ApplyOutcome::UnknownJob,
+        })
+    }
+
+    /// Keeps a failed script attempt's result (exit status, log tails) for operators, unless the
+    /// task is already done. Does not count the task as done.
+    pub async fn save_script_attempt(&self, result: &ScriptResult) -> Result<()> {
+        let json = serde_json::to_string(result).expect("script result serializes");
+        let (ns, batch) = (self.ns.clone(), result.batch_id.clone());
+        let member = seedq_protocol::script_member(&result.task_id);
+        self.run(|mut c| {
+            let (ns, batch, json, member) = (ns.clone(), batch.clone(), json.clone(), member.clone());
+            async move {
+                Ok(SAVE_ATTEMPT
+                    .key(keys::done(&ns, &batch))
+                    .key(keys::script_results(&ns, &batch))
+                    .arg(member)
+                    .arg(&result.task_id)
+                    .arg(json)
+                    .invoke_async::<()>(&mut c)
+                    .await?)
+            }
+        })
+        .await
+    }
+
+    /// Records a failed attempt: counts it by reason, appends it to the failure log, and when
+    /// `event.dead_lettered` marks the member as settled-without-result (unless it is done).
+    /// Returns false (and writes nothing) for an unknown job.
+    pub async fn record_failure(&self, job_id: &str, event: &FailureEvent) -> Result<bool> {
+        let mut script = RECORD_FAILURE.prepare_invoke();
+        for k in keys::all_job_keys(&self.ns, job_id) {
+            script.key(k);
+        }
+        script
+            .arg(&event.member)
+            .arg(&event.reason)
+            .arg(if event.dead_lettered { "1" } else { "0" })
+            .arg(event.at_ms)
+            .arg(serde_json::to_string(event).expect("failure event serializes"))
+            .arg(FAILURE_LOG_CAP);
+        let code: i64 = self
+            .run(|mut c| {
+                let s = &script;
+                async move { Ok(s.invoke_async(&mut c).await?) }
+            })
+            .await?;
+        Ok(code == 1)
+    }
+
+    // ----- reads ----------------------------------------------------------------------------
+
+    /// Progress of a job, `None` if the job does not exist.
+    pub async fn progress(&self, id: &str) -> Result<Option<JobProgress>> {
+        let ns = &self.ns;
+        let mut pipe = redis::pipe();
+        pipe.hgetall(keys::totals(ns, id))
+            .hlen(keys::survivors(ns, id))
+            .hgetall(keys::failures(ns, id))
+            .hgetall(keys::dead(ns, id))
+            .exists(keys::cancelled(ns, id))
+            .exists(keys::job_spec(ns, id));
+        type Reply = (BTreeMap<String, String>, u64, BTreeMap<String, u64>, BTreeMap<String, String>, bool, bool);
+        let (totals, survivors, failures, dead, cancelled, exists): Reply =
+            self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async(&mut c).await?) } }).await?;
+        if !exists {
+            return Ok(None);
+        }
+        let num = |f: &str| totals.get(f).and_then(|v| v.parse::<u64>().ok());
+        let chunks_by_node = totals
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("node:")?.to_string(), v.parse().ok()?)))
+            .collect();
+        Ok(Some(JobProgress {
+            job_id: id.to_string(),
+            kind: totals.get("kind").cloned().unwrap_or_default(),
+            chunks_total: num("chunks_total").unwrap_or(0),
+            chunks_done: num("chunks_done").unwrap_or(0),
+            seeds_total: totals.get("seeds_total").and_then(|v| v.parse().ok()).unwrap_or(0),
+            seeds_done: num("seeds_done").unwrap_or(0),
+            survivors,
+            failures,
+            dead_lettered: dead,
+            chunks_by_node,
+            busy_secs: num("busy_us").unwrap_or(0) as f64 / 1e6,
+            created_at_ms: num("created_at_ms").unwrap_or(0),
+            started_at_ms: num("started_at_ms"),
+            updated_at_ms: num("updated_at_ms"),
+            finished_at_ms: num("finished_at_ms"),
+            cancelled,
+        }))
+    }
+
+    /// Every survivor (or flagged seed) record, sorted by seed.
+    pub async fn survivors(&self, id: &str) -> Result<Vec<SeedRecord>> {
+        let key = keys::survivors(&self.ns, id);
+        let map: Vec<(String, String)> =
+            self.run(|mut c| { let k = key.clone(); async move { Ok(c.hgetall(k).await?) } }).await?;
+        let mut out = map
+            .into_iter()
+            .map(|(seed, json)| {
+                let seed = seed.parse::<u64>().map_err(|e| StoreError::Corrupt { key: key.clone(), message: format!("seed '{seed}': {e}") })?;
+                Ok(SeedRecord { seed, json })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|r| r.seed);
+        Ok(out)
+    }
+
+    /// Sieve survivors, decoded, sorted by seed.
+    pub async fn sieve_survivors(&self, id: &str) -> Result<Vec<Survivor>> {
+        let key = keys::survivors(&self.ns, id);
+        self.survivors(id)
+            .await?
+            .into_iter()
+            .map(|r| serde_json::from_str(&r.json).map_err(|e| StoreError::Corrupt { key: key.clone(), message: e.to_string() }))
+            .collect()
+    }
+
+    /// Per-chunk summaries (correlation / analysis), by member.
+    pub async fn chunk_summaries(&self, id: &str) -> Result<BTreeMap<String, serde_json::Value>> {
+        let key = keys::summaries(&self.ns, id);
+        let map: BTreeMap<String, String> = self.run(|mut c| { let k = key.clone(); async move { Ok(c.hgetall(k).await?) } }).await?;
+        map.into_iter()
+            .map(|(m, v)| Ok((m, serde_json::from_str(&v).map_err(|e| StoreError::Corrupt { key: key.clone(), message: e.to_string() })?)))
+            .collect()
+    }
+
+    /// Done members (`c<i>` / `t:<task>`) of a job (what `resume` skips).
+    pub async fn done_members(&self, id: &str) -> Result<std::collections::HashSet<String>> {
+        let key = keys::done(&self.ns, id);
+        self.run(|mut c| { let k = key.clone(); async move { Ok(c.smembers(k).await?) } }).await
+    }
+
+    /// Whether `member` (`c<i>` / `t:<task>`) of the job is done (a redelivered chunk whose result
+    /// is already applied need not run again).
+    pub async fn is_done(&self, id: &str, member: &str) -> Result<bool> {
+        let key = keys::done(&self.ns, id);
+        self.run(|mut c| { let (k, m) = (key.clone(), member.to_string()); async move { Ok(c.sismember(k, m).await?) } }).await
+    }
+
+    /// The newest `n` failure events.
+    pub async fn failure_log(&self, id: &str, n: usize) -> Result<Vec<FailureEvent>> {
+        let key = keys::failure_log(&self.ns, id);
+        let items: Vec<String> = self
+            .run(|mut c| { let k = key.clone(); async move { Ok(c.lrange(k, 0, n.saturating_sub(1) as isize).await?) } })
+            .await?;
+        Ok(items.iter().filter_map(|s| serde_json::from_str(s).ok()).collect())
+    }
+
+    pub async fn script_result(&self, batch: &str, task: &str) -> Result<Option<ScriptResult>> {
+        let key = keys::script_results(&self.ns, batch);
+        let text: Option<String> = self
+            .run(|mut c| { let (k, t) = (key.clone(), task.to_string()); async move { Ok(c.hget(k, t).await?) } })
+            .await?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt { key: key.clone(), message: e.to_string() }))
+            .transpose()
+    }
+
+    /// Every stored script result of a batch (successes and last failed attempts), by task id.
+    pub async fn script_results(&self, batch: &str) -> Result<BTreeMap<String, ScriptResult>> {
+        let key = keys::script_results(&self.ns, batch);
+        let map: BTreeMap<String, String> = self.run(|mut c| { let k = key.clone(); async move { Ok(c.hgetall(k).await?) } }).await?;
+        map.into_iter()
+            .map(|(t, v)| Ok((t, serde_json::from_str(&v).map_err(|e| StoreError::Corrupt { key: key.clone(), message: e.to_string() })?)))
+            .collect()
+    }
+
+    // ----- nodes ----------------------------------------------------------------------------
+
+    /// Writes the heartbeat with a TTL and indexes the node (one pipelined round trip).
+    pub async fn write_heartbeat(&self, hb: &NodeHeartbeat, ttl_secs: u64) -> Result<()> {
+        let json = serde_json::to_string(hb).expect("heartbeat serializes");
+        let mut pipe = redis::pipe();
+        pipe.set_ex(keys::heartbeat(&self.ns, &hb.node), json, ttl_secs.max(1)).ignore();
+        pipe.zadd(keys::nodes(&self.ns), &hb.node, hb.at_ms).ignore();
+        self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async::<()>(&mut c).await?) } }).await
+    }
+
+    /// Removes a node's heartbeat (clean shutdown).
+    pub async fn clear_heartbeat(&self, node: &str) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.del(keys::heartbeat(&self.ns, node)).ignore();
+        pipe.zrem(keys::nodes(&self.ns), node).ignore();
+        self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async::<()>(&mut c).await?) } }).await
+    }
+
+    /// Live nodes (heartbeat not expired), by name.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeHeartbeat>> {
+        let index = keys::nodes(&self.ns);
+        let names: Vec<String> = self.run(|mut c| { let k = index.clone(); async move { Ok(c.zrange(k, 0, -1).await?) } }).await?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hb_keys: Vec<String> = names.iter().map(|n| keys::heartbeat(&self.ns, n)).collect();
+        let values: Vec<Option<String>> = self
+            .run(|mut c| {
+                let ks = hb_keys.clone();
+                async move { Ok(redis::cmd("MGET").arg(ks).query_async(&mut c).await?) }
+            })
+            .await?;
+        let mut out: Vec<NodeHeartbeat> = values.into_iter().flatten().filter_map(|v| serde_json::from_str(&v).ok()).collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(out)
+    }
+
+    // ----- learned throughput ---------------------------------------------------------------
+
+    /// Folds a sample into the EMA atomically: `new = alpha*sample + (1-alpha)*old`, or the
+    /// sample itself when there is no history. Returns the new value.
+    pub async fn record_throughput(&self, gpu_model: &str, family: &str, units_per_sec: f64, alpha: f64) -> Result<f64> {
+        let (key, field) = keys::throughput(&self.ns, gpu_model, family);
+        let value: String = self
+            .run(|mut c| {
+                let (k, f) = (key.clone(), field.clone());
+                async move { Ok(EMA.key(k).arg(f).arg(units_per_sec).arg(alpha).invoke_async(&mut c).await?) }
+            })
+            .await?;
+        value.parse().map_err(|_| StoreError::Corrupt { key, message: format!("throughput '{value}'") })
+    }
+
+    pub async fn throughput(&self, gpu_model: &str, family: &str) -> Result<Option<f64>> {
+        let (key, field) = keys::throughput(&self.ns, gpu_model, family);
+        let v: Option<String> =
+            self.run(|mut c| { let (k, f) = (key.clone(), field.clone()); async move { Ok(c.hget(k, f).await?) } }).await?;
+        Ok(v.and_then(|v| v.parse().ok()))
+    }
+
+    /// Every learned rate: `(gpu_model, family, units_per_sec)`.
+    pub async fn all_throughput(&self) -> Result<Vec<(String, String, f64)>> {
+        let key = keys::throughput_hash(&self.ns);
+        let map: BTreeMap<String, String> = self.run(|mut c| { let k = key.clone(); async move { Ok(c.hgetall(k).await?) } }).await?;
+        Ok(map
+            .into_iter()
+            .filter_map(|(f, v)| {
+                let (model, family) = f.rsplit_once('|')?;
+                Some((model.to_string(), family.to_string(), v.parse().ok()?))
+            })
+            .collect())
+    }
+
+    // ----- tests ----------------------------------------------------------------------------
+
+    /// Deletes every key of the namespace. For tests and demo cleanup.
+    pub async fn purge_namespace(&self) -> Result<u64> {
+        let pattern = keys::namespace_pattern(&self.ns);
+        let mut c = self.conn.clone();
+        let mut deleted = 0u64;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut c).await?;
+            if !batch.is_empty() {
+                deleted += c.del::<_, u64>(batch).await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
+struct ApplyArgs<'a> {
+    job_id: &'a str,
+    member: &'a str,
+    seeds: u64,
+    busy_us: u64,
+    now_ms: u64,
+    node: &'a str,
+    summary: &'a str,
+    throughput: Option<&'a ThroughputSample>,
+    script: Option<(&'a str, &'a str)>,
+    records: &'a [(u64, String)],
+}

@@ -21,8 +21,10 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use rayon::prelude::*;
 
 use crate::family::Family;
-use crate::gpu::driver::{self, LaunchResult, LaunchSeeds, Launcher};
-use crate::gpu::params::{PassPlan, SeedqParams, MT_WORDS};
+use crate::gpu::driver::{
+    self, BufferAddresses, LaunchLayout, LaunchResult, LaunchSeeds, Launcher, DEVICE_BLOCK,
+};
+use crate::gpu::params::{PassPlan, SeedqParams};
 use crate::gpu::source;
 use crate::gpu::DeviceInfo;
 use crate::spec::{SeedSet, SieveError, SieveOutcome, SieveSpec};
@@ -30,12 +32,6 @@ use crate::SieveBackend;
 
 // SAFETY: SeedqParams is #[repr(C)], plain integers, and mirrors the kernel's parameter struct.
 unsafe impl DeviceRepr for SeedqParams {}
-
-const BLOCK: u32 = 256;
-/// Resident blocks per SM the grid is sized for (grid-stride loops cover the rest).
-const BLOCKS_PER_SM: u32 = 8;
-/// Threads of a full-state MT19937 launch (each holds 624 words of scratch: 160 MiB).
-const MT_FULL_THREADS: u32 = 1 << 16;
 
 fn backend_error(what: &str, e: impl std::fmt::Display) -> SieveError {
     SieveError::Backend(format!("CUDA: {what}: {e}"))
@@ -63,18 +59,13 @@ fn guarded<T, E: std::fmt::Display>(
 /// Whether the CUDA driver and NVRTC libraries can be loaded; the error says which is missing
 /// and what to do. Calls nothing in them.
 pub fn probe() -> Result<(), SieveError> {
-    // SAFETY: these only try dlopen on the candidate library names.
+    // SAFETY: only tries dlopen on the candidate library names.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(SieveError::Backend(
             "CUDA driver library (libcuda.so.1) not found: no NVIDIA driver on this machine, or it is not on the loader path".into(),
         ));
     }
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(SieveError::Backend(
-            "NVRTC (libnvrtc.so.12) not found: install the CUDA toolkit's NVRTC (or the PyPI wheel nvidia-cuda-nvrtc-cu12) and add its lib directory to LD_LIBRARY_PATH".into(),
-        ));
-    }
-    Ok(())
+    probe_nvrtc()
 }
 
 /// The CUDA devices, or why CUDA is unusable here.
@@ -139,6 +130,7 @@ pub fn compile_family(family: Family, major: u32, minor: u32) -> Result<String, 
 
 /// Whether NVRTC can be loaded (compiling needs no driver and no GPU).
 pub fn probe_nvrtc() -> Result<(), SieveError> {
+    // SAFETY: only tries dlopen on the candidate library names.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(SieveError::Backend(
             "NVRTC (libnvrtc.so.12) not found: install the CUDA toolkit's NVRTC (or the PyPI wheel nvidia-cuda-nvrtc-cu12) and add its lib directory to LD_LIBRARY_PATH".into(),
@@ -229,17 +221,6 @@ impl CudaBackend {
             module.load_function(kernel)
         })
     }
-
-    fn grid_for(&self, plan: &PassPlan, seeds: u64) -> u32 {
-        let full = self.info.compute_units.max(1) * BLOCKS_PER_SM;
-        let needed = seeds.div_ceil(BLOCK as u64).min(u32::MAX as u64) as u32;
-        let cap = if plan.needs_scratch() {
-            MT_FULL_THREADS / BLOCK
-        } else {
-            full
-        };
-        needed.clamp(1, cap.max(1))
-    }
 }
 
 impl SieveBackend for CudaBackend {
@@ -277,50 +258,32 @@ impl Launcher for CudaBackend {
     ) -> Result<LaunchResult, SieveError> {
         let function = self.function(plan.family, plan.kernel)?;
         let stream = &self.stream;
-        let grid = self.grid_for(plan, seeds.len());
-        let threads = grid as u64 * BLOCK as u64;
+        let grid = driver::device_grid(plan, seeds.len(), self.info.compute_units.max(1));
+        let layout = LaunchLayout::new(plan, seeds, capacity, grid as u64 * DEVICE_BLOCK as u64);
         guarded(
             "sieve launch",
             || -> Result<LaunchResult, cudarc::driver::DriverError> {
-                let window = stream.clone_htod(&plan.window[..])?;
-                let strategies = stream.clone_htod(if plan.strategies.is_empty() {
-                    &[0u32, 0][..]
-                } else {
-                    &plan.strategies[..]
-                })?;
-                let out = stream.alloc_zeros::<u64>(capacity.max(1) as usize)?;
+                let window = stream.clone_htod(layout.window())?;
+                let strategies = stream.clone_htod(layout.strategies())?;
+                let list = layout
+                    .seed_list()
+                    .map(|list| stream.clone_htod(list))
+                    .transpose()?;
+                let out = stream.alloc_zeros::<u64>(layout.out_slots())?;
                 let counter = stream.alloc_zeros::<u64>(1)?;
-                let scratch = stream.alloc_zeros::<u32>(if plan.needs_scratch() {
-                    (MT_WORDS * threads) as usize
-                } else {
-                    1
-                })?;
-                let list = match seeds {
-                    LaunchSeeds::List(list) => Some(stream.clone_htod(list)?),
-                    LaunchSeeds::Range { .. } => None,
-                };
-                let mut params = plan.params;
-                params.window = window.device_ptr(stream).0;
-                params.strategies = strategies.device_ptr(stream).0;
-                params.out_seeds = out.device_ptr(stream).0;
-                params.out_count = counter.device_ptr(stream).0;
-                params.out_cap = capacity;
-                params.scratch = scratch.device_ptr(stream).0;
-                params.scratch_threads = threads;
-                match (seeds, &list) {
-                    (LaunchSeeds::Range { start, count }, _) => {
-                        params.seed_start = start;
-                        params.n_seeds = count;
-                    }
-                    (LaunchSeeds::List(l), Some(dev)) => {
-                        params.seed_list = dev.device_ptr(stream).0;
-                        params.n_seeds = l.len() as u64;
-                    }
-                    (LaunchSeeds::List(_), None) => unreachable!("list uploaded above"),
-                }
+                // One word when unused: cuMemAlloc rejects zero-byte allocations.
+                let scratch = stream.alloc_zeros::<u32>(layout.scratch_words().max(1))?;
+                let params = layout.params(&BufferAddresses {
+                    window: window.device_ptr(stream).0,
+                    strategies: strategies.device_ptr(stream).0,
+                    seed_list: list.as_ref().map_or(0, |list| list.device_ptr(stream).0),
+                    out_seeds: out.device_ptr(stream).0,
+                    out_count: counter.device_ptr(stream).0,
+                    scratch: scratch.device_ptr(stream).0,
+                });
                 let cfg = LaunchConfig {
                     grid_dim: (grid, 1, 1),
-                    block_dim: (BLOCK, 1, 1),
+                    block_dim: (DEVICE_BLOCK, 1, 1),
                     shared_mem_bytes: 0,
                 };
                 let mut builder = stream.launch_builder(&function);
@@ -331,7 +294,7 @@ impl Launcher for CudaBackend {
                 stream.synchronize()?;
                 let count = stream.clone_dtoh(&counter)?[0];
                 let mut seeds_out = stream.clone_dtoh(&out)?;
-                seeds_out.truncate(count.min(capacity) as usize);
+                seeds_out.truncate(layout.survivors_stored(count));
                 drop((window, strategies, scratch, list));
                 Ok(LaunchResult {
                     count,

@@ -3,12 +3,14 @@
 //! completion of survivors with the reference's per-seed evaluation.
 //!
 //! A backend (CUDA, HIP, the host shim) only implements [`Launcher::launch`]: run one kernel
-//! launch over a seed range or a candidate list and return the survivor count and seeds.
+//! launch over a seed range or a candidate list and return the survivor count and seeds. What
+//! a launch uploads, allocates and passes to the kernel is described once, by [`LaunchLayout`],
+//! so the backends differ only in how they move memory and start the kernel.
 
 use rayon::prelude::*;
 
 use crate::gpu::linear;
-use crate::gpu::params::{PassPlan, FLAG_VARIABLE};
+use crate::gpu::params::{PassPlan, SeedqParams, FLAG_VARIABLE, MT_WORDS};
 use crate::reference;
 use crate::spec::{Direction, SeedSet, SieveError, SieveOutcome, SieveSpec, Survivor};
 
@@ -62,6 +64,136 @@ pub trait Launcher {
         seeds: LaunchSeeds<'_>,
         capacity: u64,
     ) -> Result<LaunchResult, SieveError>;
+}
+
+/// Threads per block on a device: must equal `__launch_bounds__(256)` in gpu/seedq_compat.h,
+/// which lets the compiler budget registers for exactly this block size.
+pub const DEVICE_BLOCK: u32 = 256;
+/// Resident blocks per SM (CUDA) or CU (ROCm) a device grid is sized for; the grid-stride loop
+/// covers seeds beyond the grid, so more blocks would only add scheduling overhead.
+const BLOCKS_PER_COMPUTE_UNIT: u32 = 8;
+/// Threads of a full-state MT19937 launch: each holds [`MT_WORDS`] words of scratch (160 MiB in
+/// all), which bounds the grid far below what the device could run.
+pub const MT_FULL_THREADS: u32 = 1 << 16;
+
+/// Blocks of [`DEVICE_BLOCK`] threads for a device launch over `seeds` seeds: one thread per
+/// seed, at most enough blocks to fill `compute_units`, and fewer for passes with per-thread
+/// scratch.
+pub fn device_grid(plan: &PassPlan, seeds: u64, compute_units: u32) -> u32 {
+    let needed = seeds.div_ceil(DEVICE_BLOCK as u64).min(u32::MAX as u64) as u32;
+    let cap = if plan.needs_scratch() {
+        MT_FULL_THREADS / DEVICE_BLOCK
+    } else {
+        compute_units.saturating_mul(BLOCKS_PER_COMPUTE_UNIT)
+    };
+    needed.clamp(1, cap.max(1))
+}
+
+/// Placeholder strategies for constant-skip passes: the kernel never reads them, but a real
+/// buffer keeps every address in the parameters valid on every runtime.
+const NO_STRATEGIES: &[u32] = &[0, 0];
+
+/// Addresses of one launch's buffers: device addresses, or host addresses for the shim.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BufferAddresses {
+    pub window: u64,
+    pub strategies: u64,
+    /// The uploaded candidates of a list launch; 0 for a range launch (the kernel tells the
+    /// two apart by it).
+    pub seed_list: u64,
+    pub out_seeds: u64,
+    pub out_count: u64,
+    /// The MT19937 scratch (never read when [`LaunchLayout::scratch_words`] is 0).
+    pub scratch: u64,
+}
+
+/// One launch as every backend prepares it: what to upload, what to allocate, the kernel
+/// parameters once the buffers have addresses, and how much of the survivor buffer to read.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchLayout<'a> {
+    plan: &'a PassPlan,
+    seeds: LaunchSeeds<'a>,
+    capacity: u64,
+    threads: u64,
+}
+
+impl<'a> LaunchLayout<'a> {
+    /// A launch of `plan` over `seeds` with `capacity` survivor slots on a grid of `threads`.
+    pub fn new(
+        plan: &'a PassPlan,
+        seeds: LaunchSeeds<'a>,
+        capacity: u64,
+        threads: u64,
+    ) -> LaunchLayout<'a> {
+        LaunchLayout {
+            plan,
+            seeds,
+            capacity,
+            threads,
+        }
+    }
+
+    /// The window to upload (`k` draws in pass order).
+    pub fn window(&self) -> &'a [u64] {
+        &self.plan.window
+    }
+
+    /// The strategies to upload (never empty).
+    pub fn strategies(&self) -> &'a [u32] {
+        if self.plan.strategies.is_empty() {
+            NO_STRATEGIES
+        } else {
+            &self.plan.strategies
+        }
+    }
+
+    /// The candidates to upload, for a list launch.
+    pub fn seed_list(&self) -> Option<&'a [u64]> {
+        match self.seeds {
+            LaunchSeeds::List(list) => Some(list),
+            LaunchSeeds::Range { .. } => None,
+        }
+    }
+
+    /// Survivor slots to allocate: the capacity, at least one so the buffer exists.
+    pub fn out_slots(&self) -> usize {
+        self.capacity.max(1) as usize
+    }
+
+    /// `u32` words of MT19937 scratch to allocate ([`MT_WORDS`] per thread), 0 when the pass
+    /// needs none.
+    pub fn scratch_words(&self) -> usize {
+        if self.plan.needs_scratch() {
+            (MT_WORDS * self.threads) as usize
+        } else {
+            0
+        }
+    }
+
+    /// The kernel's parameters: the plan's template with the seeds, the buffers and the
+    /// capacity filled in.
+    pub fn params(&self, at: &BufferAddresses) -> SeedqParams {
+        let mut params = self.plan.params;
+        params.window = at.window;
+        params.strategies = at.strategies;
+        params.out_seeds = at.out_seeds;
+        params.out_count = at.out_count;
+        params.out_cap = self.capacity;
+        params.scratch = at.scratch;
+        params.scratch_threads = self.threads;
+        params.n_seeds = self.seeds.len();
+        match self.seeds {
+            LaunchSeeds::Range { start, .. } => params.seed_start = start,
+            LaunchSeeds::List(_) => params.seed_list = at.seed_list,
+        }
+        params
+    }
+
+    /// Survivors the kernel stored, given the count it reported: the count may exceed the
+    /// buffer (an overflow, which [`Launcher`]'s caller re-runs), the stored ones never do.
+    pub fn survivors_stored(&self, count: u64) -> usize {
+        count.min(self.capacity) as usize
+    }
 }
 
 /// Runs a whole sieve job on `launcher`: the same contract as [`crate::reference::sieve`].

@@ -17,17 +17,20 @@ use std::sync::Mutex;
 
 use hip_sys::hiprt::{self, hipError_t, hipFunction_t, hipModule_t};
 
-use crate::gpu::driver::{self, LaunchResult, LaunchSeeds, Launcher};
-use crate::gpu::params::{PassPlan, MT_WORDS};
+use crate::gpu::driver::{
+    self, BufferAddresses, LaunchLayout, LaunchResult, LaunchSeeds, Launcher, DEVICE_BLOCK,
+};
+use crate::gpu::params::PassPlan;
 use crate::gpu::DeviceInfo;
 use crate::spec::{SeedSet, SieveError, SieveOutcome, SieveSpec};
 use crate::SieveBackend;
 
 include!(concat!(env!("OUT_DIR"), "/hip_code_objects.rs"));
 
-const BLOCK: u32 = 256;
-const BLOCKS_PER_CU: u32 = 8;
-const MT_FULL_THREADS: u32 = 1 << 16;
+/// Compute units the grid is sized for when the runtime reports no plausible count (see
+/// `device_info`): the grid-stride loop keeps results right whatever the grid; only speed
+/// depends on it.
+const FALLBACK_COMPUTE_UNITS: u32 = 16;
 
 fn check(what: &str, rc: hipError_t) -> Result<(), SieveError> {
     if rc == hipError_t::hipSuccess {
@@ -298,49 +301,29 @@ impl Launcher for HipBackend {
             hiprt::hipSetDevice(self.device as i32)
         })?;
         let function = self.function(plan.kernel)?;
-        let full = self.info.compute_units.max(16) * BLOCKS_PER_CU;
-        let cap = if plan.needs_scratch() {
-            MT_FULL_THREADS / BLOCK
-        } else {
-            full
+        let grid = driver::device_grid(
+            plan,
+            seeds.len(),
+            self.info.compute_units.max(FALLBACK_COMPUTE_UNITS),
+        );
+        let layout = LaunchLayout::new(plan, seeds, capacity, grid as u64 * DEVICE_BLOCK as u64);
+        let window = DeviceBuffer::upload(layout.window())?;
+        let strategies = DeviceBuffer::upload(layout.strategies())?;
+        let list = layout.seed_list().map(DeviceBuffer::upload).transpose()?;
+        let out = DeviceBuffer::alloc(layout.out_slots() * size_of::<u64>())?;
+        let counter = DeviceBuffer::zeroed(size_of::<u64>())?;
+        let scratch = match layout.scratch_words() {
+            0 => None,
+            words => Some(DeviceBuffer::alloc(words * size_of::<u32>())?),
         };
-        let grid = (seeds.len().div_ceil(BLOCK as u64).min(u32::MAX as u64) as u32).clamp(1, cap);
-        let threads = grid as u64 * BLOCK as u64;
-        let window = DeviceBuffer::upload(&plan.window)?;
-        let strategies = DeviceBuffer::upload(if plan.strategies.is_empty() {
-            &[0u32, 0][..]
-        } else {
-            &plan.strategies[..]
-        })?;
-        let out = DeviceBuffer::alloc((capacity.max(1) * 8) as usize)?;
-        let counter = DeviceBuffer::zeroed(8)?;
-        let scratch = if plan.needs_scratch() {
-            Some(DeviceBuffer::alloc((MT_WORDS * threads * 4) as usize)?)
-        } else {
-            None
-        };
-        let list = match seeds {
-            LaunchSeeds::List(list) => Some(DeviceBuffer::upload(list)?),
-            LaunchSeeds::Range { .. } => None,
-        };
-        let mut params = plan.params;
-        params.window = window.addr();
-        params.strategies = strategies.addr();
-        params.out_seeds = out.addr();
-        params.out_count = counter.addr();
-        params.out_cap = capacity;
-        params.scratch = scratch.as_ref().map_or(0, DeviceBuffer::addr);
-        params.scratch_threads = threads;
-        match seeds {
-            LaunchSeeds::Range { start, count } => {
-                params.seed_start = start;
-                params.n_seeds = count;
-            }
-            LaunchSeeds::List(l) => {
-                params.seed_list = list.as_ref().map_or(0, DeviceBuffer::addr);
-                params.n_seeds = l.len() as u64;
-            }
-        }
+        let mut params = layout.params(&BufferAddresses {
+            window: window.addr(),
+            strategies: strategies.addr(),
+            seed_list: list.as_ref().map_or(0, DeviceBuffer::addr),
+            out_seeds: out.addr(),
+            out_count: counter.addr(),
+            scratch: scratch.as_ref().map_or(0, DeviceBuffer::addr),
+        });
         let mut args: [*mut c_void; 1] = [&mut params as *mut _ as *mut c_void];
         // SAFETY: one kernel argument (SeedqParams by value); every address in it points to a
         // live device buffer of the documented size until the synchronize below.
@@ -352,7 +335,7 @@ impl Launcher for HipBackend {
                     grid,
                     1,
                     1,
-                    BLOCK,
+                    DEVICE_BLOCK,
                     1,
                     1,
                     0,
@@ -364,7 +347,7 @@ impl Launcher for HipBackend {
             check("waiting for the kernel", hiprt::hipDeviceSynchronize())?;
         }
         let count = counter.download::<u64>(1)?[0];
-        let seeds_out = out.download::<u64>(count.min(capacity) as usize)?;
+        let seeds_out = out.download::<u64>(layout.survivors_stored(count))?;
         Ok(LaunchResult {
             count,
             seeds: seeds_out,

@@ -2,10 +2,11 @@
 //! on ROCm (hip-sys, feature `rocm`), and on the CPU through the host shim (always built; the
 //! proof that the kernel source agrees with the reference on machines without a GPU).
 //!
-//! All three share [`driver`]: seed sets split into launches, survivor buffer overflow handled by
-//! an exact-size re-run, the bidirectional reverse pass launched on forward survivors, and the
-//! survivors completed (best skip, strategy, skip pattern) by the reference's per-seed
-//! evaluation, which must confirm every one of them.
+//! All three share [`driver`]: seed sets split into launches, each launch's buffers and kernel
+//! parameters ([`driver::LaunchLayout`]), survivor buffer overflow handled by an exact-size
+//! re-run, the bidirectional reverse pass launched on forward survivors, and the survivors
+//! completed (best skip, strategy, skip pattern) by the reference's per-seed evaluation, which
+//! must confirm every one of them. A backend only moves memory and starts kernels.
 //!
 //! Callers use [`open_backend`] and [`list_devices`]; both report a missing driver, library or
 //! device as an error naming the cause, so a consumer can log it and fall back to the CPU
@@ -44,14 +45,20 @@ pub struct DeviceInfo {
 }
 
 /// Opens device `device` of backend `kind`: `"cuda"`, `"hip"` (alias `"rocm"`) or `"shim"`.
+// Without a GPU feature only the shim arm remains, which has no device to choose.
+#[cfg_attr(not(any(feature = "cuda", feature = "rocm")), allow(unused_variables))]
 pub fn open_backend(kind: &str, device: usize) -> Result<Box<dyn SieveBackend>, SieveError> {
     match kind {
-        "cuda" => open_cuda(device),
-        "hip" | "rocm" => open_hip(device),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Box::new(cuda::CudaBackend::open(device)?)),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => Err(not_built("cuda")),
+        #[cfg(feature = "rocm")]
+        "hip" | "rocm" => Ok(Box::new(hip::HipBackend::open(device)?)),
+        #[cfg(not(feature = "rocm"))]
+        "hip" | "rocm" => Err(not_built("rocm")),
         "shim" => Ok(Box::new(shim::ShimBackend::default())),
-        other => Err(SieveError::Backend(format!(
-            "unknown GPU backend '{other}' (expected cuda, hip or shim)"
-        ))),
+        other => Err(unknown_backend(other)),
     }
 }
 
@@ -59,8 +66,14 @@ pub fn open_backend(kind: &str, device: usize) -> Result<Box<dyn SieveBackend>, 
 /// an error names why the runtime itself is unusable (feature not built, library missing).
 pub fn list_devices(kind: &str) -> Result<Vec<DeviceInfo>, SieveError> {
     match kind {
-        "cuda" => list_cuda(),
-        "hip" | "rocm" => list_hip(),
+        #[cfg(feature = "cuda")]
+        "cuda" => cuda::list_devices(),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => Err(not_built("cuda")),
+        #[cfg(feature = "rocm")]
+        "hip" | "rocm" => hip::list_devices(),
+        #[cfg(not(feature = "rocm"))]
+        "hip" | "rocm" => Err(not_built("rocm")),
         "shim" => Ok(vec![DeviceInfo {
             index: 0,
             name: "host shim (CPU)".to_string(),
@@ -70,9 +83,7 @@ pub fn list_devices(kind: &str) -> Result<Vec<DeviceInfo>, SieveError> {
                 .unwrap_or(1),
             arch: "host".to_string(),
         }]),
-        other => Err(SieveError::Backend(format!(
-            "unknown GPU backend '{other}' (expected cuda, hip or shim)"
-        ))),
+        other => Err(unknown_backend(other)),
     }
 }
 
@@ -88,41 +99,13 @@ pub fn open_or_cpu(kind: &str, device: usize, cpu_threads: usize) -> Box<dyn Sie
     }
 }
 
-#[cfg(feature = "cuda")]
-fn open_cuda(device: usize) -> Result<Box<dyn SieveBackend>, SieveError> {
-    Ok(Box::new(cuda::CudaBackend::open(device)?))
-}
-#[cfg(not(feature = "cuda"))]
-fn open_cuda(_device: usize) -> Result<Box<dyn SieveBackend>, SieveError> {
-    Err(not_built("cuda"))
-}
-#[cfg(feature = "cuda")]
-fn list_cuda() -> Result<Vec<DeviceInfo>, SieveError> {
-    cuda::list_devices()
-}
-#[cfg(not(feature = "cuda"))]
-fn list_cuda() -> Result<Vec<DeviceInfo>, SieveError> {
-    Err(not_built("cuda"))
+fn unknown_backend(kind: &str) -> SieveError {
+    SieveError::Backend(format!(
+        "unknown GPU backend '{kind}' (expected cuda, hip or shim)"
+    ))
 }
 
-#[cfg(feature = "rocm")]
-fn open_hip(device: usize) -> Result<Box<dyn SieveBackend>, SieveError> {
-    Ok(Box::new(hip::HipBackend::open(device)?))
-}
-#[cfg(not(feature = "rocm"))]
-fn open_hip(_device: usize) -> Result<Box<dyn SieveBackend>, SieveError> {
-    Err(not_built("rocm"))
-}
-#[cfg(feature = "rocm")]
-fn list_hip() -> Result<Vec<DeviceInfo>, SieveError> {
-    hip::list_devices()
-}
-#[cfg(not(feature = "rocm"))]
-fn list_hip() -> Result<Vec<DeviceInfo>, SieveError> {
-    Err(not_built("rocm"))
-}
-
-#[allow(dead_code)]
+#[cfg(not(all(feature = "cuda", feature = "rocm")))]
 fn not_built(feature: &str) -> SieveError {
     SieveError::Backend(format!(
         "this binary was built without the `{feature}` feature: rebuild with `--features {feature}`"
@@ -133,7 +116,7 @@ fn not_built(feature: &str) -> SieveError {
 static HIP_TOUCHED: AtomicBool = AtomicBool::new(false);
 
 /// Marks the HIP runtime as initialised (called by the HIP backend before its first call).
-#[allow(dead_code)]
+#[cfg(feature = "rocm")]
 pub(crate) fn mark_hip_touched() {
     HIP_TOUCHED.store(true, Ordering::SeqCst);
 }

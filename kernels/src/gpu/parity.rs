@@ -28,6 +28,29 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The window `seed` produces at constant skip `t`: draw `i` is output `offset + t + i*(t+1)`,
+/// reduced mod `modulus`. (Walks one generator along the window: `output_at` per draw would be
+/// quadratic in the window length.)
+pub fn planted_window(
+    cfg: &FamilyConfig,
+    seed: u64,
+    offset: u64,
+    t: u32,
+    k: usize,
+    modulus: u64,
+) -> Vec<u64> {
+    let mut g = cfg.generator(seed);
+    g.advance(offset + t as u64);
+    (0..k)
+        .map(|i| {
+            if i > 0 {
+                g.advance(t as u64);
+            }
+            g.next_output() % modulus
+        })
+        .collect()
+}
+
 /// Where a window comes from: `seed`'s outputs at constant skip `t` after `offset`, with every
 /// `corrupt_every`-th draw replaced by noise (0: none).
 struct Plant {
@@ -38,30 +61,46 @@ struct Plant {
     corrupt_every: usize,
 }
 
-fn planted(cfg: &FamilyConfig, plant: Plant, modulus: u64, rng: &mut u64) -> Vec<u64> {
-    let Plant {
-        seed,
+/// [`planted_window`] over modulus [`MODULUS`], with noise draws from `rng`.
+fn planted(cfg: &FamilyConfig, plant: Plant, rng: &mut u64) -> Vec<u64> {
+    let mut draws = planted_window(cfg, plant.seed, plant.offset, plant.t, plant.k, MODULUS);
+    if plant.corrupt_every > 0 {
+        for draw in draws
+            .iter_mut()
+            .skip(plant.corrupt_every - 1)
+            .step_by(plant.corrupt_every)
+        {
+            *draw = splitmix(rng) % MODULUS;
+        }
+    }
+    draws
+}
+
+/// The modulus of every planted case (the many-survivors cases use 2).
+const MODULUS: u64 = 1000;
+
+/// A forward, constant-skip spec with no reverse threshold, which cases vary from there.
+/// `threshold` is a decimal literal.
+pub fn forward_spec(
+    family: FamilyConfig,
+    draws: Vec<u64>,
+    modulus: u64,
+    offset: u64,
+    skips: (u32, u32),
+    threshold: &str,
+) -> SieveSpec {
+    SieveSpec {
+        family,
+        draws,
+        modulus,
         offset,
-        t,
-        k,
-        corrupt_every,
-    } = plant;
-    // One generator walked along the window (output_at per draw would be quadratic).
-    let mut g = cfg.generator(seed);
-    g.advance(offset + t as u64);
-    (0..k)
-        .map(|i| {
-            if i > 0 {
-                g.advance(t as u64);
-            }
-            let v = g.next_output() % modulus;
-            if corrupt_every > 0 && i % corrupt_every == corrupt_every - 1 {
-                splitmix(rng) % modulus
-            } else {
-                v
-            }
-        })
-        .collect()
+        skip_min: skips.0,
+        skip_max: skips.1,
+        threshold: Threshold::parse(threshold).expect("literal"),
+        reverse_threshold: None,
+        direction: Direction::Forward,
+        skip_mode: SkipMode::Constant,
+    }
 }
 
 /// The suite. `scale` multiplies the seed counts (1 for the shim, 64+ on a GPU).
@@ -76,20 +115,20 @@ pub fn cases(scale: u64) -> Vec<ParityCase> {
         } else {
             0x1000_0000u64
         };
+        let range = SeedSet::Range {
+            start,
+            end: start + n,
+        };
         let seed = start + n / 3;
         for (offset, k, t) in [(0u64, 24usize, 0u32), (5, 40, 3), (250, 30, 2)] {
-            let draws = planted(
-                &cfg,
-                Plant {
-                    seed,
-                    offset,
-                    t,
-                    k,
-                    corrupt_every: 4,
-                },
-                1000,
-                &mut rng,
-            );
+            let plant = Plant {
+                seed,
+                offset,
+                t,
+                k,
+                corrupt_every: 4,
+            };
+            let draws = planted(&cfg, plant, &mut rng);
             let modes = [
                 ("constant", SkipMode::Constant),
                 (
@@ -106,53 +145,29 @@ pub fn cases(scale: u64) -> Vec<ParityCase> {
                     ("bidi", Direction::Bidirectional),
                 ] {
                     let spec = SieveSpec {
-                        family: cfg,
-                        draws: draws.clone(),
-                        modulus: 1000,
-                        offset,
-                        skip_min: 0,
-                        skip_max: t + 2,
-                        threshold: Threshold::parse("0.6").expect("literal"),
                         reverse_threshold: Some(Threshold::parse("0.1").expect("literal")),
                         direction,
                         skip_mode: mode.clone(),
+                        ..forward_spec(cfg, draws.clone(), MODULUS, offset, (0, t + 2), "0.6")
                     };
                     out.push(ParityCase {
                         name: format!("{family}/{mode_name}/{dir_name}/offset{offset}/k{k}"),
-                        spec: spec.clone(),
-                        seeds: SeedSet::Range {
-                            start,
-                            end: start + n,
-                        },
+                        spec,
+                        seeds: range.clone(),
                     });
                 }
             }
         }
         // Candidate list with duplicates, unsorted.
-        let draws = planted(
-            &cfg,
-            Plant {
-                seed,
-                offset: 1,
-                t: 1,
-                k: 20,
-                corrupt_every: 5,
-            },
-            1000,
-            &mut rng,
-        );
-        let spec = SieveSpec {
-            family: cfg,
-            draws,
-            modulus: 1000,
+        let plant = Plant {
+            seed,
             offset: 1,
-            skip_min: 0,
-            skip_max: 3,
-            threshold: Threshold::parse("0.5").expect("literal"),
-            reverse_threshold: None,
-            direction: Direction::Forward,
-            skip_mode: SkipMode::Constant,
+            t: 1,
+            k: 20,
+            corrupt_every: 5,
         };
+        let draws = planted(&cfg, plant, &mut rng);
+        let spec = forward_spec(cfg, draws, MODULUS, 1, (0, 3), "0.5");
         let list: Vec<u64> = (0..n / 4)
             .map(|_| start + (splitmix(&mut rng) % n))
             .chain([seed, seed, start + n - 1])
@@ -174,36 +189,18 @@ pub fn cases(scale: u64) -> Vec<ParityCase> {
         out.push(ParityCase {
             name: format!("{family}/many-survivors"),
             spec,
-            seeds: SeedSet::Range {
-                start,
-                end: start + n,
-            },
+            seeds: range,
         });
         // Long window, skips beyond 255.
-        let draws = planted(
-            &cfg,
-            Plant {
-                seed,
-                offset: 2,
-                t: 300,
-                k: 4096,
-                corrupt_every: 6,
-            },
-            1000,
-            &mut rng,
-        );
-        let spec = SieveSpec {
-            family: cfg,
-            draws,
-            modulus: 1000,
+        let plant = Plant {
+            seed,
             offset: 2,
-            skip_min: 299,
-            skip_max: 301,
-            threshold: Threshold::parse("0.8").expect("literal"),
-            reverse_threshold: None,
-            direction: Direction::Forward,
-            skip_mode: SkipMode::Constant,
+            t: 300,
+            k: 4096,
+            corrupt_every: 6,
         };
+        let draws = planted(&cfg, plant, &mut rng);
+        let spec = forward_spec(cfg, draws, MODULUS, 2, (299, 301), "0.8");
         out.push(ParityCase {
             name: format!("{family}/k4096/skip300"),
             spec,

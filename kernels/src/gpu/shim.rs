@@ -8,8 +8,10 @@
 
 use std::ffi::CString;
 
-use crate::gpu::driver::{self, LaunchResult, LaunchSeeds, Launcher};
-use crate::gpu::params::{PassPlan, SeedqParams, MT_WORDS};
+use crate::gpu::driver::{
+    self, BufferAddresses, LaunchLayout, LaunchResult, LaunchSeeds, Launcher,
+};
+use crate::gpu::params::{PassPlan, SeedqParams};
 use crate::spec::{SeedSet, SieveError, SieveOutcome, SieveSpec};
 use crate::SieveBackend;
 
@@ -93,32 +95,19 @@ impl Launcher for ShimBackend {
                 self.grid, self.block
             )));
         }
-        let threads = self.grid as u64 * self.block as u64;
-        let mut out = vec![0u64; capacity as usize];
+        let layout = LaunchLayout::new(plan, seeds, capacity, self.grid as u64 * self.block as u64);
+        let mut out = vec![0u64; layout.out_slots()];
         let mut count = 0u64;
-        let mut scratch = if plan.needs_scratch() {
-            vec![0u32; (MT_WORDS * threads) as usize]
-        } else {
-            Vec::new()
-        };
-        let mut params = plan.params;
-        params.window = plan.window.as_ptr() as u64;
-        params.strategies = plan.strategies.as_ptr() as u64;
-        params.out_seeds = out.as_mut_ptr() as u64;
-        params.out_count = &mut count as *mut u64 as u64;
-        params.out_cap = capacity;
-        params.scratch = scratch.as_mut_ptr() as u64;
-        params.scratch_threads = threads;
-        match seeds {
-            LaunchSeeds::Range { start, count } => {
-                params.seed_start = start;
-                params.n_seeds = count;
-            }
-            LaunchSeeds::List(list) => {
-                params.seed_list = list.as_ptr() as u64;
-                params.n_seeds = list.len() as u64;
-            }
-        }
+        let mut scratch = vec![0u32; layout.scratch_words()];
+        // Host addresses: the emulated kernel dereferences them directly, nothing is copied.
+        let params = layout.params(&BufferAddresses {
+            window: layout.window().as_ptr() as u64,
+            strategies: layout.strategies().as_ptr() as u64,
+            seed_list: layout.seed_list().map_or(0, |list| list.as_ptr() as u64),
+            out_seeds: out.as_mut_ptr() as u64,
+            out_count: &mut count as *mut u64 as u64,
+            scratch: scratch.as_mut_ptr() as u64,
+        });
         let name = CString::new(plan.kernel).expect("kernel names have no NUL");
         // SAFETY: every address in `params` points into a live buffer of the size the kernel
         // reads or writes (window k, strategies 2*n, list n_seeds, out capacity, one counter,
@@ -131,7 +120,7 @@ impl Launcher for ShimBackend {
                 plan.kernel
             )));
         }
-        out.truncate(count.min(capacity) as usize);
+        out.truncate(layout.survivors_stored(count));
         Ok(LaunchResult { count, seeds: out })
     }
 }

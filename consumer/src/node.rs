@@ -1,0 +1,191 @@
+//! The node supervisor: starts the seed slots, the script consumer, the heartbeat and the
+//! metrics server; watches the broker connection and replaces it after a loss (the slots and the
+//! script consumer re-subscribe on the new one); turns SIGINT/SIGTERM into a drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use seedq_broker::Broker;
+use seedq_protocol::{NodeHeartbeat, Topology};
+
+use crate::chunks::{run_slot, SeedOptions};
+use crate::context::NodeContext;
+use crate::jobs::JobCache;
+use crate::slot::SlotWorker;
+
+/// How often the connection watchdog looks at the broker connection.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What `run` needs besides the context.
+pub struct NodePlan {
+    pub workers: Vec<Arc<SlotWorker>>,
+    pub seed_options: SeedOptions,
+    pub metrics_port: Option<u16>,
+    pub scripts: bool,
+    /// `cpu`, `cuda` or `hip`: what the seed slots actually run on.
+    pub backend_kind: String,
+}
+
+/// Runs the node until SIGINT/SIGTERM and a completed drain.
+pub async fn run(ctx: Arc<NodeContext>, plan: NodePlan) -> anyhow::Result<()> {
+    let cache = Arc::new(JobCache::new(ctx.store().clone()));
+    let opts = Arc::new(plan.seed_options);
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in &plan.workers {
+        tasks.spawn(run_slot(ctx.clone(), worker.clone(), cache.clone(), opts.clone()));
+    }
+    if plan.scripts {
+        tasks.spawn(run_scripts(ctx.clone()));
+    }
+    let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), plan.workers.clone(), plan.backend_kind.clone()));
+    let watchdog = tokio::spawn(connection_watchdog(ctx.clone()));
+    if let Some(port) = plan.metrics_port {
+        let metrics = ctx.metrics();
+        tokio::spawn(async move {
+            if let Err(e) = metrics.serve(port).await {
+                tracing::error!(port, error = %format!("{e:#}"), "metrics server stopped");
+            }
+        });
+    }
+    tracing::info!(
+        node = %ctx.node_name(),
+        namespace = %ctx.namespace(),
+        slots = plan.workers.len(),
+        backend = %plan.backend_kind,
+        "node running; SIGINT/SIGTERM drains"
+    );
+
+    wait_for_signal().await;
+    tracing::info!("shutdown requested: no new work; finishing chunks in flight");
+    ctx.begin_shutdown();
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "a node task panicked");
+        }
+    }
+    watchdog.abort();
+    heartbeat.abort();
+    if let Err(e) = ctx.store().clear_heartbeat(ctx.node_name()).await {
+        tracing::warn!(error = %e, "could not clear the heartbeat");
+    }
+    ctx.broker().close().await;
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Reconnects when the broker connection is lost (closed from the management UI, broker restart,
+/// network), re-declares the topology, and installs the new connection; slot and script
+/// consumers then re-subscribe.
+async fn connection_watchdog(ctx: Arc<NodeContext>) {
+    let name = Topology::consumer_connection_name(ctx.node_name());
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        if ctx.is_shutting_down() {
+            return;
+        }
+        if ctx.broker().is_connected() {
+            continue;
+        }
+        tracing::warn!("RabbitMQ connection lost; reconnecting");
+        loop {
+            if ctx.is_shutting_down() {
+                return;
+            }
+            match Broker::connect_with_retry(ctx.amqp_url(), &name, ctx.namespace(), Duration::from_secs(60)).await {
+                Ok(broker) => {
+                    if let Err(e) = broker.declare_topology(&ctx.cluster().broker).await {
+                        tracing::warn!(error = %e, "re-declaring the topology failed; retrying");
+                        broker.close().await;
+                        continue;
+                    }
+                    let generation = ctx.replace_broker(Arc::new(broker));
+                    tracing::info!(generation, "reconnected to RabbitMQ; consumers re-subscribing");
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "still cannot reach RabbitMQ"),
+            }
+        }
+    }
+}
+
+/// Keeps the node's script consumer running across reconnections.
+async fn run_scripts(ctx: Arc<NodeContext>) {
+    let mut failures = 0u32;
+    loop {
+        if ctx.is_shutting_down() {
+            return;
+        }
+        let (generation, _) = ctx.broker_generation();
+        // Script consumer (scripts-ops' module): serves <ns>.scripts and <ns>.scripts.<node>.
+        match crate::scripts::serve(ctx.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                if ctx.is_shutting_down() {
+                    return;
+                }
+                failures += 1;
+                tracing::error!(error = %format!("{e:#}"), "script consumer stopped; restarting");
+                if ctx.broker().is_connected() {
+                    // Not a connection problem (e.g. a bad script root): back off, keep trying.
+                    let delay = Duration::from_secs((1u64 << failures.min(6)).min(60));
+                    let mut stop = ctx.shutdown_signal();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                } else if ctx.broker_changed(generation).await.is_none() {
+                    return;
+                } else {
+                    failures = 0;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the heartbeat every few seconds (TTL from cluster.toml).
+async fn heartbeat_loop(ctx: Arc<NodeContext>, workers: Vec<Arc<SlotWorker>>, backend_kind: String) {
+    let ttl = ctx.cluster().jobs.heartbeat_ttl_secs.max(3);
+    let interval = Duration::from_secs((ttl / 3).clamp(1, 5));
+    let gpus: Vec<String> = workers.iter().filter(|w| w.name.starts_with("gpu")).map(|w| w.backend.clone()).collect();
+    let gpu_model = workers.first().map(|w| w.gpu_model.clone()).unwrap_or_else(|| "cpu".into());
+    let mut warned = false;
+    loop {
+        let slots = ctx.stats.slots.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let hb = NodeHeartbeat {
+            node: ctx.node_name().to_string(),
+            backend: backend_kind.clone(),
+            gpus: gpus.clone(),
+            gpu_model: gpu_model.clone(),
+            busy_slots: slots.iter().filter(|s| s.busy_with.is_some()).count() as u32,
+            slots,
+            chunks_done: ctx.stats.chunks_done.load(std::sync::atomic::Ordering::Relaxed),
+            chunks_failed: ctx.stats.chunks_failed.load(std::sync::atomic::Ordering::Relaxed),
+            scripts_running: ctx.metrics().scripts_running().min(u32::MAX as u64) as u32,
+            script_limit: ctx.node_config().max_script_jobs,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started_at_ms: ctx.started_at_ms,
+            at_ms: seedq_protocol::now_ms(),
+        };
+        match ctx.store().write_heartbeat(&hb, ttl).await {
+            Ok(()) => warned = false,
+            Err(e) if !warned => {
+                tracing::warn!(error = %e, "heartbeat write failed (Redis down?); will keep trying");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,724 @@
+//! Runs one script job as a subprocess and judges the result, with no broker or Redis involved.
+//!
+//! Everything the original got wrong about script execution (reference 5.13, 6.1, defects C6,
+//! R2, R7) is decided here, so it can be unit-tested in isolation:
+//!
+//! * **No shell.** The node's interpreter is spawned directly with the script path and the job's
+//!   arguments as separate argv entries (`tokio::process`), so nothing in a job is ever parsed by
+//!   a shell.
+//! * **Script root.** The script and the expected output must resolve inside the node's script
+//!   root. `..` components, absolute paths elsewhere and symlinks that leave the root are refused
+//!   before anything runs ([`ScriptRoot`]). The output path is checked again after the run, since
+//!   a script can turn it into a symlink.
+//! * **Process group and hard timeout.** The child is the leader of a new process group; on
+//!   timeout the whole group gets SIGTERM, then SIGKILL after a short grace, so grandchildren
+//!   cannot keep a GPU busy. The group is also killed after a normal exit, because a script that
+//!   backgrounded a helper must not leave it running on the node.
+//! * **Success** = exit status 0, AND the expected output was written during this run (absent
+//!   before and present after, or its modification time / identity changed; a stale file from
+//!   an earlier run does not count), AND it is not empty, AND if it is JSON (a `.json` path must
+//!   parse) it does not say `"status": "error"` or `"success": false`.
+//! * Tails of stdout and stderr are kept (bounded), whatever the outcome.
+//!
+//! The caller (the serve loop in [`super`]) uploads the output, exit status, duration and tails
+//! to Redis, and only then calls [`RunReport::remove_output`].
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+/// Why a script job failed. [`FailureReason::code`] is the short, stable text that goes into
+/// the dead-letter header and Redis; `Display` is the sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FailureReason {
+    #[error("path '{path}' resolves outside the script root {root}: {detail}")]
+    EscapesRoot { path: String, root: String, detail: String },
+    #[error("script '{path}' not found under the script root: {detail}")]
+    ScriptNotFound { path: String, detail: String },
+    #[error("could not start '{interpreter}': {detail} (check python_env in cluster.toml)")]
+    SpawnFailed { interpreter: String, detail: String },
+    #[error("timed out after {secs} s; the whole process group was killed")]
+    Timeout { secs: u64 },
+    #[error("exited with status {code}")]
+    NonZeroExit { code: i32 },
+    #[error("killed by signal {signal}")]
+    Signalled { signal: i32 },
+    #[error("exited 0 but did not write its expected output '{path}'")]
+    OutputMissing { path: String },
+    #[error("exited 0 but '{path}' was not written during this run (a stale file from before)")]
+    OutputStale { path: String },
+    #[error("expected output '{path}' is empty")]
+    OutputEmpty { path: String },
+    #[error("expected output '{path}' is larger than the {limit}-byte limit ({size} bytes)")]
+    OutputTooLarge { path: String, size: u64, limit: u64 },
+    #[error("expected output '{path}' is not valid JSON: {detail}")]
+    OutputInvalidJson { path: String, detail: String },
+    #[error("the script reported an error in its output: {message}")]
+    StatusError { message: String },
+    #[error("I/O error on the node: {detail}")]
+    Io { detail: String },
+}
+
+impl FailureReason {
+    /// Short machine-readable reason (`x-seedq-error-reason` header, Redis failure counters).
+    pub fn code(&self) -> &'static str {
+        match self {
+            FailureReason::EscapesRoot { .. } => "path_escapes_root",
+            FailureReason::ScriptNotFound { .. } => "script_not_found",
+            FailureReason::SpawnFailed { .. } => "spawn_failed",
+            FailureReason::Timeout { .. } => "timeout",
+            FailureReason::NonZeroExit { .. } => "exit_status",
+            FailureReason::Signalled { .. } => "signalled",
+            FailureReason::OutputMissing { .. } => "missing_output",
+            FailureReason::OutputStale { .. } => "stale_output",
+            FailureReason::OutputEmpty { .. } => "empty_output",
+            FailureReason::OutputTooLarge { .. } => "output_too_large",
+            FailureReason::OutputInvalidJson { .. } => "invalid_json_output",
+            FailureReason::StatusError { .. } => "status_error",
+            FailureReason::Io { .. } => "io_error",
+        }
+    }
+
+    /// Whether running the same job again could succeed. A refused path or a missing script is
+    /// a property of the job and the node's files, so it goes to the dead-letter queue at once.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, FailureReason::EscapesRoot { .. } | FailureReason::ScriptNotFound { .. })
+    }
+}
+
+/// The node's script root, canonicalised once. Every path a job names is resolved against it.
+#[derive(Debug, Clone)]
+pub struct ScriptRoot {
+    root: PathBuf,
+}
+
+impl ScriptRoot {
+    pub fn new(root: &Path) -> io::Result<Self> {
+        let root = std::fs::canonicalize(root)?;
+        if !root.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, format!("{} is not a directory", root.display())));
+        }
+        Ok(ScriptRoot { root })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn escapes(&self, path: &str, detail: impl Into<String>) -> FailureReason {
+        FailureReason::EscapesRoot { path: path.to_string(), root: self.root.display().to_string(), detail: detail.into() }
+    }
+
+    /// Resolves an existing script: follows every symlink and requires the result to be a file
+    /// inside the root.
+    pub fn resolve_script(&self, script: &str) -> Result<PathBuf, FailureReason> {
+        let lexical = self.lexical(script)?;
+        let resolved = std::fs::canonicalize(&lexical).map_err(|e| FailureReason::ScriptNotFound {
+            path: script.to_string(),
+            detail: e.to_string(),
+        })?;
+        if !resolved.starts_with(&self.root) {
+            return Err(self.escapes(script, format!("it resolves to {} (through a symlink)", resolved.display())));
+        }
+        if !resolved.is_file() {
+            return Err(FailureReason::ScriptNotFound { path: script.to_string(), detail: "not a regular file".into() });
+        }
+        Ok(resolved)
+    }
+
+    /// Resolves an output path that may not exist yet: lexically inside the root, and the deepest
+    /// existing ancestor (and the file itself, if present) must not leave the root via symlinks.
+    pub fn resolve_output(&self, output: &str) -> Result<PathBuf, FailureReason> {
+        let lexical = self.lexical(output)?;
+        if lexical == self.root {
+            return Err(self.escapes(output, "the output cannot be the script root itself"));
+        }
+        let mut existing = lexical.as_path();
+        loop {
+            match std::fs::symlink_metadata(existing) {
+                Ok(_) => break,
+                Err(_) => match existing.parent() {
+                    Some(parent) => existing = parent,
+                    None => break,
+                },
+            }
+        }
+        let resolved = std::fs::canonicalize(existing).map_err(|e| FailureReason::Io { detail: e.to_string() })?;
+        if !resolved.starts_with(&self.root) {
+            return Err(self.escapes(output, format!("{} resolves to {}", existing.display(), resolved.display())));
+        }
+        Ok(lexical)
+    }
+
+    /// `root.join(path)` with `.` and `..` folded lexically; refuses anything that would climb
+    /// above the root or an absolute path outside it.
+    fn lexical(&self, path: &str) -> Result<PathBuf, FailureReason> {
+        if path.is_empty() {
+            return Err(FailureReason::ScriptNotFound { path: String::new(), detail: "empty path".into() });
+        }
+        let given = Path::new(path);
+        let relative: PathBuf = if given.is_absolute() {
+            match given.strip_prefix(&self.root) {
+                Ok(rest) => rest.to_path_buf(),
+                Err(_) => return Err(self.escapes(path, "absolute path outside the root")),
+            }
+        } else {
+            given.to_path_buf()
+        };
+        let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+        for component in relative.components() {
+            match component {
+                Component::Normal(part) => parts.push(part),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    if parts.pop().is_none() {
+                        return Err(self.escapes(path, "'..' climbs above the root"));
+                    }
+                }
+                Component::RootDir | Component::Prefix(_) => return Err(self.escapes(path, "absolute path")),
+            }
+        }
+        let mut out = self.root.clone();
+        out.extend(parts);
+        Ok(out)
+    }
+}
+
+/// One script execution, as the serve loop describes it to the runner.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The node's `python_env` (any interpreter: it receives `script args...`).
+    pub interpreter: PathBuf,
+    pub script: String,
+    pub args: Vec<String>,
+    /// Relative to the script root (or absolute inside it).
+    pub expected_output: String,
+    pub timeout: Duration,
+    /// Extra environment: GPU binding, ROCm and allocator settings from the node's config.
+    pub env: Vec<(String, String)>,
+    /// Bytes of stdout and stderr kept (each), the last ones.
+    pub tail_bytes: usize,
+    /// Outputs above this size are refused rather than loaded into Redis.
+    pub max_output_bytes: u64,
+    /// Time between SIGTERM and SIGKILL to the process group on timeout.
+    pub kill_grace: Duration,
+}
+
+impl RunRequest {
+    pub const DEFAULT_TAIL_BYTES: usize = 16 * 1024;
+    pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+}
+
+/// Everything known after a run. `output` is the file content on success.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub exit: ExitInfo,
+    pub duration: Duration,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    pub outcome: Result<Vec<u8>, FailureReason>,
+    /// A fresh output that reported an error (`status: error`): kept for the failure record,
+    /// since such files carry the script's own diagnosis.
+    pub error_output: Option<Vec<u8>>,
+    /// The resolved output path (when it could be resolved): removed after upload.
+    pub output_path: Option<PathBuf>,
+}
+
+impl RunReport {
+    fn refused(reason: FailureReason) -> Self {
+        RunReport {
+            exit: ExitInfo::default(),
+            duration: Duration::ZERO,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            outcome: Err(reason),
+            error_output: None,
+            output_path: None,
+        }
+    }
+
+    /// Removes the local output file. Call only after its content is durably stored. A file
+    /// that is already gone is fine; the path is re-checked so a symlink planted by the script
+    /// never makes the node delete something outside the root.
+    pub fn remove_output(&self, root: &ScriptRoot) -> io::Result<()> {
+        let Some(path) = &self.output_path else { return Ok(()) };
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_file() => {
+                let parent = path.parent().map(std::fs::canonicalize).transpose()?;
+                if parent.is_some_and(|p| p.starts_with(root.path())) {
+                    std::fs::remove_file(path)?;
+                }
+                Ok(())
+            }
+            // A symlink is removed itself (not its target); anything else is left alone.
+            Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(path),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What the output file looked like before the run, to tell a fresh write from a stale file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+    device: u64,
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Fingerprint { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino(), device: meta.dev() })
+}
+
+/// Keeps the last `cap` bytes of a stream.
+async fn read_tail<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> Vec<u8> {
+    let mut tail: VecDeque<u8> = VecDeque::with_capacity(cap.min(64 * 1024));
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend(&buf[..n]);
+                let excess = tail.len().saturating_sub(cap);
+                tail.drain(..excess);
+            }
+        }
+    }
+    tail.into()
+}
+
+mod signals {
+    //! The two libc calls the runner needs; declared here so the consumer needs no libc crate.
+    use std::os::raw::c_int;
+    extern "C" {
+        fn killpg(pgrp: c_int, sig: c_int) -> c_int;
+    }
+    pub const SIGTERM: c_int = 15;
+    pub const SIGKILL: c_int = 9;
+
+    /// Sends `sig` to every process in group `pgid`. Returns false when the group is empty.
+    pub fn kill_group(pgid: u32, sig: c_int) -> bool {
+        if pgid == 0 || pgid > i32::MAX as u32 {
+            return false;
+        }
+        // SAFETY: killpg has no memory-safety preconditions; a stale pgid only yields ESRCH.
+        unsafe { killpg(pgid as c_int, sig) == 0 }
+    }
+}
+
+/// Kills the process group if the run is abandoned (the future dropped during shutdown), so a
+/// cancelled job never leaves processes behind.
+struct GroupGuard {
+    pgid: Option<u32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            signals::kill_group(pgid, signals::SIGKILL);
+        }
+    }
+}
+
+/// Runs the job to completion (or timeout) and judges it. Never panics on job content; every
+/// problem becomes a [`FailureReason`].
+pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
+    let script = match root.resolve_script(&request.script) {
+        Ok(path) => path,
+        Err(reason) => return RunReport::refused(reason),
+    };
+    let output = match root.resolve_output(&request.expected_output) {
+        Ok(path) => path,
+        Err(reason) => return RunReport::refused(reason),
+    };
+    if let Some(parent) = output.parent() {
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            return RunReport::refused(FailureReason::Io { detail: format!("creating {}: {e}", parent.display()) });
+        }
+    }
+    let before = fingerprint(&output);
+
+    let mut command = Command::new(&request.interpreter);
+    command
+        .arg(&script)
+        .args(&request.args)
+        .current_dir(root.path())
+        .env("PYTHONUNBUFFERED", "1")
+        .envs(request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+
+    let start_wall = SystemTime::now();
+    let start = Instant::now();
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return RunReport::refused(FailureReason::SpawnFailed {
+                interpreter: request.interpreter.display().to_string(),
+                detail: e.to_string(),
+            })
+        }
+    };
+    let mut guard = GroupGuard { pgid: child.id() };
+    let stdout = tokio::spawn(read_tail(child.stdout.take().expect("piped stdout"), request.tail_bytes));
+    let stderr = tokio::spawn(read_tail(child.stderr.take().expect("piped stderr"), request.tail_bytes));
+
+    let mut exit = ExitInfo::default();
+    let status = match tokio::time::timeout(request.timeout, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            exit.timed_out = true;
+            if let Some(pgid) = guard.pgid {
+                signals::kill_group(pgid, signals::SIGTERM);
+            }
+            match tokio::time::timeout(request.kill_grace, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    if let Some(pgid) = guard.pgid {
+                        signals::kill_group(pgid, signals::SIGKILL);
+                    }
+                    child.wait().await
+                }
+            }
+        }
+    };
+    let duration = start.elapsed();
+    // Whatever the script left in its group (background helpers, or children that ignored
+    // SIGTERM) goes now; with an empty group this is a no-op.
+    if let Some(pgid) = guard.pgid.take() {
+        signals::kill_group(pgid, signals::SIGKILL);
+    }
+    // A process that escaped the group (its own setsid) could hold the pipes open forever.
+    let grace = Duration::from_secs(2);
+    let stdout_tail = tail_text(tokio::time::timeout(grace, stdout).await);
+    let stderr_tail = tail_text(tokio::time::timeout(grace, stderr).await);
+
+    let mut report = RunReport {
+        exit,
+        duration,
+        stdout_tail,
+        stderr_tail,
+        outcome: Err(FailureReason::Io { detail: "not judged".into() }),
+        error_output: None,
+        output_path: Some(output.clone()),
+    };
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            report.outcome = Err(FailureReason::Io { detail: format!("waiting for the script: {e}") });
+            return report;
+        }
+    };
+    {
+        use std::os::unix::process::ExitStatusExt;
+        report.exit.code = status.code();
+        report.exit.signal = status.signal();
+    }
+    report.outcome = if report.exit.timed_out {
+        Err(FailureReason::Timeout { secs: request.timeout.as_secs() })
+    } else if let Some(signal) = report.exit.signal {
+        Err(FailureReason::Signalled { signal })
+    } else if report.exit.code != Some(0) {
+        Err(FailureReason::NonZeroExit { code: report.exit.code.unwrap_or(-1) })
+    } else {
+        judge_output(root, &request.expected_output, &output, before.as_ref(), start_wall, request.max_output_bytes)
+            .map_err(|(reason, content)| {
+                report.error_output = content;
+                reason
+            })
+    };
+    report
+}
+
+fn tail_text(joined: Result<Result<Vec<u8>, tokio::task::JoinError>, tokio::time::error::Elapsed>) -> String {
+    match joined {
+        Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::from("(output stream still held open by an escaped process)"),
+    }
+}
+
+/// Decides whether the output is fresh, present and not an error report; returns its bytes.
+fn judge_output(
+    root: &ScriptRoot,
+    name: &str,
+    path: &Path,
+    before: Option<&Fingerprint>,
+    start: SystemTime,
+    max_bytes: u64,
+) -> Result<Vec<u8>, (FailureReason, Option<Vec<u8>>)> {
+    let plain = |reason: FailureReason| (reason, None);
+    let missing = || FailureReason::OutputMissing { path: name.to_string() };
+    let meta = std::fs::symlink_metadata(path).map_err(|_| plain(missing()))?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::canonicalize(path).map_err(|_| plain(missing()))?;
+        if !target.starts_with(root.path()) {
+            return Err(plain(root.escapes(name, format!("the script made it a symlink to {}", target.display()))));
+        }
+    }
+    let after = fingerprint(path).ok_or_else(|| plain(missing()))?;
+    let fresh = match before {
+        None => true,
+        Some(before) => before != &after || after.modified.is_some_and(|m| m >= start),
+    };
+    if !fresh {
+        return Err(plain(FailureReason::OutputStale { path: name.to_string() }));
+    }
+    if after.len == 0 {
+        return Err(plain(FailureReason::OutputEmpty { path: name.to_string() }));
+    }
+    if after.len > max_bytes {
+        return Err(plain(FailureReason::OutputTooLarge { path: name.to_string(), size: after.len, limit: max_bytes }));
+    }
+    let bytes = std::fs::read(path).map_err(|e| plain(FailureReason::Io { detail: format!("reading {name}: {e}") }))?;
+    match check_json_status(name, &bytes) {
+        Ok(()) => Ok(bytes),
+        Err(reason @ FailureReason::StatusError { .. }) => Err((reason, Some(bytes))),
+        Err(reason) => Err(plain(reason)),
+    }
+}
+
+/// A `.json` output must parse; any JSON object output that reports `"status": "error"` or
+/// `"success": false` is a failure (C6, R7: the original counted these as successes).
+pub fn check_json_status(name: &str, bytes: &[u8]) -> Result<(), FailureReason> {
+    let is_json_path = name.to_ascii_lowercase().ends_with(".json");
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(e) if is_json_path => {
+            return Err(FailureReason::OutputInvalidJson { path: name.to_string(), detail: e.to_string() })
+        }
+        Err(_) => return Ok(()),
+    };
+    let Some(object) = value.as_object() else { return Ok(()) };
+    let status_error = object.get("status").and_then(|s| s.as_str()).is_some_and(|s| s.eq_ignore_ascii_case("error"));
+    let success_false = object.get("success").and_then(|s| s.as_bool()) == Some(false);
+    if status_error || success_false {
+        let message = object
+            .get("error")
+            .or_else(|| object.get("message"))
+            .map(|m| match m {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_else(|| if status_error { "status: error".into() } else { "success: false".into() });
+        return Err(FailureReason::StatusError { message });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: PathBuf,
+        root: ScriptRoot,
+    }
+
+    impl Fixture {
+        fn new(name: &str) -> Fixture {
+            let dir = std::env::temp_dir().join(format!("seedq-runner-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("root")).unwrap();
+            let root = ScriptRoot::new(&dir.join("root")).unwrap();
+            Fixture { dir, root }
+        }
+
+        fn script(&self, name: &str, body: &str) {
+            let path = self.root.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        }
+
+        fn request(&self, script: &str, output: &str, timeout_ms: u64) -> RunRequest {
+            RunRequest {
+                interpreter: PathBuf::from("/bin/sh"),
+                script: script.into(),
+                args: vec![],
+                expected_output: output.into(),
+                timeout: Duration::from_millis(timeout_ms),
+                env: vec![("CUDA_VISIBLE_DEVICES".into(), "1".into())],
+                tail_bytes: 64,
+                max_output_bytes: 1 << 20,
+                kill_grace: Duration::from_millis(300),
+            }
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn code(report: &RunReport) -> &'static str {
+        match &report.outcome {
+            Ok(_) => "ok",
+            Err(reason) => reason.code(),
+        }
+    }
+
+    #[tokio::test]
+    async fn success_returns_output_args_and_env_without_a_shell() {
+        let fx = Fixture::new("ok");
+        // `$1` is passed as one argv entry: the semicolon is data, not a shell command separator.
+        fx.script("ok.sh", "printf '{\"arg\":\"%s\",\"gpu\":\"%s\"}' \"$1\" \"$CUDA_VISIBLE_DEVICES\" > out/r.json\necho done\n");
+        let mut request = fx.request("ok.sh", "out/r.json", 5_000);
+        request.args = vec!["a; touch pwned".into()];
+        let report = run(&fx.root, &request).await;
+        assert_eq!(code(&report), "ok", "{report:?}");
+        assert_eq!(report.outcome.as_ref().unwrap(), br#"{"arg":"a; touch pwned","gpu":"1"}"#);
+        assert_eq!(report.exit.code, Some(0));
+        assert_eq!(report.stdout_tail, "done\n");
+        assert!(!fx.root.path().join("pwned").exists());
+        report.remove_output(&fx.root).unwrap();
+        assert!(!fx.root.path().join("out/r.json").exists());
+    }
+
+    #[tokio::test]
+    async fn exit_zero_without_output_is_missing() {
+        let fx = Fixture::new("missing");
+        fx.script("s.sh", "exit 0\n");
+        assert_eq!(code(&run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await), "missing_output");
+    }
+
+    #[tokio::test]
+    async fn untouched_old_file_is_stale_but_rewritten_file_is_fresh() {
+        let fx = Fixture::new("stale");
+        let out = fx.root.path().join("o.json");
+        std::fs::write(&out, "{}").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options().write(true).open(&out).unwrap().set_modified(old).unwrap();
+        fx.script("s.sh", "exit 0\n");
+        assert_eq!(code(&run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await), "stale_output");
+        fx.script("w.sh", "echo '{\"v\":1}' > o.json\n");
+        assert_eq!(code(&run(&fx.root, &fx.request("w.sh", "o.json", 5_000)).await), "ok");
+    }
+
+    #[tokio::test]
+    async fn error_status_nonzero_exit_empty_and_invalid_json_fail() {
+        let fx = Fixture::new("status");
+        fx.script("err.sh", "echo '{\"status\":\"error\",\"error\":\"boom\"}' > o.json\n");
+        let report = run(&fx.root, &fx.request("err.sh", "o.json", 5_000)).await;
+        assert_eq!(report.outcome, Err(FailureReason::StatusError { message: "boom".into() }));
+        assert_eq!(report.error_output.as_deref(), Some(&b"{\"status\":\"error\",\"error\":\"boom\"}\n"[..]));
+        fx.script("nz.sh", "echo '{}' > o.json; echo bad >&2; exit 3\n");
+        let report = run(&fx.root, &fx.request("nz.sh", "o.json", 5_000)).await;
+        assert_eq!(code(&report), "exit_status");
+        assert_eq!(report.exit.code, Some(3));
+        assert_eq!(report.stderr_tail, "bad\n");
+        fx.script("empty.sh", ": > o.txt\n");
+        assert_eq!(code(&run(&fx.root, &fx.request("empty.sh", "o.txt", 5_000)).await), "empty_output");
+        fx.script("bad.sh", "echo 'not json' > o.json\n");
+        assert_eq!(code(&run(&fx.root, &fx.request("bad.sh", "o.json", 5_000)).await), "invalid_json_output");
+        fx.script("csv.sh", "echo 'a,b' > o.csv\n");
+        assert_eq!(code(&run(&fx.root, &fx.request("csv.sh", "o.csv", 5_000)).await), "ok");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let fx = Fixture::new("timeout");
+        // The grandchild ignores SIGTERM and records its pid; it must be gone after the run.
+        fx.script("t.sh", "sh -c 'trap \"\" TERM; echo $$ > child.pid; sleep 30' &\nsleep 30\n");
+        let report = run(&fx.root, &fx.request("t.sh", "o.json", 500)).await;
+        assert_eq!(code(&report), "timeout");
+        assert!(report.exit.timed_out);
+        let pid = std::fs::read_to_string(fx.root.path().join("child.pid")).unwrap();
+        let alive = Path::new(&format!("/proc/{}", pid.trim())).exists()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default().contains(") Z ");
+        assert!(!alive, "grandchild {pid} survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn background_helpers_are_killed_after_a_normal_exit() {
+        let fx = Fixture::new("bg");
+        fx.script("b.sh", "sleep 30 &\necho $! > bg.pid\necho '{}' > o.json\n");
+        let report = run(&fx.root, &fx.request("b.sh", "o.json", 5_000)).await;
+        assert_eq!(code(&report), "ok");
+        let pid = std::fs::read_to_string(fx.root.path().join("bg.pid")).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "background helper {pid} still running");
+    }
+
+    #[tokio::test]
+    async fn paths_outside_the_root_are_refused() {
+        let fx = Fixture::new("escape");
+        std::fs::write(fx.dir.join("outside.sh"), "echo '{}' > o.json\n").unwrap();
+        std::os::unix::fs::symlink(fx.dir.join("outside.sh"), fx.root.path().join("link.sh")).unwrap();
+        std::os::unix::fs::symlink(&fx.dir, fx.root.path().join("updir")).unwrap();
+        fx.script("ok.sh", "echo '{}' > o.json\n");
+        let outside = fx.dir.join("outside.sh").display().to_string();
+        for (script, output) in [
+            ("../outside.sh", "o.json"),
+            (outside.as_str(), "o.json"),
+            ("link.sh", "o.json"),
+            ("sub/../../outside.sh", "o.json"),
+            ("ok.sh", "../o.json"),
+            ("ok.sh", "/tmp/o.json"),
+            ("ok.sh", "updir/o.json"),
+        ] {
+            let report = run(&fx.root, &fx.request(script, output, 5_000)).await;
+            assert_eq!(code(&report), "path_escapes_root", "{script} -> {output}: {report:?}");
+            assert!(!report.outcome.unwrap_err().is_retryable());
+        }
+        // Absolute paths inside the root and harmless `..` are fine.
+        let inside = fx.root.path().join("ok.sh").display().to_string();
+        assert_eq!(code(&run(&fx.root, &fx.request(&inside, "x/../o.json", 5_000)).await), "ok");
+        assert_eq!(code(&run(&fx.root, &fx.request("nope.sh", "o.json", 5_000)).await), "script_not_found");
+    }
+
+    #[tokio::test]
+    async fn output_turned_into_an_outside_symlink_is_refused_and_not_followed_on_removal() {
+        let fx = Fixture::new("outlink");
+        let victim = fx.dir.join("victim.json");
+        std::fs::write(&victim, "{\"keep\":true}").unwrap();
+        fx.script("s.sh", &format!("ln -s {} o.json\n", victim.display()));
+        let report = run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await;
+        assert_eq!(code(&report), "path_escapes_root");
+        report.remove_output(&fx.root).unwrap();
+        assert!(victim.exists());
+    }
+
+    #[tokio::test]
+    async fn tails_keep_the_last_bytes_and_a_missing_interpreter_is_reported() {
+        let fx = Fixture::new("tail");
+        fx.script("s.sh", "i=0; while [ $i -lt 100 ]; do echo line$i; i=$((i+1)); done; echo '{}' > o.json\n");
+        let report = run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await;
+        assert_eq!(report.stdout_tail.len(), 64);
+        assert!(report.stdout_tail.ends_with("line99\n"));
+        let mut request = fx.request("s.sh", "o.json", 5_000);
+        request.interpreter = PathBuf::from("/nonexistent/python");
+        assert_eq!(code(&run(&fx.root, &request).await), "spawn_failed");
+    }
+
+    #[test]
+    fn json_status_rules() {
+        assert!(check_json_status("a.json", br#"{"status":"success"}"#).is_ok());
+        assert!(check_json_status("a.json", br#"[1,2]"#).is_ok());
+        assert!(check_json_status("a.json", br#"{"status":"ERROR"}"#).is_err());
+        assert!(check_json_status("a.json", br#"{"success":false}"#).is_err());
+        assert!(check_json_status("a.txt", b"plain text").is_ok());
+        assert!(check_json_status("a.txt", br#"{"status":"error"}"#).is_err());
+    }
+}

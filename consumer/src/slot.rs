@@ -1,0 +1,132 @@
+//! Seed slots: one dedicated OS thread per GPU (or CPU slot) that owns its backend and runs one
+//! chunk at a time. The async side sends work over a channel and awaits a oneshot, so no kernel
+//! ever runs on a tokio worker (a blocked runtime would stop AMQP heartbeats).
+//!
+//! The backend is created ON the slot thread (a CUDA/HIP context belongs to the thread that made
+//! it) and lives as long as the process: reconnecting to the broker does not reopen devices.
+//! A panicking kernel is caught and reported as a backend error (retried, then dead-lettered);
+//! it never takes the node down.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use seedq_kernels::analysis::{AnalysisKind, AnalysisSpec};
+use seedq_kernels::{SeedSet, SieveBackend, SieveError, SieveSpec, Survivor};
+use seedq_protocol::FlaggedSeed;
+use tokio::sync::oneshot;
+
+/// One unit of work for a slot.
+pub enum Work {
+    Sieve { spec: Arc<SieveSpec>, seeds: SeedSet },
+    Analysis { kind: AnalysisKind, spec: Arc<AnalysisSpec>, seeds: SeedSet },
+}
+
+/// What a slot returns for one chunk.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub seeds_tested: u64,
+    pub survivors: Vec<Survivor>,
+    pub flagged: Vec<FlaggedSeed>,
+    pub summary: Option<serde_json::Value>,
+    /// Kernel wall time.
+    pub duration: Duration,
+}
+
+type Request = (Work, oneshot::Sender<Result<Output, SieveError>>);
+
+/// Builds a slot's backend on the slot thread.
+pub type BackendFactory = Box<dyn FnOnce() -> Result<Box<dyn SieveBackend>, SieveError> + Send>;
+
+/// Handle on a slot thread.
+pub struct SlotWorker {
+    /// `gpu0`, `cpu1`, ...
+    pub name: String,
+    /// `SieveBackend::describe()`.
+    pub backend: String,
+    /// Throughput key model (`cpu` or the GPU model).
+    pub gpu_model: String,
+    tx: mpsc::Sender<Request>,
+}
+
+impl SlotWorker {
+    /// Starts the slot thread, builds its backend there, and returns once it is ready.
+    pub fn spawn(name: String, gpu_model: String, cpu_threads: usize, factory: BackendFactory) -> Result<SlotWorker, SieveError> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, SieveError>>();
+        let thread_name = format!("slot-{name}");
+        std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let backend = match factory() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(backend.describe()));
+                // Analysis kernels run on rayon; give each slot its own small pool.
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(cpu_threads.max(1)).build().ok();
+                while let Ok((work, reply)) = rx.recv() {
+                    let started = Instant::now();
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(backend.as_ref(), pool.as_ref(), work)))
+                        .unwrap_or_else(|panic| {
+                            let what = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_else(|| "unknown panic".into());
+                            Err(SieveError::Backend(format!("kernel panicked: {what}")))
+                        })
+                        .map(|mut out| {
+                            out.duration = started.elapsed();
+                            out
+                        });
+                    let _ = reply.send(result);
+                }
+            })
+            .map_err(|e| SieveError::Backend(format!("cannot start slot thread: {e}")))?;
+        let backend = ready_rx
+            .recv()
+            .map_err(|_| SieveError::Backend("slot thread exited during backend initialisation".into()))??;
+        Ok(SlotWorker { name, backend, gpu_model, tx })
+    }
+
+    /// Runs one unit of work on the slot thread.
+    pub async fn run(&self, work: Work) -> Result<Output, SieveError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.tx.send((work, reply_tx)).map_err(|_| SieveError::Backend(format!("slot {} thread is gone", self.name)))?;
+        reply_rx.await.map_err(|_| SieveError::Backend(format!("slot {} dropped the chunk", self.name)))?
+    }
+}
+
+fn execute(backend: &dyn SieveBackend, pool: Option<&rayon::ThreadPool>, work: Work) -> Result<Output, SieveError> {
+    match work {
+        Work::Sieve { spec, seeds } => {
+            let outcome = backend.sieve(&spec, &seeds)?;
+            Ok(Output { seeds_tested: outcome.seeds_tested, survivors: outcome.survivors, ..Default::default() })
+        }
+        Work::Analysis { kind, spec, seeds } => {
+            // Progress counts the chunk's seeds as planned (a list may repeat a seed).
+            let planned = seeds.len();
+            let run = || seedq_kernels::analysis::run(kind, &spec, &seeds);
+            let outcome = match pool {
+                Some(p) => p.install(run),
+                None => run(),
+            };
+            let flagged = outcome
+                .flagged
+                .into_iter()
+                .map(|r| FlaggedSeed { seed: r.seed, record: serde_json::to_value(&r).unwrap_or(serde_json::Value::Null) })
+                .collect();
+            Ok(Output {
+                seeds_tested: planned,
+                summary: Some(serde_json::to_value(&outcome.summary).unwrap_or(serde_json::Value::Null)),
+                flagged,
+                ..Default::default()
+            })
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Exactly-once results whatever happens on the way: several consumers sharing a job, a consumer
+//! SIGKILLed mid-job, its connection closed from the broker side, a chunk delivered twice, a job
+//! enqueued twice and a producer killed mid-publish. Every scenario ends with results identical to
+//! the sieve engine's and progress counters that add up exactly (a chunk applied twice would push
+//! `seeds_done` past the total).
+
+use std::time::Duration;
+
+use seedq_e2e::{eventually, node_connections, Namespace};
+use seedq_kernels::{reference, FamilyConfig, Family, SeedSet, SieveSpec, Threshold};
+use serde_json::{json, Value};
+
+/// xorshift32, 6 draws mod 10, skips 0..2, threshold 0.5: cheap per seed, many chance survivors.
+struct Job {
+    draws: Vec<u64>,
+    draws_file: String,
+    start: u64,
+    end: u64,
+    skip_max: u32,
+    skip_max_text: String,
+}
+
+impl Job {
+    fn new(ns: &Namespace, planted: u64, start: u64, end: u64) -> Job {
+        Self::with_skips(ns, planted, start, end, 2)
+    }
+
+    /// A wider skip range makes each seed cost more (a job that lasts long enough to be hit).
+    fn with_skips(ns: &Namespace, planted: u64, start: u64, end: u64, skip_max: u32) -> Job {
+        let fam = FamilyConfig::new(Family::Xorshift32);
+        let draws: Vec<u64> = (0..6).map(|i| fam.output_at(planted, 1 + i * 2) % 10).collect();
+        let draws_file = seedq_e2e::write_json(ns, "draws.json", &json!(draws));
+        Job { draws, draws_file, start, end, skip_max: skip_max.max(2), skip_max_text: skip_max.max(2).to_string() }
+    }
+
+    fn args<'a>(&'a self, start: &'a str, end: &'a str, chunk: &'a str) -> Vec<&'a str> {
+        vec![
+            "--prng", "xorshift32", "--draws", &self.draws_file, "--modulus", "10", "--skip-min", "0", "--skip-max", &self.skip_max_text,
+            "--threshold", "0.5", "--seed-start", start, "--seed-end", end, "--chunk-size", chunk,
+        ]
+    }
+
+    fn expected_seeds(&self) -> Vec<u64> {
+        let spec = SieveSpec {
+            family: FamilyConfig::new(Family::Xorshift32),
+            draws: self.draws.clone(),
+            modulus: 10,
+            offset: 0,
+            skip_min: 0,
+            skip_max: self.skip_max,
+            threshold: Threshold::parse("0.5").unwrap(),
+            reverse_threshold: None,
+            direction: Default::default(),
+            skip_mode: Default::default(),
+        };
+        reference::sieve(&spec, &SeedSet::Range { start: self.start, end: self.end }).survivors.iter().map(|s| s.seed).collect()
+    }
+}
+
+fn seeds_of(rows: &[Value]) -> Vec<u64> {
+    rows.iter().map(|r| r["seed"].as_u64().unwrap()).collect()
+}
+
+fn assert_exact(ns: &Namespace, job_id: &str, job: &Job) {
+    let status = ns.status(job_id);
+    assert_eq!(status["chunks_done"], status["chunks_total"], "{status}");
+    assert_eq!(status["seeds_done"].as_u64(), Some(job.end - job.start), "seeds counted exactly once: {status}");
+    assert_eq!(status["dead_lettered"].as_u64().unwrap_or(0), 0, "{status}");
+    let expected = job.expected_seeds();
+    assert!(expected.len() > 10, "the spec should give many chance survivors");
+    let got = seeds_of(&ns.results(job_id));
+    assert_eq!(got, expected, "survivors differ from the sieve engine");
+    assert_eq!(status["survivors"].as_u64(), Some(expected.len() as u64), "{status}");
+}
+
+fn chunks_done(ns: &Namespace, job_id: &str) -> u64 {
+    ns.status(job_id)["chunks_done"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn several_consumers_share_one_job_each_chunk_once() {
+    let mut ns = Namespace::new("multi");
+    let base = ns.name.clone();
+    ns.start_consumer(&format!("{base}-a"), 1, 1);
+    ns.start_consumer(&format!("{base}-b"), 2, 1);
+    ns.start_consumer(&format!("{base}-c"), 3, 1);
+    ns.wait_for_consumers(3, Duration::from_secs(60));
+    let job = Job::new(&ns, 77_777, 1, 300_001);
+    let id = ns.sieve(&job.args("1", "300001", "2000"));
+    ns.wait(&id, 600);
+    assert_exact(&ns, &id, &job);
+    // Work really was shared: more than one node finished chunks.
+    let status = ns.status(&id);
+    let per_node = status["chunks_by_node"].as_object().cloned().unwrap_or_default();
+    let total: u64 = per_node.values().map(|v| v.as_u64().unwrap_or(0)).sum();
+    assert_eq!(total, status["chunks_total"].as_u64().unwrap(), "per-node counts add up: {status}");
+    assert!(per_node.len() >= 2, "several nodes should take chunks: {status}");
+}
+
+#[test]
+fn a_consumer_killed_mid_job_changes_nothing() {
+    let mut ns = Namespace::new("sigkill");
+    let base = ns.name.clone();
+    let victim = ns.start_consumer(&format!("{base}-victim"), 2, 1);
+    let job = Job::new(&ns, 123_456, 1, 2_000_001);
+    let id = ns.sieve(&job.args("1", "2000001", "5000"));
+    eventually("some chunks to finish", Duration::from_secs(300), || chunks_done(&ns, &id) >= 3);
+    ns.consumer(victim).kill();
+    ns.start_consumer(&format!("{base}-survivor"), 2, 1);
+    ns.wait(&id, 900);
+    assert_exact(&ns, &id, &job);
+}
+
+#[test]
+fn a_connection_closed_by_the_broker_is_recovered() {
+    let mut ns = Namespace::new("brokerclose");
+    let node = format!("{}-node", ns.name);
+    let consumer = ns.start_consumer(&node, 1, 1);
+    // The management API lists a connection a moment after it opens.
+    eventually("the consumer's named connection", Duration::from_secs(60), || {
+        node_connections(&node).map(|n| !n.is_empty()).unwrap_or(false)
+    });
+    let names = node_connections(&node).unwrap();
+    let job = Job::with_skips(&ns, 4242, 1, 400_001, 150);
+    let id = ns.sieve(&job.args("1", "400001", "2000"));
+    eventually("some chunks to finish", Duration::from_secs(300), || chunks_done(&ns, &id) >= 2);
+    for name in &names {
+        seedq_e2e::close_connection(name).unwrap();
+    }
+    let at_close = ns.status(&id);
+    eprintln!("closed the connection at {}/{} chunks", at_close["chunks_done"], at_close["chunks_total"]);
+    // It reconnects under the same name (a new broker-side connection) and finishes the job.
+    eventually("the consumer to reconnect", Duration::from_secs(120), || {
+        node_connections(&node).map(|n| n.iter().any(|c| !names.contains(c))).unwrap_or(false)
+    });
+    ns.wait(&id, 900);
+    assert!(ns.consumer(consumer).is_running(), "the consumer must survive a broker-side close");
+    assert_exact(&ns, &id, &job);
+}
+
+#[test]
+fn a_job_enqueued_twice_and_a_chunk_delivered_twice_count_once() {
+    let mut ns = Namespace::new("twice");
+    ns.start_consumer(&format!("{}-node", ns.name), 2, 1);
+    let job = Job::new(&ns, 99_999, 1, 200_001);
+    let args = job.args("1", "200001", "10000");
+    let first = ns.sieve(&args);
+    let second = ns.sieve(&args);
+    assert_eq!(first, second, "the same command must name the same job");
+    ns.wait(&first, 600);
+    assert_exact(&ns, &first, &job);
+
+    // Deliver every chunk of the finished job a second time (what a redelivery or a replay of
+    // dead letters does), straight onto the queue.
+    let topology = seedq_protocol::Topology::new(&ns.name);
+    let messages: Vec<Vec<u8>> = (0..20u64)
+        .map(|i| {
+            let seeds = seedq_kernels::SeedSet::Range { start: 1 + i * 10_000, end: 1 + (i + 1) * 10_000 };
+            seedq_protocol::ChunkMessage::new(first.clone(), seedq_protocol::JobKind::Sieve, i, seeds).to_json()
+        })
+        .collect();
+    seedq_e2e::publish_raw(&topology.seeds_queue(), &messages).unwrap();
+    eventually("the duplicates to be consumed", Duration::from_secs(120), || {
+        seedq_e2e::queue_info(&topology.seeds_queue())
+            .ok()
+            .flatten()
+            .map(|q| q["messages"].as_u64() == Some(0) && q["messages_unacknowledged"].as_u64() == Some(0))
+            .unwrap_or(false)
+    });
+    assert_exact(&ns, &first, &job);
+}
+
+#[test]
+fn a_producer_killed_mid_publish_resumes_exactly() {
+    let mut ns = Namespace::new("resume");
+    let job = Job::new(&ns, 31_337, 1, 40_001);
+    // 1-seed chunks: 40,000 publishes, so the kill lands mid-publish.
+    let args = job.args("1", "40001", "1");
+    let mut all = vec!["sieve", "--json", "--job-id", "resume-me"];
+    all.extend_from_slice(&args);
+    let mut child = ns.producer_cmd(&all).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.kill();
+    let _ = child.wait();
+    // Re-running the same command completes the publish; the consumer starts only now, so
+    // everything published twice is on the queue at once.
+    let id = ns.sieve(&all[2..]);
+    assert_eq!(id, "resume-me");
+    ns.start_consumer(&format!("{}-node", ns.name), 4, 1);
+    ns.wait(&id, 900);
+    assert_exact(&ns, &id, &job);
+}

@@ -1,0 +1,80 @@
+//! What every producer command runs with: the namespace, the service URLs, the cluster model
+//! and the output mode. Built once in `main` from the global flags; shared by all commands
+//! (including `scripts_cmd` and `ops`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use seedq_protocol::ClusterConfig;
+
+/// The resolved global options.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// Prefix of every queue and Redis key (`--namespace`, env `SEEDQ_NAMESPACE`, default `seedq`).
+    pub namespace: String,
+    pub amqp_url: String,
+    pub redis_url: String,
+    /// `--config`, else `config/cluster.toml` when present, else one-machine defaults.
+    pub cluster: ClusterConfig,
+    /// Where the cluster model came from (for messages); `None` for the built-in defaults.
+    pub config_path: Option<PathBuf>,
+    /// `--json`: machine-readable stdout.
+    pub json: bool,
+}
+
+impl Env {
+    /// Loads the cluster model: an explicit `--config` must exist; without one,
+    /// `config/cluster.toml` is used when present, else the built-in one-machine defaults.
+    pub fn load_cluster(explicit: Option<&Path>) -> anyhow::Result<(ClusterConfig, Option<PathBuf>)> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => {
+                let default = PathBuf::from("config/cluster.toml");
+                default.is_file().then_some(default)
+            }
+        };
+        match path {
+            Some(p) => {
+                let cluster = ClusterConfig::load(&p).with_context(|| format!("loading cluster config {}", p.display()))?;
+                Ok((cluster, Some(p)))
+            }
+            None => Ok((ClusterConfig::default(), None)),
+        }
+    }
+
+    /// The broker URL without its password, for messages.
+    pub fn amqp_url_redacted(&self) -> String {
+        redact(&self.amqp_url)
+    }
+
+    pub fn redis_url_redacted(&self) -> String {
+        redact(&self.redis_url)
+    }
+}
+
+/// `scheme://user:secret@host/...` -> `scheme://user:***@host/...` (credentials never reach logs).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://{userinfo}@{host}"),
+    }
+}
+
+/// Redacts every URL-looking word of a command line.
+pub fn redact_args(line: &str) -> String {
+    line.split(' ').map(|w| if w.contains("://") { redact(w) } else { w.to_string() }).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+        assert_eq!(redact("redis://:pw@h:1/"), "redis://:***@h:1/");
+    }
+}

@@ -1,0 +1,191 @@
+//! A job's progress as `status` and `wait` show it: counts, rate, ETA, failures by reason, and
+//! the text and JSON renderings. Pure: built from what the store returns, no I/O here.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Everything `status --json` prints for one job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgressView {
+    pub job_id: String,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// `running`, `finished`, `finished_with_failures` or `cancelled`.
+    pub state: String,
+    /// True once every chunk is done or dead-lettered (nothing more will happen).
+    pub finished: bool,
+    pub chunks_total: u64,
+    pub chunks_done: u64,
+    pub seeds_total: u128,
+    pub seeds_done: u64,
+    pub survivors: u64,
+    /// Chunks that went to the dead-letter queue, by chunk index.
+    pub dead_lettered: u64,
+    pub dead_lettered_chunks: Vec<u64>,
+    /// Failure events (retries and dead letters) by reason.
+    pub failures: BTreeMap<String, u64>,
+    pub chunks_by_node: BTreeMap<String, u64>,
+    /// Seeds per second since the first result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_seeds_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_secs: Option<f64>,
+    pub created_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_secs: Option<f64>,
+}
+
+/// Seeds per second and the ETA from the counts and the time the work has been running.
+pub fn rate_and_eta(seeds_done: u64, seeds_total: u128, running_secs: f64) -> (Option<f64>, Option<f64>) {
+    if seeds_done == 0 || running_secs <= 0.0 {
+        return (None, None);
+    }
+    let rate = seeds_done as f64 / running_secs;
+    let left = seeds_total.saturating_sub(seeds_done as u128) as f64;
+    (Some(rate), Some(left / rate))
+}
+
+/// `1h02m`, `3m05s`, `42s`.
+pub fn human_secs(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "?".into();
+    }
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `12.3M`, `4.5k`, `999`.
+pub fn human_count(n: f64) -> String {
+    let a = n.abs();
+    if a >= 1e12 {
+        format!("{:.1}T", n / 1e12)
+    } else if a >= 1e9 {
+        format!("{:.1}G", n / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.1}M", n / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+impl ProgressView {
+    /// The multi-line text `status JOB` prints.
+    pub fn to_text(&self) -> String {
+        let pct = if self.seeds_total > 0 { 100.0 * self.seeds_done as f64 / self.seeds_total as f64 } else { 0.0 };
+        let mut out = format!(
+            "job {} ({}{}): {}\n  chunks  {}/{} done\n  seeds   {}/{} ({pct:.1}%)\n  survivors {}\n",
+            self.job_id,
+            self.kind,
+            self.family.as_deref().map(|f| format!(", {f}")).unwrap_or_default(),
+            self.state,
+            self.chunks_done,
+            self.chunks_total,
+            self.seeds_done,
+            self.seeds_total,
+            self.survivors,
+        );
+        if let Some(rate) = self.rate_seeds_per_sec {
+            out += &format!("  rate    {} seeds/s", human_count(rate));
+            match self.eta_secs {
+                Some(eta) if !self.finished => out += &format!(", ETA {}\n", human_secs(eta)),
+                _ => out += "\n",
+            }
+        }
+        if self.dead_lettered > 0 {
+            let shown: Vec<String> = self.dead_lettered_chunks.iter().take(20).map(|c| c.to_string()).collect();
+            out += &format!(
+                "  dead-lettered chunks: {} [{}{}]\n",
+                self.dead_lettered,
+                shown.join(", "),
+                if self.dead_lettered_chunks.len() > 20 { ", ..." } else { "" }
+            );
+        }
+        if !self.failures.is_empty() {
+            out += "  failures by reason:\n";
+            for (reason, n) in &self.failures {
+                out += &format!("    {n:>6}  {reason}\n");
+            }
+        }
+        if !self.chunks_by_node.is_empty() {
+            let nodes: Vec<String> = self.chunks_by_node.iter().map(|(n, c)| format!("{n}={c}")).collect();
+            out += &format!("  chunks by node: {}\n", nodes.join(" "));
+        }
+        out
+    }
+
+    /// One line for `status` without a job.
+    pub fn to_line(&self) -> String {
+        let pct = if self.seeds_total > 0 { 100.0 * self.seeds_done as f64 / self.seeds_total as f64 } else { 0.0 };
+        format!(
+            "{:<32} {:<12} {:<22} {:>6.1}%  chunks {}/{}  survivors {}{}",
+            self.job_id,
+            self.family.as_deref().unwrap_or(&self.kind),
+            self.state,
+            pct,
+            self.chunks_done,
+            self.chunks_total,
+            self.survivors,
+            if self.dead_lettered > 0 { format!("  dead-lettered {}", self.dead_lettered) } else { String::new() }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_and_eta_from_counts() {
+        assert_eq!(rate_and_eta(0, 100, 5.0), (None, None));
+        let (rate, eta) = rate_and_eta(50, 150, 10.0);
+        assert_eq!(rate, Some(5.0));
+        assert_eq!(eta, Some(20.0));
+    }
+
+    #[test]
+    fn human_formats() {
+        assert_eq!(human_secs(42.4), "42s");
+        assert_eq!(human_secs(185.0), "3m05s");
+        assert_eq!(human_secs(3725.0), "1h02m");
+        assert_eq!(human_count(12_345_678.0), "12.3M");
+        assert_eq!(human_count(999.0), "999");
+    }
+
+    #[test]
+    fn text_names_dead_lettered_chunks() {
+        let v = ProgressView {
+            job_id: "j".into(),
+            kind: "sieve".into(),
+            family: Some("mt19937".into()),
+            state: "finished_with_failures".into(),
+            finished: true,
+            chunks_total: 4,
+            chunks_done: 3,
+            seeds_total: 400,
+            seeds_done: 300,
+            survivors: 2,
+            dead_lettered: 1,
+            dead_lettered_chunks: vec![2],
+            failures: [("invalid spec".to_string(), 1)].into_iter().collect(),
+            chunks_by_node: Default::default(),
+            rate_seeds_per_sec: Some(100.0),
+            eta_secs: Some(1.0),
+            created_at_ms: 0,
+            elapsed_secs: Some(3.0),
+        };
+        let text = v.to_text();
+        assert!(text.contains("dead-lettered chunks: 1 [2]"), "{text}");
+        assert!(text.contains("invalid spec"), "{text}");
+        assert!(!text.contains("ETA"), "no ETA once finished: {text}");
+    }
+}

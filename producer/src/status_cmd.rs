@@ -1,0 +1,324 @@
+//! `status`, `wait` and `results`: reading a job back from Redis.
+//!
+//! `wait` polls the job's progress (one pipelined Redis round trip every 25 ms for the first
+//! 5 s, then every 250 ms) and draws an
+//! indicatif bar on stderr; it exits 0 when every chunk is done, 3 when the job finished with
+//! dead-lettered chunks (naming them and their reasons), 4 on `--timeout`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use seedq_protocol::{Job, JobProgress, JobSpec};
+use seedq_store::Store;
+
+use crate::context::Env;
+use crate::progress::{rate_and_eta, ProgressView};
+use crate::results;
+
+pub const EXIT_DEAD_LETTERED: i32 = 3;
+pub const EXIT_TIMEOUT: i32 = 4;
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Job id (default: every job of the namespace).
+    pub job: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    pub job: String,
+    /// Give up after this many seconds (exit code 4).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResultsFormat {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ResultsArgs {
+    pub job: String,
+    #[arg(long, value_enum, default_value_t = ResultsFormat::Json)]
+    pub format: ResultsFormat,
+    /// Write to this file instead of stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+}
+
+async fn connect(env: &Env) -> anyhow::Result<Store> {
+    Store::connect(&env.redis_url, &env.namespace)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", env.redis_url_redacted()))
+}
+
+fn no_such_job(env: &Env, id: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no job '{id}' in namespace '{}' (it may have expired; `seedq-producer status` lists the jobs)",
+        env.namespace
+    )
+}
+
+/// Chunk index of a done-set member (`c17` -> 17).
+fn chunk_index(member: &str) -> Option<u64> {
+    member.strip_prefix('c')?.parse().ok()
+}
+
+pub fn view(progress: &JobProgress, job: Option<&Job>, now_ms: u64) -> ProgressView {
+    let finished = progress.finished();
+    let state = if progress.cancelled {
+        "cancelled"
+    } else if finished && progress.succeeded() {
+        "finished"
+    } else if finished {
+        "finished_with_failures"
+    } else {
+        "running"
+    };
+    let running_secs = match (progress.started_at_ms, progress.finished_at_ms) {
+        (Some(s), Some(f)) => f.saturating_sub(s) as f64 / 1000.0,
+        (Some(s), None) => now_ms.saturating_sub(s) as f64 / 1000.0,
+        _ => 0.0,
+    };
+    let (rate, eta) = rate_and_eta(progress.seeds_done, progress.seeds_total, running_secs);
+    let mut dead: Vec<u64> = progress.dead_lettered.keys().filter_map(|m| chunk_index(m)).collect();
+    dead.sort_unstable();
+    let end_ms = progress.finished_at_ms.unwrap_or(now_ms);
+    ProgressView {
+        job_id: progress.job_id.clone(),
+        kind: if progress.kind.is_empty() { job.map(|j| j.kind().to_string()).unwrap_or_default() } else { progress.kind.clone() },
+        family: job.and_then(|j| j.spec.family_name()),
+        state: state.to_string(),
+        finished,
+        chunks_total: progress.chunks_total,
+        chunks_done: progress.chunks_done,
+        seeds_total: progress.seeds_total,
+        seeds_done: progress.seeds_done,
+        survivors: progress.survivors,
+        dead_lettered: progress.dead_lettered.len() as u64,
+        dead_lettered_chunks: dead,
+        failures: progress.failures.clone(),
+        chunks_by_node: progress.chunks_by_node.clone(),
+        rate_seeds_per_sec: rate,
+        eta_secs: if finished { Some(0.0) } else { eta },
+        created_at_ms: progress.created_at_ms,
+        elapsed_secs: Some(end_ms.saturating_sub(progress.created_at_ms) as f64 / 1000.0),
+    }
+}
+
+pub async fn run_status(env: &Env, args: StatusArgs) -> anyhow::Result<i32> {
+    let store = connect(env).await?;
+    let now = seedq_protocol::now_ms();
+    match args.job {
+        Some(id) => {
+            let progress = store.progress(&id).await?.ok_or_else(|| no_such_job(env, &id))?;
+            let job = store.load_job(&id).await?;
+            let v = view(&progress, job.as_ref(), now);
+            if env.json {
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                print!("{}", v.to_text());
+            }
+        }
+        None => {
+            let mut views = Vec::new();
+            for id in store.list_jobs().await? {
+                if let Some(p) = store.progress(&id).await? {
+                    let job = store.load_job(&id).await?;
+                    views.push(view(&p, job.as_ref(), now));
+                }
+            }
+            if env.json {
+                println!("{}", serde_json::to_string(&views)?);
+            } else if views.is_empty() {
+                eprintln!("no jobs in namespace '{}'", env.namespace);
+            } else {
+                for v in &views {
+                    println!("{}", v.to_line());
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn publish_bar(total: u64, visible: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    bar.set_style(
+        ProgressStyle::with_template("publishing {bar:30.cyan/blue} {pos}/{len} chunks {per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn seeds_bar(total: u64, visible: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:35.green/blue} {percent:>3}% {human_pos}/{human_len} seeds {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Waits until the job finishes; returns the exit code (see the module doc).
+pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Option<f64>, show_bar: bool) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let deadline = timeout.map(|t| started + Duration::from_secs_f64(t.max(0.0)));
+    let job = store.load_job(job_id).await?;
+    let mut bar: Option<ProgressBar> = None;
+    let final_progress = loop {
+        let progress = store.progress(job_id).await?.ok_or_else(|| no_such_job(env, job_id))?;
+        let total = u64::try_from(progress.seeds_total).unwrap_or(u64::MAX);
+        let b = bar.get_or_insert_with(|| seeds_bar(total, show_bar));
+        b.set_position(progress.seeds_done);
+        let v = view(&progress, job.as_ref(), seedq_protocol::now_ms());
+        let mut msg = format!("chunks {}/{}", progress.chunks_done, progress.chunks_total);
+        if let Some(rate) = v.rate_seeds_per_sec {
+            msg += &format!(" {}/s", crate::progress::human_count(rate));
+        }
+        if let Some(eta) = v.eta_secs.filter(|_| !v.finished) {
+            msg += &format!(" ETA {}", crate::progress::human_secs(eta));
+        }
+        if progress.survivors > 0 {
+            msg += &format!(" survivors {}", progress.survivors);
+        }
+        if !progress.dead_lettered.is_empty() {
+            msg += &format!(" dead-lettered {}", progress.dead_lettered.len());
+        }
+        b.set_message(msg);
+        if progress.finished() {
+            break progress;
+        }
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                b.abandon();
+                eprintln!(
+                    "timed out after {:.0} s: job {job_id} has {}/{} chunks done",
+                    started.elapsed().as_secs_f64(),
+                    progress.chunks_done,
+                    progress.chunks_total
+                );
+                return Ok(EXIT_TIMEOUT);
+            }
+        }
+        // Short jobs should not wait out a long poll; long ones need no finer resolution.
+        let poll = if started.elapsed() < Duration::from_secs(5) { 25 } else { 250 };
+        tokio::time::sleep(Duration::from_millis(poll)).await;
+    };
+    if let Some(b) = bar {
+        b.finish();
+    }
+    if final_progress.succeeded() {
+        if show_bar {
+            eprintln!(
+                "job {job_id} finished: {} chunks, {} seeds, {} survivors",
+                final_progress.chunks_done, final_progress.seeds_done, final_progress.survivors
+            );
+        }
+        return Ok(0);
+    }
+    let mut dead: Vec<(u64, &String)> = final_progress.dead_lettered.iter().filter_map(|(m, r)| Some((chunk_index(m)?, r))).collect();
+    dead.sort_unstable();
+    let mut msg = format!(
+        "job {job_id} finished with {} of {} chunks dead-lettered (their seeds were NOT searched):",
+        final_progress.dead_lettered.len(),
+        final_progress.chunks_total
+    );
+    for (index, reason) in dead.iter().take(50) {
+        let seeds = job.as_ref().and_then(|j| j.chunk_seeds(*index)).map(|s| seedq_protocol::chunk::seeds_label(&s)).unwrap_or_default();
+        msg += &format!("\n  chunk {index} {seeds}: {reason}");
+    }
+    if dead.len() > 50 {
+        msg += &format!("\n  ... and {} more (seedq-producer dlq list)", dead.len() - 50);
+    }
+    msg += "\nfix the cause, then `seedq-producer dlq replay` or `seedq-producer resume` the job";
+    eprintln!("{msg}");
+    Ok(EXIT_DEAD_LETTERED)
+}
+
+pub async fn run_wait(env: &Env, args: WaitArgs) -> anyhow::Result<i32> {
+    let store = connect(env).await?;
+    if store.load_job(&args.job).await?.is_none() {
+        return Err(no_such_job(env, &args.job));
+    }
+    wait_for_job(env, &store, &args.job, args.timeout, true).await
+}
+
+pub async fn run_results(env: &Env, args: ResultsArgs) -> anyhow::Result<i32> {
+    let store = connect(env).await?;
+    let job = store.load_job(&args.job).await?.ok_or_else(|| no_such_job(env, &args.job))?;
+    let text = match &job.spec {
+        JobSpec::Sieve(spec) => {
+            let survivors = store.sieve_survivors(&args.job).await?;
+            let rows = results::rows(&survivors, spec.direction)?;
+            match args.format {
+                ResultsFormat::Json => serde_json::to_string_pretty(&rows)? + "\n",
+                ResultsFormat::Csv => results::to_csv(&rows),
+            }
+        }
+        JobSpec::Correlation(_) | JobSpec::Analysis(_) => {
+            // Flagged seeds, sorted by seed; records as the analysis kernels wrote them.
+            let records = store.survivors(&args.job).await?;
+            let values: Vec<serde_json::Value> = records.iter().filter_map(|r| serde_json::from_str(&r.json).ok()).collect();
+            match args.format {
+                ResultsFormat::Json => serde_json::to_string_pretty(&values)? + "\n",
+                ResultsFormat::Csv => {
+                    let mut out = String::from("seed,record\n");
+                    for r in &records {
+                        out += &format!("{},\"{}\"\n", r.seed, r.json.replace('"', "\"\""));
+                    }
+                    out
+                }
+            }
+        }
+        JobSpec::Scripts(_) => anyhow::bail!("job {} is a script batch: use `seedq-producer collect {}`", args.job, args.job),
+    };
+    let progress = store.progress(&args.job).await?;
+    if let Some(p) = progress.as_ref().filter(|p| !p.finished()) {
+        eprintln!("note: job {} is still running ({}/{} chunks done): results so far", args.job, p.chunks_done, p.chunks_total);
+    }
+    match &args.output {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_of_running_and_failed_jobs() {
+        let mut p = JobProgress {
+            job_id: "j".into(),
+            kind: "sieve".into(),
+            chunks_total: 4,
+            chunks_done: 2,
+            seeds_total: 400,
+            seeds_done: 200,
+            started_at_ms: Some(1_000),
+            created_at_ms: 500,
+            ..Default::default()
+        };
+        let v = view(&p, None, 11_000);
+        assert_eq!(v.state, "running");
+        assert_eq!(v.rate_seeds_per_sec, Some(20.0));
+        assert_eq!(v.eta_secs, Some(10.0));
+        p.chunks_done = 3;
+        p.dead_lettered.insert("c3".into(), "invalid_spec".into());
+        p.finished_at_ms = Some(12_000);
+        let v = view(&p, None, 20_000);
+        assert_eq!(v.state, "finished_with_failures");
+        assert_eq!(v.dead_lettered_chunks, vec![3]);
+        assert!(v.finished);
+    }
+}

@@ -1,0 +1,393 @@
+//! The cluster model: `config/cluster.toml` (nodes, GPUs, limits, throughput profiles, chunking,
+//! retry and expiry policy). Every process reads the same file; every field has a default so a
+//! partial file (or none: [`ClusterConfig::default`], one CPU machine) works.
+//!
+//! ```toml
+//! namespace = "seedq"
+//! [broker]   consumer_timeout_ms = 1_800_000, delivery_limit = 20
+//! [chunking] target_chunk_secs, min_chunk_seeds = 500, base_chunk_seeds, max_factor = 50, ...
+//! [retry]    max_attempts = 5, initial_backoff_ms, max_backoff_ms
+//! [jobs]     result_ttl_secs, heartbeat_ttl_secs
+//! [profiles."RTX 3080 Ti"] seeds_per_second, scaling_factor, architecture, reference_window, reference_skip_span
+//! [[nodes]]  name, backend = "cuda"|"hip"|"cpu", gpu_type, gpus = 2 (or ["RTX 3080 Ti", ...]),
+//!            max_script_jobs, script_root, python_env, cpu_slots, cpu_threads, [nodes.env]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors loading the cluster model.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a valid cluster config: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    pub namespace: String,
+    pub broker: BrokerSettings,
+    pub chunking: ChunkingConfig,
+    pub retry: RetryConfig,
+    pub jobs: JobsConfig,
+    /// Throughput profiles by GPU type (matched by substring of a node's `gpu_type`).
+    pub profiles: BTreeMap<String, GpuProfile>,
+    pub nodes: Vec<NodeConfig>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            namespace: crate::DEFAULT_NAMESPACE.to_string(),
+            broker: BrokerSettings::default(),
+            chunking: ChunkingConfig::default(),
+            retry: RetryConfig::default(),
+            jobs: JobsConfig::default(),
+            profiles: BTreeMap::new(),
+            nodes: Vec::new(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let cfg: ClusterConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<ClusterConfig, ConfigError> {
+        let cfg: ClusterConfig =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: "<string>".into(), source })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for node in &self.nodes {
+            crate::validate_identifier("node name", &node.name).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            if !seen.insert(node.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("node '{}' is listed twice", node.name)));
+            }
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(ConfigError::Invalid("retry.max_attempts must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The node's entry, if listed.
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The node's entry, or a CPU node with defaults named `name` (unlisted nodes still run).
+    pub fn node_or_default(&self, name: &str) -> NodeConfig {
+        self.node(name).cloned().unwrap_or_else(|| NodeConfig { name: name.to_string(), ..NodeConfig::default() })
+    }
+
+    /// The profile whose key is a substring of `gpu_type` (longest key wins), as the chapter's
+    /// optimizer matched GPU names.
+    pub fn profile_for(&self, gpu_type: &str) -> Option<(&str, &GpuProfile)> {
+        let lower = gpu_type.to_lowercase();
+        self.profiles
+            .iter()
+            .filter(|(k, _)| lower.contains(&k.to_lowercase()))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(k, p)| (k.as_str(), p))
+    }
+}
+
+/// Broker-side limits the producer and consumer must respect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BrokerSettings {
+    /// RabbitMQ `consumer_timeout` (must match rabbitmq.conf).
+    pub consumer_timeout_ms: u64,
+    /// Quorum queue `x-delivery-limit`.
+    pub delivery_limit: u32,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings { consumer_timeout_ms: 1_800_000, delivery_limit: crate::topology::DEFAULT_DELIVERY_LIMIT }
+    }
+}
+
+/// Chunk sizing (the chapter's gpu_optimizer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChunkingConfig {
+    pub target_chunk_secs: f64,
+    pub min_chunk_seeds: u64,
+    pub base_chunk_seeds: u64,
+    /// Max chunk = `base_chunk_seeds * max_factor`.
+    pub max_factor: u64,
+    pub chunks_per_slot: u64,
+    pub max_fraction_of_consumer_timeout: f64,
+    pub ema_alpha: f64,
+    pub default_evals_per_second: f64,
+}
+
+impl Default for ChunkingConfig {
+    fn default() -> Self {
+        ChunkingConfig {
+            target_chunk_secs: 30.0,
+            min_chunk_seeds: 500,
+            base_chunk_seeds: 100_000,
+            max_factor: 50,
+            chunks_per_slot: 4,
+            max_fraction_of_consumer_timeout: 0.1,
+            ema_alpha: 0.3,
+            default_evals_per_second: 50_000_000.0,
+        }
+    }
+}
+
+impl ChunkingConfig {
+    pub fn max_chunk_seeds(&self) -> u64 {
+        self.base_chunk_seeds.saturating_mul(self.max_factor)
+    }
+}
+
+/// Transient-failure retry policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetryConfig {
+    /// Attempts in total (first run included) before a chunk is dead-lettered.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { max_attempts: 5, initial_backoff_ms: 1_000, max_backoff_ms: 60_000 }
+    }
+}
+
+impl RetryConfig {
+    /// Delay before attempt `next_attempt` (2, 3, ...): `initial * 2^(next-2)` capped at
+    /// `max_backoff_ms`, then "full jitter" scaled into `[delay/2, delay]` by `jitter01` in [0,1).
+    pub fn backoff_ms(&self, next_attempt: u32, jitter01: f64) -> u64 {
+        let exp = next_attempt.saturating_sub(2).min(32);
+        let base = self.initial_backoff_ms.saturating_mul(1u64 << exp).min(self.max_backoff_ms).max(1);
+        let jitter = jitter01.clamp(0.0, 1.0);
+        (base as f64 * (0.5 + 0.5 * jitter)).round().max(1.0) as u64
+    }
+}
+
+/// Job bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobsConfig {
+    /// Finished jobs expire from Redis after this long.
+    pub result_ttl_secs: u64,
+    /// Heartbeat TTL: a node silent this long is gone.
+    pub heartbeat_ttl_secs: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { result_ttl_secs: 7 * 24 * 3600, heartbeat_ttl_secs: 30 }
+    }
+}
+
+/// A GPU class's measured throughput.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GpuProfile {
+    pub architecture: String,
+    pub seeds_per_second: f64,
+    pub scaling_factor: f64,
+    /// Window and skip span at which `seeds_per_second` was measured.
+    pub reference_window: u64,
+    pub reference_skip_span: u64,
+}
+
+impl Default for GpuProfile {
+    fn default() -> Self {
+        GpuProfile {
+            architecture: "cpu".into(),
+            seeds_per_second: 20_000.0,
+            scaling_factor: 1.0,
+            reference_window: 512,
+            reference_skip_span: 21,
+        }
+    }
+}
+
+/// Which kind of device a node's seed slots use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeBackend {
+    #[default]
+    Cpu,
+    Cuda,
+    #[serde(alias = "rocm")]
+    Hip,
+}
+
+impl NodeBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeBackend::Cpu => "cpu",
+            NodeBackend::Cuda => "cuda",
+            NodeBackend::Hip => "hip",
+        }
+    }
+}
+
+/// One GPU of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuConfig {
+    pub index: u32,
+    pub model: String,
+}
+
+/// `gpus = 2` or `gpus = ["RTX 3080 Ti", "RTX 3080 Ti"]` or `gpus = [{index = 0, model = "..."}]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GpusField {
+    Count(u32),
+    Models(Vec<String>),
+    Detailed(Vec<GpuConfig>),
+}
+
+impl Default for GpusField {
+    fn default() -> Self {
+        GpusField::Count(0)
+    }
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeConfig {
+    pub name: String,
+    pub backend: NodeBackend,
+    /// GPU model name (throughput and profile key); `cpu` for CPU nodes.
+    #[serde(alias = "gpu_model")]
+    pub gpu_type: String,
+    pub gpus: GpusField,
+    /// Script jobs run at once (prefetch of the node's script consumer).
+    #[serde(alias = "script_limit")]
+    pub max_script_jobs: u32,
+    pub script_root: String,
+    /// Interpreter for script jobs.
+    pub python_env: String,
+    /// CPU seed slots when the node has no GPU (or `--backend cpu`).
+    pub cpu_slots: u32,
+    /// Threads per CPU slot.
+    pub cpu_threads: u32,
+    /// Environment set before any GPU library is touched and passed to scripts
+    /// (HSA_OVERRIDE_GFX_VERSION, HSA_ENABLE_SDMA, ROCM_PATH, HIP_PATH, PYTORCH_HIP_ALLOC_CONF...).
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: String::new(),
+            backend: NodeBackend::Cpu,
+            gpu_type: "cpu".into(),
+            gpus: GpusField::Count(0),
+            max_script_jobs: 1,
+            script_root: ".".into(),
+            python_env: "python3".into(),
+            cpu_slots: 1,
+            cpu_threads: 2,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The node's GPUs, indexed from 0 (models default to `gpu_type`).
+    pub fn gpu_list(&self) -> Vec<GpuConfig> {
+        match &self.gpus {
+            GpusField::Count(n) => (0..*n).map(|i| GpuConfig { index: i, model: self.gpu_type.clone() }).collect(),
+            GpusField::Models(models) => models
+                .iter()
+                .enumerate()
+                .map(|(i, m)| GpuConfig { index: i as u32, model: m.clone() })
+                .collect(),
+            GpusField::Detailed(list) => list.clone(),
+        }
+    }
+
+    /// The model used for throughput keys of this node's seed slots.
+    pub fn throughput_model(&self) -> String {
+        match self.backend {
+            NodeBackend::Cpu => "cpu".to_string(),
+            _ => self.gpu_type.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_shipped_configs() {
+        for file in ["../config/cluster.toml", "../config/local.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            if path.exists() {
+                let cfg = ClusterConfig::load(&path).unwrap();
+                assert!(!cfg.nodes.is_empty(), "{file} lists nodes");
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_and_profiles() {
+        let cfg = ClusterConfig::from_toml_str(
+            r#"
+            [profiles."RX 6600"]
+            seeds_per_second = 10.0
+            [[nodes]]
+            name = "rig"
+            backend = "hip"
+            gpu_type = "AMD RX 6600"
+            gpus = 3
+            max_script_jobs = 1
+            [nodes.env]
+            HSA_OVERRIDE_GFX_VERSION = "10.3.0"
+            [[nodes]]
+            name = "zeus"
+            backend = "cuda"
+            gpus = ["RTX 3080 Ti", "RTX 3080 Ti"]
+            "#,
+        )
+        .unwrap();
+        let rig = cfg.node("rig").unwrap();
+        assert_eq!(rig.gpu_list().len(), 3);
+        assert_eq!(rig.env["HSA_OVERRIDE_GFX_VERSION"], "10.3.0");
+        assert_eq!(cfg.profile_for(&rig.gpu_type).unwrap().0, "RX 6600");
+        assert_eq!(cfg.node("zeus").unwrap().gpu_list()[1].model, "RTX 3080 Ti");
+        assert_eq!(cfg.node_or_default("other").backend, NodeBackend::Cpu);
+        assert_eq!(cfg.retry.max_attempts, 5);
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let r = RetryConfig { max_attempts: 5, initial_backoff_ms: 100, max_backoff_ms: 1000 };
+        assert_eq!(r.backoff_ms(2, 1.0), 100);
+        assert_eq!(r.backoff_ms(3, 1.0), 200);
+        assert_eq!(r.backoff_ms(10, 1.0), 1000);
+        assert_eq!(r.backoff_ms(3, 0.0), 100);
+    }
+}

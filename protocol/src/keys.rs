@@ -1,0 +1,114 @@
+//! The Redis key schema. Every key starts with `<ns>:`. Job keys are `<ns>:job:<id>:<part>`.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `jobs(ns)` | zset | job id -> created_at_ms (index; stale ids pruned on read) |
+//! | `job_spec(ns, id)` | string | [`crate::Job`] JSON (immutable) |
+//! | `totals(ns, id)` | hash | `chunks_total`, `seeds_total`, `created_at_ms`, `ttl_secs`, `chunks_done`, `seeds_done`, `busy_us`, `started_at_ms`, `updated_at_ms`, `finished_at_ms`, `node:<name>` -> chunks |
+//! | `done(ns, id)` | set | done members (`c<index>`, `t:<task>`): the exactly-once guard |
+//! | `survivors(ns, id)` | hash | seed (decimal) -> record JSON (first write wins: dedup by seed) |
+//! | `summaries(ns, id)` | hash | member -> chunk summary JSON (analysis/correlation) |
+//! | `failures(ns, id)` | hash | reason -> count |
+//! | `failure_log(ns, id)` | list | [`crate::FailureEvent`] JSON, newest first, capped |
+//! | `dead(ns, id)` | hash | member -> reason, for dead-lettered chunks (removed if a replay succeeds) |
+//! | `script_results(ns, id)` | hash | task id -> [`crate::ScriptResult`] JSON |
+//! | `cancelled(ns, id)` | string | `1` when cancelled |
+//! | `heartbeat(ns, node)` | string | [`crate::NodeHeartbeat`] JSON with a TTL |
+//! | `nodes(ns)` | zset | node -> last heartbeat ms |
+//! | `throughput_hash(ns)` | hash | `throughput_field(model, family)` -> EMA units/s |
+//!
+//! When a job finishes (every chunk done or dead-lettered) all its keys get the job TTL.
+
+/// Index of jobs (zset by creation time).
+pub fn jobs(ns: &str) -> String {
+    format!("{ns}:jobs")
+}
+
+fn job_key(ns: &str, job: &str, part: &str) -> String {
+    format!("{ns}:job:{job}:{part}")
+}
+
+pub fn job_spec(ns: &str, job: &str) -> String {
+    job_key(ns, job, "spec")
+}
+
+pub fn totals(ns: &str, job: &str) -> String {
+    job_key(ns, job, "totals")
+}
+
+pub fn done(ns: &str, job: &str) -> String {
+    job_key(ns, job, "done")
+}
+
+pub fn survivors(ns: &str, job: &str) -> String {
+    job_key(ns, job, "survivors")
+}
+
+pub fn summaries(ns: &str, job: &str) -> String {
+    job_key(ns, job, "summaries")
+}
+
+pub fn failures(ns: &str, job: &str) -> String {
+    job_key(ns, job, "failures")
+}
+
+pub fn failure_log(ns: &str, job: &str) -> String {
+    job_key(ns, job, "failure_log")
+}
+
+pub fn dead(ns: &str, job: &str) -> String {
+    job_key(ns, job, "dead")
+}
+
+pub fn script_results(ns: &str, job: &str) -> String {
+    job_key(ns, job, "scripts")
+}
+
+pub fn cancelled(ns: &str, job: &str) -> String {
+    job_key(ns, job, "cancelled")
+}
+
+/// Every key of a job (what expiry and purge touch).
+pub fn all_job_keys(ns: &str, job: &str) -> Vec<String> {
+    vec![
+        job_spec(ns, job),
+        totals(ns, job),
+        done(ns, job),
+        survivors(ns, job),
+        summaries(ns, job),
+        failures(ns, job),
+        failure_log(ns, job),
+        dead(ns, job),
+        script_results(ns, job),
+        cancelled(ns, job),
+    ]
+}
+
+pub fn heartbeat(ns: &str, node: &str) -> String {
+    format!("{ns}:node:{node}:heartbeat")
+}
+
+/// Index of nodes ever seen (zset by last heartbeat).
+pub fn nodes(ns: &str) -> String {
+    format!("{ns}:nodes")
+}
+
+/// Learned throughput, one hash per namespace.
+pub fn throughput_hash(ns: &str) -> String {
+    format!("{ns}:throughput")
+}
+
+/// Field of [`throughput_hash`] for a GPU model (or `cpu`) and a family: `<model>|<family>`.
+pub fn throughput_field(gpu_model: &str, family: &str) -> String {
+    format!("{gpu_model}|{family}")
+}
+
+/// `(key, field)` of the learned throughput of `(gpu_model, family)`.
+pub fn throughput(ns: &str, gpu_model: &str, family: &str) -> (String, String) {
+    (throughput_hash(ns), throughput_field(gpu_model, family))
+}
+
+/// Pattern matching every key of a namespace (for test cleanup).
+pub fn namespace_pattern(ns: &str) -> String {
+    format!("{ns}:*")
+}

@@ -1,0 +1,161 @@
+//! Script-job messages: [`ScriptJob`] on `<ns>.scripts` / `<ns>.scripts.<node>` and the
+//! [`ScriptResult`] a node writes to Redis (output file content included).
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::{ProtocolError, PROTOCOL_VERSION};
+
+/// One script task. In the job record ([`crate::ScriptBatch`]) and, with `attempt`, as the body of
+/// a message on the scripts queue. Fields of the original jobs file that seedq does not know are
+/// kept in `extra` and passed through untouched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptJob {
+    #[serde(default = "version")]
+    pub v: u32,
+    /// The batch (job) id; the Redis job this task belongs to.
+    #[serde(default)]
+    pub batch_id: String,
+    /// The jobs file's `job_id`; unique within the batch. Done-set member `t:<task_id>`.
+    pub task_id: String,
+    /// Script path relative to the node's script root (paths escaping the root are refused).
+    pub script: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Output file the script must write during this run (relative to the script root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_output: Option<String>,
+    pub timeout_secs: u64,
+    /// Pin to a GPU index on the node (the jobs file's `gpu_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_id: Option<u32>,
+    /// Pin to a node: published to `<ns>.scripts.<node>` instead of the shared queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default = "one")]
+    pub attempt: u32,
+    /// Unknown jobs-file fields, kept.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ScriptJob {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("script job serializes")
+    }
+
+    pub fn from_json(body: &[u8]) -> Result<ScriptJob, ProtocolError> {
+        let job: ScriptJob = serde_json::from_slice(body)?;
+        crate::check_version(job.v)?;
+        crate::validate_identifier("batch id", &job.batch_id)?;
+        crate::validate_identifier("task id", &job.task_id)?;
+        Ok(job)
+    }
+
+    /// The done-set member for this task.
+    pub fn member(&self) -> String {
+        crate::script_member(&self.task_id)
+    }
+}
+
+/// The expected output file's content, as collected from the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptOutput {
+    /// The path as given in `expected_output` (for `collect --preserve-paths`).
+    pub path: String,
+    /// File content, standard base64 (outputs may be binary).
+    pub content_b64: String,
+}
+
+impl ScriptOutput {
+    pub fn new(path: impl Into<String>, content: &[u8]) -> Self {
+        ScriptOutput { path: path.into(), content_b64: base64::engine::general_purpose::STANDARD.encode(content) }
+    }
+
+    pub fn content(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(&self.content_b64)
+    }
+}
+
+/// The outcome of one script task (written once per task by the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptResult {
+    pub v: u32,
+    pub batch_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+    /// Exit status 0 and a fresh expected output (and not a JSON `status: error`).
+    pub success: bool,
+    /// Exit code, `None` when killed by a signal or never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ScriptOutput>,
+    #[serde(default)]
+    pub stdout_tail: String,
+    #[serde(default)]
+    pub stderr_tail: String,
+    pub duration_secs: f64,
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
+    /// Why it failed (`timeout`, `missing_output`, `stale_output`, `status_error`,
+    /// `exit_status`, `path_escapes_root`, ...), `None` on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    pub finished_at_ms: u64,
+}
+
+impl ScriptResult {
+    pub fn new(job: &ScriptJob, node: impl Into<String>) -> Self {
+        ScriptResult {
+            v: PROTOCOL_VERSION,
+            batch_id: job.batch_id.clone(),
+            task_id: job.task_id.clone(),
+            attempt: job.attempt,
+            success: false,
+            exit_code: None,
+            signal: None,
+            output: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            duration_secs: 0.0,
+            node: node.into(),
+            gpu: job.gpu_id,
+            failure: None,
+            finished_at_ms: crate::now_ms(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_file_entry_keeps_extra_fields() {
+        let text = br#"{"batch_id":"b1","task_id":"trial_001","script":"scorer.py","args":["--trial","1"],
+            "expected_output":"out/t1.json","timeout_secs":600,"gpu_id":1,"study":"s7","n":3}"#;
+        let job = ScriptJob::from_json(text).unwrap();
+        assert_eq!(job.extra.get("study").and_then(|v| v.as_str()), Some("s7"));
+        assert_eq!(job.attempt, 1);
+        let again = ScriptJob::from_json(&job.to_json()).unwrap();
+        assert_eq!(again, job);
+    }
+
+    #[test]
+    fn output_content_round_trips_binary() {
+        let out = ScriptOutput::new("a/b.bin", &[0, 255, 10, 13]);
+        assert_eq!(out.content().unwrap(), vec![0, 255, 10, 13]);
+    }
+}

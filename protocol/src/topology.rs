@@ -1,0 +1,140 @@
+//! RabbitMQ names and header keys for a namespace.
+//!
+//! ```text
+//! publish (default exchange "", routing key = queue name, mandatory, confirmed, persistent)
+//!   -> <ns>.seeds            quorum, x-delivery-limit, DLX <ns>.dlx      seed chunks (any slot)
+//!   -> <ns>.scripts          quorum, x-delivery-limit, DLX <ns>.dlx      script jobs (any node)
+//!   -> <ns>.scripts.<node>   quorum, x-delivery-limit, DLX <ns>.dlx      script jobs pinned to a node
+//! retry: publish to exchange <ns>.retry (fanout) with routing key = the work queue name
+//!   -> <ns>.retry            classic durable, per-message `expiration`, DLX "" (default exchange):
+//!                            on expiry the message is dead-lettered with its ORIGINAL routing key,
+//!                            i.e. straight back to its work queue.
+//! dead letters: publish to <ns>.dlq (reason in x-seedq-error), and broker-side dead letters
+//! (delivery limit exceeded) arrive through exchange <ns>.dlx (fanout)
+//!   -> <ns>.dlq              quorum
+//! ```
+//!
+//! The retry queue is classic because quorum queues on RabbitMQ 3.10 do not honour per-message
+//! TTL. Classic queues expire only at the head, so a short delay queued behind a long one waits
+//! for it: retries are delayed at most `retry.max_delay`, never lost.
+
+/// Header names. Every value is an AMQP long string (numbers as decimal text), so the management
+/// UI shows them as they are.
+pub mod headers {
+    /// Job id.
+    pub const JOB: &str = "x-seedq-job";
+    /// `sieve`, `correlation`, `analysis`, `scripts`.
+    pub const KIND: &str = "x-seedq-kind";
+    /// PRNG family name (seed work).
+    pub const FAMILY: &str = "x-seedq-family";
+    /// Seed range / list summary, e.g. `[0,1048576)`.
+    pub const SEEDS: &str = "x-seedq-seeds";
+    /// Chunk index (seed work).
+    pub const CHUNK: &str = "x-seedq-chunk";
+    /// Script task id (script jobs).
+    pub const TASK: &str = "x-seedq-task";
+    /// Attempt number, 1-based.
+    pub const ATTEMPT: &str = "x-seedq-attempt";
+    /// Why the message was dead-lettered (short reason class, e.g. `invalid_spec`).
+    pub const ERROR: &str = "x-seedq-error";
+    /// Longer human explanation next to `x-seedq-error`.
+    pub const ERROR_DETAIL: &str = "x-seedq-error-detail";
+    /// The work queue a dead letter or retry came from (where `dlq replay` puts it back).
+    pub const SOURCE_QUEUE: &str = "x-seedq-source-queue";
+    /// Node that dead-lettered or retried it.
+    pub const NODE: &str = "x-seedq-node";
+}
+
+/// Default `x-delivery-limit` on work queues: a message redelivered this many times (consumer
+/// crashes, requeues) is dead-lettered by the broker instead of looping forever.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
+
+/// The queue and exchange names of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub namespace: String,
+}
+
+impl Topology {
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Topology { namespace: namespace.into() }
+    }
+
+    /// Seed chunks (quorum).
+    pub fn seeds_queue(&self) -> String {
+        format!("{}.seeds", self.namespace)
+    }
+
+    /// Script jobs any node may run (quorum).
+    pub fn scripts_queue(&self) -> String {
+        format!("{}.scripts", self.namespace)
+    }
+
+    /// Script jobs pinned to `node` (quorum).
+    pub fn node_scripts_queue(&self, node: &str) -> String {
+        format!("{}.scripts.{node}", self.namespace)
+    }
+
+    /// The delay queue (classic, per-message TTL, dead-letters back to the work queue).
+    pub fn retry_queue(&self) -> String {
+        format!("{}.retry", self.namespace)
+    }
+
+    /// Fanout exchange in front of the retry queue; publish with routing key = target queue.
+    pub fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.namespace)
+    }
+
+    /// Dead letters (quorum).
+    pub fn dlq(&self) -> String {
+        format!("{}.dlq", self.namespace)
+    }
+
+    /// Fanout exchange the work queues dead-letter into (delivery limit); bound to the DLQ.
+    pub fn dlx(&self) -> String {
+        format!("{}.dlx", self.namespace)
+    }
+
+    /// Work queue a script job goes to.
+    pub fn script_queue_for(&self, node_pin: Option<&str>) -> String {
+        match node_pin {
+            Some(node) => self.node_scripts_queue(node),
+            None => self.scripts_queue(),
+        }
+    }
+
+    /// AMQP connection name of a consumer (`seedq-consumer@<node>`).
+    pub fn consumer_connection_name(node: &str) -> String {
+        format!("seedq-consumer@{node}")
+    }
+
+    /// AMQP connection name of a producer (`seedq-producer@<host>`).
+    pub fn producer_connection_name(host: &str) -> String {
+        format!("seedq-producer@{host}")
+    }
+
+    /// Consumer tag of a seed slot: `<node>/gpu<N>` or `<node>/cpu<N>`.
+    pub fn slot_consumer_tag(node: &str, slot: &str) -> String {
+        format!("{node}/{slot}")
+    }
+
+    /// Consumer tag of a node's script consumer: `<node>/scripts`.
+    pub fn scripts_consumer_tag(node: &str) -> String {
+        format!("{node}/scripts")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let t = Topology::new("t1");
+        assert_eq!(t.seeds_queue(), "t1.seeds");
+        assert_eq!(t.script_queue_for(Some("zeus")), "t1.scripts.zeus");
+        assert_eq!(t.script_queue_for(None), "t1.scripts");
+        assert_eq!(t.dlq(), "t1.dlq");
+        assert_eq!(Topology::slot_consumer_tag("zeus", "gpu1"), "zeus/gpu1");
+    }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# End-to-end performance figures, measured in one run on this machine:
+#
+#   1. Distribution overhead: the s128 workload (lcg32, 512 draws, skips 0..20, threshold 0.01)
+#      over 2^20 seeds through producer -> RabbitMQ -> one consumer (1 slot, 2 CPU threads) ->
+#      Redis, against `seedq-consumer bench --workload s128 --seeds 1048576 --threads 2` on the
+#      same range. Bar: ratio <= 1.10.
+#      SEEDQ_BENCH_S128_SEEDS changes the range (default 1048576): at 2^20 the kernels finish in
+#      a fraction of a second, so fixed costs (process start, connections) dominate the ratio.
+#   2. Dispatch rate: 1-seed chunks end to end through one consumer. Bar: >= 2,000 chunks/s.
+#
+# Prints a small report (and JSON lines with --json). Env: SEEDQ_BENCH_DISPATCH_CHUNKS (20000),
+# SEEDQ_BENCH_DISPATCH_SLOTS (consumer slots for the dispatch run, 4).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+JSON=0; [ "${1:-}" = "--json" ] && JSON=1
+
+cargo build --release -p seedq-producer -p seedq-consumer >&2
+BIN="${SEEDQ_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}"
+PRODUCER="$BIN/seedq-producer"; CONSUMER="$BIN/seedq-consumer"
+"$ROOT/scripts/services.sh"
+
+WORK="$(mktemp -d -t seedq-bench.XXXXXX)"
+PID=""
+NS_LIST=()
+cleanup() {
+  if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+  for ns in "${NS_LIST[@]}"; do SEEDQ_NAMESPACE="$ns" "$PRODUCER" teardown --yes >/dev/null 2>&1 || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+now() { date +%s.%N; }
+
+start_consumer() { # namespace slots threads
+  SEEDQ_NAMESPACE="$1" "$CONSUMER" --config config/local.toml --node "bench-$$" --backend cpu --slots "$2" --cpu-threads "$3" \
+    >"$WORK/consumer-$1.log" 2>&1 &
+  PID=$!
+  # Ready when its queue has a consumer.
+  for _ in $(seq 1 100); do
+    if curl -fsS -u guest:guest "http://127.0.0.1:15672/api/queues/%2F/$1.seeds" 2>/dev/null | grep -q '"consumers":[1-9]'; then return 0; fi
+    sleep 0.2
+  done
+  echo "consumer did not start; log:" >&2; cat "$WORK/consumer-$1.log" >&2; exit 1
+}
+stop_consumer() { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=""; }
+
+# --- 1. distribution overhead ----------------------------------------------------------------
+"$PRODUCER" gen-draws --prng lcg32 --seed 123456789 --count 512 --skip 5 --out "$WORK/s128.json"
+S128_SEEDS="${SEEDQ_BENCH_S128_SEEDS:-1048576}"
+echo "bench: seedq-consumer bench --workload s128 --seeds $S128_SEEDS --threads 2" >&2
+t0=$(now)
+"$CONSUMER" bench --workload s128 --seeds "$S128_SEEDS" --threads 2 >"$WORK/bench.out" 2>"$WORK/bench.err"
+t1=$(now)
+BENCH_SECS=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+
+NS="seedq-bench-$$-s128"; NS_LIST+=("$NS")
+start_consumer "$NS" 1 2
+echo "bench: the same range end to end (producer + RabbitMQ + consumer + Redis)" >&2
+t0=$(now)
+SEEDQ_NAMESPACE="$NS" "$PRODUCER" --config config/local.toml sieve --prng lcg32 --draws "$WORK/s128.json" \
+  --skip-min 0 --skip-max 20 --threshold 0.01 --seed-start 0 --seed-end "$S128_SEEDS" --job-id s128 >/dev/null
+SEEDQ_NAMESPACE="$NS" "$PRODUCER" wait s128 --timeout 3600 2>/dev/null
+t1=$(now)
+E2E_SECS=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+SEEDQ_NAMESPACE="$NS" "$PRODUCER" --json status s128 >"$WORK/s128-status.json"
+stop_consumer
+
+# --- 2. dispatch rate ------------------------------------------------------------------------
+N="${SEEDQ_BENCH_DISPATCH_CHUNKS:-20000}"
+SLOTS="${SEEDQ_BENCH_DISPATCH_SLOTS:-4}"
+"$PRODUCER" gen-draws --prng xorshift32 --seed 77 --count 1 --out "$WORK/tiny.json"
+NS="seedq-bench-$$-dispatch"; NS_LIST+=("$NS")
+start_consumer "$NS" "$SLOTS" 1
+echo "bench: $N one-seed chunks through one consumer ($SLOTS slots)" >&2
+t0=$(now)
+SEEDQ_NAMESPACE="$NS" "$PRODUCER" --config config/local.toml sieve --prng xorshift32 --draws "$WORK/tiny.json" \
+  --skip-min 0 --skip-max 0 --threshold 1 --seed-start 1 --seed-end $((N + 1)) --chunk-size 1 --job-id dispatch >/dev/null
+t_pub=$(now)
+SEEDQ_NAMESPACE="$NS" "$PRODUCER" wait dispatch --timeout 3600 2>/dev/null
+t1=$(now)
+stop_consumer
+
+python3 - "$BENCH_SECS" "$E2E_SECS" "$N" "$t0" "$t_pub" "$t1" "$JSON" <<'PY'
+import json, sys
+bench, e2e, n, t0, tpub, t1, as_json = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7] == "1"
+ratio = e2e / bench
+rate = n / (t1 - t0)
+pub_rate = n / (tpub - t0)
+report = {
+    "s128_bench_secs": round(bench, 3), "s128_end_to_end_secs": round(e2e, 3), "overhead_ratio": round(ratio, 3),
+    "overhead_bar": 1.10, "overhead_ok": ratio <= 1.10,
+    "dispatch_chunks": n, "dispatch_secs": round(t1 - t0, 3), "dispatch_chunks_per_sec": round(rate),
+    "publish_chunks_per_sec": round(pub_rate), "dispatch_bar": 2000, "dispatch_ok": rate >= 2000,
+}
+if as_json:
+    print(json.dumps(report))
+else:
+    print(f"distribution overhead: bench {bench:.2f} s, end to end {e2e:.2f} s, ratio {ratio:.3f} (bar <= 1.10: {'OK' if ratio <= 1.10 else 'MISSED'})")
+    print(f"dispatch: {n} one-seed chunks in {t1 - t0:.2f} s = {rate:,.0f} chunks/s (publish alone {pub_rate:,.0f}/s; bar >= 2,000: {'OK' if rate >= 2000 else 'MISSED'})")
+PY

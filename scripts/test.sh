@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The README's second command: runs every test against the real services on this machine.
+#
+#   scripts/test.sh            services, GPU toolchain (if provided), build, all tests, short soak
+#
+# The end-to-end tests (crate `e2e`) spawn the real seedq-producer and seedq-consumer binaries,
+# which they find next to their own test executable (target/release/); that is why the binaries
+# are built first with the same profile. SEEDQ_BIN_DIR overrides the location.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+"$ROOT/scripts/services.sh"
+
+# NVRTC / hipcc installs for the kernel-source tests, where the GPU engineer ships them.
+if [ -x "$ROOT/scripts/ci-gpu-toolchain.sh" ]; then
+  "$ROOT/scripts/ci-gpu-toolchain.sh"
+fi
+
+# One profile for everything: the e2e tests sieve millions of seeds and time nothing, but the
+# distribution-overhead check (scripts/bench-e2e.sh) needs release code anyway.
+cargo build --workspace --bins --release
+cargo test --workspace --release -- ${SEEDQ_TEST_ARGS:-}
+
+# A short fault-injection soak (kills and broker-side disconnects during a job).
+SEEDQ_SOAK_ROUNDS="${SEEDQ_SOAK_ROUNDS:-1}" "$ROOT/scripts/soak.sh" --short

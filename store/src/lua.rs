@@ -1,0 +1,112 @@
+//! The Lua scripts that make result writes atomic and exactly-once.
+//!
+//! APPLY and RECORD_FAILURE take the job's keys in the order of `keys::all_job_keys`:
+//! 1 spec, 2 totals, 3 done, 4 survivors, 5 summaries, 6 failures, 7 failure_log, 8 dead,
+//! 9 script results, 10 cancelled (APPLY adds 11: the throughput hash).
+
+/// Shared tail: when every chunk is done or dead-lettered, stamp `finished_at_ms` (once) and
+/// give every job key the job's TTL. Keys created after the stamp (a late failure log entry) get
+/// it on the next settle, so nothing of a finished job lives forever.
+macro_rules! finish_fn {
+    () => {
+        r#"
+local function settle(now)
+  local total = tonumber(redis.call('HGET', KEYS[2], 'chunks_total') or '-1')
+  if total < 0 then return end
+  local settled = redis.call('SCARD', KEYS[3]) + redis.call('HLEN', KEYS[8])
+  if settled < total then return end
+  redis.call('HSETNX', KEYS[2], 'finished_at_ms', now)
+  local ttl = tonumber(redis.call('HGET', KEYS[2], 'ttl_secs') or '0')
+  if ttl and ttl > 0 then
+    for i = 1, 10 do redis.call('EXPIRE', KEYS[i], ttl) end
+  end
+end
+"#
+    };
+}
+
+/// KEYS: spec, totals, jobs index.
+/// ARGV: job json, chunks_total, seeds_total, created_at_ms, ttl_secs, job id, kind.
+/// Returns nil when created, else the stored job JSON.
+pub const CREATE_JOB: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('HSET', KEYS[2], 'chunks_total', ARGV[2], 'seeds_total', ARGV[3],
+             'created_at_ms', ARGV[4], 'ttl_secs', ARGV[5], 'kind', ARGV[7])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
+  return false
+end
+return redis.call('GET', KEYS[1])
+"#;
+
+/// ARGV: 1 member, 2 seeds, 3 busy_us, 4 now_ms, 5 node, 6 summary json or '',
+/// 7 throughput field or '', 8 sample, 9 alpha, 10 script task id or '', 11 script result json,
+/// 12 n, then n pairs (seed, record json).
+/// Returns 1 applied, 0 already done, -1 unknown job.
+pub const APPLY: &str = concat!(
+    finish_fn!(),
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
+local t = KEYS[2]
+redis.call('HINCRBY', t, 'chunks_done', 1)
+redis.call('HINCRBY', t, 'seeds_done', ARGV[2])
+redis.call('HINCRBY', t, 'busy_us', ARGV[3])
+redis.call('HINCRBY', t, 'node:' .. ARGV[5], 1)
+redis.call('HSETNX', t, 'started_at_ms', ARGV[4])
+redis.call('HSET', t, 'updated_at_ms', ARGV[4])
+redis.call('HDEL', KEYS[8], ARGV[1])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[6]) end
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[9], ARGV[10], ARGV[11]) end
+local n = tonumber(ARGV[12])
+for i = 0, n - 1 do
+  redis.call('HSETNX', KEYS[4], ARGV[13 + 2 * i], ARGV[14 + 2 * i])
+end
+if ARGV[7] ~= '' then
+  local sample = tonumber(ARGV[8])
+  local alpha = tonumber(ARGV[9])
+  local old = tonumber(redis.call('HGET', KEYS[11], ARGV[7]) or '')
+  local new = sample
+  if old then new = alpha * sample + (1 - alpha) * old end
+  redis.call('HSET', KEYS[11], ARGV[7], string.format('%.17g', new))
+end
+settle(ARGV[4])
+return 1
+"#
+);
+
+/// ARGV: 1 member, 2 reason, 3 dead ('1'/'0'), 4 now_ms, 5 event json, 6 log cap.
+/// Returns 1 recorded, -1 unknown job.
+pub const RECORD_FAILURE: &str = concat!(
+    finish_fn!(),
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HINCRBY', KEYS[6], ARGV[2], 1)
+redis.call('LPUSH', KEYS[7], ARGV[5])
+redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[6]) - 1)
+redis.call('HSET', KEYS[2], 'updated_at_ms', ARGV[4])
+if ARGV[3] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 then
+  redis.call('HSET', KEYS[8], ARGV[1], ARGV[2])
+end
+settle(ARGV[4])
+return 1
+"#
+);
+
+/// KEYS: done, script results. ARGV: member, task id, result json.
+pub const SAVE_ATTEMPT: &str = r#"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// KEYS: throughput hash. ARGV: field, sample, alpha. Returns the new EMA as text.
+pub const EMA: &str = r#"
+local sample = tonumber(ARGV[2])
+local alpha = tonumber(ARGV[3])
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')
+local new = sample
+if old then new = alpha * sample + (1 - alpha) * old end
+local text = string.format('%.17g', new)
+redis.call('HSET', KEYS[1], ARGV[1], text)
+return text
+"#;

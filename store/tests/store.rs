@@ -1,0 +1,205 @@
+//! Store behaviour against the real Redis (127.0.0.1:6379 or SEEDQ_REDIS_URL): exactly-once
+//! application, job idempotency, failure settling, throughput EMA, heartbeats. Each test uses its
+//! own namespace and purges it.
+
+use seedq_kernels::{Family, FamilyConfig, PassResult, SieveSpec, Survivor, Threshold};
+use seedq_protocol::{ChunkResult, FailureEvent, Job, JobSeeds, JobSpec, NodeHeartbeat, PROTOCOL_VERSION};
+use seedq_store::{ApplyOutcome, CreateOutcome, Store, StoreError, ThroughputSample};
+
+fn redis_url() -> String {
+    std::env::var("SEEDQ_REDIS_URL").unwrap_or_else(|_| seedq_protocol::DEFAULT_REDIS_URL.to_string())
+}
+
+async fn store(tag: &str) -> Store {
+    let ns = format!("t-store-{tag}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    Store::connect(&redis_url(), &ns).await.expect("redis reachable").with_job_ttl(600)
+}
+
+fn spec() -> SieveSpec {
+    SieveSpec {
+        family: FamilyConfig::new(Family::Xorshift32),
+        draws: vec![1, 2, 3],
+        modulus: 1000,
+        offset: 0,
+        skip_min: 0,
+        skip_max: 2,
+        threshold: Threshold::parse("1").unwrap(),
+        reverse_threshold: None,
+        direction: Default::default(),
+        skip_mode: Default::default(),
+    }
+}
+
+fn job(id: &str, end: u128, chunk: u64) -> Job {
+    Job::new_seed_job(id, JobSpec::Sieve(spec()), JobSeeds::Range { start: 0, end }, chunk).unwrap()
+}
+
+fn survivor(seed: u64) -> Survivor {
+    Survivor {
+        seed,
+        forward: Some(PassResult { matches: 3, total: 3, best_skip: Some(1), strategy: None, skip_pattern: None }),
+        reverse: None,
+    }
+}
+
+fn result(job: &str, chunk: u64, seeds: u64, survivors: Vec<Survivor>) -> ChunkResult {
+    ChunkResult {
+        v: PROTOCOL_VERSION,
+        job_id: job.into(),
+        chunk,
+        attempt: 1,
+        seeds_tested: seeds,
+        survivors,
+        flagged: vec![],
+        summary: None,
+        duration_secs: 0.5,
+        units_per_sec: None,
+        node: "n1".into(),
+        slot: "cpu0".into(),
+        backend: "cpu".into(),
+        gpu_model: "cpu".into(),
+        finished_at_ms: seedq_protocol::now_ms(),
+    }
+}
+
+#[tokio::test]
+async fn applying_the_same_chunk_twice_counts_it_once() {
+    let s = store("apply").await;
+    let j = job("j1", 30, 10);
+    assert_eq!(s.create_job(&j).await.unwrap(), CreateOutcome::Created);
+    let r0 = result("j1", 0, 10, vec![survivor(7), survivor(3)]);
+    assert_eq!(s.apply_chunk_result(&r0, None).await.unwrap(), ApplyOutcome::Applied);
+    assert_eq!(s.apply_chunk_result(&r0, None).await.unwrap(), ApplyOutcome::AlreadyDone);
+    // A different attempt of the same chunk (e.g. a duplicate publish) is still the same chunk.
+    let mut again = r0.clone();
+    again.attempt = 2;
+    again.node = "n2".into();
+    assert_eq!(s.apply_chunk_result(&again, None).await.unwrap(), ApplyOutcome::AlreadyDone);
+    let p = s.progress("j1").await.unwrap().unwrap();
+    assert_eq!((p.chunks_done, p.seeds_done, p.survivors, p.chunks_total), (1, 10, 2, 3));
+    assert_eq!(p.chunks_by_node.get("n1"), Some(&1));
+    assert!(p.chunks_by_node.get("n2").is_none());
+    assert!(!p.finished());
+
+    s.apply_chunk_result(&result("j1", 1, 10, vec![survivor(3)]), None).await.unwrap();
+    s.apply_chunk_result(&result("j1", 2, 10, vec![survivor(25)]), None).await.unwrap();
+    let p = s.progress("j1").await.unwrap().unwrap();
+    assert_eq!((p.chunks_done, p.seeds_done, p.survivors), (3, 30, 3));
+    assert!(p.finished() && p.succeeded());
+    let seeds: Vec<u64> = s.sieve_survivors("j1").await.unwrap().iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, vec![3, 7, 25], "sorted by seed, deduplicated");
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn results_for_unknown_jobs_are_refused() {
+    let s = store("unknown").await;
+    assert_eq!(s.apply_chunk_result(&result("nope", 0, 1, vec![]), None).await.unwrap(), ApplyOutcome::UnknownJob);
+    assert!(s.progress("nope").await.unwrap().is_none());
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn create_job_is_idempotent_and_refuses_conflicts() {
+    let s = store("create").await;
+    let j = job("j2", 100, 10);
+    assert_eq!(s.create_job(&j).await.unwrap(), CreateOutcome::Created);
+    // Same identity, different plan and time: the stored job (and its plan) wins.
+    let mut later = job("j2", 100, 25);
+    later.created_at_ms += 1000;
+    match s.create_job(&later).await.unwrap() {
+        CreateOutcome::Existing(stored) => assert_eq!(stored.chunk_size, 10),
+        other => panic!("expected Existing, got {other:?}"),
+    }
+    let conflicting = job("j2", 200, 10);
+    assert!(matches!(s.create_job(&conflicting).await, Err(StoreError::JobConflict { .. })));
+    assert_eq!(s.load_job("j2").await.unwrap().unwrap(), j);
+    assert_eq!(s.list_jobs().await.unwrap(), vec!["j2".to_string()]);
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn dead_letters_settle_a_job_and_a_later_success_replaces_them() {
+    let s = store("dead").await;
+    s.create_job(&job("j3", 20, 10)).await.unwrap();
+    s.apply_chunk_result(&result("j3", 0, 10, vec![]), None).await.unwrap();
+    let event = |dead| FailureEvent {
+        member: "c1".into(),
+        reason: "backend_error".into(),
+        detail: "boom".into(),
+        dead_lettered: dead,
+        node: "n1".into(),
+        attempt: 1,
+        at_ms: seedq_protocol::now_ms(),
+    };
+    assert!(s.record_failure("j3", &event(false)).await.unwrap());
+    assert!(!s.progress("j3").await.unwrap().unwrap().finished());
+    assert!(s.record_failure("j3", &event(true)).await.unwrap());
+    let p = s.progress("j3").await.unwrap().unwrap();
+    assert!(p.finished() && !p.succeeded());
+    assert_eq!(p.failures.get("backend_error"), Some(&2));
+    assert_eq!(p.dead_lettered.get("c1").map(String::as_str), Some("backend_error"));
+    assert_eq!(s.failure_log("j3", 10).await.unwrap().len(), 2);
+    // Replayed from the DLQ and succeeded: no longer dead.
+    s.apply_chunk_result(&result("j3", 1, 10, vec![]), None).await.unwrap();
+    let p = s.progress("j3").await.unwrap().unwrap();
+    assert!(p.dead_lettered.is_empty() && p.succeeded());
+    assert!(!s.record_failure("missing", &event(true)).await.unwrap(), "unknown job: nothing written");
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn throughput_is_an_ema_with_alpha() {
+    let s = store("ema").await;
+    assert_eq!(s.record_throughput("RX 6600", "mt19937", 100.0, 0.3).await.unwrap(), 100.0);
+    let v = s.record_throughput("RX 6600", "mt19937", 200.0, 0.3).await.unwrap();
+    assert!((v - 130.0).abs() < 1e-9, "{v}");
+    // Folded into a chunk result as well.
+    s.create_job(&job("j4", 10, 10)).await.unwrap();
+    let sample = ThroughputSample { gpu_model: "RX 6600".into(), family: "mt19937".into(), units_per_sec: 30.0, alpha: 0.3 };
+    s.apply_chunk_result(&result("j4", 0, 10, vec![]), Some(&sample)).await.unwrap();
+    let v = s.throughput("RX 6600", "mt19937").await.unwrap().unwrap();
+    assert!((v - (0.3 * 30.0 + 0.7 * 130.0)).abs() < 1e-9, "{v}");
+    // A duplicate result does not move the average.
+    s.apply_chunk_result(&result("j4", 0, 10, vec![]), Some(&sample)).await.unwrap();
+    assert_eq!(s.throughput("RX 6600", "mt19937").await.unwrap().unwrap(), v);
+    assert_eq!(s.all_throughput().await.unwrap(), vec![("RX 6600".into(), "mt19937".into(), v)]);
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn heartbeats_list_live_nodes() {
+    let s = store("hb").await;
+    let hb = NodeHeartbeat {
+        node: "zeus".into(),
+        backend: "cuda".into(),
+        gpus: vec!["RTX 3080 Ti".into()],
+        gpu_model: "RTX 3080 Ti".into(),
+        slots: vec![],
+        busy_slots: 0,
+        chunks_done: 5,
+        chunks_failed: 0,
+        scripts_running: 0,
+        script_limit: 2,
+        version: "0.1.0".into(),
+        pid: 1,
+        started_at_ms: 0,
+        at_ms: seedq_protocol::now_ms(),
+    };
+    s.write_heartbeat(&hb, 30).await.unwrap();
+    assert_eq!(s.list_nodes().await.unwrap(), vec![hb.clone()]);
+    s.clear_heartbeat("zeus").await.unwrap();
+    assert!(s.list_nodes().await.unwrap().is_empty());
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_flag() {
+    let s = store("cancel").await;
+    s.create_job(&job("j5", 10, 10)).await.unwrap();
+    assert!(!s.is_cancelled("j5").await.unwrap());
+    s.cancel("j5").await.unwrap();
+    assert!(s.is_cancelled("j5").await.unwrap());
+    assert!(s.progress("j5").await.unwrap().unwrap().cancelled);
+    s.purge_namespace().await.unwrap();
+}
