@@ -81,6 +81,30 @@ impl SieveBackend for ReferenceBackend {
     }
 }
 
+/// The window `seed` produces at constant skip `t`: draw `i` is output `offset + t + i*(t+1)`,
+/// reduced mod `modulus`. (The inverse of the constant-skip pass, for planting seeds in tests, benches and
+/// `seedq-producer gen-draws`. Walks one generator along the window: `output_at` per draw would be
+/// quadratic in the window length.)
+pub fn planted_window(
+    cfg: &FamilyConfig,
+    seed: u64,
+    offset: u64,
+    t: u32,
+    k: usize,
+    modulus: u64,
+) -> Vec<u64> {
+    let mut g = cfg.generator(seed);
+    g.advance(offset + t as u64);
+    (0..k)
+        .map(|i| {
+            if i > 0 {
+                g.advance(t as u64);
+            }
+            g.next_output() % modulus
+        })
+        .collect()
+}
+
 /// Validates `spec` and `seeds`, then runs the reference sieve.
 pub fn try_sieve(spec: &SieveSpec, seeds: &SeedSet) -> Result<SieveOutcome, SieveError> {
     ReferenceBackend.sieve(spec, seeds)

@@ -229,15 +229,7 @@ fn spec(
     modulus: u64,
     threshold: &str,
 ) -> SieveSpec {
-    let mut g = family.generator(planted);
-    g.advance(offset + skip as u64);
-    let draws = (0..k)
-        .map(|_| {
-            let v = g.next_output();
-            g.advance(skip as u64);
-            v
-        })
-        .collect();
+    let draws = seedq_kernels::reference::planted_window(&family, planted, offset, skip, k, modulus);
     SieveSpec {
         family,
         draws,

@@ -51,16 +51,7 @@ pub struct GenDrawsArgs {
 
 /// The planted window: draw `i` = output `offset + skip + i*(skip+1)` mod `modulus`.
 pub fn planted_draws(family: &FamilyConfig, seed: u64, count: usize, skip: u32, offset: u64, modulus: u64) -> Vec<u64> {
-    let mut generator = family.generator(seed);
-    generator.advance(offset + skip as u64);
-    let mut draws = Vec::with_capacity(count);
-    for i in 0..count {
-        if i > 0 {
-            generator.advance(skip as u64);
-        }
-        draws.push(generator.next_output() % modulus);
-    }
-    draws
+    seedq_kernels::reference::planted_window(family, seed, offset, skip, count, modulus)
 }
 
 pub fn run(args: &GenDrawsArgs) -> anyhow::Result<()> {

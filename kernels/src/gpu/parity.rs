@@ -28,28 +28,7 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The window `seed` produces at constant skip `t`: draw `i` is output `offset + t + i*(t+1)`,
-/// reduced mod `modulus`. (Walks one generator along the window: `output_at` per draw would be
-/// quadratic in the window length.)
-pub fn planted_window(
-    cfg: &FamilyConfig,
-    seed: u64,
-    offset: u64,
-    t: u32,
-    k: usize,
-    modulus: u64,
-) -> Vec<u64> {
-    let mut g = cfg.generator(seed);
-    g.advance(offset + t as u64);
-    (0..k)
-        .map(|i| {
-            if i > 0 {
-                g.advance(t as u64);
-            }
-            g.next_output() % modulus
-        })
-        .collect()
-}
+pub use crate::reference::planted_window;
 
 /// Where a window comes from: `seed`'s outputs at constant skip `t` after `offset`, with every
 /// `corrupt_every`-th draw replaced by noise (0: none).

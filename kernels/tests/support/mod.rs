@@ -47,16 +47,7 @@ pub fn plant(
     k: usize,
     modulus: u64,
 ) -> Vec<u64> {
-    let mut g = family.generator(seed);
-    g.advance(offset + skip as u64);
-    let mut draws = Vec::with_capacity(k);
-    for i in 0..k {
-        if i > 0 {
-            g.advance(skip as u64);
-        }
-        draws.push(g.next_output() % modulus);
-    }
-    draws
+    seedq_kernels::reference::planted_window(family, seed, offset, skip, k, modulus)
 }
 
 /// The window a seed produces with a per-draw skip pattern: draw i is output
