@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `jobs(ns)` | zset | job id -> created_at_ms (index; stale ids pruned on read) |
 //! | `job_spec(ns, id)` | string | [`crate::Job`] JSON (immutable) |
-//! | `totals(ns, id)` | hash | `chunks_total`, `seeds_total`, `created_at_ms`, `ttl_secs`, `chunks_done`, `seeds_done`, `busy_us`, `started_at_ms`, `updated_at_ms`, `finished_at_ms`, `node:<name>` -> chunks |
+//! | `totals(ns, id)` | hash | `chunks_total`, `seeds_total`, `created_at_ms`, `ttl_secs`, `chunks_done`, `seeds_done`, `busy_us`, `started_at_ms`, `updated_at_ms`, `finished_at_ms`, `node:<name>` -> chunks, `published_upto` (the producer's watermark: chunks below it were confirmed by the broker; `resume` republishes from it) |
 //! | `done(ns, id)` | set | done members (`c<index>`, `t:<task>`): the exactly-once guard |
 //! | `survivors(ns, id)` | hash | seed (decimal) -> record JSON (first write wins: dedup by seed) |
 //! | `summaries(ns, id)` | hash | member -> chunk summary JSON (analysis/correlation) |
@@ -13,6 +13,7 @@
 //! | `dead(ns, id)` | hash | member -> reason, for dead-lettered chunks (removed if a replay succeeds) |
 //! | `script_results(ns, id)` | hash | task id -> [`crate::ScriptResult`] JSON |
 //! | `cancelled(ns, id)` | string | `1` when cancelled |
+//! | `job_events(ns, id)` | pub/sub channel | a message per settled member, for `wait` (not a key) |
 //! | `heartbeat(ns, node)` | string | [`crate::NodeHeartbeat`] JSON with a TTL |
 //! | `nodes(ns)` | zset | node -> last heartbeat ms |
 //! | `throughput_hash(ns)` | hash | `throughput_field(model, family)` -> EMA units/s |
@@ -54,6 +55,12 @@ pub fn failures(ns: &str, job: &str) -> String {
 
 pub fn failure_log(ns: &str, job: &str) -> String {
     job_key(ns, job, "failure_log")
+}
+
+/// The pub/sub channel the store's scripts publish progress events on. The Lua scripts build it
+/// as `KEYS[2] .. ':events'`, i.e. the totals key plus `:events`; keep the two in step.
+pub fn job_events(ns: &str, job: &str) -> String {
+    format!("{}:events", totals(ns, job))
 }
 
 pub fn dead(ns: &str, job: &str) -> String {

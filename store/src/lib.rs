@@ -8,6 +8,8 @@
 //! jobs      create_job(&Job) -> CreateOutcome{Created | Existing(Job)}   (conflicting spec: Err(JobConflict))
 //!           load_job(id) -> Option<Job>,  list_jobs() -> Vec<String> (oldest first)
 //!           cancel(id), is_cancelled(id), expire_job(id, secs), delete_job(id)
+//!           reopen(id, members): dead-lettered members republished; the job runs again
+//! events    job_events(id) -> JobEvents; .next(timeout): woken per settled member (pub/sub)
 //! results   apply_chunk_result(&ChunkResult, throughput: Option<ThroughputSample>) -> ApplyOutcome
 //!           apply_script_result(&ScriptResult) -> ApplyOutcome      (success: marks the task done)
 //!           save_script_attempt(&ScriptResult)                      (failed attempt's logs; not done)
@@ -17,6 +19,7 @@
 //!           failure_log(id, n), script_result(batch, task), script_results(batch)
 //! nodes     write_heartbeat(&NodeHeartbeat, ttl_secs), list_nodes() -> Vec<NodeHeartbeat>
 //! learning  record_throughput(model, family, units_per_sec, alpha) -> new EMA,
+//!           seed_throughput(model, family, units_per_sec) -> bool (only where nothing is learned),
 //!           throughput(model, family) -> Option<f64>, all_throughput() -> Vec<(model, family, f64)>
 //! tests     purge_namespace() -> keys deleted
 //! ```
@@ -60,6 +63,7 @@ static RECORD_FAILURE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(||
 static CREATE_JOB: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::CREATE_JOB));
 static SAVE_ATTEMPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::SAVE_ATTEMPT));
 static EMA: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::EMA));
+static REOPEN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::REOPEN));
 
 /// Errors from the store. Messages say what was wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -109,9 +113,36 @@ pub struct ThroughputSample {
 /// Handle on one namespace of one Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    client: redis::Client,
     conn: ConnectionManager,
     ns: String,
     job_ttl_secs: u64,
+}
+
+/// A subscription to one job's events (see [`Store::job_events`]).
+pub struct JobEvents {
+    pubsub: redis::aio::PubSub,
+}
+
+impl JobEvents {
+    /// Waits up to `timeout` for the next event. `Ok(true)`: something happened; `Ok(false)`:
+    /// the timeout passed. A dropped subscription is an error: the caller falls back to polling.
+    ///
+    /// Events that are already buffered are consumed with the first one: a watcher re-reads the
+    /// job once per wake-up, and a fast job settles thousands of chunks a second, so one wake-up
+    /// stands for everything that happened since the last.
+    pub async fn next(&mut self, timeout: Duration) -> Result<bool> {
+        use futures_util::{FutureExt, StreamExt};
+        let mut stream = self.pubsub.on_message();
+        match tokio::time::timeout(timeout, stream.next()).await {
+            Ok(Some(_)) => {
+                while let Some(Some(_)) = stream.next().now_or_never() {}
+                Ok(true)
+            }
+            Ok(None) => Err(StoreError::Redis(redis::RedisError::from((redis::ErrorKind::Io, "job events subscription closed")))),
+            Err(_) => Ok(false),
+        }
+    }
 }
 
 /// Failure log entries kept per job.
@@ -150,7 +181,7 @@ impl Store {
             .retry(backoff())
             .when(is_transient)
             .await?;
-        let store = Store { conn, ns: ns.to_string(), job_ttl_secs: seedq_protocol::JobsConfig::default().result_ttl_secs };
+        let store = Store { client, conn, ns: ns.to_string(), job_ttl_secs: seedq_protocol::JobsConfig::default().result_ttl_secs };
         store.ping().await?;
         Ok(store)
     }
@@ -268,6 +299,35 @@ impl Store {
     pub async fn is_cancelled(&self, id: &str) -> Result<bool> {
         let key = keys::cancelled(&self.ns, id);
         self.run(|mut c| { let k = key.clone(); async move { Ok(c.exists(k).await?) } }).await
+    }
+
+    /// Re-opens a job whose dead-lettered `members` are about to be published again (see
+    /// `lua::REOPEN`). Returns how many dead entries were removed; `None` for an unknown job.
+    pub async fn reopen(&self, id: &str, members: &[String]) -> Result<Option<u64>> {
+        let mut script = REOPEN.prepare_invoke();
+        for k in keys::all_job_keys(&self.ns, id) {
+            script.key(k);
+        }
+        script.arg(seedq_protocol::now_ms());
+        for m in members {
+            script.arg(m);
+        }
+        let code: i64 = self
+            .run(|mut c| {
+                let s = &script;
+                async move { Ok(s.invoke_async(&mut c).await?) }
+            })
+            .await?;
+        Ok(u64::try_from(code).ok())
+    }
+
+    /// Subscribes to the job's events channel: one message per settled member (done or failed)
+    /// and one when the job is re-opened. Make the subscription BEFORE reading progress, so an
+    /// event between the read and the subscription cannot be missed.
+    pub async fn job_events(&self, id: &str) -> Result<JobEvents> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(keys::job_events(&self.ns, id)).await?;
+        Ok(JobEvents { pubsub })
     }
 
     /// Gives every key of the job a TTL now (finished jobs get it automatically).
@@ -576,6 +636,22 @@ impl Store {
     }
 
     // ----- learned throughput ---------------------------------------------------------------
+
+    /// Sets the learned throughput of `(model, family)` only if there is none yet (a consumer's
+    /// startup calibration): real chunk timings then take over through the EMA. Returns whether
+    /// the value was set.
+    pub async fn seed_throughput(&self, model: &str, family: &str, units_per_sec: f64) -> Result<bool> {
+        if !(units_per_sec.is_finite() && units_per_sec > 0.0) {
+            return Ok(false);
+        }
+        let (key, field) = keys::throughput(&self.ns, model, family);
+        let value = units_per_sec.to_string();
+        self.run(|mut c| {
+            let (k, f, v) = (key.clone(), field.clone(), value.clone());
+            async move { Ok(c.hset_nx(k, f, v).await?) }
+        })
+        .await
+    }
 
     /// Folds a sample into the EMA atomically: `new = alpha*sample + (1-alpha)*old`, or the
     /// sample itself when there is no history. Returns the new value.

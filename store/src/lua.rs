@@ -3,6 +3,11 @@
 //! APPLY and RECORD_FAILURE take the job's keys in the order of `keys::all_job_keys`:
 //! 1 spec, 2 totals, 3 done, 4 survivors, 5 summaries, 6 failures, 7 failure_log, 8 dead,
 //! 9 script results, 10 cancelled (APPLY adds 11: the throughput hash).
+//!
+//! Every script that changes a job's progress ends by publishing the member it touched on the
+//! job's events channel (`KEYS[2] .. ':events'`, see `seedq_protocol::keys::job_events`), so
+//! `wait` wakes at once instead of polling. Pub/sub is fire-and-forget: waiters still re-read
+//! the totals on a slow timer, and a lost message only delays a redraw.
 
 /// Shared tail: when every chunk is done or dead-lettered, stamp `finished_at_ms` (once) and
 /// give every job key the job's TTL. Keys created after the stamp (a late failure log entry) get
@@ -10,6 +15,10 @@
 macro_rules! finish_fn {
     () => {
         r#"
+local function notify(member)
+  redis.call('PUBLISH', KEYS[2] .. ':events', member)
+end
+
 local function settle(now)
   local total = tonumber(redis.call('HGET', KEYS[2], 'chunks_total') or '-1')
   if total < 0 then return end
@@ -70,6 +79,7 @@ if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[11], ARGV[7], string.format('%.17g', new))
 end
 settle(ARGV[4])
+notify(ARGV[1])
 return 1
 "#
 );
@@ -88,7 +98,30 @@ if ARGV[3] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 then
   redis.call('HSET', KEYS[8], ARGV[1], ARGV[2])
 end
 settle(ARGV[4])
+notify(ARGV[1])
 return 1
+"#
+);
+
+/// Re-opens a job before dead-lettered members are published again (`dlq replay`, `resume`):
+/// the members leave the dead hash, `finished_at_ms` goes and the job's keys lose their TTL, so
+/// `status` says running until the republished work settles (and the TTL comes back then). If
+/// the members turn out to be done already, the settle at the end stamps the job finished again
+/// at once: nothing else would, since applying a done member changes nothing.
+/// ARGV: 1 now_ms, then the members. Returns the number of dead entries removed, -1 unknown job.
+pub const REOPEN: &str = concat!(
+    finish_fn!(),
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local removed = 0
+for i = 2, #ARGV do
+  removed = removed + redis.call('HDEL', KEYS[8], ARGV[i])
+end
+redis.call('HDEL', KEYS[2], 'finished_at_ms')
+for i = 1, 10 do redis.call('PERSIST', KEYS[i]) end
+settle(ARGV[1])
+notify('reopened')
+return removed
 "#
 );
 

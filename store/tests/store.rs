@@ -164,6 +164,12 @@ async fn throughput_is_an_ema_with_alpha() {
     s.apply_chunk_result(&result("j4", 0, 10, vec![]), Some(&sample)).await.unwrap();
     assert_eq!(s.throughput("RX 6600", "mt19937").await.unwrap().unwrap(), v);
     assert_eq!(s.all_throughput().await.unwrap(), vec![("RX 6600".into(), "mt19937".into(), v)]);
+    // A startup calibration only fills a gap; it never overrides what chunks taught.
+    assert!(!s.seed_throughput("RX 6600", "mt19937", 1e9).await.unwrap());
+    assert_eq!(s.throughput("RX 6600", "mt19937").await.unwrap().unwrap(), v);
+    assert!(s.seed_throughput("RX 6600", "lcg32", 2.5e10).await.unwrap());
+    assert_eq!(s.throughput("RX 6600", "lcg32").await.unwrap(), Some(2.5e10));
+    assert!(!s.seed_throughput("RX 6600", "pcg32", f64::NAN).await.unwrap());
     s.purge_namespace().await.unwrap();
 }
 
@@ -201,5 +207,50 @@ async fn cancel_flag() {
     s.cancel("j5").await.unwrap();
     assert!(s.is_cancelled("j5").await.unwrap());
     assert!(s.progress("j5").await.unwrap().unwrap().cancelled);
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn reopening_a_dead_lettered_job_runs_it_again_until_the_replay_settles() {
+    let s = store("reopen").await;
+    s.create_job(&job("j4", 20, 10)).await.unwrap();
+    let mut events = s.job_events("j4").await.unwrap();
+    s.apply_chunk_result(&result("j4", 0, 10, vec![]), None).await.unwrap();
+    assert!(events.next(std::time::Duration::from_secs(5)).await.unwrap(), "a settled chunk publishes an event");
+    let dead = FailureEvent {
+        member: "c1".into(),
+        reason: "backend_error".into(),
+        detail: "boom".into(),
+        dead_lettered: true,
+        node: "n1".into(),
+        attempt: 5,
+        at_ms: seedq_protocol::now_ms(),
+    };
+    s.record_failure("j4", &dead).await.unwrap();
+    assert!(events.next(std::time::Duration::from_secs(5)).await.unwrap(), "a dead letter publishes an event");
+    assert!(s.progress("j4").await.unwrap().unwrap().finished());
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let totals = seedq_protocol::keys::totals(s.namespace(), "j4");
+    let ttl: i64 = redis::cmd("TTL").arg(&totals).query_async(&mut raw).await.unwrap();
+    assert!(ttl > 0, "a finished job's keys expire");
+
+    // `dlq replay` of c1: running again, no dead entry, no TTL.
+    assert_eq!(s.reopen("j4", &["c1".to_string()]).await.unwrap(), Some(1));
+    let p = s.progress("j4").await.unwrap().unwrap();
+    assert!(!p.finished() && p.dead_lettered.is_empty(), "{p:?}");
+    let ttl: i64 = redis::cmd("TTL").arg(&totals).query_async(&mut raw).await.unwrap();
+    assert_eq!(ttl, -1, "a running job's keys do not expire");
+    // The replayed chunk succeeds: finished, succeeded, TTL back.
+    s.apply_chunk_result(&result("j4", 1, 10, vec![]), None).await.unwrap();
+    let p = s.progress("j4").await.unwrap().unwrap();
+    assert!(p.finished() && p.succeeded(), "{p:?}");
+    let ttl: i64 = redis::cmd("TTL").arg(&totals).query_async(&mut raw).await.unwrap();
+    assert!(ttl > 0);
+
+    // Re-opening for a member that is already done re-stamps at once (nothing else would).
+    assert_eq!(s.reopen("j4", &["c1".to_string()]).await.unwrap(), Some(0));
+    assert!(s.progress("j4").await.unwrap().unwrap().finished());
+    assert_eq!(s.reopen("missing", &["c0".to_string()]).await.unwrap(), None);
     s.purge_namespace().await.unwrap();
 }
