@@ -137,4 +137,24 @@ mod tests {
         assert_eq!(t.dlq(), "t1.dlq");
         assert_eq!(Topology::slot_consumer_tag("zeus", "gpu1"), "zeus/gpu1");
     }
+
+    #[test]
+    fn the_delivery_limit_policy_covers_every_work_queue_and_nothing_else() {
+        // config/definitions.json is what docker-compose's broker loads; its pattern must match
+        // the names this module makes (the pinned per-node script queues included) and must
+        // leave the retry and dead-letter queues alone (a limit there would drop messages).
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/definitions.json");
+        let defs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let policy = defs["policies"].as_array().unwrap().iter().find(|p| p["definition"].get("delivery-limit").is_some()).unwrap();
+        let pattern = regex::Regex::new(policy["pattern"].as_str().unwrap()).unwrap();
+        for ns in ["seedq", "seedq-lab", "seedq.v2"] {
+            let t = Topology::new(ns);
+            for q in [t.seeds_queue(), t.scripts_queue(), t.node_scripts_queue("zeus"), t.node_scripts_queue("rig-1.lab")] {
+                assert!(pattern.is_match(&q), "{q} has no delivery limit");
+            }
+            for q in [t.retry_queue(), t.dlq()] {
+                assert!(!pattern.is_match(&q), "{q} must not get a delivery limit");
+            }
+        }
+    }
 }
