@@ -37,13 +37,27 @@ fn a_dead_letter_replayed_after_the_fix_completes_the_batch() {
     // The fix, then the replay.
     let bytes: Vec<u8> = (0..=255u8).rev().cycle().take(5000).collect();
     std::fs::write(&input, &bytes).unwrap();
+    let before = json_of(&cluster.producer_ok(&["--json", "status", &batch]));
+    assert_eq!(before["state"], "finished_with_failures", "{before}");
+    // Replay with the node stopped, so the replayed task cannot settle before `status` looks:
+    // the batch must read as running again, with no dead letter left, until the task is done.
+    for child in &mut cluster.consumers {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    cluster.consumers.clear();
     let replayed = json_of(&cluster.producer_ok(&["--json", "dlq", "replay", "--job", &batch]));
     assert_eq!(replayed["replayed"], 1, "{replayed}");
+    let reopened = json_of(&cluster.producer_ok(&["--json", "status", &batch]));
+    assert_eq!((reopened["state"].as_str(), reopened["finished"].as_bool(), reopened["dead_lettered"].as_u64()), (Some("running"), Some(false), Some(0)), "{reopened}");
+    cluster.start("ops-node");
     let collected = cluster.ns.path("collected");
     eventually("the replayed task to succeed", Duration::from_secs(60), || {
         cluster.producer(&["collect", &batch, "--output-dir", collected.to_str().unwrap()]).status.success()
     });
     assert_eq!(std::fs::read(collected.join("needs_input.bin")).unwrap(), bytes);
+    let after = json_of(&cluster.producer_ok(&["--json", "status", &batch]));
+    assert_eq!(after["state"], "finished", "{after}");
     assert_eq!(json_of(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))["matched"], 0);
 }
 

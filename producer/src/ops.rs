@@ -242,6 +242,10 @@ pub async fn run_resume(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     }
     let broker = broker(env).await?;
     broker.declare_topology(&env.cluster.broker).await?;
+    if !plan.dead_lettered.is_empty() {
+        // Before publishing: the job must read as running until the republished work settles.
+        store.reopen(&args.job, &plan.dead_lettered).await?;
+    }
     let mut published = 0usize;
     for member in &chosen {
         match &job.spec {
@@ -411,6 +415,8 @@ pub async fn run_dlq(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
         }
     };
     let channel = broker.channel().await?;
+    // Replays re-open their jobs in Redis (see `Store::reopen`).
+    let store = if action == "replay" { Some(store(env).await?) } else { None };
     let mut report = DlqReport { action: action.to_string(), ..Default::default() };
     if action == "purge" && filter.is_none() {
         let purged = channel.queue_purge(dlq.as_str().into(), QueuePurgeOptions::default()).await.context("purging the DLQ")?;
@@ -437,6 +443,9 @@ pub async fn run_dlq(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
                         if queue.starts_with(&format!("{}.scripts.", env.namespace)) {
                             let node = &queue[env.namespace.len() + ".scripts.".len()..];
                             broker.declare_node_scripts_queue(node, &env.cluster.broker).await?;
+                        }
+                        if let (Some(store), Some(job), Some(member)) = (&store, &letter.job, &letter.member) {
+                            store.reopen(job, std::slice::from_ref(member)).await?;
                         }
                         broker.publish_raw(&queue, &body, &headers).await.with_context(|| format!("republishing to {queue}"))?;
                         delivery.acker.ack(BasicAckOptions::default()).await.context("acking the replayed dead letter")?;
