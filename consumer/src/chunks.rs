@@ -33,8 +33,10 @@ use crate::context::NodeContext;
 use crate::jobs::{prepare, JobCache, Prepared, Rejection};
 use crate::slot::{SlotWorker, Work};
 
-/// Chunks shorter than this give no throughput sample (fixed costs dominate them).
-const MIN_SAMPLE_SECS: f64 = 0.1;
+/// Chunks shorter than this give no throughput sample (fixed costs dominate them). Kept low:
+/// a planner that underestimates a fast backend makes short chunks, and those must still teach
+/// it, or it never learns (the kernel's per-call cost is tens of microseconds).
+const MIN_SAMPLE_SECS: f64 = 0.02;
 
 /// Settings of the seed consumer.
 pub struct SeedOptions {

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use seedq_kernels::analysis::{AnalysisKind, AnalysisSpec};
+use seedq_kernels::bench::Workload;
+use seedq_kernels::family::Family;
 use seedq_kernels::{SeedSet, SieveBackend, SieveError, SieveSpec, Survivor};
 use seedq_protocol::FlaggedSeed;
 use tokio::sync::oneshot;
@@ -21,6 +23,8 @@ use tokio::sync::oneshot;
 pub enum Work {
     Sieve { spec: Arc<SieveSpec>, seeds: SeedSet },
     Analysis { kind: AnalysisKind, spec: Arc<AnalysisSpec>, seeds: SeedSet },
+    /// Time the backend on [`Workload::calibration`] for each family (see [`calibrate`]).
+    Calibrate { families: Vec<Family> },
 }
 
 /// What a slot returns for one chunk.
@@ -30,6 +34,8 @@ pub struct Output {
     pub survivors: Vec<Survivor>,
     pub flagged: Vec<FlaggedSeed>,
     pub summary: Option<serde_json::Value>,
+    /// `Work::Calibrate`: work units per second by family.
+    pub calibration: Vec<(Family, f64)>,
     /// Kernel wall time.
     pub duration: Duration,
 }
@@ -102,8 +108,50 @@ impl SlotWorker {
     }
 }
 
+/// How long one calibration run should take: long enough to time above the per-call fixed
+/// costs, short enough that timing all eleven families adds well under a second to startup.
+const CALIBRATION_SECS: f64 = 0.01;
+
+/// Work units per second of `backend` on the calibration shape of each family, growing the seed
+/// count until a run lasts [`CALIBRATION_SECS`] (after one warm-up run, which pays for thread
+/// pools, JIT and module loads). A family that cannot be timed is left out.
+///
+/// The figure only seeds the planner's estimate for a family the cluster has never run; real
+/// chunk timings replace it through the EMA. Without it the first job on a fresh cluster is
+/// sized from the configured profile, which for a CPU slot can be off by two orders of magnitude
+/// (too many tiny chunks, each paying a broker round trip).
+pub fn calibrate(backend: &dyn SieveBackend, families: &[Family]) -> Vec<(Family, f64)> {
+    families
+        .iter()
+        .filter_map(|&family| {
+            let spec = Workload::calibration(family).spec(0).ok()?;
+            let units_per_seed = seedq_protocol::sieve_work_per_seed(&spec);
+            let space = u64::try_from(family.seed_space_end()).unwrap_or(u64::MAX);
+            let range = |n: u64| SeedSet::Range { start: 0, end: n.min(space) };
+            backend.sieve(&spec, &range(64)).ok()?;
+            let mut seeds = 256u64;
+            for _ in 0..32 {
+                let started = Instant::now();
+                backend.sieve(&spec, &range(seeds)).ok()?;
+                let secs = started.elapsed().as_secs_f64();
+                let tested = seeds.min(space);
+                if secs >= CALIBRATION_SECS {
+                    return Some((family, tested as f64 * units_per_seed / secs));
+                }
+                if tested == space {
+                    return None;
+                }
+                let grow = if secs > 0.0 { (1.5 * CALIBRATION_SECS / secs).ceil() as u64 } else { 16 };
+                seeds = seeds.saturating_mul(grow.clamp(2, 16));
+            }
+            None
+        })
+        .collect()
+}
+
 fn execute(backend: &dyn SieveBackend, pool: Option<&rayon::ThreadPool>, work: Work) -> Result<Output, SieveError> {
     match work {
+        Work::Calibrate { families } => Ok(Output { calibration: calibrate(backend, &families), ..Default::default() }),
         Work::Sieve { spec, seeds } => {
             let outcome = backend.sieve(&spec, &seeds)?;
             Ok(Output { seeds_tested: outcome.seeds_tested, survivors: outcome.survivors, ..Default::default() })

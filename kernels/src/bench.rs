@@ -71,6 +71,13 @@ impl Workload {
         })
     }
 
+    /// The s128 shape (k = 512, skips 0..=20, threshold 0.01) on any family with its default
+    /// parameters: what a consumer measures at start to seed the chunk planner's throughput
+    /// estimate of a family it has never run.
+    pub fn calibration(family: Family) -> Workload {
+        Workload::constant(&format!("calibrate-{}", family.name()), family, 512, 20, "0.01")
+    }
+
     /// The variable-skip presets, for custom workloads.
     pub fn variable_skip() -> SkipMode {
         SkipMode::Variable {
