@@ -1,11 +1,13 @@
-//! `seedq-producer`: enqueue seed searches and script jobs on the seedq cluster, follow them and
-//! fetch their results.
+//! `seedq-producer`: enqueue seed searches, statistical seed jobs (correlation, analysis) and
+//! script jobs on the seedq cluster, follow them and fetch their results.
 //!
 //! stdout carries results only (a job id, JSON with `--json`, survivors); logs, warnings and
 //! progress bars go to stderr. Exit codes: 0 success; 1 error (the message says what to change);
-//! 2 bad command line; 3 the job finished with dead-lettered work (`wait`, `sieve --wait`);
+//! 2 bad command line; 3 the job finished with dead-lettered work (`wait`, `sieve --wait`,
+//! `correlation --wait`, `analysis --wait`);
 //! 4 `--timeout` reached.
 
+mod analysis_cmd;
 mod context;
 mod draws;
 mod gen_draws;
@@ -25,6 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use seedq_kernels::analysis::AnalysisKind;
 use seedq_protocol::{DEFAULT_AMQP_URL, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL};
 
 use crate::context::Env;
@@ -55,11 +58,15 @@ struct Cli {
 enum Command {
     /// Enqueue a seed search (sieve) and print its job id.
     Sieve(sieve_args::SieveArgs),
+    /// Enqueue a lag-autocorrelation test of every seed's output stream; print its job id.
+    Correlation(analysis_cmd::AnalysisArgs),
+    /// Enqueue autocorrelation, chi-square and runs tests of every seed's stream; print its job id.
+    Analysis(analysis_cmd::AnalysisArgs),
     /// Progress of one job, or of every job.
     Status(status_cmd::StatusArgs),
     /// Wait for a job with a progress bar; non-zero exit if chunks were dead-lettered.
     Wait(status_cmd::WaitArgs),
-    /// A job's survivors, sorted by seed.
+    /// A job's survivors (sieve) or flagged seeds and merged summary (correlation, analysis).
     Results(status_cmd::ResultsArgs),
     /// Enqueue a batch of script jobs (the original's jobs file).
     Scripts(scripts_cmd::ScriptsArgs),
@@ -114,6 +121,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     runtime.block_on(async move {
         match cli.command {
             Command::Sieve(args) => sieve_cmd::run_sieve(&env, args).await,
+            Command::Correlation(args) => analysis_cmd::run(&env, AnalysisKind::Correlation, args).await,
+            Command::Analysis(args) => analysis_cmd::run(&env, AnalysisKind::Analysis, args).await,
             Command::Status(args) => status_cmd::run_status(&env, args).await,
             Command::Wait(args) => status_cmd::run_wait(&env, args).await,
             Command::Results(args) => status_cmd::run_results(&env, args).await,

@@ -5,11 +5,16 @@
 //! unknown family or parameter, an empty or out-of-file window, a seed range outside the
 //! family's seed space, a threshold outside (0, 1], an empty skip range or a zero chunk size each
 //! stop the command here with a message naming the problem, and nothing reaches the broker.
+//!
+//! The pieces every seed command shares (`--param` pairs, the seed range or `--seeds-file`,
+//! `--chunk-size` / `--target-chunk-secs`) are the free functions [`parse_params`],
+//! [`resolve_seeds`] and [`check_chunking`]; `correlation` and `analysis`
+//! ([`crate::analysis_cmd`]) use them too, so every command reads seeds the same way.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use seedq_kernels::{Direction, FamilyConfig, SieveSpec, SkipMode, Strategy, Threshold};
+use seedq_kernels::{Direction, Family, FamilyConfig, SieveSpec, SkipMode, Strategy, Threshold};
 
 use crate::draws;
 
@@ -182,18 +187,82 @@ pub fn parse_seeds_file(path: &str, text: &str) -> Result<Vec<u64>, SieveArgsErr
     Ok(seeds)
 }
 
-impl SieveArgs {
-    /// Builds and validates the spec and the seeds. Reads the draws (and seeds) files; contacts
-    /// no service.
-    pub fn validate(&self) -> Result<ValidatedSieve, SieveArgsError> {
-        let mut overrides = Vec::with_capacity(self.params.len());
-        for p in &self.params {
+/// Splits repeatable `--param NAME=VALUE` flags into `(name, value)` pairs (trimmed); the family
+/// checks the names and values ([`FamilyConfig::parse`]).
+pub fn parse_params(params: &[String]) -> Result<Vec<(String, String)>, SieveArgsError> {
+    params
+        .iter()
+        .map(|p| {
             let (k, v) = p.split_once('=').ok_or_else(|| SieveArgsError::BadParam(p.clone()))?;
             if k.trim().is_empty() {
                 return Err(SieveArgsError::BadParam(p.clone()));
             }
-            overrides.push((k.trim().to_string(), v.trim().to_string()));
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Checks `--chunk-size` / `--target-chunk-secs` (the planner would refuse them too, but only
+/// after contacting Redis).
+pub fn check_chunking(chunk_size: Option<u64>, target_chunk_secs: Option<f64>) -> Result<(), SieveArgsError> {
+    if chunk_size == Some(0) {
+        return Err(SieveArgsError::ZeroChunkSize);
+    }
+    if let Some(t) = target_chunk_secs {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(SieveArgsError::BadTarget(t));
         }
+    }
+    Ok(())
+}
+
+/// The seeds of a job: `--seeds-file` (a candidate list), else `[--seed-start, --seed-end)`
+/// with the family's whole seed space as the default; either must lie inside that space.
+pub fn resolve_seeds(
+    family: Family,
+    seed_start: Option<&str>,
+    seed_end: Option<&str>,
+    seeds_file: Option<&std::path::Path>,
+) -> Result<SeedsRequest, SieveArgsError> {
+    let space_end = family.seed_space_end();
+    let family_name = family.name().to_string();
+    match seeds_file {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| SieveArgsError::SeedsFile { path: shown.clone(), message: e.to_string() })?;
+            let list = parse_seeds_file(&shown, &text)?;
+            let (lo, hi) = (list[0] as u128, *list.last().unwrap() as u128 + 1);
+            if hi > space_end {
+                return Err(SieveArgsError::OutOfSpace { family: family_name, start: lo, end: hi, space_end });
+            }
+            Ok(SeedsRequest::List(list))
+        }
+        None => {
+            let start = match seed_start {
+                Some(s) => parse_seed_bound("--seed-start", s)?,
+                None => 0,
+            };
+            let end = match seed_end {
+                Some(s) => parse_seed_bound("--seed-end", s)?,
+                None => space_end,
+            };
+            if end > space_end || start >= space_end {
+                return Err(SieveArgsError::OutOfSpace { family: family_name, start, end, space_end });
+            }
+            if start >= end {
+                return Err(SieveArgsError::EmptyRange { start, end });
+            }
+            Ok(SeedsRequest::Range { start: start as u64, end })
+        }
+    }
+}
+
+impl SieveArgs {
+    /// Builds and validates the spec and the seeds. Reads the draws (and seeds) files; contacts
+    /// no service.
+    pub fn validate(&self) -> Result<ValidatedSieve, SieveArgsError> {
+        let overrides = parse_params(&self.params)?;
         let family = FamilyConfig::parse(&self.prng, &overrides)?;
         let threshold = Threshold::parse(&self.threshold)?;
         let reverse_threshold = self.reverse_threshold.as_deref().map(Threshold::parse).transpose()?;
@@ -203,14 +272,7 @@ impl SieveArgs {
         if self.skip_min > self.skip_max {
             return Err(seedq_kernels::SieveError::InvalidSkipRange { min: self.skip_min, max: self.skip_max }.into());
         }
-        if self.chunk_size == Some(0) {
-            return Err(SieveArgsError::ZeroChunkSize);
-        }
-        if let Some(t) = self.target_chunk_secs {
-            if !(t.is_finite() && t > 0.0) {
-                return Err(SieveArgsError::BadTarget(t));
-            }
-        }
+        check_chunking(self.chunk_size, self.target_chunk_secs)?;
 
         let sessions = draws::parse_sessions(&self.sessions)?;
         let all = draws::load_draws(&self.draws, &sessions)?;
@@ -235,38 +297,7 @@ impl SieveArgs {
         };
         spec.validate()?;
 
-        let space_end = spec.family.family.seed_space_end();
-        let family_name = spec.family.family.name().to_string();
-        let seeds = match &self.seeds_file {
-            Some(path) => {
-                let shown = path.display().to_string();
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| SieveArgsError::SeedsFile { path: shown.clone(), message: e.to_string() })?;
-                let list = parse_seeds_file(&shown, &text)?;
-                let (lo, hi) = (list[0] as u128, *list.last().unwrap() as u128 + 1);
-                if hi > space_end {
-                    return Err(SieveArgsError::OutOfSpace { family: family_name, start: lo, end: hi, space_end });
-                }
-                SeedsRequest::List(list)
-            }
-            None => {
-                let start = match &self.seed_start {
-                    Some(s) => parse_seed_bound("--seed-start", s)?,
-                    None => 0,
-                };
-                let end = match &self.seed_end {
-                    Some(s) => parse_seed_bound("--seed-end", s)?,
-                    None => space_end,
-                };
-                if end > space_end || start >= space_end {
-                    return Err(SieveArgsError::OutOfSpace { family: family_name, start, end, space_end });
-                }
-                if start >= end {
-                    return Err(SieveArgsError::EmptyRange { start, end });
-                }
-                SeedsRequest::Range { start: start as u64, end }
-            }
-        };
+        let seeds = resolve_seeds(spec.family.family, self.seed_start.as_deref(), self.seed_end.as_deref(), self.seeds_file.as_deref())?;
         Ok(ValidatedSieve { spec, seeds })
     }
 }

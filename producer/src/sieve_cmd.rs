@@ -1,8 +1,10 @@
-//! `seedq-producer sieve`: validate, plan, store the job, publish its chunks with confirms.
+//! `seedq-producer sieve`: validate, plan, store the job, publish its chunks with confirms; and
+//! [`enqueue_seed_job`], the same path for every seed job (`sieve`, `correlation`, `analysis`).
 //!
 //! Order of operations, and why it cannot double count:
 //!
-//! 1. Everything is validated ([`crate::sieve_args`]) before any service is contacted.
+//! 1. Everything is validated ([`crate::sieve_args`], [`crate::analysis_cmd`]) before any
+//!    service is contacted.
 //! 2. The job id is `--job-id`, or derived from the spec and seeds (a hash), so re-running the
 //!    same command names the same job.
 //! 3. The job (spec, seeds and chunk plan) is created in Redis idempotently. If it already
@@ -13,13 +15,18 @@
 //!    after a crash mid-publish continues from the watermark and skips chunks already done.
 //!    Anything published twice is harmless: the store applies a chunk's result once (done-set
 //!    guard), so counters and survivors stay exact.
+//!
+//! Chunks are sized by work per seed ([`crate::planner`]): draw comparisons for a sieve,
+//! `AnalysisSpec::units_per_seed` for correlation / analysis. Learned throughput is read under
+//! the key the consumer records it under ([`seedq_protocol::throughput_family_key`]: the family
+//! for sieves, `<kind>:<family>` for the statistical jobs, whose units differ).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use anyhow::Context;
 use seedq_kernels::SieveSpec;
-use seedq_protocol::{ClusterConfig, Job, JobSeeds, JobSpec, NodeBackend, NodeHeartbeat};
+use seedq_protocol::{ClusterConfig, Job, JobKind, JobSeeds, JobSpec, NodeBackend, NodeHeartbeat};
 use seedq_store::{CreateOutcome, Store};
 use serde::Serialize;
 
@@ -28,10 +35,12 @@ use crate::planner::{self, ChunkPlan, ChunkingPolicy, RateSource, Sizing, SlotCl
 use crate::publish::ChunkPublisher;
 use crate::sieve_args::{SeedsRequest, SieveArgs};
 
-/// What `sieve --json` prints.
+/// What `sieve --json` (and `correlation` / `analysis --json`) prints.
 #[derive(Debug, Serialize)]
-struct SieveReport {
+struct EnqueueReport {
     job_id: String,
+    /// `sieve`, `correlation` or `analysis`.
+    kind: JobKind,
     /// `created` or `existing`.
     job: &'static str,
     chunks: u64,
@@ -58,10 +67,15 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// `<prefix>-<family>-<16 hex>`, the hash taken over the canonical JSON of `(spec, seeds)`.
+pub fn derived_id<S: Serialize>(prefix: &str, family: &str, spec: &S, seeds: &JobSeeds) -> String {
+    let canonical = serde_json::to_vec(&(spec, seeds)).expect("spec serializes");
+    format!("{prefix}-{family}-{:016x}", fnv1a64(&canonical))
+}
+
 /// `sieve-<family>-<16 hex>` from the canonical JSON of the spec and seeds.
 pub fn derived_job_id(spec: &SieveSpec, seeds: &JobSeeds) -> String {
-    let canonical = serde_json::to_vec(&(spec, seeds)).expect("spec serializes");
-    format!("sieve-{}-{:016x}", spec.family.family.name(), fnv1a64(&canonical))
+    derived_id("sieve", spec.family.family.name(), spec, seeds)
 }
 
 pub fn job_seeds(request: &SeedsRequest) -> JobSeeds {
@@ -136,21 +150,50 @@ pub fn class_rate(cluster: &ClusterConfig, model: &str, learned: Option<f64>) ->
     (cluster.chunking.default_evals_per_second, RateSource::Default)
 }
 
-async fn plan_new_job(env: &Env, store: &Store, spec: &SieveSpec, seeds: &JobSeeds, args: &SieveArgs) -> anyhow::Result<(ChunkPlan, Vec<SlotClass>)> {
+/// [`class_rate`] for a job kind. cluster.toml profiles are sieve measurements (seeds/s of the
+/// sieve kernel at a reference window), and correlation / analysis run on the slot's CPU threads
+/// even on GPU nodes, so for those kinds only a learned rate counts, else the default.
+pub fn class_rate_for(kind: JobKind, cluster: &ClusterConfig, model: &str, learned: Option<f64>) -> (f64, RateSource) {
+    match kind {
+        JobKind::Sieve => class_rate(cluster, model, learned),
+        _ => match learned.filter(|r| r.is_finite() && *r > 0.0) {
+            Some(rate) => (rate, RateSource::Learned),
+            None => (cluster.chunking.default_evals_per_second, RateSource::Default),
+        },
+    }
+}
+
+/// Everything [`enqueue_seed_job`] needs: a validated spec and seeds, and how to size and
+/// follow the job.
+#[derive(Debug, Clone)]
+pub struct SeedJobRequest {
+    pub job_id: String,
+    pub spec: JobSpec,
+    pub seeds: JobSeeds,
+    /// Work units of one seed (the unit learned throughput is kept in for this kind).
+    pub work_per_seed: f64,
+    pub sizing: Sizing,
+    pub wait: bool,
+    pub timeout: Option<f64>,
+}
+
+async fn plan_new_job(env: &Env, store: &Store, request: &SeedJobRequest) -> anyhow::Result<(ChunkPlan, Vec<SlotClass>)> {
     let live = store.list_nodes().await.context("reading node heartbeats")?;
-    let family = spec.family.family.name();
+    // The consumer records samples under this key (the family, or `<kind>:<family>`).
+    let throughput_key = seedq_protocol::throughput_family_key(&request.spec);
+    let kind = request.spec.kind();
     let mut classes = Vec::new();
     for (model, slots) in active_slots(&env.cluster, &live) {
-        let learned = store.throughput(&model, family).await.context("reading learned throughput")?;
-        let (work_per_second, source) = class_rate(&env.cluster, &model, learned);
+        let learned = match &throughput_key {
+            Some(key) => store.throughput(&model, key).await.context("reading learned throughput")?,
+            None => None,
+        };
+        let (work_per_second, source) = class_rate_for(kind, &env.cluster, &model, learned);
         classes.push(SlotClass { model, slots, work_per_second, source });
     }
+    let seeds = &request.seeds;
     let total = u64::try_from(seeds.len()).unwrap_or(u64::MAX);
-    let sizing = match args.chunk_size {
-        Some(n) => Sizing::Fixed(n),
-        None => Sizing::Target(args.target_chunk_secs),
-    };
-    let mut plan = planner::plan_chunk_size(total, planner::work_per_seed(spec), &classes, &chunking_policy(&env.cluster), sizing)?;
+    let mut plan = planner::plan_chunk_size(total, request.work_per_seed, &classes, &chunking_policy(&env.cluster), request.sizing)?;
     // A 2^64-seed range ends in a chunk that travels as an explicit list; keep it small.
     if let JobSeeds::Range { start, end } = seeds {
         if *end > u64::MAX as u128 {
@@ -176,6 +219,26 @@ pub async fn run_sieve(env: &Env, args: SieveArgs) -> anyhow::Result<i32> {
         Some(id) => id.clone(),
         None => derived_job_id(&validated.spec, &seeds),
     };
+    let request = SeedJobRequest {
+        job_id,
+        work_per_seed: planner::work_per_seed(&validated.spec),
+        spec: JobSpec::Sieve(validated.spec),
+        seeds,
+        sizing: match args.chunk_size {
+            Some(n) => Sizing::Fixed(n),
+            None => Sizing::Target(args.target_chunk_secs),
+        },
+        wait: args.wait,
+        timeout: args.timeout,
+    };
+    enqueue_seed_job(env, request).await
+}
+
+/// Creates (or finds) a seed job and publishes its chunks that are neither confirmed nor done;
+/// prints the job id (or the report with `--json`) and, with `wait`, follows the job. Returns
+/// the exit code. The spec must already be validated: this is where services are contacted.
+pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Result<i32> {
+    let job_id = request.job_id.clone();
     seedq_protocol::validate_identifier("job id", &job_id)?;
 
     let store = Store::connect(&env.redis_url, &env.namespace)
@@ -183,12 +246,11 @@ pub async fn run_sieve(env: &Env, args: SieveArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("connecting to Redis at {}", env.redis_url_redacted()))?
         .with_job_ttl(env.cluster.jobs.result_ttl_secs);
 
-    let spec = JobSpec::Sieve(validated.spec.clone());
     let (job, created, plan, classes) = match store.load_job(&job_id).await? {
         Some(existing) => (existing, false, None, Vec::new()),
         None => {
-            let (plan, classes) = plan_new_job(env, &store, &validated.spec, &seeds, &args).await?;
-            let mut job = Job::new_seed_job(job_id.clone(), spec.clone(), seeds.clone(), plan.chunk_seeds)?;
+            let (plan, classes) = plan_new_job(env, &store, &request).await?;
+            let mut job = Job::new_seed_job(job_id.clone(), request.spec.clone(), request.seeds.clone(), plan.chunk_seeds)?;
             job.label = Some(command_label());
             tracing::info!(
                 "job {job_id}: {} chunks of {} seeds ({}; slowest class {}, ~{:.1} s per chunk; cluster model {})",
@@ -203,7 +265,7 @@ pub async fn run_sieve(env: &Env, args: SieveArgs) -> anyhow::Result<i32> {
         }
     };
     // Same id: same identity required (create_job also checks it atomically).
-    let candidate = Job { spec, seeds: Some(seeds), ..job.clone() };
+    let candidate = Job { spec: request.spec.clone(), seeds: Some(request.seeds.clone()), ..job.clone() };
     if candidate.identity_json() != job.identity_json() {
         return Err(seedq_store::StoreError::JobConflict { job_id }.into());
     }
@@ -219,8 +281,9 @@ pub async fn run_sieve(env: &Env, args: SieveArgs) -> anyhow::Result<i32> {
     let published_from = crate::publish::published_upto(env, &job.job_id).await?;
     let (published, already_done) = publish_chunks(env, &job, &done, published_from).await?;
 
-    let report = SieveReport {
+    let report = EnqueueReport {
         job_id: job.job_id.clone(),
+        kind: job.kind(),
         job: if created { "created" } else { "existing" },
         chunks: job.chunk_count,
         chunk_size: job.chunk_size,
@@ -245,8 +308,8 @@ pub async fn run_sieve(env: &Env, args: SieveArgs) -> anyhow::Result<i32> {
     } else {
         println!("{}", job.job_id);
     }
-    if args.wait {
-        return crate::status_cmd::wait_for_job(env, &store, &job.job_id, args.timeout, !env.json).await;
+    if request.wait {
+        return crate::status_cmd::wait_for_job(env, &store, &job.job_id, request.timeout, !env.json).await;
     }
     Ok(0)
 }
@@ -345,5 +408,17 @@ mod tests {
         assert_eq!(source, RateSource::Profile);
         assert_eq!(rate, 787_950.0 * 512.0 * 21.0);
         assert_eq!(class_rate(&cluster, "Quadro X", None).1, RateSource::Default);
+    }
+
+    #[test]
+    fn statistical_jobs_ignore_sieve_profiles() {
+        let cluster = ClusterConfig::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/cluster.toml"))).unwrap();
+        assert_eq!(class_rate_for(JobKind::Sieve, &cluster, "AMD Radeon RX 6600", None).1, RateSource::Profile);
+        for kind in [JobKind::Correlation, JobKind::Analysis] {
+            let (rate, source) = class_rate_for(kind, &cluster, "AMD Radeon RX 6600", None);
+            assert_eq!((rate, source), (cluster.chunking.default_evals_per_second, RateSource::Default));
+            assert_eq!(class_rate_for(kind, &cluster, "RX 6600", Some(7.0e6)), (7.0e6, RateSource::Learned));
+            assert_eq!(class_rate_for(kind, &cluster, "RX 6600", Some(f64::NAN)).1, RateSource::Default);
+        }
     }
 }

@@ -1,5 +1,9 @@
 //! `status`, `wait` and `results`: reading a job back from Redis.
 //!
+//! `results` prints a sieve's survivors, or a correlation / analysis job's flagged seeds and the
+//! merged summary of its chunks (formats in [`crate::results`]); `status` of one statistical job
+//! adds that merged summary too.
+//!
 //! `wait` polls the job's progress (one pipelined Redis round trip every 25 ms for the first
 //! 5 s, then every 250 ms) and draws an
 //! indicatif bar on stderr; it exits 0 when every chunk is done, 3 when the job finished with
@@ -12,8 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use seedq_kernels::analysis::Summary;
 use seedq_protocol::{Job, JobProgress, JobSpec};
-use seedq_store::Store;
+use seedq_store::{JobEvents, Store};
 
 use crate::context::Env;
 use crate::progress::{rate_and_eta, ProgressView};
@@ -120,10 +125,22 @@ pub async fn run_status(env: &Env, args: StatusArgs) -> anyhow::Result<i32> {
             let progress = store.progress(&id).await?.ok_or_else(|| no_such_job(env, &id))?;
             let job = store.load_job(&id).await?;
             let v = view(&progress, job.as_ref(), now);
+            // Statistical jobs: the merged summary so far (one HGETALL of small counters).
+            let summary = match job.as_ref().map(|j| &j.spec) {
+                Some(JobSpec::Correlation(_) | JobSpec::Analysis(_)) => Some(merged_summary(&store, &id).await?),
+                _ => None,
+            };
             if env.json {
-                println!("{}", serde_json::to_string(&v)?);
+                let mut value = serde_json::to_value(&v)?;
+                if let (Some(s), Some(obj)) = (&summary, value.as_object_mut()) {
+                    obj.insert("summary".into(), serde_json::to_value(s)?);
+                }
+                println!("{}", serde_json::to_string(&value)?);
             } else {
                 print!("{}", v.to_text());
+                if let Some(s) = &summary {
+                    println!("{}", summary_line(s));
+                }
             }
         }
         None => {
@@ -173,6 +190,21 @@ pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Optio
     let started = Instant::now();
     let deadline = timeout.map(|t| started + Duration::from_secs_f64(t.max(0.0)));
     let job = store.load_job(job_id).await?;
+    // Correlation / analysis jobs keep flagged seeds where a sieve keeps survivors.
+    let found = match job.as_ref().map(|j| &j.spec) {
+        Some(JobSpec::Correlation(_) | JobSpec::Analysis(_)) => "flagged",
+        _ => "survivors",
+    };
+    // Subscribe before the first read so that no settle between the read and the wait is missed.
+    // Without a subscription (a proxy that refuses pub/sub, say) the loop polls instead.
+    let mut events = match store.job_events(job_id).await {
+        Ok(events) => Some(events),
+        Err(e) => {
+            tracing::debug!(error = %e, "no job event subscription; polling");
+            None
+        }
+    };
+    let mut last_read = Instant::now();
     let mut bar: Option<ProgressBar> = None;
     let final_progress = loop {
         let progress = store.progress(job_id).await?.ok_or_else(|| no_such_job(env, job_id))?;
@@ -188,7 +220,7 @@ pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Optio
             msg += &format!(" ETA {}", crate::progress::human_secs(eta));
         }
         if progress.survivors > 0 {
-            msg += &format!(" survivors {}", progress.survivors);
+            msg += &format!(" {found} {}", progress.survivors);
         }
         if !progress.dead_lettered.is_empty() {
             msg += &format!(" dead-lettered {}", progress.dead_lettered.len());
@@ -209,9 +241,7 @@ pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Optio
                 return Ok(EXIT_TIMEOUT);
             }
         }
-        // Short jobs should not wait out a long poll; long ones need no finer resolution.
-        let poll = if started.elapsed() < Duration::from_secs(5) { 25 } else { 250 };
-        tokio::time::sleep(Duration::from_millis(poll)).await;
+        wait_for_change(&mut events, deadline, &mut last_read).await;
     };
     if let Some(b) = bar {
         b.finish();
@@ -219,7 +249,7 @@ pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Optio
     if final_progress.succeeded() {
         if show_bar {
             eprintln!(
-                "job {job_id} finished: {} chunks, {} seeds, {} survivors",
+                "job {job_id} finished: {} chunks, {} seeds, {} {found}",
                 final_progress.chunks_done, final_progress.seeds_done, final_progress.survivors
             );
         }
@@ -244,12 +274,65 @@ pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Optio
     Ok(EXIT_DEAD_LETTERED)
 }
 
+/// Re-reads at most this often: a bar needs no more, and Redis is busy with the job itself.
+const MIN_REREAD: Duration = Duration::from_millis(20);
+/// Without events, or when none come (a cancel, a stalled cluster), re-read this often anyway.
+const IDLE_REREAD: Duration = Duration::from_millis(500);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Sleeps until the job may have changed: the next settle event, else a poll interval, never
+/// past the deadline and never sooner than [`MIN_REREAD`] after the last read.
+async fn wait_for_change(events: &mut Option<JobEvents>, deadline: Option<Instant>, last_read: &mut Instant) {
+    let until_deadline = |d: Duration| deadline.map_or(d, |dl| d.min(dl.saturating_duration_since(Instant::now())));
+    match events {
+        Some(ev) => {
+            if let Err(e) = ev.next(until_deadline(IDLE_REREAD)).await {
+                tracing::debug!(error = %e, "job event subscription lost; polling");
+                *events = None;
+            }
+        }
+        None => tokio::time::sleep(until_deadline(POLL_INTERVAL)).await,
+    }
+    let since = last_read.elapsed();
+    if since < MIN_REREAD {
+        tokio::time::sleep(until_deadline(MIN_REREAD - since)).await;
+    }
+    *last_read = Instant::now();
+}
+
 pub async fn run_wait(env: &Env, args: WaitArgs) -> anyhow::Result<i32> {
     let store = connect(env).await?;
     if store.load_job(&args.job).await?.is_none() {
         return Err(no_such_job(env, &args.job));
     }
     wait_for_job(env, &store, &args.job, args.timeout, true).await
+}
+
+/// A correlation / analysis job's flagged seeds and merged chunk summaries.
+async fn analysis_results(store: &Store, job: &Job) -> anyhow::Result<results::AnalysisResults> {
+    let stored = store.survivors(&job.job_id).await?;
+    let pairs: Vec<(u64, &str)> = stored.iter().map(|r| (r.seed, r.json.as_str())).collect();
+    let flagged = results::flagged_records(&pairs).with_context(|| format!("reading the flagged seeds of job {}", job.job_id))?;
+    let summary = merged_summary(store, &job.job_id).await?;
+    Ok(results::AnalysisResults { job_id: job.job_id.clone(), kind: job.kind().to_string(), summary, flagged })
+}
+
+async fn merged_summary(store: &Store, job_id: &str) -> anyhow::Result<Summary> {
+    let chunks = store.chunk_summaries(job_id).await?;
+    results::merge_summaries(&chunks).with_context(|| format!("reading the chunk summaries of job {job_id}"))
+}
+
+/// One line: seeds tested and flagged, flags per test, constant streams.
+fn summary_line(s: &Summary) -> String {
+    let by_test = s.flagged_by_test.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ");
+    let mut line = format!("summary: {} seeds tested, {} flagged", s.seeds_tested, s.seeds_flagged);
+    if !by_test.is_empty() {
+        line += &format!(" ({by_test})");
+    }
+    if s.constant_streams > 0 {
+        line += &format!(", constant streams {}", s.constant_streams);
+    }
+    line
 }
 
 pub async fn run_results(env: &Env, args: ResultsArgs) -> anyhow::Result<i32> {
@@ -265,17 +348,13 @@ pub async fn run_results(env: &Env, args: ResultsArgs) -> anyhow::Result<i32> {
             }
         }
         JobSpec::Correlation(_) | JobSpec::Analysis(_) => {
-            // Flagged seeds, sorted by seed; records as the analysis kernels wrote them.
-            let records = store.survivors(&args.job).await?;
-            let values: Vec<serde_json::Value> = records.iter().filter_map(|r| serde_json::from_str(&r.json).ok()).collect();
+            let results = analysis_results(&store, &job).await?;
             match args.format {
-                ResultsFormat::Json => serde_json::to_string_pretty(&values)? + "\n",
+                ResultsFormat::Json => serde_json::to_string_pretty(&results)? + "\n",
                 ResultsFormat::Csv => {
-                    let mut out = String::from("seed,record\n");
-                    for r in &records {
-                        out += &format!("{},\"{}\"\n", r.seed, r.json.replace('"', "\"\""));
-                    }
-                    out
+                    // CSV holds the flagged seeds only; the summary's headline goes to stderr.
+                    eprintln!("{}", summary_line(&results.summary));
+                    results::analysis_csv(&results.flagged)
                 }
             }
         }
