@@ -73,6 +73,9 @@ pub struct Namespace {
     pub name: String,
     consumers: Vec<Consumer>,
     pub dir: PathBuf,
+    /// The Redis this namespace's producers and consumers use ([`redis_url`] unless a test points
+    /// it at a [`PrivateRedis`]).
+    pub redis_url: String,
 }
 
 impl Namespace {
@@ -84,7 +87,7 @@ impl Namespace {
         let name = format!("seedq-e2e-{tag}-{}-{n}-{nanos:x}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        Namespace { name, consumers: Vec::new(), dir }
+        Namespace { name, consumers: Vec::new(), dir, redis_url: redis_url() }
     }
 
     /// A file in this test's temp directory.
@@ -116,7 +119,7 @@ impl Namespace {
             .args(args)
             .env("SEEDQ_NAMESPACE", &self.name)
             .env("SEEDQ_AMQP_URL", amqp_url())
-            .env("SEEDQ_REDIS_URL", redis_url())
+            .env("SEEDQ_REDIS_URL", &self.redis_url)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
         cmd
     }
@@ -135,7 +138,7 @@ impl Namespace {
             .args(extra)
             .env("SEEDQ_NAMESPACE", &self.name)
             .env("SEEDQ_AMQP_URL", amqp_url())
-            .env("SEEDQ_REDIS_URL", redis_url())
+            .env("SEEDQ_REDIS_URL", &self.redis_url)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -267,6 +270,78 @@ impl Consumer {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+// --- A Redis of a test's own ------------------------------------------------------------------
+
+/// A `redis-server` started for one test on a free port, with append-only persistence fsynced on
+/// every write, so that a test can kill it (SIGKILL: a crashed Redis) and start it again on the
+/// same port and data, as a Redis restart on a real deployment looks to seedq. Stopped and its
+/// files removed on drop; declare it before the [`Namespace`] that uses it, so the namespace's
+/// teardown still finds it.
+pub struct PrivateRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// `None` when `redis-server` is not installed (the caller skips, saying so).
+    pub fn start() -> Option<PrivateRedis> {
+        let found = Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        if !found.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let dir = std::env::temp_dir().join(format!("seedq-e2e-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut redis = PrivateRedis { port, dir, child: None };
+        redis.restart();
+        Some(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILL, no shutdown save: what the append-only file holds is what survives.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts (again) on the same port and directory and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = std::fs::File::create(self.dir.join("redis.log")).expect("redis log");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", "always", "--daemonize", "no", "--dir", self.dir.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        eventually("the private redis-server to answer PING", Duration::from_secs(30), || self.ping());
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0u8; 5];
+        // -LOADING while the append-only file is replayed; +PONG when ready.
+        conn.write_all(b"PING\r\n").is_ok() && conn.read_exact(&mut reply).is_ok() && &reply == b"+PONG"
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

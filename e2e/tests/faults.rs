@@ -1,12 +1,12 @@
 //! Exactly-once results whatever happens on the way: several consumers sharing a job, a consumer
-//! SIGKILLed mid-job, its connection closed from the broker side, a chunk delivered twice, a job
-//! enqueued twice and a producer killed mid-publish. Every scenario ends with results identical to
+//! SIGKILLed mid-job, its connection closed from the broker side, Redis killed and restarted
+//! mid-job, a chunk delivered twice, a job enqueued twice and a producer killed mid-publish. Every scenario ends with results identical to
 //! the sieve engine's and progress counters that add up exactly (a chunk applied twice would push
 //! `seeds_done` past the total).
 
 use std::time::Duration;
 
-use seedq_e2e::{eventually, node_connections, Namespace};
+use seedq_e2e::{eventually, node_connections, Namespace, PrivateRedis};
 use seedq_kernels::{reference, FamilyConfig, Family, SeedSet, SieveSpec, Threshold};
 use serde_json::{json, Value};
 
@@ -189,4 +189,34 @@ fn a_producer_killed_mid_publish_resumes_exactly() {
     ns.start_consumer(&format!("{}-node", ns.name), 4, 1);
     ns.wait(&id, 900);
     assert_exact(&ns, &id, &job);
+}
+
+#[test]
+fn a_redis_outage_mid_job_is_ridden_out() {
+    // Declared first so that it outlives the namespace (whose teardown needs it).
+    let Some(mut redis) = PrivateRedis::start() else {
+        eprintln!("SKIPPED a_redis_outage_mid_job_is_ridden_out: redis-server is not installed");
+        return;
+    };
+    let mut ns = Namespace::new("redisdown");
+    ns.redis_url = redis.url();
+    let node = format!("{}-node", ns.name);
+    let consumer = ns.start_consumer(&node, 2, 1);
+    let job = Job::with_skips(&ns, 31_337, 1, 400_001, 150);
+    let id = ns.sieve(&job.args("1", "400001", "2000"));
+    // A pipeline step's wait, started before the outage: it must ride it out too.
+    let waiter = ns.producer_cmd(&["wait", &id, "--timeout", "900"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    eventually("some chunks to finish", Duration::from_secs(300), || chunks_done(&ns, &id) >= 3);
+    redis.kill();
+    // Longer than the store's own retries (about 10 s), so that finished chunks cannot be written
+    // and are parked in the delay queue rather than retried in place.
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(ns.consumer(consumer).is_running(), "the consumer must survive a Redis outage");
+    redis.restart();
+    let waited = waiter.wait_with_output().unwrap();
+    assert!(waited.status.success(), "wait across the outage failed ({}): {}", waited.status, String::from_utf8_lossy(&waited.stderr));
+    assert!(ns.consumer(consumer).is_running());
+    assert_exact(&ns, &id, &job);
+    let log = ns.consumer(consumer).log_text();
+    assert!(log.contains("Redis unavailable; chunk parked"), "the outage should have parked chunks; consumer log:\n{log}");
 }

@@ -206,10 +206,34 @@ pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Optio
     };
     let mut last_read = Instant::now();
     let mut bar: Option<ProgressBar> = None;
+    let mut redis_lost = false;
     let final_progress = loop {
-        let progress = store.progress(job_id).await?.ok_or_else(|| no_such_job(env, job_id))?;
+        let progress = match store.progress(job_id).await {
+            Ok(p) => p.ok_or_else(|| no_such_job(env, job_id))?,
+            // A pipeline step outlives a Redis restart: the consumers park their chunks until
+            // Redis is back, and so does the wait (up to its --timeout).
+            Err(e) if e.is_unavailable() && deadline.is_none_or(|d| Instant::now() < d) => {
+                let b = bar.get_or_insert_with(|| seeds_bar(0, show_bar));
+                b.set_message(format!("Redis unavailable, still waiting: {e}"));
+                if !show_bar && !redis_lost {
+                    tracing::warn!(error = %e, "Redis unavailable; still waiting");
+                }
+                redis_lost = true;
+                events = None;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if std::mem::take(&mut redis_lost) {
+            if !show_bar {
+                tracing::warn!("Redis is back");
+            }
+            events = store.job_events(job_id).await.ok();
+        }
         let total = u64::try_from(progress.seeds_total).unwrap_or(u64::MAX);
         let b = bar.get_or_insert_with(|| seeds_bar(total, show_bar));
+        b.set_length(total);
         b.set_position(progress.seeds_done);
         let v = view(&progress, job.as_ref(), seedq_protocol::now_ms());
         let mut msg = format!("chunks {}/{}", progress.chunks_done, progress.chunks_total);

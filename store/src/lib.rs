@@ -80,6 +80,14 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// Redis could not be reached or was not ready (after the store's own retries): the call may
+    /// succeed later, unlike a conflict or corrupt data.
+    pub fn is_unavailable(&self) -> bool {
+        is_transient(self)
+    }
+}
+
 /// What [`Store::create_job`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
