@@ -23,8 +23,7 @@ use seedq_kernels::FamilyConfig;
 use seedq_protocol::JobSpec;
 
 use crate::context::Env;
-use crate::planner::Sizing;
-use crate::sieve_args::{self, SeedsRequest, SieveArgsError};
+use crate::sieve_args::{self, SeedJobFlags, SeedsRequest, SieveArgsError};
 use crate::sieve_cmd::{self, SeedJobRequest};
 
 /// Flags of `correlation` and `analysis` (the same struct; `--bins` is for `analysis` only).
@@ -55,31 +54,8 @@ pub struct AnalysisArgs {
     /// Per-seed false-flag rate of a good generator, in (0, 0.5] [default: 0.001].
     #[arg(long, allow_hyphen_values = true)]
     pub alpha: Option<f64>,
-    /// First seed (decimal, 0x hex or 2^N).
-    #[arg(long, conflicts_with = "seeds_file")]
-    pub seed_start: Option<String>,
-    /// End of the seed range, exclusive (default: the end of the family's seed space).
-    #[arg(long, conflicts_with = "seeds_file")]
-    pub seed_end: Option<String>,
-    /// Explicit candidate seeds: a JSON array of integers, or integers separated by whitespace.
-    #[arg(long)]
-    pub seeds_file: Option<PathBuf>,
-    /// Seeds per chunk (default: sized from throughput, see --target-chunk-secs).
-    #[arg(long, conflicts_with = "target_chunk_secs")]
-    pub chunk_size: Option<u64>,
-    /// Aim for chunks of this many seconds on the slowest active slot class.
-    #[arg(long)]
-    pub target_chunk_secs: Option<f64>,
-    /// Job id (1-128 of [A-Za-z0-9._-]); default: derived from the spec and seeds, so re-running
-    /// the same command resumes the same job.
-    #[arg(long)]
-    pub job_id: Option<String>,
-    /// Wait for the job with a progress bar (stderr); exit non-zero if chunks were dead-lettered.
-    #[arg(long)]
-    pub wait: bool,
-    /// With --wait: give up after this many seconds.
-    #[arg(long)]
-    pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub job: SeedJobFlags,
 }
 
 /// A correlation / analysis request after validation: ready to plan and publish.
@@ -126,7 +102,7 @@ impl AnalysisArgs {
         if kind == AnalysisKind::Correlation && self.bins.is_some() {
             return Err(AnalysisArgsError::BinsWithCorrelation);
         }
-        sieve_args::check_chunking(self.chunk_size, self.target_chunk_secs)?;
+        self.job.check_chunking()?;
 
         // Unset flags keep the kernel's defaults (one definition of them, in AnalysisSpec::new).
         let mut spec = AnalysisSpec::new(family);
@@ -148,7 +124,7 @@ impl AnalysisArgs {
         }
         spec.validate(kind)?;
 
-        let seeds = sieve_args::resolve_seeds(spec.family.family, self.seed_start.as_deref(), self.seed_end.as_deref(), self.seeds_file.as_deref())?;
+        let seeds = self.job.seeds(spec.family.family)?;
         Ok(ValidatedAnalysis { kind, spec, seeds })
     }
 }
@@ -178,23 +154,10 @@ pub fn derived_job_id(kind: AnalysisKind, spec: &AnalysisSpec, seeds: &seedq_pro
 pub async fn run(env: &Env, kind: AnalysisKind, args: AnalysisArgs) -> anyhow::Result<i32> {
     let validated = args.validate(kind)?;
     let seeds = sieve_cmd::job_seeds(&validated.seeds);
-    let job_id = match &args.job_id {
-        Some(id) => id.clone(),
-        None => derived_job_id(validated.kind, &validated.spec, &seeds),
-    };
-    let request = SeedJobRequest {
-        job_id,
-        spec: job_spec(validated.kind, &validated.spec),
-        seeds,
-        // The consumer's throughput samples use the same units (consumer `Prepared::work_per_seed`).
-        work_per_seed: validated.spec.units_per_seed() as f64,
-        sizing: match args.chunk_size {
-            Some(n) => Sizing::Fixed(n),
-            None => Sizing::Target(args.target_chunk_secs),
-        },
-        wait: args.wait,
-        timeout: args.timeout,
-    };
+    let derived = derived_job_id(validated.kind, &validated.spec, &seeds);
+    // The consumer's throughput samples use the same units (consumer `Prepared::work_per_seed`).
+    let work_per_seed = validated.spec.units_per_seed() as f64;
+    let request = SeedJobRequest::new(&args.job, job_spec(validated.kind, &validated.spec), seeds, work_per_seed, derived);
     sieve_cmd::enqueue_seed_job(env, request).await
 }
 

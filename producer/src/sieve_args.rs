@@ -6,10 +6,10 @@
 //! family's seed space, a threshold outside (0, 1], an empty skip range or a zero chunk size each
 //! stop the command here with a message naming the problem, and nothing reaches the broker.
 //!
-//! The pieces every seed command shares (`--param` pairs, the seed range or `--seeds-file`,
-//! `--chunk-size` / `--target-chunk-secs`) are the free functions [`parse_params`],
-//! [`resolve_seeds`] and [`check_chunking`]; `correlation` and `analysis`
-//! ([`crate::analysis_cmd`]) use them too, so every command reads seeds the same way.
+//! The pieces every seed command shares are here too: [`parse_params`] for `--param` pairs and
+//! [`SeedJobFlags`] (the seed range or `--seeds-file`, `--chunk-size` / `--target-chunk-secs`,
+//! `--job-id`, `--wait`, `--timeout`), which `correlation` and `analysis`
+//! ([`crate::analysis_cmd`]) flatten into their arguments, so every command reads them the same way.
 
 use std::path::PathBuf;
 
@@ -77,6 +77,14 @@ pub struct SieveArgs {
     /// Variable-skip ("hybrid") search with the five strategy presets.
     #[arg(long)]
     pub variable_skip: bool,
+    #[command(flatten)]
+    pub job: SeedJobFlags,
+}
+
+/// The flags every seed job (`sieve`, `correlation`, `analysis`) shares: which seeds, how to
+/// chunk them, the job id, and waiting.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SeedJobFlags {
     /// First seed (decimal, 0x hex or 2^N).
     #[arg(long, conflicts_with = "seeds_file")]
     pub seed_start: Option<String>,
@@ -89,7 +97,7 @@ pub struct SieveArgs {
     /// Seeds per chunk (default: sized from throughput, see --target-chunk-secs).
     #[arg(long, conflicts_with = "target_chunk_secs")]
     pub chunk_size: Option<u64>,
-    /// Aim for chunks of this many seconds on the slowest active GPU class.
+    /// Aim for chunks of this many seconds on the slowest active slot class.
     #[arg(long)]
     pub target_chunk_secs: Option<f64>,
     /// Job id (1-128 of [A-Za-z0-9._-]); default: derived from the spec and seeds, so re-running
@@ -102,6 +110,18 @@ pub struct SieveArgs {
     /// With --wait: give up after this many seconds.
     #[arg(long)]
     pub timeout: Option<f64>,
+}
+
+impl SeedJobFlags {
+    /// The chunking flags are sane (see [`check_chunking`]).
+    pub fn check_chunking(&self) -> Result<(), SieveArgsError> {
+        check_chunking(self.chunk_size, self.target_chunk_secs)
+    }
+
+    /// The range or `--seeds-file`, inside `family`'s seed space (see [`resolve_seeds`]).
+    pub fn seeds(&self, family: Family) -> Result<SeedsRequest, SieveArgsError> {
+        resolve_seeds(family, self.seed_start.as_deref(), self.seed_end.as_deref(), self.seeds_file.as_deref())
+    }
 }
 
 /// The seeds a job covers, as the user gave them.
@@ -272,7 +292,7 @@ impl SieveArgs {
         if self.skip_min > self.skip_max {
             return Err(seedq_kernels::SieveError::InvalidSkipRange { min: self.skip_min, max: self.skip_max }.into());
         }
-        check_chunking(self.chunk_size, self.target_chunk_secs)?;
+        self.job.check_chunking()?;
 
         let sessions = draws::parse_sessions(&self.sessions)?;
         let all = draws::load_draws(&self.draws, &sessions)?;
@@ -297,7 +317,7 @@ impl SieveArgs {
         };
         spec.validate()?;
 
-        let seeds = resolve_seeds(spec.family.family, self.seed_start.as_deref(), self.seed_end.as_deref(), self.seeds_file.as_deref())?;
+        let seeds = self.job.seeds(spec.family.family)?;
         Ok(ValidatedSieve { spec, seeds })
     }
 }

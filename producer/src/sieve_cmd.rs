@@ -33,7 +33,7 @@ use serde::Serialize;
 use crate::context::Env;
 use crate::planner::{self, ChunkPlan, ChunkingPolicy, RateSource, Sizing, SlotClass};
 use crate::publish::ChunkPublisher;
-use crate::sieve_args::{SeedsRequest, SieveArgs};
+use crate::sieve_args::{SeedJobFlags, SeedsRequest, SieveArgs};
 
 /// What `sieve --json` (and `correlation` / `analysis --json`) prints.
 #[derive(Debug, Serialize)]
@@ -177,6 +177,25 @@ pub struct SeedJobRequest {
     pub timeout: Option<f64>,
 }
 
+impl SeedJobRequest {
+    /// The request for `spec` over `seeds` as the shared flags ask: `--job-id` or `derived_id`,
+    /// `--chunk-size` or sizing for `--target-chunk-secs`, `--wait`, `--timeout`.
+    pub fn new(flags: &SeedJobFlags, spec: JobSpec, seeds: JobSeeds, work_per_seed: f64, derived_id: String) -> SeedJobRequest {
+        SeedJobRequest {
+            job_id: flags.job_id.clone().unwrap_or(derived_id),
+            spec,
+            seeds,
+            work_per_seed,
+            sizing: match flags.chunk_size {
+                Some(n) => Sizing::Fixed(n),
+                None => Sizing::Target(flags.target_chunk_secs),
+            },
+            wait: flags.wait,
+            timeout: flags.timeout,
+        }
+    }
+}
+
 async fn plan_new_job(env: &Env, store: &Store, request: &SeedJobRequest) -> anyhow::Result<(ChunkPlan, Vec<SlotClass>)> {
     let live = store.list_nodes().await.context("reading node heartbeats")?;
     // The consumer records samples under this key (the family, or `<kind>:<family>`).
@@ -215,22 +234,9 @@ async fn plan_new_job(env: &Env, store: &Store, request: &SeedJobRequest) -> any
 pub async fn run_sieve(env: &Env, args: SieveArgs) -> anyhow::Result<i32> {
     let validated = args.validate()?;
     let seeds = job_seeds(&validated.seeds);
-    let job_id = match &args.job_id {
-        Some(id) => id.clone(),
-        None => derived_job_id(&validated.spec, &seeds),
-    };
-    let request = SeedJobRequest {
-        job_id,
-        work_per_seed: planner::work_per_seed(&validated.spec),
-        spec: JobSpec::Sieve(validated.spec),
-        seeds,
-        sizing: match args.chunk_size {
-            Some(n) => Sizing::Fixed(n),
-            None => Sizing::Target(args.target_chunk_secs),
-        },
-        wait: args.wait,
-        timeout: args.timeout,
-    };
+    let derived = derived_job_id(&validated.spec, &seeds);
+    let work_per_seed = planner::work_per_seed(&validated.spec);
+    let request = SeedJobRequest::new(&args.job, JobSpec::Sieve(validated.spec), seeds, work_per_seed, derived);
     enqueue_seed_job(env, request).await
 }
 
