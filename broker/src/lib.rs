@@ -19,6 +19,7 @@
 //!   .channel() -> lapin::Channel               for consumers (qos, basic_consume) and operator tools
 //!   .purge_namespace(&[extra node names])      delete the namespace's queues and exchanges (tests)
 //! chunk_headers(&Job, &ChunkMessage), script_headers(&ScriptJob) -> Headers
+//! headers_of(&props), delivery_count(&props), is_broker_header(name)   reading deliveries
 //! headers_of(&BasicProperties) -> Headers       read a delivery's headers back as strings
 //! ```
 //!
@@ -259,7 +260,7 @@ impl Broker {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_headers(to_table(headers));
+            .with_headers(to_table(&without_broker_headers(headers)));
         if let Some(ms) = expiration_ms {
             props = props.with_expiration(ms.max(1).to_string().into());
         }
@@ -401,6 +402,38 @@ pub fn to_table(headers: &Headers) -> FieldTable {
     table
 }
 
+/// Headers the broker writes on delivery or dead-lettering. A message seedq republishes (retry,
+/// parking, dead letter, replay) starts afresh: a copied `x-delivery-count` would survive the
+/// republish and make the new message look nearly exhausted.
+pub fn is_broker_header(name: &str) -> bool {
+    name == "x-delivery-count"
+        || name == "x-received-from"
+        || name.starts_with("x-death")
+        || name.starts_with("x-first-death")
+        || name.starts_with("x-last-death")
+}
+
+fn without_broker_headers(headers: &Headers) -> Headers {
+    headers.iter().filter(|(k, _)| !is_broker_header(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// How many times the broker has already handed this message out and seen it come back
+/// unsettled (a consumer crashed, its channel closed, or it requeued): quorum queues count these
+/// in `x-delivery-count` and dead-letter the message past the queue's delivery limit.
+pub fn delivery_count(props: &BasicProperties) -> u64 {
+    let Some(table) = props.headers() else { return 0 };
+    match table.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => (*n).max(0) as u64,
+        Some(AMQPValue::LongInt(n)) => (*n).max(0) as u64,
+        Some(AMQPValue::LongUInt(n)) => u64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => (*n).max(0) as u64,
+        Some(AMQPValue::ShortUInt(n)) => u64::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => (*n).max(0) as u64,
+        Some(AMQPValue::ShortShortUInt(n)) => u64::from(*n),
+        _ => 0,
+    }
+}
+
 /// Reads a delivery's headers as strings (numbers formatted, nested tables and arrays as JSON-ish
 /// debug text). Broker-added headers such as `x-death` are included.
 pub fn headers_of(props: &BasicProperties) -> Headers {
@@ -443,6 +476,21 @@ mod tests {
         hs.insert(h::ERROR.into(), "invalid_spec".into());
         let props = BasicProperties::default().with_headers(to_table(&hs));
         assert_eq!(headers_of(&props), hs);
+    }
+
+    #[test]
+    fn republished_messages_drop_the_brokers_headers_and_delivery_counts_are_read() {
+        let mut table = FieldTable::default();
+        table.insert("x-delivery-count".into(), AMQPValue::LongLongInt(19));
+        table.insert(h::JOB.into(), AMQPValue::LongString("job-1".into()));
+        let props = BasicProperties::default().with_headers(table);
+        assert_eq!(delivery_count(&props), 19);
+        assert_eq!(delivery_count(&BasicProperties::default()), 0);
+        let mut hs = headers_of(&props);
+        hs.insert("x-death".into(), "[...]".into());
+        hs.insert("x-first-death-reason".into(), "delivery_limit".into());
+        let kept = without_broker_headers(&hs);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), vec![h::JOB], "{kept:?}");
     }
 
     #[test]

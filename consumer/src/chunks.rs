@@ -294,6 +294,20 @@ impl Handler<'_> {
             Ok(m) => m,
             Err(rejection) => return self.dead_letter(&delivery, None, rejection).await,
         };
+        // Quorum queues dead-letter a message that keeps coming back unsettled (its consumers
+        // crash on it: out of memory, a GPU hang) once `x-delivery-count` passes the limit, and
+        // nothing would tell Redis: the job would never finish. One delivery before that, the
+        // consumer dead-letters it itself, with the reason, and records it for the job.
+        let returned = seedq_broker::delivery_count(&delivery.properties);
+        let limit = u64::from(self.ctx.cluster().broker.delivery_limit);
+        if limit > 1 && returned + 1 >= limit {
+            let detail = format!(
+                "delivered {} times without completing: every slot that took it stopped or crashed while it ran \
+                 (out of memory? a GPU hang? repeated drains?); fix the cause, then `seedq-producer dlq replay`",
+                returned + 1
+            );
+            return self.dead_letter(&delivery, Some(&msg), Rejection::new("delivery_limit", detail)).await;
+        }
         let label = format!("{}/c{}", msg.job_id, msg.chunk);
         self.ctx.stats.set_busy(&self.worker.name, Some(label.clone()));
         self.ctx.metrics().chunk_started(&self.worker.name);
@@ -320,7 +334,7 @@ impl Handler<'_> {
         let store = self.ctx.store();
         // An embedded spec is checked first: a bad one is refused whatever the job.
         if let Some(spec) = &msg.spec {
-            prepare(spec).map_err(Failure::Permanent)?;
+            prepare(spec).and_then(|p| p.check_seeds(&msg.seeds)).map_err(Failure::Permanent)?;
         }
         let cached = self.cache.get(&msg.job_id).await.map_err(|e| Failure::Transient { reason: "redis_unavailable", detail: e.to_string() })?;
         let Some(cached) = cached else {
@@ -362,7 +376,8 @@ impl Handler<'_> {
             tracing::debug!(job = %msg.job_id, chunk = msg.chunk, "redelivered chunk already applied; acking");
             return self.ack(delivery).await.map_err(|e| Failure::Transient { reason: "ack_failed", detail: e.to_string() });
         }
-        if self.cache.is_cancelled(&msg.job_id).await.unwrap_or(false) {
+        // The cached flag may be stale after a `resume` lifted the cancel: confirm before skipping.
+        if self.cache.is_cancelled(&msg.job_id).await.unwrap_or(false) && store.is_cancelled(&msg.job_id).await.unwrap_or(true) {
             let event = self.event(msg, "cancelled", "job cancelled; chunk skipped", true);
             if let Err(e) = store.record_failure(&msg.job_id, &event).await {
                 return Err(Failure::Transient { reason: "redis_unavailable", detail: e.to_string() });
@@ -485,6 +500,18 @@ impl Handler<'_> {
             chunk = msg.map(|m| m.chunk as i64).unwrap_or(-1),
             "dead-lettering chunk"
         );
+        // Redis first: a dead letter the job does not know about would leave it unfinished
+        // forever. If Redis is down the chunk waits for it like any other (recording is
+        // idempotent, so a redelivery after a crash between the two steps is harmless).
+        if let Some(msg) = msg {
+            let event = self.event(msg, rejection.reason, &rejection.detail, true);
+            if let Err(e) = self.ctx.store().record_failure(&msg.job_id, &event).await {
+                if e.is_unavailable() {
+                    return self.park_until_redis_returns(delivery, msg, &e.to_string()).await;
+                }
+                tracing::warn!(error = %e, job = %msg.job_id, "could not record the dead letter in Redis");
+            }
+        }
         self.ctx.metrics().chunk_failed(rejection.reason);
         self.ctx.stats.chunk_failed();
         let mut headers = headers_of(&delivery.properties);
@@ -493,12 +520,6 @@ impl Handler<'_> {
             .publish_dead_letter(self.queue, &delivery.data, &headers, rejection.reason, &rejection.detail)
             .await
             .context("publishing to the dead-letter queue")?;
-        if let Some(msg) = msg {
-            let event = self.event(msg, rejection.reason, &rejection.detail, true);
-            if let Err(e) = self.ctx.store().record_failure(&msg.job_id, &event).await {
-                tracing::warn!(error = %e, job = %msg.job_id, "could not record the dead letter in Redis");
-            }
-        }
         self.ack(delivery).await
     }
 

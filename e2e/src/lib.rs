@@ -76,6 +76,9 @@ pub struct Namespace {
     /// The Redis this namespace's producers and consumers use ([`redis_url`] unless a test points
     /// it at a [`PrivateRedis`]).
     pub redis_url: String,
+    /// The cluster model every process of this namespace reads (`config/local.toml` unless a test
+    /// writes its own, e.g. with a different delivery limit).
+    pub config: PathBuf,
 }
 
 impl Namespace {
@@ -87,7 +90,15 @@ impl Namespace {
         let name = format!("seedq-e2e-{tag}-{}-{n}-{nanos:x}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        Namespace { name, consumers: Vec::new(), dir, redis_url: redis_url() }
+        Namespace { name, consumers: Vec::new(), dir, redis_url: redis_url(), config: workspace_root().join("config/local.toml") }
+    }
+
+    /// Uses a copy of `config/local.toml` with `edit` applied (to its text) from now on.
+    pub fn use_config(&mut self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("read the config");
+        let path = self.path("cluster.toml");
+        std::fs::write(&path, edit(text)).expect("write the test's config");
+        self.config = path;
     }
 
     /// A file in this test's temp directory.
@@ -115,7 +126,7 @@ impl Namespace {
 
     pub fn producer_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(producer_bin());
-        cmd.args(["--config", workspace_root().join("config/local.toml").to_str().unwrap()])
+        cmd.args(["--config", self.config.to_str().unwrap()])
             .args(args)
             .env("SEEDQ_NAMESPACE", &self.name)
             .env("SEEDQ_AMQP_URL", amqp_url())
@@ -134,7 +145,7 @@ impl Namespace {
         let log_path = self.path(&format!("{node}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("consumer log");
         let child = Command::new(consumer_bin())
-            .args(["--config", workspace_root().join("config/local.toml").to_str().unwrap(), "--node", node])
+            .args(["--config", self.config.to_str().unwrap(), "--node", node])
             .args(extra)
             .env("SEEDQ_NAMESPACE", &self.name)
             .env("SEEDQ_AMQP_URL", amqp_url())

@@ -1,6 +1,7 @@
 //! Exactly-once results whatever happens on the way: several consumers sharing a job, a consumer
 //! SIGKILLed mid-job, its connection closed from the broker side, Redis killed and restarted
-//! mid-job, a chunk delivered twice, a job enqueued twice and a producer killed mid-publish. Every scenario ends with results identical to
+//! mid-job, a chunk that keeps killing its consumers, a cancelled job resumed, a chunk delivered
+//! twice, a job enqueued twice and a producer killed mid-publish. Every scenario ends with results identical to
 //! the sieve engine's and progress counters that add up exactly (a chunk applied twice would push
 //! `seeds_done` past the total).
 
@@ -208,9 +209,9 @@ fn a_redis_outage_mid_job_is_ridden_out() {
     let waiter = ns.producer_cmd(&["wait", &id, "--timeout", "900"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     eventually("some chunks to finish", Duration::from_secs(300), || chunks_done(&ns, &id) >= 3);
     redis.kill();
-    // Longer than the store's own retries (about 10 s), so that finished chunks cannot be written
-    // and are parked in the delay queue rather than retried in place.
-    std::thread::sleep(Duration::from_secs(15));
+    // Longer than the store's own retries (7 with jittered backoff: at most about 18 s), so that
+    // finished chunks cannot be written and are parked in the delay queue.
+    std::thread::sleep(Duration::from_secs(25));
     assert!(ns.consumer(consumer).is_running(), "the consumer must survive a Redis outage");
     redis.restart();
     let waited = waiter.wait_with_output().unwrap();
@@ -219,4 +220,58 @@ fn a_redis_outage_mid_job_is_ridden_out() {
     assert_exact(&ns, &id, &job);
     let log = ns.consumer(consumer).log_text();
     assert!(log.contains("Redis unavailable; chunk parked"), "the outage should have parked chunks; consumer log:\n{log}");
+}
+
+#[test]
+fn a_cancelled_job_resumed_completes_exactly() {
+    let mut ns = Namespace::new("cancelresume");
+    let base = ns.name.clone();
+    ns.start_consumer(&format!("{base}-node"), 1, 1);
+    let job = Job::with_skips(&ns, 2024, 1, 400_001, 150);
+    let id = ns.sieve(&job.args("1", "400001", "2000"));
+    eventually("some chunks to finish", Duration::from_secs(300), || chunks_done(&ns, &id) >= 3);
+    ns.producer_ok(&["cancel", &id]);
+    let waited = ns.producer(&["wait", &id, "--timeout", "600"]);
+    assert_eq!(waited.status.code(), Some(3), "a cancelled job ends with skipped chunks: {}", String::from_utf8_lossy(&waited.stderr));
+    assert!(String::from_utf8_lossy(&waited.stderr).contains(&format!("seedq-producer resume {id}")), "wait says how to go on");
+    let status = ns.status(&id);
+    assert!(status["dead_lettered"].as_u64().unwrap_or(0) > 0, "some chunks were skipped: {status}");
+    ns.producer_ok(&["resume", &id]);
+    ns.wait(&id, 900);
+    assert_exact(&ns, &id, &job);
+}
+
+#[test]
+fn a_chunk_that_keeps_killing_its_consumer_is_dead_lettered_with_the_reason_and_replays() {
+    let mut ns = Namespace::new("deliverylimit");
+    // Limit 2: the second delivery is the last one the broker would hand out.
+    ns.use_config(|text| text.replace("delivery_limit = 20", "delivery_limit = 2"));
+    let base = ns.name.clone();
+    let first = ns.start_consumer(&format!("{base}-first"), 1, 1);
+    // One long chunk (seconds), so that a consumer can be killed while it runs; threshold 1
+    // keeps its survivors few.
+    let job = Job::with_skips(&ns, 7, 1, 20_000_001, 150);
+    let id = ns.sieve(&[
+        "--prng", "xorshift32", "--draws", &job.draws_file, "--modulus", "10", "--skip-min", "0", "--skip-max", "150",
+        "--threshold", "1", "--seed-start", "1", "--seed-end", "20000001", "--chunk-size", "20000000",
+    ]);
+    let seeds = seedq_protocol::Topology::new(&ns.name).seeds_queue();
+    let unacked = || seedq_e2e::queue_info(&seeds).ok().flatten().and_then(|q| q["messages_unacknowledged"].as_u64()).unwrap_or(0);
+    eventually("the chunk to be taken", Duration::from_secs(120), || unacked() == 1);
+    ns.consumer(first).kill();
+    // The next delivery is the chunk's last: the consumer dead-letters it itself and tells Redis.
+    let second = ns.start_consumer(&format!("{base}-second"), 1, 1);
+    let waited = ns.producer(&["wait", &id, "--timeout", "300"]);
+    let said = String::from_utf8_lossy(&waited.stderr).to_string();
+    assert_eq!(waited.status.code(), Some(3), "the job settles with the chunk dead-lettered: {said}");
+    assert!(said.contains("delivery_limit"), "wait names the reason: {said}");
+    let listed = ns.producer_ok(&["--json", "dlq", "list", "--job", &id]);
+    assert!(listed.contains("delivery_limit"), "the dead letter carries the reason: {listed}");
+    // Replayed after the "fix", it starts with a clean delivery count and completes.
+    ns.producer_ok(&["dlq", "replay", "--job", &id]);
+    ns.wait(&id, 900);
+    assert!(ns.consumer(second).is_running());
+    let status = ns.status(&id);
+    assert_eq!(status["seeds_done"].as_u64(), Some(20_000_000), "{status}");
+    assert_eq!(status["dead_lettered"].as_u64().unwrap_or(0), 0, "{status}");
 }

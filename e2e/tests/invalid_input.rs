@@ -63,8 +63,9 @@ fn producer_refuses_before_publishing() {
     }
 }
 
-/// Raw bodies that a broken or hostile publisher could send, and what each exercises.
-fn poison_payloads() -> Vec<(&'static str, Vec<u8>)> {
+/// Raw bodies that a broken or hostile publisher could send, what each exercises, and the
+/// reason its dead letter must carry.
+fn poison_payloads() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let spec = |family: serde_json::Value, draws: serde_json::Value, threshold: &str| {
         json!({"sieve": {
             "family": family, "draws": draws, "modulus": 1000, "offset": 0,
@@ -76,17 +77,18 @@ fn poison_payloads() -> Vec<(&'static str, Vec<u8>)> {
     };
     let mt = json!({"family": "mt19937"});
     vec![
-        ("malformed json", b"{\"v\": 1, \"job_id\": \"x\", \"kind\": \"sieve\", \"chunk\": ".to_vec()),
-        ("not even json", b"\x00\x01 hello".to_vec()),
-        ("unknown family", chunk("poison-family", json!({"range": {"start": 0, "end": 10}}), spec(json!({"family": "nope"}), json!([1, 2]), "0.5"))),
-        ("empty window", chunk("poison-window", json!({"range": {"start": 0, "end": 10}}), spec(mt.clone(), json!([]), "0.5"))),
+        ("malformed json", b"{\"v\": 1, \"job_id\": \"x\", \"kind\": \"sieve\", \"chunk\": ".to_vec(), "malformed_json"),
+        ("not even json", b"\x00\x01 hello".to_vec(), "malformed_json"),
+        ("unknown family", chunk("poison-family", json!({"range": {"start": 0, "end": 10}}), spec(json!({"family": "nope"}), json!([1, 2]), "0.5")), "unknown_family"),
+        ("empty window", chunk("poison-window", json!({"range": {"start": 0, "end": 10}}), spec(mt.clone(), json!([]), "0.5")), "empty_window"),
         (
             "range outside the seed space",
             chunk("poison-range", json!({"range": {"start": 4294967290u64, "end": 4294967400u64}}), spec(mt.clone(), json!([1, 2]), "0.5")),
+            "seeds_out_of_range",
         ),
-        ("threshold above 1", chunk("poison-thr", json!({"range": {"start": 0, "end": 10}}), spec(mt.clone(), json!([1, 2]), "1.5"))),
-        ("threshold 0", chunk("poison-thr0", json!({"range": {"start": 0, "end": 10}}), spec(mt, json!([1, 2]), "0"))),
-        ("chunk of a job that does not exist", chunk("no-such-job", json!({"range": {"start": 0, "end": 10}}), json!(null))),
+        ("threshold above 1", chunk("poison-thr", json!({"range": {"start": 0, "end": 10}}), spec(mt.clone(), json!([1, 2]), "1.5")), "invalid_threshold"),
+        ("threshold 0", chunk("poison-thr0", json!({"range": {"start": 0, "end": 10}}), spec(mt, json!([1, 2]), "0")), "invalid_threshold"),
+        ("chunk of a job that does not exist", chunk("no-such-job", json!({"range": {"start": 0, "end": 10}}), json!(null)), "unknown_job"),
     ]
 }
 
@@ -104,7 +106,7 @@ fn poison_messages_are_dead_lettered_and_the_consumer_survives() {
         let conn = Connection::connect(&seedq_e2e::amqp_url(), ConnectionProperties::default()).await.unwrap();
         let ch = conn.create_channel().await.unwrap();
         ch.confirm_select(Default::default()).await.unwrap();
-        for (_, body) in &payloads {
+        for (_, body, _) in &payloads {
             ch.basic_publish(
                 "".into(),
                 topology.seeds_queue().as_str().into(),
@@ -140,11 +142,10 @@ fn poison_messages_are_dead_lettered_and_the_consumer_survives() {
         dead
     });
 
-    for (what, body) in &payloads {
+    for (what, body, expected) in &payloads {
         let found = dead.iter().find(|(b, _)| b == body);
         let (_, reason) = found.unwrap_or_else(|| panic!("'{what}' did not reach the dead-letter queue ({} dead letters)", dead.len()));
-        let reason = reason.as_deref().unwrap_or("");
-        assert!(!reason.is_empty(), "'{what}' was dead-lettered without a reason header");
+        assert_eq!(reason.as_deref(), Some(*expected), "'{what}' was dead-lettered with the wrong reason");
     }
     assert!(ns.consumer(consumer).is_running(), "the consumer must survive poison messages");
 

@@ -15,7 +15,6 @@
 //! `correlation-<family>-<hash>` / `analysis-<family>-<hash>` of the spec and seeds, so
 //! re-running the same command resumes the same job.
 
-use std::path::PathBuf;
 
 use clap::Args;
 use seedq_kernels::analysis::{AnalysisError, AnalysisKind, AnalysisSpec};

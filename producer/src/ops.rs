@@ -6,7 +6,8 @@
 //! * `cancel JOB`: sets the job's cancelled flag in Redis. Consumers check it before running a
 //!   chunk or script task and settle the remaining ones as `cancelled` without running them;
 //!   work already running finishes normally. The job then ends with those members settled.
-//! * `resume JOB`: republishes whatever is neither done nor queued. What is known per member
+//! * `resume JOB`: republishes whatever is neither done nor queued. On a cancelled job it first
+//!   lifts the cancel, so the members skipped as `cancelled` run after all. What is known per member
 //!   (chunk `c<i>` or script task `t:<id>`, in plan order): the done set and the dead-letter
 //!   record (member -> reason) in the store, and the publish watermark `published_upto` in the
 //!   job's totals (the number of leading members whose publish the broker confirmed; the
@@ -224,8 +225,11 @@ pub async fn run_resume(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
         .load_job(&args.job)
         .await?
         .with_context(|| format!("no job '{}' in namespace '{}'", args.job, env.namespace))?;
-    if store.is_cancelled(&args.job).await? {
-        bail!("job '{}' is cancelled; enqueue it again under a new --job-id instead", args.job);
+    // Resuming a cancelled job lifts the cancel first; the chunks it skipped are dead-lettered
+    // with reason `cancelled` and are reopened and republished below like any dead letter.
+    let was_cancelled = store.is_cancelled(&args.job).await?;
+    if was_cancelled {
+        store.uncancel(&args.job).await?;
     }
     let done: BTreeSet<String> = store.done_members(&args.job).await?.into_iter().collect();
     let progress = store.progress(&args.job).await?.context("job vanished")?;
@@ -274,6 +278,7 @@ pub async fn run_resume(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     broker.close().await;
     let summary = serde_json::json!({
         "job_id": args.job,
+        "was_cancelled": was_cancelled,
         "republished": published,
         "dead_lettered": plan.dead_lettered.len(),
         "unpublished": plan.unpublished.len(),
@@ -287,8 +292,9 @@ pub async fn run_resume(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     } else {
         println!("{}", args.job);
         eprintln!(
-            "resumed {}: republished {published} ({} dead-lettered, {} never published{}); {} done of {}{}",
+            "resumed {}{}: republished {published} ({} dead-lettered, {} never published{}); {} done of {}{}",
             args.job,
+            if was_cancelled { " (cancel lifted)" } else { "" },
             plan.dead_lettered.len(),
             plan.unpublished.len(),
             if args.outstanding { format!(", {} outstanding", plan.outstanding.len()) } else { String::new() },

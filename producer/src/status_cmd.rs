@@ -4,8 +4,9 @@
 //! merged summary of its chunks (formats in [`crate::results`]); `status` of one statistical job
 //! adds that merged summary too.
 //!
-//! `wait` polls the job's progress (one pipelined Redis round trip every 25 ms for the first
-//! 5 s, then every 250 ms) and draws an
+//! `wait` re-reads the job's progress (one pipelined Redis round trip) whenever the store
+//! publishes a settle event for it (at most every 20 ms, and every 500 ms without events; it
+//! polls if pub/sub is unavailable, and keeps waiting through a Redis restart) and draws an
 //! indicatif bar on stderr; it exits 0 when every chunk is done, 3 when the job finished with
 //! dead-lettered chunks (naming them and their reasons), 4 on `--timeout`.
 
@@ -293,7 +294,11 @@ pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Optio
     if dead.len() > 50 {
         msg += &format!("\n  ... and {} more (seedq-producer dlq list)", dead.len() - 50);
     }
-    msg += "\nfix the cause, then `seedq-producer dlq replay` or `seedq-producer resume` the job";
+    if final_progress.dead_lettered.values().all(|r| r == "cancelled") {
+        msg += &format!("\nthe job was cancelled; `seedq-producer resume {job_id}` runs the skipped chunks");
+    } else {
+        msg += &format!("\nfix the cause, then `seedq-producer resume {job_id}` (or `seedq-producer dlq replay --job {job_id}`)");
+    }
     eprintln!("{msg}");
     Ok(EXIT_DEAD_LETTERED)
 }

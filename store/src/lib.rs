@@ -7,7 +7,7 @@
 //!   .with_job_ttl(secs)                                  TTL given to a job's keys once finished
 //! jobs      create_job(&Job) -> CreateOutcome{Created | Existing(Job)}   (conflicting spec: Err(JobConflict))
 //!           load_job(id) -> Option<Job>,  list_jobs() -> Vec<String> (oldest first)
-//!           cancel(id), is_cancelled(id), expire_job(id, secs), delete_job(id)
+//!           cancel(id), uncancel(id), is_cancelled(id), expire_job(id, secs), delete_job(id)
 //!           reopen(id, members): dead-lettered members republished; the job runs again
 //! events    job_events(id) -> JobEvents; .next(timeout): woken per settled member (pub/sub)
 //! results   apply_chunk_result(&ChunkResult, throughput: Option<ThroughputSample>) -> ApplyOutcome
@@ -302,6 +302,13 @@ impl Store {
     pub async fn cancel(&self, id: &str) -> Result<()> {
         let key = keys::cancelled(&self.ns, id);
         self.run(|mut c| { let k = key.clone(); async move { Ok(c.set::<_, _, ()>(k, 1).await?) } }).await
+    }
+
+    /// Lifts a cancel (`resume` of a cancelled job); chunks skipped meanwhile stay dead-lettered
+    /// with reason `cancelled` until they are reopened.
+    pub async fn uncancel(&self, id: &str) -> Result<()> {
+        let key = keys::cancelled(&self.ns, id);
+        self.run(|mut c| { let k = key.clone(); async move { Ok(c.del::<_, ()>(k).await?) } }).await
     }
 
     pub async fn is_cancelled(&self, id: &str) -> Result<bool> {
