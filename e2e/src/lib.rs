@@ -369,6 +369,11 @@ fn mgmt_base() -> (String, u16) {
 
 /// One request to the management API; returns (status code, body).
 pub fn mgmt_request(method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    mgmt_request_with_body(method, path, "")
+}
+
+/// [`mgmt_request`] with a JSON body.
+pub fn mgmt_request_with_body(method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
     use base64::Engine as _;
     let (host, port) = mgmt_base();
     let mut stream = TcpStream::connect((host.as_str(), port)).with_context(|| format!("connect {host}:{port}"))?;
@@ -376,7 +381,9 @@ pub fn mgmt_request(method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let auth = base64::engine::general_purpose::STANDARD.encode("guest:guest");
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -478,6 +485,15 @@ pub fn node_connections(node: &str) -> anyhow::Result<Vec<String>> {
 
 /// Publishes raw bodies to a queue through the default exchange (persistent, mandatory, with
 /// confirms): how the tests bypass the producer.
+/// Up to `count` messages of `queue` as the management UI shows them (`POST .../get`, requeued:
+/// nothing is consumed), each with `properties.headers` and `payload`.
+pub fn mgmt_peek(queue: &str, count: u32) -> anyhow::Result<Vec<Value>> {
+    let body = serde_json::json!({"count": count, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 100_000}).to_string();
+    let (code, reply) = mgmt_request_with_body("POST", &format!("/api/queues/%2F/{}/get", encode_segment(queue)), &body)?;
+    anyhow::ensure!(code == 200, "peek {queue}: HTTP {code}: {reply}");
+    Ok(serde_json::from_str(&reply)?)
+}
+
 pub fn publish_raw(queue: &str, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
     use seedq_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
     use seedq_broker::lapin::{BasicProperties, Connection, ConnectionProperties};
