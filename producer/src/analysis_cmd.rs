@@ -164,6 +164,7 @@ pub async fn run(env: &Env, kind: AnalysisKind, args: AnalysisArgs) -> anyhow::R
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::path::PathBuf;
     use seedq_kernels::Family;
     use seedq_protocol::JobSeeds;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 /// Everything `status --json` prints for one job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProgressView {
     pub job_id: String,
     pub kind: String,
@@ -126,8 +126,8 @@ impl ProgressView {
     /// One line for `status` without a job.
     pub fn to_line(&self) -> String {
         let pct = if self.seeds_total > 0 { 100.0 * self.seeds_done as f64 / self.seeds_total as f64 } else { 0.0 };
-        format!(
-            "{:<32} {:<12} {:<22} {:>6.1}%  chunks {}/{}  survivors {}{}",
+        let mut line = format!(
+            "{:<32} {:<12} {:<22} {:>6.1}%  chunks {}/{}  survivors {}",
             self.job_id,
             self.family.as_deref().unwrap_or(&self.kind),
             self.state,
@@ -135,14 +135,51 @@ impl ProgressView {
             self.chunks_done,
             self.chunks_total,
             self.survivors,
-            if self.dead_lettered > 0 { format!("  dead-lettered {}", self.dead_lettered) } else { String::new() }
-        )
+        );
+        if let Some(rate) = self.rate_seeds_per_sec.filter(|_| !self.finished) {
+            line += &format!("  {}/s", human_count(rate));
+        }
+        if let Some(eta) = self.eta_secs.filter(|_| !self.finished) {
+            line += &format!("  ETA {}", human_secs(eta));
+        }
+        if self.dead_lettered > 0 {
+            line += &format!("  dead-lettered {}", self.dead_lettered);
+        }
+        if !self.failures.is_empty() {
+            let reasons: Vec<String> = self.failures.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
+            line += &format!("  failures: {}", reasons.join(", "));
+        }
+        line
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_line_view_has_rate_eta_and_failures_by_reason_while_running() {
+        let mut v = ProgressView {
+            job_id: "j".into(),
+            kind: "sieve".into(),
+            state: "running".into(),
+            chunks_total: 10,
+            chunks_done: 4,
+            seeds_total: 1000,
+            seeds_done: 400,
+            rate_seeds_per_sec: Some(2_000_000.0),
+            eta_secs: Some(90.0),
+            failures: [("backend_error".to_string(), 2), ("redis_unavailable".to_string(), 1)].into(),
+            ..Default::default()
+        };
+        let line = v.to_line();
+        assert!(line.contains("40.0%") && line.contains("chunks 4/10"), "{line}");
+        assert!(line.contains(&format!("{}/s", human_count(2_000_000.0))), "{line}");
+        assert!(line.contains(&format!("ETA {}", human_secs(90.0))), "{line}");
+        assert!(line.contains("failures: backend_error 2, redis_unavailable 1"), "{line}");
+        v.finished = true;
+        assert!(!v.to_line().contains("ETA"), "no ETA once finished");
+    }
 
     #[test]
     fn rate_and_eta_from_counts() {

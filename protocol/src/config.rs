@@ -8,7 +8,7 @@
 //! [chunking] target_chunk_secs, min_chunk_seeds = 500, base_chunk_seeds, max_factor = 50, ...
 //! [retry]    max_attempts = 5, initial_backoff_ms, max_backoff_ms
 //! [jobs]     result_ttl_secs, heartbeat_ttl_secs
-//! [profiles."RTX 3080 Ti"] seeds_per_second, scaling_factor, architecture, reference_window, reference_skip_span
+//! [profiles."RTX 3080 Ti"] seeds_per_second, architecture, reference_window, reference_skip_span (scaling_factor: ignored)
 //! [[nodes]]  name, backend = "cuda"|"hip"|"cpu", gpu_type, gpus = 2 (or ["RTX 3080 Ti", ...]),
 //!            max_script_jobs, script_root, python_env, cpu_slots, cpu_threads, [nodes.env]
 //! ```
@@ -211,6 +211,8 @@ impl Default for JobsConfig {
 pub struct GpuProfile {
     pub architecture: String,
     pub seeds_per_second: f64,
+    /// The chapter's per-GPU chunk multiplier. Accepted so its profiles load, and ignored: in a
+    /// pull queue chunks are sized for the slowest active class (see `config/cluster.toml`).
     pub scaling_factor: f64,
     /// Window and skip span at which `seeds_per_second` was measured.
     pub reference_window: u64,
