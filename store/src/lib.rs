@@ -357,7 +357,9 @@ impl Store {
     /// Deletes every key of the job and its index entry.
     pub async fn delete_job(&self, id: &str) -> Result<()> {
         let mut pipe = redis::pipe();
-        pipe.del(keys::all_job_keys(&self.ns, id)).ignore();
+        // UNLINK: a big job's survivors hash is freed in the background, not inside Redis's
+        // one command thread where it would stall every consumer's writes.
+        pipe.unlink(keys::all_job_keys(&self.ns, id)).ignore();
         pipe.zrem(keys::jobs(&self.ns), id).ignore();
         self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async::<()>(&mut c).await?) } }).await
     }
@@ -713,7 +715,7 @@ impl Store {
             let (next, batch): (u64, Vec<String>) =
                 redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut c).await?;
             if !batch.is_empty() {
-                deleted += c.del::<_, u64>(batch).await?;
+                deleted += c.unlink::<_, u64>(batch).await?;
             }
             if next == 0 {
                 return Ok(deleted);
