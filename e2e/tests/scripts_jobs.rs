@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use seedq_e2e::{encode_segment, eventually, mgmt_request};
+use seedq_e2e::{encode_segment, eventually, mgmt_request, PrivateRedis};
 use scripts_support::{alive, intervals, peak, sleep_job, Cluster, NodeSpec};
 
 #[test]
@@ -34,9 +34,12 @@ fn nodes_never_exceed_their_limit_and_all_take_work() {
     assert_eq!(consumers.len(), 2, "{consumers:?}");
     assert_eq!((consumers[0].0.as_str(), consumers[0].1), ("node-a/scripts", 2));
     assert_eq!((consumers[1].0.as_str(), consumers[1].1), ("node-b/scripts", 1));
-    // The channel's connection is the node's named one (`seedq-consumer@node-a` in the UI).
-    let named = seedq_e2e::node_connections("node-a").unwrap();
-    assert!(named.contains(&consumers[0].2), "{:?} not in {named:?}", consumers[0].2);
+    // The channel's connection is the node's named one (`seedq-consumer@node-a` in the UI); the
+    // management API fills in connection details a moment after it lists a consumer.
+    eventually("node-a's script consumer on its named connection", Duration::from_secs(30), || {
+        let named = seedq_e2e::node_connections("node-a").unwrap_or_default();
+        cluster.queue_consumers(&shared).iter().any(|c| c.0 == "node-a/scripts" && named.contains(&c.2))
+    });
     let pinned = cluster.queue_consumers(&format!("{}.scripts.node-a", cluster.ns.name));
     assert_eq!(pinned.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), vec!["node-a/scripts"]);
     let (code, body) = mgmt_request("GET", &format!("/api/queues/%2F/{}", encode_segment(&shared))).unwrap();
@@ -274,4 +277,70 @@ fn pinned_jobs_wait_on_their_node_queue_with_descriptive_headers() {
     eventually("queue statistics", Duration::from_secs(30), || {
         messages_in(queue.clone()) == Some(1) && messages_in(format!("{}.scripts", cluster.ns.name)) == Some(0)
     });
+}
+
+#[test]
+fn the_script_consumer_resubscribes_after_its_queues_are_deleted() {
+    let mut cluster = Cluster::new("scripts-resubscribe", &[NodeSpec { name: "phoenix", limit: 1, gpus: 0 }], 2);
+    cluster.start("phoenix");
+    cluster.wait_for_script_consumers(&["phoenix"]);
+    let shared = format!("{}.scripts", cluster.ns.name);
+    let pinned = format!("{}.scripts.phoenix", cluster.ns.name);
+    // Deleting a queue cancels the node's consumer on it: a channel-level event, the node's
+    // connection stays up, so only the script consumer itself can recover.
+    for queue in [&shared, &pinned] {
+        let (code, body) = mgmt_request("DELETE", &format!("/api/queues/%2F/{}", encode_segment(queue))).unwrap();
+        assert_eq!(code, 204, "deleting {queue}: {body}");
+    }
+    // Let the node see both cancellations first: RabbitMQ 3.10 does not tell a consumer about a
+    // quorum queue deleted and at once re-declared under the same name, leaving it orphaned.
+    let node_log = || std::fs::read_to_string(cluster.ns.path("phoenix.log")).unwrap();
+    eventually("the node to notice that its queues are gone", Duration::from_secs(30), || {
+        let log = node_log();
+        [&shared, &pinned].iter().all(|q| log.contains(&format!("the broker cancelled the script consumer on {q} (queue deleted?)")))
+    });
+    // `scripts` re-declares both queues before publishing (the node also re-declares its own);
+    // the node must subscribe to them again by itself for either job to run.
+    let log = cluster.ns.path("timeline.log").display().to_string();
+    let mut pinned_job = sleep_job("pinned_after_delete", 0.1, &log);
+    pinned_job["node"] = json!("phoenix");
+    let jobs = json!([sleep_job("shared_after_delete", 0.1, &log), pinned_job]);
+    let file = cluster.jobs_file("after_delete.json", &jobs);
+    cluster.producer_ok(&["scripts", "--jobs-file", &file, "--wait", "--timeout", "90"]);
+    assert_eq!(intervals(&std::fs::read_to_string(&log).unwrap()).len(), 2);
+    let log = node_log();
+    assert!(!log.contains("reconnected to RabbitMQ"), "the connection was replaced, not the channel:\n{log}");
+}
+
+#[test]
+fn a_redis_outage_parks_script_jobs_and_keeps_their_output_until_it_is_stored() {
+    // Declared first, so it outlives the cluster's teardown.
+    let Some(mut redis) = PrivateRedis::start() else {
+        eprintln!("SKIPPED a_redis_outage_parks_script_jobs...: redis-server is not installed");
+        return;
+    };
+    let mut cluster = Cluster::new("scripts-redisdown", &[NodeSpec { name: "outage", limit: 1, gpus: 0 }], 2);
+    cluster.redis_url = redis.url();
+    cluster.start("outage");
+    cluster.wait_for_script_consumers(&["outage"]);
+    let timeline = cluster.ns.path("timeline.log");
+    let file = cluster.jobs_file("outage.json", &json!([sleep_job("through_outage", 3.0, timeline.to_str().unwrap())]));
+    cluster.producer_ok(&["scripts", "--jobs-file", &file]);
+    eventually("the job to start", Duration::from_secs(60), || std::fs::read_to_string(&timeline).is_ok_and(|t| t.starts_with("start")));
+    redis.kill();
+    // The run ends during the outage, so its result cannot be stored: the job is parked (no
+    // requeue, no attempt used) and its output stays on the node.
+    let node_log = || std::fs::read_to_string(cluster.ns.path("outage.log")).unwrap();
+    eventually("the job to be parked", Duration::from_secs(90), || node_log().contains("Redis unavailable; script job parked"));
+    assert!(cluster.root("outage").join("out/through_outage.json").exists(), "output removed before it was stored");
+    redis.restart();
+    let collected = cluster.ns.path("collected");
+    // The same file again is the same batch: nothing is republished, it only waits and collects.
+    cluster.producer_ok(&["scripts", "--jobs-file", &file, "--wait", "--timeout", "120", "--output-dir", collected.to_str().unwrap()]);
+    let summary: Value = serde_json::from_slice(&std::fs::read(collected.join("collect_summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["collected"], 1, "{summary}");
+    assert_eq!(summary["tasks"][0]["attempt"], 1, "waiting for Redis used an attempt: {summary}");
+    let output: Value = serde_json::from_slice(&std::fs::read(collected.join("through_outage.json")).unwrap()).unwrap();
+    assert_eq!(output["status"], "success");
+    assert!(!cluster.root("outage").join("out/through_outage.json").exists(), "the node's copy stays after upload");
 }

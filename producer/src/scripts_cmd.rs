@@ -6,7 +6,8 @@
 //! id is the job id; `--job-id`, else derived from the file's content so re-running the same
 //! file is the same job and nothing is counted twice), then publishes one message per task with
 //! confirms: to `<ns>.scripts`, or to `<ns>.scripts.<node>` when the task is pinned to a node.
-//! It prints the batch id. `--wait` follows the batch like `wait`; with `--output-dir` the
+//! A `gpu_id` pin without `node` is routed by [`route_gpu_pins`] so that only a node with that
+//! GPU can take it (or refused when that needs a choice of node). It prints the batch id. `--wait` follows the batch like `wait`; with `--output-dir` the
 //! outputs are then collected.
 //!
 //! Outputs travel back through Redis (the node uploads the file content, then deletes its local
@@ -25,11 +26,11 @@ use clap::Args;
 use serde::Serialize;
 
 use seedq_broker::Broker;
-use seedq_protocol::{Job, JobSpec, ScriptBatch, ScriptJob, ScriptResult, Topology, PROTOCOL_VERSION};
+use seedq_protocol::{Job, JobSpec, NodeConfig, ScriptBatch, ScriptJob, ScriptResult, Topology, PROTOCOL_VERSION};
 use seedq_store::{CreateOutcome, Store};
 
 use crate::context::Env;
-use crate::jobs_file::{self, Limits, ScriptJobEntry};
+use crate::jobs_file::{self, JobsFileError, Limits, Problem, ScriptJobEntry};
 
 #[derive(Debug, Clone, Args)]
 pub struct ScriptsArgs {
@@ -83,6 +84,44 @@ fn limits(env: &Env) -> Limits {
     }
 }
 
+/// Honours `gpu_id` pins without `node`. A job on the shared queue may reach any node, and a
+/// node without that GPU can only dead-letter it (`gpu_unavailable`), so: when every node has
+/// that GPU index the shared queue is fine; when exactly one node has it, the job is pinned to
+/// that node (as if `node` were given); otherwise the file is refused, naming the nodes that have
+/// the GPU. Every node of cluster.toml counts, since each runs a script consumer; a node not
+/// listed there has no GPUs for scripts. Returns the `(job_id, node)` pins it added.
+pub fn route_gpu_pins(entries: &mut [ScriptJobEntry], nodes: &[NodeConfig]) -> Result<Vec<(String, String)>, JobsFileError> {
+    let mut routed = Vec::new();
+    let mut problems = Vec::new();
+    for (index, entry) in entries.iter_mut().enumerate() {
+        let Some(gpu) = entry.gpu_id.filter(|_| entry.node.is_none()) else { continue };
+        let having: Vec<&str> =
+            nodes.iter().filter(|n| n.gpu_list().iter().any(|g| g.index == gpu)).map(|n| n.name.as_str()).collect();
+        let message = match having.as_slice() {
+            _ if !having.is_empty() && having.len() == nodes.len() => continue,
+            [only] => {
+                entry.node = Some(only.to_string());
+                routed.push((entry.job_id.clone(), only.to_string()));
+                continue;
+            }
+            [] if nodes.is_empty() => {
+                format!("gpu_id {gpu} cannot be honoured: cluster.toml lists no nodes, and a node not listed has no GPUs for scripts")
+            }
+            [] => format!("gpu_id {gpu} exists on no node of the cluster"),
+            several => format!(
+                "gpu_id {gpu} exists only on some nodes ({}), so a node without it could receive the job; add \"node\" to choose one",
+                several.join(", ")
+            ),
+        };
+        problems.push(Problem { index: Some(index), job_id: Some(entry.job_id.clone()), message });
+    }
+    if problems.is_empty() {
+        Ok(routed)
+    } else {
+        Err(JobsFileError(problems))
+    }
+}
+
 /// FNV-1a, 64 bit: a stable digest for derived ids (not a security boundary).
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
@@ -128,7 +167,10 @@ async fn connect_store(env: &Env) -> anyhow::Result<Store> {
 pub async fn run_scripts(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(&args.jobs_file)
         .with_context(|| format!("reading the jobs file {}", args.jobs_file.display()))?;
-    let entries = jobs_file::parse_and_validate(&text, &limits(env))?;
+    let mut entries = jobs_file::parse_and_validate(&text, &limits(env))?;
+    for (job_id, node) in route_gpu_pins(&mut entries, &env.cluster.nodes)? {
+        tracing::info!("job {job_id}: only node '{node}' has its gpu_id; publishing it to that node's queue");
+    }
     let mut batch = ScriptBatch {
         tasks: entries.iter().map(to_task).collect(),
         output_dir: args.output_dir.as_ref().map(|d| d.display().to_string()),
@@ -421,7 +463,8 @@ pub fn write_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seedq_protocol::{ScriptJob, ScriptOutput};
+    use seedq_protocol::config::GpusField;
+    use seedq_protocol::{GpuConfig, ScriptJob, ScriptOutput};
 
     fn result(task: &str, success: bool, path: &str, content: &[u8]) -> ScriptResult {
         let job: ScriptJob = serde_json::from_value(serde_json::json!({
@@ -433,6 +476,70 @@ mod tests {
         r.output = success.then(|| ScriptOutput::new(path, content));
         r.failure = (!success).then(|| "timeout".to_string());
         r
+    }
+
+    fn node(name: &str, gpus: GpusField) -> NodeConfig {
+        NodeConfig { name: name.into(), gpus, ..NodeConfig::default() }
+    }
+
+    fn entry(id: &str, gpu_id: Option<u32>, node: Option<&str>) -> ScriptJobEntry {
+        ScriptJobEntry {
+            job_id: id.into(),
+            script: "s.py".into(),
+            args: vec![],
+            expected_output: format!("o/{id}.json"),
+            timeout_secs: 60,
+            node: node.map(str::to_string),
+            gpu_id,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn gpu_pins_without_a_node_go_to_the_only_node_with_that_gpu() {
+        let sparse = GpusField::Detailed(vec![GpuConfig { index: 7, model: "RX 6600".into() }]);
+        let nodes = [node("zeus", GpusField::Count(2)), node("rig-a", GpusField::Count(6)), node("rig-b", sparse)];
+        let mut entries = vec![
+            entry("plain", None, None),
+            entry("shared", Some(0), Some("zeus")),
+            entry("only_rig_a", Some(4), None),
+            entry("only_rig_b", Some(7), None),
+            entry("explicit", Some(1), Some("rig-a")),
+        ];
+        let routed = route_gpu_pins(&mut entries, &nodes).unwrap();
+        assert_eq!(routed, vec![("only_rig_a".to_string(), "rig-a".to_string()), ("only_rig_b".to_string(), "rig-b".to_string())]);
+        let pins: Vec<Option<&str>> = entries.iter().map(|e| e.node.as_deref()).collect();
+        assert_eq!(pins, vec![None, Some("zeus"), Some("rig-a"), Some("rig-b"), Some("rig-a")]);
+        // The routed job is published like a pinned one.
+        assert_eq!(to_task(&entries[2]).node.as_deref(), Some("rig-a"));
+    }
+
+    #[test]
+    fn gpu_pins_every_node_has_stay_on_the_shared_queue() {
+        let nodes = [node("zeus", GpusField::Count(2)), node("rig-a", GpusField::Count(12))];
+        let mut entries = vec![entry("g0", Some(0), None), entry("g1", Some(1), None)];
+        assert!(route_gpu_pins(&mut entries, &nodes).unwrap().is_empty());
+        assert!(entries.iter().all(|e| e.node.is_none()));
+        // A single node has every GPU it has: nothing to route.
+        let mut single = vec![entry("g1", Some(1), None)];
+        assert!(route_gpu_pins(&mut single, &nodes[..1]).unwrap().is_empty());
+        assert_eq!(single[0].node, None);
+    }
+
+    #[test]
+    fn gpu_pins_several_but_not_all_nodes_have_are_refused_naming_them() {
+        let nodes = [node("zeus", GpusField::Count(2)), node("rig-a", GpusField::Count(12)), node("rig-b", GpusField::Count(12))];
+        let mut entries = vec![entry("ok", Some(0), None), entry("ambiguous", Some(5), None), entry("nowhere", Some(12), None)];
+        let error = route_gpu_pins(&mut entries, &nodes).unwrap_err();
+        let text = error.to_string();
+        assert_eq!(error.0.len(), 2, "{text}");
+        assert!(text.contains("nothing was published"), "{text}");
+        assert!(text.contains("job #1 (ambiguous): gpu_id 5 exists only on some nodes (rig-a, rig-b)"), "{text}");
+        assert!(text.contains("add \"node\""), "{text}");
+        assert!(text.contains("job #2 (nowhere): gpu_id 12 exists on no node"), "{text}");
+        // Without any node in cluster.toml no GPU pin can be honoured.
+        let mut entries = vec![entry("g0", Some(0), None)];
+        assert!(route_gpu_pins(&mut entries, &[]).unwrap_err().to_string().contains("lists no nodes"));
     }
 
     #[test]

@@ -36,7 +36,17 @@
 //!    queue with the attempt bumped (backoff with jitter, `[retry]` in cluster.toml) or, after
 //!    the last attempt or for a failure that cannot succeed on retry (path outside the root,
 //!    missing script, GPU pin the node lacks), publish to the dead-letter queue with the reason
-//!    in `x-seedq-error`; then ack.
+//!    in `x-seedq-error`; then ack. Redis is always written before anything is published.
+//! 6. Redis unreachable at any step (after the store's own retries): the job is parked in the
+//!    delay queue without using an attempt ([`park_until_redis_returns`]), like seed chunks, so
+//!    an outage of any length dead-letters and loses nothing.
+//!
+//! # Broker failures
+//!
+//! Each queue is consumed by its own loop ([`subscription`]). A channel-level failure (queue
+//! deleted, `consumer_timeout`) re-opens that channel and re-subscribes with backoff while the
+//! connection is fine; after a connection loss the loop waits for the supervisor's new
+//! connection. Jobs already running carry on and settle through the current connection.
 //!
 //! A job's timeout is clamped to the broker's `consumer_timeout` minus a margin, so a stuck
 //! script can never make RabbitMQ close the channel (and redeliver every job on it).
@@ -58,13 +68,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
+use seedq_broker::lapin::message::Delivery;
 use seedq_broker::lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use seedq_broker::lapin::types::FieldTable;
-use seedq_broker::lapin::message::Delivery;
+use seedq_broker::lapin::Channel;
 use seedq_broker::{script_headers, Broker};
 use seedq_protocol::{FailureEvent, RetryConfig, ScriptJob, ScriptOutput, ScriptResult, Topology};
-use seedq_store::{ApplyOutcome, Store};
-use tokio::sync::{watch, Semaphore};
+use seedq_store::{ApplyOutcome, Store, StoreError};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::context::NodeContext;
 use crate::metrics::Metrics;
@@ -124,62 +135,40 @@ pub async fn serve(ctx: Arc<NodeContext>) -> anyhow::Result<()> {
         shutdown: ctx.shutdown_signal(),
     });
     tracing::info!(node = %node, limit, root = %shared.root.path().display(), "script consumer starting");
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let (generation, broker) = ctx.broker_generation();
-        match consume(&shared, &broker, limit, &mut tasks).await {
-            Ok(()) => break,
-            Err(e) => {
-                // Deliveries in flight return to the queue by themselves; running scripts carry
-                // on and report through the new connection. Wait for the supervisor's reconnect.
-                tracing::warn!(error = %format!("{e:#}"), "script consumer lost its broker channel; waiting for the reconnection");
-                if ctx.broker_changed(generation).await.is_none() {
-                    break;
-                }
-            }
-        }
-    }
-    drain(&mut tasks).await;
+    let (deliveries, received) = mpsc::unbounded_channel();
+    let [shared_queue, pinned_queue] = [shared.topology.scripts_queue(), shared.topology.node_scripts_queue(&node)]
+        .map(|queue| subscription(&shared, queue, limit, deliveries.clone()));
+    // The dispatcher ends once both subscriptions have ended (shutdown) and dropped their senders.
+    drop(deliveries);
+    tokio::join!(shared_queue, pinned_queue, dispatch(&shared, received));
     tracing::info!(node = %node, "script consumer stopped");
     Ok(())
 }
 
-/// One subscription on one broker connection: returns `Ok` on shutdown, `Err` when the
-/// channel or connection is lost.
-async fn consume(shared: &Arc<Shared>, broker: &Broker, limit: u32, tasks: &mut tokio::task::JoinSet<()>) -> anyhow::Result<()> {
-    let settings = shared.ctx.cluster().broker.clone();
-    broker
-        .declare_node_scripts_queue(&shared.node, &settings)
-        .await
-        .context("declaring this node's pinned script queue")?;
-    let tag = Topology::scripts_consumer_tag(&shared.node);
-    let mut consumers = Vec::new();
-    for queue in [shared.topology.scripts_queue(), shared.topology.node_scripts_queue(&shared.node)] {
-        let channel = broker.channel().await?;
-        channel
-            .basic_qos(limit.min(u16::MAX as u32) as u16, BasicQosOptions::default())
-            .await
-            .with_context(|| format!("setting prefetch {limit} on {queue}"))?;
-        let consumer = channel
-            .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
-            .await
-            .with_context(|| format!("consuming {queue}"))?;
-        consumers.push((channel, queue, consumer));
-    }
-    let mut streams = futures_util::stream::select_all(
-        consumers.iter().map(|(_, queue, consumer)| consumer.clone().map(move |d| (queue.clone(), d))).collect::<Vec<_>>(),
-    );
-    let mut shutdown = shared.shutdown.clone();
-    let outcome = loop {
+/// A delivery on its way to a job task, with its channel: lapin closes a channel when its last
+/// handle drops, which would return every delivery still running on it to the queue, so each
+/// task keeps its channel open until its delivery is settled.
+struct InFlight {
+    queue: String,
+    delivery: Delivery,
+    channel: Channel,
+}
+
+/// Runs every delivery as a task; after the subscriptions end, waits for running jobs (each
+/// handles the drain itself) to settle.
+async fn dispatch(shared: &Arc<Shared>, mut received: mpsc::UnboundedReceiver<InFlight>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
         tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
-            next = streams.next() => match next {
-                Some((queue, Ok(delivery))) => {
+            next = received.recv() => match next {
+                Some(InFlight { queue, delivery, channel }) => {
                     let shared = Arc::clone(shared);
-                    tasks.spawn(async move { handle(shared, queue, delivery).await });
+                    tasks.spawn(async move {
+                        handle(shared, queue, delivery).await;
+                        drop(channel);
+                    });
                 }
-                Some((queue, Err(e))) => break Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
-                None => break Err(anyhow::anyhow!("the broker cancelled the script consumers")),
+                None => break,
             },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
@@ -187,15 +176,127 @@ async fn consume(shared: &Arc<Shared>, broker: &Broker, limit: u32, tasks: &mut 
                 }
             }
         }
-    };
-    if outcome.is_ok() {
-        for (channel, queue, _) in &consumers {
-            if let Err(e) = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await {
-                tracing::warn!(queue = %queue, error = %e, "cancelling the script consumer");
-            }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "script job task panicked");
         }
     }
-    outcome
+}
+
+/// First pause before re-subscribing after a channel-level failure; doubles per failure in a row.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(500);
+/// Longest pause between re-subscription attempts (e.g. while a deleted queue is not back yet).
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(15);
+
+/// Keeps one queue subscribed until shutdown. Each queue has its own loop and channel, so a
+/// channel-level failure of one (queue deleted, `consumer_timeout`, a refused declare) re-opens
+/// that channel and re-subscribes it with backoff while the connection is fine, and never
+/// disturbs jobs running from the other; after a connection loss it waits for the supervisor's
+/// new connection. Deliveries of a failed channel return to the queue by themselves; running
+/// scripts carry on and report through the current connection.
+async fn subscription(shared: &Arc<Shared>, queue: String, limit: u32, deliveries: mpsc::UnboundedSender<InFlight>) {
+    let ctx = &shared.ctx;
+    let mut backoff = resubscribe_backoff();
+    loop {
+        if ctx.is_shutting_down() {
+            break;
+        }
+        let (generation, broker) = ctx.broker_generation();
+        let started = Instant::now();
+        let error = match subscribe(shared, &broker, &queue, limit, &deliveries).await {
+            Ok(()) => break,
+            Err(e) => e,
+        };
+        if ctx.is_shutting_down() {
+            break;
+        }
+        // A subscription that served for a while was healthy: start the backoff over.
+        if started.elapsed() > 2 * RESUBSCRIBE_MAX {
+            backoff = resubscribe_backoff();
+        }
+        if broker.is_connected() {
+            let delay = backoff.next().unwrap_or(RESUBSCRIBE_MAX);
+            tracing::warn!(queue = %queue, error = %format!("{error:#}"), delay_ms = delay.as_millis() as u64, "script consumer channel failed; re-subscribing");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // A new connection (or shutdown) ends the pause early.
+                changed = ctx.broker_changed(generation) => if changed.is_none() { break },
+            }
+        } else {
+            tracing::warn!(queue = %queue, error = %format!("{error:#}"), "script consumer lost its broker connection; waiting for the reconnection");
+            if ctx.broker_changed(generation).await.is_none() {
+                break;
+            }
+            backoff = resubscribe_backoff();
+        }
+    }
+}
+
+/// `RESUBSCRIBE_MIN` doubled per failure in a row, capped at `RESUBSCRIBE_MAX`, jittered so that
+/// nodes that lost the same queue do not come back in lockstep; endless (the queue may take a
+/// while to come back, and nothing is lost meanwhile).
+fn resubscribe_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(RESUBSCRIBE_MIN)
+        .with_max_delay(RESUBSCRIBE_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// One subscription on one channel: returns `Ok` on shutdown, `Err` when the channel or the
+/// connection is lost or the broker cancels the consumer.
+async fn subscribe(
+    shared: &Shared,
+    broker: &Broker,
+    queue: &str,
+    limit: u32,
+    deliveries: &mpsc::UnboundedSender<InFlight>,
+) -> anyhow::Result<()> {
+    if queue != shared.topology.scripts_queue() {
+        // This node's own queue: (re)declared here, so a deleted one comes back.
+        let settings = &shared.ctx.cluster().broker;
+        broker.declare_node_scripts_queue(&shared.node, settings).await.context("declaring this node's pinned script queue")?;
+    }
+    let tag = Topology::scripts_consumer_tag(&shared.node);
+    let channel = broker.channel().await.with_context(|| format!("opening a channel for {queue}"))?;
+    channel
+        .basic_qos(limit.min(u16::MAX as u32) as u16, BasicQosOptions::default())
+        .await
+        .with_context(|| format!("setting prefetch {limit} on {queue}"))?;
+    let mut consumer = channel
+        .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .with_context(|| format!("consuming {queue}"))?;
+    tracing::info!(queue, tag = %tag, prefetch = limit, "script consumer subscribed");
+    let forward = |delivery: Delivery| {
+        // The dispatcher outlives every subscription, so this cannot fail; were it gone, the
+        // dropped delivery would return to the queue when the channel closes.
+        let _ = deliveries.send(InFlight { queue: queue.to_string(), delivery, channel: channel.clone() });
+    };
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => forward(delivery),
+                Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
+                None => anyhow::bail!("the broker cancelled the script consumer on {queue} (queue deleted?)"),
+            },
+        }
+    }
+    // Draining: no new deliveries. What arrived before the cancel took effect still goes to a
+    // task, which returns it to the queue; the channel stays open while tasks hold it.
+    if let Err(e) = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await {
+        tracing::warn!(queue, error = %e, "cancelling the script consumer");
+    }
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(1), consumer.next()).await {
+        forward(delivery);
+    }
+    Ok(())
 }
 
 impl Shared {
@@ -204,25 +305,23 @@ impl Shared {
     }
 }
 
-/// Waits for running jobs (each handles the drain itself) to settle.
-async fn drain(tasks: &mut tokio::task::JoinSet<()>) {
-    while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined {
-            tracing::error!(error = %e, "script job task panicked");
-        }
-    }
-}
-
 /// What happened to a delivery; decides ack / nack.
 enum Settle {
     Ack,
-    /// Return it to the queue (drain, or Redis unreachable after retries).
+    /// Return it to the queue (drain, or the broker failed while settling it).
     Requeue,
 }
 
 async fn handle(shared: Arc<Shared>, queue: String, delivery: Delivery) {
     let settle = match process(&shared, &queue, &delivery).await {
         Ok(settle) => settle,
+        Err(e) if redis_unavailable(&e) => match park_until_redis_returns(&shared, &queue, &delivery, &e).await {
+            Ok(()) => Settle::Ack,
+            Err(park) => {
+                tracing::error!(queue = %queue, error = %format!("{park:#}"), "could not park the script job; returning it to the queue");
+                Settle::Requeue
+            }
+        },
         Err(e) => {
             tracing::error!(queue = %queue, error = %format!("{e:#}"), "script job could not be settled; returning it to the queue");
             Settle::Requeue
@@ -251,8 +350,7 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
     };
     if job.expected_output.as_deref().is_none_or(str::is_empty) {
         let detail = "the job names no expected_output, so its success cannot be judged";
-        shared.broker().publish_dead_letter(queue, &delivery.data, &headers, "invalid_message", detail).await?;
-        record_failure(shared, &job, "invalid_message", detail, true).await?;
+        dead_letter(shared, queue, delivery, &headers, &job, "invalid_message", detail).await?;
         return Ok(Settle::Ack);
     }
     if let Some(pin) = job.node.as_deref().filter(|pin| *pin != shared.node) {
@@ -261,6 +359,20 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
         return Ok(Settle::Ack);
     }
     let member = job.member();
+    // As for seed chunks: a job that keeps coming back unsettled (its node crashed or was killed
+    // while it ran, e.g. out of memory) is dead-lettered here, with the reason and a record in
+    // Redis, one delivery before the broker would drop it into the DLQ silently.
+    let returned = seedq_broker::delivery_count(&delivery.properties);
+    let limit = u64::from(shared.ctx.cluster().broker.delivery_limit);
+    if limit > 1 && returned + 1 >= limit {
+        let detail = format!(
+            "delivered {} times without completing: the node running it stopped or crashed each time (out of memory?); \
+             fix the cause, then `seedq-producer dlq replay`",
+            returned + 1
+        );
+        dead_letter(shared, queue, delivery, &headers, &job, "delivery_limit", &detail).await?;
+        return Ok(Settle::Ack);
+    }
     if shared.store.is_cancelled(&job.batch_id).await? {
         record_failure(shared, &job, "cancelled", "the batch was cancelled before this task ran", true).await?;
         return Ok(Settle::Ack);
@@ -365,11 +477,12 @@ async fn settle_report(
         Ok(content) => {
             result.success = true;
             result.output = Some(ScriptOutput::new(output_name, content));
-            match shared.store.apply_script_result(&result).await? {
+            match shared.store.apply_script_result(&result).await.context("storing the script's result")? {
                 ApplyOutcome::Applied | ApplyOutcome::AlreadyDone => {}
                 ApplyOutcome::UnknownJob => tracing::warn!(batch = %job.batch_id, "batch vanished from Redis while the task ran"),
             }
-            // Only now that Redis holds the content may the node's copy go.
+            // Only now that Redis holds the content may the node's copy go (had the write
+            // failed, the job would be parked with its output file still in place).
             if let Err(e) = report.remove_output(&shared.root) {
                 tracing::warn!(task = %job.task_id, error = %e, "could not remove the uploaded output file");
             }
@@ -381,7 +494,7 @@ async fn settle_report(
             if let Some(content) = &report.error_output {
                 result.output = Some(ScriptOutput::new(output_name, content));
             }
-            shared.store.save_script_attempt(&result).await?;
+            shared.store.save_script_attempt(&result).await.context("storing the failed attempt")?;
             if report.error_output.is_some() {
                 let _ = report.remove_output(&shared.root);
             }
@@ -392,8 +505,10 @@ async fn settle_report(
                 next.attempt = job.attempt + 1;
                 let delay = shared.retry.backoff_ms(next.attempt, jitter01());
                 tracing::warn!(task = %job.task_id, reason = reason.code(), attempt = job.attempt, delay_ms = delay, "script job failed; retrying");
-                shared.broker().publish_retry(queue, &next.to_json(), &script_headers(&next), delay).await?;
+                // Redis first: if it is down, the job is parked before anything was published, so
+                // parking never leaves a second copy in the queues.
                 record_failure(shared, job, reason.code(), &detail, false).await?;
+                shared.broker().publish_retry(queue, &next.to_json(), &script_headers(&next), delay).await?;
             } else {
                 tracing::warn!(task = %job.task_id, reason = reason.code(), attempt = job.attempt, "script job failed for good; dead-lettering it");
                 dead_letter(shared, queue, delivery, headers, job, reason.code(), &detail).await?;
@@ -422,10 +537,13 @@ async fn dead_letter(
     reason: &str,
     detail: &str,
 ) -> anyhow::Result<()> {
+    // Redis first (the batch settles on it): if Redis is down, the job is parked with nothing
+    // published yet, and settles when Redis is back.
+    record_failure(shared, job, reason, detail, true).await?;
     let mut headers = headers.clone();
     headers.insert(seedq_protocol::headers::NODE.to_string(), shared.node.clone());
     shared.broker().publish_dead_letter(queue, &delivery.data, &headers, reason, detail).await?;
-    record_failure(shared, job, reason, detail, true).await
+    Ok(())
 }
 
 async fn record_failure(shared: &Shared, job: &ScriptJob, reason: &str, detail: &str, dead: bool) -> anyhow::Result<()> {
@@ -438,7 +556,49 @@ async fn record_failure(shared: &Shared, job: &ScriptJob, reason: &str, detail: 
         attempt: job.attempt,
         at_ms: seedq_protocol::now_ms(),
     };
-    shared.store.record_failure(&job.batch_id, &event).await?;
+    shared
+        .store
+        .record_failure(&job.batch_id, &event)
+        .await
+        .with_context(|| format!("recording {reason} for task {}", job.task_id))?;
+    Ok(())
+}
+
+
+/// Whether `e` comes from Redis being unreachable (after the store's own retries), rather than
+/// from the job or the broker.
+fn redis_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.downcast_ref::<StoreError>().is_some_and(StoreError::is_unavailable))
+}
+
+/// Redis is unreachable: the job is not at fault, so it goes back through the delay queue
+/// WITHOUT using an attempt, with a growing delay counted in `x-seedq-redis-waits`, and the
+/// delivery is acked. A requeue instead would come straight back, and on RabbitMQ 3.10 every
+/// requeue counts toward the quorum queue's delivery limit, after which the broker dead-letters
+/// the job with nothing in Redis and the batch never settles. However long Redis is down, no job
+/// is lost or dead-lettered for it. Every Redis write of a job precedes its publishes, so a
+/// parked job has no second copy in the queues; a successful run whose result could not be
+/// stored keeps its output file on the node (it is removed only after the write) and the job
+/// runs again when it comes back.
+async fn park_until_redis_returns(shared: &Shared, queue: &str, delivery: &Delivery, cause: &anyhow::Error) -> anyhow::Result<()> {
+    let mut headers = seedq_broker::headers_of(&delivery.properties);
+    let waits: u32 = headers.get(seedq_protocol::headers::REDIS_WAITS).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let delay = shared.retry.backoff_ms(waits.saturating_add(2), jitter01());
+    headers.insert(seedq_protocol::headers::REDIS_WAITS.into(), (waits + 1).to_string());
+    headers.insert(seedq_protocol::headers::ERROR.into(), "redis_unavailable".into());
+    tracing::warn!(
+        queue,
+        task = headers.get(seedq_protocol::headers::TASK).map(String::as_str).unwrap_or("?"),
+        waits = waits + 1,
+        delay_ms = delay,
+        error = %format!("{cause:#}"),
+        "Redis unavailable; script job parked in the delay queue"
+    );
+    shared
+        .broker()
+        .publish_retry(queue, &delivery.data, &headers, delay)
+        .await
+        .context("parking the script job in the delay queue")?;
     Ok(())
 }
 

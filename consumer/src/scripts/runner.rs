@@ -442,11 +442,17 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
     } else if report.exit.code != Some(0) {
         Err(FailureReason::NonZeroExit { code: report.exit.code.unwrap_or(-1) })
     } else {
-        judge_output(root, &request.expected_output, &output, before.as_ref(), start_wall, request.max_output_bytes)
-            .map_err(|(reason, content)| {
+        // Reading up to `max_output_bytes` and parsing it as JSON blocks: not on a tokio worker.
+        let (root, name, max_bytes) = (root.clone(), request.expected_output.clone(), request.max_output_bytes);
+        let judged =
+            tokio::task::spawn_blocking(move || judge_output(&root, &name, &output, before.as_ref(), start_wall, max_bytes)).await;
+        match judged {
+            Ok(judged) => judged.map_err(|(reason, content)| {
                 report.error_output = content;
                 reason
-            })
+            }),
+            Err(e) => Err(FailureReason::Io { detail: format!("judging the output: {e}") }),
+        }
     };
     report
 }

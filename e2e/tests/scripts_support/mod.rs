@@ -25,6 +25,8 @@ pub struct Cluster {
     pub config: PathBuf,
     pub roots: BTreeMap<String, PathBuf>,
     pub consumers: Vec<Child>,
+    /// The shared Redis by default; a test's own [`seedq_e2e::PrivateRedis`] to take it down.
+    pub redis_url: String,
 }
 
 impl Cluster {
@@ -53,7 +55,7 @@ impl Cluster {
         }
         let config = ns.path("cluster.toml");
         std::fs::write(&config, toml).unwrap();
-        Cluster { ns, config, roots, consumers: Vec::new() }
+        Cluster { ns, config, roots, consumers: Vec::new(), redis_url: redis_url() }
     }
 
     pub fn root(&self, node: &str) -> &Path {
@@ -66,7 +68,7 @@ impl Cluster {
             .args(["--config", self.config.to_str().unwrap(), "--node", node, "--backend", "cpu", "--slots", "1", "--cpu-threads", "1"])
             .env("SEEDQ_NAMESPACE", &self.ns.name)
             .env("SEEDQ_AMQP_URL", amqp_url())
-            .env("SEEDQ_REDIS_URL", redis_url())
+            .env("SEEDQ_REDIS_URL", &self.redis_url)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -82,7 +84,7 @@ impl Cluster {
             .args(args)
             .env("SEEDQ_NAMESPACE", &self.ns.name)
             .env("SEEDQ_AMQP_URL", amqp_url())
-            .env("SEEDQ_REDIS_URL", redis_url())
+            .env("SEEDQ_REDIS_URL", &self.redis_url)
             .output()
             .expect("run seedq-producer")
     }
@@ -118,11 +120,16 @@ impl Cluster {
             .collect()
     }
 
+    /// Waits until the management API shows each node's script consumer on the shared queue and
+    /// on its pinned queue (two channels, subscribed independently; the API lags a little).
     pub fn wait_for_script_consumers(&self, nodes: &[&str]) {
         let queue = format!("{}.scripts", self.ns.name);
-        eventually(&format!("script consumers of {nodes:?} on {queue}"), Duration::from_secs(60), || {
+        eventually(&format!("script consumers of {nodes:?} on {queue} and their pinned queues"), Duration::from_secs(60), || {
             let tags: Vec<String> = self.queue_consumers(&queue).into_iter().map(|c| c.0).collect();
-            nodes.iter().all(|n| tags.contains(&format!("{n}/scripts")))
+            nodes.iter().all(|n| {
+                let tag = format!("{n}/scripts");
+                tags.contains(&tag) && self.queue_consumers(&format!("{queue}.{n}")).iter().any(|c| c.0 == tag)
+            })
         });
     }
 }
