@@ -572,9 +572,9 @@ impl Handler<'_> {
     /// for it and none is lost.
     async fn park_until_redis_returns(&self, delivery: &Delivery, msg: &ChunkMessage, detail: &str) -> anyhow::Result<()> {
         let mut headers = headers_of(&delivery.properties);
-        let waits: u32 = headers.get(REDIS_WAITS).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let waits: u32 = headers.get(h::REDIS_WAITS).and_then(|v| v.parse().ok()).unwrap_or(0);
         let delay = self.ctx.cluster().retry.backoff_ms(waits.saturating_add(2), jitter01());
-        headers.insert(REDIS_WAITS.into(), (waits + 1).to_string());
+        headers.insert(h::REDIS_WAITS.into(), (waits + 1).to_string());
         headers.insert(h::ERROR.into(), "redis_unavailable".into());
         tracing::warn!(job = %msg.job_id, chunk = msg.chunk, detail, delay_ms = delay, "Redis unavailable; chunk parked in the delay queue");
         self.ctx.metrics().chunk_failed("redis_unavailable");
@@ -586,8 +586,6 @@ impl Handler<'_> {
     }
 }
 
-/// Header counting how often a chunk waited for Redis (does not consume attempts).
-const REDIS_WAITS: &str = "x-seedq-redis-waits";
 
 /// Completes `timeout` after shutdown starts.
 async fn drain_expired(mut shutdown: tokio::sync::watch::Receiver<bool>, timeout: Duration) {

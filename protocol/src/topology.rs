@@ -43,6 +43,9 @@ pub mod headers {
     pub const SOURCE_QUEUE: &str = "x-seedq-source-queue";
     /// Node that dead-lettered or retried it.
     pub const NODE: &str = "x-seedq-node";
+    /// How often the message was parked in the delay queue because Redis was unreachable (does
+    /// not use up attempts; grows the parking delay).
+    pub const REDIS_WAITS: &str = "x-seedq-redis-waits";
 }
 
 /// Default `x-delivery-limit` on work queues: a message redelivered this many times (consumer
