@@ -31,6 +31,7 @@ use seedq_store::{ApplyOutcome, ThroughputSample};
 
 use crate::context::NodeContext;
 use crate::jobs::{prepare, JobCache, Prepared, Rejection};
+use crate::redelivery;
 use crate::slot::{SlotWorker, Work};
 
 /// Chunks shorter than this give no throughput sample (fixed costs dominate them). Kept low:
@@ -294,17 +295,10 @@ impl Handler<'_> {
             Ok(m) => m,
             Err(rejection) => return self.dead_letter(&delivery, None, rejection).await,
         };
-        // Quorum queues dead-letter a message that keeps coming back unsettled (its consumers
-        // crash on it: out of memory, a GPU hang) once `x-delivery-count` passes the limit, and
-        // nothing would tell Redis: the job would never finish. One delivery before that, the
-        // consumer dead-letters it itself, with the reason, and records it for the job.
-        let returned = seedq_broker::delivery_count(&delivery.properties);
-        let limit = u64::from(self.ctx.cluster().broker.delivery_limit);
-        if limit > 1 && returned + 1 >= limit {
+        if let Some(deliveries) = redelivery::last_delivery(&delivery.properties, self.ctx.cluster().broker.delivery_limit) {
             let detail = format!(
-                "delivered {} times without completing: every slot that took it stopped or crashed while it ran \
-                 (out of memory? a GPU hang? repeated drains?); fix the cause, then `seedq-producer dlq replay`",
-                returned + 1
+                "delivered {deliveries} times without completing: every slot that took it stopped or crashed while it ran \
+                 (out of memory? a GPU hang? repeated drains?); fix the cause, then `seedq-producer dlq replay`"
             );
             return self.dead_letter(&delivery, Some(&msg), Rejection::new("delivery_limit", detail)).await;
         }
@@ -544,7 +538,7 @@ impl Handler<'_> {
         }
         let retry = self.ctx.cluster().retry.clone();
         let next = msg.attempt + 1;
-        let delay = retry.backoff_ms(next, jitter01());
+        let delay = retry.backoff_ms(next, redelivery::jitter01());
         tracing::warn!(job = %msg.job_id, chunk = msg.chunk, reason, detail, next_attempt = next, delay_ms = delay, "chunk failed; retrying later");
         self.ctx.metrics().chunk_failed(reason);
         self.ctx.stats.chunk_failed();
@@ -571,15 +565,11 @@ impl Handler<'_> {
     /// in the `x-seedq-redis-waits` header. However long Redis is down, no chunk is dead-lettered
     /// for it and none is lost.
     async fn park_until_redis_returns(&self, delivery: &Delivery, msg: &ChunkMessage, detail: &str) -> anyhow::Result<()> {
-        let mut headers = headers_of(&delivery.properties);
-        let waits: u32 = headers.get(h::REDIS_WAITS).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let delay = self.ctx.cluster().retry.backoff_ms(waits.saturating_add(2), jitter01());
-        headers.insert(h::REDIS_WAITS.into(), (waits + 1).to_string());
-        headers.insert(h::ERROR.into(), "redis_unavailable".into());
-        tracing::warn!(job = %msg.job_id, chunk = msg.chunk, detail, delay_ms = delay, "Redis unavailable; chunk parked in the delay queue");
+        let parked = redelivery::parking(&delivery.properties, &self.ctx.cluster().retry);
+        tracing::warn!(job = %msg.job_id, chunk = msg.chunk, detail, waits = parked.waits, delay_ms = parked.delay_ms, "Redis unavailable; chunk parked in the delay queue");
         self.ctx.metrics().chunk_failed("redis_unavailable");
         self.broker
-            .publish_retry(self.queue, &delivery.data, &headers, delay)
+            .publish_retry(self.queue, &delivery.data, &parked.headers, parked.delay_ms)
             .await
             .context("publishing to the retry queue")?;
         self.ack(delivery).await
@@ -595,13 +585,6 @@ async fn drain_expired(mut shutdown: tokio::sync::watch::Receiver<bool>, timeout
     tokio::time::sleep(timeout).await;
 }
 
-/// A jitter fraction in [0, 1) without a random-number dependency.
-fn jitter01() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos() ^ seedq_protocol::now_ms() as u128);
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ mod context;
 mod jobs;
 mod metrics;
 mod node;
+mod redelivery;
 mod scripts;
 mod slot;
 

@@ -78,6 +78,7 @@ use seedq_store::{ApplyOutcome, Store, StoreError};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::context::NodeContext;
+use crate::redelivery;
 use crate::metrics::Metrics;
 
 use self::gpu::GpuPool;
@@ -359,16 +360,10 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
         return Ok(Settle::Ack);
     }
     let member = job.member();
-    // As for seed chunks: a job that keeps coming back unsettled (its node crashed or was killed
-    // while it ran, e.g. out of memory) is dead-lettered here, with the reason and a record in
-    // Redis, one delivery before the broker would drop it into the DLQ silently.
-    let returned = seedq_broker::delivery_count(&delivery.properties);
-    let limit = u64::from(shared.ctx.cluster().broker.delivery_limit);
-    if limit > 1 && returned + 1 >= limit {
+    if let Some(deliveries) = redelivery::last_delivery(&delivery.properties, shared.ctx.cluster().broker.delivery_limit) {
         let detail = format!(
-            "delivered {} times without completing: the node running it stopped or crashed each time (out of memory?); \
-             fix the cause, then `seedq-producer dlq replay`",
-            returned + 1
+            "delivered {deliveries} times without completing: the node running it stopped or crashed each time (out of memory?); \
+             fix the cause, then `seedq-producer dlq replay`"
         );
         dead_letter(shared, queue, delivery, &headers, &job, "delivery_limit", &detail).await?;
         return Ok(Settle::Ack);
@@ -503,7 +498,7 @@ async fn settle_report(
             if reason.is_retryable() && !last_attempt {
                 let mut next = job.clone();
                 next.attempt = job.attempt + 1;
-                let delay = shared.retry.backoff_ms(next.attempt, jitter01());
+                let delay = shared.retry.backoff_ms(next.attempt, redelivery::jitter01());
                 tracing::warn!(task = %job.task_id, reason = reason.code(), attempt = job.attempt, delay_ms = delay, "script job failed; retrying");
                 // Redis first: if it is down, the job is parked before anything was published, so
                 // parking never leaves a second copy in the queues.
@@ -581,22 +576,18 @@ fn redis_unavailable(e: &anyhow::Error) -> bool {
 /// stored keeps its output file on the node (it is removed only after the write) and the job
 /// runs again when it comes back.
 async fn park_until_redis_returns(shared: &Shared, queue: &str, delivery: &Delivery, cause: &anyhow::Error) -> anyhow::Result<()> {
-    let mut headers = seedq_broker::headers_of(&delivery.properties);
-    let waits: u32 = headers.get(seedq_protocol::headers::REDIS_WAITS).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let delay = shared.retry.backoff_ms(waits.saturating_add(2), jitter01());
-    headers.insert(seedq_protocol::headers::REDIS_WAITS.into(), (waits + 1).to_string());
-    headers.insert(seedq_protocol::headers::ERROR.into(), "redis_unavailable".into());
+    let parked = redelivery::parking(&delivery.properties, &shared.retry);
     tracing::warn!(
         queue,
-        task = headers.get(seedq_protocol::headers::TASK).map(String::as_str).unwrap_or("?"),
-        waits = waits + 1,
-        delay_ms = delay,
+        task = parked.headers.get(seedq_protocol::headers::TASK).map(String::as_str).unwrap_or("?"),
+        waits = parked.waits,
+        delay_ms = parked.delay_ms,
         error = %format!("{cause:#}"),
         "Redis unavailable; script job parked in the delay queue"
     );
     shared
         .broker()
-        .publish_retry(queue, &delivery.data, &headers, delay)
+        .publish_retry(queue, &delivery.data, &parked.headers, parked.delay_ms)
         .await
         .context("parking the script job in the delay queue")?;
     Ok(())
@@ -613,8 +604,3 @@ async fn batch_exists(shared: &Shared, batch: &str) -> anyhow::Result<bool> {
     Ok(exists)
 }
 
-/// A jitter value in [0, 1) without a random-number crate: the clock's nanoseconds.
-fn jitter01() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    (nanos % 1_000_000) as f64 / 1_000_000.0
-}
