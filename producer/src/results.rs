@@ -135,11 +135,16 @@ pub fn csv_line(r: &ResultRow) -> String {
 }
 
 pub fn to_csv(rows: &[ResultRow]) -> String {
+    csv_document(CSV_HEADER, rows, csv_line)
+}
+
+/// `header`, then `line` of every row, each ending in a newline.
+fn csv_document<T>(header: &str, rows: &[T], line: impl Fn(&T) -> String) -> String {
     let mut out = String::with_capacity(64 * (rows.len() + 1));
-    out.push_str(CSV_HEADER);
+    out.push_str(header);
     out.push('\n');
     for r in rows {
-        out.push_str(&csv_line(r));
+        out.push_str(&line(r));
         out.push('\n');
     }
     out
@@ -245,14 +250,7 @@ pub fn analysis_csv_line(r: &FlaggedRecord) -> String {
 }
 
 pub fn analysis_csv(records: &[FlaggedRecord]) -> String {
-    let mut out = String::with_capacity(128 * (records.len() + 1));
-    out.push_str(ANALYSIS_CSV_HEADER);
-    out.push('\n');
-    for r in records {
-        out.push_str(&analysis_csv_line(r));
-        out.push('\n');
-    }
-    out
+    csv_document(ANALYSIS_CSV_HEADER, records, analysis_csv_line)
 }
 
 #[cfg(test)]
