@@ -43,12 +43,18 @@ fn the_management_ui_shows_slots_headers_and_dead_letter_reasons() {
     let consumer = ns.start_consumer(&node, 2, 1);
     let mut slots = Vec::new();
     eventually("both slot consumers in the management API", Duration::from_secs(60), || {
+        // Channel details (the connection name) fill in a stats interval after the consumers.
         slots = seed_queue_consumers(&seeds);
-        slots.len() == 2
+        slots.len() == 2 && slots.iter().all(|(_, conn)| !conn.is_empty())
     });
     let tags: Vec<&str> = slots.iter().map(|(tag, _)| tag.as_str()).collect();
     assert_eq!(tags, vec![format!("{node}/cpu0"), format!("{node}/cpu1")], "consumer tags");
-    let named = node_connections(&node).unwrap();
+    // The API lists a new connection a moment after its channels' consumers.
+    let mut named = Vec::new();
+    eventually("the node's named connection in the management API", Duration::from_secs(60), || {
+        named = node_connections(&node).unwrap_or_default();
+        !named.is_empty()
+    });
     assert_eq!(named.len(), 1, "one named connection per node: {named:?}");
     assert!(slots.iter().all(|(_, conn)| *conn == named[0]), "both slots on the node's connection {named:?}: {slots:?}");
 
