@@ -41,8 +41,8 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
@@ -62,7 +62,10 @@ pub const PUBLISH_WINDOW: usize = 2000;
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("RabbitMQ {context} failed: {source} (is RabbitMQ running and reachable at the --amqp-url?)")]
-    Amqp { context: String, source: lapin::Error },
+    Amqp {
+        context: String,
+        source: lapin::Error,
+    },
     #[error("publish to '{queue}' was returned as unroutable ({reply}): the queue does not exist; declare the topology first (or check the node name of a pinned job)")]
     Unroutable { queue: String, reply: String },
     #[error("RabbitMQ refused (nacked) a publish to '{queue}': the broker could not store it (disk or memory alarm?)")]
@@ -100,16 +103,35 @@ impl Broker {
     /// Connects once. `connection_name` shows in the management UI
     /// (`seedq-consumer@<node>`, `seedq-producer@<host>`).
     pub async fn connect(url: &str, connection_name: &str, namespace: &str) -> Result<Broker> {
-        seedq_protocol::validate_identifier("namespace", namespace).map_err(BrokerError::Protocol)?;
+        seedq_protocol::validate_identifier("namespace", namespace)
+            .map_err(BrokerError::Protocol)?;
         let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-        let connection = Connection::connect(url, props).await.map_err(amqp("connect"))?;
-        let publisher = connection.create_channel().await.map_err(amqp("channel open"))?;
-        publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(amqp("confirm.select"))?;
-        Ok(Broker { connection, publisher, topology: Topology::new(namespace), connection_name: connection_name.to_string() })
+        let connection = Connection::connect(url, props)
+            .await
+            .map_err(amqp("connect"))?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(amqp("channel open"))?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(amqp("confirm.select"))?;
+        Ok(Broker {
+            connection,
+            publisher,
+            topology: Topology::new(namespace),
+            connection_name: connection_name.to_string(),
+        })
     }
 
     /// Connects, retrying with exponential backoff and jitter for up to `give_up_after`.
-    pub async fn connect_with_retry(url: &str, connection_name: &str, namespace: &str, give_up_after: Duration) -> Result<Broker> {
+    pub async fn connect_with_retry(
+        url: &str,
+        connection_name: &str,
+        namespace: &str,
+        give_up_after: Duration,
+    ) -> Result<Broker> {
         let policy = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(5))
@@ -141,7 +163,10 @@ impl Broker {
 
     /// A new channel on this connection (consumers: one per slot).
     pub async fn channel(&self) -> Result<lapin::Channel> {
-        self.connection.create_channel().await.map_err(amqp("channel open"))
+        self.connection
+            .create_channel()
+            .await
+            .map_err(amqp("channel open"))
     }
 
     /// Closes the connection (reply 200).
@@ -153,9 +178,18 @@ impl Broker {
 
     fn work_queue_args(&self, settings: &BrokerSettings) -> FieldTable {
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(settings.delivery_limit.min(i32::MAX as u32) as i32));
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.topology.dlx().into()));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(settings.delivery_limit.min(i32::MAX as u32) as i32),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.topology.dlx().into()),
+        );
         args
     }
 
@@ -165,50 +199,100 @@ impl Broker {
     pub async fn declare_topology(&self, settings: &BrokerSettings) -> Result<()> {
         let t = &self.topology;
         let ch = self.channel().await?;
-        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         // Dead letters.
-        ch.exchange_declare(t.dlx().into(), ExchangeKind::Fanout, durable, FieldTable::default())
-            .await
-            .map_err(amqp(format!("declare exchange {}", t.dlx())))?;
+        ch.exchange_declare(
+            t.dlx().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp(format!("declare exchange {}", t.dlx())))?;
         let mut quorum = FieldTable::default();
-        quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        quorum.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         ch.queue_declare(t.dlq().into(), QueueDeclareOptions::durable(), quorum)
             .await
             .map_err(amqp(format!("declare queue {}", t.dlq())))?;
-        ch.queue_bind(t.dlq().into(), t.dlx().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-            .await
-            .map_err(amqp(format!("bind {}", t.dlq())))?;
+        ch.queue_bind(
+            t.dlq().into(),
+            t.dlx().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp(format!("bind {}", t.dlq())))?;
         // Work queues.
         for q in [t.seeds_queue(), t.scripts_queue()] {
-            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), self.work_queue_args(settings))
-                .await
-                .map_err(amqp(format!("declare queue {q}")))?;
+            ch.queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions::durable(),
+                self.work_queue_args(settings),
+            )
+            .await
+            .map_err(amqp(format!("declare queue {q}")))?;
         }
         // Retry: fanout exchange -> classic delay queue that dead-letters to the default exchange
         // with the message's own routing key (= the work queue it came from).
-        ch.exchange_declare(t.retry_exchange().into(), ExchangeKind::Fanout, durable, FieldTable::default())
-            .await
-            .map_err(amqp(format!("declare exchange {}", t.retry_exchange())))?;
+        ch.exchange_declare(
+            t.retry_exchange().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp(format!("declare exchange {}", t.retry_exchange())))?;
         let mut retry_args = FieldTable::default();
-        retry_args.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
-        retry_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-        ch.queue_declare(t.retry_queue().into(), QueueDeclareOptions::durable(), retry_args)
-            .await
-            .map_err(amqp(format!("declare queue {}", t.retry_queue())))?;
-        ch.queue_bind(t.retry_queue().into(), t.retry_exchange().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-            .await
-            .map_err(amqp(format!("bind {}", t.retry_queue())))?;
+        retry_args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("classic".into()),
+        );
+        retry_args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        ch.queue_declare(
+            t.retry_queue().into(),
+            QueueDeclareOptions::durable(),
+            retry_args,
+        )
+        .await
+        .map_err(amqp(format!("declare queue {}", t.retry_queue())))?;
+        ch.queue_bind(
+            t.retry_queue().into(),
+            t.retry_exchange().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp(format!("bind {}", t.retry_queue())))?;
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
     }
 
     /// Declares `<ns>.scripts.<node>` (pinned script jobs). Idempotent.
-    pub async fn declare_node_scripts_queue(&self, node: &str, settings: &BrokerSettings) -> Result<()> {
+    pub async fn declare_node_scripts_queue(
+        &self,
+        node: &str,
+        settings: &BrokerSettings,
+    ) -> Result<()> {
         let q = self.topology.node_scripts_queue(node);
         let ch = self.channel().await?;
-        ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), self.work_queue_args(settings))
-            .await
-            .map_err(amqp(format!("declare queue {q}")))?;
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::durable(),
+            self.work_queue_args(settings),
+        )
+        .await
+        .map_err(amqp(format!("declare queue {q}")))?;
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
     }
@@ -239,10 +323,20 @@ impl Broker {
         // A failed passive declare closes its channel, so use a throwaway one.
         let ch = self.channel().await?;
         let q = ch
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .map_err(amqp(format!("inspect queue {queue}")))?;
-        let depth = QueueDepth { messages: q.message_count(), consumers: q.consumer_count() };
+        let depth = QueueDepth {
+            messages: q.message_count(),
+            consumers: q.consumer_count(),
+        };
         let _ = ch.close(200, "inspected".into()).await;
         Ok(depth)
     }
@@ -268,7 +362,10 @@ impl Broker {
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 body,
                 props,
             )
@@ -277,12 +374,23 @@ impl Broker {
     }
 
     async fn finish_publish(confirm: lapin::PublisherConfirm, queue: &str) -> Result<()> {
-        let confirmation = confirm.await.map_err(amqp(format!("publisher confirm for {queue}")))?;
+        let confirmation = confirm
+            .await
+            .map_err(amqp(format!("publisher confirm for {queue}")))?;
         check_confirmation(confirmation, queue)
     }
 
-    async fn publish(&self, exchange: &str, queue: &str, body: &[u8], headers: &Headers, expiration_ms: Option<u64>) -> Result<()> {
-        let confirm = self.start_publish(exchange, queue, body, headers, expiration_ms).await?;
+    async fn publish(
+        &self,
+        exchange: &str,
+        queue: &str,
+        body: &[u8],
+        headers: &Headers,
+        expiration_ms: Option<u64>,
+    ) -> Result<()> {
+        let confirm = self
+            .start_publish(exchange, queue, body, headers, expiration_ms)
+            .await?;
         Self::finish_publish(confirm, queue).await
     }
 
@@ -293,7 +401,12 @@ impl Broker {
 
     /// Publishes one chunk of `job` to `<ns>.seeds`.
     pub async fn publish_chunk(&self, job: &Job, msg: &ChunkMessage) -> Result<()> {
-        self.publish_raw(&self.topology.seeds_queue(), &msg.to_json(), &chunk_headers(job, msg)).await
+        self.publish_raw(
+            &self.topology.seeds_queue(),
+            &msg.to_json(),
+            &chunk_headers(job, msg),
+        )
+        .await
     }
 
     /// Publishes many chunks, keeping up to [`PUBLISH_WINDOW`] confirms outstanding. Returns
@@ -304,7 +417,10 @@ impl Broker {
         for window in msgs.chunks(PUBLISH_WINDOW) {
             let mut pending = Vec::with_capacity(window.len());
             for msg in window {
-                pending.push(self.start_publish("", &queue, &msg.to_json(), &chunk_headers(job, msg), None).await?);
+                pending.push(
+                    self.start_publish("", &queue, &msg.to_json(), &chunk_headers(job, msg), None)
+                        .await?,
+                );
             }
             for confirm in pending {
                 Self::finish_publish(confirm, &queue).await?;
@@ -317,22 +433,38 @@ impl Broker {
     /// is pinned (that queue must have been declared: [`Broker::declare_node_scripts_queue`]).
     pub async fn publish_script(&self, job: &ScriptJob) -> Result<()> {
         let queue = self.topology.script_queue_for(job.node.as_deref());
-        self.publish_raw(&queue, &job.to_json(), &script_headers(job)).await
+        self.publish_raw(&queue, &job.to_json(), &script_headers(job))
+            .await
     }
 
     /// Publishes `body` to the delay queue; after `delay_ms` it is dead-lettered back to
     /// `target_queue`. Use for transient-failure retries (bump the attempt in body and headers).
-    pub async fn publish_retry(&self, target_queue: &str, body: &[u8], headers: &Headers, delay_ms: u64) -> Result<()> {
+    pub async fn publish_retry(
+        &self,
+        target_queue: &str,
+        body: &[u8],
+        headers: &Headers,
+        delay_ms: u64,
+    ) -> Result<()> {
         let mut headers = headers.clone();
         headers.insert(h::SOURCE_QUEUE.to_string(), target_queue.to_string());
         let exchange = self.topology.retry_exchange();
-        let confirm = self.start_publish(&exchange, target_queue, body, &headers, Some(delay_ms)).await?;
+        let confirm = self
+            .start_publish(&exchange, target_queue, body, &headers, Some(delay_ms))
+            .await?;
         Self::finish_publish(confirm, &self.topology.retry_queue()).await
     }
 
     /// Publishes `body` to `<ns>.dlq` with `x-seedq-error: reason`, the detail, and the queue it
     /// came from (where `dlq replay` puts it back).
-    pub async fn publish_dead_letter(&self, source_queue: &str, body: &[u8], headers: &Headers, reason: &str, detail: &str) -> Result<()> {
+    pub async fn publish_dead_letter(
+        &self,
+        source_queue: &str,
+        body: &[u8],
+        headers: &Headers,
+        reason: &str,
+        detail: &str,
+    ) -> Result<()> {
         let mut headers = headers.clone();
         headers.insert(h::ERROR.to_string(), reason.to_string());
         headers.insert(h::ERROR_DETAIL.to_string(), truncate(detail, 1000));
@@ -344,11 +476,15 @@ impl Broker {
 fn check_confirmation(confirmation: Confirmation, queue: &str) -> Result<()> {
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(BrokerError::Unroutable {
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+            Err(BrokerError::Unroutable {
+                queue: queue.to_string(),
+                reply: format!("{} {}", returned.reply_code, returned.reply_text),
+            })
+        }
+        Confirmation::Nack(None) => Err(BrokerError::Nacked {
             queue: queue.to_string(),
-            reply: format!("{} {}", returned.reply_code, returned.reply_text),
         }),
-        Confirmation::Nack(None) => Err(BrokerError::Nacked { queue: queue.to_string() }),
         Confirmation::NotRequested => Err(BrokerError::ConfirmsNotEnabled),
     }
 }
@@ -396,7 +532,10 @@ pub fn to_table(headers: &Headers) -> FieldTable {
     let mut table = FieldTable::default();
     for (k, v) in headers {
         if k.len() <= 255 {
-            table.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
+            table.insert(
+                ShortString::from(k.as_str()),
+                AMQPValue::LongString(LongString::from(v.as_str())),
+            );
         }
     }
     table
@@ -414,14 +553,20 @@ pub fn is_broker_header(name: &str) -> bool {
 }
 
 fn without_broker_headers(headers: &Headers) -> Headers {
-    headers.iter().filter(|(k, _)| !is_broker_header(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    headers
+        .iter()
+        .filter(|(k, _)| !is_broker_header(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// How many times the broker has already handed this message out and seen it come back
 /// unsettled (a consumer crashed, its channel closed, or it requeued): quorum queues count these
 /// in `x-delivery-count` and dead-letter the message past the queue's delivery limit.
 pub fn delivery_count(props: &BasicProperties) -> u64 {
-    let Some(table) = props.headers() else { return 0 };
+    let Some(table) = props.headers() else {
+        return 0;
+    };
     match table.inner().get("x-delivery-count") {
         Some(AMQPValue::LongLongInt(n)) => (*n).max(0) as u64,
         Some(AMQPValue::LongInt(n)) => (*n).max(0) as u64,

@@ -18,10 +18,19 @@ use seedq_store::Store;
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let ns = args.get(1).cloned().unwrap_or_else(|| "rate".into());
-    let chunks: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10_000);
+    let chunks: u64 = args
+        .get(2)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let chunk: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let store = Store::connect(seedq_protocol::DEFAULT_REDIS_URL, &ns).await?;
-    let broker = Broker::connect(seedq_protocol::DEFAULT_AMQP_URL, "seedq-bench@dispatch", &ns).await?;
+    let broker = Broker::connect(
+        seedq_protocol::DEFAULT_AMQP_URL,
+        "seedq-bench@dispatch",
+        &ns,
+    )
+    .await?;
     broker.declare_topology(&BrokerSettings::default()).await?;
     let spec = SieveSpec {
         family: FamilyConfig::new(Family::Xorshift32),
@@ -30,18 +39,34 @@ async fn main() -> anyhow::Result<()> {
         offset: 0,
         skip_min: 0,
         skip_max: 3,
-        threshold: Threshold::parse(&std::env::var("RATE_THRESHOLD").unwrap_or_else(|_| "0.5".into()))?,
+        threshold: Threshold::parse(
+            &std::env::var("RATE_THRESHOLD").unwrap_or_else(|_| "0.5".into()),
+        )?,
         reverse_threshold: None,
         direction: Default::default(),
         skip_mode: Default::default(),
     };
     let id = format!("rate-{}", seedq_protocol::now_ms());
-    let job = Job::new_seed_job(&id, JobSpec::Sieve(spec), JobSeeds::Range { start: 1, end: 1 + (chunks * chunk) as u128 }, chunk)?;
+    let job = Job::new_seed_job(
+        &id,
+        JobSpec::Sieve(spec),
+        JobSeeds::Range {
+            start: 1,
+            end: 1 + (chunks * chunk) as u128,
+        },
+        chunk,
+    )?;
     store.create_job(&job).await?;
-    let msgs: Vec<ChunkMessage> = (0..job.chunk_count).map(|i| ChunkMessage::new(&id, job.kind(), i, job.chunk_seeds(i).unwrap())).collect();
+    let msgs: Vec<ChunkMessage> = (0..job.chunk_count)
+        .map(|i| ChunkMessage::new(&id, job.kind(), i, job.chunk_seeds(i).unwrap()))
+        .collect();
     let t0 = Instant::now();
     broker.publish_chunks(&job, &msgs).await?;
-    eprintln!("published {} chunks in {:.2}s", msgs.len(), t0.elapsed().as_secs_f64());
+    eprintln!(
+        "published {} chunks in {:.2}s",
+        msgs.len(),
+        t0.elapsed().as_secs_f64()
+    );
     loop {
         let p = store.progress(&id).await?.expect("job");
         if p.finished() {

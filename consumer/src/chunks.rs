@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use futures_util::StreamExt;
 use seedq_broker::lapin::message::Delivery;
-use seedq_broker::lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use seedq_broker::lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
 use seedq_broker::lapin::types::FieldTable;
 use seedq_broker::{headers_of, Broker};
 use seedq_protocol::topology::headers as h;
@@ -48,7 +50,12 @@ pub struct SeedOptions {
 }
 
 /// Runs one slot until shutdown, across broker reconnections.
-pub async fn run_slot(ctx: Arc<NodeContext>, worker: Arc<SlotWorker>, cache: Arc<JobCache>, opts: Arc<SeedOptions>) {
+pub async fn run_slot(
+    ctx: Arc<NodeContext>,
+    worker: Arc<SlotWorker>,
+    cache: Arc<JobCache>,
+    opts: Arc<SeedOptions>,
+) {
     let mut seen = 0u64;
     loop {
         if ctx.is_shutting_down() {
@@ -84,7 +91,13 @@ pub async fn run_slot(ctx: Arc<NodeContext>, worker: Arc<SlotWorker>, cache: Arc
 
 /// One subscription on one channel. `Ok` after a clean drain; `Err` when the channel or
 /// connection failed.
-async fn consume(ctx: &Arc<NodeContext>, worker: &SlotWorker, cache: &JobCache, opts: &SeedOptions, broker: &Arc<Broker>) -> anyhow::Result<()> {
+async fn consume(
+    ctx: &Arc<NodeContext>,
+    worker: &SlotWorker,
+    cache: &JobCache,
+    opts: &SeedOptions,
+    broker: &Arc<Broker>,
+) -> anyhow::Result<()> {
     let topology = broker.topology().clone();
     let queue = topology.seeds_queue();
     let channel = broker.channel().await?;
@@ -106,7 +119,9 @@ async fn consume(ctx: &Arc<NodeContext>, worker: &SlotWorker, cache: &JobCache, 
         };
         let delivery = match next {
             None => {
-                let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                let _ = channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
                 // Closing the channel returns any delivery that arrived after the cancel.
                 let _ = channel.close(200, "draining".into()).await;
                 return Ok(());
@@ -126,11 +141,23 @@ async fn consume(ctx: &Arc<NodeContext>, worker: &SlotWorker, cache: &JobCache, 
                 tracing::debug!(slot = %worker.name, prefetch, "slot resubscribed with a new prefetch");
                 continue;
             }
-            Some(None) => return Err(anyhow!("the broker cancelled the seed consumer (queue deleted?)")),
+            Some(None) => {
+                return Err(anyhow!(
+                    "the broker cancelled the seed consumer (queue deleted?)"
+                ))
+            }
         };
         timings.wait += waiting.elapsed();
         let busy_started = Instant::now();
-        let handler = Handler { ctx, worker, cache, opts, broker, queue: &queue, timings: std::sync::Mutex::new(Phases::default()) };
+        let handler = Handler {
+            ctx,
+            worker,
+            cache,
+            opts,
+            broker,
+            queue: &queue,
+            timings: std::sync::Mutex::new(Phases::default()),
+        };
         let handled = handler.handle(delivery).await;
         timings.add(*handler.timings.lock().unwrap_or_else(|p| p.into_inner()));
         timings.maybe_log(&worker.name);
@@ -143,7 +170,10 @@ async fn consume(ctx: &Arc<NodeContext>, worker: &SlotWorker, cache: &JobCache, 
                 // Prefetch applies to consumers started after basic.qos: cancel, let the old
                 // consumer hand over what it already holds, then subscribe again (above).
                 tracing::debug!(slot = %worker.name, from = prefetch, to = want, chunk_ms = ema * 1e3, "changing prefetch");
-                channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await.context("basic.cancel")?;
+                channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await
+                    .context("basic.cancel")?;
                 prefetch = want;
                 draining_old_consumer = true;
             }
@@ -157,9 +187,17 @@ async fn subscribe(
     tag: &str,
     prefetch: u16,
 ) -> anyhow::Result<seedq_broker::lapin::Consumer> {
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await.context("basic.qos")?;
     channel
-        .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .context("basic.qos")?;
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .with_context(|| format!("consuming {queue}"))
 }
@@ -197,7 +235,9 @@ impl Prefetch {
     fn adapt(self, current: u16, average_secs: f64, last_secs: f64) -> Option<u16> {
         match self {
             Prefetch::Fixed(_) => None,
-            Prefetch::Auto if current == 1 && average_secs < BURST_ENTER_SECS => Some(BURST_PREFETCH),
+            Prefetch::Auto if current == 1 && average_secs < BURST_ENTER_SECS => {
+                Some(BURST_PREFETCH)
+            }
             Prefetch::Auto if current > 1 && last_secs > BURST_LEAVE_SECS => Some(1),
             Prefetch::Auto => None,
         }
@@ -234,7 +274,12 @@ const TIMINGS_EVERY: Duration = Duration::from_secs(10);
 
 impl Timings {
     fn new() -> Self {
-        Timings { since: Instant::now(), chunks: 0, wait: Duration::ZERO, sum: Phases::default() }
+        Timings {
+            since: Instant::now(),
+            chunks: 0,
+            wait: Duration::ZERO,
+            sum: Phases::default(),
+        }
     }
 
     fn add(&mut self, p: Phases) {
@@ -285,7 +330,10 @@ enum Failure {
     /// Will never succeed: dead-letter now.
     Permanent(Rejection),
     /// May succeed later: retry with backoff (dead-letter after the attempt limit).
-    Transient { reason: &'static str, detail: String },
+    Transient {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 impl Handler<'_> {
@@ -295,24 +343,33 @@ impl Handler<'_> {
             Ok(m) => m,
             Err(rejection) => return self.dead_letter(&delivery, None, rejection).await,
         };
-        if let Some(deliveries) = redelivery::last_delivery(&delivery.properties, self.ctx.cluster().broker.delivery_limit) {
+        if let Some(deliveries) = redelivery::last_delivery(
+            &delivery.properties,
+            self.ctx.cluster().broker.delivery_limit,
+        ) {
             let detail = format!(
                 "delivered {deliveries} times without completing: every slot that took it stopped or crashed while it ran \
                  (out of memory? a GPU hang? repeated drains?); fix the cause, then `seedq-producer dlq replay`"
             );
-            return self.dead_letter(&delivery, Some(&msg), Rejection::new("delivery_limit", detail)).await;
+            return self
+                .dead_letter(
+                    &delivery,
+                    Some(&msg),
+                    Rejection::new("delivery_limit", detail),
+                )
+                .await;
         }
         let label = format!("{}/c{}", msg.job_id, msg.chunk);
-        self.ctx.stats.set_busy(&self.worker.name, Some(label.clone()));
+        self.ctx
+            .stats
+            .set_busy(&self.worker.name, Some(label.clone()));
         self.ctx.metrics().chunk_started(&self.worker.name);
         let result = self.process(&delivery, &msg).await;
         self.ctx.stats.set_busy(&self.worker.name, None);
         self.ctx.metrics().slot_idle(&self.worker.name);
         match result {
             Ok(()) => Ok(()),
-            Err(Failure::Permanent(r)) => {
-                self.dead_letter(&delivery, Some(&msg), r).await
-            }
+            Err(Failure::Permanent(r)) => self.dead_letter(&delivery, Some(&msg), r).await,
             Err(Failure::Transient { reason, detail }) => {
                 self.retry(&delivery, &msg, reason, &detail).await
             }
@@ -328,9 +385,18 @@ impl Handler<'_> {
         let store = self.ctx.store();
         // An embedded spec is checked first: a bad one is refused whatever the job.
         if let Some(spec) = &msg.spec {
-            prepare(spec).and_then(|p| p.check_seeds(&msg.seeds)).map_err(Failure::Permanent)?;
+            prepare(spec)
+                .and_then(|p| p.check_seeds(&msg.seeds))
+                .map_err(Failure::Permanent)?;
         }
-        let cached = self.cache.get(&msg.job_id).await.map_err(|e| Failure::Transient { reason: "redis_unavailable", detail: e.to_string() })?;
+        let cached = self
+            .cache
+            .get(&msg.job_id)
+            .await
+            .map_err(|e| Failure::Transient {
+                reason: "redis_unavailable",
+                detail: e.to_string(),
+            })?;
         let Some(cached) = cached else {
             return Err(Failure::Permanent(Rejection::new(
                 "unknown_job",
@@ -345,7 +411,12 @@ impl Handler<'_> {
         if msg.kind != cached.job.kind() {
             return Err(Failure::Permanent(Rejection::new(
                 "chunk_mismatch",
-                format!("chunk says kind {} but job '{}' is {}", msg.kind, msg.job_id, cached.job.kind()),
+                format!(
+                    "chunk says kind {} but job '{}' is {}",
+                    msg.kind,
+                    msg.job_id,
+                    cached.job.kind()
+                ),
             )));
         }
         match cached.job.chunk_seeds(msg.chunk) {
@@ -353,36 +424,64 @@ impl Handler<'_> {
             Some(_) => {
                 return Err(Failure::Permanent(Rejection::new(
                     "chunk_mismatch",
-                    format!("chunk {} of job '{}' carries {} but the job's plan says otherwise", msg.chunk, msg.job_id, msg.seeds_label()),
+                    format!(
+                        "chunk {} of job '{}' carries {} but the job's plan says otherwise",
+                        msg.chunk,
+                        msg.job_id,
+                        msg.seeds_label()
+                    ),
                 )))
             }
             None => {
                 return Err(Failure::Permanent(Rejection::new(
                     "chunk_mismatch",
-                    format!("job '{}' has {} chunks; there is no chunk {}", msg.job_id, cached.job.chunk_count, msg.chunk),
+                    format!(
+                        "job '{}' has {} chunks; there is no chunk {}",
+                        msg.job_id, cached.job.chunk_count, msg.chunk
+                    ),
                 )))
             }
         }
-        prepared.check_seeds(&msg.seeds).map_err(Failure::Permanent)?;
+        prepared
+            .check_seeds(&msg.seeds)
+            .map_err(Failure::Permanent)?;
 
         let member = msg.member();
         if delivery.redelivered && store.is_done(&msg.job_id, &member).await.unwrap_or(false) {
             tracing::debug!(job = %msg.job_id, chunk = msg.chunk, "redelivered chunk already applied; acking");
-            return self.ack(delivery).await.map_err(|e| Failure::Transient { reason: "ack_failed", detail: e.to_string() });
+            return self.ack(delivery).await.map_err(|e| Failure::Transient {
+                reason: "ack_failed",
+                detail: e.to_string(),
+            });
         }
         // The cached flag may be stale after a `resume` lifted the cancel: confirm before skipping.
-        if self.cache.is_cancelled(&msg.job_id).await.unwrap_or(false) && store.is_cancelled(&msg.job_id).await.unwrap_or(true) {
+        if self.cache.is_cancelled(&msg.job_id).await.unwrap_or(false)
+            && store.is_cancelled(&msg.job_id).await.unwrap_or(true)
+        {
             let event = self.event(msg, "cancelled", "job cancelled; chunk skipped", true);
             if let Err(e) = store.record_failure(&msg.job_id, &event).await {
-                return Err(Failure::Transient { reason: "redis_unavailable", detail: e.to_string() });
+                return Err(Failure::Transient {
+                    reason: "redis_unavailable",
+                    detail: e.to_string(),
+                });
             }
             tracing::info!(job = %msg.job_id, chunk = msg.chunk, "job cancelled: chunk skipped");
-            return self.ack(delivery).await.map_err(|e| Failure::Transient { reason: "ack_failed", detail: e.to_string() });
+            return self.ack(delivery).await.map_err(|e| Failure::Transient {
+                reason: "ack_failed",
+                detail: e.to_string(),
+            });
         }
 
         let work = match &prepared {
-            Prepared::Sieve(spec) => Work::Sieve { spec: spec.clone(), seeds: msg.seeds.clone() },
-            Prepared::Analysis(kind, spec) => Work::Analysis { kind: *kind, spec: spec.clone(), seeds: msg.seeds.clone() },
+            Prepared::Sieve(spec) => Work::Sieve {
+                spec: spec.clone(),
+                seeds: msg.seeds.clone(),
+            },
+            Prepared::Analysis(kind, spec) => Work::Analysis {
+                kind: *kind,
+                spec: spec.clone(),
+                seeds: msg.seeds.clone(),
+            },
         };
         self.phase(|p| p.prepare = prepare_started.elapsed());
         let run_started = Instant::now();
@@ -402,15 +501,26 @@ impl Handler<'_> {
         };
         let output = match output {
             Ok(o) => o,
-            Err(seedq_kernels::SieveError::Backend(detail)) => return Err(Failure::Transient { reason: "backend_error", detail }),
-            Err(e) => return Err(Failure::Permanent(Rejection::new("invalid_spec", e.to_string()))),
+            Err(seedq_kernels::SieveError::Backend(detail)) => {
+                return Err(Failure::Transient {
+                    reason: "backend_error",
+                    detail,
+                })
+            }
+            Err(e) => {
+                return Err(Failure::Permanent(Rejection::new(
+                    "invalid_spec",
+                    e.to_string(),
+                )))
+            }
         };
         self.phase(|p| {
             p.run = run_started.elapsed();
             p.kernel = output.duration;
         });
         let secs = output.duration.as_secs_f64();
-        let units_per_sec = (secs >= MIN_SAMPLE_SECS).then(|| output.seeds_tested as f64 * prepared.work_per_seed() / secs);
+        let units_per_sec = (secs >= MIN_SAMPLE_SECS)
+            .then(|| output.seeds_tested as f64 * prepared.work_per_seed() / secs);
         let result = ChunkResult {
             v: PROTOCOL_VERSION,
             job_id: msg.job_id.clone(),
@@ -441,7 +551,10 @@ impl Handler<'_> {
         let applied = store
             .apply_chunk_result(&result, sample.as_ref())
             .await
-            .map_err(|e| Failure::Transient { reason: "redis_unavailable", detail: e.to_string() })?;
+            .map_err(|e| Failure::Transient {
+                reason: "redis_unavailable",
+                detail: e.to_string(),
+            })?;
         self.phase(|p| p.apply = apply_started.elapsed());
         match applied {
             ApplyOutcome::Applied => {}
@@ -451,19 +564,33 @@ impl Handler<'_> {
             ApplyOutcome::UnknownJob => {
                 return Err(Failure::Permanent(Rejection::new(
                     "unknown_job",
-                    format!("job '{}' disappeared from Redis while chunk {} ran (expired or purged)", msg.job_id, msg.chunk),
+                    format!(
+                        "job '{}' disappeared from Redis while chunk {} ran (expired or purged)",
+                        msg.job_id, msg.chunk
+                    ),
                 )))
             }
         }
-        self.ctx.metrics().chunk_finished(&self.worker.name, result.seeds_tested, secs);
+        self.ctx
+            .metrics()
+            .chunk_finished(&self.worker.name, result.seeds_tested, secs);
         self.ctx.stats.chunk_done(&self.worker.name);
         let ack_started = Instant::now();
-        let acked = self.ack(delivery).await.map_err(|e| Failure::Transient { reason: "ack_failed", detail: e.to_string() });
+        let acked = self.ack(delivery).await.map_err(|e| Failure::Transient {
+            reason: "ack_failed",
+            detail: e.to_string(),
+        });
         self.phase(|p| p.ack = ack_started.elapsed());
         acked
     }
 
-    fn event(&self, msg: &ChunkMessage, reason: &str, detail: &str, dead_lettered: bool) -> FailureEvent {
+    fn event(
+        &self,
+        msg: &ChunkMessage,
+        reason: &str,
+        detail: &str,
+        dead_lettered: bool,
+    ) -> FailureEvent {
         FailureEvent {
             member: msg.member(),
             reason: reason.to_string(),
@@ -486,7 +613,12 @@ impl Handler<'_> {
 
     /// Dead-letters the delivery with its original body and headers plus the reason, records it
     /// for the job when the job is known, then acks.
-    async fn dead_letter(&self, delivery: &Delivery, msg: Option<&ChunkMessage>, rejection: Rejection) -> anyhow::Result<()> {
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        msg: Option<&ChunkMessage>,
+        rejection: Rejection,
+    ) -> anyhow::Result<()> {
         tracing::warn!(
             reason = rejection.reason,
             detail = %rejection.detail,
@@ -501,7 +633,9 @@ impl Handler<'_> {
             let event = self.event(msg, rejection.reason, &rejection.detail, true);
             if let Err(e) = self.ctx.store().record_failure(&msg.job_id, &event).await {
                 if e.is_unavailable() {
-                    return self.park_until_redis_returns(delivery, msg, &e.to_string()).await;
+                    return self
+                        .park_until_redis_returns(delivery, msg, &e.to_string())
+                        .await;
                 }
                 tracing::warn!(error = %e, job = %msg.job_id, "could not record the dead letter in Redis");
             }
@@ -511,7 +645,13 @@ impl Handler<'_> {
         let mut headers = headers_of(&delivery.properties);
         headers.insert(h::NODE.into(), self.ctx.node_name().to_string());
         self.broker
-            .publish_dead_letter(self.queue, &delivery.data, &headers, rejection.reason, &rejection.detail)
+            .publish_dead_letter(
+                self.queue,
+                &delivery.data,
+                &headers,
+                rejection.reason,
+                &rejection.detail,
+            )
             .await
             .context("publishing to the dead-letter queue")?;
         self.ack(delivery).await
@@ -519,7 +659,13 @@ impl Handler<'_> {
 
     /// Republishes through the delay queue with the attempt bumped, or dead-letters after the
     /// attempt limit; then acks.
-    async fn retry(&self, delivery: &Delivery, msg: &ChunkMessage, reason: &'static str, detail: &str) -> anyhow::Result<()> {
+    async fn retry(
+        &self,
+        delivery: &Delivery,
+        msg: &ChunkMessage,
+        reason: &'static str,
+        detail: &str,
+    ) -> anyhow::Result<()> {
         if reason == "ack_failed" {
             // Nothing to republish: the broker redelivers it.
             return Err(anyhow!("{detail}"));
@@ -532,7 +678,10 @@ impl Handler<'_> {
                 .dead_letter(
                     delivery,
                     Some(msg),
-                    Rejection::new(reason, format!("gave up after {} attempts: {detail}", msg.attempt)),
+                    Rejection::new(
+                        reason,
+                        format!("gave up after {} attempts: {detail}", msg.attempt),
+                    ),
                 )
                 .await;
         }
@@ -564,7 +713,12 @@ impl Handler<'_> {
     /// goes back through the delay queue WITHOUT using up an attempt, with a growing delay kept
     /// in the `x-seedq-redis-waits` header. However long Redis is down, no chunk is dead-lettered
     /// for it and none is lost.
-    async fn park_until_redis_returns(&self, delivery: &Delivery, msg: &ChunkMessage, detail: &str) -> anyhow::Result<()> {
+    async fn park_until_redis_returns(
+        &self,
+        delivery: &Delivery,
+        msg: &ChunkMessage,
+        detail: &str,
+    ) -> anyhow::Result<()> {
         let parked = redelivery::parking(&delivery.properties, &self.ctx.cluster().retry);
         tracing::warn!(job = %msg.job_id, chunk = msg.chunk, detail, waits = parked.waits, delay_ms = parked.delay_ms, "Redis unavailable; chunk parked in the delay queue");
         self.ctx.metrics().chunk_failed("redis_unavailable");
@@ -576,7 +730,6 @@ impl Handler<'_> {
     }
 }
 
-
 /// Completes `timeout` after shutdown starts.
 async fn drain_expired(mut shutdown: tokio::sync::watch::Receiver<bool>, timeout: Duration) {
     if shutdown.wait_for(|s| *s).await.is_err() {
@@ -584,7 +737,6 @@ async fn drain_expired(mut shutdown: tokio::sync::watch::Receiver<bool>, timeout
     }
     tokio::time::sleep(timeout).await;
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -594,8 +746,16 @@ mod tests {
     fn prefetch_bursts_only_for_tiny_chunks() {
         let auto = Prefetch::Auto;
         assert_eq!(auto.adapt(1, 0.0005, 0.0005), Some(BURST_PREFETCH));
-        assert_eq!(auto.adapt(1, 0.005, 0.005), None, "between the thresholds nothing changes");
-        assert_eq!(auto.adapt(BURST_PREFETCH, 0.001, 0.5), Some(1), "one long chunk ends the burst");
+        assert_eq!(
+            auto.adapt(1, 0.005, 0.005),
+            None,
+            "between the thresholds nothing changes"
+        );
+        assert_eq!(
+            auto.adapt(BURST_PREFETCH, 0.001, 0.5),
+            Some(1),
+            "one long chunk ends the burst"
+        );
         assert_eq!(auto.adapt(BURST_PREFETCH, 0.001, 0.001), None);
         assert_eq!(Prefetch::Fixed(4).adapt(4, 0.0, 0.0), None);
         assert_eq!(Prefetch::Fixed(0).initial(), 1);

@@ -94,7 +94,10 @@ impl NodeContext {
             metrics,
             shutdown,
             started_at_ms: seedq_protocol::now_ms(),
-            stats: NodeStats { slots: Mutex::new(slots), ..Default::default() },
+            stats: NodeStats {
+                slots: Mutex::new(slots),
+                ..Default::default()
+            },
         })
     }
 

@@ -22,7 +22,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
-        Rejection { reason, detail: detail.into() }
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -53,14 +56,19 @@ impl Prepared {
     pub fn check_seeds(&self, seeds: &SeedSet) -> Result<(), Rejection> {
         if let Prepared::Sieve(spec) = self {
             return spec.validate_seeds(seeds).map_err(|e| match e {
-                SieveError::EmptySeedRange { .. } => Rejection::new("empty_seed_range", e.to_string()),
+                SieveError::EmptySeedRange { .. } => {
+                    Rejection::new("empty_seed_range", e.to_string())
+                }
                 _ => Rejection::new("seeds_out_of_range", e.to_string()),
             });
         }
         let space = self.seed_space_end();
         let (lo, hi) = match seeds {
             SeedSet::Range { start, end } if start >= end => {
-                return Err(Rejection::new("empty_seed_range", format!("seed range is empty: start {start} >= end {end}")))
+                return Err(Rejection::new(
+                    "empty_seed_range",
+                    format!("seed range is empty: start {start} >= end {end}"),
+                ))
             }
             SeedSet::Range { start, end } => (*start as u128, *end as u128),
             SeedSet::List(l) => match (l.iter().min(), l.iter().max()) {
@@ -69,7 +77,10 @@ impl Prepared {
             },
         };
         if hi > space {
-            return Err(Rejection::new("seeds_out_of_range", format!("seed range [{lo}, {hi}) is outside the seed space [0, {space})")));
+            return Err(Rejection::new(
+                "seeds_out_of_range",
+                format!("seed range [{lo}, {hi}) is outside the seed space [0, {space})"),
+            ));
         }
         Ok(())
     }
@@ -79,21 +90,31 @@ impl Prepared {
 pub fn prepare(spec: &JobSpec) -> Result<Prepared, Rejection> {
     match spec {
         JobSpec::Sieve(s) => {
-            s.validate().map_err(|e| Rejection::new(sieve_error_reason(&e), e.to_string()))?;
+            s.validate()
+                .map_err(|e| Rejection::new(sieve_error_reason(&e), e.to_string()))?;
             Ok(Prepared::Sieve(Arc::new(s.clone())))
         }
         JobSpec::Correlation(v) | JobSpec::Analysis(v) => {
-            let kind = if matches!(spec, JobSpec::Correlation(_)) { AnalysisKind::Correlation } else { AnalysisKind::Analysis };
+            let kind = if matches!(spec, JobSpec::Correlation(_)) {
+                AnalysisKind::Correlation
+            } else {
+                AnalysisKind::Analysis
+            };
             let parsed: AnalysisSpec = serde_json::from_value(v.clone()).map_err(|e| {
                 if let Some(r) = unknown_family_in(v) {
                     return r;
                 }
                 Rejection::new("invalid_spec", format!("{kind:?} spec: {e}"))
             })?;
-            parsed.validate(kind).map_err(|e| Rejection::new("invalid_spec", e.to_string()))?;
+            parsed
+                .validate(kind)
+                .map_err(|e| Rejection::new("invalid_spec", e.to_string()))?;
             Ok(Prepared::Analysis(kind, Arc::new(parsed)))
         }
-        JobSpec::Scripts(_) => Err(Rejection::new("wrong_queue", "a script batch cannot run as seed work (published to the seed queue?)")),
+        JobSpec::Scripts(_) => Err(Rejection::new(
+            "wrong_queue",
+            "a script batch cannot run as seed work (published to the seed queue?)",
+        )),
     }
 }
 
@@ -114,22 +135,29 @@ fn unknown_family_in(spec: &serde_json::Value) -> Option<Rejection> {
         serde_json::Value::String(s) => s.as_str(),
         obj => obj.get("family")?.as_str()?,
     };
-    Family::parse(name).err().map(|e| Rejection::new("unknown_family", e.to_string()))
+    Family::parse(name)
+        .err()
+        .map(|e| Rejection::new("unknown_family", e.to_string()))
 }
 
 /// Parses a seed-queue body; every failure is a [`Rejection`] naming what is wrong.
 pub fn parse_chunk(body: &[u8]) -> Result<ChunkMessage, Rejection> {
     match ChunkMessage::from_json(body) {
         Ok(msg) => Ok(msg),
-        Err(ProtocolError::UnsupportedVersion { .. }) => {
-            Err(Rejection::new("unsupported_version", ChunkMessage::from_json(body).unwrap_err().to_string()))
-        }
-        Err(ProtocolError::InvalidIdentifier { what, value }) => {
-            Err(Rejection::new("invalid_job_id", format!("invalid {what} '{value}'")))
-        }
+        Err(ProtocolError::UnsupportedVersion { .. }) => Err(Rejection::new(
+            "unsupported_version",
+            ChunkMessage::from_json(body).unwrap_err().to_string(),
+        )),
+        Err(ProtocolError::InvalidIdentifier { what, value }) => Err(Rejection::new(
+            "invalid_job_id",
+            format!("invalid {what} '{value}'"),
+        )),
         Err(e) => {
             let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-                return Err(Rejection::new("malformed_json", format!("the body is not valid JSON: {e}")));
+                return Err(Rejection::new(
+                    "malformed_json",
+                    format!("the body is not valid JSON: {e}"),
+                ));
             };
             // The message is JSON; if the embedded spec is what broke it, say how.
             if let Some(spec) = value.get("spec").filter(|s| !s.is_null()) {
@@ -139,11 +167,18 @@ pub fn parse_chunk(body: &[u8]) -> Result<ChunkMessage, Rejection> {
                         return Err(r);
                     }
                     let text = spec_err.to_string();
-                    let reason = if text.contains("threshold") { "invalid_threshold" } else { "invalid_spec" };
+                    let reason = if text.contains("threshold") {
+                        "invalid_threshold"
+                    } else {
+                        "invalid_spec"
+                    };
                     return Err(Rejection::new(reason, format!("embedded spec: {text}")));
                 }
             }
-            Err(Rejection::new("malformed_message", format!("not a seedq chunk message: {e}")))
+            Err(Rejection::new(
+                "malformed_message",
+                format!("not a seedq chunk message: {e}"),
+            ))
         }
     }
 }
@@ -170,7 +205,11 @@ const MAX_CACHED_JOBS: usize = 1024;
 
 impl JobCache {
     pub fn new(store: Store) -> JobCache {
-        JobCache { store, jobs: Mutex::new(HashMap::new()), cancelled: Mutex::new(HashMap::new()) }
+        JobCache {
+            store,
+            jobs: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The job, loading it from Redis on first use. `Ok(None)`: no such job in Redis.
@@ -178,7 +217,9 @@ impl JobCache {
         if let Some(hit) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(Some(hit.clone()));
         }
-        let Some(job) = self.store.load_job(id).await? else { return Ok(None) };
+        let Some(job) = self.store.load_job(id).await? else {
+            return Ok(None);
+        };
         let cached = Arc::new(CachedJob {
             prepared: prepare(&job.spec),
             family_key: seedq_protocol::throughput_family_key(&job.spec),
@@ -194,7 +235,12 @@ impl JobCache {
 
     /// Whether the job is cancelled (cancellation is final, so `true` is cached for good).
     pub async fn is_cancelled(&self, id: &str) -> Result<bool, StoreError> {
-        if let Some((flag, at)) = self.cancelled.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some((flag, at)) = self
+            .cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             if *flag || at.elapsed() < CANCEL_REFRESH {
                 return Ok(*flag);
             }
@@ -227,13 +273,36 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_classified() {
-        assert_eq!(parse_chunk(b"\x00 nope").unwrap_err().reason, "malformed_json");
-        assert_eq!(parse_chunk(br#"{"v":1}"#).unwrap_err().reason, "malformed_message");
-        assert_eq!(parse_chunk(&chunk_with_spec(sieve("nope", json!([1]), "0.5"))).unwrap_err().reason, "unknown_family");
-        assert_eq!(parse_chunk(&chunk_with_spec(sieve("mt19937", json!([1]), "1.5"))).unwrap_err().reason, "invalid_threshold");
-        assert_eq!(parse_chunk(&chunk_with_spec(sieve("mt19937", json!([1]), "0"))).unwrap_err().reason, "invalid_threshold");
         assert_eq!(
-            parse_chunk(br#"{"v":7,"job_id":"j","kind":"sieve","chunk":0,"seeds":{"list":[]}}"#).unwrap_err().reason,
+            parse_chunk(b"\x00 nope").unwrap_err().reason,
+            "malformed_json"
+        );
+        assert_eq!(
+            parse_chunk(br#"{"v":1}"#).unwrap_err().reason,
+            "malformed_message"
+        );
+        assert_eq!(
+            parse_chunk(&chunk_with_spec(sieve("nope", json!([1]), "0.5")))
+                .unwrap_err()
+                .reason,
+            "unknown_family"
+        );
+        assert_eq!(
+            parse_chunk(&chunk_with_spec(sieve("mt19937", json!([1]), "1.5")))
+                .unwrap_err()
+                .reason,
+            "invalid_threshold"
+        );
+        assert_eq!(
+            parse_chunk(&chunk_with_spec(sieve("mt19937", json!([1]), "0")))
+                .unwrap_err()
+                .reason,
+            "invalid_threshold"
+        );
+        assert_eq!(
+            parse_chunk(br#"{"v":7,"job_id":"j","kind":"sieve","chunk":0,"seeds":{"list":[]}}"#)
+                .unwrap_err()
+                .reason,
             "unsupported_version"
         );
     }
@@ -241,11 +310,22 @@ mod tests {
     #[test]
     fn invalid_specs_are_rejected_before_running() {
         let msg = parse_chunk(&chunk_with_spec(sieve("mt19937", json!([]), "0.5"))).unwrap();
-        assert_eq!(prepare(msg.spec.as_ref().unwrap()).unwrap_err().reason, "empty_window");
+        assert_eq!(
+            prepare(msg.spec.as_ref().unwrap()).unwrap_err().reason,
+            "empty_window"
+        );
         let ok = parse_chunk(&chunk_with_spec(sieve("mt19937", json!([1, 2]), "0.5"))).unwrap();
         let prepared = prepare(ok.spec.as_ref().unwrap()).unwrap();
-        let outside = SeedSet::Range { start: 4294967290, end: 4294967400 };
-        assert_eq!(prepared.check_seeds(&outside).unwrap_err().reason, "seeds_out_of_range");
-        assert!(prepared.check_seeds(&SeedSet::Range { start: 0, end: 10 }).is_ok());
+        let outside = SeedSet::Range {
+            start: 4294967290,
+            end: 4294967400,
+        };
+        assert_eq!(
+            prepared.check_seeds(&outside).unwrap_err().reason,
+            "seeds_out_of_range"
+        );
+        assert!(prepared
+            .check_seeds(&SeedSet::Range { start: 0, end: 10 })
+            .is_ok());
     }
 }

@@ -30,7 +30,11 @@ use crate::context::NodeContext;
 use crate::slot::{BackendFactory, SlotWorker};
 
 #[derive(Debug, Parser)]
-#[command(name = "seedq-consumer", version, about = "seedq node agent: pulls seed chunks and script jobs, writes results to Redis")]
+#[command(
+    name = "seedq-consumer",
+    version,
+    about = "seedq node agent: pulls seed chunks and script jobs, writes results to Redis"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -109,8 +113,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn hostname() -> String {
@@ -124,7 +132,8 @@ fn hostname() -> String {
 
 fn load_cluster(explicit: Option<&PathBuf>) -> anyhow::Result<ClusterConfig> {
     match explicit {
-        Some(p) => ClusterConfig::load(p).with_context(|| format!("loading cluster config {}", p.display())),
+        Some(p) => ClusterConfig::load(p)
+            .with_context(|| format!("loading cluster config {}", p.display())),
         None => {
             let default = PathBuf::from("config/cluster.toml");
             if default.is_file() {
@@ -142,7 +151,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     // Node names go into queue names and Redis keys: dots are fine, anything else is not.
     let node_name = args.node.clone().unwrap_or_else(hostname);
     seedq_protocol::validate_identifier("node name", &node_name).context("--node")?;
-    let namespace = args.namespace.clone().unwrap_or_else(|| cluster.namespace.clone());
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| cluster.namespace.clone());
     seedq_protocol::validate_identifier("namespace", &namespace).context("--namespace")?;
     let mut node_config = cluster.node_or_default(&node_name);
     if cluster.node(&node_name).is_none() {
@@ -156,30 +168,55 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let want_hip = matches!(args.backend, BackendChoice::Hip)
         || (args.backend == BackendChoice::Auto && node_config.backend == NodeBackend::Hip);
     if want_hip {
-        let vars: Vec<(String, String)> = node_config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        seedq_kernels::gpu::apply_rocm_env(&vars).map_err(|e| anyhow::anyhow!("{e}")).context("applying the node's ROCm environment")?;
+        let vars: Vec<(String, String)> = node_config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        seedq_kernels::gpu::apply_rocm_env(&vars)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("applying the node's ROCm environment")?;
     }
     let (workers, backend_kind) = build_slots(&args, &node_config)?;
     node_config.cpu_slots = workers.iter().filter(|w| w.name.starts_with("cpu")).count() as u32;
-    let max_attempts = args.max_attempts.unwrap_or(cluster.retry.max_attempts).max(1);
+    let max_attempts = args
+        .max_attempts
+        .unwrap_or(cluster.retry.max_attempts)
+        .max(1);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("seedq-io").build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("seedq-io")
+        .build()?;
     runtime.block_on(async move {
         let store = Store::connect(&args.redis_url, &namespace)
             .await
             .with_context(|| format!("connecting to Redis at {}", redact(&args.redis_url)))?
             .with_job_ttl(cluster.jobs.result_ttl_secs);
         let connection_name = Topology::consumer_connection_name(&node_name);
-        let broker = Broker::connect_with_retry(&args.amqp_url, &connection_name, &namespace, Duration::from_secs(120))
+        let broker = Broker::connect_with_retry(
+            &args.amqp_url,
+            &connection_name,
+            &namespace,
+            Duration::from_secs(120),
+        )
+        .await
+        .with_context(|| format!("connecting to RabbitMQ at {}", redact(&args.amqp_url)))?;
+        broker
+            .declare_topology(&cluster.broker)
             .await
-            .with_context(|| format!("connecting to RabbitMQ at {}", redact(&args.amqp_url)))?;
-        broker.declare_topology(&cluster.broker).await.context("declaring queues")?;
+            .context("declaring queues")?;
         if !args.no_calibrate {
             seed_throughput_estimates(&store, &workers).await;
         }
         let slot_states = workers
             .iter()
-            .map(|w| SlotState { slot: w.name.clone(), backend: w.backend.clone(), busy_with: None, chunks_done: 0 })
+            .map(|w| SlotState {
+                slot: w.name.clone(),
+                backend: w.backend.clone(),
+                busy_with: None,
+                chunks_done: 0,
+            })
             .collect();
         let ctx = NodeContext::new(
             node_config,
@@ -195,7 +232,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             ctx,
             node::NodePlan {
                 workers,
-                seed_options: SeedOptions { max_attempts, prefetch: args.prefetch, drain_timeout: Duration::from_secs(args.drain_timeout_secs) },
+                seed_options: SeedOptions {
+                    max_attempts,
+                    prefetch: args.prefetch,
+                    drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+                },
                 metrics_port: args.metrics_port,
                 scripts: !args.no_scripts,
                 backend_kind,
@@ -238,7 +279,10 @@ async fn seed_throughput_estimates(store: &Store, workers: &[Arc<SlotWorker>]) {
             }
         };
         for (family, units_per_sec) in &measured {
-            if let Err(e) = store.seed_throughput(model, family.name(), *units_per_sec).await {
+            if let Err(e) = store
+                .seed_throughput(model, family.name(), *units_per_sec)
+                .await
+            {
                 tracing::warn!(error = %e, "cannot store the calibration");
                 return;
             }
@@ -253,7 +297,10 @@ async fn seed_throughput_estimates(store: &Store, workers: &[Arc<SlotWorker>]) {
 }
 
 /// Opens the seed slots. Returns the workers and the backend they really run on.
-fn build_slots(args: &RunArgs, node: &seedq_protocol::NodeConfig) -> anyhow::Result<(Vec<Arc<SlotWorker>>, String)> {
+fn build_slots(
+    args: &RunArgs,
+    node: &seedq_protocol::NodeConfig,
+) -> anyhow::Result<(Vec<Arc<SlotWorker>>, String)> {
     let threads = node.cpu_threads.max(1) as usize;
     let gpu_kind = match args.backend {
         BackendChoice::Cpu => None,
@@ -269,19 +316,40 @@ fn build_slots(args: &RunArgs, node: &seedq_protocol::NodeConfig) -> anyhow::Res
         let mut gpus = node.gpu_list();
         if gpus.is_empty() {
             if let Ok(devices) = seedq_kernels::gpu::list_devices(kind) {
-                gpus = devices.into_iter().map(|d| seedq_protocol::GpuConfig { index: d.index as u32, model: d.name }).collect();
+                gpus = devices
+                    .into_iter()
+                    .map(|d| seedq_protocol::GpuConfig {
+                        index: d.index as u32,
+                        model: d.name,
+                    })
+                    .collect();
             }
         }
         if let Some(n) = args.slots {
-            gpus = (0..n).map(|i| gpus.get(i as usize).cloned().unwrap_or(seedq_protocol::GpuConfig { index: i, model: node.gpu_type.clone() })).collect();
+            gpus = (0..n)
+                .map(|i| {
+                    gpus.get(i as usize)
+                        .cloned()
+                        .unwrap_or(seedq_protocol::GpuConfig {
+                            index: i,
+                            model: node.gpu_type.clone(),
+                        })
+                })
+                .collect();
         }
         let mut workers = Vec::new();
         let mut failure = None;
         for gpu in &gpus {
             let kind_owned = kind.to_string();
             let device = gpu.index as usize;
-            let factory: BackendFactory = Box::new(move || seedq_kernels::gpu::open_backend(&kind_owned, device));
-            match SlotWorker::spawn(format!("gpu{}", gpu.index), gpu.model.clone(), threads, factory) {
+            let factory: BackendFactory =
+                Box::new(move || seedq_kernels::gpu::open_backend(&kind_owned, device));
+            match SlotWorker::spawn(
+                format!("gpu{}", gpu.index),
+                gpu.model.clone(),
+                threads,
+                factory,
+            ) {
                 Ok(w) => {
                     tracing::info!(slot = %w.name, backend = %w.backend, "GPU slot ready");
                     workers.push(Arc::new(w));
@@ -305,8 +373,11 @@ fn build_slots(args: &RunArgs, node: &seedq_protocol::NodeConfig) -> anyhow::Res
     let slots = args.slots.unwrap_or(node.cpu_slots).max(1);
     let mut workers = Vec::new();
     for i in 0..slots {
-        let factory: BackendFactory = Box::new(move || Ok(Box::new(seedq_kernels::cpu::CpuBackend::new(threads)) as Box<dyn SieveBackend>));
-        let w = SlotWorker::spawn(format!("cpu{i}"), "cpu".into(), threads, factory).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let factory: BackendFactory = Box::new(move || {
+            Ok(Box::new(seedq_kernels::cpu::CpuBackend::new(threads)) as Box<dyn SieveBackend>)
+        });
+        let w = SlotWorker::spawn(format!("cpu{i}"), "cpu".into(), threads, factory)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(slot = %w.name, backend = %w.backend, "CPU slot ready");
         workers.push(Arc::new(w));
     }
@@ -321,14 +392,20 @@ fn parse_prefetch(text: &str) -> Result<chunks::Prefetch, String> {
             .ok()
             .filter(|n| *n > 0)
             .map(chunks::Prefetch::Fixed)
-            .ok_or_else(|| format!("--prefetch takes 'auto' or a number from 1 to 65535, not '{n}'")),
+            .ok_or_else(|| {
+                format!("--prefetch takes 'auto' or a number from 1 to 65535, not '{n}'")
+            }),
     }
 }
 
 /// `scheme://user:secret@host` -> `scheme://user:***@host`.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => format!("{scheme}://{userinfo}@{host}"),

@@ -21,7 +21,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Upper bounds (seconds) of the duration histogram buckets: chunks aim at tens of seconds,
 /// script jobs run up to hours.
-const BUCKETS: [f64; 14] = [0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0];
+const BUCKETS: [f64; 14] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
+];
 
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -33,8 +35,15 @@ struct Histogram {
 
 impl Histogram {
     fn observe(&mut self, secs: f64) {
-        let secs = if secs.is_finite() && secs >= 0.0 { secs } else { 0.0 };
-        let bucket = BUCKETS.iter().position(|&le| secs <= le).unwrap_or(BUCKETS.len());
+        let secs = if secs.is_finite() && secs >= 0.0 {
+            secs
+        } else {
+            0.0
+        };
+        let bucket = BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(BUCKETS.len());
         self.counts[bucket] += 1;
         self.sum += secs;
         self.count += 1;
@@ -79,7 +88,10 @@ impl Metrics {
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         // A panic elsewhere while holding the lock must not take the metrics down with it.
-        let mut guard = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut guard)
     }
 
@@ -148,39 +160,108 @@ impl Metrics {
                 m.script_durations.clone(),
             )
         });
-        let (started, finished, seeds, failures, busy, chunk_durations, scripts, script_durations) = m;
+        let (started, finished, seeds, failures, busy, chunk_durations, scripts, script_durations) =
+            m;
         let mut out = String::with_capacity(4096);
         let family = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
         };
-        let labelled = |out: &mut String, name: &str, label: &str, values: &BTreeMap<String, u64>| {
-            for (key, value) in values {
-                let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape(key));
-            }
-        };
-        family(&mut out, "seedq_chunks_started_total", "counter", "Seed chunks taken, by slot.");
+        let labelled =
+            |out: &mut String, name: &str, label: &str, values: &BTreeMap<String, u64>| {
+                for (key, value) in values {
+                    let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape(key));
+                }
+            };
+        family(
+            &mut out,
+            "seedq_chunks_started_total",
+            "counter",
+            "Seed chunks taken, by slot.",
+        );
         labelled(&mut out, "seedq_chunks_started_total", "slot", &started);
-        family(&mut out, "seedq_chunks_finished_total", "counter", "Seed chunks finished and acked, by slot.");
+        family(
+            &mut out,
+            "seedq_chunks_finished_total",
+            "counter",
+            "Seed chunks finished and acked, by slot.",
+        );
         labelled(&mut out, "seedq_chunks_finished_total", "slot", &finished);
-        family(&mut out, "seedq_seeds_processed_total", "counter", "Seeds tested in finished chunks, by slot.");
+        family(
+            &mut out,
+            "seedq_seeds_processed_total",
+            "counter",
+            "Seeds tested in finished chunks, by slot.",
+        );
         labelled(&mut out, "seedq_seeds_processed_total", "slot", &seeds);
-        family(&mut out, "seedq_chunk_failures_total", "counter", "Chunk failures (retried or dead-lettered), by reason.");
+        family(
+            &mut out,
+            "seedq_chunk_failures_total",
+            "counter",
+            "Chunk failures (retried or dead-lettered), by reason.",
+        );
         labelled(&mut out, "seedq_chunk_failures_total", "reason", &failures);
-        family(&mut out, "seedq_chunk_duration_seconds", "histogram", "Wall time of finished chunks.");
+        family(
+            &mut out,
+            "seedq_chunk_duration_seconds",
+            "histogram",
+            "Wall time of finished chunks.",
+        );
         chunk_durations.render(&mut out, "seedq_chunk_duration_seconds");
-        family(&mut out, "seedq_slot_busy", "gauge", "1 while the slot runs a chunk.");
+        family(
+            &mut out,
+            "seedq_slot_busy",
+            "gauge",
+            "1 while the slot runs a chunk.",
+        );
         for (slot, is_busy) in &busy {
-            let _ = writeln!(out, "seedq_slot_busy{{slot=\"{}\"}} {}", escape(slot), u8::from(*is_busy));
+            let _ = writeln!(
+                out,
+                "seedq_slot_busy{{slot=\"{}\"}} {}",
+                escape(slot),
+                u8::from(*is_busy)
+            );
         }
-        family(&mut out, "seedq_slots_busy", "gauge", "Slots running a chunk now.");
-        let _ = writeln!(out, "seedq_slots_busy {}", busy.values().filter(|b| **b).count());
-        family(&mut out, "seedq_scripts_running", "gauge", "Script jobs running now.");
+        family(
+            &mut out,
+            "seedq_slots_busy",
+            "gauge",
+            "Slots running a chunk now.",
+        );
+        let _ = writeln!(
+            out,
+            "seedq_slots_busy {}",
+            busy.values().filter(|b| **b).count()
+        );
+        family(
+            &mut out,
+            "seedq_scripts_running",
+            "gauge",
+            "Script jobs running now.",
+        );
         let _ = writeln!(out, "seedq_scripts_running {}", scripts.0);
-        family(&mut out, "seedq_scripts_finished_total", "counter", "Script job attempts finished, by outcome.");
-        let _ = writeln!(out, "seedq_scripts_finished_total{{outcome=\"ok\"}} {}", scripts.1);
-        let _ = writeln!(out, "seedq_scripts_finished_total{{outcome=\"failed\"}} {}", scripts.2);
-        family(&mut out, "seedq_script_duration_seconds", "histogram", "Wall time of script job attempts.");
+        family(
+            &mut out,
+            "seedq_scripts_finished_total",
+            "counter",
+            "Script job attempts finished, by outcome.",
+        );
+        let _ = writeln!(
+            out,
+            "seedq_scripts_finished_total{{outcome=\"ok\"}} {}",
+            scripts.1
+        );
+        let _ = writeln!(
+            out,
+            "seedq_scripts_finished_total{{outcome=\"failed\"}} {}",
+            scripts.2
+        );
+        family(
+            &mut out,
+            "seedq_script_duration_seconds",
+            "histogram",
+            "Wall time of script job attempts.",
+        );
         script_durations.render(&mut out, "seedq_script_duration_seconds");
         out
     }
@@ -190,7 +271,9 @@ impl Metrics {
         use anyhow::Context as _;
         let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
             .await
-            .with_context(|| format!("binding the metrics port {port} (choose another with --metrics-port)"))?;
+            .with_context(|| {
+                format!("binding the metrics port {port} (choose another with --metrics-port)")
+            })?;
         tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
         self.serve_on(listener).await
     }
@@ -224,15 +307,30 @@ impl Metrics {
             }
             request.extend_from_slice(&buf[..n]);
         }
-        let line = request.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+        let line = request
+            .split(|&b| b == b'\r' || b == b'\n')
+            .next()
+            .unwrap_or_default();
         let line = String::from_utf8_lossy(line);
         let mut parts = line.split_whitespace();
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let path = path.split('?').next().unwrap_or("");
         let (status, content_type, body) = match (method, path) {
-            ("GET" | "HEAD", "/metrics" | "/") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", self.render()),
-            ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "try /metrics\n".to_string()),
-            _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "GET only\n".to_string()),
+            ("GET" | "HEAD", "/metrics" | "/") => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.render(),
+            ),
+            ("GET" | "HEAD", _) => (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "try /metrics\n".to_string(),
+            ),
+            _ => (
+                "405 Method Not Allowed",
+                "text/plain; charset=utf-8",
+                "GET only\n".to_string(),
+            ),
         };
         let head = format!(
             "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -248,7 +346,10 @@ impl Metrics {
 
 /// Label values escape backslash, double quote and newline.
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -287,7 +388,10 @@ mod tests {
             "seedq_script_duration_seconds_bucket{le=\"60\"} 1",
             "# TYPE seedq_chunk_duration_seconds histogram",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
         }
         metrics.slot_idle("gpu1");
         assert!(metrics.render().lines().any(|l| l == "seedq_slots_busy 0"));
@@ -302,7 +406,10 @@ mod tests {
         let server = tokio::spawn(Arc::clone(&metrics).serve_on(listener));
         let get = |path: &'static str| async move {
             let mut stream = TcpStream::connect(addr).await.unwrap();
-            stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+            stream
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
             let mut response = String::new();
             stream.read_to_string(&mut response).await.unwrap();
             response

@@ -32,12 +32,21 @@ pub async fn run(ctx: Arc<NodeContext>, plan: NodePlan) -> anyhow::Result<()> {
     let opts = Arc::new(plan.seed_options);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in &plan.workers {
-        tasks.spawn(run_slot(ctx.clone(), worker.clone(), cache.clone(), opts.clone()));
+        tasks.spawn(run_slot(
+            ctx.clone(),
+            worker.clone(),
+            cache.clone(),
+            opts.clone(),
+        ));
     }
     if plan.scripts {
         tasks.spawn(run_scripts(ctx.clone()));
     }
-    let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), plan.workers.clone(), plan.backend_kind.clone()));
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        ctx.clone(),
+        plan.workers.clone(),
+        plan.backend_kind.clone(),
+    ));
     let watchdog = tokio::spawn(connection_watchdog(ctx.clone()));
     if let Some(port) = plan.metrics_port {
         let metrics = ctx.metrics();
@@ -101,7 +110,14 @@ async fn connection_watchdog(ctx: Arc<NodeContext>) {
             if ctx.is_shutting_down() {
                 return;
             }
-            match Broker::connect_with_retry(ctx.amqp_url(), &name, ctx.namespace(), Duration::from_secs(60)).await {
+            match Broker::connect_with_retry(
+                ctx.amqp_url(),
+                &name,
+                ctx.namespace(),
+                Duration::from_secs(60),
+            )
+            .await
+            {
                 Ok(broker) => {
                     if let Err(e) = broker.declare_topology(&ctx.cluster().broker).await {
                         tracing::warn!(error = %e, "re-declaring the topology failed; retrying");
@@ -109,7 +125,10 @@ async fn connection_watchdog(ctx: Arc<NodeContext>) {
                         continue;
                     }
                     let generation = ctx.replace_broker(Arc::new(broker));
-                    tracing::info!(generation, "reconnected to RabbitMQ; consumers re-subscribing");
+                    tracing::info!(
+                        generation,
+                        "reconnected to RabbitMQ; consumers re-subscribing"
+                    );
                     break;
                 }
                 Err(e) => tracing::warn!(error = %e, "still cannot reach RabbitMQ"),
@@ -154,14 +173,30 @@ async fn run_scripts(ctx: Arc<NodeContext>) {
 }
 
 /// Writes the heartbeat every few seconds (TTL from cluster.toml).
-async fn heartbeat_loop(ctx: Arc<NodeContext>, workers: Vec<Arc<SlotWorker>>, backend_kind: String) {
+async fn heartbeat_loop(
+    ctx: Arc<NodeContext>,
+    workers: Vec<Arc<SlotWorker>>,
+    backend_kind: String,
+) {
     let ttl = ctx.cluster().jobs.heartbeat_ttl_secs.max(3);
     let interval = Duration::from_secs((ttl / 3).clamp(1, 5));
-    let gpus: Vec<String> = workers.iter().filter(|w| w.name.starts_with("gpu")).map(|w| w.backend.clone()).collect();
-    let gpu_model = workers.first().map(|w| w.gpu_model.clone()).unwrap_or_else(|| "cpu".into());
+    let gpus: Vec<String> = workers
+        .iter()
+        .filter(|w| w.name.starts_with("gpu"))
+        .map(|w| w.backend.clone())
+        .collect();
+    let gpu_model = workers
+        .first()
+        .map(|w| w.gpu_model.clone())
+        .unwrap_or_else(|| "cpu".into());
     let mut warned = false;
     loop {
-        let slots = ctx.stats.slots.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let slots = ctx
+            .stats
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let hb = NodeHeartbeat {
             node: ctx.node_name().to_string(),
             backend: backend_kind.clone(),
@@ -169,8 +204,14 @@ async fn heartbeat_loop(ctx: Arc<NodeContext>, workers: Vec<Arc<SlotWorker>>, ba
             gpu_model: gpu_model.clone(),
             busy_slots: slots.iter().filter(|s| s.busy_with.is_some()).count() as u32,
             slots,
-            chunks_done: ctx.stats.chunks_done.load(std::sync::atomic::Ordering::Relaxed),
-            chunks_failed: ctx.stats.chunks_failed.load(std::sync::atomic::Ordering::Relaxed),
+            chunks_done: ctx
+                .stats
+                .chunks_done
+                .load(std::sync::atomic::Ordering::Relaxed),
+            chunks_failed: ctx
+                .stats
+                .chunks_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
             scripts_running: ctx.metrics().scripts_running().min(u32::MAX as u64) as u32,
             script_limit: ctx.node_config().max_script_jobs,
             version: env!("CARGO_PKG_VERSION").to_string(),

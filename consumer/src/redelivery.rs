@@ -39,12 +39,19 @@ pub struct Parking {
 /// The delay grows with the waits, as retries do, so a long outage costs few redeliveries.
 pub fn parking(props: &BasicProperties, retry: &RetryConfig) -> Parking {
     let mut headers = seedq_broker::headers_of(props);
-    let before: u32 = headers.get(h::REDIS_WAITS).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let before: u32 = headers
+        .get(h::REDIS_WAITS)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let delay_ms = retry.backoff_ms(before.saturating_add(2), jitter01());
     let waits = before + 1;
     headers.insert(h::REDIS_WAITS.into(), waits.to_string());
     headers.insert(h::ERROR.into(), "redis_unavailable".into());
-    Parking { headers, delay_ms, waits }
+    Parking {
+        headers,
+        delay_ms,
+        waits,
+    }
 }
 
 #[cfg(test)]
@@ -69,18 +76,37 @@ mod tests {
         assert_eq!(last_delivery(&delivered(Some(17), None), 20), None);
         assert_eq!(last_delivery(&delivered(Some(19), None), 20), Some(20));
         assert_eq!(last_delivery(&delivered(Some(1), None), 2), Some(2));
-        assert_eq!(last_delivery(&delivered(Some(5), None), 1), None, "a limit of 1 leaves no spare delivery");
+        assert_eq!(
+            last_delivery(&delivered(Some(5), None), 1),
+            None,
+            "a limit of 1 leaves no spare delivery"
+        );
     }
 
     #[test]
     fn parking_counts_waits_and_grows_the_delay() {
-        let retry = RetryConfig { max_attempts: 5, initial_backoff_ms: 500, max_backoff_ms: 10_000 };
+        let retry = RetryConfig {
+            max_attempts: 5,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 10_000,
+        };
         let first = parking(&delivered(None, None), &retry);
         assert_eq!(first.waits, 1);
-        assert_eq!(first.headers.get(h::REDIS_WAITS).map(String::as_str), Some("1"));
-        assert_eq!(first.headers.get(h::ERROR).map(String::as_str), Some("redis_unavailable"));
+        assert_eq!(
+            first.headers.get(h::REDIS_WAITS).map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            first.headers.get(h::ERROR).map(String::as_str),
+            Some("redis_unavailable")
+        );
         let later = parking(&delivered(None, Some("6")), &retry);
         assert_eq!(later.waits, 7);
-        assert!(later.delay_ms >= first.delay_ms, "{} < {}", later.delay_ms, first.delay_ms);
+        assert!(
+            later.delay_ms >= first.delay_ms,
+            "{} < {}",
+            later.delay_ms,
+            first.delay_ms
+        );
     }
 }

@@ -21,8 +21,15 @@ use tokio::sync::oneshot;
 
 /// One unit of work for a slot.
 pub enum Work {
-    Sieve { spec: Arc<SieveSpec>, seeds: SeedSet },
-    Analysis { kind: AnalysisKind, spec: Arc<AnalysisSpec>, seeds: SeedSet },
+    Sieve {
+        spec: Arc<SieveSpec>,
+        seeds: SeedSet,
+    },
+    Analysis {
+        kind: AnalysisKind,
+        spec: Arc<AnalysisSpec>,
+        seeds: SeedSet,
+    },
     /// Time the backend on [`Workload::calibration`] for each family (see [`calibrate`]).
     Calibrate { families: Vec<Family> },
 }
@@ -58,7 +65,12 @@ pub struct SlotWorker {
 
 impl SlotWorker {
     /// Starts the slot thread, builds its backend there, and returns once it is ready.
-    pub fn spawn(name: String, gpu_model: String, cpu_threads: usize, factory: BackendFactory) -> Result<SlotWorker, SieveError> {
+    pub fn spawn(
+        name: String,
+        gpu_model: String,
+        cpu_threads: usize,
+        factory: BackendFactory,
+    ) -> Result<SlotWorker, SieveError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, SieveError>>();
         let thread_name = format!("slot-{name}");
@@ -74,37 +86,51 @@ impl SlotWorker {
                 };
                 let _ = ready_tx.send(Ok(backend.describe()));
                 // Analysis kernels run on rayon; give each slot its own small pool.
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(cpu_threads.max(1)).build().ok();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(cpu_threads.max(1))
+                    .build()
+                    .ok();
                 while let Ok((work, reply)) = rx.recv() {
                     let started = Instant::now();
-                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(backend.as_ref(), pool.as_ref(), work)))
-                        .unwrap_or_else(|panic| {
-                            let what = panic
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_else(|| "unknown panic".into());
-                            Err(SieveError::Backend(format!("kernel panicked: {what}")))
-                        })
-                        .map(|mut out| {
-                            out.duration = started.elapsed();
-                            out
-                        });
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        execute(backend.as_ref(), pool.as_ref(), work)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".into());
+                        Err(SieveError::Backend(format!("kernel panicked: {what}")))
+                    })
+                    .map(|mut out| {
+                        out.duration = started.elapsed();
+                        out
+                    });
                     let _ = reply.send(result);
                 }
             })
             .map_err(|e| SieveError::Backend(format!("cannot start slot thread: {e}")))?;
-        let backend = ready_rx
-            .recv()
-            .map_err(|_| SieveError::Backend("slot thread exited during backend initialisation".into()))??;
-        Ok(SlotWorker { name, backend, gpu_model, tx })
+        let backend = ready_rx.recv().map_err(|_| {
+            SieveError::Backend("slot thread exited during backend initialisation".into())
+        })??;
+        Ok(SlotWorker {
+            name,
+            backend,
+            gpu_model,
+            tx,
+        })
     }
 
     /// Runs one unit of work on the slot thread.
     pub async fn run(&self, work: Work) -> Result<Output, SieveError> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.tx.send((work, reply_tx)).map_err(|_| SieveError::Backend(format!("slot {} thread is gone", self.name)))?;
-        reply_rx.await.map_err(|_| SieveError::Backend(format!("slot {} dropped the chunk", self.name)))?
+        self.tx
+            .send((work, reply_tx))
+            .map_err(|_| SieveError::Backend(format!("slot {} thread is gone", self.name)))?;
+        reply_rx
+            .await
+            .map_err(|_| SieveError::Backend(format!("slot {} dropped the chunk", self.name)))?
     }
 }
 
@@ -127,7 +153,10 @@ pub fn calibrate(backend: &dyn SieveBackend, families: &[Family]) -> Vec<(Family
             let spec = Workload::calibration(family).spec(0).ok()?;
             let units_per_seed = seedq_protocol::sieve_work_per_seed(&spec);
             let space = u64::try_from(family.seed_space_end()).unwrap_or(u64::MAX);
-            let range = |n: u64| SeedSet::Range { start: 0, end: n.min(space) };
+            let range = |n: u64| SeedSet::Range {
+                start: 0,
+                end: n.min(space),
+            };
             backend.sieve(&spec, &range(64)).ok()?;
             let mut seeds = 256u64;
             for _ in 0..32 {
@@ -141,7 +170,11 @@ pub fn calibrate(backend: &dyn SieveBackend, families: &[Family]) -> Vec<(Family
                 if tested == space {
                     return None;
                 }
-                let grow = if secs > 0.0 { (1.5 * CALIBRATION_SECS / secs).ceil() as u64 } else { 16 };
+                let grow = if secs > 0.0 {
+                    (1.5 * CALIBRATION_SECS / secs).ceil() as u64
+                } else {
+                    16
+                };
                 seeds = seeds.saturating_mul(grow.clamp(2, 16));
             }
             None
@@ -149,12 +182,23 @@ pub fn calibrate(backend: &dyn SieveBackend, families: &[Family]) -> Vec<(Family
         .collect()
 }
 
-fn execute(backend: &dyn SieveBackend, pool: Option<&rayon::ThreadPool>, work: Work) -> Result<Output, SieveError> {
+fn execute(
+    backend: &dyn SieveBackend,
+    pool: Option<&rayon::ThreadPool>,
+    work: Work,
+) -> Result<Output, SieveError> {
     match work {
-        Work::Calibrate { families } => Ok(Output { calibration: calibrate(backend, &families), ..Default::default() }),
+        Work::Calibrate { families } => Ok(Output {
+            calibration: calibrate(backend, &families),
+            ..Default::default()
+        }),
         Work::Sieve { spec, seeds } => {
             let outcome = backend.sieve(&spec, &seeds)?;
-            Ok(Output { seeds_tested: outcome.seeds_tested, survivors: outcome.survivors, ..Default::default() })
+            Ok(Output {
+                seeds_tested: outcome.seeds_tested,
+                survivors: outcome.survivors,
+                ..Default::default()
+            })
         }
         Work::Analysis { kind, spec, seeds } => {
             // Progress counts the chunk's seeds as planned (a list may repeat a seed).
@@ -167,11 +211,16 @@ fn execute(backend: &dyn SieveBackend, pool: Option<&rayon::ThreadPool>, work: W
             let flagged = outcome
                 .flagged
                 .into_iter()
-                .map(|r| FlaggedSeed { seed: r.seed, record: serde_json::to_value(&r).unwrap_or(serde_json::Value::Null) })
+                .map(|r| FlaggedSeed {
+                    seed: r.seed,
+                    record: serde_json::to_value(&r).unwrap_or(serde_json::Value::Null),
+                })
                 .collect();
             Ok(Output {
                 seeds_tested: planned,
-                summary: Some(serde_json::to_value(&outcome.summary).unwrap_or(serde_json::Value::Null)),
+                summary: Some(
+                    serde_json::to_value(&outcome.summary).unwrap_or(serde_json::Value::Null),
+                ),
                 flagged,
                 ..Default::default()
             })

@@ -34,7 +34,10 @@ pub fn redis_url() -> String {
 
 /// The workspace root (for `config/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e sits in the workspace")
+        .to_path_buf()
 }
 
 /// Directory holding `seedq-producer` and `seedq-consumer` (see the module doc).
@@ -44,7 +47,11 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     let deps = exe.parent().expect("test exe has a directory");
-    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") { deps.parent().unwrap() } else { deps };
+    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().unwrap()
+    } else {
+        deps
+    };
     profile_dir.to_path_buf()
 }
 
@@ -86,11 +93,20 @@ impl Namespace {
     pub fn new(tag: &str) -> Namespace {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let name = format!("seedq-e2e-{tag}-{}-{n}-{nanos:x}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        Namespace { name, consumers: Vec::new(), dir, redis_url: redis_url(), config: workspace_root().join("config/local.toml") }
+        Namespace {
+            name,
+            consumers: Vec::new(),
+            dir,
+            redis_url: redis_url(),
+            config: workspace_root().join("config/local.toml"),
+        }
     }
 
     /// Uses a copy of `config/local.toml` with `edit` applied (to its text) from now on.
@@ -108,7 +124,9 @@ impl Namespace {
 
     /// Runs `seedq-producer <args>` in this namespace and waits for it.
     pub fn producer(&self, args: &[&str]) -> Output {
-        self.producer_cmd(args).output().expect("run seedq-producer")
+        self.producer_cmd(args)
+            .output()
+            .expect("run seedq-producer")
     }
 
     /// Like [`Namespace::producer`], but fails the test (showing stderr) on a non-zero exit and
@@ -131,32 +149,56 @@ impl Namespace {
             .env("SEEDQ_NAMESPACE", &self.name)
             .env("SEEDQ_AMQP_URL", amqp_url())
             .env("SEEDQ_REDIS_URL", &self.redis_url)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         cmd
     }
 
     /// Starts a CPU consumer named `node` with `slots` slots of `threads` CPU threads each.
     /// Its log goes to `<dir>/<node>.log`. Returns its index for [`Namespace::consumer`].
     pub fn start_consumer(&mut self, node: &str, slots: u32, threads: u32) -> usize {
-        self.start_consumer_with(node, &["--backend", "cpu", "--slots", &slots.to_string(), "--cpu-threads", &threads.to_string()])
+        self.start_consumer_with(
+            node,
+            &[
+                "--backend",
+                "cpu",
+                "--slots",
+                &slots.to_string(),
+                "--cpu-threads",
+                &threads.to_string(),
+            ],
+        )
     }
 
     pub fn start_consumer_with(&mut self, node: &str, extra: &[&str]) -> usize {
         let log_path = self.path(&format!("{node}.log"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("consumer log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("consumer log");
         let child = Command::new(consumer_bin())
             .args(["--config", self.config.to_str().unwrap(), "--node", node])
             .args(extra)
             .env("SEEDQ_NAMESPACE", &self.name)
             .env("SEEDQ_AMQP_URL", amqp_url())
             .env("SEEDQ_REDIS_URL", &self.redis_url)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("spawn seedq-consumer");
-        self.consumers.push(Consumer { node: node.to_string(), child: Some(child), log: log_path });
+        self.consumers.push(Consumer {
+            node: node.to_string(),
+            child: Some(child),
+            log: log_path,
+        });
         self.consumers.len() - 1
     }
 
@@ -169,12 +211,17 @@ impl Namespace {
     pub fn wait_for_consumers(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let live = consumer_connections(&self.name).map(|c| c.len()).unwrap_or(0);
+            let live = consumer_connections(&self.name)
+                .map(|c| c.len())
+                .unwrap_or(0);
             if live >= n {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("only {live} of {n} consumers connected within {timeout:?}; logs in {}", self.dir.display());
+                panic!(
+                    "only {live} of {n} consumers connected within {timeout:?}; logs in {}",
+                    self.dir.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -185,8 +232,12 @@ impl Namespace {
         let mut all = vec!["sieve", "--json"];
         all.extend_from_slice(args);
         let out = self.producer_ok(&all);
-        let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("sieve --json printed {out:?}: {e}"));
-        v["job_id"].as_str().expect("job_id in sieve --json").to_string()
+        let v: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("sieve --json printed {out:?}: {e}"));
+        v["job_id"]
+            .as_str()
+            .expect("job_id in sieve --json")
+            .to_string()
     }
 
     /// `wait JOB --timeout`: panics unless the job completes cleanly.
@@ -221,7 +272,11 @@ impl Drop for Namespace {
         }
         let out = self.producer(&["teardown", "--yes"]);
         if !out.status.success() {
-            eprintln!("teardown of {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "teardown of {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -300,14 +355,26 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// `None` when `redis-server` is not installed (the caller skips, saying so).
     pub fn start() -> Option<PrivateRedis> {
-        let found = Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         if !found.is_ok_and(|s| s.success()) {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let dir = std::env::temp_dir().join(format!("seedq-e2e-redis-{}-{port}", std::process::id()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("seedq-e2e-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut redis = PrivateRedis { port, dir, child: None };
+        let mut redis = PrivateRedis {
+            port,
+            dir,
+            child: None,
+        };
         redis.restart();
         Some(redis)
     }
@@ -329,23 +396,47 @@ impl PrivateRedis {
         self.kill();
         let log = std::fs::File::create(self.dir.join("redis.log")).expect("redis log");
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-            .args(["--appendfsync", "always", "--daemonize", "no", "--dir", self.dir.to_str().unwrap()])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ])
+            .args([
+                "--appendfsync",
+                "always",
+                "--daemonize",
+                "no",
+                "--dir",
+                self.dir.to_str().unwrap(),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        eventually("the private redis-server to answer PING", Duration::from_secs(30), || self.ping());
+        eventually(
+            "the private redis-server to answer PING",
+            Duration::from_secs(30),
+            || self.ping(),
+        );
     }
 
     fn ping(&self) -> bool {
-        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 5];
         // -LOADING while the append-only file is replayed; +PONG when ready.
-        conn.write_all(b"PING\r\n").is_ok() && conn.read_exact(&mut reply).is_ok() && &reply == b"+PONG"
+        conn.write_all(b"PING\r\n").is_ok()
+            && conn.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG"
     }
 }
 
@@ -373,10 +464,15 @@ pub fn mgmt_request(method: &str, path: &str) -> anyhow::Result<(u16, String)> {
 }
 
 /// [`mgmt_request`] with a JSON body.
-pub fn mgmt_request_with_body(method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+pub fn mgmt_request_with_body(
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     use base64::Engine as _;
     let (host, port) = mgmt_base();
-    let mut stream = TcpStream::connect((host.as_str(), port)).with_context(|| format!("connect {host}:{port}"))?;
+    let mut stream = TcpStream::connect((host.as_str(), port))
+        .with_context(|| format!("connect {host}:{port}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     let auth = base64::engine::general_purpose::STANDARD.encode("guest:guest");
     write!(
@@ -388,7 +484,11 @@ pub fn mgmt_request_with_body(method: &str, path: &str, body: &str) -> anyhow::R
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("HTTP status line")?;
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("HTTP status line")?;
     Ok((code, body.to_string()))
 }
 
@@ -404,7 +504,9 @@ fn mgmt_json(path: &str) -> anyhow::Result<Value> {
 pub fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -431,7 +533,10 @@ pub fn consumer_connections(namespace: &str) -> anyhow::Result<Vec<String>> {
 
 /// Closes a connection from the broker side (what an operator or a network fault does).
 pub fn close_connection(connection_name: &str) -> anyhow::Result<()> {
-    let (code, body) = mgmt_request("DELETE", &format!("/api/connections/{}", encode_segment(connection_name)))?;
+    let (code, body) = mgmt_request(
+        "DELETE",
+        &format!("/api/connections/{}", encode_segment(connection_name)),
+    )?;
     if !(200..300).contains(&code) {
         bail!("DELETE connection {connection_name}: HTTP {code}: {body}");
     }
@@ -489,7 +594,11 @@ pub fn node_connections(node: &str) -> anyhow::Result<Vec<String>> {
 /// nothing is consumed), each with `properties.headers` and `payload`.
 pub fn mgmt_peek(queue: &str, count: u32) -> anyhow::Result<Vec<Value>> {
     let body = serde_json::json!({"count": count, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 100_000}).to_string();
-    let (code, reply) = mgmt_request_with_body("POST", &format!("/api/queues/%2F/{}/get", encode_segment(queue)), &body)?;
+    let (code, reply) = mgmt_request_with_body(
+        "POST",
+        &format!("/api/queues/%2F/{}/get", encode_segment(queue)),
+        &body,
+    )?;
     anyhow::ensure!(code == 200, "peek {queue}: HTTP {code}: {reply}");
     Ok(serde_json::from_str(&reply)?)
 }
@@ -497,7 +606,9 @@ pub fn mgmt_peek(queue: &str, count: u32) -> anyhow::Result<Vec<Value>> {
 pub fn publish_raw(queue: &str, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
     use seedq_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
     use seedq_broker::lapin::{BasicProperties, Connection, ConnectionProperties};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let conn = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
         let ch = conn.create_channel().await?;
@@ -507,13 +618,19 @@ pub fn publish_raw(queue: &str, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
                 .basic_publish(
                     "".into(),
                     queue.into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     body,
                     BasicProperties::default().with_delivery_mode(2),
                 )
                 .await?
                 .await?;
-            anyhow::ensure!(confirm.is_ack(), "broker did not confirm a publish to {queue}: {confirm:?}");
+            anyhow::ensure!(
+                confirm.is_ack(),
+                "broker did not confirm a publish to {queue}: {confirm:?}"
+            );
         }
         conn.close(0, "bye".into()).await.ok();
         Ok(())

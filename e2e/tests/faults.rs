@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use seedq_e2e::{eventually, node_connections, Namespace, PrivateRedis};
-use seedq_kernels::{reference, FamilyConfig, Family, SeedSet, SieveSpec, Threshold};
+use seedq_kernels::{reference, Family, FamilyConfig, SeedSet, SieveSpec, Threshold};
 use serde_json::{json, Value};
 
 /// xorshift32, 6 draws mod 10, skips 0..2, threshold 0.5: cheap per seed, many chance survivors.
@@ -29,15 +29,40 @@ impl Job {
     /// A wider skip range makes each seed cost more (a job that lasts long enough to be hit).
     fn with_skips(ns: &Namespace, planted: u64, start: u64, end: u64, skip_max: u32) -> Job {
         let fam = FamilyConfig::new(Family::Xorshift32);
-        let draws: Vec<u64> = (0..6).map(|i| fam.output_at(planted, 1 + i * 2) % 10).collect();
+        let draws: Vec<u64> = (0..6)
+            .map(|i| fam.output_at(planted, 1 + i * 2) % 10)
+            .collect();
         let draws_file = seedq_e2e::write_json(ns, "draws.json", &json!(draws));
-        Job { draws, draws_file, start, end, skip_max: skip_max.max(2), skip_max_text: skip_max.max(2).to_string() }
+        Job {
+            draws,
+            draws_file,
+            start,
+            end,
+            skip_max: skip_max.max(2),
+            skip_max_text: skip_max.max(2).to_string(),
+        }
     }
 
     fn args<'a>(&'a self, start: &'a str, end: &'a str, chunk: &'a str) -> Vec<&'a str> {
         vec![
-            "--prng", "xorshift32", "--draws", &self.draws_file, "--modulus", "10", "--skip-min", "0", "--skip-max", &self.skip_max_text,
-            "--threshold", "0.5", "--seed-start", start, "--seed-end", end, "--chunk-size", chunk,
+            "--prng",
+            "xorshift32",
+            "--draws",
+            &self.draws_file,
+            "--modulus",
+            "10",
+            "--skip-min",
+            "0",
+            "--skip-max",
+            &self.skip_max_text,
+            "--threshold",
+            "0.5",
+            "--seed-start",
+            start,
+            "--seed-end",
+            end,
+            "--chunk-size",
+            chunk,
         ]
     }
 
@@ -54,7 +79,17 @@ impl Job {
             direction: Default::default(),
             skip_mode: Default::default(),
         };
-        reference::sieve(&spec, &SeedSet::Range { start: self.start, end: self.end }).survivors.iter().map(|s| s.seed).collect()
+        reference::sieve(
+            &spec,
+            &SeedSet::Range {
+                start: self.start,
+                end: self.end,
+            },
+        )
+        .survivors
+        .iter()
+        .map(|s| s.seed)
+        .collect()
     }
 }
 
@@ -65,13 +100,24 @@ fn seeds_of(rows: &[Value]) -> Vec<u64> {
 fn assert_exact(ns: &Namespace, job_id: &str, job: &Job) {
     let status = ns.status(job_id);
     assert_eq!(status["chunks_done"], status["chunks_total"], "{status}");
-    assert_eq!(status["seeds_done"].as_u64(), Some(job.end - job.start), "seeds counted exactly once: {status}");
+    assert_eq!(
+        status["seeds_done"].as_u64(),
+        Some(job.end - job.start),
+        "seeds counted exactly once: {status}"
+    );
     assert_eq!(status["dead_lettered"].as_u64().unwrap_or(0), 0, "{status}");
     let expected = job.expected_seeds();
-    assert!(expected.len() > 10, "the spec should give many chance survivors");
+    assert!(
+        expected.len() > 10,
+        "the spec should give many chance survivors"
+    );
     let got = seeds_of(&ns.results(job_id));
     assert_eq!(got, expected, "survivors differ from the sieve engine");
-    assert_eq!(status["survivors"].as_u64(), Some(expected.len() as u64), "{status}");
+    assert_eq!(
+        status["survivors"].as_u64(),
+        Some(expected.len() as u64),
+        "{status}"
+    );
 }
 
 fn chunks_done(ns: &Namespace, job_id: &str) -> u64 {
@@ -92,10 +138,20 @@ fn several_consumers_share_one_job_each_chunk_once() {
     assert_exact(&ns, &id, &job);
     // Work really was shared: more than one node finished chunks.
     let status = ns.status(&id);
-    let per_node = status["chunks_by_node"].as_object().cloned().unwrap_or_default();
+    let per_node = status["chunks_by_node"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let total: u64 = per_node.values().map(|v| v.as_u64().unwrap_or(0)).sum();
-    assert_eq!(total, status["chunks_total"].as_u64().unwrap(), "per-node counts add up: {status}");
-    assert!(per_node.len() >= 2, "several nodes should take chunks: {status}");
+    assert_eq!(
+        total,
+        status["chunks_total"].as_u64().unwrap(),
+        "per-node counts add up: {status}"
+    );
+    assert!(
+        per_node.len() >= 2,
+        "several nodes should take chunks: {status}"
+    );
 }
 
 #[test]
@@ -105,7 +161,9 @@ fn a_consumer_killed_mid_job_changes_nothing() {
     let victim = ns.start_consumer(&format!("{base}-victim"), 2, 1);
     let job = Job::new(&ns, 123_456, 1, 2_000_001);
     let id = ns.sieve(&job.args("1", "2000001", "5000"));
-    eventually("some chunks to finish", Duration::from_secs(300), || chunks_done(&ns, &id) >= 3);
+    eventually("some chunks to finish", Duration::from_secs(300), || {
+        chunks_done(&ns, &id) >= 3
+    });
     ns.consumer(victim).kill();
     ns.start_consumer(&format!("{base}-survivor"), 2, 1);
     ns.wait(&id, 900);
@@ -118,24 +176,44 @@ fn a_connection_closed_by_the_broker_is_recovered() {
     let node = format!("{}-node", ns.name);
     let consumer = ns.start_consumer(&node, 1, 1);
     // The management API lists a connection a moment after it opens.
-    eventually("the consumer's named connection", Duration::from_secs(60), || {
-        node_connections(&node).map(|n| !n.is_empty()).unwrap_or(false)
-    });
+    eventually(
+        "the consumer's named connection",
+        Duration::from_secs(60),
+        || {
+            node_connections(&node)
+                .map(|n| !n.is_empty())
+                .unwrap_or(false)
+        },
+    );
     let names = node_connections(&node).unwrap();
     let job = Job::with_skips(&ns, 4242, 1, 400_001, 150);
     let id = ns.sieve(&job.args("1", "400001", "2000"));
-    eventually("some chunks to finish", Duration::from_secs(300), || chunks_done(&ns, &id) >= 2);
+    eventually("some chunks to finish", Duration::from_secs(300), || {
+        chunks_done(&ns, &id) >= 2
+    });
     for name in &names {
         seedq_e2e::close_connection(name).unwrap();
     }
     let at_close = ns.status(&id);
-    eprintln!("closed the connection at {}/{} chunks", at_close["chunks_done"], at_close["chunks_total"]);
+    eprintln!(
+        "closed the connection at {}/{} chunks",
+        at_close["chunks_done"], at_close["chunks_total"]
+    );
     // It reconnects under the same name (a new broker-side connection) and finishes the job.
-    eventually("the consumer to reconnect", Duration::from_secs(120), || {
-        node_connections(&node).map(|n| n.iter().any(|c| !names.contains(c))).unwrap_or(false)
-    });
+    eventually(
+        "the consumer to reconnect",
+        Duration::from_secs(120),
+        || {
+            node_connections(&node)
+                .map(|n| n.iter().any(|c| !names.contains(c)))
+                .unwrap_or(false)
+        },
+    );
     ns.wait(&id, 900);
-    assert!(ns.consumer(consumer).is_running(), "the consumer must survive a broker-side close");
+    assert!(
+        ns.consumer(consumer).is_running(),
+        "the consumer must survive a broker-side close"
+    );
     assert_exact(&ns, &id, &job);
 }
 
@@ -156,18 +234,34 @@ fn a_job_enqueued_twice_and_a_chunk_delivered_twice_count_once() {
     let topology = seedq_protocol::Topology::new(&ns.name);
     let messages: Vec<Vec<u8>> = (0..20u64)
         .map(|i| {
-            let seeds = seedq_kernels::SeedSet::Range { start: 1 + i * 10_000, end: 1 + (i + 1) * 10_000 };
-            seedq_protocol::ChunkMessage::new(first.clone(), seedq_protocol::JobKind::Sieve, i, seeds).to_json()
+            let seeds = seedq_kernels::SeedSet::Range {
+                start: 1 + i * 10_000,
+                end: 1 + (i + 1) * 10_000,
+            };
+            seedq_protocol::ChunkMessage::new(
+                first.clone(),
+                seedq_protocol::JobKind::Sieve,
+                i,
+                seeds,
+            )
+            .to_json()
         })
         .collect();
     seedq_e2e::publish_raw(&topology.seeds_queue(), &messages).unwrap();
-    eventually("the duplicates to be consumed", Duration::from_secs(120), || {
-        seedq_e2e::queue_info(&topology.seeds_queue())
-            .ok()
-            .flatten()
-            .map(|q| q["messages"].as_u64() == Some(0) && q["messages_unacknowledged"].as_u64() == Some(0))
-            .unwrap_or(false)
-    });
+    eventually(
+        "the duplicates to be consumed",
+        Duration::from_secs(120),
+        || {
+            seedq_e2e::queue_info(&topology.seeds_queue())
+                .ok()
+                .flatten()
+                .map(|q| {
+                    q["messages"].as_u64() == Some(0)
+                        && q["messages_unacknowledged"].as_u64() == Some(0)
+                })
+                .unwrap_or(false)
+        },
+    );
     assert_exact(&ns, &first, &job);
 }
 
@@ -179,7 +273,12 @@ fn a_producer_killed_mid_publish_resumes_exactly() {
     let args = job.args("1", "40001", "1");
     let mut all = vec!["sieve", "--json", "--job-id", "resume-me"];
     all.extend_from_slice(&args);
-    let mut child = ns.producer_cmd(&all).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = ns
+        .producer_cmd(&all)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let _ = child.kill();
     let _ = child.wait();
@@ -206,20 +305,38 @@ fn a_redis_outage_mid_job_is_ridden_out() {
     let job = Job::with_skips(&ns, 31_337, 1, 400_001, 150);
     let id = ns.sieve(&job.args("1", "400001", "2000"));
     // A pipeline step's wait, started before the outage: it must ride it out too.
-    let waiter = ns.producer_cmd(&["wait", &id, "--timeout", "900"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    eventually("some chunks to finish", Duration::from_secs(300), || chunks_done(&ns, &id) >= 3);
+    let waiter = ns
+        .producer_cmd(&["wait", &id, "--timeout", "900"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("some chunks to finish", Duration::from_secs(300), || {
+        chunks_done(&ns, &id) >= 3
+    });
     redis.kill();
     // Longer than the store's own retries (7 with jittered backoff: at most about 18 s), so that
     // finished chunks cannot be written and are parked in the delay queue.
     std::thread::sleep(Duration::from_secs(25));
-    assert!(ns.consumer(consumer).is_running(), "the consumer must survive a Redis outage");
+    assert!(
+        ns.consumer(consumer).is_running(),
+        "the consumer must survive a Redis outage"
+    );
     redis.restart();
     let waited = waiter.wait_with_output().unwrap();
-    assert!(waited.status.success(), "wait across the outage failed ({}): {}", waited.status, String::from_utf8_lossy(&waited.stderr));
+    assert!(
+        waited.status.success(),
+        "wait across the outage failed ({}): {}",
+        waited.status,
+        String::from_utf8_lossy(&waited.stderr)
+    );
     assert!(ns.consumer(consumer).is_running());
     assert_exact(&ns, &id, &job);
     let log = ns.consumer(consumer).log_text();
-    assert!(log.contains("Redis unavailable; chunk parked"), "the outage should have parked chunks; consumer log:\n{log}");
+    assert!(
+        log.contains("Redis unavailable; chunk parked"),
+        "the outage should have parked chunks; consumer log:\n{log}"
+    );
 }
 
 #[test]
@@ -229,13 +346,26 @@ fn a_cancelled_job_resumed_completes_exactly() {
     ns.start_consumer(&format!("{base}-node"), 1, 1);
     let job = Job::with_skips(&ns, 2024, 1, 400_001, 150);
     let id = ns.sieve(&job.args("1", "400001", "2000"));
-    eventually("some chunks to finish", Duration::from_secs(300), || chunks_done(&ns, &id) >= 3);
+    eventually("some chunks to finish", Duration::from_secs(300), || {
+        chunks_done(&ns, &id) >= 3
+    });
     ns.producer_ok(&["cancel", &id]);
     let waited = ns.producer(&["wait", &id, "--timeout", "600"]);
-    assert_eq!(waited.status.code(), Some(3), "a cancelled job ends with skipped chunks: {}", String::from_utf8_lossy(&waited.stderr));
-    assert!(String::from_utf8_lossy(&waited.stderr).contains(&format!("seedq-producer resume {id}")), "wait says how to go on");
+    assert_eq!(
+        waited.status.code(),
+        Some(3),
+        "a cancelled job ends with skipped chunks: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&waited.stderr).contains(&format!("seedq-producer resume {id}")),
+        "wait says how to go on"
+    );
     let status = ns.status(&id);
-    assert!(status["dead_lettered"].as_u64().unwrap_or(0) > 0, "some chunks were skipped: {status}");
+    assert!(
+        status["dead_lettered"].as_u64().unwrap_or(0) > 0,
+        "some chunks were skipped: {status}"
+    );
     ns.producer_ok(&["resume", &id]);
     ns.wait(&id, 900);
     assert_exact(&ns, &id, &job);
@@ -252,21 +382,55 @@ fn a_chunk_that_keeps_killing_its_consumer_is_dead_lettered_with_the_reason_and_
     // keeps its survivors few.
     let job = Job::with_skips(&ns, 7, 1, 20_000_001, 150);
     let id = ns.sieve(&[
-        "--prng", "xorshift32", "--draws", &job.draws_file, "--modulus", "10", "--skip-min", "0", "--skip-max", "150",
-        "--threshold", "1", "--seed-start", "1", "--seed-end", "20000001", "--chunk-size", "20000000",
+        "--prng",
+        "xorshift32",
+        "--draws",
+        &job.draws_file,
+        "--modulus",
+        "10",
+        "--skip-min",
+        "0",
+        "--skip-max",
+        "150",
+        "--threshold",
+        "1",
+        "--seed-start",
+        "1",
+        "--seed-end",
+        "20000001",
+        "--chunk-size",
+        "20000000",
     ]);
     let seeds = seedq_protocol::Topology::new(&ns.name).seeds_queue();
-    let unacked = || seedq_e2e::queue_info(&seeds).ok().flatten().and_then(|q| q["messages_unacknowledged"].as_u64()).unwrap_or(0);
-    eventually("the chunk to be taken", Duration::from_secs(120), || unacked() == 1);
+    let unacked = || {
+        seedq_e2e::queue_info(&seeds)
+            .ok()
+            .flatten()
+            .and_then(|q| q["messages_unacknowledged"].as_u64())
+            .unwrap_or(0)
+    };
+    eventually("the chunk to be taken", Duration::from_secs(120), || {
+        unacked() == 1
+    });
     ns.consumer(first).kill();
     // The next delivery is the chunk's last: the consumer dead-letters it itself and tells Redis.
     let second = ns.start_consumer(&format!("{base}-second"), 1, 1);
     let waited = ns.producer(&["wait", &id, "--timeout", "300"]);
     let said = String::from_utf8_lossy(&waited.stderr).to_string();
-    assert_eq!(waited.status.code(), Some(3), "the job settles with the chunk dead-lettered: {said}");
-    assert!(said.contains("delivery_limit"), "wait names the reason: {said}");
+    assert_eq!(
+        waited.status.code(),
+        Some(3),
+        "the job settles with the chunk dead-lettered: {said}"
+    );
+    assert!(
+        said.contains("delivery_limit"),
+        "wait names the reason: {said}"
+    );
     let listed = ns.producer_ok(&["--json", "dlq", "list", "--job", &id]);
-    assert!(listed.contains("delivery_limit"), "the dead letter carries the reason: {listed}");
+    assert!(
+        listed.contains("delivery_limit"),
+        "the dead letter carries the reason: {listed}"
+    );
     // Replayed after the "fix", it starts with a clean delivery count and completes.
     ns.producer_ok(&["dlq", "replay", "--job", &id]);
     ns.wait(&id, 900);

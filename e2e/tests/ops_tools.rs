@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use seedq_e2e::{encode_segment, eventually, mgmt_request};
 use scripts_support::{intervals, sleep_job, Cluster, NodeSpec};
+use seedq_e2e::{encode_segment, eventually, mgmt_request};
 
 fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"))
@@ -16,23 +16,52 @@ fn json_of(text: &str) -> Value {
 
 #[test]
 fn a_dead_letter_replayed_after_the_fix_completes_the_batch() {
-    let mut cluster = Cluster::new("ops-replay", &[NodeSpec { name: "ops-node", limit: 1, gpus: 0 }], 1);
+    let mut cluster = Cluster::new(
+        "ops-replay",
+        &[NodeSpec {
+            name: "ops-node",
+            limit: 1,
+            gpus: 0,
+        }],
+        1,
+    );
     let input = cluster.ns.path("input.bin");
     let jobs = json!([{"job_id": "needs_input", "script": "job.py", "args": ["copy", "out/r.bin", input.to_str().unwrap()],
                        "expected_output": "out/r.bin", "timeout": 60}]);
     let file = cluster.jobs_file("replay.json", &jobs);
     cluster.start("ops-node");
     cluster.wait_for_script_consumers(&["ops-node"]);
-    let out = cluster.producer(&["scripts", "--jobs-file", &file, "--wait", "--timeout", "120"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cluster.producer(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
     let listed = json_of(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]));
     assert_eq!(listed["matched"], 1, "{listed}");
     assert_eq!(listed["letters"][0]["reason"], "exit_status");
-    assert!(listed["letters"][0]["detail"].as_str().unwrap().contains("FileNotFoundError"), "{listed}");
+    assert!(
+        listed["letters"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("FileNotFoundError"),
+        "{listed}"
+    );
     // Listing does not consume.
-    assert_eq!(json_of(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))["matched"], 1);
+    assert_eq!(
+        json_of(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))["matched"],
+        1
+    );
 
     // The fix, then the replay.
     let bytes: Vec<u8> = (0..=255u8).rev().cycle().take(5000).collect();
@@ -49,32 +78,75 @@ fn a_dead_letter_replayed_after_the_fix_completes_the_batch() {
     let replayed = json_of(&cluster.producer_ok(&["--json", "dlq", "replay", "--job", &batch]));
     assert_eq!(replayed["replayed"], 1, "{replayed}");
     let reopened = json_of(&cluster.producer_ok(&["--json", "status", &batch]));
-    assert_eq!((reopened["state"].as_str(), reopened["finished"].as_bool(), reopened["dead_lettered"].as_u64()), (Some("running"), Some(false), Some(0)), "{reopened}");
+    assert_eq!(
+        (
+            reopened["state"].as_str(),
+            reopened["finished"].as_bool(),
+            reopened["dead_lettered"].as_u64()
+        ),
+        (Some("running"), Some(false), Some(0)),
+        "{reopened}"
+    );
     cluster.start("ops-node");
     let collected = cluster.ns.path("collected");
-    eventually("the replayed task to succeed", Duration::from_secs(60), || {
-        cluster.producer(&["collect", &batch, "--output-dir", collected.to_str().unwrap()]).status.success()
-    });
-    assert_eq!(std::fs::read(collected.join("needs_input.bin")).unwrap(), bytes);
+    eventually(
+        "the replayed task to succeed",
+        Duration::from_secs(60),
+        || {
+            cluster
+                .producer(&[
+                    "collect",
+                    &batch,
+                    "--output-dir",
+                    collected.to_str().unwrap(),
+                ])
+                .status
+                .success()
+        },
+    );
+    assert_eq!(
+        std::fs::read(collected.join("needs_input.bin")).unwrap(),
+        bytes
+    );
     let after = json_of(&cluster.producer_ok(&["--json", "status", &batch]));
     assert_eq!(after["state"], "finished", "{after}");
-    assert_eq!(json_of(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))["matched"], 0);
+    assert_eq!(
+        json_of(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))["matched"],
+        0
+    );
 }
 
 #[test]
 fn cancel_stops_queued_tasks_and_lets_the_running_one_finish() {
-    let mut cluster = Cluster::new("ops-cancel", &[NodeSpec { name: "cancel-node", limit: 1, gpus: 0 }], 2);
+    let mut cluster = Cluster::new(
+        "ops-cancel",
+        &[NodeSpec {
+            name: "cancel-node",
+            limit: 1,
+            gpus: 0,
+        }],
+        2,
+    );
     let log = cluster.ns.path("timeline.log").display().to_string();
-    let jobs: Vec<Value> = (0..4).map(|i| sleep_job(&format!("slow_{i}"), 2.0, &log)).collect();
+    let jobs: Vec<Value> = (0..4)
+        .map(|i| sleep_job(&format!("slow_{i}"), 2.0, &log))
+        .collect();
     let file = cluster.jobs_file("slow.json", &Value::Array(jobs));
     cluster.start("cancel-node");
     cluster.wait_for_script_consumers(&["cancel-node"]);
-    let batch = cluster.producer_ok(&["scripts", "--jobs-file", &file]).trim().to_string();
-    eventually("the first task to start", Duration::from_secs(30), || std::fs::read_to_string(&log).is_ok_and(|l| !l.is_empty()));
-    cluster.producer_ok(&["cancel", &batch]);
-    eventually("the cancelled batch to settle", Duration::from_secs(60), || {
-        json_of(&cluster.producer_ok(&["--json", "status", &batch]))["finished"] == true
+    let batch = cluster
+        .producer_ok(&["scripts", "--jobs-file", &file])
+        .trim()
+        .to_string();
+    eventually("the first task to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| !l.is_empty())
     });
+    cluster.producer_ok(&["cancel", &batch]);
+    eventually(
+        "the cancelled batch to settle",
+        Duration::from_secs(60),
+        || json_of(&cluster.producer_ok(&["--json", "status", &batch]))["finished"] == true,
+    );
     let status = json_of(&cluster.producer_ok(&["--json", "status", &batch]));
     let runs = intervals(&std::fs::read_to_string(&log).unwrap());
     assert_eq!(runs.len(), 1, "only the task already running ran: {runs:?}");
@@ -84,24 +156,50 @@ fn cancel_stops_queued_tasks_and_lets_the_running_one_finish() {
 
 #[test]
 fn resume_republishes_only_what_is_neither_done_nor_queued_and_nodes_shows_the_node() {
-    let mut cluster = Cluster::new("ops-resume", &[NodeSpec { name: "resume-node", limit: 1, gpus: 0 }], 2);
+    let mut cluster = Cluster::new(
+        "ops-resume",
+        &[NodeSpec {
+            name: "resume-node",
+            limit: 1,
+            gpus: 0,
+        }],
+        2,
+    );
     let log = cluster.ns.path("timeline.log").display().to_string();
-    let jobs: Vec<Value> = (0..3).map(|i| sleep_job(&format!("r_{i}"), 0.2, &log)).collect();
+    let jobs: Vec<Value> = (0..3)
+        .map(|i| sleep_job(&format!("r_{i}"), 0.2, &log))
+        .collect();
     let file = cluster.jobs_file("resume.json", &Value::Array(jobs));
     // No consumer yet: the tasks wait in the queue, so resume has nothing to do.
-    let batch = cluster.producer_ok(&["scripts", "--jobs-file", &file]).trim().to_string();
+    let batch = cluster
+        .producer_ok(&["scripts", "--jobs-file", &file])
+        .trim()
+        .to_string();
     let nothing = json_of(&cluster.producer_ok(&["--json", "resume", &batch]));
-    assert_eq!((nothing["republished"].as_u64(), nothing["outstanding"].as_u64()), (Some(0), Some(3)), "{nothing}");
+    assert_eq!(
+        (
+            nothing["republished"].as_u64(),
+            nothing["outstanding"].as_u64()
+        ),
+        (Some(0), Some(3)),
+        "{nothing}"
+    );
     // The queue is lost (purged by hand): --outstanding republishes what is not done.
     let queue = format!("{}.scripts", cluster.ns.name);
-    let (code, body) = mgmt_request("DELETE", &format!("/api/queues/%2F/{}/contents", encode_segment(&queue))).unwrap();
+    let (code, body) = mgmt_request(
+        "DELETE",
+        &format!("/api/queues/%2F/{}/contents", encode_segment(&queue)),
+    )
+    .unwrap();
     assert!((200..300).contains(&code), "{code} {body}");
     let again = json_of(&cluster.producer_ok(&["--json", "resume", &batch, "--outstanding"]));
     assert_eq!(again["republished"], 3, "{again}");
     cluster.start("resume-node");
-    eventually("the resumed batch to finish", Duration::from_secs(60), || {
-        json_of(&cluster.producer_ok(&["--json", "status", &batch]))["finished"] == true
-    });
+    eventually(
+        "the resumed batch to finish",
+        Duration::from_secs(60),
+        || json_of(&cluster.producer_ok(&["--json", "status", &batch]))["finished"] == true,
+    );
     let runs = intervals(&std::fs::read_to_string(&log).unwrap());
     assert_eq!(runs.len(), 3, "each task ran once: {runs:?}");
     // A finished batch has nothing left to resume.
@@ -109,7 +207,12 @@ fn resume_republishes_only_what_is_neither_done_nor_queued_and_nodes_shows_the_n
     assert_eq!(done["republished"], 0, "{done}");
 
     let nodes = json_of(&cluster.producer_ok(&["--json", "nodes"]));
-    let node = nodes["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "resume-node").expect("live node");
+    let node = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "resume-node")
+        .expect("live node");
     assert_eq!(node["script_limit"], 1, "{node}");
     assert_eq!(node["backend"], "cpu");
     assert!(node["heartbeat_age_secs"].as_f64().unwrap() < 60.0);

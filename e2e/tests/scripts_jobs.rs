@@ -15,13 +15,27 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use seedq_e2e::{encode_segment, eventually, mgmt_request, PrivateRedis};
 use scripts_support::{alive, intervals, peak, sleep_job, Cluster, NodeSpec};
+use seedq_e2e::{encode_segment, eventually, mgmt_request, PrivateRedis};
 
 #[test]
 fn nodes_never_exceed_their_limit_and_all_take_work() {
-    let mut cluster =
-        Cluster::new("scripts-limits", &[NodeSpec { name: "node-a", limit: 2, gpus: 2 }, NodeSpec { name: "node-b", limit: 1, gpus: 0 }], 3);
+    let mut cluster = Cluster::new(
+        "scripts-limits",
+        &[
+            NodeSpec {
+                name: "node-a",
+                limit: 2,
+                gpus: 2,
+            },
+            NodeSpec {
+                name: "node-b",
+                limit: 1,
+                gpus: 0,
+            },
+        ],
+        3,
+    );
     cluster.start("node-a");
     cluster.start("node-b");
     cluster.wait_for_script_consumers(&["node-a", "node-b"]);
@@ -32,52 +46,99 @@ fn nodes_never_exceed_their_limit_and_all_take_work() {
     let mut consumers = cluster.queue_consumers(&shared);
     consumers.sort();
     assert_eq!(consumers.len(), 2, "{consumers:?}");
-    assert_eq!((consumers[0].0.as_str(), consumers[0].1), ("node-a/scripts", 2));
-    assert_eq!((consumers[1].0.as_str(), consumers[1].1), ("node-b/scripts", 1));
+    assert_eq!(
+        (consumers[0].0.as_str(), consumers[0].1),
+        ("node-a/scripts", 2)
+    );
+    assert_eq!(
+        (consumers[1].0.as_str(), consumers[1].1),
+        ("node-b/scripts", 1)
+    );
     // The channel's connection is the node's named one (`seedq-consumer@node-a` in the UI); the
     // management API fills in connection details a moment after it lists a consumer.
-    eventually("node-a's script consumer on its named connection", Duration::from_secs(30), || {
-        let named = seedq_e2e::node_connections("node-a").unwrap_or_default();
-        cluster.queue_consumers(&shared).iter().any(|c| c.0 == "node-a/scripts" && named.contains(&c.2))
-    });
+    eventually(
+        "node-a's script consumer on its named connection",
+        Duration::from_secs(30),
+        || {
+            let named = seedq_e2e::node_connections("node-a").unwrap_or_default();
+            cluster
+                .queue_consumers(&shared)
+                .iter()
+                .any(|c| c.0 == "node-a/scripts" && named.contains(&c.2))
+        },
+    );
     let pinned = cluster.queue_consumers(&format!("{}.scripts.node-a", cluster.ns.name));
-    assert_eq!(pinned.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), vec!["node-a/scripts"]);
-    let (code, body) = mgmt_request("GET", &format!("/api/queues/%2F/{}", encode_segment(&shared))).unwrap();
+    assert_eq!(
+        pinned.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        vec!["node-a/scripts"]
+    );
+    let (code, body) = mgmt_request(
+        "GET",
+        &format!("/api/queues/%2F/{}", encode_segment(&shared)),
+    )
+    .unwrap();
     assert_eq!(code, 200);
     let info: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(info["type"], "quorum");
     assert_eq!(info["durable"], true);
 
     let log = cluster.ns.path("timeline.log").display().to_string();
-    let jobs: Vec<Value> = (0..12).map(|i| sleep_job(&format!("sleep_{i:02}"), 1.0, &log)).collect();
+    let jobs: Vec<Value> = (0..12)
+        .map(|i| sleep_job(&format!("sleep_{i:02}"), 1.0, &log))
+        .collect();
     let file = cluster.jobs_file("sleep_jobs.json", &json!({ "jobs": jobs }));
     let out_dir = cluster.ns.path("collected");
-    let stdout =
-        cluster.producer_ok(&["scripts", "--jobs-file", &file, "--wait", "--timeout", "180", "--output-dir", out_dir.to_str().unwrap()]);
+    let stdout = cluster.producer_ok(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--wait",
+        "--timeout",
+        "180",
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
     let batch = stdout.lines().next().unwrap().trim().to_string();
 
     let runs = intervals(&std::fs::read_to_string(&log).unwrap());
     assert_eq!(runs.len(), 12, "every job ran exactly once: {runs:?}");
-    let per_node = |node: &str| runs.iter().filter(|r| r.0 == node).map(|r| (r.2, r.3)).collect::<Vec<_>>();
+    let per_node = |node: &str| {
+        runs.iter()
+            .filter(|r| r.0 == node)
+            .map(|r| (r.2, r.3))
+            .collect::<Vec<_>>()
+    };
     let (a, b) = (per_node("node-a"), per_node("node-b"));
     assert_eq!(peak(&a), 2, "node-a (limit 2) ran {} at once", peak(&a));
     assert_eq!(peak(&b), 1, "node-b (limit 1) ran {} at once", peak(&b));
     // A pull queue: the node with two permits takes more of the work, and the other one works
     // too (a static round-robin would give 6 and 6, a stuck node 0).
-    assert!(a.len() > b.len() && b.len() >= 2, "node-a ran {}, node-b ran {}", a.len(), b.len());
+    assert!(
+        a.len() > b.len() && b.len() >= 2,
+        "node-a ran {}, node-b ran {}",
+        a.len(),
+        b.len()
+    );
     // Both nodes stay busy while work remains: no node starts its last job before the other
     // node has started jobs that were queued behind it, i.e. each node's last start comes after
     // the other's first end.
     let first_end = |runs: &[(f64, f64)]| runs.iter().map(|r| r.1).fold(f64::MAX, f64::min);
     let last_start = |runs: &[(f64, f64)]| runs.iter().map(|r| r.0).fold(f64::MIN, f64::max);
-    assert!(last_start(&a) > first_end(&b) && last_start(&b) > first_end(&a), "a node went idle while work remained");
+    assert!(
+        last_start(&a) > first_end(&b) && last_start(&b) > first_end(&a),
+        "a node went idle while work remained"
+    );
 
     // Outputs came back through Redis; the nodes' copies are gone; GPUs were bound on node-a.
-    let summary: Value = serde_json::from_slice(&std::fs::read(out_dir.join("collect_summary.json")).unwrap()).unwrap();
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("collect_summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["collected"], 12, "{summary}");
     for i in 0..12 {
         let id = format!("sleep_{i:02}");
-        let output: Value = serde_json::from_slice(&std::fs::read(out_dir.join(format!("{id}.json"))).unwrap()).unwrap();
+        let output: Value =
+            serde_json::from_slice(&std::fs::read(out_dir.join(format!("{id}.json"))).unwrap())
+                .unwrap();
         assert_eq!(output["task"], id.as_str());
         match output["node"].as_str().unwrap() {
             "node-a" => {
@@ -88,7 +149,10 @@ fn nodes_never_exceed_their_limit_and_all_take_work() {
             _ => assert!(output["cuda_visible_devices"].is_null(), "{output}"),
         }
         for root in cluster.roots.values() {
-            assert!(!root.join(format!("out/{id}.json")).exists(), "{id}'s output left on a node");
+            assert!(
+                !root.join(format!("out/{id}.json")).exists(),
+                "{id}'s output left on a node"
+            );
         }
     }
     assert_eq!(summary["job_id"], batch.as_str());
@@ -96,21 +160,36 @@ fn nodes_never_exceed_their_limit_and_all_take_work() {
 
 #[test]
 fn every_failure_mode_dead_letters_with_its_reason_and_never_blocks_the_node() {
-    let mut cluster = Cluster::new("scripts-failures", &[NodeSpec { name: "solo", limit: 1, gpus: 1 }], 2);
+    let mut cluster = Cluster::new(
+        "scripts-failures",
+        &[NodeSpec {
+            name: "solo",
+            limit: 1,
+            gpus: 1,
+        }],
+        2,
+    );
     let root = cluster.root("solo").to_path_buf();
     let outside = cluster.ns.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
     // If any of these ran, it would succeed: refusing them is the only way to fail.
-    std::fs::write(outside.join("evil.py"), "import sys\nopen(sys.argv[1], 'w').write('{}')\n").unwrap();
+    std::fs::write(
+        outside.join("evil.py"),
+        "import sys\nopen(sys.argv[1], 'w').write('{}')\n",
+    )
+    .unwrap();
     std::os::unix::fs::symlink(outside.join("evil.py"), root.join("link.py")).unwrap();
     std::fs::create_dir_all(root.join("out")).unwrap();
     let stale = root.join("out/stale.json");
     std::fs::write(&stale, "{\"status\": \"success\"}").unwrap();
-    std::fs::File::options().write(true).open(&stale).unwrap().set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
     let pids = cluster.ns.path("hang.pids").display().to_string();
-    let job = |id: &str, script: &str, args: Vec<&str>, timeout: u64| {
-        json!({"job_id": id, "script": script, "args": args, "expected_output": format!("out/{id}.json"), "timeout": timeout})
-    };
+    let job = |id: &str, script: &str, args: Vec<&str>, timeout: u64| json!({"job_id": id, "script": script, "args": args, "expected_output": format!("out/{id}.json"), "timeout": timeout});
     let evil = outside.join("evil.py").display().to_string();
     let jobs = json!([
         job("ok_first", "job.py", vec!["sleep", "out/ok_first.json", "0.1", "/dev/null"], 60),
@@ -127,16 +206,41 @@ fn every_failure_mode_dead_letters_with_its_reason_and_never_blocks_the_node() {
     let file = cluster.jobs_file("failing_jobs.json", &jobs);
     cluster.start("solo");
     cluster.wait_for_script_consumers(&["solo"]);
-    let out = cluster.producer(&["scripts", "--jobs-file", &file, "--wait", "--timeout", "180"]);
-    assert_eq!(out.status.code(), Some(3), "wait reports the dead letters:\n{}", String::from_utf8_lossy(&out.stderr));
-    let batch = String::from_utf8(out.stdout).unwrap().lines().next().unwrap().trim().to_string();
+    let out = cluster.producer(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--wait",
+        "--timeout",
+        "180",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "wait reports the dead letters:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
 
-    let dlq: Value = serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch])).unwrap();
+    let dlq: Value =
+        serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))
+            .unwrap();
     let reasons: BTreeMap<String, String> = dlq["letters"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["member"].as_str().unwrap().to_string(), l["reason"].as_str().unwrap().to_string()))
+        .map(|l| {
+            (
+                l["member"].as_str().unwrap().to_string(),
+                l["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let expected: BTreeMap<String, String> = [
         ("no_output", "missing_output"),
@@ -154,40 +258,82 @@ fn every_failure_mode_dead_letters_with_its_reason_and_never_blocks_the_node() {
     assert_eq!(reasons, expected, "{dlq}");
     for letter in dlq["letters"].as_array().unwrap() {
         // Refused paths are dead-lettered at once; the others after the retry.
-        let attempt = if letter["reason"] == "path_escapes_root" { "1" } else { "2" };
+        let attempt = if letter["reason"] == "path_escapes_root" {
+            "1"
+        } else {
+            "2"
+        };
         assert_eq!(letter["attempt"], attempt, "{letter}");
-        assert_eq!(letter["source_queue"], format!("{}.scripts", cluster.ns.name));
+        assert_eq!(
+            letter["source_queue"],
+            format!("{}.scripts", cluster.ns.name)
+        );
     }
-    assert!(!outside.join("out").exists() && !root.join("out/dotdot.json").exists(), "a refused script ran");
+    assert!(
+        !outside.join("out").exists() && !root.join("out/dotdot.json").exists(),
+        "a refused script ran"
+    );
     // The stale file is untouched (it was there before) and the hung script's children are gone.
     assert!(stale.exists());
     let pid_lines = std::fs::read_to_string(&pids).unwrap_or_default();
     let hung: Vec<&str> = pid_lines.split_whitespace().collect();
     assert_eq!(hung.len(), 2, "the hanging job ran twice: {pid_lines:?}");
     for pid in hung {
-        eventually(&format!("child {pid} of the timed-out job to be gone"), Duration::from_secs(10), || !alive(pid));
+        eventually(
+            &format!("child {pid} of the timed-out job to be gone"),
+            Duration::from_secs(10),
+            || !alive(pid),
+        );
     }
     // Both ok jobs, one before and one after all the failures, succeeded on the single slot.
     let collected = cluster.ns.path("ok");
-    let out = cluster.producer(&["collect", &batch, "--output-dir", collected.to_str().unwrap()]);
+    let out = cluster.producer(&[
+        "collect",
+        &batch,
+        "--output-dir",
+        collected.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3), "collect reports the failures");
     assert!(collected.join("ok_first.json").exists() && collected.join("ok_last.json").exists());
-    let summary: Value = serde_json::from_slice(&std::fs::read(collected.join("collect_summary.json")).unwrap()).unwrap();
-    assert_eq!((summary["collected"].as_u64(), summary["failed"].as_u64()), (Some(2), Some(8)), "{summary}");
-    let error_task = summary["tasks"].as_array().unwrap().iter().find(|t| t["task_id"] == "error").unwrap();
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(collected.join("collect_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (summary["collected"].as_u64(), summary["failed"].as_u64()),
+        (Some(2), Some(8)),
+        "{summary}"
+    );
+    let error_task = summary["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_id"] == "error")
+        .unwrap();
     assert_eq!(error_task["failure"], "status_error");
 }
 
 #[test]
 fn collect_reproduces_outputs_byte_for_byte_with_and_without_preserved_paths() {
-    let mut cluster = Cluster::new("scripts-collect", &[NodeSpec { name: "collector", limit: 2, gpus: 0 }], 2);
+    let mut cluster = Cluster::new(
+        "scripts-collect",
+        &[NodeSpec {
+            name: "collector",
+            limit: 2,
+            gpus: 0,
+        }],
+        2,
+    );
     let sources = cluster.ns.path("sources");
     std::fs::create_dir_all(&sources).unwrap();
     let mut jobs = Vec::new();
     let mut expected = BTreeMap::new();
     for i in 0..5u32 {
         // Every byte value, a UTF-8-invalid tail and CRLFs: nothing may be re-encoded on the way.
-        let mut bytes: Vec<u8> = (0..=255u8).cycle().skip(i as usize * 37).take(1000 + i as usize * 4099).collect();
+        let mut bytes: Vec<u8> = (0..=255u8)
+            .cycle()
+            .skip(i as usize * 37)
+            .take(1000 + i as usize * 4099)
+            .collect();
         bytes.extend_from_slice(b"\r\n\xff\xfe\x00end");
         let source = sources.join(format!("src{i}.bin"));
         std::fs::write(&source, &bytes).unwrap();
@@ -202,31 +348,66 @@ fn collect_reproduces_outputs_byte_for_byte_with_and_without_preserved_paths() {
     cluster.wait_for_script_consumers(&["collector"]);
     let flat = cluster.ns.path("flat");
     let batch = cluster
-        .producer_ok(&["scripts", "--jobs-file", &file, "--wait", "--timeout", "120", "--output-dir", flat.to_str().unwrap()])
+        .producer_ok(&[
+            "scripts",
+            "--jobs-file",
+            &file,
+            "--wait",
+            "--timeout",
+            "120",
+            "--output-dir",
+            flat.to_str().unwrap(),
+        ])
         .lines()
         .next()
         .unwrap()
         .trim()
         .to_string();
     let tree = cluster.ns.path("tree");
-    cluster.producer_ok(&["collect", &batch, "--output-dir", tree.to_str().unwrap(), "--preserve-paths"]);
+    cluster.producer_ok(&[
+        "collect",
+        &batch,
+        "--output-dir",
+        tree.to_str().unwrap(),
+        "--preserve-paths",
+    ]);
     for (id, (output, bytes)) in &expected {
-        assert_eq!(&std::fs::read(flat.join(format!("{id}.bin"))).unwrap(), bytes, "{id} flat");
-        assert_eq!(&std::fs::read(tree.join(output)).unwrap(), bytes, "{id} preserved");
-        assert!(!cluster.root("collector").join(output).exists(), "{id}: node copy not removed after upload");
+        assert_eq!(
+            &std::fs::read(flat.join(format!("{id}.bin"))).unwrap(),
+            bytes,
+            "{id} flat"
+        );
+        assert_eq!(
+            &std::fs::read(tree.join(output)).unwrap(),
+            bytes,
+            "{id} preserved"
+        );
+        assert!(
+            !cluster.root("collector").join(output).exists(),
+            "{id}: node copy not removed after upload"
+        );
     }
     for dir in [&flat, &tree] {
-        let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("collect_summary.json")).unwrap()).unwrap();
+        let summary: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("collect_summary.json")).unwrap())
+                .unwrap();
         assert_eq!(summary["collected"], 5, "{summary}");
     }
     // Enqueueing the same file with the same options again is the same batch: nothing runs twice.
-    let again = cluster.producer_ok(&["scripts", "--jobs-file", &file, "--output-dir", flat.to_str().unwrap()]);
+    let again = cluster.producer_ok(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--output-dir",
+        flat.to_str().unwrap(),
+    ]);
     assert_eq!(again.trim(), batch);
 }
 
 /// `POST /api/queues/%2F/<queue>/get` with requeue, for reading message headers.
 fn peek_messages(queue: &str, count: u32) -> Value {
-    let body = json!({"count": count, "ackmode": "ack_requeue_true", "encoding": "auto"}).to_string();
+    let body =
+        json!({"count": count, "ackmode": "ack_requeue_true", "encoding": "auto"}).to_string();
     let mut stream = TcpStream::connect("127.0.0.1:15672").unwrap();
     write!(
         stream,
@@ -244,7 +425,15 @@ fn peek_messages(queue: &str, count: u32) -> Value {
 
 #[test]
 fn pinned_jobs_wait_on_their_node_queue_with_descriptive_headers() {
-    let cluster = Cluster::new("scripts-headers", &[NodeSpec { name: "busy-rig", limit: 1, gpus: 12 }], 2);
+    let cluster = Cluster::new(
+        "scripts-headers",
+        &[NodeSpec {
+            name: "busy-rig",
+            limit: 1,
+            gpus: 12,
+        }],
+        2,
+    );
     let jobs = json!([{"job_id": "pinned_7", "script": "job.py", "args": ["no-output", "out/p.json"],
                        "expected_output": "out/p.json", "timeout": 30, "node": "busy-rig", "gpu_id": 7}]);
     let file = cluster.jobs_file("pinned.json", &jobs);
@@ -252,12 +441,23 @@ fn pinned_jobs_wait_on_their_node_queue_with_descriptive_headers() {
     let bad = cluster.jobs_file("bad_pin.json", &json!([{"job_id": "x", "script": "job.py", "expected_output": "o.json", "timeout": 30, "node": "busy-rig", "gpu_id": 12}]));
     let out = cluster.producer(&["scripts", "--jobs-file", &bad]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("gpu_id 12 does not exist on node 'busy-rig'"));
-    let too_long = cluster.jobs_file("too_long.json", &json!([{"job_id": "x", "script": "job.py", "expected_output": "o.json", "timeout": 7200}]));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("gpu_id 12 does not exist on node 'busy-rig'"));
+    let too_long = cluster.jobs_file(
+        "too_long.json",
+        &json!([{"job_id": "x", "script": "job.py", "expected_output": "o.json", "timeout": 7200}]),
+    );
     let out = cluster.producer(&["scripts", "--jobs-file", &too_long]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("above what the broker allows"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("above what the broker allows"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let batch = cluster.producer_ok(&["scripts", "--jobs-file", &file]).trim().to_string();
+    let batch = cluster
+        .producer_ok(&["scripts", "--jobs-file", &file])
+        .trim()
+        .to_string();
     let queue = format!("{}.scripts.busy-rig", cluster.ns.name);
     let messages = peek_messages(&queue, 1);
     let headers = &messages[0]["properties"]["headers"];
@@ -271,17 +471,30 @@ fn pinned_jobs_wait_on_their_node_queue_with_descriptive_headers() {
     assert_eq!(body["gpu_id"], 7);
     // The job waits on its node's queue only (queue statistics refresh every few seconds).
     let messages_in = |queue: String| {
-        let (_, info) = mgmt_request("GET", &format!("/api/queues/%2F/{}", encode_segment(&queue))).unwrap();
+        let (_, info) = mgmt_request(
+            "GET",
+            &format!("/api/queues/%2F/{}", encode_segment(&queue)),
+        )
+        .unwrap();
         serde_json::from_str::<Value>(&info).unwrap()["messages"].as_u64()
     };
     eventually("queue statistics", Duration::from_secs(30), || {
-        messages_in(queue.clone()) == Some(1) && messages_in(format!("{}.scripts", cluster.ns.name)) == Some(0)
+        messages_in(queue.clone()) == Some(1)
+            && messages_in(format!("{}.scripts", cluster.ns.name)) == Some(0)
     });
 }
 
 #[test]
 fn the_script_consumer_resubscribes_after_its_queues_are_deleted() {
-    let mut cluster = Cluster::new("scripts-resubscribe", &[NodeSpec { name: "phoenix", limit: 1, gpus: 0 }], 2);
+    let mut cluster = Cluster::new(
+        "scripts-resubscribe",
+        &[NodeSpec {
+            name: "phoenix",
+            limit: 1,
+            gpus: 0,
+        }],
+        2,
+    );
     cluster.start("phoenix");
     cluster.wait_for_script_consumers(&["phoenix"]);
     let shared = format!("{}.scripts", cluster.ns.name);
@@ -289,16 +502,28 @@ fn the_script_consumer_resubscribes_after_its_queues_are_deleted() {
     // Deleting a queue cancels the node's consumer on it: a channel-level event, the node's
     // connection stays up, so only the script consumer itself can recover.
     for queue in [&shared, &pinned] {
-        let (code, body) = mgmt_request("DELETE", &format!("/api/queues/%2F/{}", encode_segment(queue))).unwrap();
+        let (code, body) = mgmt_request(
+            "DELETE",
+            &format!("/api/queues/%2F/{}", encode_segment(queue)),
+        )
+        .unwrap();
         assert_eq!(code, 204, "deleting {queue}: {body}");
     }
     // Let the node see both cancellations first: RabbitMQ 3.10 does not tell a consumer about a
     // quorum queue deleted and at once re-declared under the same name, leaving it orphaned.
     let node_log = || std::fs::read_to_string(cluster.ns.path("phoenix.log")).unwrap();
-    eventually("the node to notice that its queues are gone", Duration::from_secs(30), || {
-        let log = node_log();
-        [&shared, &pinned].iter().all(|q| log.contains(&format!("the broker cancelled the script consumer on {q} (queue deleted?)")))
-    });
+    eventually(
+        "the node to notice that its queues are gone",
+        Duration::from_secs(30),
+        || {
+            let log = node_log();
+            [&shared, &pinned].iter().all(|q| {
+                log.contains(&format!(
+                    "the broker cancelled the script consumer on {q} (queue deleted?)"
+                ))
+            })
+        },
+    );
     // `scripts` re-declares both queues before publishing (the node also re-declares its own);
     // the node must subscribe to them again by itself for either job to run.
     let log = cluster.ns.path("timeline.log").display().to_string();
@@ -309,7 +534,10 @@ fn the_script_consumer_resubscribes_after_its_queues_are_deleted() {
     cluster.producer_ok(&["scripts", "--jobs-file", &file, "--wait", "--timeout", "90"]);
     assert_eq!(intervals(&std::fs::read_to_string(&log).unwrap()).len(), 2);
     let log = node_log();
-    assert!(!log.contains("reconnected to RabbitMQ"), "the connection was replaced, not the channel:\n{log}");
+    assert!(
+        !log.contains("reconnected to RabbitMQ"),
+        "the connection was replaced, not the channel:\n{log}"
+    );
 }
 
 #[test]
@@ -319,28 +547,71 @@ fn a_redis_outage_parks_script_jobs_and_keeps_their_output_until_it_is_stored() 
         eprintln!("SKIPPED a_redis_outage_parks_script_jobs...: redis-server is not installed");
         return;
     };
-    let mut cluster = Cluster::new("scripts-redisdown", &[NodeSpec { name: "outage", limit: 1, gpus: 0 }], 2);
+    let mut cluster = Cluster::new(
+        "scripts-redisdown",
+        &[NodeSpec {
+            name: "outage",
+            limit: 1,
+            gpus: 0,
+        }],
+        2,
+    );
     cluster.redis_url = redis.url();
     cluster.start("outage");
     cluster.wait_for_script_consumers(&["outage"]);
     let timeline = cluster.ns.path("timeline.log");
-    let file = cluster.jobs_file("outage.json", &json!([sleep_job("through_outage", 3.0, timeline.to_str().unwrap())]));
+    let file = cluster.jobs_file(
+        "outage.json",
+        &json!([sleep_job("through_outage", 3.0, timeline.to_str().unwrap())]),
+    );
     cluster.producer_ok(&["scripts", "--jobs-file", &file]);
-    eventually("the job to start", Duration::from_secs(60), || std::fs::read_to_string(&timeline).is_ok_and(|t| t.starts_with("start")));
+    eventually("the job to start", Duration::from_secs(60), || {
+        std::fs::read_to_string(&timeline).is_ok_and(|t| t.starts_with("start"))
+    });
     redis.kill();
     // The run ends during the outage, so its result cannot be stored: the job is parked (no
     // requeue, no attempt used) and its output stays on the node.
     let node_log = || std::fs::read_to_string(cluster.ns.path("outage.log")).unwrap();
-    eventually("the job to be parked", Duration::from_secs(90), || node_log().contains("Redis unavailable; script job parked"));
-    assert!(cluster.root("outage").join("out/through_outage.json").exists(), "output removed before it was stored");
+    eventually("the job to be parked", Duration::from_secs(90), || {
+        node_log().contains("Redis unavailable; script job parked")
+    });
+    assert!(
+        cluster
+            .root("outage")
+            .join("out/through_outage.json")
+            .exists(),
+        "output removed before it was stored"
+    );
     redis.restart();
     let collected = cluster.ns.path("collected");
     // The same file again is the same batch: nothing is republished, it only waits and collects.
-    cluster.producer_ok(&["scripts", "--jobs-file", &file, "--wait", "--timeout", "120", "--output-dir", collected.to_str().unwrap()]);
-    let summary: Value = serde_json::from_slice(&std::fs::read(collected.join("collect_summary.json")).unwrap()).unwrap();
+    cluster.producer_ok(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--wait",
+        "--timeout",
+        "120",
+        "--output-dir",
+        collected.to_str().unwrap(),
+    ]);
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(collected.join("collect_summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["collected"], 1, "{summary}");
-    assert_eq!(summary["tasks"][0]["attempt"], 1, "waiting for Redis used an attempt: {summary}");
-    let output: Value = serde_json::from_slice(&std::fs::read(collected.join("through_outage.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["tasks"][0]["attempt"], 1,
+        "waiting for Redis used an attempt: {summary}"
+    );
+    let output: Value =
+        serde_json::from_slice(&std::fs::read(collected.join("through_outage.json")).unwrap())
+            .unwrap();
     assert_eq!(output["status"], "success");
-    assert!(!cluster.root("outage").join("out/through_outage.json").exists(), "the node's copy stays after upload");
+    assert!(
+        !cluster
+            .root("outage")
+            .join("out/through_outage.json")
+            .exists(),
+        "the node's copy stays after upload"
+    );
 }

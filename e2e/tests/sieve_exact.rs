@@ -6,7 +6,9 @@
 //! each job has dozens of chance survivors, so "equal to the engine" checks real data, not one row.
 
 use seedq_e2e::Namespace;
-use seedq_kernels::{reference, Direction, Family, FamilyConfig, SeedSet, SieveSpec, SkipMode, Strategy, Threshold};
+use seedq_kernels::{
+    reference, Direction, Family, FamilyConfig, SeedSet, SieveSpec, SkipMode, Strategy, Threshold,
+};
 use serde_json::Value;
 
 const K: usize = 8;
@@ -19,7 +21,11 @@ const SPAN: u64 = 6_000;
 /// A seed well inside the family's space (and away from 0, a fixed point of xorshift).
 fn planted_seed(family: Family, salt: u64) -> u64 {
     let base = 0x1234_5678u64 + salt * 7919;
-    if family.seed_space_end() > 1 << 32 { base | (0x5A5Au64 << 40) } else { base }
+    if family.seed_space_end() > 1 << 32 {
+        base | (0x5A5Au64 << 40)
+    } else {
+        base
+    }
 }
 
 struct Case {
@@ -35,13 +41,23 @@ struct Case {
 }
 
 impl Case {
-    fn new(ns: &Namespace, family: Family, salt: u64, direction: Direction, variable: bool) -> Case {
+    fn new(
+        ns: &Namespace,
+        family: Family,
+        salt: u64,
+        direction: Direction,
+        variable: bool,
+    ) -> Case {
         let seed = planted_seed(family, salt);
         let fam = FamilyConfig::new(family);
         // Variable skip takes the SMALLEST matching skip near the expected one, so at modulus 10 a
         // chance match can derail even the planted seed; modulus 100 keeps chance matches rare
         // while threshold 0.25 still lets hundreds of chance survivors through.
-        let (modulus, threshold) = if variable { (100, "0.25") } else { (MODULUS, "0.5") };
+        let (modulus, threshold) = if variable {
+            (100, "0.25")
+        } else {
+            (MODULUS, "0.5")
+        };
         let mut draws = planted_draws(&fam, seed, modulus);
         match direction {
             Direction::Forward => {}
@@ -54,26 +70,51 @@ impl Case {
                 }
             }
         }
-        let draws_file = seedq_e2e::write_json(ns, &format!("{}-{salt}.json", family.name()), &serde_json::json!(draws));
-        Case { family, seed, direction, variable, draws_file, start: seed - SPAN / 2, end: seed + SPAN / 2, modulus, threshold }
+        let draws_file = seedq_e2e::write_json(
+            ns,
+            &format!("{}-{salt}.json", family.name()),
+            &serde_json::json!(draws),
+        );
+        Case {
+            family,
+            seed,
+            direction,
+            variable,
+            draws_file,
+            start: seed - SPAN / 2,
+            end: seed + SPAN / 2,
+            modulus,
+            threshold,
+        }
     }
 
     fn args(&self) -> Vec<String> {
         let mut a = vec![
-            "--prng".into(), self.family.name().into(),
-            "--draws".into(), self.draws_file.clone(),
-            "--modulus".into(), self.modulus.to_string(),
-            "--skip-min".into(), SKIP_MIN.to_string(),
-            "--skip-max".into(), SKIP_MAX.to_string(),
-            "--threshold".into(), self.threshold.into(),
-            "--seed-start".into(), self.start.to_string(),
-            "--seed-end".into(), self.end.to_string(),
-            "--chunk-size".into(), "1000".into(),
-            "--direction".into(), match self.direction {
+            "--prng".into(),
+            self.family.name().into(),
+            "--draws".into(),
+            self.draws_file.clone(),
+            "--modulus".into(),
+            self.modulus.to_string(),
+            "--skip-min".into(),
+            SKIP_MIN.to_string(),
+            "--skip-max".into(),
+            SKIP_MAX.to_string(),
+            "--threshold".into(),
+            self.threshold.into(),
+            "--seed-start".into(),
+            self.start.to_string(),
+            "--seed-end".into(),
+            self.end.to_string(),
+            "--chunk-size".into(),
+            "1000".into(),
+            "--direction".into(),
+            match self.direction {
                 Direction::Forward => "forward",
                 Direction::Reverse => "reverse",
                 Direction::Bidirectional => "bidirectional",
-            }.into(),
+            }
+            .into(),
         ];
         if self.variable {
             a.push("--variable-skip".into());
@@ -93,20 +134,34 @@ impl Case {
             threshold: Threshold::parse(self.threshold).unwrap(),
             reverse_threshold: None,
             direction: self.direction,
-            skip_mode: if self.variable { SkipMode::Variable { strategies: Strategy::presets() } } else { SkipMode::Constant },
+            skip_mode: if self.variable {
+                SkipMode::Variable {
+                    strategies: Strategy::presets(),
+                }
+            } else {
+                SkipMode::Constant
+            },
         }
     }
 }
 
 /// Draw i = output `PLANT_SKIP + i*(PLANT_SKIP+1)` mod `modulus` (the sieve's numbering, offset 0).
 fn planted_draws(fam: &FamilyConfig, seed: u64, modulus: u64) -> Vec<u64> {
-    (0..K as u64).map(|i| fam.output_at(seed, PLANT_SKIP as u64 + i * (PLANT_SKIP as u64 + 1)) % modulus).collect()
+    (0..K as u64)
+        .map(|i| fam.output_at(seed, PLANT_SKIP as u64 + i * (PLANT_SKIP as u64 + 1)) % modulus)
+        .collect()
 }
 
 /// The engine's survivors in the `results --format json` shape (the fields that must agree).
 fn expected_rows(case: &Case) -> Vec<Value> {
     let spec = case.spec();
-    let outcome = reference::sieve(&spec, &SeedSet::Range { start: case.start, end: case.end });
+    let outcome = reference::sieve(
+        &spec,
+        &SeedSet::Range {
+            start: case.start,
+            end: case.end,
+        },
+    );
     outcome
         .survivors
         .iter()
@@ -157,27 +212,56 @@ fn run_cases(tag: &str, cases_of: impl Fn(&Namespace) -> Vec<Case>) {
         ns.wait(job, 600);
         let got = ns.results(job);
         let expected = expected_rows(case);
-        let label = format!("{} {:?} variable={}", case.family.name(), case.direction, case.variable);
+        let label = format!(
+            "{} {:?} variable={}",
+            case.family.name(),
+            case.direction,
+            case.variable
+        );
         assert!(
             got.iter().any(|r| r["seed"].as_u64() == Some(case.seed)),
             "{label}: planted seed {} not among {} survivors",
             case.seed,
             got.len()
         );
-        assert!(expected.len() > 1, "{label}: the spec should give chance survivors too");
-        assert_eq!(got.len(), expected.len(), "{label}: survivor count differs from the engine");
+        assert!(
+            expected.len() > 1,
+            "{label}: the spec should give chance survivors too"
+        );
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "{label}: survivor count differs from the engine"
+        );
         for (g, e) in got.iter().zip(&expected) {
-            assert_eq!(project(g, e), *e, "{label}: survivor differs from the engine");
+            assert_eq!(
+                project(g, e),
+                *e,
+                "{label}: survivor differs from the engine"
+            );
         }
         let status = ns.status(job);
-        assert_eq!(status["chunks_done"], status["chunks_total"], "{label}: {status}");
-        assert_eq!(status["seeds_done"].as_u64(), Some(case.end - case.start), "{label}: {status}");
+        assert_eq!(
+            status["chunks_done"], status["chunks_total"],
+            "{label}: {status}"
+        );
+        assert_eq!(
+            status["seeds_done"].as_u64(),
+            Some(case.end - case.start),
+            "{label}: {status}"
+        );
     }
 }
 
 #[test]
 fn every_family_forward() {
-    run_cases("fwd", |ns| Family::ALL.iter().enumerate().map(|(i, f)| Case::new(ns, *f, i as u64, Direction::Forward, false)).collect());
+    run_cases("fwd", |ns| {
+        Family::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Case::new(ns, *f, i as u64, Direction::Forward, false))
+            .collect()
+    });
 }
 
 #[test]
@@ -187,7 +271,10 @@ fn every_family_reverse_and_bidirectional() {
             .iter()
             .enumerate()
             .flat_map(|(i, f)| {
-                [Case::new(ns, *f, 100 + i as u64, Direction::Reverse, false), Case::new(ns, *f, 200 + i as u64, Direction::Bidirectional, false)]
+                [
+                    Case::new(ns, *f, 100 + i as u64, Direction::Reverse, false),
+                    Case::new(ns, *f, 200 + i as u64, Direction::Bidirectional, false),
+                ]
             })
             .collect()
     });
@@ -196,6 +283,10 @@ fn every_family_reverse_and_bidirectional() {
 #[test]
 fn every_family_variable_skip() {
     run_cases("var", |ns| {
-        Family::ALL.iter().enumerate().map(|(i, f)| Case::new(ns, *f, 300 + i as u64, Direction::Forward, true)).collect()
+        Family::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Case::new(ns, *f, 300 + i as u64, Direction::Forward, true))
+            .collect()
     });
 }

@@ -127,7 +127,12 @@ pub enum AnalysisError {
     #[error("bins must be between 2 and the modulus {modulus}, got {bins}")]
     Bins { bins: u64, modulus: u64 },
     #[error("chi-square needs at least 5 expected values per class: {samples} samples over {bins} classes of [0, {modulus}) give {expected:.2} in the smallest; use more samples or fewer bins")]
-    SparseBins { samples: usize, bins: u64, modulus: u64, expected: f64 },
+    SparseBins {
+        samples: usize,
+        bins: u64,
+        modulus: u64,
+        expected: f64,
+    },
     #[error("alpha must be in (0, 0.5], got {0}")]
     Alpha(f64),
     #[error(transparent)]
@@ -163,7 +168,10 @@ impl AnalysisSpec {
         }
         let limit = self.samples / 4;
         if self.max_lag == 0 || self.max_lag > limit {
-            return Err(AnalysisError::MaxLag { got: self.max_lag, limit });
+            return Err(AnalysisError::MaxLag {
+                got: self.max_lag,
+                limit,
+            });
         }
         if !(self.alpha > 0.0 && self.alpha <= 0.5) {
             return Err(AnalysisError::Alpha(self.alpha));
@@ -171,12 +179,23 @@ impl AnalysisSpec {
         if kind == AnalysisKind::Analysis {
             let bins = self.bins();
             if bins < 2 || bins > self.modulus {
-                return Err(AnalysisError::Bins { bins, modulus: self.modulus });
+                return Err(AnalysisError::Bins {
+                    bins,
+                    modulus: self.modulus,
+                });
             }
-            let narrowest = (0..bins).map(|b| bin_width(b, bins, self.modulus)).min().unwrap_or(0);
+            let narrowest = (0..bins)
+                .map(|b| bin_width(b, bins, self.modulus))
+                .min()
+                .unwrap_or(0);
             let expected = self.samples as f64 * narrowest as f64 / self.modulus as f64;
             if expected < 5.0 {
-                return Err(AnalysisError::SparseBins { samples: self.samples, bins, modulus: self.modulus, expected });
+                return Err(AnalysisError::SparseBins {
+                    samples: self.samples,
+                    bins,
+                    modulus: self.modulus,
+                    expected,
+                });
             }
         }
         Ok(())
@@ -388,12 +407,22 @@ pub fn stream_stats(kind: AnalysisKind, spec: &AnalysisSpec, x: &[u64]) -> Strea
                         r / ((n - k) / (n * (n + 2.0))).sqrt()
                     })
                     .collect();
-                let min_p = z.iter().map(|z| normal_two_sided_p(*z)).fold(1.0f64, f64::min);
+                let min_p = z
+                    .iter()
+                    .map(|z| normal_two_sided_p(*z))
+                    .fold(1.0f64, f64::min);
                 let q: f64 = z.iter().map(|z| z * z).sum();
                 let q_p = chi_square_p(q, lags as f64);
                 (r, z, (min_p * lags as f64).min(1.0), q, q_p, false)
             }
-            None => (vec![1.0; lags], vec![f64::INFINITY; lags], 0.0, f64::INFINITY, 0.0, true),
+            None => (
+                vec![1.0; lags],
+                vec![f64::INFINITY; lags],
+                0.0,
+                f64::INFINITY,
+                0.0,
+                true,
+            ),
         };
     let (chi, chi_p, runs, runs_p) = if kind == AnalysisKind::Analysis {
         let bins = spec.bins();
@@ -440,7 +469,11 @@ impl StreamStats {
     /// The tests beyond the per-test threshold `alpha / number of tests`.
     pub fn failing_tests(&self, kind: AnalysisKind, alpha: f64) -> Vec<&'static str> {
         let per_test = alpha / kind.tests().len() as f64;
-        self.p_values(kind).into_iter().filter(|(_, p)| *p < per_test).map(|(t, _)| t).collect()
+        self.p_values(kind)
+            .into_iter()
+            .filter(|(_, p)| *p < per_test)
+            .map(|(t, _)| t)
+            .collect()
     }
 
     fn into_record(self, seed: u64, tests: Vec<&'static str>) -> FlaggedRecord {
@@ -471,7 +504,13 @@ fn finite_or_max(v: f64) -> f64 {
 }
 
 /// One seed: its statistics, counted into `summary`; `Some(record)` when flagged.
-fn analyze_seed(kind: AnalysisKind, spec: &AnalysisSpec, seed: u64, buffer: &mut Vec<u64>, summary: &mut Summary) -> Option<FlaggedRecord> {
+fn analyze_seed(
+    kind: AnalysisKind,
+    spec: &AnalysisSpec,
+    seed: u64,
+    buffer: &mut Vec<u64>,
+    summary: &mut Summary,
+) -> Option<FlaggedRecord> {
     spec.stream(seed, buffer);
     let stats = stream_stats(kind, spec, buffer);
     summary.seeds_tested += 1;
@@ -495,25 +534,40 @@ fn analyze_seed(kind: AnalysisKind, spec: &AnalysisSpec, seed: u64, buffer: &mut
 /// Runs a validated spec over a seed set on the current rayon pool (call inside
 /// `pool.install` to choose the threads). Flagged seeds come back sorted by seed, deduplicated.
 pub fn run(kind: AnalysisKind, spec: &AnalysisSpec, seeds: &SeedSet) -> AnalysisOutcome {
-    let per_seed = |(mut summary, mut flagged, mut buffer): (Summary, Vec<FlaggedRecord>, Vec<u64>), seed: u64| {
-        if let Some(record) = analyze_seed(kind, spec, seed, &mut buffer, &mut summary) {
-            flagged.push(record);
-        }
-        (summary, flagged, buffer)
+    let per_seed =
+        |(mut summary, mut flagged, mut buffer): (Summary, Vec<FlaggedRecord>, Vec<u64>),
+         seed: u64| {
+            if let Some(record) = analyze_seed(kind, spec, seed, &mut buffer, &mut summary) {
+                flagged.push(record);
+            }
+            (summary, flagged, buffer)
+        };
+    let identity = || {
+        (
+            Summary::default(),
+            Vec::new(),
+            Vec::with_capacity(spec.samples),
+        )
     };
-    let identity = || (Summary::default(), Vec::new(), Vec::with_capacity(spec.samples));
-    let combine = |mut a: (Summary, Vec<FlaggedRecord>, Vec<u64>), b: (Summary, Vec<FlaggedRecord>, Vec<u64>)| {
+    let combine = |mut a: (Summary, Vec<FlaggedRecord>, Vec<u64>),
+                   b: (Summary, Vec<FlaggedRecord>, Vec<u64>)| {
         a.0.merge(&b.0);
         a.1.extend(b.1);
         a
     };
     let (summary, mut flagged, _) = match seeds {
-        SeedSet::Range { start, end } => (*start..*end).into_par_iter().fold(identity, per_seed).reduce(identity, combine),
+        SeedSet::Range { start, end } => (*start..*end)
+            .into_par_iter()
+            .fold(identity, per_seed)
+            .reduce(identity, combine),
         SeedSet::List(list) => {
             let mut unique = list.clone();
             unique.sort_unstable();
             unique.dedup();
-            unique.into_par_iter().fold(identity, per_seed).reduce(identity, combine)
+            unique
+                .into_par_iter()
+                .fold(identity, per_seed)
+                .reduce(identity, combine)
         }
     };
     flagged.sort_by_key(|r| r.seed);

@@ -75,7 +75,13 @@ impl Workload {
     /// parameters: what a consumer measures at start to seed the chunk planner's throughput
     /// estimate of a family it has never run.
     pub fn calibration(family: Family) -> Workload {
-        Workload::constant(&format!("calibrate-{}", family.name()), family, 512, 20, "0.01")
+        Workload::constant(
+            &format!("calibrate-{}", family.name()),
+            family,
+            512,
+            20,
+            "0.01",
+        )
     }
 
     /// The variable-skip presets, for custom workloads.

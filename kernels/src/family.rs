@@ -912,7 +912,13 @@ mod tests {
         let mut owned = Vec::new();
         owned.push(("c".to_string(), "7".to_string()));
         let cfg = FamilyConfig::parse("java_lcg", &owned).unwrap();
-        assert_eq!(cfg.params, FamilyParams::JavaLcg { a: 0x5_DEEC_E66D, c: 7 });
+        assert_eq!(
+            cfg.params,
+            FamilyParams::JavaLcg {
+                a: 0x5_DEEC_E66D,
+                c: 7
+            }
+        );
     }
 
     #[test]

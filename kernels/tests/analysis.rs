@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use seedq_kernels::analysis::{
-    self, chi_square_p, gamma_q, ln_gamma, normal_two_sided_p, stream_stats, AnalysisError, AnalysisKind,
-    AnalysisSpec, FlaggedRecord, Summary,
+    self, chi_square_p, gamma_q, ln_gamma, normal_two_sided_p, stream_stats, AnalysisError,
+    AnalysisKind, AnalysisSpec, FlaggedRecord, Summary,
 };
 use seedq_kernels::{Family, FamilyConfig, SeedSet};
 
@@ -39,7 +39,11 @@ fn incomplete_gamma_matches_mpmath() {
     assert!(close(chi_square_p(124.34211340400407, 100.0), 0.05, 1e-9));
     assert!(close(normal_two_sided_p(1.959963984540054), 0.05, 1e-10));
     assert_eq!(normal_two_sided_p(0.0), 1.0);
-    assert!(close(ln_gamma(0.5), std::f64::consts::PI.sqrt().ln(), 1e-13));
+    assert!(close(
+        ln_gamma(0.5),
+        std::f64::consts::PI.sqrt().ln(),
+        1e-13
+    ));
     assert!(close(ln_gamma(5.0), 24f64.ln(), 1e-13));
     assert!(close(ln_gamma(171.5), 709.1431630309282, 1e-12));
 }
@@ -56,7 +60,12 @@ fn reference_stats(x: &[u64], modulus: u64, bins: u64, max_lag: usize) -> Refere
     let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
     let var: f64 = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
     let r = (1..=max_lag)
-        .map(|k| (0..n - k).map(|i| (x[i] as f64 - mean) * (x[i + k] as f64 - mean)).sum::<f64>() / var)
+        .map(|k| {
+            (0..n - k)
+                .map(|i| (x[i] as f64 - mean) * (x[i + k] as f64 - mean))
+                .sum::<f64>()
+                / var
+        })
         .collect();
     // Chi-square: class widths by enumerating the values.
     let mut width: HashMap<u64, u64> = HashMap::new();
@@ -77,15 +86,27 @@ fn reference_stats(x: &[u64], modulus: u64, bins: u64, max_lag: usize) -> Refere
     // Runs about the median of the sorted copy.
     let mut sorted = x.to_vec();
     sorted.sort();
-    let median = if n % 2 == 1 { sorted[n / 2] as f64 } else { (sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0 };
-    let signs: Vec<bool> = x.iter().filter(|&&v| v as f64 != median).map(|&v| v as f64 > median).collect();
+    let median = if n % 2 == 1 {
+        sorted[n / 2] as f64
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0
+    };
+    let signs: Vec<bool> = x
+        .iter()
+        .filter(|&&v| v as f64 != median)
+        .map(|&v| v as f64 > median)
+        .collect();
     let n1 = signs.iter().filter(|&&s| s).count() as f64;
     let n2 = signs.len() as f64 - n1;
     let runs = 1 + signs.windows(2).filter(|w| w[0] != w[1]).count();
     let total = n1 + n2;
     let mu = 2.0 * n1 * n2 / total + 1.0;
     let sigma = (2.0 * n1 * n2 * (2.0 * n1 * n2 - total) / (total * total * (total - 1.0))).sqrt();
-    Reference { r, chi, runs_z: (runs as f64 - mu) / sigma }
+    Reference {
+        r,
+        chi,
+        runs_z: (runs as f64 - mu) / sigma,
+    }
 }
 
 fn spec(family: FamilyConfig) -> AnalysisSpec {
@@ -99,16 +120,26 @@ fn spec(family: FamilyConfig) -> AnalysisSpec {
 }
 
 fn reference_stream(spec: &AnalysisSpec, seed: u64) -> Vec<u64> {
-    (0..spec.samples as u64).map(|i| spec.family.output_at(seed, spec.offset + i) % spec.modulus).collect()
+    (0..spec.samples as u64)
+        .map(|i| spec.family.output_at(seed, spec.offset + i) % spec.modulus)
+        .collect()
 }
 
 /// The reference decision for one seed, from the reference statistics.
-fn reference_flag(kind: AnalysisKind, spec: &AnalysisSpec, seed: u64) -> Option<(Vec<String>, Reference)> {
+fn reference_flag(
+    kind: AnalysisKind,
+    spec: &AnalysisSpec,
+    seed: u64,
+) -> Option<(Vec<String>, Reference)> {
     let x = reference_stream(spec, seed);
     let reference = reference_stats(&x, spec.modulus, spec.bins(), spec.max_lag);
     let n = x.len() as f64;
-    let z: Vec<f64> =
-        reference.r.iter().enumerate().map(|(i, r)| r / ((n - (i + 1) as f64) / (n * (n + 2.0))).sqrt()).collect();
+    let z: Vec<f64> = reference
+        .r
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r / ((n - (i + 1) as f64) / (n * (n + 2.0))).sqrt())
+        .collect();
     let lags = spec.max_lag as f64;
     let p_auto = (z.iter().map(|z| normal_two_sided_p(*z)).fold(1.0, f64::min) * lags).min(1.0);
     let mut failing = Vec::new();
@@ -127,9 +158,20 @@ fn reference_flag(kind: AnalysisKind, spec: &AnalysisSpec, seed: u64) -> Option<
     (!failing.is_empty()).then_some((failing, reference))
 }
 
-fn check_against_reference(kind: AnalysisKind, spec: &AnalysisSpec, seeds: std::ops::Range<u64>) -> Vec<FlaggedRecord> {
+fn check_against_reference(
+    kind: AnalysisKind,
+    spec: &AnalysisSpec,
+    seeds: std::ops::Range<u64>,
+) -> Vec<FlaggedRecord> {
     spec.validate(kind).unwrap();
-    let outcome = analysis::run(kind, spec, &SeedSet::Range { start: seeds.start, end: seeds.end });
+    let outcome = analysis::run(
+        kind,
+        spec,
+        &SeedSet::Range {
+            start: seeds.start,
+            end: seeds.end,
+        },
+    );
     assert_eq!(outcome.summary.seeds_tested, seeds.end - seeds.start);
     let mut expected_flagged = Vec::new();
     for seed in seeds.clone() {
@@ -144,8 +186,14 @@ fn check_against_reference(kind: AnalysisKind, spec: &AnalysisSpec, seeds: std::
             assert!(close(*a, *b, 1e-9), "seed {seed}: r {a} vs {b}");
         }
         if kind == AnalysisKind::Analysis {
-            assert!(close(got.chi_square.unwrap(), reference.chi, 1e-9), "seed {seed}: chi-square");
-            assert!(close(got.runs_z.unwrap(), reference.runs_z, 1e-9), "seed {seed}: runs z");
+            assert!(
+                close(got.chi_square.unwrap(), reference.chi, 1e-9),
+                "seed {seed}: chi-square"
+            );
+            assert!(
+                close(got.runs_z.unwrap(), reference.runs_z, 1e-9),
+                "seed {seed}: runs z"
+            );
         } else {
             assert!(got.chi_square.is_none() && got.runs_z.is_none());
         }
@@ -153,20 +201,37 @@ fn check_against_reference(kind: AnalysisKind, spec: &AnalysisSpec, seeds: std::
             expected_flagged.push((seed, tests));
         }
     }
-    let got: Vec<(u64, Vec<String>)> = outcome.flagged.iter().map(|r| (r.seed, r.tests.clone())).collect();
+    let got: Vec<(u64, Vec<String>)> = outcome
+        .flagged
+        .iter()
+        .map(|r| (r.seed, r.tests.clone()))
+        .collect();
     assert_eq!(got, expected_flagged);
     assert_eq!(outcome.summary.seeds_flagged, expected_flagged.len() as u64);
     for test in kind.tests() {
         let deciles = outcome.summary.p_deciles[*test];
-        assert_eq!(deciles.iter().sum::<u64>(), seeds.end - seeds.start, "{test} deciles");
+        assert_eq!(
+            deciles.iter().sum::<u64>(),
+            seeds.end - seeds.start,
+            "{test} deciles"
+        );
     }
     outcome.flagged
 }
 
 #[test]
 fn analysis_matches_reference_for_every_seed_of_several_families() {
-    for family in [Family::Mt19937, Family::JavaLcg, Family::Xorshift128, Family::Minstd] {
-        check_against_reference(AnalysisKind::Analysis, &spec(FamilyConfig::new(family)), 0..60);
+    for family in [
+        Family::Mt19937,
+        Family::JavaLcg,
+        Family::Xorshift128,
+        Family::Minstd,
+    ] {
+        check_against_reference(
+            AnalysisKind::Analysis,
+            &spec(FamilyConfig::new(family)),
+            0..60,
+        );
     }
 }
 
@@ -191,14 +256,25 @@ fn a_bad_generator_is_flagged_on_every_seed_and_a_good_one_rarely() {
     let flagged = check_against_reference(AnalysisKind::Analysis, &bad, 0..40);
     assert_eq!(flagged.len(), 40, "every seed, not the first four");
     for record in &flagged {
-        assert!(record.tests.contains(&"runs".to_string()) && record.tests.contains(&"autocorrelation".to_string()));
+        assert!(
+            record.tests.contains(&"runs".to_string())
+                && record.tests.contains(&"autocorrelation".to_string())
+        );
         assert!(record.autocorrelations[0] < -0.99, "{record:?}");
         assert!(record.runs_z.unwrap() > 20.0);
     }
     let mut good = spec(FamilyConfig::new(Family::Mt19937));
     good.alpha = 1e-3;
-    let outcome = analysis::run(AnalysisKind::Analysis, &good, &SeedSet::Range { start: 0, end: 300 });
-    assert!(outcome.summary.seeds_flagged <= 3, "mt19937 flagged {} of 300 at alpha 1e-3", outcome.summary.seeds_flagged);
+    let outcome = analysis::run(
+        AnalysisKind::Analysis,
+        &good,
+        &SeedSet::Range { start: 0, end: 300 },
+    );
+    assert!(
+        outcome.summary.seeds_flagged <= 3,
+        "mt19937 flagged {} of 300 at alpha 1e-3",
+        outcome.summary.seeds_flagged
+    );
 }
 
 #[test]
@@ -242,7 +318,14 @@ fn chunk_summaries_merge_exactly_and_lists_are_sorted_and_deduplicated() {
     let kind = AnalysisKind::Analysis;
     let whole = analysis::run(kind, &s, &SeedSet::Range { start: 0, end: 150 });
     let a = analysis::run(kind, &s, &SeedSet::Range { start: 0, end: 47 });
-    let b = analysis::run(kind, &s, &SeedSet::Range { start: 47, end: 150 });
+    let b = analysis::run(
+        kind,
+        &s,
+        &SeedSet::Range {
+            start: 47,
+            end: 150,
+        },
+    );
     let mut merged = Summary::default();
     merged.merge(&b.summary);
     merged.merge(&a.summary);
@@ -250,11 +333,18 @@ fn chunk_summaries_merge_exactly_and_lists_are_sorted_and_deduplicated() {
     assert!(whole.summary.seeds_flagged > 0);
     let concatenated: Vec<_> = a.flagged.iter().chain(&b.flagged).cloned().collect();
     assert_eq!(concatenated, whole.flagged);
-    let listed = analysis::run(kind, &s, &SeedSet::List((0..150).rev().chain(0..10).collect()));
+    let listed = analysis::run(
+        kind,
+        &s,
+        &SeedSet::List((0..150).rev().chain(0..10).collect()),
+    );
     assert_eq!(listed, whole);
     // Summary JSON round trip (the consumer stores it per chunk).
     let text = serde_json::to_string(&whole.summary).unwrap();
-    assert_eq!(serde_json::from_str::<Summary>(&text).unwrap(), whole.summary);
+    assert_eq!(
+        serde_json::from_str::<Summary>(&text).unwrap(),
+        whole.summary
+    );
 }
 
 #[test]
@@ -262,19 +352,46 @@ fn invalid_specs_are_refused_with_a_reason() {
     let base = spec(FamilyConfig::new(Family::Mt19937));
     let mut s = base.clone();
     s.samples = 8;
-    assert_eq!(s.validate(AnalysisKind::Correlation), Err(AnalysisError::Samples(8)));
+    assert_eq!(
+        s.validate(AnalysisKind::Correlation),
+        Err(AnalysisError::Samples(8))
+    );
     let mut s = base.clone();
     s.max_lag = 251;
-    assert!(matches!(s.validate(AnalysisKind::Correlation), Err(AnalysisError::MaxLag { got: 251, limit: 250 })));
+    assert!(matches!(
+        s.validate(AnalysisKind::Correlation),
+        Err(AnalysisError::MaxLag {
+            got: 251,
+            limit: 250
+        })
+    ));
     let mut s = base.clone();
     s.bins = Some(1000);
-    assert!(matches!(s.validate(AnalysisKind::Analysis), Err(AnalysisError::SparseBins { .. })));
-    assert!(s.validate(AnalysisKind::Correlation).is_ok(), "bins only matter to analysis");
+    assert!(matches!(
+        s.validate(AnalysisKind::Analysis),
+        Err(AnalysisError::SparseBins { .. })
+    ));
+    assert!(
+        s.validate(AnalysisKind::Correlation).is_ok(),
+        "bins only matter to analysis"
+    );
     let mut s = base.clone();
     s.alpha = 0.0;
-    assert_eq!(s.validate(AnalysisKind::Analysis), Err(AnalysisError::Alpha(0.0)));
+    assert_eq!(
+        s.validate(AnalysisKind::Analysis),
+        Err(AnalysisError::Alpha(0.0))
+    );
     // The spec JSON with defaults, as a producer would send it.
-    let parsed: AnalysisSpec = serde_json::from_str(r#"{"family": {"family": "mt19937"}}"#).unwrap();
-    assert_eq!((parsed.modulus, parsed.samples, parsed.max_lag, parsed.bins()), (1000, 10_000, 20, 100));
+    let parsed: AnalysisSpec =
+        serde_json::from_str(r#"{"family": {"family": "mt19937"}}"#).unwrap();
+    assert_eq!(
+        (
+            parsed.modulus,
+            parsed.samples,
+            parsed.max_lag,
+            parsed.bins()
+        ),
+        (1000, 10_000, 20, 100)
+    );
     assert!(parsed.validate(AnalysisKind::Analysis).is_ok());
 }

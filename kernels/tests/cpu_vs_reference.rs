@@ -229,7 +229,8 @@ fn spec(
     modulus: u64,
     threshold: &str,
 ) -> SieveSpec {
-    let draws = seedq_kernels::reference::planted_window(&family, planted, offset, skip, k, modulus);
+    let draws =
+        seedq_kernels::reference::planted_window(&family, planted, offset, skip, k, modulus);
     SieveSpec {
         family,
         draws,

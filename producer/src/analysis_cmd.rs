@@ -15,7 +15,6 @@
 //! `correlation-<family>-<hash>` / `analysis-<family>-<hash>` of the spec and seeds, so
 //! re-running the same command resumes the same job.
 
-
 use clap::Args;
 use seedq_kernels::analysis::{AnalysisError, AnalysisKind, AnalysisSpec};
 use seedq_kernels::FamilyConfig;
@@ -74,7 +73,10 @@ pub enum AnalysisArgsError {
     #[error("--bins applies to `analysis` only (its chi-square test); `correlation` runs the autocorrelation test alone: drop --bins or use `seedq-producer analysis`")]
     BinsWithCorrelation,
     #[error("{flag}: {source}")]
-    Spec { flag: &'static str, source: AnalysisError },
+    Spec {
+        flag: &'static str,
+        source: AnalysisError,
+    },
 }
 
 impl From<AnalysisError> for AnalysisArgsError {
@@ -146,7 +148,11 @@ pub fn job_spec(kind: AnalysisKind, spec: &AnalysisSpec) -> JobSpec {
 }
 
 /// `correlation-<family>-<16 hex>` / `analysis-<family>-<16 hex>` from the spec and seeds.
-pub fn derived_job_id(kind: AnalysisKind, spec: &AnalysisSpec, seeds: &seedq_protocol::JobSeeds) -> String {
+pub fn derived_job_id(
+    kind: AnalysisKind,
+    spec: &AnalysisSpec,
+    seeds: &seedq_protocol::JobSeeds,
+) -> String {
     sieve_cmd::derived_id(kind_name(kind), spec.family.family.name(), spec, seeds)
 }
 
@@ -156,7 +162,13 @@ pub async fn run(env: &Env, kind: AnalysisKind, args: AnalysisArgs) -> anyhow::R
     let derived = derived_job_id(validated.kind, &validated.spec, &seeds);
     // The consumer's throughput samples use the same units (consumer `Prepared::work_per_seed`).
     let work_per_seed = validated.spec.units_per_seed() as f64;
-    let request = SeedJobRequest::new(&args.job, job_spec(validated.kind, &validated.spec), seeds, work_per_seed, derived);
+    let request = SeedJobRequest::new(
+        &args.job,
+        job_spec(validated.kind, &validated.spec),
+        seeds,
+        work_per_seed,
+        derived,
+    );
     sieve_cmd::enqueue_seed_job(env, request).await
 }
 
@@ -164,9 +176,9 @@ pub async fn run(env: &Env, kind: AnalysisKind, args: AnalysisArgs) -> anyhow::R
 mod tests {
     use super::*;
     use clap::Parser;
-    use std::path::PathBuf;
     use seedq_kernels::Family;
     use seedq_protocol::JobSeeds;
+    use std::path::PathBuf;
 
     #[derive(Parser)]
     struct Wrapper {
@@ -190,7 +202,10 @@ mod tests {
         fn new(content: &str) -> SeedsFile {
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let path = std::env::temp_dir().join(format!("seedq-analysis-args-{}-{n}.txt", std::process::id()));
+            let path = std::env::temp_dir().join(format!(
+                "seedq-analysis-args-{}-{n}.txt",
+                std::process::id()
+            ));
             std::fs::write(&path, content).unwrap();
             SeedsFile(path)
         }
@@ -207,11 +222,26 @@ mod tests {
     #[test]
     fn defaults_are_the_kernels_and_the_family_seed_space() {
         let v = parse(AnalysisKind::Analysis, &["--prng", "mt19937"]).unwrap();
-        assert_eq!(v.spec, AnalysisSpec::new(FamilyConfig::new(Family::Mt19937)));
+        assert_eq!(
+            v.spec,
+            AnalysisSpec::new(FamilyConfig::new(Family::Mt19937))
+        );
         assert_eq!(v.spec.modulus, 1000);
-        assert_eq!(v.seeds, SeedsRequest::Range { start: 0, end: 1 << 32 });
+        assert_eq!(
+            v.seeds,
+            SeedsRequest::Range {
+                start: 0,
+                end: 1 << 32
+            }
+        );
         let v = parse(AnalysisKind::Correlation, &["--prng", "sfc64"]).unwrap();
-        assert_eq!(v.seeds, SeedsRequest::Range { start: 0, end: 1 << 64 });
+        assert_eq!(
+            v.seeds,
+            SeedsRequest::Range {
+                start: 0,
+                end: 1 << 64
+            }
+        );
         assert_eq!(v.kind, AnalysisKind::Correlation);
     }
 
@@ -219,33 +249,109 @@ mod tests {
     fn every_flag_reaches_the_spec() {
         let v = parse(
             AnalysisKind::Analysis,
-            &["--prng", "lcg32", "--param", "m=0", "--param", "a = 0x41c64e6d", "--modulus", "16", "--offset", "7",
-              "--samples", "512", "--max-lag", "8", "--bins", "16", "--alpha", "0.01", "--seed-start", "2^10",
-              "--seed-end", "0x800", "--chunk-size", "100"],
+            &[
+                "--prng",
+                "lcg32",
+                "--param",
+                "m=0",
+                "--param",
+                "a = 0x41c64e6d",
+                "--modulus",
+                "16",
+                "--offset",
+                "7",
+                "--samples",
+                "512",
+                "--max-lag",
+                "8",
+                "--bins",
+                "16",
+                "--alpha",
+                "0.01",
+                "--seed-start",
+                "2^10",
+                "--seed-end",
+                "0x800",
+                "--chunk-size",
+                "100",
+            ],
         )
         .unwrap();
-        assert_eq!(v.spec.family, FamilyConfig::parse("lcg32", &[("m", "0"), ("a", "1103515245")]).unwrap());
-        assert_eq!((v.spec.modulus, v.spec.offset, v.spec.samples, v.spec.max_lag), (16, 7, 512, 8));
+        assert_eq!(
+            v.spec.family,
+            FamilyConfig::parse("lcg32", &[("m", "0"), ("a", "1103515245")]).unwrap()
+        );
+        assert_eq!(
+            (
+                v.spec.modulus,
+                v.spec.offset,
+                v.spec.samples,
+                v.spec.max_lag
+            ),
+            (16, 7, 512, 8)
+        );
         assert_eq!((v.spec.bins, v.spec.alpha), (Some(16), 0.01));
-        assert_eq!(v.seeds, SeedsRequest::Range { start: 1024, end: 2048 });
+        assert_eq!(
+            v.seeds,
+            SeedsRequest::Range {
+                start: 1024,
+                end: 2048
+            }
+        );
         assert_eq!(v.spec.units_per_seed(), 512 * 9);
     }
 
     #[test]
     fn seeds_files_are_read_sorted_and_checked_against_the_seed_space() {
         let f = SeedsFile::new("[9, 0, 3, 9]");
-        let v = parse(AnalysisKind::Correlation, &["--prng", "xorshift32", "--seeds-file", f.arg()]).unwrap();
+        let v = parse(
+            AnalysisKind::Correlation,
+            &["--prng", "xorshift32", "--seeds-file", f.arg()],
+        )
+        .unwrap();
         assert_eq!(v.seeds, SeedsRequest::List(vec![0, 3, 9]));
         let outside = SeedsFile::new("1 4294967296");
-        let err = parse(AnalysisKind::Correlation, &["--prng", "xorshift32", "--seeds-file", outside.arg()]).unwrap_err();
-        assert!(err.to_string().contains("outside the xorshift32 seed space"), "{err}");
+        let err = parse(
+            AnalysisKind::Correlation,
+            &["--prng", "xorshift32", "--seeds-file", outside.arg()],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("outside the xorshift32 seed space"),
+            "{err}"
+        );
         let empty = SeedsFile::new("[]");
-        let err = parse(AnalysisKind::Analysis, &["--prng", "mt19937", "--seeds-file", empty.arg()]).unwrap_err();
+        let err = parse(
+            AnalysisKind::Analysis,
+            &["--prng", "mt19937", "--seeds-file", empty.arg()],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("holds no seeds"), "{err}");
-        let err = parse(AnalysisKind::Analysis, &["--prng", "mt19937", "--seeds-file", "/nonexistent/seeds.txt"]).unwrap_err();
-        assert!(err.to_string().contains("cannot read --seeds-file"), "{err}");
+        let err = parse(
+            AnalysisKind::Analysis,
+            &[
+                "--prng",
+                "mt19937",
+                "--seeds-file",
+                "/nonexistent/seeds.txt",
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot read --seeds-file"),
+            "{err}"
+        );
         // A range and a list at once is a command-line error (clap).
-        let mixed = Wrapper::try_parse_from(["x", "--prng", "mt19937", "--seeds-file", f.arg(), "--seed-start", "1"]);
+        let mixed = Wrapper::try_parse_from([
+            "x",
+            "--prng",
+            "mt19937",
+            "--seeds-file",
+            f.arg(),
+            "--seed-start",
+            "1",
+        ]);
         assert!(mixed.is_err());
     }
 
@@ -254,41 +360,142 @@ mod tests {
         use AnalysisKind::{Analysis, Correlation};
         let cases: &[(AnalysisKind, &[&str], &str)] = &[
             (Analysis, &["--prng", "nope"], "unknown PRNG family 'nope'"),
-            (Analysis, &["--prng", "lcg32", "--param", "zz=1"], "unknown parameter"),
+            (
+                Analysis,
+                &["--prng", "lcg32", "--param", "zz=1"],
+                "unknown parameter",
+            ),
             (Analysis, &["--prng", "lcg32", "--param", "a"], "NAME=VALUE"),
-            (Correlation, &["--prng", "mt19937", "--bins", "10"], "--bins applies to `analysis` only"),
-            (Correlation, &["--prng", "mt19937", "--samples", "64", "--max-lag", "17"], "--max-lag: max_lag must be between 1 and samples/4 = 16, got 17"),
-            (Correlation, &["--prng", "mt19937", "--max-lag", "0"], "--max-lag"),
-            (Analysis, &["--prng", "mt19937", "--samples", "8", "--max-lag", "1"], "--samples"),
-            (Analysis, &["--prng", "mt19937", "--samples", "16777217"], "--samples"),
-            (Analysis, &["--prng", "mt19937", "--modulus", "1"], "--modulus"),
-            (Analysis, &["--prng", "mt19937", "--modulus", "10", "--bins", "11"], "--bins: bins must be between 2 and the modulus 10"),
+            (
+                Correlation,
+                &["--prng", "mt19937", "--bins", "10"],
+                "--bins applies to `analysis` only",
+            ),
+            (
+                Correlation,
+                &["--prng", "mt19937", "--samples", "64", "--max-lag", "17"],
+                "--max-lag: max_lag must be between 1 and samples/4 = 16, got 17",
+            ),
+            (
+                Correlation,
+                &["--prng", "mt19937", "--max-lag", "0"],
+                "--max-lag",
+            ),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--samples", "8", "--max-lag", "1"],
+                "--samples",
+            ),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--samples", "16777217"],
+                "--samples",
+            ),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--modulus", "1"],
+                "--modulus",
+            ),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--modulus", "10", "--bins", "11"],
+                "--bins: bins must be between 2 and the modulus 10",
+            ),
             (Analysis, &["--prng", "mt19937", "--bins", "1"], "--bins"),
-            (Analysis, &["--prng", "mt19937", "--samples", "1000", "--bins", "500"], "at least 5 expected values"),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--samples", "1000", "--bins", "500"],
+                "at least 5 expected values",
+            ),
             (Analysis, &["--prng", "mt19937", "--alpha", "0"], "--alpha"),
-            (Analysis, &["--prng", "mt19937", "--alpha", "0.7"], "--alpha"),
-            (Correlation, &["--prng", "mt19937", "--alpha", "-0.1"], "--alpha"),
-            (Correlation, &["--prng", "mt19937", "--alpha", "NaN"], "--alpha"),
-            (Analysis, &["--prng", "mt19937", "--seed-end", "2^33"], "outside the mt19937 seed space"),
-            (Analysis, &["--prng", "mt19937", "--seed-start", "2^32"], "outside the mt19937 seed space"),
-            (Analysis, &["--prng", "mt19937", "--seed-start", "5", "--seed-end", "5"], "is empty"),
-            (Analysis, &["--prng", "mt19937", "--seed-end", "lots"], "--seed-end 'lots' is not a number"),
-            (Analysis, &["--prng", "mt19937", "--chunk-size", "0"], "--chunk-size"),
-            (Correlation, &["--prng", "mt19937", "--target-chunk-secs", "0"], "--target-chunk-secs"),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--alpha", "0.7"],
+                "--alpha",
+            ),
+            (
+                Correlation,
+                &["--prng", "mt19937", "--alpha", "-0.1"],
+                "--alpha",
+            ),
+            (
+                Correlation,
+                &["--prng", "mt19937", "--alpha", "NaN"],
+                "--alpha",
+            ),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--seed-end", "2^33"],
+                "outside the mt19937 seed space",
+            ),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--seed-start", "2^32"],
+                "outside the mt19937 seed space",
+            ),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--seed-start", "5", "--seed-end", "5"],
+                "is empty",
+            ),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--seed-end", "lots"],
+                "--seed-end 'lots' is not a number",
+            ),
+            (
+                Analysis,
+                &["--prng", "mt19937", "--chunk-size", "0"],
+                "--chunk-size",
+            ),
+            (
+                Correlation,
+                &["--prng", "mt19937", "--target-chunk-secs", "0"],
+                "--target-chunk-secs",
+            ),
         ];
         for (kind, argv, expected) in cases {
             let err = parse(*kind, argv).expect_err(&format!("{kind:?} {argv:?} must be refused"));
-            assert!(err.to_string().contains(expected), "{kind:?} {argv:?}: '{err}' should mention '{expected}'");
+            assert!(
+                err.to_string().contains(expected),
+                "{kind:?} {argv:?}: '{err}' should mention '{expected}'"
+            );
         }
     }
 
     #[test]
     fn the_same_flags_pass_for_analysis_that_correlation_refuses() {
         // --bins is the only kind-specific flag; everything else is shared.
-        assert!(parse(AnalysisKind::Analysis, &["--prng", "mt19937", "--bins", "10"]).is_ok());
+        assert!(parse(
+            AnalysisKind::Analysis,
+            &["--prng", "mt19937", "--bins", "10"]
+        )
+        .is_ok());
         // Sparse bins only matter where there is a chi-square test.
-        assert!(parse(AnalysisKind::Correlation, &["--prng", "mt19937", "--modulus", "100000", "--samples", "100"]).is_ok());
-        assert!(parse(AnalysisKind::Analysis, &["--prng", "mt19937", "--modulus", "100000", "--samples", "100"]).is_err());
+        assert!(parse(
+            AnalysisKind::Correlation,
+            &[
+                "--prng",
+                "mt19937",
+                "--modulus",
+                "100000",
+                "--samples",
+                "100"
+            ]
+        )
+        .is_ok());
+        assert!(parse(
+            AnalysisKind::Analysis,
+            &[
+                "--prng",
+                "mt19937",
+                "--modulus",
+                "100000",
+                "--samples",
+                "100"
+            ]
+        )
+        .is_err());
     }
 
     #[test]
@@ -300,22 +507,48 @@ mod tests {
         assert!(c.starts_with("correlation-xorshift32-"), "{c}");
         let a = derived_job_id(AnalysisKind::Analysis, &spec, &seeds);
         assert!(a.starts_with("analysis-xorshift32-"), "{a}");
-        assert_eq!(c.rsplit('-').next(), a.rsplit('-').next(), "same spec and seeds, same hash; the prefix tells the kinds apart");
+        assert_eq!(
+            c.rsplit('-').next(),
+            a.rsplit('-').next(),
+            "same spec and seeds, same hash; the prefix tells the kinds apart"
+        );
         let mut other = spec.clone();
         other.max_lag = 21;
         assert_ne!(c, derived_job_id(AnalysisKind::Correlation, &other, &seeds));
-        assert_ne!(c, derived_job_id(AnalysisKind::Correlation, &spec, &JobSeeds::List(vec![1, 2])));
+        assert_ne!(
+            c,
+            derived_job_id(
+                AnalysisKind::Correlation,
+                &spec,
+                &JobSeeds::List(vec![1, 2])
+            )
+        );
         seedq_protocol::validate_identifier("job id", &c).unwrap();
     }
 
     #[test]
     fn the_job_spec_round_trips_to_what_the_consumer_parses() {
-        let v = parse(AnalysisKind::Correlation, &["--prng", "pcg32", "--samples", "100", "--max-lag", "5"]).unwrap();
+        let v = parse(
+            AnalysisKind::Correlation,
+            &["--prng", "pcg32", "--samples", "100", "--max-lag", "5"],
+        )
+        .unwrap();
         let spec = job_spec(v.kind, &v.spec);
         assert_eq!(spec.kind(), seedq_protocol::JobKind::Correlation);
-        let JobSpec::Correlation(value) = &spec else { panic!("{spec:?}") };
-        assert_eq!(serde_json::from_value::<AnalysisSpec>(value.clone()).unwrap(), v.spec);
-        assert_eq!(seedq_protocol::throughput_family_key(&spec).as_deref(), Some("correlation:pcg32"));
-        assert_eq!(job_spec(AnalysisKind::Analysis, &v.spec).kind(), seedq_protocol::JobKind::Analysis);
+        let JobSpec::Correlation(value) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(
+            serde_json::from_value::<AnalysisSpec>(value.clone()).unwrap(),
+            v.spec
+        );
+        assert_eq!(
+            seedq_protocol::throughput_family_key(&spec).as_deref(),
+            Some("correlation:pcg32")
+        );
+        assert_eq!(
+            job_spec(AnalysisKind::Analysis, &v.spec).kind(),
+            seedq_protocol::JobKind::Analysis
+        );
     }
 }

@@ -25,7 +25,9 @@ pub struct Env {
 impl Env {
     /// Loads the cluster model: an explicit `--config` must exist; without one,
     /// `config/cluster.toml` is used when present, else the built-in one-machine defaults.
-    pub fn load_cluster(explicit: Option<&Path>) -> anyhow::Result<(ClusterConfig, Option<PathBuf>)> {
+    pub fn load_cluster(
+        explicit: Option<&Path>,
+    ) -> anyhow::Result<(ClusterConfig, Option<PathBuf>)> {
         let path = match explicit {
             Some(p) => Some(p.to_path_buf()),
             None => {
@@ -35,7 +37,8 @@ impl Env {
         };
         match path {
             Some(p) => {
-                let cluster = ClusterConfig::load(&p).with_context(|| format!("loading cluster config {}", p.display()))?;
+                let cluster = ClusterConfig::load(&p)
+                    .with_context(|| format!("loading cluster config {}", p.display()))?;
                 Ok((cluster, Some(p)))
             }
             None => Ok((ClusterConfig::default(), None)),
@@ -54,8 +57,12 @@ impl Env {
 
 /// `scheme://user:secret@host/...` -> `scheme://user:***@host/...` (credentials never reach logs).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => format!("{scheme}://{userinfo}@{host}"),
@@ -64,7 +71,16 @@ pub fn redact(url: &str) -> String {
 
 /// Redacts every URL-looking word of a command line.
 pub fn redact_args(line: &str) -> String {
-    line.split(' ').map(|w| if w.contains("://") { redact(w) } else { w.to_string() }).collect::<Vec<_>>().join(" ")
+    line.split(' ')
+        .map(|w| {
+            if w.contains("://") {
+                redact(w)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -73,7 +89,10 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(
+            redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
         assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
         assert_eq!(redact("redis://:pw@h:1/"), "redis://:***@h:1/");
     }

@@ -50,7 +50,14 @@ pub struct GenDrawsArgs {
 }
 
 /// The planted window: draw `i` = output `offset + skip + i*(skip+1)` mod `modulus`.
-pub fn planted_draws(family: &FamilyConfig, seed: u64, count: usize, skip: u32, offset: u64, modulus: u64) -> Vec<u64> {
+pub fn planted_draws(
+    family: &FamilyConfig,
+    seed: u64,
+    count: usize,
+    skip: u32,
+    offset: u64,
+    modulus: u64,
+) -> Vec<u64> {
     seedq_kernels::reference::planted_window(family, seed, offset, skip, count, modulus)
 }
 
@@ -58,7 +65,11 @@ pub fn run(args: &GenDrawsArgs) -> anyhow::Result<()> {
     let overrides: Vec<(String, String)> = args
         .params
         .iter()
-        .map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).with_context(|| format!("--param '{p}' must look like NAME=VALUE")))
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--param '{p}' must look like NAME=VALUE"))
+        })
         .collect::<anyhow::Result<_>>()?;
     let family = FamilyConfig::parse(&args.prng, &overrides)?;
     anyhow::ensure!(args.modulus >= 2, "--modulus must be at least 2");
@@ -69,7 +80,14 @@ pub fn run(args: &GenDrawsArgs) -> anyhow::Result<()> {
         args.seed,
         family.family
     );
-    let mut draws = planted_draws(&family, args.seed, args.count, args.skip, args.offset, args.modulus);
+    let mut draws = planted_draws(
+        &family,
+        args.seed,
+        args.count,
+        args.skip,
+        args.offset,
+        args.modulus,
+    );
     if args.reverse {
         draws.reverse();
     }
@@ -91,7 +109,8 @@ pub fn run(args: &GenDrawsArgs) -> anyhow::Result<()> {
         }
     };
     match &args.out {
-        Some(path) => std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing {}", path.display()))?,
         None => {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{text}")?;

@@ -82,12 +82,16 @@ impl Limits {
 
     /// The largest `timeout` a job may ask for.
     pub fn max_job_timeout(&self) -> Option<Duration> {
-        self.consumer_timeout.map(|t| t.saturating_sub(Self::ACK_MARGIN))
+        self.consumer_timeout
+            .map(|t| t.saturating_sub(Self::ACK_MARGIN))
     }
 }
 
 /// Parses and validates a jobs file's text. Returns the jobs in file order.
-pub fn parse_and_validate(text: &str, limits: &Limits) -> Result<Vec<ScriptJobEntry>, JobsFileError> {
+pub fn parse_and_validate(
+    text: &str,
+    limits: &Limits,
+) -> Result<Vec<ScriptJobEntry>, JobsFileError> {
     let jobs = parse(text)?;
     validate(&jobs, limits)?;
     Ok(jobs)
@@ -95,15 +99,30 @@ pub fn parse_and_validate(text: &str, limits: &Limits) -> Result<Vec<ScriptJobEn
 
 /// Parses the file's text, reporting every malformed entry.
 pub fn parse(text: &str) -> Result<Vec<ScriptJobEntry>, JobsFileError> {
-    let whole = |message: String| JobsFileError(vec![Problem { index: None, job_id: None, message }]);
-    let value: Value = serde_json::from_str(text).map_err(|e| whole(format!("not valid JSON: {e}")))?;
+    let whole = |message: String| {
+        JobsFileError(vec![Problem {
+            index: None,
+            job_id: None,
+            message,
+        }])
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| whole(format!("not valid JSON: {e}")))?;
     let list = match value {
         Value::Array(list) => list,
         Value::Object(mut object) => match object.remove("jobs") {
             Some(Value::Array(list)) => list,
-            _ => return Err(whole("expected a JSON array of jobs or an object {\"jobs\": [...]}".into())),
+            _ => {
+                return Err(whole(
+                    "expected a JSON array of jobs or an object {\"jobs\": [...]}".into(),
+                ))
+            }
         },
-        _ => return Err(whole("expected a JSON array of jobs or an object {\"jobs\": [...]}".into())),
+        _ => {
+            return Err(whole(
+                "expected a JSON array of jobs or an object {\"jobs\": [...]}".into(),
+            ))
+        }
     };
     if list.is_empty() {
         return Err(whole("the file contains no jobs".into()));
@@ -114,7 +133,11 @@ pub fn parse(text: &str) -> Result<Vec<ScriptJobEntry>, JobsFileError> {
         match parse_entry(entry) {
             Ok(job) => jobs.push(job),
             Err((job_id, messages)) => {
-                problems.extend(messages.into_iter().map(|message| Problem { index: Some(index), job_id: job_id.clone(), message }))
+                problems.extend(messages.into_iter().map(|message| Problem {
+                    index: Some(index),
+                    job_id: job_id.clone(),
+                    message,
+                }))
             }
         }
     }
@@ -130,7 +153,11 @@ fn parse_entry(entry: Value) -> Result<ScriptJobEntry, (Option<String>, Vec<Stri
         return Err((None, vec!["expected a JSON object".into()]));
     };
     let mut errors = Vec::new();
-    fn take_string(object: &mut Map<String, Value>, field: &str, errors: &mut Vec<String>) -> Option<String> {
+    fn take_string(
+        object: &mut Map<String, Value>,
+        field: &str,
+        errors: &mut Vec<String>,
+    ) -> Option<String> {
         match object.remove(field) {
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
             Some(Value::String(_)) => {
@@ -167,7 +194,9 @@ fn parse_entry(entry: Value) -> Result<ScriptJobEntry, (Option<String>, Vec<Stri
                 Value::Number(n) => Some(n.to_string()),
                 Value::Bool(b) => Some(b.to_string()),
                 other => {
-                    errors.push(format!("args[{i}] must be a string (put JSON parameters in a string), got {other}"));
+                    errors.push(format!(
+                        "args[{i}] must be a string (put JSON parameters in a string), got {other}"
+                    ));
                     None
                 }
             })
@@ -181,12 +210,16 @@ fn parse_entry(entry: Value) -> Result<ScriptJobEntry, (Option<String>, Vec<Stri
         Some(Value::Number(n)) => match n.as_f64() {
             Some(t) if t > 0.0 && t.is_finite() => Some(t.ceil() as u64),
             _ => {
-                errors.push(format!("'timeout' must be a positive number of seconds, got {n}"));
+                errors.push(format!(
+                    "'timeout' must be a positive number of seconds, got {n}"
+                ));
                 None
             }
         },
         Some(other) => {
-            errors.push(format!("'timeout' must be a number of seconds, got {other}"));
+            errors.push(format!(
+                "'timeout' must be a number of seconds, got {other}"
+            ));
             None
         }
         None => {
@@ -204,9 +237,13 @@ fn parse_entry(entry: Value) -> Result<ScriptJobEntry, (Option<String>, Vec<Stri
     };
     let gpu_id = match object.remove("gpu_id") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|g| g <= u32::MAX as u64) => n.as_u64().map(|g| g as u32),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|g| g <= u32::MAX as u64) => {
+            n.as_u64().map(|g| g as u32)
+        }
         Some(other) => {
-            errors.push(format!("'gpu_id' must be a GPU index (0, 1, ...), got {other}"));
+            errors.push(format!(
+                "'gpu_id' must be a GPU index (0, 1, ...), got {other}"
+            ));
             None
         }
     };
@@ -227,7 +264,9 @@ fn parse_entry(entry: Value) -> Result<ScriptJobEntry, (Option<String>, Vec<Stri
 
 /// A job id becomes a Redis key part and a file name (`<job_id>.<ext>`), so it is restricted.
 fn job_id_problem(id: &str) -> Option<String> {
-    let ok_chars = id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let ok_chars = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if !ok_chars || id.starts_with('.') || id.len() > 128 {
         Some(format!("job_id '{id}' must be 1-128 characters of letters, digits, '_', '-', '.', not starting with '.'"))
     } else {
@@ -239,7 +278,11 @@ fn job_id_problem(id: &str) -> Option<String> {
 pub fn validate(jobs: &[ScriptJobEntry], limits: &Limits) -> Result<(), JobsFileError> {
     let mut problems = Vec::new();
     let mut push = |index: usize, job: &ScriptJobEntry, message: String| {
-        problems.push(Problem { index: Some(index), job_id: Some(job.job_id.clone()), message })
+        problems.push(Problem {
+            index: Some(index),
+            job_id: Some(job.job_id.clone()),
+            message,
+        })
     };
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut outputs: HashMap<String, usize> = HashMap::new();
@@ -249,11 +292,22 @@ pub fn validate(jobs: &[ScriptJobEntry], limits: &Limits) -> Result<(), JobsFile
             push(index, job, message);
         }
         if let Some(first) = ids.insert(&job.job_id, index) {
-            push(index, job, format!("duplicate job_id (also job #{first}); job ids must be unique"));
+            push(
+                index,
+                job,
+                format!("duplicate job_id (also job #{first}); job ids must be unique"),
+            );
         }
         let normalised = normalise(&job.expected_output);
         if let Some(first) = outputs.insert(normalised, index) {
-            push(index, job, format!("expected_output {} is also written by job #{first}; outputs must be distinct", job.expected_output));
+            push(
+                index,
+                job,
+                format!(
+                    "expected_output {} is also written by job #{first}; outputs must be distinct",
+                    job.expected_output
+                ),
+            );
         }
         if let Some(max) = max_timeout {
             if Duration::from_secs(job.timeout_secs) > max {
@@ -276,7 +330,10 @@ pub fn validate(jobs: &[ScriptJobEntry], limits: &Limits) -> Result<(), JobsFile
                     None => push(
                         index,
                         job,
-                        format!("pinned to unknown node '{node}' (known: {})", limits.nodes.keys().cloned().collect::<Vec<_>>().join(", ")),
+                        format!(
+                            "pinned to unknown node '{node}' (known: {})",
+                            limits.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
                     ),
                     Some(&gpus) => {
                         if let Some(gpu) = gpu.filter(|g| *g >= gpus) {
@@ -286,7 +343,11 @@ pub fn validate(jobs: &[ScriptJobEntry], limits: &Limits) -> Result<(), JobsFile
                 },
                 (None, Some(gpu)) => {
                     if !limits.nodes.values().any(|&gpus| gpu < gpus) {
-                        push(index, job, format!("gpu_id {gpu} exists on no node of the cluster"));
+                        push(
+                            index,
+                            job,
+                            format!("gpu_id {gpu} exists on no node of the cluster"),
+                        );
                     }
                 }
                 (None, None) => {}
@@ -350,14 +411,24 @@ mod tests {
         let text = r#"[{"job_id": "a", "args": "x", "timeout": "soon"}, 7]"#;
         let problems = parse(text).unwrap_err().0;
         let messages: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        assert!(messages.contains(&"job #0 (a): missing required field 'script'".to_string()), "{messages:?}");
-        assert!(messages.iter().any(|m| m.contains("missing required field 'expected_output'")));
+        assert!(
+            messages.contains(&"job #0 (a): missing required field 'script'".to_string()),
+            "{messages:?}"
+        );
+        assert!(messages
+            .iter()
+            .any(|m| m.contains("missing required field 'expected_output'")));
         assert!(messages.iter().any(|m| m.contains("'args' must be a list")));
-        assert!(messages.iter().any(|m| m.contains("'timeout' must be a number")));
+        assert!(messages
+            .iter()
+            .any(|m| m.contains("'timeout' must be a number")));
         assert!(messages.contains(&"job #1: expected a JSON object".to_string()));
         assert!(parse("{}").is_err());
         assert!(parse("[]").is_err());
-        assert!(parse("not json").unwrap_err().to_string().contains("not valid JSON"));
+        assert!(parse("not json")
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
     }
 
     #[test]
@@ -381,7 +452,10 @@ mod tests {
         has("job #4 (e/f): job_id 'e/f' must be");
         has("job #4 (e/f): pinned to unknown node 'nowhere'");
         has("job #5 (g): gpu_id 2 does not exist on node 'zeus'");
-        assert!(!text.contains("job #6"), "gpu 11 exists on rig-6600:\n{text}");
+        assert!(
+            !text.contains("job #6"),
+            "gpu 11 exists on rig-6600:\n{text}"
+        );
         assert_eq!(error.0.len(), 6, "{text}");
         // Without a broker limit or node list those checks are off.
         assert!(validate(&jobs[3..4], &Limits::default()).is_ok());

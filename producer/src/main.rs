@@ -33,7 +33,11 @@ use seedq_protocol::{DEFAULT_AMQP_URL, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL};
 use crate::context::Env;
 
 #[derive(Debug, Parser)]
-#[command(name = "seedq-producer", version, about = "Enqueue, follow and collect seedq jobs")]
+#[command(
+    name = "seedq-producer",
+    version,
+    about = "Enqueue, follow and collect seedq jobs"
+)]
 struct Cli {
     /// Cluster model (default: config/cluster.toml if present, else one-machine defaults).
     #[arg(long, global = true)]
@@ -91,7 +95,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,seedq_producer=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,seedq_producer=info".into()),
         )
         .init();
     match run(cli) {
@@ -110,18 +115,33 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let (cluster, config_path) = Env::load_cluster(cli.config.as_deref())?;
-    let namespace = cli.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let namespace = cli
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     seedq_protocol::validate_identifier("namespace", &namespace)?;
     match &config_path {
         Some(p) => tracing::debug!("cluster model from {}", p.display()),
         None => tracing::debug!("no config/cluster.toml: one-machine defaults"),
     }
-    let env = Env { namespace, amqp_url: cli.amqp_url, redis_url: cli.redis_url, cluster, config_path, json: cli.json };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let env = Env {
+        namespace,
+        amqp_url: cli.amqp_url,
+        redis_url: cli.redis_url,
+        cluster,
+        config_path,
+        json: cli.json,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Sieve(args) => sieve_cmd::run_sieve(&env, args).await,
-            Command::Correlation(args) => analysis_cmd::run(&env, AnalysisKind::Correlation, args).await,
+            Command::Correlation(args) => {
+                analysis_cmd::run(&env, AnalysisKind::Correlation, args).await
+            }
             Command::Analysis(args) => analysis_cmd::run(&env, AnalysisKind::Analysis, args).await,
             Command::Status(args) => status_cmd::run_status(&env, args).await,
             Command::Wait(args) => status_cmd::run_wait(&env, args).await,

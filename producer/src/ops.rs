@@ -33,7 +33,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use seedq_broker::lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
+use seedq_broker::lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions,
+};
 use seedq_broker::{headers_of, Broker, Headers};
 use seedq_protocol::{headers as h, ChunkMessage, JobSpec, NodeHeartbeat, ScriptJob, Topology};
 use seedq_store::Store;
@@ -96,9 +98,13 @@ async fn store(env: &Env) -> anyhow::Result<Store> {
 
 async fn broker(env: &Env) -> anyhow::Result<Broker> {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".into());
-    Broker::connect(&env.amqp_url, &Topology::producer_connection_name(&host), &env.namespace)
-        .await
-        .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))
+    Broker::connect(
+        &env.amqp_url,
+        &Topology::producer_connection_name(&host),
+        &env.namespace,
+    )
+    .await
+    .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))
 }
 
 // ----- nodes -----------------------------------------------------------------------------------
@@ -125,15 +131,25 @@ pub async fn run_nodes(env: &Env, _args: NodesArgs) -> anyhow::Result<i32> {
                 .filter(|(model, _, _)| *model == hb.gpu_model)
                 .map(|(_, family, rate)| (family.clone(), *rate))
                 .collect();
-            NodeView { heartbeat_age_secs: now.saturating_sub(hb.at_ms) as f64 / 1000.0, heartbeat: hb, throughput }
+            NodeView {
+                heartbeat_age_secs: now.saturating_sub(hb.at_ms) as f64 / 1000.0,
+                heartbeat: hb,
+                throughput,
+            }
         })
         .collect();
     if env.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "nodes": views }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "nodes": views }))?
+        );
         return Ok(0);
     }
     if views.is_empty() {
-        eprintln!("no live nodes in namespace '{}' (start seedq-consumer on the rigs)", env.namespace);
+        eprintln!(
+            "no live nodes in namespace '{}' (start seedq-consumer on the rigs)",
+            env.namespace
+        );
         return Ok(0);
     }
     println!(
@@ -145,7 +161,11 @@ pub async fn run_nodes(env: &Env, _args: NodesArgs) -> anyhow::Result<i32> {
         let rates = if v.throughput.is_empty() {
             "-".to_string()
         } else {
-            v.throughput.iter().map(|(family, rate)| format!("{family}={rate:.3e}")).collect::<Vec<_>>().join(" ")
+            v.throughput
+                .iter()
+                .map(|(family, rate)| format!("{family}={rate:.3e}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         };
         println!(
             "{:<16} {:<8} {:>4} {:>10} {:>12} {:>7} {:>8} {:>5.0}s  {}",
@@ -173,12 +193,22 @@ pub async fn run_nodes(env: &Env, _args: NodesArgs) -> anyhow::Result<i32> {
 pub async fn run_cancel(env: &Env, args: CancelArgs) -> anyhow::Result<i32> {
     let store = store(env).await?;
     if store.load_job(&args.job).await?.is_none() {
-        bail!("no job '{}' in namespace '{}' (see `seedq-producer status`)", args.job, env.namespace);
+        bail!(
+            "no job '{}' in namespace '{}' (see `seedq-producer status`)",
+            args.job,
+            env.namespace
+        );
     }
     store.cancel(&args.job).await?;
-    let progress = store.progress(&args.job).await?.context("job vanished while cancelling")?;
+    let progress = store
+        .progress(&args.job)
+        .await?
+        .context("job vanished while cancelling")?;
     if env.json {
-        println!("{}", serde_json::json!({ "job_id": args.job, "cancelled": true, "chunks_done": progress.chunks_done, "chunks_total": progress.chunks_total }));
+        println!(
+            "{}",
+            serde_json::json!({ "job_id": args.job, "cancelled": true, "chunks_done": progress.chunks_done, "chunks_total": progress.chunks_total })
+        );
     } else {
         println!("{}", args.job);
         eprintln!(
@@ -202,7 +232,12 @@ pub struct ResumePlan {
 }
 
 /// Classifies the members (in plan order) that are not done.
-pub fn plan_resume(all: &[String], done: &BTreeSet<String>, dead: &BTreeSet<String>, published_upto: u64) -> ResumePlan {
+pub fn plan_resume(
+    all: &[String],
+    done: &BTreeSet<String>,
+    dead: &BTreeSet<String>,
+    published_upto: u64,
+) -> ResumePlan {
     let mut plan = ResumePlan::default();
     for (index, member) in all.iter().enumerate() {
         if done.contains(member) {
@@ -236,7 +271,9 @@ pub async fn run_resume(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     let dead: BTreeSet<String> = progress.dead_lettered.keys().cloned().collect();
     let all: Vec<String> = match &job.spec {
         JobSpec::Scripts(batch) => batch.tasks.iter().map(|t| t.member()).collect(),
-        _ => (0..job.chunk_count).map(seedq_protocol::chunk_member).collect(),
+        _ => (0..job.chunk_count)
+            .map(seedq_protocol::chunk_member)
+            .collect(),
     };
     let published_upto = crate::publish::published_upto(env, &args.job).await?;
     let plan = plan_resume(&all, &done, &dead, published_upto);
@@ -255,17 +292,29 @@ pub async fn run_resume(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
         match &job.spec {
             JobSpec::Scripts(batch) => {
                 let task_id = member.strip_prefix("t:").unwrap_or(member);
-                let mut task = batch.tasks.iter().find(|t| t.task_id == task_id).context("task vanished from the batch")?.clone();
+                let mut task = batch
+                    .tasks
+                    .iter()
+                    .find(|t| t.task_id == task_id)
+                    .context("task vanished from the batch")?
+                    .clone();
                 task.batch_id = job.job_id.clone();
                 task.attempt = 1;
                 if let Some(node) = &task.node {
-                    broker.declare_node_scripts_queue(node, &env.cluster.broker).await?;
+                    broker
+                        .declare_node_scripts_queue(node, &env.cluster.broker)
+                        .await?;
                 }
                 broker.publish_script(&task).await?;
             }
             _ => {
-                let index: u64 = member.trim_start_matches('c').parse().with_context(|| format!("bad member '{member}'"))?;
-                let seeds = job.chunk_seeds(index).context("chunk outside the job's plan")?;
+                let index: u64 = member
+                    .trim_start_matches('c')
+                    .parse()
+                    .with_context(|| format!("bad member '{member}'"))?;
+                let seeds = job
+                    .chunk_seeds(index)
+                    .context("chunk outside the job's plan")?;
                 let msg = ChunkMessage::new(job.job_id.clone(), job.kind(), index, seeds);
                 broker.publish_chunk(&job, &msg).await?;
             }
@@ -356,7 +405,11 @@ pub fn describe(headers: &Headers, data: &[u8]) -> DeadLetter {
     let reason = headers
         .get(h::ERROR)
         .cloned()
-        .or_else(|| headers.get("x-first-death-reason").map(|r| format!("broker:{r}")))
+        .or_else(|| {
+            headers
+                .get("x-first-death-reason")
+                .map(|r| format!("broker:{r}"))
+        })
         .unwrap_or_else(|| "unknown".into());
     DeadLetter {
         job,
@@ -365,17 +418,29 @@ pub fn describe(headers: &Headers, data: &[u8]) -> DeadLetter {
         attempt: headers.get(h::ATTEMPT).cloned(),
         reason,
         detail: headers.get(h::ERROR_DETAIL).cloned(),
-        source_queue: headers.get(h::SOURCE_QUEUE).cloned().or_else(|| headers.get("x-first-death-queue").cloned()),
+        source_queue: headers
+            .get(h::SOURCE_QUEUE)
+            .cloned()
+            .or_else(|| headers.get("x-first-death-queue").cloned()),
         node: headers.get(h::NODE).cloned(),
         bytes: data.len(),
     }
 }
 
 /// Where a replayed dead letter goes, and its body and headers with the attempt reset.
-fn replay_target(topology: &Topology, letter: &DeadLetter, headers: &Headers, data: &[u8]) -> Option<(String, Vec<u8>, Headers)> {
+fn replay_target(
+    topology: &Topology,
+    letter: &DeadLetter,
+    headers: &Headers,
+    data: &[u8],
+) -> Option<(String, Vec<u8>, Headers)> {
     let mut headers: Headers = headers
         .iter()
-        .filter(|(k, _)| !k.starts_with("x-death") && !k.starts_with("x-first-death") && !k.starts_with("x-last-death"))
+        .filter(|(k, _)| {
+            !k.starts_with("x-death")
+                && !k.starts_with("x-first-death")
+                && !k.starts_with("x-last-death")
+        })
         .filter(|(k, _)| ![h::ERROR, h::ERROR_DETAIL, h::SOURCE_QUEUE].contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -383,12 +448,18 @@ fn replay_target(topology: &Topology, letter: &DeadLetter, headers: &Headers, da
     match parse_body(data) {
         Body::Chunk(mut chunk) => {
             chunk.attempt = 1;
-            let queue = letter.source_queue.clone().unwrap_or_else(|| topology.seeds_queue());
+            let queue = letter
+                .source_queue
+                .clone()
+                .unwrap_or_else(|| topology.seeds_queue());
             Some((queue, chunk.to_json(), headers))
         }
         Body::Script(mut script) => {
             script.attempt = 1;
-            let queue = letter.source_queue.clone().unwrap_or_else(|| topology.script_queue_for(script.node.as_deref()));
+            let queue = letter
+                .source_queue
+                .clone()
+                .unwrap_or_else(|| topology.script_queue_for(script.node.as_deref()));
             Some((queue, script.to_json(), headers))
         }
         // A body no consumer understands would only come straight back.
@@ -422,10 +493,20 @@ pub async fn run_dlq(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
     };
     let channel = broker.channel().await?;
     // Replays re-open their jobs in Redis (see `Store::reopen`).
-    let store = if action == "replay" { Some(store(env).await?) } else { None };
-    let mut report = DlqReport { action: action.to_string(), ..Default::default() };
+    let store = if action == "replay" {
+        Some(store(env).await?)
+    } else {
+        None
+    };
+    let mut report = DlqReport {
+        action: action.to_string(),
+        ..Default::default()
+    };
     if action == "purge" && filter.is_none() {
-        let purged = channel.queue_purge(dlq.as_str().into(), QueuePurgeOptions::default()).await.context("purging the DLQ")?;
+        let purged = channel
+            .queue_purge(dlq.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .context("purging the DLQ")?;
         report.purged = purged as usize;
     } else {
         // Take every message once (they stay unacked, so basic.get never returns one twice),
@@ -438,7 +519,9 @@ pub async fn run_dlq(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
             let delivery = message.delivery;
             let headers = headers_of(&delivery.properties);
             let letter = describe(&headers, &delivery.data);
-            let matches = filter.as_ref().is_none_or(|job| letter.job.as_deref() == Some(job.as_str()));
+            let matches = filter
+                .as_ref()
+                .is_none_or(|job| letter.job.as_deref() == Some(job.as_str()));
             if !matches {
                 continue;
             }
@@ -448,19 +531,34 @@ pub async fn run_dlq(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
                     Some((queue, body, headers)) => {
                         if queue.starts_with(&format!("{}.scripts.", env.namespace)) {
                             let node = &queue[env.namespace.len() + ".scripts.".len()..];
-                            broker.declare_node_scripts_queue(node, &env.cluster.broker).await?;
+                            broker
+                                .declare_node_scripts_queue(node, &env.cluster.broker)
+                                .await?;
                         }
-                        if let (Some(store), Some(job), Some(member)) = (&store, &letter.job, &letter.member) {
+                        if let (Some(store), Some(job), Some(member)) =
+                            (&store, &letter.job, &letter.member)
+                        {
                             store.reopen(job, std::slice::from_ref(member)).await?;
                         }
-                        broker.publish_raw(&queue, &body, &headers).await.with_context(|| format!("republishing to {queue}"))?;
-                        delivery.acker.ack(BasicAckOptions::default()).await.context("acking the replayed dead letter")?;
+                        broker
+                            .publish_raw(&queue, &body, &headers)
+                            .await
+                            .with_context(|| format!("republishing to {queue}"))?;
+                        delivery
+                            .acker
+                            .ack(BasicAckOptions::default())
+                            .await
+                            .context("acking the replayed dead letter")?;
                         report.replayed += 1;
                     }
                     None => report.skipped_unreadable += 1,
                 },
                 "purge" => {
-                    delivery.acker.ack(BasicAckOptions::default()).await.context("acking the purged dead letter")?;
+                    delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .context("acking the purged dead letter")?;
                     report.purged += 1;
                 }
                 _ => {}
@@ -468,7 +566,16 @@ pub async fn run_dlq(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
             report.letters.push(letter);
         }
         // Everything not acked goes back (closing the channel does it too if this fails).
-        if let Err(e) = channel.basic_nack(0, BasicNackOptions { multiple: true, requeue: true }).await {
+        if let Err(e) = channel
+            .basic_nack(
+                0,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                },
+            )
+            .await
+        {
             tracing::debug!(error = %e, "nack of the unmatched dead letters; the channel close returns them");
         }
     }
@@ -486,16 +593,30 @@ pub async fn run_dlq(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
             l.member.as_deref().unwrap_or("(unreadable body)"),
             l.attempt.as_deref().unwrap_or("?"),
             l.reason,
-            l.source_queue.as_deref().map(|q| format!("from {q}")).unwrap_or_default(),
+            l.source_queue
+                .as_deref()
+                .map(|q| format!("from {q}"))
+                .unwrap_or_default(),
             l.detail.as_deref().unwrap_or("")
         );
     }
     match action {
-        "list" => eprintln!("{} dead letter(s){}", report.matched, filter.map(|j| format!(" of job {j}")).unwrap_or_default()),
+        "list" => eprintln!(
+            "{} dead letter(s){}",
+            report.matched,
+            filter.map(|j| format!(" of job {j}")).unwrap_or_default()
+        ),
         "replay" => eprintln!(
             "replayed {} dead letter(s) to their queues with attempts reset{}",
             report.replayed,
-            if report.skipped_unreadable > 0 { format!("; {} unreadable ones left in the DLQ", report.skipped_unreadable) } else { String::new() }
+            if report.skipped_unreadable > 0 {
+                format!(
+                    "; {} unreadable ones left in the DLQ",
+                    report.skipped_unreadable
+                )
+            } else {
+                String::new()
+            }
         ),
         _ => eprintln!("purged {} dead letter(s)", report.purged),
     }
@@ -522,7 +643,12 @@ mod tests {
     #[test]
     fn dead_letters_are_described_and_replayed_with_attempts_reset() {
         let topology = Topology::new("t1");
-        let mut chunk = ChunkMessage::new("job-1", JobKind::Sieve, 7, SeedSet::Range { start: 70, end: 80 });
+        let mut chunk = ChunkMessage::new(
+            "job-1",
+            JobKind::Sieve,
+            7,
+            SeedSet::Range { start: 70, end: 80 },
+        );
         chunk.attempt = 5;
         let headers = Headers::from([
             (h::ERROR.to_string(), "invalid_spec".to_string()),
@@ -534,13 +660,17 @@ mod tests {
         let letter = describe(&headers, &chunk.to_json());
         assert_eq!(letter.member.as_deref(), Some("c7"));
         assert_eq!(letter.reason, "invalid_spec");
-        let (queue, body, new_headers) = replay_target(&topology, &letter, &headers, &chunk.to_json()).unwrap();
+        let (queue, body, new_headers) =
+            replay_target(&topology, &letter, &headers, &chunk.to_json()).unwrap();
         assert_eq!(queue, "t1.seeds");
         assert_eq!(ChunkMessage::from_json(&body).unwrap().attempt, 1);
         assert_eq!(new_headers.get(h::ATTEMPT).map(String::as_str), Some("1"));
         assert!(!new_headers.contains_key(h::ERROR));
         // Broker-side dead letters and unreadable bodies.
-        let broker_side = Headers::from([("x-first-death-reason".to_string(), "delivery_limit".to_string())]);
+        let broker_side = Headers::from([(
+            "x-first-death-reason".to_string(),
+            "delivery_limit".to_string(),
+        )]);
         let letter = describe(&broker_side, b"{not json");
         assert_eq!(letter.reason, "broker:delivery_limit");
         assert!(replay_target(&topology, &letter, &broker_side, b"{not json").is_none());
@@ -550,7 +680,8 @@ mod tests {
         }))
         .unwrap();
         let letter = describe(&Headers::new(), &script.to_json());
-        let (queue, body, _) = replay_target(&topology, &letter, &Headers::new(), &script.to_json()).unwrap();
+        let (queue, body, _) =
+            replay_target(&topology, &letter, &Headers::new(), &script.to_json()).unwrap();
         assert_eq!(queue, "t1.scripts.zeus");
         assert_eq!(ScriptJob::from_json(&body).unwrap().attempt, 1);
     }

@@ -54,7 +54,9 @@ impl Default for ChunkingPolicy {
 
 impl ChunkingPolicy {
     pub fn max_chunk_seeds(&self) -> u64 {
-        self.base_chunk_seeds.saturating_mul(self.max_factor).max(self.min_chunk_seeds)
+        self.base_chunk_seeds
+            .saturating_mul(self.max_factor)
+            .max(self.min_chunk_seeds)
     }
 }
 
@@ -108,7 +110,15 @@ pub enum PlanError {
     #[error("--target-chunk-secs must be a positive number of seconds, got {0}")]
     BadTarget(f64),
     #[error("--chunk-size {chunk} would take about {secs:.0} s per chunk on {model}, over the {limit:.0} s allowed ({fraction} of the broker's consumer_timeout of {timeout:.0} s): use at most {max_seeds} seeds per chunk")]
-    ChunkTooSlow { chunk: u64, secs: f64, model: String, limit: f64, fraction: f64, timeout: f64, max_seeds: u64 },
+    ChunkTooSlow {
+        chunk: u64,
+        secs: f64,
+        model: String,
+        limit: f64,
+        fraction: f64,
+        timeout: f64,
+        max_seeds: u64,
+    },
     #[error("there are no seeds to sieve")]
     NoSeeds,
 }
@@ -140,7 +150,10 @@ pub fn plan_chunk_size(
         .iter()
         .filter(|c| c.slots > 0 && c.work_per_second > 0.0)
         .min_by(|a, b| a.work_per_second.total_cmp(&b.work_per_second));
-    let slowest_rate = slowest.map(|c| c.work_per_second).unwrap_or(policy.default_work_per_second).max(1e-9);
+    let slowest_rate = slowest
+        .map(|c| c.work_per_second)
+        .unwrap_or(policy.default_work_per_second)
+        .max(1e-9);
     let seeds_per_sec = slowest_rate / work_per_seed;
     let total_slots: u64 = classes.iter().map(|c| c.slots).sum::<u64>().max(1);
     let limit_secs = policy.max_fraction_of_consumer_timeout * policy.consumer_timeout_secs;
@@ -203,7 +216,11 @@ pub fn plan_chunk_size(
 }
 
 /// Converts a profile measured in seeds/s at a reference configuration to work units/s.
-pub fn profile_work_per_second(seeds_per_second: f64, reference_window: u64, reference_skip_span: u64) -> f64 {
+pub fn profile_work_per_second(
+    seeds_per_second: f64,
+    reference_window: u64,
+    reference_skip_span: u64,
+) -> f64 {
     seeds_per_second * (reference_window.max(1) * reference_skip_span.max(1)) as f64
 }
 
@@ -213,11 +230,20 @@ mod tests {
     use seedq_kernels::{Direction, Family, FamilyConfig, SkipMode, Strategy, Threshold};
 
     fn class(model: &str, slots: u64, rate: f64) -> SlotClass {
-        SlotClass { model: model.into(), slots, work_per_second: rate, source: RateSource::Profile }
+        SlotClass {
+            model: model.into(),
+            slots,
+            work_per_second: rate,
+            source: RateSource::Profile,
+        }
     }
 
     fn policy() -> ChunkingPolicy {
-        ChunkingPolicy { target_chunk_secs: 10.0, default_work_per_second: 1e6, ..ChunkingPolicy::default() }
+        ChunkingPolicy {
+            target_chunk_secs: 10.0,
+            default_work_per_second: 1e6,
+            ..ChunkingPolicy::default()
+        }
     }
 
     fn spec(k: usize, skip_min: u32, skip_max: u32, skip_mode: SkipMode) -> SieveSpec {
@@ -237,11 +263,19 @@ mod tests {
 
     #[test]
     fn work_per_seed_counts_window_and_skip_span() {
-        assert_eq!(work_per_seed(&spec(512, 0, 20, SkipMode::Constant)), 512.0 * 21.0);
+        assert_eq!(
+            work_per_seed(&spec(512, 0, 20, SkipMode::Constant)),
+            512.0 * 21.0
+        );
         assert_eq!(work_per_seed(&spec(10, 5, 5, SkipMode::Constant)), 10.0);
-        let variable = SkipMode::Variable { strategies: Strategy::presets() };
+        let variable = SkipMode::Variable {
+            strategies: Strategy::presets(),
+        };
         // Tolerances 5, 20, 5, 10, 50 give widths 11, 41, 11, 21, 101 (span 256 bounds none).
-        assert_eq!(work_per_seed(&spec(8, 0, 255, variable.clone())), 8.0 * (11.0 + 41.0 + 11.0 + 21.0 + 101.0));
+        assert_eq!(
+            work_per_seed(&spec(8, 0, 255, variable.clone())),
+            8.0 * (11.0 + 41.0 + 11.0 + 21.0 + 101.0)
+        );
         // A narrow skip range bounds every width.
         assert_eq!(work_per_seed(&spec(8, 0, 3, variable)), 8.0 * 4.0 * 5.0);
     }
@@ -250,7 +284,8 @@ mod tests {
     fn sized_for_the_slowest_class() {
         // RTX at 3x the rate of the RX: the size follows the RX.
         let classes = [class("RTX 3080 Ti", 2, 3e9), class("RX 6600", 24, 1e9)];
-        let plan = plan_chunk_size(1 << 40, 1e4, &classes, &policy(), Sizing::Target(None)).unwrap();
+        let plan =
+            plan_chunk_size(1 << 40, 1e4, &classes, &policy(), Sizing::Target(None)).unwrap();
         // 10 s x 1e9 / 1e4 = 1e6 seeds, inside [500, 5e6].
         assert_eq!(plan.chunk_seeds, 1_000_000);
         assert_eq!(plan.slowest_model.as_deref(), Some("RX 6600"));
@@ -275,7 +310,8 @@ mod tests {
     fn small_ranges_still_feed_every_slot() {
         let classes = [class("RX 6600", 24, 1e9), class("RTX 3080 Ti", 2, 3e9)];
         // 1e6 seeds would be one chunk by duration; 26 slots x 4 => 104 chunks.
-        let plan = plan_chunk_size(1_000_000, 1e4, &classes, &policy(), Sizing::Target(None)).unwrap();
+        let plan =
+            plan_chunk_size(1_000_000, 1e4, &classes, &policy(), Sizing::Target(None)).unwrap();
         assert_eq!(plan.rule, "keep every slot busy");
         assert_eq!(plan.chunk_seeds, 1_000_000u64.div_ceil(104));
         assert!(plan.chunks >= 104);
@@ -292,13 +328,19 @@ mod tests {
     fn never_near_the_consumer_timeout() {
         // A huge window makes even the minimum chunk slow: the timeout cap wins.
         let classes = [class("RX 6600", 1, 1e6)];
-        let pol = ChunkingPolicy { target_chunk_secs: 1e6, ..policy() };
+        let pol = ChunkingPolicy {
+            target_chunk_secs: 1e6,
+            ..policy()
+        };
         let plan = plan_chunk_size(1 << 40, 1e6, &classes, &pol, Sizing::Target(None)).unwrap();
         // 1 seed/s; limit 0.1 x 1800 s = 180 seeds.
         assert_eq!(plan.chunk_seeds, 180);
         assert_eq!(plan.rule, "consumer timeout cap");
         let err = plan_chunk_size(1 << 40, 1e6, &classes, &pol, Sizing::Fixed(1000)).unwrap_err();
-        assert!(matches!(err, PlanError::ChunkTooSlow { max_seeds: 180, .. }), "{err}");
+        assert!(
+            matches!(err, PlanError::ChunkTooSlow { max_seeds: 180, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("consumer_timeout"));
     }
 
@@ -307,10 +349,22 @@ mod tests {
         let classes = [class("cpu", 1, 1e9)];
         let plan = plan_chunk_size(10, 1.0, &classes, &policy(), Sizing::Fixed(3)).unwrap();
         assert_eq!((plan.chunk_seeds, plan.chunks), (3, 4));
-        assert_eq!(plan_chunk_size(10, 1.0, &classes, &policy(), Sizing::Fixed(0)), Err(PlanError::ZeroChunkSize));
-        assert_eq!(plan_chunk_size(0, 1.0, &classes, &policy(), Sizing::Fixed(5)), Err(PlanError::NoSeeds));
-        assert!(matches!(plan_chunk_size(10, 1.0, &classes, &policy(), Sizing::Target(Some(0.0))), Err(PlanError::BadTarget(_))));
-        assert!(matches!(plan_chunk_size(10, 1.0, &classes, &policy(), Sizing::Target(Some(f64::NAN))), Err(PlanError::BadTarget(_))));
+        assert_eq!(
+            plan_chunk_size(10, 1.0, &classes, &policy(), Sizing::Fixed(0)),
+            Err(PlanError::ZeroChunkSize)
+        );
+        assert_eq!(
+            plan_chunk_size(0, 1.0, &classes, &policy(), Sizing::Fixed(5)),
+            Err(PlanError::NoSeeds)
+        );
+        assert!(matches!(
+            plan_chunk_size(10, 1.0, &classes, &policy(), Sizing::Target(Some(0.0))),
+            Err(PlanError::BadTarget(_))
+        ));
+        assert!(matches!(
+            plan_chunk_size(10, 1.0, &classes, &policy(), Sizing::Target(Some(f64::NAN))),
+            Err(PlanError::BadTarget(_))
+        ));
     }
 
     #[test]

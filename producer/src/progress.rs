@@ -38,7 +38,11 @@ pub struct ProgressView {
 }
 
 /// Seeds per second and the ETA from the counts and the time the work has been running.
-pub fn rate_and_eta(seeds_done: u64, seeds_total: u128, running_secs: f64) -> (Option<f64>, Option<f64>) {
+pub fn rate_and_eta(
+    seeds_done: u64,
+    seeds_total: u128,
+    running_secs: f64,
+) -> (Option<f64>, Option<f64>) {
     if seeds_done == 0 || running_secs <= 0.0 {
         return (None, None);
     }
@@ -81,7 +85,11 @@ pub fn human_count(n: f64) -> String {
 impl ProgressView {
     /// The multi-line text `status JOB` prints.
     pub fn to_text(&self) -> String {
-        let pct = if self.seeds_total > 0 { 100.0 * self.seeds_done as f64 / self.seeds_total as f64 } else { 0.0 };
+        let pct = if self.seeds_total > 0 {
+            100.0 * self.seeds_done as f64 / self.seeds_total as f64
+        } else {
+            0.0
+        };
         let mut out = format!(
             "job {} ({}{}): {}\n  chunks  {}/{} done\n  seeds   {}/{} ({pct:.1}%)\n  survivors {}\n",
             self.job_id,
@@ -102,12 +110,21 @@ impl ProgressView {
             }
         }
         if self.dead_lettered > 0 {
-            let shown: Vec<String> = self.dead_lettered_chunks.iter().take(20).map(|c| c.to_string()).collect();
+            let shown: Vec<String> = self
+                .dead_lettered_chunks
+                .iter()
+                .take(20)
+                .map(|c| c.to_string())
+                .collect();
             out += &format!(
                 "  dead-lettered chunks: {} [{}{}]\n",
                 self.dead_lettered,
                 shown.join(", "),
-                if self.dead_lettered_chunks.len() > 20 { ", ..." } else { "" }
+                if self.dead_lettered_chunks.len() > 20 {
+                    ", ..."
+                } else {
+                    ""
+                }
             );
         }
         if !self.failures.is_empty() {
@@ -117,7 +134,11 @@ impl ProgressView {
             }
         }
         if !self.chunks_by_node.is_empty() {
-            let nodes: Vec<String> = self.chunks_by_node.iter().map(|(n, c)| format!("{n}={c}")).collect();
+            let nodes: Vec<String> = self
+                .chunks_by_node
+                .iter()
+                .map(|(n, c)| format!("{n}={c}"))
+                .collect();
             out += &format!("  chunks by node: {}\n", nodes.join(" "));
         }
         out
@@ -125,7 +146,11 @@ impl ProgressView {
 
     /// One line for `status` without a job.
     pub fn to_line(&self) -> String {
-        let pct = if self.seeds_total > 0 { 100.0 * self.seeds_done as f64 / self.seeds_total as f64 } else { 0.0 };
+        let pct = if self.seeds_total > 0 {
+            100.0 * self.seeds_done as f64 / self.seeds_total as f64
+        } else {
+            0.0
+        };
         let mut line = format!(
             "{:<32} {:<12} {:<22} {:>6.1}%  chunks {}/{}  survivors {}",
             self.job_id,
@@ -146,7 +171,11 @@ impl ProgressView {
             line += &format!("  dead-lettered {}", self.dead_lettered);
         }
         if !self.failures.is_empty() {
-            let reasons: Vec<String> = self.failures.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
+            let reasons: Vec<String> = self
+                .failures
+                .iter()
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect();
             line += &format!("  failures: {}", reasons.join(", "));
         }
         line
@@ -169,14 +198,30 @@ mod tests {
             seeds_done: 400,
             rate_seeds_per_sec: Some(2_000_000.0),
             eta_secs: Some(90.0),
-            failures: [("backend_error".to_string(), 2), ("redis_unavailable".to_string(), 1)].into(),
+            failures: [
+                ("backend_error".to_string(), 2),
+                ("redis_unavailable".to_string(), 1),
+            ]
+            .into(),
             ..Default::default()
         };
         let line = v.to_line();
-        assert!(line.contains("40.0%") && line.contains("chunks 4/10"), "{line}");
-        assert!(line.contains(&format!("{}/s", human_count(2_000_000.0))), "{line}");
-        assert!(line.contains(&format!("ETA {}", human_secs(90.0))), "{line}");
-        assert!(line.contains("failures: backend_error 2, redis_unavailable 1"), "{line}");
+        assert!(
+            line.contains("40.0%") && line.contains("chunks 4/10"),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("{}/s", human_count(2_000_000.0))),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("ETA {}", human_secs(90.0))),
+            "{line}"
+        );
+        assert!(
+            line.contains("failures: backend_error 2, redis_unavailable 1"),
+            "{line}"
+        );
         v.finished = true;
         assert!(!v.to_line().contains("ETA"), "no ETA once finished");
     }

@@ -25,7 +25,9 @@ async fn redis_conn(env: &Env) -> anyhow::Result<redis::aio::MultiplexedConnecti
 /// Leading chunks already confirmed by the broker (0 for a new job).
 pub async fn published_upto(env: &Env, job_id: &str) -> anyhow::Result<u64> {
     let mut c = redis_conn(env).await?;
-    let v: Option<u64> = c.hget(keys::totals(&env.namespace, job_id), PUBLISHED_UPTO_FIELD).await?;
+    let v: Option<u64> = c
+        .hget(keys::totals(&env.namespace, job_id), PUBLISHED_UPTO_FIELD)
+        .await?;
     Ok(v.unwrap_or(0))
 }
 
@@ -65,8 +67,14 @@ impl ChunkPublisher {
         )
         .await
         .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))?;
-        broker.declare_topology(&env.cluster.broker).await.context("declaring the queues")?;
-        Ok(ChunkPublisher { broker, env: env.clone() })
+        broker
+            .declare_topology(&env.cluster.broker)
+            .await
+            .context("declaring the queues")?;
+        Ok(ChunkPublisher {
+            broker,
+            env: env.clone(),
+        })
     }
 
     /// Publishes the given chunk indexes (ascending) of `job`, waiting for every confirm, and
@@ -85,7 +93,14 @@ impl ChunkPublisher {
             self.broker
                 .publish_chunks(job, &messages)
                 .await
-                .with_context(|| format!("publishing chunks {}..={} of job {}", window[0], window[window.len() - 1], job.job_id))?;
+                .with_context(|| {
+                    format!(
+                        "publishing chunks {}..={} of job {}",
+                        window[0],
+                        window[window.len() - 1],
+                        job.job_id
+                    )
+                })?;
             published += window.len() as u64;
             bar.inc(window.len() as u64);
             // Every chunk up to the end of this window is confirmed (or was done before).

@@ -59,12 +59,19 @@ pub struct MissingPass {
 
 pub fn row(survivor: &Survivor, direction: Direction) -> Result<ResultRow, MissingPass> {
     let need = |p: &Option<PassResult>, pass: &'static str| {
-        p.clone().ok_or(MissingPass { seed: survivor.seed, pass, direction })
+        p.clone().ok_or(MissingPass {
+            seed: survivor.seed,
+            pass,
+            direction,
+        })
     };
     let (primary, secondary) = match direction {
         Direction::Forward => (need(&survivor.forward, "forward")?, None),
         Direction::Reverse => (need(&survivor.reverse, "reverse")?, None),
-        Direction::Bidirectional => (need(&survivor.forward, "forward")?, Some(need(&survivor.reverse, "reverse")?)),
+        Direction::Bidirectional => (
+            need(&survivor.forward, "forward")?,
+            Some(need(&survivor.reverse, "reverse")?),
+        ),
     };
     let mut r = ResultRow {
         seed: survivor.seed,
@@ -97,7 +104,10 @@ pub fn row(survivor: &Survivor, direction: Direction) -> Result<ResultRow, Missi
 
 /// Rows sorted by seed (one per seed).
 pub fn rows(survivors: &[Survivor], direction: Direction) -> Result<Vec<ResultRow>, MissingPass> {
-    let mut out: Vec<ResultRow> = survivors.iter().map(|s| row(s, direction)).collect::<Result<_, _>>()?;
+    let mut out: Vec<ResultRow> = survivors
+        .iter()
+        .map(|s| row(s, direction))
+        .collect::<Result<_, _>>()?;
     out.sort_by_key(|r| r.seed);
     out.dedup_by_key(|r| r.seed);
     Ok(out)
@@ -111,7 +121,14 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 
 fn pattern(p: &Option<Vec<u32>>) -> String {
     // Space-separated inside one field: no quoting needed, and spreadsheets keep it as text.
-    p.as_ref().map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    p.as_ref()
+        .map(|v| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 pub fn csv_line(r: &ResultRow) -> String {
@@ -172,11 +189,16 @@ pub enum AnalysisResultsError {
 }
 
 /// Sums the per-chunk summaries (`chunk member -> summary JSON`, as the store keeps them).
-pub fn merge_summaries(chunks: &BTreeMap<String, serde_json::Value>) -> Result<Summary, AnalysisResultsError> {
+pub fn merge_summaries(
+    chunks: &BTreeMap<String, serde_json::Value>,
+) -> Result<Summary, AnalysisResultsError> {
     let mut total = Summary::default();
     for (member, value) in chunks {
-        let summary: Summary = serde_json::from_value(value.clone())
-            .map_err(|e| AnalysisResultsError::Summary { member: member.clone(), message: e.to_string() })?;
+        let summary: Summary =
+            serde_json::from_value(value.clone()).map_err(|e| AnalysisResultsError::Summary {
+                member: member.clone(),
+                message: e.to_string(),
+            })?;
         total.merge(&summary);
     }
     Ok(total)
@@ -187,7 +209,10 @@ pub fn flagged_records(stored: &[(u64, &str)]) -> Result<Vec<FlaggedRecord>, Ana
     let mut out: Vec<FlaggedRecord> = stored
         .iter()
         .map(|(seed, json)| {
-            serde_json::from_str::<FlaggedRecord>(json).map_err(|e| AnalysisResultsError::Record { seed: *seed, message: e.to_string() })
+            serde_json::from_str::<FlaggedRecord>(json).map_err(|e| AnalysisResultsError::Record {
+                seed: *seed,
+                message: e.to_string(),
+            })
         })
         .collect::<Result<_, _>>()?;
     out.sort_by_key(|r| r.seed);
@@ -229,7 +254,12 @@ pub fn analysis_csv_line(r: &FlaggedRecord) -> String {
         Some((lag, rk, z)) => (lag.to_string(), csv_float(rk), csv_float(z)),
         None => Default::default(),
     };
-    let lags = r.autocorrelations.iter().map(|v| csv_float(*v)).collect::<Vec<_>>().join(" ");
+    let lags = r
+        .autocorrelations
+        .iter()
+        .map(|v| csv_float(*v))
+        .collect::<Vec<_>>()
+        .join(" ");
     format!(
         "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         r.seed,
@@ -258,27 +288,55 @@ mod tests {
     use super::*;
 
     fn pass(matches: u32, total: u32, best_skip: Option<u32>) -> PassResult {
-        PassResult { matches, total, best_skip, strategy: None, skip_pattern: None }
+        PassResult {
+            matches,
+            total,
+            best_skip,
+            strategy: None,
+            skip_pattern: None,
+        }
     }
 
     #[test]
     fn forward_rows_sorted_and_deduplicated() {
-        let s = |seed| Survivor { seed, forward: Some(pass(3, 4, Some(1))), reverse: None };
+        let s = |seed| Survivor {
+            seed,
+            forward: Some(pass(3, 4, Some(1))),
+            reverse: None,
+        };
         let out = rows(&[s(9), s(2), s(9)], Direction::Forward).unwrap();
         assert_eq!(out.iter().map(|r| r.seed).collect::<Vec<_>>(), vec![2, 9]);
         assert_eq!(out[0].match_rate, 0.75);
         assert_eq!(csv_line(&out[0]), "2,3,4,0.75,1,,,,,,,,,");
         let json = serde_json::to_value(&out[0]).unwrap();
-        assert_eq!(json, serde_json::json!({"seed": 2, "matches": 3, "total": 4, "match_rate": 0.75, "best_skip": 1}));
+        assert_eq!(
+            json,
+            serde_json::json!({"seed": 2, "matches": 3, "total": 4, "match_rate": 0.75, "best_skip": 1})
+        );
     }
 
     #[test]
     fn bidirectional_rows_carry_both_rates_and_their_mean() {
-        let s = Survivor { seed: 5, forward: Some(pass(4, 4, Some(0))), reverse: Some(pass(2, 4, Some(3))) };
+        let s = Survivor {
+            seed: 5,
+            forward: Some(pass(4, 4, Some(0))),
+            reverse: Some(pass(2, 4, Some(3))),
+        };
         let r = row(&s, Direction::Bidirectional).unwrap();
-        assert_eq!((r.forward_rate, r.reverse_rate, r.mean_rate), (Some(1.0), Some(0.5), Some(0.75)));
+        assert_eq!(
+            (r.forward_rate, r.reverse_rate, r.mean_rate),
+            (Some(1.0), Some(0.5), Some(0.75))
+        );
         assert_eq!((r.reverse_matches, r.reverse_best_skip), (Some(2), Some(3)));
-        assert!(row(&Survivor { seed: 5, forward: Some(pass(4, 4, Some(0))), reverse: None }, Direction::Bidirectional).is_err());
+        assert!(row(
+            &Survivor {
+                seed: 5,
+                forward: Some(pass(4, 4, Some(0))),
+                reverse: None
+            },
+            Direction::Bidirectional
+        )
+        .is_err());
     }
 
     #[test]
@@ -286,7 +344,11 @@ mod tests {
         let mut p = pass(3, 3, None);
         p.strategy = Some("strict_continuous".into());
         p.skip_pattern = Some(vec![1, 2, 2]);
-        let s = Survivor { seed: 1, forward: None, reverse: Some(p) };
+        let s = Survivor {
+            seed: 1,
+            forward: None,
+            reverse: Some(p),
+        };
         let r = row(&s, Direction::Reverse).unwrap();
         assert_eq!(r.strategy.as_deref(), Some("strict_continuous"));
         assert_eq!(csv_line(&r), "1,3,3,1,,,,,,,strict_continuous,1 2 2,,");
@@ -312,35 +374,80 @@ mod tests {
 
     #[test]
     fn summaries_merge_and_bad_ones_are_named() {
-        let mut a = Summary { seeds_tested: 10, seeds_flagged: 1, constant_streams: 1, ..Default::default() };
+        let mut a = Summary {
+            seeds_tested: 10,
+            seeds_flagged: 1,
+            constant_streams: 1,
+            ..Default::default()
+        };
         a.flagged_by_test.insert("autocorrelation".into(), 1);
-        a.p_deciles.insert("autocorrelation".into(), [1, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
-        let mut b = Summary { seeds_tested: 5, ..Default::default() };
-        b.p_deciles.insert("autocorrelation".into(), [0, 5, 0, 0, 0, 0, 0, 0, 0, 0]);
-        let chunks: BTreeMap<String, serde_json::Value> =
-            [("c0".to_string(), serde_json::to_value(&a).unwrap()), ("c1".to_string(), serde_json::to_value(&b).unwrap())].into();
+        a.p_deciles
+            .insert("autocorrelation".into(), [1, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        let mut b = Summary {
+            seeds_tested: 5,
+            ..Default::default()
+        };
+        b.p_deciles
+            .insert("autocorrelation".into(), [0, 5, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let chunks: BTreeMap<String, serde_json::Value> = [
+            ("c0".to_string(), serde_json::to_value(&a).unwrap()),
+            ("c1".to_string(), serde_json::to_value(&b).unwrap()),
+        ]
+        .into();
         let merged = merge_summaries(&chunks).unwrap();
-        assert_eq!((merged.seeds_tested, merged.seeds_flagged, merged.constant_streams), (15, 1, 1));
-        assert_eq!(merged.p_deciles["autocorrelation"], [1, 5, 0, 0, 0, 0, 0, 0, 0, 9]);
-        assert_eq!(merge_summaries(&BTreeMap::new()).unwrap(), Summary::default());
-        let bad: BTreeMap<String, serde_json::Value> = [("c7".to_string(), serde_json::json!({"seeds_tested": "x"}))].into();
-        assert!(merge_summaries(&bad).unwrap_err().to_string().contains("'c7'"));
+        assert_eq!(
+            (
+                merged.seeds_tested,
+                merged.seeds_flagged,
+                merged.constant_streams
+            ),
+            (15, 1, 1)
+        );
+        assert_eq!(
+            merged.p_deciles["autocorrelation"],
+            [1, 5, 0, 0, 0, 0, 0, 0, 0, 9]
+        );
+        assert_eq!(
+            merge_summaries(&BTreeMap::new()).unwrap(),
+            Summary::default()
+        );
+        let bad: BTreeMap<String, serde_json::Value> =
+            [("c7".to_string(), serde_json::json!({"seeds_tested": "x"}))].into();
+        assert!(merge_summaries(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("'c7'"));
     }
 
     #[test]
     fn flagged_records_sorted_and_csv_rows() {
         let a = record(9, &["autocorrelation"], vec![0.1, -0.5], vec![1.0, -6.0]);
         let b = record(2, &["chi_square", "autocorrelation"], vec![0.3], vec![4.0]);
-        let (ja, jb) = (serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+        let (ja, jb) = (
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap(),
+        );
         let records = flagged_records(&[(9, &ja), (2, &jb), (9, &ja)]).unwrap();
-        assert_eq!(records.iter().map(|r| r.seed).collect::<Vec<_>>(), vec![2, 9]);
+        assert_eq!(
+            records.iter().map(|r| r.seed).collect::<Vec<_>>(),
+            vec![2, 9]
+        );
         assert_eq!(worst_lag(&records[1]), Some((2, -0.5, -6.0)));
-        assert_eq!(analysis_csv_line(&records[1]), "9,autocorrelation,false,0.0005,2,-0.5,-6,40.5,0.001,,,,,0.1 -0.5");
+        assert_eq!(
+            analysis_csv_line(&records[1]),
+            "9,autocorrelation,false,0.0005,2,-0.5,-6,40.5,0.001,,,,,0.1 -0.5"
+        );
         let csv = analysis_csv(&records);
         assert_eq!(csv.lines().count(), 3);
         assert!(csv.starts_with(ANALYSIS_CSV_HEADER));
-        assert_eq!(csv.lines().nth(1).unwrap().split(',').count(), ANALYSIS_CSV_HEADER.split(',').count());
-        assert!(flagged_records(&[(4, "{}")]).unwrap_err().to_string().contains("seed 4"));
+        assert_eq!(
+            csv.lines().nth(1).unwrap().split(',').count(),
+            ANALYSIS_CSV_HEADER.split(',').count()
+        );
+        assert!(flagged_records(&[(4, "{}")])
+            .unwrap_err()
+            .to_string()
+            .contains("seed 4"));
     }
 
     #[test]
@@ -352,11 +459,23 @@ mod tests {
         assert_eq!(csv_float(f64::MAX), "1.7976931348623157e308");
         assert_eq!(csv_float(-f64::MAX), "-1.7976931348623157e308");
         for v in [1.5e-40, f64::MAX, 0.000123456789, 123456.789e20] {
-            assert_eq!(csv_float(v).parse::<f64>().unwrap(), v, "{v} must round-trip");
+            assert_eq!(
+                csv_float(v).parse::<f64>().unwrap(),
+                v,
+                "{v} must round-trip"
+            );
         }
-        let mut constant = record(0, &["autocorrelation"], vec![1.0, 1.0], vec![f64::MAX, f64::MAX]);
+        let mut constant = record(
+            0,
+            &["autocorrelation"],
+            vec![1.0, 1.0],
+            vec![f64::MAX, f64::MAX],
+        );
         constant.constant = true;
         constant.autocorrelation_p = 0.0;
-        assert_eq!(analysis_csv_line(&constant), "0,autocorrelation,true,0,1,1,1.7976931348623157e308,40.5,0.001,,,,,1 1");
+        assert_eq!(
+            analysis_csv_line(&constant),
+            "0,autocorrelation,true,0,1,1,1.7976931348623157e308,40.5,0.001,,,,,1 1"
+        );
     }
 }

@@ -26,7 +26,9 @@ use clap::Args;
 use serde::Serialize;
 
 use seedq_broker::Broker;
-use seedq_protocol::{Job, JobSpec, NodeConfig, ScriptBatch, ScriptJob, ScriptResult, Topology, PROTOCOL_VERSION};
+use seedq_protocol::{
+    Job, JobSpec, NodeConfig, ScriptBatch, ScriptJob, ScriptResult, Topology, PROTOCOL_VERSION,
+};
 use seedq_store::{CreateOutcome, Store};
 
 use crate::context::Env;
@@ -79,7 +81,12 @@ fn limits(env: &Env) -> Limits {
             .cluster
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), n.gpu_list().iter().map(|g| g.index + 1).max().unwrap_or(0)))
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    n.gpu_list().iter().map(|g| g.index + 1).max().unwrap_or(0),
+                )
+            })
             .collect(),
     }
 }
@@ -90,13 +97,21 @@ fn limits(env: &Env) -> Limits {
 /// that node (as if `node` were given); otherwise the file is refused, naming the nodes that have
 /// the GPU. Every node of cluster.toml counts, since each runs a script consumer; a node not
 /// listed there has no GPUs for scripts. Returns the `(job_id, node)` pins it added.
-pub fn route_gpu_pins(entries: &mut [ScriptJobEntry], nodes: &[NodeConfig]) -> Result<Vec<(String, String)>, JobsFileError> {
+pub fn route_gpu_pins(
+    entries: &mut [ScriptJobEntry],
+    nodes: &[NodeConfig],
+) -> Result<Vec<(String, String)>, JobsFileError> {
     let mut routed = Vec::new();
     let mut problems = Vec::new();
     for (index, entry) in entries.iter_mut().enumerate() {
-        let Some(gpu) = entry.gpu_id.filter(|_| entry.node.is_none()) else { continue };
-        let having: Vec<&str> =
-            nodes.iter().filter(|n| n.gpu_list().iter().any(|g| g.index == gpu)).map(|n| n.name.as_str()).collect();
+        let Some(gpu) = entry.gpu_id.filter(|_| entry.node.is_none()) else {
+            continue;
+        };
+        let having: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.gpu_list().iter().any(|g| g.index == gpu))
+            .map(|n| n.name.as_str())
+            .collect();
         let message = match having.as_slice() {
             _ if !having.is_empty() && having.len() == nodes.len() => continue,
             [only] => {
@@ -113,7 +128,11 @@ pub fn route_gpu_pins(entries: &mut [ScriptJobEntry], nodes: &[NodeConfig]) -> R
                 several.join(", ")
             ),
         };
-        problems.push(Problem { index: Some(index), job_id: Some(entry.job_id.clone()), message });
+        problems.push(Problem {
+            index: Some(index),
+            job_id: Some(entry.job_id.clone()),
+            message,
+        });
     }
     if problems.is_empty() {
         Ok(routed)
@@ -124,7 +143,9 @@ pub fn route_gpu_pins(entries: &mut [ScriptJobEntry], nodes: &[NodeConfig]) -> R
 
 /// FNV-1a, 64 bit: a stable digest for derived ids (not a security boundary).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// `scripts-<file stem>-<digest of the batch>`: the same file and options give the same id.
@@ -134,10 +155,20 @@ pub fn derived_batch_id(jobs_file: &Path, batch: &ScriptBatch) -> String {
         .and_then(|s| s.to_str())
         .unwrap_or("jobs")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(60)
         .collect();
-    let digest = fnv1a(serde_json::to_string(batch).expect("batch serializes").as_bytes());
+    let digest = fnv1a(
+        serde_json::to_string(batch)
+            .expect("batch serializes")
+            .as_bytes(),
+    );
     format!("scripts-{stem}-{digest:016x}")
 }
 
@@ -169,7 +200,9 @@ pub async fn run_scripts(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("reading the jobs file {}", args.jobs_file.display()))?;
     let mut entries = jobs_file::parse_and_validate(&text, &limits(env))?;
     for (job_id, node) in route_gpu_pins(&mut entries, &env.cluster.nodes)? {
-        tracing::info!("job {job_id}: only node '{node}' has its gpu_id; publishing it to that node's queue");
+        tracing::info!(
+            "job {job_id}: only node '{node}' has its gpu_id; publishing it to that node's queue"
+        );
     }
     let mut batch = ScriptBatch {
         tasks: entries.iter().map(to_task).collect(),
@@ -197,20 +230,39 @@ pub async fn run_scripts(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
             true
         }
     };
-    let JobSpec::Scripts(batch) = &job.spec else { bail!("job '{batch_id}' exists and is not a script batch") };
+    let JobSpec::Scripts(batch) = &job.spec else {
+        bail!("job '{batch_id}' exists and is not a script batch")
+    };
     // A re-run continues after the publish watermark; settled tasks are never republished.
     let done = store.done_members(&batch_id).await?;
-    let dead = store.progress(&batch_id).await?.map(|p| p.dead_lettered).unwrap_or_default();
+    let dead = store
+        .progress(&batch_id)
+        .await?
+        .map(|p| p.dead_lettered)
+        .unwrap_or_default();
     let watermark = crate::publish::published_upto(env, &batch_id).await?;
-    let broker = Broker::connect(&env.amqp_url, &Topology::producer_connection_name(&hostname()), &env.namespace)
+    let broker = Broker::connect(
+        &env.amqp_url,
+        &Topology::producer_connection_name(&hostname()),
+        &env.namespace,
+    )
+    .await
+    .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))?;
+    broker
+        .declare_topology(&env.cluster.broker)
         .await
-        .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))?;
-    broker.declare_topology(&env.cluster.broker).await.context("declaring the queues")?;
-    let mut pinned_nodes: Vec<&str> = batch.tasks.iter().filter_map(|t| t.node.as_deref()).collect();
+        .context("declaring the queues")?;
+    let mut pinned_nodes: Vec<&str> = batch
+        .tasks
+        .iter()
+        .filter_map(|t| t.node.as_deref())
+        .collect();
     pinned_nodes.sort_unstable();
     pinned_nodes.dedup();
     for node in pinned_nodes {
-        broker.declare_node_scripts_queue(node, &env.cluster.broker).await?;
+        broker
+            .declare_node_scripts_queue(node, &env.cluster.broker)
+            .await?;
     }
     let mut published = 0u64;
     for (index, task) in batch.tasks.iter().enumerate() {
@@ -218,7 +270,10 @@ pub async fn run_scripts(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
         if (index as u64) < watermark || done.contains(&member) || dead.contains_key(&member) {
             continue;
         }
-        broker.publish_script(task).await.with_context(|| format!("publishing task {}", task.task_id))?;
+        broker
+            .publish_script(task)
+            .await
+            .with_context(|| format!("publishing task {}", task.task_id))?;
         published += 1;
         if published.is_multiple_of(32) {
             crate::publish::set_published_upto(env, &batch_id, index as u64 + 1).await?;
@@ -227,7 +282,10 @@ pub async fn run_scripts(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
     crate::publish::set_published_upto(env, &batch_id, batch.tasks.len() as u64).await?;
     broker.close().await;
     if env.json {
-        println!("{}", serde_json::json!({ "job_id": batch_id, "tasks": batch.tasks.len(), "published": published, "existing": already }));
+        println!(
+            "{}",
+            serde_json::json!({ "job_id": batch_id, "tasks": batch.tasks.len(), "published": published, "existing": already })
+        );
     } else {
         println!("{batch_id}");
         eprintln!(
@@ -240,12 +298,22 @@ pub async fn run_scripts(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
     if !args.wait {
         return Ok(0);
     }
-    let code = wait_for_batch(env, &store, &batch_id, args.timeout.map(Duration::from_secs)).await?;
+    let code = wait_for_batch(
+        env,
+        &store,
+        &batch_id,
+        args.timeout.map(Duration::from_secs),
+    )
+    .await?;
     if code == 4 {
         return Ok(code);
     }
     if let Some(dir) = &args.output_dir {
-        let collect = CollectArgs { job: batch_id.clone(), output_dir: Some(dir.clone()), preserve_paths: args.preserve_paths };
+        let collect = CollectArgs {
+            job: batch_id.clone(),
+            output_dir: Some(dir.clone()),
+            preserve_paths: args.preserve_paths,
+        };
         let collected = run_collect(env, collect).await?;
         return Ok(code.max(collected));
     }
@@ -254,11 +322,19 @@ pub async fn run_scripts(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
 
 /// Polls the batch's progress until every task is settled; 0 all succeeded, 3 some failed for
 /// good, 4 timeout. Progress lines go to stderr.
-async fn wait_for_batch(env: &Env, store: &Store, batch_id: &str, timeout: Option<Duration>) -> anyhow::Result<i32> {
+async fn wait_for_batch(
+    env: &Env,
+    store: &Store,
+    batch_id: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<i32> {
     let started = Instant::now();
     let mut last_line = String::new();
     loop {
-        let progress = store.progress(batch_id).await?.with_context(|| format!("batch {batch_id} vanished from Redis"))?;
+        let progress = store
+            .progress(batch_id)
+            .await?
+            .with_context(|| format!("batch {batch_id} vanished from Redis"))?;
         let line = format!(
             "{batch_id}: {}/{} done, {} failed for good",
             progress.chunks_done,
@@ -288,20 +364,38 @@ async fn wait_for_batch(env: &Env, store: &Store, batch_id: &str, timeout: Optio
 
 pub async fn run_collect(env: &Env, args: CollectArgs) -> anyhow::Result<i32> {
     let store = connect_store(env).await?;
-    let job = store
-        .load_job(&args.job)
-        .await?
-        .with_context(|| format!("no batch '{}' in namespace '{}' (expired? see `seedq-producer status`)", args.job, env.namespace))?;
+    let job = store.load_job(&args.job).await?.with_context(|| {
+        format!(
+            "no batch '{}' in namespace '{}' (expired? see `seedq-producer status`)",
+            args.job, env.namespace
+        )
+    })?;
     let JobSpec::Scripts(batch) = &job.spec else {
-        bail!("job '{}' is a {} job, not a script batch; use `results`", args.job, job.kind());
+        bail!(
+            "job '{}' is a {} job, not a script batch; use `results`",
+            args.job,
+            job.kind()
+        );
     };
-    let dir = match args.output_dir.clone().or_else(|| batch.output_dir.as_ref().map(PathBuf::from)) {
+    let dir = match args
+        .output_dir
+        .clone()
+        .or_else(|| batch.output_dir.as_ref().map(PathBuf::from))
+    {
         Some(dir) => dir,
         None => bail!("give --output-dir DIR (the batch was enqueued without one)"),
     };
     let preserve = args.preserve_paths || (args.output_dir.is_none() && batch.preserve_paths);
-    let tasks: Vec<(String, String)> =
-        batch.tasks.iter().map(|t| (t.task_id.clone(), t.expected_output.clone().unwrap_or_default())).collect();
+    let tasks: Vec<(String, String)> = batch
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                t.task_id.clone(),
+                t.expected_output.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
     let results = store.script_results(&args.job).await?;
     let summary = write_outputs(&args.job, &dir, preserve, &tasks, &results)?;
     if env.json {
@@ -322,10 +416,19 @@ pub async fn run_collect(env: &Env, args: CollectArgs) -> anyhow::Result<i32> {
             dir.join("collect_summary.json").display()
         );
         for task in summary.tasks.iter().filter(|t| !t.success) {
-            eprintln!("  {}: {} on {}", task.task_id, task.failure.as_deref().unwrap_or("failed"), task.node);
+            eprintln!(
+                "  {}: {} on {}",
+                task.task_id,
+                task.failure.as_deref().unwrap_or("failed"),
+                task.node
+            );
         }
     }
-    Ok(if summary.failed > 0 || !summary.pending.is_empty() { 3 } else { 0 })
+    Ok(if summary.failed > 0 || !summary.pending.is_empty() {
+        3
+    } else {
+        0
+    })
 }
 
 fn hostname() -> String {
@@ -337,16 +440,26 @@ fn hostname() -> String {
 }
 
 /// Where a task's output lands under `dir`.
-pub fn output_destination(dir: &Path, task_id: &str, expected_output: &str, preserve_paths: bool) -> anyhow::Result<PathBuf> {
+pub fn output_destination(
+    dir: &Path,
+    task_id: &str,
+    expected_output: &str,
+    preserve_paths: bool,
+) -> anyhow::Result<PathBuf> {
     if preserve_paths {
         let relative = Path::new(expected_output);
-        let clean = relative.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        let clean = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !clean || relative.as_os_str().is_empty() {
             bail!("task {task_id}: output path '{expected_output}' is not a plain relative path; collect it without --preserve-paths");
         }
         return Ok(dir.join(relative));
     }
-    let file_name = Path::new(expected_output).file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let file_name = Path::new(expected_output)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
     let name = match file_name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() => format!("{task_id}.{ext}"),
         _ => task_id.to_string(),
@@ -394,7 +507,10 @@ pub struct CollectSummary {
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let parent = path.parent().context("output path has a directory")?;
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = parent.join(format!(".{}.seedq-tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("out")));
+    let tmp = parent.join(format!(
+        ".{}.seedq-tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
+    ));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
@@ -436,16 +552,29 @@ pub fn write_outputs(
             exit_code: result.exit_code,
             duration_secs: result.duration_secs,
             failure: result.failure.clone(),
-            stderr_tail: if result.success { String::new() } else { result.stderr_tail.clone() },
+            stderr_tail: if result.success {
+                String::new()
+            } else {
+                result.stderr_tail.clone()
+            },
         };
         match (&result.output, result.success) {
             (Some(output), true) => {
-                let path_given = if output.path.is_empty() { expected_output.as_str() } else { output.path.as_str() };
+                let path_given = if output.path.is_empty() {
+                    expected_output.as_str()
+                } else {
+                    output.path.as_str()
+                };
                 let destination = output_destination(dir, task_id, path_given, preserve_paths)?;
                 if let Some(other) = destinations.insert(destination.clone(), task_id.clone()) {
-                    bail!("tasks {other} and {task_id} would both be written to {}", destination.display());
+                    bail!(
+                        "tasks {other} and {task_id} would both be written to {}",
+                        destination.display()
+                    );
                 }
-                let content = output.content().with_context(|| format!("task {task_id}: stored output is not valid base64"))?;
+                let content = output.content().with_context(|| {
+                    format!("task {task_id}: stored output is not valid base64")
+                })?;
                 write_atomic(&destination, &content)?;
                 entry.file = Some(destination.display().to_string());
                 entry.bytes = Some(content.len() as u64);
@@ -479,7 +608,11 @@ mod tests {
     }
 
     fn node(name: &str, gpus: GpusField) -> NodeConfig {
-        NodeConfig { name: name.into(), gpus, ..NodeConfig::default() }
+        NodeConfig {
+            name: name.into(),
+            gpus,
+            ..NodeConfig::default()
+        }
     }
 
     fn entry(id: &str, gpu_id: Option<u32>, node: Option<&str>) -> ScriptJobEntry {
@@ -497,8 +630,15 @@ mod tests {
 
     #[test]
     fn gpu_pins_without_a_node_go_to_the_only_node_with_that_gpu() {
-        let sparse = GpusField::Detailed(vec![GpuConfig { index: 7, model: "RX 6600".into() }]);
-        let nodes = [node("zeus", GpusField::Count(2)), node("rig-a", GpusField::Count(6)), node("rig-b", sparse)];
+        let sparse = GpusField::Detailed(vec![GpuConfig {
+            index: 7,
+            model: "RX 6600".into(),
+        }]);
+        let nodes = [
+            node("zeus", GpusField::Count(2)),
+            node("rig-a", GpusField::Count(6)),
+            node("rig-b", sparse),
+        ];
         let mut entries = vec![
             entry("plain", None, None),
             entry("shared", Some(0), Some("zeus")),
@@ -507,16 +647,34 @@ mod tests {
             entry("explicit", Some(1), Some("rig-a")),
         ];
         let routed = route_gpu_pins(&mut entries, &nodes).unwrap();
-        assert_eq!(routed, vec![("only_rig_a".to_string(), "rig-a".to_string()), ("only_rig_b".to_string(), "rig-b".to_string())]);
+        assert_eq!(
+            routed,
+            vec![
+                ("only_rig_a".to_string(), "rig-a".to_string()),
+                ("only_rig_b".to_string(), "rig-b".to_string())
+            ]
+        );
         let pins: Vec<Option<&str>> = entries.iter().map(|e| e.node.as_deref()).collect();
-        assert_eq!(pins, vec![None, Some("zeus"), Some("rig-a"), Some("rig-b"), Some("rig-a")]);
+        assert_eq!(
+            pins,
+            vec![
+                None,
+                Some("zeus"),
+                Some("rig-a"),
+                Some("rig-b"),
+                Some("rig-a")
+            ]
+        );
         // The routed job is published like a pinned one.
         assert_eq!(to_task(&entries[2]).node.as_deref(), Some("rig-a"));
     }
 
     #[test]
     fn gpu_pins_every_node_has_stay_on_the_shared_queue() {
-        let nodes = [node("zeus", GpusField::Count(2)), node("rig-a", GpusField::Count(12))];
+        let nodes = [
+            node("zeus", GpusField::Count(2)),
+            node("rig-a", GpusField::Count(12)),
+        ];
         let mut entries = vec![entry("g0", Some(0), None), entry("g1", Some(1), None)];
         assert!(route_gpu_pins(&mut entries, &nodes).unwrap().is_empty());
         assert!(entries.iter().all(|e| e.node.is_none()));
@@ -528,27 +686,56 @@ mod tests {
 
     #[test]
     fn gpu_pins_several_but_not_all_nodes_have_are_refused_naming_them() {
-        let nodes = [node("zeus", GpusField::Count(2)), node("rig-a", GpusField::Count(12)), node("rig-b", GpusField::Count(12))];
-        let mut entries = vec![entry("ok", Some(0), None), entry("ambiguous", Some(5), None), entry("nowhere", Some(12), None)];
+        let nodes = [
+            node("zeus", GpusField::Count(2)),
+            node("rig-a", GpusField::Count(12)),
+            node("rig-b", GpusField::Count(12)),
+        ];
+        let mut entries = vec![
+            entry("ok", Some(0), None),
+            entry("ambiguous", Some(5), None),
+            entry("nowhere", Some(12), None),
+        ];
         let error = route_gpu_pins(&mut entries, &nodes).unwrap_err();
         let text = error.to_string();
         assert_eq!(error.0.len(), 2, "{text}");
         assert!(text.contains("nothing was published"), "{text}");
-        assert!(text.contains("job #1 (ambiguous): gpu_id 5 exists only on some nodes (rig-a, rig-b)"), "{text}");
+        assert!(
+            text.contains("job #1 (ambiguous): gpu_id 5 exists only on some nodes (rig-a, rig-b)"),
+            "{text}"
+        );
         assert!(text.contains("add \"node\""), "{text}");
-        assert!(text.contains("job #2 (nowhere): gpu_id 12 exists on no node"), "{text}");
+        assert!(
+            text.contains("job #2 (nowhere): gpu_id 12 exists on no node"),
+            "{text}"
+        );
         // Without any node in cluster.toml no GPU pin can be honoured.
         let mut entries = vec![entry("g0", Some(0), None)];
-        assert!(route_gpu_pins(&mut entries, &[]).unwrap_err().to_string().contains("lists no nodes"));
+        assert!(route_gpu_pins(&mut entries, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("lists no nodes"));
     }
 
     #[test]
     fn destinations_with_and_without_preserved_paths() {
         let dir = Path::new("/out");
-        assert_eq!(output_destination(dir, "t1", "res/trial_0001.json", false).unwrap(), Path::new("/out/t1.json"));
-        assert_eq!(output_destination(dir, "t1", "res/noext", false).unwrap(), Path::new("/out/t1"));
-        assert_eq!(output_destination(dir, "t1", "res/.hidden", false).unwrap(), Path::new("/out/t1"));
-        assert_eq!(output_destination(dir, "t1", "res/trial.json", true).unwrap(), Path::new("/out/res/trial.json"));
+        assert_eq!(
+            output_destination(dir, "t1", "res/trial_0001.json", false).unwrap(),
+            Path::new("/out/t1.json")
+        );
+        assert_eq!(
+            output_destination(dir, "t1", "res/noext", false).unwrap(),
+            Path::new("/out/t1")
+        );
+        assert_eq!(
+            output_destination(dir, "t1", "res/.hidden", false).unwrap(),
+            Path::new("/out/t1")
+        );
+        assert_eq!(
+            output_destination(dir, "t1", "res/trial.json", true).unwrap(),
+            Path::new("/out/res/trial.json")
+        );
         assert!(output_destination(dir, "t1", "../x.json", true).is_err());
         assert!(output_destination(dir, "t1", "/etc/x.json", true).is_err());
     }
@@ -569,12 +756,20 @@ mod tests {
         ]);
         let summary = write_outputs("b1", &dir, false, &tasks, &results).unwrap();
         assert_eq!(std::fs::read(dir.join("a.bin")).unwrap(), binary);
-        assert_eq!((summary.collected, summary.failed, summary.pending.clone()), (1, 1, vec!["c".to_string()]));
-        let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("collect_summary.json")).unwrap()).unwrap();
+        assert_eq!(
+            (summary.collected, summary.failed, summary.pending.clone()),
+            (1, 1, vec!["c".to_string()])
+        );
+        let stored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("collect_summary.json")).unwrap())
+                .unwrap();
         assert_eq!(stored["tasks"][1]["failure"], "timeout");
         let summary = write_outputs("b1", &dir, true, &tasks, &results).unwrap();
         assert_eq!(std::fs::read(dir.join("r/a.bin")).unwrap(), binary);
-        assert_eq!(summary.tasks[0].file.as_deref(), Some(dir.join("r/a.bin").to_str().unwrap()));
+        assert_eq!(
+            summary.tasks[0].file.as_deref(),
+            Some(dir.join("r/a.bin").to_str().unwrap())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -120,7 +120,12 @@ impl SeedJobFlags {
 
     /// The range or `--seeds-file`, inside `family`'s seed space (see [`resolve_seeds`]).
     pub fn seeds(&self, family: Family) -> Result<SeedsRequest, SieveArgsError> {
-        resolve_seeds(family, self.seed_start.as_deref(), self.seed_end.as_deref(), self.seeds_file.as_deref())
+        resolve_seeds(
+            family,
+            self.seed_start.as_deref(),
+            self.seed_end.as_deref(),
+            self.seeds_file.as_deref(),
+        )
     }
 }
 
@@ -154,7 +159,12 @@ pub enum SieveArgsError {
     #[error("seed range [{start}, {end}) is empty: --seed-end must be greater than --seed-start")]
     EmptyRange { start: u128, end: u128 },
     #[error("seed range [{start}, {end}) is outside the {family} seed space [0, {space_end}): lower --seed-end (or --seed-start)")]
-    OutOfSpace { family: String, start: u128, end: u128, space_end: u128 },
+    OutOfSpace {
+        family: String,
+        start: u128,
+        end: u128,
+        space_end: u128,
+    },
     #[error("cannot read --seeds-file {path}: {message}")]
     SeedsFile { path: String, message: String },
     #[error("--seeds-file {path} holds no seeds")]
@@ -169,7 +179,10 @@ pub enum SieveArgsError {
 
 /// Parses an unsigned seed bound: decimal (underscores allowed), `0x` hex, or `2^N` (N <= 64).
 pub fn parse_seed_bound(flag: &'static str, text: &str) -> Result<u128, SieveArgsError> {
-    let bad = || SieveArgsError::BadNumber { flag, value: text.to_string() };
+    let bad = || SieveArgsError::BadNumber {
+        flag,
+        value: text.to_string(),
+    };
     let t = text.trim().replace('_', "");
     if let Some(exp) = t.strip_prefix("2^").or_else(|| t.strip_prefix("2**")) {
         let n: u32 = exp.parse().map_err(|_| bad())?;
@@ -188,21 +201,30 @@ pub fn parse_seed_bound(flag: &'static str, text: &str) -> Result<u128, SieveArg
 
 /// Parses a `--seeds-file`: a JSON array of integers, or whitespace/comma-separated integers.
 pub fn parse_seeds_file(path: &str, text: &str) -> Result<Vec<u64>, SieveArgsError> {
-    let err = |message: String| SieveArgsError::SeedsFile { path: path.to_string(), message };
+    let err = |message: String| SieveArgsError::SeedsFile {
+        path: path.to_string(),
+        message,
+    };
     let trimmed = text.trim_start();
     let mut seeds: Vec<u64> = if trimmed.starts_with('[') {
-        serde_json::from_str::<Vec<u64>>(text).map_err(|e| err(format!("not a JSON array of unsigned integers: {e}")))?
+        serde_json::from_str::<Vec<u64>>(text)
+            .map_err(|e| err(format!("not a JSON array of unsigned integers: {e}")))?
     } else {
         text.split(|c: char| c.is_whitespace() || c == ',')
             .filter(|s| !s.is_empty())
             .enumerate()
-            .map(|(i, s)| s.parse::<u64>().map_err(|_| err(format!("entry {i} '{s}' is not an unsigned integer"))))
+            .map(|(i, s)| {
+                s.parse::<u64>()
+                    .map_err(|_| err(format!("entry {i} '{s}' is not an unsigned integer")))
+            })
             .collect::<Result<_, _>>()?
     };
     seeds.sort_unstable();
     seeds.dedup();
     if seeds.is_empty() {
-        return Err(SieveArgsError::EmptySeedsFile { path: path.to_string() });
+        return Err(SieveArgsError::EmptySeedsFile {
+            path: path.to_string(),
+        });
     }
     Ok(seeds)
 }
@@ -213,7 +235,9 @@ pub fn parse_params(params: &[String]) -> Result<Vec<(String, String)>, SieveArg
     params
         .iter()
         .map(|p| {
-            let (k, v) = p.split_once('=').ok_or_else(|| SieveArgsError::BadParam(p.clone()))?;
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| SieveArgsError::BadParam(p.clone()))?;
             if k.trim().is_empty() {
                 return Err(SieveArgsError::BadParam(p.clone()));
             }
@@ -224,7 +248,10 @@ pub fn parse_params(params: &[String]) -> Result<Vec<(String, String)>, SieveArg
 
 /// Checks `--chunk-size` / `--target-chunk-secs` (the planner would refuse them too, but only
 /// after contacting Redis).
-pub fn check_chunking(chunk_size: Option<u64>, target_chunk_secs: Option<f64>) -> Result<(), SieveArgsError> {
+pub fn check_chunking(
+    chunk_size: Option<u64>,
+    target_chunk_secs: Option<f64>,
+) -> Result<(), SieveArgsError> {
     if chunk_size == Some(0) {
         return Err(SieveArgsError::ZeroChunkSize);
     }
@@ -249,12 +276,19 @@ pub fn resolve_seeds(
     match seeds_file {
         Some(path) => {
             let shown = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| SieveArgsError::SeedsFile { path: shown.clone(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(path).map_err(|e| SieveArgsError::SeedsFile {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
             let list = parse_seeds_file(&shown, &text)?;
             let (lo, hi) = (list[0] as u128, *list.last().unwrap() as u128 + 1);
             if hi > space_end {
-                return Err(SieveArgsError::OutOfSpace { family: family_name, start: lo, end: hi, space_end });
+                return Err(SieveArgsError::OutOfSpace {
+                    family: family_name,
+                    start: lo,
+                    end: hi,
+                    space_end,
+                });
             }
             Ok(SeedsRequest::List(list))
         }
@@ -268,12 +302,20 @@ pub fn resolve_seeds(
                 None => space_end,
             };
             if end > space_end || start >= space_end {
-                return Err(SieveArgsError::OutOfSpace { family: family_name, start, end, space_end });
+                return Err(SieveArgsError::OutOfSpace {
+                    family: family_name,
+                    start,
+                    end,
+                    space_end,
+                });
             }
             if start >= end {
                 return Err(SieveArgsError::EmptyRange { start, end });
             }
-            Ok(SeedsRequest::Range { start: start as u64, end })
+            Ok(SeedsRequest::Range {
+                start: start as u64,
+                end,
+            })
         }
     }
 }
@@ -285,21 +327,37 @@ impl SieveArgs {
         let overrides = parse_params(&self.params)?;
         let family = FamilyConfig::parse(&self.prng, &overrides)?;
         let threshold = Threshold::parse(&self.threshold)?;
-        let reverse_threshold = self.reverse_threshold.as_deref().map(Threshold::parse).transpose()?;
+        let reverse_threshold = self
+            .reverse_threshold
+            .as_deref()
+            .map(Threshold::parse)
+            .transpose()?;
         if self.modulus < 2 {
             return Err(SieveArgsError::BadModulus(self.modulus));
         }
         if self.skip_min > self.skip_max {
-            return Err(seedq_kernels::SieveError::InvalidSkipRange { min: self.skip_min, max: self.skip_max }.into());
+            return Err(seedq_kernels::SieveError::InvalidSkipRange {
+                min: self.skip_min,
+                max: self.skip_max,
+            }
+            .into());
         }
         self.job.check_chunking()?;
 
         let sessions = draws::parse_sessions(&self.sessions)?;
         let all = draws::load_draws(&self.draws, &sessions)?;
-        let window = draws::select_window(&self.draws.display().to_string(), &all, &sessions, self.draw_start, self.window)?;
+        let window = draws::select_window(
+            &self.draws.display().to_string(),
+            &all,
+            &sessions,
+            self.draw_start,
+            self.window,
+        )?;
 
         let skip_mode = if self.variable_skip {
-            SkipMode::Variable { strategies: Strategy::presets() }
+            SkipMode::Variable {
+                strategies: Strategy::presets(),
+            }
         } else {
             SkipMode::Constant
         };
@@ -346,8 +404,14 @@ mod tests {
             pub fn with_content(content: &str) -> TempPath {
                 static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let path = std::env::temp_dir().join(format!("seedq-producer-test-{}-{n}.json", std::process::id()));
-                std::fs::File::create(&path).unwrap().write_all(content.as_bytes()).unwrap();
+                let path = std::env::temp_dir().join(format!(
+                    "seedq-producer-test-{}-{n}.json",
+                    std::process::id()
+                ));
+                std::fs::File::create(&path)
+                    .unwrap()
+                    .write_all(content.as_bytes())
+                    .unwrap();
                 TempPath(path)
             }
         }
@@ -361,77 +425,263 @@ mod tests {
     fn parse(extra: &[&str], draws: &std::path::Path) -> Result<ValidatedSieve, SieveArgsError> {
         let mut argv = vec!["x", "--draws", draws.to_str().unwrap()];
         argv.extend_from_slice(extra);
-        Wrapper::try_parse_from(argv).expect("clap parses").args.validate()
+        Wrapper::try_parse_from(argv)
+            .expect("clap parses")
+            .args
+            .validate()
     }
 
     #[test]
     fn a_good_request_builds_the_spec() {
         let f = draws_file("[1, 2, 3, 4, 5, 6]");
         let v = parse(
-            &["--prng", "lcg32", "--param", "a=0x41c64e6d", "--threshold", "0.5", "--draw-start", "1", "--window", "4",
-              "--skip-min", "2", "--skip-max", "3", "--seed-start", "2^10", "--seed-end", "0x800", "--direction", "bidirectional"],
+            &[
+                "--prng",
+                "lcg32",
+                "--param",
+                "a=0x41c64e6d",
+                "--threshold",
+                "0.5",
+                "--draw-start",
+                "1",
+                "--window",
+                "4",
+                "--skip-min",
+                "2",
+                "--skip-max",
+                "3",
+                "--seed-start",
+                "2^10",
+                "--seed-end",
+                "0x800",
+                "--direction",
+                "bidirectional",
+            ],
             &f.0,
         )
         .unwrap();
         assert_eq!(v.spec.draws, vec![2, 3, 4, 5]);
         assert_eq!(v.spec.direction, Direction::Bidirectional);
-        assert_eq!(v.seeds, SeedsRequest::Range { start: 1024, end: 2048 });
-        assert_eq!(v.spec.family, FamilyConfig::parse("lcg32", &[("a", "1103515245")]).unwrap());
+        assert_eq!(
+            v.seeds,
+            SeedsRequest::Range {
+                start: 1024,
+                end: 2048
+            }
+        );
+        assert_eq!(
+            v.spec.family,
+            FamilyConfig::parse("lcg32", &[("a", "1103515245")]).unwrap()
+        );
     }
 
     #[test]
     fn default_range_is_the_family_seed_space() {
         let f = draws_file("[1, 2]");
         let v = parse(&["--prng", "mt19937", "--threshold", "1"], &f.0).unwrap();
-        assert_eq!(v.seeds, SeedsRequest::Range { start: 0, end: 1 << 32 });
+        assert_eq!(
+            v.seeds,
+            SeedsRequest::Range {
+                start: 0,
+                end: 1 << 32
+            }
+        );
         let v = parse(&["--prng", "xorshift64", "--threshold", "1"], &f.0).unwrap();
-        assert_eq!(v.seeds, SeedsRequest::Range { start: 0, end: 1 << 64 });
+        assert_eq!(
+            v.seeds,
+            SeedsRequest::Range {
+                start: 0,
+                end: 1 << 64
+            }
+        );
     }
 
     #[test]
     fn every_bad_input_is_refused_with_a_named_problem() {
         let f = draws_file("[1, 2, 3]");
         let cases: &[(&[&str], &str)] = &[
-            (&["--prng", "nope", "--threshold", "0.5"], "unknown PRNG family"),
-            (&["--prng", "lcg32", "--param", "zz=1", "--threshold", "0.5"], "unknown parameter"),
-            (&["--prng", "lcg32", "--param", "a", "--threshold", "0.5"], "NAME=VALUE"),
+            (
+                &["--prng", "nope", "--threshold", "0.5"],
+                "unknown PRNG family",
+            ),
+            (
+                &["--prng", "lcg32", "--param", "zz=1", "--threshold", "0.5"],
+                "unknown parameter",
+            ),
+            (
+                &["--prng", "lcg32", "--param", "a", "--threshold", "0.5"],
+                "NAME=VALUE",
+            ),
             (&["--prng", "mt19937", "--threshold", "0"], "threshold"),
             (&["--prng", "mt19937", "--threshold", "1.5"], "threshold"),
             (&["--prng", "mt19937", "--threshold", "-0.1"], "threshold"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--reverse-threshold", "2"], "threshold"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--window", "0"], "empty"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--draw-start", "2", "--window", "2"], "lower --draw-start or --window"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--seed-end", "2^33"], "outside the mt19937 seed space"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--seed-start", "2^32"], "outside the mt19937 seed space"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--seed-start", "5", "--seed-end", "5"], "is empty"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--seed-end", "lots"], "not a number"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--skip-min", "5", "--skip-max", "4"], "skip"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--chunk-size", "0"], "--chunk-size"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--target-chunk-secs", "0"], "--target-chunk-secs"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--modulus", "1"], "--modulus"),
-            (&["--prng", "mt19937", "--threshold", "0.5", "--sessions", "night"], "unknown session"),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--reverse-threshold",
+                    "2",
+                ],
+                "threshold",
+            ),
+            (
+                &["--prng", "mt19937", "--threshold", "0.5", "--window", "0"],
+                "empty",
+            ),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--draw-start",
+                    "2",
+                    "--window",
+                    "2",
+                ],
+                "lower --draw-start or --window",
+            ),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--seed-end",
+                    "2^33",
+                ],
+                "outside the mt19937 seed space",
+            ),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--seed-start",
+                    "2^32",
+                ],
+                "outside the mt19937 seed space",
+            ),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--seed-start",
+                    "5",
+                    "--seed-end",
+                    "5",
+                ],
+                "is empty",
+            ),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--seed-end",
+                    "lots",
+                ],
+                "not a number",
+            ),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--skip-min",
+                    "5",
+                    "--skip-max",
+                    "4",
+                ],
+                "skip",
+            ),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--chunk-size",
+                    "0",
+                ],
+                "--chunk-size",
+            ),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--target-chunk-secs",
+                    "0",
+                ],
+                "--target-chunk-secs",
+            ),
+            (
+                &["--prng", "mt19937", "--threshold", "0.5", "--modulus", "1"],
+                "--modulus",
+            ),
+            (
+                &[
+                    "--prng",
+                    "mt19937",
+                    "--threshold",
+                    "0.5",
+                    "--sessions",
+                    "night",
+                ],
+                "unknown session",
+            ),
         ];
         for (args, expected) in cases {
             let err = parse(args, &f.0).expect_err(&format!("{args:?} must be refused"));
-            assert!(err.to_string().contains(expected), "{args:?}: '{err}' should mention '{expected}'");
+            assert!(
+                err.to_string().contains(expected),
+                "{args:?}: '{err}' should mention '{expected}'"
+            );
         }
         let malformed = draws_file("[1, 2,");
         let err = parse(&["--prng", "mt19937", "--threshold", "0.5"], &malformed.0).unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
-        let err = parse(&["--prng", "mt19937", "--threshold", "0.5"], std::path::Path::new("/nonexistent/d.json")).unwrap_err();
+        let err = parse(
+            &["--prng", "mt19937", "--threshold", "0.5"],
+            std::path::Path::new("/nonexistent/d.json"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("cannot read draws file"), "{err}");
     }
 
     #[test]
     fn seeds_files_are_sorted_deduplicated_and_checked() {
-        assert_eq!(parse_seeds_file("s", "[5, 1, 5, 3]").unwrap(), vec![1, 3, 5]);
+        assert_eq!(
+            parse_seeds_file("s", "[5, 1, 5, 3]").unwrap(),
+            vec![1, 3, 5]
+        );
         assert_eq!(parse_seeds_file("s", "7\n2, 9\n").unwrap(), vec![2, 7, 9]);
         assert!(parse_seeds_file("s", "[]").is_err());
         assert!(parse_seeds_file("s", "1 x").is_err());
         let draws = draws_file("[1, 2]");
         let seeds = draws_file("[1, 4294967296]");
         let seeds_arg = seeds.0.to_str().unwrap().to_string();
-        let err = parse(&["--prng", "mt19937", "--threshold", "1", "--seeds-file", &seeds_arg], &draws.0).unwrap_err();
+        let err = parse(
+            &[
+                "--prng",
+                "mt19937",
+                "--threshold",
+                "1",
+                "--seeds-file",
+                &seeds_arg,
+            ],
+            &draws.0,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("seed space"), "{err}");
     }
 

@@ -80,7 +80,10 @@ pub fn derived_job_id(spec: &SieveSpec, seeds: &JobSeeds) -> String {
 
 pub fn job_seeds(request: &SeedsRequest) -> JobSeeds {
     match request {
-        SeedsRequest::Range { start, end } => JobSeeds::Range { start: *start, end: *end },
+        SeedsRequest::Range { start, end } => JobSeeds::Range {
+            start: *start,
+            end: *end,
+        },
         SeedsRequest::List(l) => JobSeeds::List(l.clone()),
     }
 }
@@ -115,7 +118,11 @@ pub fn active_slots(cluster: &ClusterConfig, live: &[NodeHeartbeat]) -> Vec<(Str
     if !live.is_empty() {
         for hb in live {
             let seed_slots = hb.slots.iter().filter(|s| s.slot != "scripts").count() as u64;
-            let model = if hb.gpu_model.is_empty() { "cpu".to_string() } else { hb.gpu_model.clone() };
+            let model = if hb.gpu_model.is_empty() {
+                "cpu".to_string()
+            } else {
+                hb.gpu_model.clone()
+            };
             add(model, seed_slots);
         }
     } else {
@@ -144,21 +151,39 @@ pub fn class_rate(cluster: &ClusterConfig, model: &str, learned: Option<f64>) ->
     }
     if let Some((_, p)) = cluster.profile_for(model) {
         if p.seeds_per_second > 0.0 {
-            return (planner::profile_work_per_second(p.seeds_per_second, p.reference_window, p.reference_skip_span), RateSource::Profile);
+            return (
+                planner::profile_work_per_second(
+                    p.seeds_per_second,
+                    p.reference_window,
+                    p.reference_skip_span,
+                ),
+                RateSource::Profile,
+            );
         }
     }
-    (cluster.chunking.default_evals_per_second, RateSource::Default)
+    (
+        cluster.chunking.default_evals_per_second,
+        RateSource::Default,
+    )
 }
 
 /// [`class_rate`] for a job kind. cluster.toml profiles are sieve measurements (seeds/s of the
 /// sieve kernel at a reference window), and correlation / analysis run on the slot's CPU threads
 /// even on GPU nodes, so for those kinds only a learned rate counts, else the default.
-pub fn class_rate_for(kind: JobKind, cluster: &ClusterConfig, model: &str, learned: Option<f64>) -> (f64, RateSource) {
+pub fn class_rate_for(
+    kind: JobKind,
+    cluster: &ClusterConfig,
+    model: &str,
+    learned: Option<f64>,
+) -> (f64, RateSource) {
     match kind {
         JobKind::Sieve => class_rate(cluster, model, learned),
         _ => match learned.filter(|r| r.is_finite() && *r > 0.0) {
             Some(rate) => (rate, RateSource::Learned),
-            None => (cluster.chunking.default_evals_per_second, RateSource::Default),
+            None => (
+                cluster.chunking.default_evals_per_second,
+                RateSource::Default,
+            ),
         },
     }
 }
@@ -180,7 +205,13 @@ pub struct SeedJobRequest {
 impl SeedJobRequest {
     /// The request for `spec` over `seeds` as the shared flags ask: `--job-id` or `derived_id`,
     /// `--chunk-size` or sizing for `--target-chunk-secs`, `--wait`, `--timeout`.
-    pub fn new(flags: &SeedJobFlags, spec: JobSpec, seeds: JobSeeds, work_per_seed: f64, derived_id: String) -> SeedJobRequest {
+    pub fn new(
+        flags: &SeedJobFlags,
+        spec: JobSpec,
+        seeds: JobSeeds,
+        work_per_seed: f64,
+        derived_id: String,
+    ) -> SeedJobRequest {
         SeedJobRequest {
             job_id: flags.job_id.clone().unwrap_or(derived_id),
             spec,
@@ -196,23 +227,44 @@ impl SeedJobRequest {
     }
 }
 
-async fn plan_new_job(env: &Env, store: &Store, request: &SeedJobRequest) -> anyhow::Result<(ChunkPlan, Vec<SlotClass>)> {
-    let live = store.list_nodes().await.context("reading node heartbeats")?;
+async fn plan_new_job(
+    env: &Env,
+    store: &Store,
+    request: &SeedJobRequest,
+) -> anyhow::Result<(ChunkPlan, Vec<SlotClass>)> {
+    let live = store
+        .list_nodes()
+        .await
+        .context("reading node heartbeats")?;
     // The consumer records samples under this key (the family, or `<kind>:<family>`).
     let throughput_key = seedq_protocol::throughput_family_key(&request.spec);
     let kind = request.spec.kind();
     let mut classes = Vec::new();
     for (model, slots) in active_slots(&env.cluster, &live) {
         let learned = match &throughput_key {
-            Some(key) => store.throughput(&model, key).await.context("reading learned throughput")?,
+            Some(key) => store
+                .throughput(&model, key)
+                .await
+                .context("reading learned throughput")?,
             None => None,
         };
         let (work_per_second, source) = class_rate_for(kind, &env.cluster, &model, learned);
-        classes.push(SlotClass { model, slots, work_per_second, source });
+        classes.push(SlotClass {
+            model,
+            slots,
+            work_per_second,
+            source,
+        });
     }
     let seeds = &request.seeds;
     let total = u64::try_from(seeds.len()).unwrap_or(u64::MAX);
-    let mut plan = planner::plan_chunk_size(total, request.work_per_seed, &classes, &chunking_policy(&env.cluster), request.sizing)?;
+    let mut plan = planner::plan_chunk_size(
+        total,
+        request.work_per_seed,
+        &classes,
+        &chunking_policy(&env.cluster),
+        request.sizing,
+    )?;
     // A 2^64-seed range ends in a chunk that travels as an explicit list; keep it small.
     if let JobSeeds::Range { start, end } = seeds {
         if *end > u64::MAX as u128 {
@@ -236,7 +288,13 @@ pub async fn run_sieve(env: &Env, args: SieveArgs) -> anyhow::Result<i32> {
     let seeds = job_seeds(&validated.seeds);
     let derived = derived_job_id(&validated.spec, &seeds);
     let work_per_seed = planner::work_per_seed(&validated.spec);
-    let request = SeedJobRequest::new(&args.job, JobSpec::Sieve(validated.spec), seeds, work_per_seed, derived);
+    let request = SeedJobRequest::new(
+        &args.job,
+        JobSpec::Sieve(validated.spec),
+        seeds,
+        work_per_seed,
+        derived,
+    );
     enqueue_seed_job(env, request).await
 }
 
@@ -256,7 +314,12 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
         Some(existing) => (existing, false, None, Vec::new()),
         None => {
             let (plan, classes) = plan_new_job(env, &store, &request).await?;
-            let mut job = Job::new_seed_job(job_id.clone(), request.spec.clone(), request.seeds.clone(), plan.chunk_seeds)?;
+            let mut job = Job::new_seed_job(
+                job_id.clone(),
+                request.spec.clone(),
+                request.seeds.clone(),
+                plan.chunk_seeds,
+            )?;
             job.label = Some(command_label());
             tracing::info!(
                 "job {job_id}: {} chunks of {} seeds ({}; slowest class {}, ~{:.1} s per chunk; cluster model {})",
@@ -271,7 +334,11 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
         }
     };
     // Same id: same identity required (create_job also checks it atomically).
-    let candidate = Job { spec: request.spec.clone(), seeds: Some(request.seeds.clone()), ..job.clone() };
+    let candidate = Job {
+        spec: request.spec.clone(),
+        seeds: Some(request.seeds.clone()),
+        ..job.clone()
+    };
     if candidate.identity_json() != job.identity_json() {
         return Err(seedq_store::StoreError::JobConflict { job_id }.into());
     }
@@ -280,7 +347,11 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
         CreateOutcome::Existing(stored) => (stored, false),
     };
     if store.is_cancelled(&job.job_id).await? {
-        anyhow::bail!("job {} was cancelled; use `seedq-producer resume {}` to run its remaining chunks", job.job_id, job.job_id);
+        anyhow::bail!(
+            "job {} was cancelled; use `seedq-producer resume {}` to run its remaining chunks",
+            job.job_id,
+            job.job_id
+        );
     }
 
     let done = store.done_members(&job.job_id).await?;
@@ -315,14 +386,28 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
         println!("{}", job.job_id);
     }
     if request.wait {
-        return crate::status_cmd::wait_for_job(env, &store, &job.job_id, request.timeout, !env.json).await;
+        return crate::status_cmd::wait_for_job(
+            env,
+            &store,
+            &job.job_id,
+            request.timeout,
+            !env.json,
+        )
+        .await;
     }
     Ok(0)
 }
 
 /// Publishes chunks `[from, chunk_count)` that are not done; returns (published, skipped done).
-async fn publish_chunks(env: &Env, job: &Job, done: &HashSet<String>, from: u64) -> anyhow::Result<(u64, u64)> {
-    let todo: Vec<u64> = (from..job.chunk_count).filter(|i| !done.contains(&seedq_protocol::chunk_member(*i))).collect();
+async fn publish_chunks(
+    env: &Env,
+    job: &Job,
+    done: &HashSet<String>,
+    from: u64,
+) -> anyhow::Result<(u64, u64)> {
+    let todo: Vec<u64> = (from..job.chunk_count)
+        .filter(|i| !done.contains(&seedq_protocol::chunk_member(*i)))
+        .collect();
     let already_done = (from..job.chunk_count).count() as u64 - todo.len() as u64;
     if todo.is_empty() {
         crate::publish::set_published_upto(env, &job.job_id, job.chunk_count).await?;
@@ -371,7 +456,10 @@ mod tests {
         assert_eq!(a, derived_job_id(&spec(vec![1, 2]), &seeds));
         assert!(a.starts_with("sieve-mt19937-"));
         assert_ne!(a, derived_job_id(&spec(vec![1, 3]), &seeds));
-        assert_ne!(a, derived_job_id(&spec(vec![1, 2]), &JobSeeds::Range { start: 1, end: 100 }));
+        assert_ne!(
+            a,
+            derived_job_id(&spec(vec![1, 2]), &JobSeeds::Range { start: 1, end: 100 })
+        );
         seedq_protocol::validate_identifier("job id", &a).unwrap();
         // FNV-1a test vectors: ids must not change between builds.
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
@@ -384,7 +472,15 @@ mod tests {
             backend: "cpu".into(),
             gpus: vec![],
             gpu_model: model.into(),
-            slots: slots.iter().map(|s| SlotState { slot: s.to_string(), backend: "cpu".into(), busy_with: None, chunks_done: 0 }).collect(),
+            slots: slots
+                .iter()
+                .map(|s| SlotState {
+                    slot: s.to_string(),
+                    backend: "cpu".into(),
+                    busy_with: None,
+                    chunks_done: 0,
+                })
+                .collect(),
             busy_slots: 0,
             chunks_done: 0,
             chunks_failed: 0,
@@ -399,32 +495,74 @@ mod tests {
 
     #[test]
     fn active_slots_prefer_live_nodes_else_the_config() {
-        let cluster = ClusterConfig::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/cluster.toml"))).unwrap();
+        let cluster = ClusterConfig::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/cluster.toml"
+        )))
+        .unwrap();
         let configured = active_slots(&cluster, &[]);
-        assert_eq!(configured, vec![("RTX 3080 Ti".to_string(), 2), ("RX 6600".to_string(), 24)]);
-        let live = active_slots(&cluster, &[hb("a", "cpu", &["cpu0", "cpu1", "scripts"]), hb("b", "cpu", &["cpu0"])]);
+        assert_eq!(
+            configured,
+            vec![("RTX 3080 Ti".to_string(), 2), ("RX 6600".to_string(), 24)]
+        );
+        let live = active_slots(
+            &cluster,
+            &[
+                hb("a", "cpu", &["cpu0", "cpu1", "scripts"]),
+                hb("b", "cpu", &["cpu0"]),
+            ],
+        );
         assert_eq!(live, vec![("cpu".to_string(), 3)]);
     }
 
     #[test]
     fn rates_come_from_learning_then_profiles_then_the_default() {
-        let cluster = ClusterConfig::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/cluster.toml"))).unwrap();
-        assert_eq!(class_rate(&cluster, "RX 6600", Some(123.0)), (123.0, RateSource::Learned));
+        let cluster = ClusterConfig::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/cluster.toml"
+        )))
+        .unwrap();
+        assert_eq!(
+            class_rate(&cluster, "RX 6600", Some(123.0)),
+            (123.0, RateSource::Learned)
+        );
         let (rate, source) = class_rate(&cluster, "AMD Radeon RX 6600", None);
         assert_eq!(source, RateSource::Profile);
         assert_eq!(rate, 787_950.0 * 512.0 * 21.0);
-        assert_eq!(class_rate(&cluster, "Quadro X", None).1, RateSource::Default);
+        assert_eq!(
+            class_rate(&cluster, "Quadro X", None).1,
+            RateSource::Default
+        );
     }
 
     #[test]
     fn statistical_jobs_ignore_sieve_profiles() {
-        let cluster = ClusterConfig::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/cluster.toml"))).unwrap();
-        assert_eq!(class_rate_for(JobKind::Sieve, &cluster, "AMD Radeon RX 6600", None).1, RateSource::Profile);
+        let cluster = ClusterConfig::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/cluster.toml"
+        )))
+        .unwrap();
+        assert_eq!(
+            class_rate_for(JobKind::Sieve, &cluster, "AMD Radeon RX 6600", None).1,
+            RateSource::Profile
+        );
         for kind in [JobKind::Correlation, JobKind::Analysis] {
             let (rate, source) = class_rate_for(kind, &cluster, "AMD Radeon RX 6600", None);
-            assert_eq!((rate, source), (cluster.chunking.default_evals_per_second, RateSource::Default));
-            assert_eq!(class_rate_for(kind, &cluster, "RX 6600", Some(7.0e6)), (7.0e6, RateSource::Learned));
-            assert_eq!(class_rate_for(kind, &cluster, "RX 6600", Some(f64::NAN)).1, RateSource::Default);
+            assert_eq!(
+                (rate, source),
+                (
+                    cluster.chunking.default_evals_per_second,
+                    RateSource::Default
+                )
+            );
+            assert_eq!(
+                class_rate_for(kind, &cluster, "RX 6600", Some(7.0e6)),
+                (7.0e6, RateSource::Learned)
+            );
+            assert_eq!(
+                class_rate_for(kind, &cluster, "RX 6600", Some(f64::NAN)).1,
+                RateSource::Default
+            );
         }
     }
 }

@@ -93,12 +93,20 @@ pub fn view(progress: &JobProgress, job: Option<&Job>, now_ms: u64) -> ProgressV
         _ => 0.0,
     };
     let (rate, eta) = rate_and_eta(progress.seeds_done, progress.seeds_total, running_secs);
-    let mut dead: Vec<u64> = progress.dead_lettered.keys().filter_map(|m| chunk_index(m)).collect();
+    let mut dead: Vec<u64> = progress
+        .dead_lettered
+        .keys()
+        .filter_map(|m| chunk_index(m))
+        .collect();
     dead.sort_unstable();
     let end_ms = progress.finished_at_ms.unwrap_or(now_ms);
     ProgressView {
         job_id: progress.job_id.clone(),
-        kind: if progress.kind.is_empty() { job.map(|j| j.kind().to_string()).unwrap_or_default() } else { progress.kind.clone() },
+        kind: if progress.kind.is_empty() {
+            job.map(|j| j.kind().to_string()).unwrap_or_default()
+        } else {
+            progress.kind.clone()
+        },
         family: job.and_then(|j| j.spec.family_name()),
         state: state.to_string(),
         finished,
@@ -123,12 +131,17 @@ pub async fn run_status(env: &Env, args: StatusArgs) -> anyhow::Result<i32> {
     let now = seedq_protocol::now_ms();
     match args.job {
         Some(id) => {
-            let progress = store.progress(&id).await?.ok_or_else(|| no_such_job(env, &id))?;
+            let progress = store
+                .progress(&id)
+                .await?
+                .ok_or_else(|| no_such_job(env, &id))?;
             let job = store.load_job(&id).await?;
             let v = view(&progress, job.as_ref(), now);
             // Statistical jobs: the merged summary so far (one HGETALL of small counters).
             let summary = match job.as_ref().map(|j| &j.spec) {
-                Some(JobSpec::Correlation(_) | JobSpec::Analysis(_)) => Some(merged_summary(&store, &id).await?),
+                Some(JobSpec::Correlation(_) | JobSpec::Analysis(_)) => {
+                    Some(merged_summary(&store, &id).await?)
+                }
                 _ => None,
             };
             if env.json {
@@ -167,7 +180,14 @@ pub async fn run_status(env: &Env, args: StatusArgs) -> anyhow::Result<i32> {
 }
 
 pub fn publish_bar(total: u64, visible: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let bar = ProgressBar::with_draw_target(
+        Some(total),
+        if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
     bar.set_style(
         ProgressStyle::with_template("publishing {bar:30.cyan/blue} {pos}/{len} chunks {per_sec}")
             .expect("valid template")
@@ -177,7 +197,14 @@ pub fn publish_bar(total: u64, visible: bool) -> ProgressBar {
 }
 
 fn seeds_bar(total: u64, visible: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let bar = ProgressBar::with_draw_target(
+        Some(total),
+        if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:35.green/blue} {percent:>3}% {human_pos}/{human_len} seeds {msg}")
             .expect("valid template")
@@ -187,7 +214,13 @@ fn seeds_bar(total: u64, visible: bool) -> ProgressBar {
 }
 
 /// Waits until the job finishes; returns the exit code (see the module doc).
-pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Option<f64>, show_bar: bool) -> anyhow::Result<i32> {
+pub async fn wait_for_job(
+    env: &Env,
+    store: &Store,
+    job_id: &str,
+    timeout: Option<f64>,
+    show_bar: bool,
+) -> anyhow::Result<i32> {
     let started = Instant::now();
     let deadline = timeout.map(|t| started + Duration::from_secs_f64(t.max(0.0)));
     let job = store.load_job(job_id).await?;
@@ -280,7 +313,11 @@ pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Optio
         }
         return Ok(0);
     }
-    let mut dead: Vec<(u64, &String)> = final_progress.dead_lettered.iter().filter_map(|(m, r)| Some((chunk_index(m)?, r))).collect();
+    let mut dead: Vec<(u64, &String)> = final_progress
+        .dead_lettered
+        .iter()
+        .filter_map(|(m, r)| Some((chunk_index(m)?, r)))
+        .collect();
     dead.sort_unstable();
     let mut msg = format!(
         "job {job_id} finished with {} of {} chunks dead-lettered (their seeds were NOT searched):",
@@ -288,14 +325,27 @@ pub async fn wait_for_job(env: &Env, store: &Store, job_id: &str, timeout: Optio
         final_progress.chunks_total
     );
     for (index, reason) in dead.iter().take(50) {
-        let seeds = job.as_ref().and_then(|j| j.chunk_seeds(*index)).map(|s| seedq_protocol::chunk::seeds_label(&s)).unwrap_or_default();
+        let seeds = job
+            .as_ref()
+            .and_then(|j| j.chunk_seeds(*index))
+            .map(|s| seedq_protocol::chunk::seeds_label(&s))
+            .unwrap_or_default();
         msg += &format!("\n  chunk {index} {seeds}: {reason}");
     }
     if dead.len() > 50 {
-        msg += &format!("\n  ... and {} more (seedq-producer dlq list)", dead.len() - 50);
+        msg += &format!(
+            "\n  ... and {} more (seedq-producer dlq list)",
+            dead.len() - 50
+        );
     }
-    if final_progress.dead_lettered.values().all(|r| r == "cancelled") {
-        msg += &format!("\nthe job was cancelled; `seedq-producer resume {job_id}` runs the skipped chunks");
+    if final_progress
+        .dead_lettered
+        .values()
+        .all(|r| r == "cancelled")
+    {
+        msg += &format!(
+            "\nthe job was cancelled; `seedq-producer resume {job_id}` runs the skipped chunks"
+        );
     } else {
         msg += &format!("\nfix the cause, then `seedq-producer resume {job_id}` (or `seedq-producer dlq replay --job {job_id}`)");
     }
@@ -311,8 +361,13 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Sleeps until the job may have changed: the next settle event, else a poll interval, never
 /// past the deadline and never sooner than [`MIN_REREAD`] after the last read.
-async fn wait_for_change(events: &mut Option<JobEvents>, deadline: Option<Instant>, last_read: &mut Instant) {
-    let until_deadline = |d: Duration| deadline.map_or(d, |dl| d.min(dl.saturating_duration_since(Instant::now())));
+async fn wait_for_change(
+    events: &mut Option<JobEvents>,
+    deadline: Option<Instant>,
+    last_read: &mut Instant,
+) {
+    let until_deadline =
+        |d: Duration| deadline.map_or(d, |dl| d.min(dl.saturating_duration_since(Instant::now())));
     match events {
         Some(ev) => {
             if let Err(e) = ev.next(until_deadline(IDLE_REREAD)).await {
@@ -341,20 +396,35 @@ pub async fn run_wait(env: &Env, args: WaitArgs) -> anyhow::Result<i32> {
 async fn analysis_results(store: &Store, job: &Job) -> anyhow::Result<results::AnalysisResults> {
     let stored = store.survivors(&job.job_id).await?;
     let pairs: Vec<(u64, &str)> = stored.iter().map(|r| (r.seed, r.json.as_str())).collect();
-    let flagged = results::flagged_records(&pairs).with_context(|| format!("reading the flagged seeds of job {}", job.job_id))?;
+    let flagged = results::flagged_records(&pairs)
+        .with_context(|| format!("reading the flagged seeds of job {}", job.job_id))?;
     let summary = merged_summary(store, &job.job_id).await?;
-    Ok(results::AnalysisResults { job_id: job.job_id.clone(), kind: job.kind().to_string(), summary, flagged })
+    Ok(results::AnalysisResults {
+        job_id: job.job_id.clone(),
+        kind: job.kind().to_string(),
+        summary,
+        flagged,
+    })
 }
 
 async fn merged_summary(store: &Store, job_id: &str) -> anyhow::Result<Summary> {
     let chunks = store.chunk_summaries(job_id).await?;
-    results::merge_summaries(&chunks).with_context(|| format!("reading the chunk summaries of job {job_id}"))
+    results::merge_summaries(&chunks)
+        .with_context(|| format!("reading the chunk summaries of job {job_id}"))
 }
 
 /// One line: seeds tested and flagged, flags per test, constant streams.
 fn summary_line(s: &Summary) -> String {
-    let by_test = s.flagged_by_test.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ");
-    let mut line = format!("summary: {} seeds tested, {} flagged", s.seeds_tested, s.seeds_flagged);
+    let by_test = s
+        .flagged_by_test
+        .iter()
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut line = format!(
+        "summary: {} seeds tested, {} flagged",
+        s.seeds_tested, s.seeds_flagged
+    );
     if !by_test.is_empty() {
         line += &format!(" ({by_test})");
     }
@@ -366,7 +436,10 @@ fn summary_line(s: &Summary) -> String {
 
 pub async fn run_results(env: &Env, args: ResultsArgs) -> anyhow::Result<i32> {
     let store = connect(env).await?;
-    let job = store.load_job(&args.job).await?.ok_or_else(|| no_such_job(env, &args.job))?;
+    let job = store
+        .load_job(&args.job)
+        .await?
+        .ok_or_else(|| no_such_job(env, &args.job))?;
     let text = match &job.spec {
         JobSpec::Sieve(spec) => {
             let survivors = store.sieve_survivors(&args.job).await?;
@@ -387,14 +460,23 @@ pub async fn run_results(env: &Env, args: ResultsArgs) -> anyhow::Result<i32> {
                 }
             }
         }
-        JobSpec::Scripts(_) => anyhow::bail!("job {} is a script batch: use `seedq-producer collect {}`", args.job, args.job),
+        JobSpec::Scripts(_) => anyhow::bail!(
+            "job {} is a script batch: use `seedq-producer collect {}`",
+            args.job,
+            args.job
+        ),
     };
     let progress = store.progress(&args.job).await?;
     if let Some(p) = progress.as_ref().filter(|p| !p.finished()) {
-        eprintln!("note: job {} is still running ({}/{} chunks done): results so far", args.job, p.chunks_done, p.chunks_total);
+        eprintln!(
+            "note: job {} is still running ({}/{} chunks done): results so far",
+            args.job, p.chunks_done, p.chunks_total
+        );
     }
     match &args.output {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
         None => std::io::stdout().lock().write_all(text.as_bytes())?,
     }
     Ok(0)

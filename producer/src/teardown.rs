@@ -21,7 +21,11 @@ pub struct TeardownArgs {
 }
 
 pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
-    anyhow::ensure!(args.yes, "teardown deletes every job, result and queued message of namespace '{}': add --yes", env.namespace);
+    anyhow::ensure!(
+        args.yes,
+        "teardown deletes every job, result and queued message of namespace '{}': add --yes",
+        env.namespace
+    );
     anyhow::ensure!(
         env.namespace != seedq_protocol::DEFAULT_NAMESPACE || args.force,
         "refusing to tear down the default namespace '{}' without --force",
@@ -29,25 +33,38 @@ pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
     );
     // Node names whose pinned script queues may exist: configured, plus every node seen.
     let client = redis::Client::open(env.redis_url.as_str())?;
-    let mut redis = client.get_multiplexed_async_connection().await.with_context(|| format!("connecting to Redis at {}", env.redis_url_redacted()))?;
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("connecting to Redis at {}", env.redis_url_redacted()))?;
     let mut nodes: Vec<String> = redis.zrange(keys::nodes(&env.namespace), 0, -1).await?;
     nodes.extend(env.cluster.nodes.iter().map(|n| n.name.clone()));
     nodes.sort();
     nodes.dedup();
 
-    let broker = seedq_broker::Broker::connect(&env.amqp_url, "seedq-producer-teardown", &env.namespace)
-        .await
-        .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))?;
+    let broker =
+        seedq_broker::Broker::connect(&env.amqp_url, "seedq-producer-teardown", &env.namespace)
+            .await
+            .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))?;
     let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    broker.purge_namespace(&names).await.context("deleting the namespace's queues")?;
+    broker
+        .purge_namespace(&names)
+        .await
+        .context("deleting the namespace's queues")?;
     // Nodes that shut down cleanly left the node index, but their pinned script queues stay:
     // ask the management API (when it is there) for whatever else carries the prefix.
     let prefix = format!("{}.", env.namespace);
-    let leftovers: Vec<String> = management_queue_names().unwrap_or_default().into_iter().filter(|q| q.starts_with(&prefix)).collect();
+    let leftovers: Vec<String> = management_queue_names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|q| q.starts_with(&prefix))
+        .collect();
     if !leftovers.is_empty() {
         let ch = broker.channel().await?;
         for q in &leftovers {
-            ch.queue_delete(q.as_str().into(), Default::default()).await.with_context(|| format!("deleting queue {q}"))?;
+            ch.queue_delete(q.as_str().into(), Default::default())
+                .await
+                .with_context(|| format!("deleting queue {q}"))?;
         }
     }
     broker.close().await;
@@ -55,9 +72,15 @@ pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
     let store = Store::connect(&env.redis_url, &env.namespace).await?;
     let keys_deleted = store.purge_namespace().await?;
     if env.json {
-        println!("{}", serde_json::json!({"namespace": env.namespace, "keys": keys_deleted}));
+        println!(
+            "{}",
+            serde_json::json!({"namespace": env.namespace, "keys": keys_deleted})
+        );
     } else {
-        eprintln!("namespace {}: removed its queues and {keys_deleted} Redis key(s)", env.namespace);
+        eprintln!(
+            "namespace {}: removed its queues and {keys_deleted} Redis key(s)",
+            env.namespace
+        );
     }
     Ok(0)
 }
@@ -68,14 +91,17 @@ pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
 fn management_queue_names() -> Option<Vec<String>> {
     use base64::Engine as _;
     use std::io::{Read, Write};
-    let url = std::env::var("SEEDQ_MGMT_URL").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into());
+    let url = std::env::var("SEEDQ_MGMT_URL")
+        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into());
     let rest = url.strip_prefix("http://")?.trim_end_matches('/');
     let (auth, hostport) = match rest.rsplit_once('@') {
         Some((a, h)) => (a.to_string(), h.to_string()),
         None => ("guest:guest".to_string(), rest.to_string()),
     };
     let mut stream = std::net::TcpStream::connect(&hostport).ok()?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
     let auth = base64::engine::general_purpose::STANDARD.encode(auth);
     write!(stream, "GET /api/queues/%2F?columns=name HTTP/1.0\r\nHost: {hostport}\r\nAuthorization: Basic {auth}\r\n\r\n").ok()?;
     let mut response = String::new();
@@ -85,5 +111,10 @@ fn management_queue_names() -> Option<Vec<String>> {
         return None;
     }
     let queues: Vec<serde_json::Value> = serde_json::from_str(body).ok()?;
-    Some(queues.iter().filter_map(|q| q["name"].as_str().map(str::to_string)).collect())
+    Some(
+        queues
+            .iter()
+            .filter_map(|q| q["name"].as_str().map(str::to_string))
+            .collect(),
+    )
 }

@@ -33,7 +33,15 @@ fn one() -> u32 {
 
 impl ChunkMessage {
     pub fn new(job_id: impl Into<String>, kind: JobKind, chunk: u64, seeds: SeedSet) -> Self {
-        ChunkMessage { v: PROTOCOL_VERSION, job_id: job_id.into(), kind, chunk, seeds, attempt: 1, spec: None }
+        ChunkMessage {
+            v: PROTOCOL_VERSION,
+            job_id: job_id.into(),
+            kind,
+            chunk,
+            seeds,
+            attempt: 1,
+            spec: None,
+        }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -120,12 +128,18 @@ impl ChunkResult {
         let mut out: Vec<(u64, String)> = self
             .survivors
             .iter()
-            .map(|s| (s.seed, serde_json::to_string(s).expect("survivor serializes")))
+            .map(|s| {
+                (
+                    s.seed,
+                    serde_json::to_string(s).expect("survivor serializes"),
+                )
+            })
             .collect();
         out.extend(self.flagged.iter().map(|f| {
             let mut record = f.record.clone();
             if let serde_json::Value::Object(map) = &mut record {
-                map.entry("seed").or_insert_with(|| serde_json::Value::from(f.seed));
+                map.entry("seed")
+                    .or_insert_with(|| serde_json::Value::from(f.seed));
             }
             (f.seed, record.to_string())
         }));
@@ -139,7 +153,12 @@ mod tests {
 
     #[test]
     fn chunk_message_round_trip_and_defaults() {
-        let m = ChunkMessage::new("job-1", JobKind::Sieve, 7, SeedSet::Range { start: 70, end: 80 });
+        let m = ChunkMessage::new(
+            "job-1",
+            JobKind::Sieve,
+            7,
+            SeedSet::Range { start: 70, end: 80 },
+        );
         let back = ChunkMessage::from_json(&m.to_json()).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.member(), "c7");
@@ -154,7 +173,13 @@ mod tests {
     #[test]
     fn malformed_and_future_messages_are_refused() {
         assert!(ChunkMessage::from_json(b"{not json").is_err());
-        assert!(ChunkMessage::from_json(br#"{"v":99,"job_id":"j","kind":"sieve","chunk":0,"seeds":{"list":[]}}"#).is_err());
-        assert!(ChunkMessage::from_json(br#"{"v":1,"job_id":"a:b","kind":"sieve","chunk":0,"seeds":{"list":[]}}"#).is_err());
+        assert!(ChunkMessage::from_json(
+            br#"{"v":99,"job_id":"j","kind":"sieve","chunk":0,"seeds":{"list":[]}}"#
+        )
+        .is_err());
+        assert!(ChunkMessage::from_json(
+            br#"{"v":1,"job_id":"a:b","kind":"sieve","chunk":0,"seeds":{"list":[]}}"#
+        )
+        .is_err());
     }
 }

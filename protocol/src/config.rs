@@ -22,9 +22,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid cluster config: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -59,17 +65,23 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let cfg: ClusterConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let cfg: ClusterConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn from_toml_str(text: &str) -> Result<ClusterConfig, ConfigError> {
-        let cfg: ClusterConfig =
-            toml::from_str(text).map_err(|source| ConfigError::Parse { path: "<string>".into(), source })?;
+        let cfg: ClusterConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "<string>".into(),
+            source,
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -77,13 +89,19 @@ impl ClusterConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for node in &self.nodes {
-            crate::validate_identifier("node name", &node.name).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            crate::validate_identifier("node name", &node.name)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             if !seen.insert(node.name.as_str()) {
-                return Err(ConfigError::Invalid(format!("node '{}' is listed twice", node.name)));
+                return Err(ConfigError::Invalid(format!(
+                    "node '{}' is listed twice",
+                    node.name
+                )));
             }
         }
         if self.retry.max_attempts == 0 {
-            return Err(ConfigError::Invalid("retry.max_attempts must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "retry.max_attempts must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -95,7 +113,10 @@ impl ClusterConfig {
 
     /// The node's entry, or a CPU node with defaults named `name` (unlisted nodes still run).
     pub fn node_or_default(&self, name: &str) -> NodeConfig {
-        self.node(name).cloned().unwrap_or_else(|| NodeConfig { name: name.to_string(), ..NodeConfig::default() })
+        self.node(name).cloned().unwrap_or_else(|| NodeConfig {
+            name: name.to_string(),
+            ..NodeConfig::default()
+        })
     }
 
     /// The profile whose key is a substring of `gpu_type` (longest key wins), as the chapter's
@@ -122,7 +143,10 @@ pub struct BrokerSettings {
 
 impl Default for BrokerSettings {
     fn default() -> Self {
-        BrokerSettings { consumer_timeout_ms: 1_800_000, delivery_limit: crate::topology::DEFAULT_DELIVERY_LIMIT }
+        BrokerSettings {
+            consumer_timeout_ms: 1_800_000,
+            delivery_limit: crate::topology::DEFAULT_DELIVERY_LIMIT,
+        }
     }
 }
 
@@ -174,7 +198,11 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig { max_attempts: 5, initial_backoff_ms: 1_000, max_backoff_ms: 60_000 }
+        RetryConfig {
+            max_attempts: 5,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 60_000,
+        }
     }
 }
 
@@ -183,7 +211,11 @@ impl RetryConfig {
     /// `max_backoff_ms`, then "full jitter" scaled into `[delay/2, delay]` by `jitter01` in [0,1).
     pub fn backoff_ms(&self, next_attempt: u32, jitter01: f64) -> u64 {
         let exp = next_attempt.saturating_sub(2).min(32);
-        let base = self.initial_backoff_ms.saturating_mul(1u64 << exp).min(self.max_backoff_ms).max(1);
+        let base = self
+            .initial_backoff_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.max_backoff_ms)
+            .max(1);
         let jitter = jitter01.clamp(0.0, 1.0);
         (base as f64 * (0.5 + 0.5 * jitter)).round().max(1.0) as u64
     }
@@ -201,7 +233,10 @@ pub struct JobsConfig {
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { result_ttl_secs: 7 * 24 * 3600, heartbeat_ttl_secs: 30 }
+        JobsConfig {
+            result_ttl_secs: 7 * 24 * 3600,
+            heartbeat_ttl_secs: 30,
+        }
     }
 }
 
@@ -320,11 +355,19 @@ impl NodeConfig {
     /// The node's GPUs, indexed from 0 (models default to `gpu_type`).
     pub fn gpu_list(&self) -> Vec<GpuConfig> {
         match &self.gpus {
-            GpusField::Count(n) => (0..*n).map(|i| GpuConfig { index: i, model: self.gpu_type.clone() }).collect(),
+            GpusField::Count(n) => (0..*n)
+                .map(|i| GpuConfig {
+                    index: i,
+                    model: self.gpu_type.clone(),
+                })
+                .collect(),
             GpusField::Models(models) => models
                 .iter()
                 .enumerate()
-                .map(|(i, m)| GpuConfig { index: i as u32, model: m.clone() })
+                .map(|(i, m)| GpuConfig {
+                    index: i as u32,
+                    model: m.clone(),
+                })
                 .collect(),
             GpusField::Detailed(list) => list.clone(),
         }
@@ -386,7 +429,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let r = RetryConfig { max_attempts: 5, initial_backoff_ms: 100, max_backoff_ms: 1000 };
+        let r = RetryConfig {
+            max_attempts: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+        };
         assert_eq!(r.backoff_ms(2, 1.0), 100);
         assert_eq!(r.backoff_ms(3, 1.0), 200);
         assert_eq!(r.backoff_ms(10, 1.0), 1000);

@@ -97,7 +97,10 @@ pub fn sieve_work_per_seed(spec: &SieveSpec) -> f64 {
     match &spec.skip_mode {
         seedq_kernels::SkipMode::Constant => k * span,
         seedq_kernels::SkipMode::Variable { strategies } => {
-            let widths: f64 = strategies.iter().map(|s| (2.0 * s.skip_tolerance as f64 + 1.0).min(span)).sum();
+            let widths: f64 = strategies
+                .iter()
+                .map(|s| (2.0 * s.skip_tolerance as f64 + 1.0).min(span))
+                .sum();
             k * widths.max(1.0)
         }
     }
@@ -184,11 +187,16 @@ impl Job {
         chunk_size: u64,
     ) -> Result<Job, ProtocolError> {
         if chunk_size == 0 {
-            return Err(ProtocolError::InvalidJob("chunk size must be at least 1".into()));
+            return Err(ProtocolError::InvalidJob(
+                "chunk size must be at least 1".into(),
+            ));
         }
         let chunks = seeds.len().div_ceil(chunk_size as u128);
-        let chunk_count = u64::try_from(chunks)
-            .map_err(|_| ProtocolError::InvalidJob(format!("{chunks} chunks is too many: use a larger chunk size")))?;
+        let chunk_count = u64::try_from(chunks).map_err(|_| {
+            ProtocolError::InvalidJob(format!(
+                "{chunks} chunks is too many: use a larger chunk size"
+            ))
+        })?;
         let job = Job {
             v: PROTOCOL_VERSION,
             job_id: job_id.into(),
@@ -204,7 +212,10 @@ impl Job {
     }
 
     /// A script batch: one chunk per task.
-    pub fn new_script_batch(job_id: impl Into<String>, batch: ScriptBatch) -> Result<Job, ProtocolError> {
+    pub fn new_script_batch(
+        job_id: impl Into<String>,
+        batch: ScriptBatch,
+    ) -> Result<Job, ProtocolError> {
         let job = Job {
             v: PROTOCOL_VERSION,
             job_id: job_id.into(),
@@ -230,16 +241,23 @@ impl Job {
         match (&self.spec, &self.seeds) {
             (JobSpec::Scripts(batch), _) => {
                 if batch.tasks.is_empty() {
-                    return Err(ProtocolError::InvalidJob("script batch has no tasks".into()));
+                    return Err(ProtocolError::InvalidJob(
+                        "script batch has no tasks".into(),
+                    ));
                 }
                 if self.chunk_count != batch.tasks.len() as u64 {
-                    return Err(ProtocolError::InvalidJob("chunk_count must equal the number of tasks".into()));
+                    return Err(ProtocolError::InvalidJob(
+                        "chunk_count must equal the number of tasks".into(),
+                    ));
                 }
                 let mut seen = std::collections::HashSet::new();
                 for t in &batch.tasks {
                     validate_identifier("task id", &t.task_id)?;
                     if !seen.insert(t.task_id.as_str()) {
-                        return Err(ProtocolError::InvalidJob(format!("duplicate task id '{}'", t.task_id)));
+                        return Err(ProtocolError::InvalidJob(format!(
+                            "duplicate task id '{}'",
+                            t.task_id
+                        )));
                     }
                 }
             }
@@ -249,7 +267,9 @@ impl Job {
                     return Err(ProtocolError::InvalidJob("the job has no seeds".into()));
                 }
                 if self.chunk_size == 0 {
-                    return Err(ProtocolError::InvalidJob("chunk size must be at least 1".into()));
+                    return Err(ProtocolError::InvalidJob(
+                        "chunk size must be at least 1".into(),
+                    ));
                 }
                 let expected = seeds.len().div_ceil(self.chunk_size as u128);
                 if expected != self.chunk_count as u128 {
@@ -261,7 +281,8 @@ impl Job {
                     )));
                 }
                 if let JobSeeds::Range { start, end } = seeds {
-                    let last_lo = *start as u128 + (self.chunk_count as u128 - 1) * self.chunk_size as u128;
+                    let last_lo =
+                        *start as u128 + (self.chunk_count as u128 - 1) * self.chunk_size as u128;
                     if *end > u64::MAX as u128 && *end - last_lo > Self::MAX_LISTED_TAIL as u128 {
                         return Err(ProtocolError::InvalidJob(format!(
                             "the last chunk reaches 2^64 and would hold more than {} seeds: end the range at \
@@ -312,7 +333,10 @@ impl Job {
                 let lo = *start as u128 + index as u128 * self.chunk_size as u128;
                 let hi = (lo + self.chunk_size as u128).min(*end);
                 if hi <= u64::MAX as u128 {
-                    Some(SeedSet::Range { start: lo as u64, end: hi as u64 })
+                    Some(SeedSet::Range {
+                        start: lo as u64,
+                        end: hi as u64,
+                    })
                 } else {
                     Some(SeedSet::List((lo..hi).map(|s| s as u64).collect()))
                 }
@@ -343,8 +367,12 @@ impl Job {
             spec: &'a JobSpec,
             seeds: &'a Option<JobSeeds>,
         }
-        serde_json::to_string(&Identity { job_id: &self.job_id, spec: &self.spec, seeds: &self.seeds })
-            .expect("job identity serializes")
+        serde_json::to_string(&Identity {
+            job_id: &self.job_id,
+            spec: &self.spec,
+            seeds: &self.seeds,
+        })
+        .expect("job identity serializes")
     }
 
     pub fn to_json(&self) -> String {
@@ -380,33 +408,78 @@ mod tests {
 
     #[test]
     fn plan_covers_range_exactly() {
-        let job = Job::new_seed_job("j1", JobSpec::Sieve(spec()), JobSeeds::Range { start: 10, end: 35 }, 10).unwrap();
+        let job = Job::new_seed_job(
+            "j1",
+            JobSpec::Sieve(spec()),
+            JobSeeds::Range { start: 10, end: 35 },
+            10,
+        )
+        .unwrap();
         assert_eq!(job.chunk_count, 3);
-        assert_eq!(job.chunk_seeds(0), Some(SeedSet::Range { start: 10, end: 20 }));
-        assert_eq!(job.chunk_seeds(2), Some(SeedSet::Range { start: 30, end: 35 }));
+        assert_eq!(
+            job.chunk_seeds(0),
+            Some(SeedSet::Range { start: 10, end: 20 })
+        );
+        assert_eq!(
+            job.chunk_seeds(2),
+            Some(SeedSet::Range { start: 30, end: 35 })
+        );
         assert_eq!(job.chunk_seeds(3), None);
     }
 
     #[test]
     fn plan_slices_lists() {
-        let job = Job::new_seed_job("j2", JobSpec::Sieve(spec()), JobSeeds::List(vec![5, 1, 9]), 2).unwrap();
+        let job = Job::new_seed_job(
+            "j2",
+            JobSpec::Sieve(spec()),
+            JobSeeds::List(vec![5, 1, 9]),
+            2,
+        )
+        .unwrap();
         assert_eq!(job.chunk_count, 2);
         assert_eq!(job.chunk_seeds(1), Some(SeedSet::List(vec![9])));
     }
 
     #[test]
     fn refuses_out_of_space_and_empty() {
-        let e = Job::new_seed_job("j3", JobSpec::Sieve(spec()), JobSeeds::Range { start: 0, end: (1 << 32) + 1 }, 10);
+        let e = Job::new_seed_job(
+            "j3",
+            JobSpec::Sieve(spec()),
+            JobSeeds::Range {
+                start: 0,
+                end: (1 << 32) + 1,
+            },
+            10,
+        );
         assert!(e.is_err());
-        let e = Job::new_seed_job("j3", JobSpec::Sieve(spec()), JobSeeds::Range { start: 5, end: 5 }, 10);
+        let e = Job::new_seed_job(
+            "j3",
+            JobSpec::Sieve(spec()),
+            JobSeeds::Range { start: 5, end: 5 },
+            10,
+        );
         assert!(e.is_err());
-        let e = Job::new_seed_job("bad id", JobSpec::Sieve(spec()), JobSeeds::Range { start: 0, end: 5 }, 10);
+        let e = Job::new_seed_job(
+            "bad id",
+            JobSpec::Sieve(spec()),
+            JobSeeds::Range { start: 0, end: 5 },
+            10,
+        );
         assert!(e.is_err());
     }
 
     #[test]
     fn json_round_trip_and_identity() {
-        let job = Job::new_seed_job("j4", JobSpec::Sieve(spec()), JobSeeds::Range { start: 0, end: 1 << 32 }, 1000).unwrap();
+        let job = Job::new_seed_job(
+            "j4",
+            JobSpec::Sieve(spec()),
+            JobSeeds::Range {
+                start: 0,
+                end: 1 << 32,
+            },
+            1000,
+        )
+        .unwrap();
         let back = Job::from_json(&job.to_json()).unwrap();
         assert_eq!(back, job);
         let mut later = job.clone();
@@ -414,7 +487,10 @@ mod tests {
         later.chunk_size = 7;
         assert_eq!(later.identity_json(), job.identity_json());
         let mut other = job.clone();
-        other.seeds = Some(JobSeeds::Range { start: 1, end: 1 << 32 });
+        other.seeds = Some(JobSeeds::Range {
+            start: 1,
+            end: 1 << 32,
+        });
         assert_ne!(other.identity_json(), job.identity_json());
     }
 }

@@ -49,10 +49,13 @@ pub mod topology;
 
 pub use chunk::{ChunkMessage, ChunkResult, FlaggedSeed};
 pub use config::{
-    BrokerSettings, ChunkingConfig, ClusterConfig, ConfigError, GpuConfig, GpuProfile,
-    JobsConfig, NodeBackend, NodeConfig, RetryConfig,
+    BrokerSettings, ChunkingConfig, ClusterConfig, ConfigError, GpuConfig, GpuProfile, JobsConfig,
+    NodeBackend, NodeConfig, RetryConfig,
 };
-pub use job::{sieve_work_per_seed, throughput_family_key, Job, JobKind, JobSeeds, JobSpec, ScriptBatch, SieveJob};
+pub use job::{
+    sieve_work_per_seed, throughput_family_key, Job, JobKind, JobSeeds, JobSpec, ScriptBatch,
+    SieveJob,
+};
 pub use script::{ScriptJob, ScriptOutput, ScriptResult};
 pub use status::{FailureEvent, JobProgress, NodeHeartbeat, SeedRecord, SlotState};
 pub use topology::{headers, Topology};
@@ -102,11 +105,16 @@ pub fn check_version(v: u32) -> Result<(), ProtocolError> {
 pub fn validate_identifier(what: &'static str, value: &str) -> Result<(), ProtocolError> {
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(ProtocolError::InvalidIdentifier { what, value: value.to_string() })
+        Err(ProtocolError::InvalidIdentifier {
+            what,
+            value: value.to_string(),
+        })
     }
 }
 

@@ -77,7 +77,10 @@ pub struct ScriptOutput {
 
 impl ScriptOutput {
     pub fn new(path: impl Into<String>, content: &[u8]) -> Self {
-        ScriptOutput { path: path.into(), content_b64: base64::engine::general_purpose::STANDARD.encode(content) }
+        ScriptOutput {
+            path: path.into(),
+            content_b64: base64::engine::general_purpose::STANDARD.encode(content),
+        }
     }
 
     pub fn content(&self) -> Result<Vec<u8>, base64::DecodeError> {
@@ -144,7 +147,8 @@ mod tests {
 
     #[test]
     fn jobs_file_entry_keeps_extra_fields() {
-        let text = br#"{"batch_id":"b1","task_id":"trial_001","script":"scorer.py","args":["--trial","1"],
+        let text =
+            br#"{"batch_id":"b1","task_id":"trial_001","script":"scorer.py","args":["--trial","1"],
             "expected_output":"out/t1.json","timeout_secs":600,"gpu_id":1,"study":"s7","n":3}"#;
         let job = ScriptJob::from_json(text).unwrap();
         assert_eq!(job.extra.get("study").and_then(|v| v.as_str()), Some("s7"));

@@ -60,7 +60,9 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(namespace: impl Into<String>) -> Self {
-        Topology { namespace: namespace.into() }
+        Topology {
+            namespace: namespace.into(),
+        }
     }
 
     /// Seed chunks (quorum).
@@ -147,12 +149,23 @@ mod tests {
         // the names this module makes (the pinned per-node script queues included) and must
         // leave the retry and dead-letter queues alone (a limit there would drop messages).
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/definitions.json");
-        let defs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let policy = defs["policies"].as_array().unwrap().iter().find(|p| p["definition"].get("delivery-limit").is_some()).unwrap();
+        let defs: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let policy = defs["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["definition"].get("delivery-limit").is_some())
+            .unwrap();
         let pattern = regex::Regex::new(policy["pattern"].as_str().unwrap()).unwrap();
         for ns in ["seedq", "seedq-lab", "seedq.v2"] {
             let t = Topology::new(ns);
-            for q in [t.seeds_queue(), t.scripts_queue(), t.node_scripts_queue("zeus"), t.node_scripts_queue("rig-1.lab")] {
+            for q in [
+                t.seeds_queue(),
+                t.scripts_queue(),
+                t.node_scripts_queue("zeus"),
+                t.node_scripts_queue("rig-1.lab"),
+            ] {
                 assert!(pattern.is_match(&q), "{q} has no delivery limit");
             }
             for q in [t.retry_queue(), t.dlq()] {

@@ -53,15 +53,19 @@ use redis::{AsyncCommands, Script};
 
 use seedq_kernels::Survivor;
 use seedq_protocol::{
-    keys, ChunkResult, FailureEvent, Job, JobProgress, NodeHeartbeat, ProtocolError, ScriptResult, SeedRecord,
+    keys, ChunkResult, FailureEvent, Job, JobProgress, NodeHeartbeat, ProtocolError, ScriptResult,
+    SeedRecord,
 };
 
 mod lua;
 
 static APPLY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::APPLY));
-static RECORD_FAILURE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::RECORD_FAILURE));
-static CREATE_JOB: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::CREATE_JOB));
-static SAVE_ATTEMPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::SAVE_ATTEMPT));
+static RECORD_FAILURE: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(lua::RECORD_FAILURE));
+static CREATE_JOB: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(lua::CREATE_JOB));
+static SAVE_ATTEMPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(lua::SAVE_ATTEMPT));
 static EMA: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::EMA));
 static REOPEN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::REOPEN));
 
@@ -147,7 +151,10 @@ impl JobEvents {
                 while let Some(Some(_)) = stream.next().now_or_never() {}
                 Ok(true)
             }
-            Ok(None) => Err(StoreError::Redis(redis::RedisError::from((redis::ErrorKind::Io, "job events subscription closed")))),
+            Ok(None) => Err(StoreError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "job events subscription closed",
+            )))),
             Err(_) => Ok(false),
         }
     }
@@ -159,9 +166,18 @@ const FAILURE_LOG_CAP: usize = 1000;
 fn is_transient(e: &StoreError) -> bool {
     match e {
         StoreError::Redis(e) => {
-            e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-                || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
-                || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain))
+            e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || matches!(
+                    e.kind(),
+                    redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                )
+                || matches!(
+                    e.kind(),
+                    redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+                )
         }
         _ => false,
     }
@@ -185,11 +201,20 @@ impl Store {
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(2));
-        let conn = (|| async { Ok::<_, StoreError>(ConnectionManager::new_with_config(client.clone(), config.clone()).await?) })
-            .retry(backoff())
-            .when(is_transient)
-            .await?;
-        let store = Store { client, conn, ns: ns.to_string(), job_ttl_secs: seedq_protocol::JobsConfig::default().result_ttl_secs };
+        let conn = (|| async {
+            Ok::<_, StoreError>(
+                ConnectionManager::new_with_config(client.clone(), config.clone()).await?,
+            )
+        })
+        .retry(backoff())
+        .when(is_transient)
+        .await?;
+        let store = Store {
+            client,
+            conn,
+            ns: ns.to_string(),
+            job_ttl_secs: seedq_protocol::JobsConfig::default().result_ttl_secs,
+        };
         store.ping().await?;
         Ok(store)
     }
@@ -205,7 +230,13 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<()> {
-        self.run(|mut c| async move { Ok(redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ())?) }).await
+        self.run(|mut c| async move {
+            Ok(redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map(|_| ())?)
+        })
+        .await
     }
 
     /// Runs `op` with a connection, retrying transient failures.
@@ -230,7 +261,12 @@ impl Store {
         job.validate()?;
         let ns = self.ns.clone();
         let json = job.to_json();
-        let seeds_total = job.seeds.as_ref().map(|s| s.len()).unwrap_or(job.chunk_count as u128).to_string();
+        let seeds_total = job
+            .seeds
+            .as_ref()
+            .map(|s| s.len())
+            .unwrap_or(job.chunk_count as u128)
+            .to_string();
         let existing: Option<String> = self
             .run(|mut c| {
                 let (ns, json, seeds_total) = (ns.clone(), json.clone(), seeds_total.clone());
@@ -258,26 +294,41 @@ impl Store {
                 if stored.identity_json() == job.identity_json() {
                     Ok(CreateOutcome::Existing(stored))
                 } else {
-                    Err(StoreError::JobConflict { job_id: job.job_id.clone() })
+                    Err(StoreError::JobConflict {
+                        job_id: job.job_id.clone(),
+                    })
                 }
             }
         }
     }
 
     fn parse_job(&self, id: &str, text: &str) -> Result<Job> {
-        Job::from_json(text).map_err(|e| StoreError::Corrupt { key: keys::job_spec(&self.ns, id), message: e.to_string() })
+        Job::from_json(text).map_err(|e| StoreError::Corrupt {
+            key: keys::job_spec(&self.ns, id),
+            message: e.to_string(),
+        })
     }
 
     pub async fn load_job(&self, id: &str) -> Result<Option<Job>> {
         let key = keys::job_spec(&self.ns, id);
-        let text: Option<String> = self.run(|mut c| { let key = key.clone(); async move { Ok(c.get(key).await?) } }).await?;
+        let text: Option<String> = self
+            .run(|mut c| {
+                let key = key.clone();
+                async move { Ok(c.get(key).await?) }
+            })
+            .await?;
         text.map(|t| self.parse_job(id, &t)).transpose()
     }
 
     /// Job ids, oldest first. Ids whose keys have expired are pruned from the index.
     pub async fn list_jobs(&self) -> Result<Vec<String>> {
         let index = keys::jobs(&self.ns);
-        let ids: Vec<String> = self.run(|mut c| { let k = index.clone(); async move { Ok(c.zrange(k, 0, -1).await?) } }).await?;
+        let ids: Vec<String> = self
+            .run(|mut c| {
+                let k = index.clone();
+                async move { Ok(c.zrange(k, 0, -1).await?) }
+            })
+            .await?;
         if ids.is_empty() {
             return Ok(ids);
         }
@@ -285,7 +336,12 @@ impl Store {
         for id in &ids {
             pipe.exists(keys::job_spec(&self.ns, id));
         }
-        let present: Vec<bool> = self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async(&mut c).await?) } }).await?;
+        let present: Vec<bool> = self
+            .run(|mut c| {
+                let p = pipe.clone();
+                async move { Ok(p.query_async(&mut c).await?) }
+            })
+            .await?;
         let (live, gone): (Vec<_>, Vec<_>) = ids.into_iter().zip(present).partition(|(_, p)| *p);
         if !gone.is_empty() {
             let gone: Vec<String> = gone.into_iter().map(|(id, _)| id).collect();
@@ -301,19 +357,31 @@ impl Store {
     /// Marks the job cancelled: consumers skip its remaining chunks.
     pub async fn cancel(&self, id: &str) -> Result<()> {
         let key = keys::cancelled(&self.ns, id);
-        self.run(|mut c| { let k = key.clone(); async move { Ok(c.set::<_, _, ()>(k, 1).await?) } }).await
+        self.run(|mut c| {
+            let k = key.clone();
+            async move { Ok(c.set::<_, _, ()>(k, 1).await?) }
+        })
+        .await
     }
 
     /// Lifts a cancel (`resume` of a cancelled job); chunks skipped meanwhile stay dead-lettered
     /// with reason `cancelled` until they are reopened.
     pub async fn uncancel(&self, id: &str) -> Result<()> {
         let key = keys::cancelled(&self.ns, id);
-        self.run(|mut c| { let k = key.clone(); async move { Ok(c.del::<_, ()>(k).await?) } }).await
+        self.run(|mut c| {
+            let k = key.clone();
+            async move { Ok(c.del::<_, ()>(k).await?) }
+        })
+        .await
     }
 
     pub async fn is_cancelled(&self, id: &str) -> Result<bool> {
         let key = keys::cancelled(&self.ns, id);
-        self.run(|mut c| { let k = key.clone(); async move { Ok(c.exists(k).await?) } }).await
+        self.run(|mut c| {
+            let k = key.clone();
+            async move { Ok(c.exists(k).await?) }
+        })
+        .await
     }
 
     /// Re-opens a job whose dead-lettered `members` are about to be published again (see
@@ -351,7 +419,11 @@ impl Store {
         for k in keys::all_job_keys(&self.ns, id) {
             pipe.expire(k, secs as i64).ignore();
         }
-        self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async::<()>(&mut c).await?) } }).await
+        self.run(|mut c| {
+            let p = pipe.clone();
+            async move { Ok(p.query_async::<()>(&mut c).await?) }
+        })
+        .await
     }
 
     /// Deletes every key of the job and its index entry.
@@ -361,16 +433,28 @@ impl Store {
         // one command thread where it would stall every consumer's writes.
         pipe.unlink(keys::all_job_keys(&self.ns, id)).ignore();
         pipe.zrem(keys::jobs(&self.ns), id).ignore();
-        self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async::<()>(&mut c).await?) } }).await
+        self.run(|mut c| {
+            let p = pipe.clone();
+            async move { Ok(p.query_async::<()>(&mut c).await?) }
+        })
+        .await
     }
 
     // ----- results --------------------------------------------------------------------------
 
     /// Applies a chunk's result exactly once (one EVALSHA). See the crate docs.
-    pub async fn apply_chunk_result(&self, result: &ChunkResult, throughput: Option<&ThroughputSample>) -> Result<ApplyOutcome> {
+    pub async fn apply_chunk_result(
+        &self,
+        result: &ChunkResult,
+        throughput: Option<&ThroughputSample>,
+    ) -> Result<ApplyOutcome> {
         let member = seedq_protocol::chunk_member(result.chunk);
         let records = result.seed_records();
-        let summary = result.summary.as_ref().map(|s| s.to_string()).unwrap_or_default();
+        let summary = result
+            .summary
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         let busy_us = (result.duration_secs.max(0.0) * 1e6).round() as u64;
         self.apply(ApplyArgs {
             job_id: &result.job_id,
@@ -415,9 +499,11 @@ impl Store {
         }
         script.key(keys::throughput_hash(&self.ns));
         let (tp_field, tp_value, tp_alpha) = match a.throughput {
-            Some(t) if t.units_per_sec.is_finite() && t.units_per_sec > 0.0 => {
-                (keys::throughput_field(&t.gpu_model, &t.family), t.units_per_sec, t.alpha)
-            }
+            Some(t) if t.units_per_sec.is_finite() && t.units_per_sec > 0.0 => (
+                keys::throughput_field(&t.gpu_model, &t.family),
+                t.units_per_sec,
+                t.alpha,
+            ),
             _ => (String::new(), 0.0, 0.0),
         };
         let (task, script_json) = a.script.unwrap_or(("", ""));
@@ -457,7 +543,8 @@ impl Store {
         let (ns, batch) = (self.ns.clone(), result.batch_id.clone());
         let member = seedq_protocol::script_member(&result.task_id);
         self.run(|mut c| {
-            let (ns, batch, json, member) = (ns.clone(), batch.clone(), json.clone(), member.clone());
+            let (ns, batch, json, member) =
+                (ns.clone(), batch.clone(), json.clone(), member.clone());
             async move {
                 Ok(SAVE_ATTEMPT
                     .key(keys::done(&ns, &batch))
@@ -508,9 +595,20 @@ impl Store {
             .hgetall(keys::dead(ns, id))
             .exists(keys::cancelled(ns, id))
             .exists(keys::job_spec(ns, id));
-        type Reply = (BTreeMap<String, String>, u64, BTreeMap<String, u64>, BTreeMap<String, String>, bool, bool);
-        let (totals, survivors, failures, dead, cancelled, exists): Reply =
-            self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async(&mut c).await?) } }).await?;
+        type Reply = (
+            BTreeMap<String, String>,
+            u64,
+            BTreeMap<String, u64>,
+            BTreeMap<String, String>,
+            bool,
+            bool,
+        );
+        let (totals, survivors, failures, dead, cancelled, exists): Reply = self
+            .run(|mut c| {
+                let p = pipe.clone();
+                async move { Ok(p.query_async(&mut c).await?) }
+            })
+            .await?;
         if !exists {
             return Ok(None);
         }
@@ -524,7 +622,10 @@ impl Store {
             kind: totals.get("kind").cloned().unwrap_or_default(),
             chunks_total: num("chunks_total").unwrap_or(0),
             chunks_done: num("chunks_done").unwrap_or(0),
-            seeds_total: totals.get("seeds_total").and_then(|v| v.parse().ok()).unwrap_or(0),
+            seeds_total: totals
+                .get("seeds_total")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             seeds_done: num("seeds_done").unwrap_or(0),
             survivors,
             failures,
@@ -542,12 +643,19 @@ impl Store {
     /// Every survivor (or flagged seed) record, sorted by seed.
     pub async fn survivors(&self, id: &str) -> Result<Vec<SeedRecord>> {
         let key = keys::survivors(&self.ns, id);
-        let map: Vec<(String, String)> =
-            self.run(|mut c| { let k = key.clone(); async move { Ok(c.hgetall(k).await?) } }).await?;
+        let map: Vec<(String, String)> = self
+            .run(|mut c| {
+                let k = key.clone();
+                async move { Ok(c.hgetall(k).await?) }
+            })
+            .await?;
         let mut out = map
             .into_iter()
             .map(|(seed, json)| {
-                let seed = seed.parse::<u64>().map_err(|e| StoreError::Corrupt { key: key.clone(), message: format!("seed '{seed}': {e}") })?;
+                let seed = seed.parse::<u64>().map_err(|e| StoreError::Corrupt {
+                    key: key.clone(),
+                    message: format!("seed '{seed}': {e}"),
+                })?;
                 Ok(SeedRecord { seed, json })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -561,56 +669,109 @@ impl Store {
         self.survivors(id)
             .await?
             .into_iter()
-            .map(|r| serde_json::from_str(&r.json).map_err(|e| StoreError::Corrupt { key: key.clone(), message: e.to_string() }))
+            .map(|r| {
+                serde_json::from_str(&r.json).map_err(|e| StoreError::Corrupt {
+                    key: key.clone(),
+                    message: e.to_string(),
+                })
+            })
             .collect()
     }
 
     /// Per-chunk summaries (correlation / analysis), by member.
     pub async fn chunk_summaries(&self, id: &str) -> Result<BTreeMap<String, serde_json::Value>> {
         let key = keys::summaries(&self.ns, id);
-        let map: BTreeMap<String, String> = self.run(|mut c| { let k = key.clone(); async move { Ok(c.hgetall(k).await?) } }).await?;
+        let map: BTreeMap<String, String> = self
+            .run(|mut c| {
+                let k = key.clone();
+                async move { Ok(c.hgetall(k).await?) }
+            })
+            .await?;
         map.into_iter()
-            .map(|(m, v)| Ok((m, serde_json::from_str(&v).map_err(|e| StoreError::Corrupt { key: key.clone(), message: e.to_string() })?)))
+            .map(|(m, v)| {
+                Ok((
+                    m,
+                    serde_json::from_str(&v).map_err(|e| StoreError::Corrupt {
+                        key: key.clone(),
+                        message: e.to_string(),
+                    })?,
+                ))
+            })
             .collect()
     }
 
     /// Done members (`c<i>` / `t:<task>`) of a job (what `resume` skips).
     pub async fn done_members(&self, id: &str) -> Result<std::collections::HashSet<String>> {
         let key = keys::done(&self.ns, id);
-        self.run(|mut c| { let k = key.clone(); async move { Ok(c.smembers(k).await?) } }).await
+        self.run(|mut c| {
+            let k = key.clone();
+            async move { Ok(c.smembers(k).await?) }
+        })
+        .await
     }
 
     /// Whether `member` (`c<i>` / `t:<task>`) of the job is done (a redelivered chunk whose result
     /// is already applied need not run again).
     pub async fn is_done(&self, id: &str, member: &str) -> Result<bool> {
         let key = keys::done(&self.ns, id);
-        self.run(|mut c| { let (k, m) = (key.clone(), member.to_string()); async move { Ok(c.sismember(k, m).await?) } }).await
+        self.run(|mut c| {
+            let (k, m) = (key.clone(), member.to_string());
+            async move { Ok(c.sismember(k, m).await?) }
+        })
+        .await
     }
 
     /// The newest `n` failure events.
     pub async fn failure_log(&self, id: &str, n: usize) -> Result<Vec<FailureEvent>> {
         let key = keys::failure_log(&self.ns, id);
         let items: Vec<String> = self
-            .run(|mut c| { let k = key.clone(); async move { Ok(c.lrange(k, 0, n.saturating_sub(1) as isize).await?) } })
+            .run(|mut c| {
+                let k = key.clone();
+                async move { Ok(c.lrange(k, 0, n.saturating_sub(1) as isize).await?) }
+            })
             .await?;
-        Ok(items.iter().filter_map(|s| serde_json::from_str(s).ok()).collect())
+        Ok(items
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
     }
 
     pub async fn script_result(&self, batch: &str, task: &str) -> Result<Option<ScriptResult>> {
         let key = keys::script_results(&self.ns, batch);
         let text: Option<String> = self
-            .run(|mut c| { let (k, t) = (key.clone(), task.to_string()); async move { Ok(c.hget(k, t).await?) } })
+            .run(|mut c| {
+                let (k, t) = (key.clone(), task.to_string());
+                async move { Ok(c.hget(k, t).await?) }
+            })
             .await?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt { key: key.clone(), message: e.to_string() }))
-            .transpose()
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                key: key.clone(),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
     }
 
     /// Every stored script result of a batch (successes and last failed attempts), by task id.
     pub async fn script_results(&self, batch: &str) -> Result<BTreeMap<String, ScriptResult>> {
         let key = keys::script_results(&self.ns, batch);
-        let map: BTreeMap<String, String> = self.run(|mut c| { let k = key.clone(); async move { Ok(c.hgetall(k).await?) } }).await?;
+        let map: BTreeMap<String, String> = self
+            .run(|mut c| {
+                let k = key.clone();
+                async move { Ok(c.hgetall(k).await?) }
+            })
+            .await?;
         map.into_iter()
-            .map(|(t, v)| Ok((t, serde_json::from_str(&v).map_err(|e| StoreError::Corrupt { key: key.clone(), message: e.to_string() })?)))
+            .map(|(t, v)| {
+                Ok((
+                    t,
+                    serde_json::from_str(&v).map_err(|e| StoreError::Corrupt {
+                        key: key.clone(),
+                        message: e.to_string(),
+                    })?,
+                ))
+            })
             .collect()
     }
 
@@ -620,9 +781,15 @@ impl Store {
     pub async fn write_heartbeat(&self, hb: &NodeHeartbeat, ttl_secs: u64) -> Result<()> {
         let json = serde_json::to_string(hb).expect("heartbeat serializes");
         let mut pipe = redis::pipe();
-        pipe.set_ex(keys::heartbeat(&self.ns, &hb.node), json, ttl_secs.max(1)).ignore();
-        pipe.zadd(keys::nodes(&self.ns), &hb.node, hb.at_ms).ignore();
-        self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async::<()>(&mut c).await?) } }).await
+        pipe.set_ex(keys::heartbeat(&self.ns, &hb.node), json, ttl_secs.max(1))
+            .ignore();
+        pipe.zadd(keys::nodes(&self.ns), &hb.node, hb.at_ms)
+            .ignore();
+        self.run(|mut c| {
+            let p = pipe.clone();
+            async move { Ok(p.query_async::<()>(&mut c).await?) }
+        })
+        .await
     }
 
     /// Removes a node's heartbeat (clean shutdown).
@@ -630,13 +797,22 @@ impl Store {
         let mut pipe = redis::pipe();
         pipe.del(keys::heartbeat(&self.ns, node)).ignore();
         pipe.zrem(keys::nodes(&self.ns), node).ignore();
-        self.run(|mut c| { let p = pipe.clone(); async move { Ok(p.query_async::<()>(&mut c).await?) } }).await
+        self.run(|mut c| {
+            let p = pipe.clone();
+            async move { Ok(p.query_async::<()>(&mut c).await?) }
+        })
+        .await
     }
 
     /// Live nodes (heartbeat not expired), by name.
     pub async fn list_nodes(&self) -> Result<Vec<NodeHeartbeat>> {
         let index = keys::nodes(&self.ns);
-        let names: Vec<String> = self.run(|mut c| { let k = index.clone(); async move { Ok(c.zrange(k, 0, -1).await?) } }).await?;
+        let names: Vec<String> = self
+            .run(|mut c| {
+                let k = index.clone();
+                async move { Ok(c.zrange(k, 0, -1).await?) }
+            })
+            .await?;
         if names.is_empty() {
             return Ok(Vec::new());
         }
@@ -647,7 +823,11 @@ impl Store {
                 async move { Ok(redis::cmd("MGET").arg(ks).query_async(&mut c).await?) }
             })
             .await?;
-        let mut out: Vec<NodeHeartbeat> = values.into_iter().flatten().filter_map(|v| serde_json::from_str(&v).ok()).collect();
+        let mut out: Vec<NodeHeartbeat> = values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_str(&v).ok())
+            .collect();
         out.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(out)
     }
@@ -657,7 +837,12 @@ impl Store {
     /// Sets the learned throughput of `(model, family)` only if there is none yet (a consumer's
     /// startup calibration): real chunk timings then take over through the EMA. Returns whether
     /// the value was set.
-    pub async fn seed_throughput(&self, model: &str, family: &str, units_per_sec: f64) -> Result<bool> {
+    pub async fn seed_throughput(
+        &self,
+        model: &str,
+        family: &str,
+        units_per_sec: f64,
+    ) -> Result<bool> {
         if !(units_per_sec.is_finite() && units_per_sec > 0.0) {
             return Ok(false);
         }
@@ -672,28 +857,54 @@ impl Store {
 
     /// Folds a sample into the EMA atomically: `new = alpha*sample + (1-alpha)*old`, or the
     /// sample itself when there is no history. Returns the new value.
-    pub async fn record_throughput(&self, gpu_model: &str, family: &str, units_per_sec: f64, alpha: f64) -> Result<f64> {
+    pub async fn record_throughput(
+        &self,
+        gpu_model: &str,
+        family: &str,
+        units_per_sec: f64,
+        alpha: f64,
+    ) -> Result<f64> {
         let (key, field) = keys::throughput(&self.ns, gpu_model, family);
         let value: String = self
             .run(|mut c| {
                 let (k, f) = (key.clone(), field.clone());
-                async move { Ok(EMA.key(k).arg(f).arg(units_per_sec).arg(alpha).invoke_async(&mut c).await?) }
+                async move {
+                    Ok(EMA
+                        .key(k)
+                        .arg(f)
+                        .arg(units_per_sec)
+                        .arg(alpha)
+                        .invoke_async(&mut c)
+                        .await?)
+                }
             })
             .await?;
-        value.parse().map_err(|_| StoreError::Corrupt { key, message: format!("throughput '{value}'") })
+        value.parse().map_err(|_| StoreError::Corrupt {
+            key,
+            message: format!("throughput '{value}'"),
+        })
     }
 
     pub async fn throughput(&self, gpu_model: &str, family: &str) -> Result<Option<f64>> {
         let (key, field) = keys::throughput(&self.ns, gpu_model, family);
-        let v: Option<String> =
-            self.run(|mut c| { let (k, f) = (key.clone(), field.clone()); async move { Ok(c.hget(k, f).await?) } }).await?;
+        let v: Option<String> = self
+            .run(|mut c| {
+                let (k, f) = (key.clone(), field.clone());
+                async move { Ok(c.hget(k, f).await?) }
+            })
+            .await?;
         Ok(v.and_then(|v| v.parse().ok()))
     }
 
     /// Every learned rate: `(gpu_model, family, units_per_sec)`.
     pub async fn all_throughput(&self) -> Result<Vec<(String, String, f64)>> {
         let key = keys::throughput_hash(&self.ns);
-        let map: BTreeMap<String, String> = self.run(|mut c| { let k = key.clone(); async move { Ok(c.hgetall(k).await?) } }).await?;
+        let map: BTreeMap<String, String> = self
+            .run(|mut c| {
+                let k = key.clone();
+                async move { Ok(c.hgetall(k).await?) }
+            })
+            .await?;
         Ok(map
             .into_iter()
             .filter_map(|(f, v)| {
@@ -712,8 +923,14 @@ impl Store {
         let mut deleted = 0u64;
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut c).await?;
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
             if !batch.is_empty() {
                 deleted += c.unlink::<_, u64>(batch).await?;
             }

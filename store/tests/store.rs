@@ -3,16 +3,25 @@
 //! own namespace and purges it.
 
 use seedq_kernels::{Family, FamilyConfig, PassResult, SieveSpec, Survivor, Threshold};
-use seedq_protocol::{ChunkResult, FailureEvent, Job, JobSeeds, JobSpec, NodeHeartbeat, PROTOCOL_VERSION};
+use seedq_protocol::{
+    ChunkResult, FailureEvent, Job, JobSeeds, JobSpec, NodeHeartbeat, PROTOCOL_VERSION,
+};
 use seedq_store::{ApplyOutcome, CreateOutcome, Store, StoreError, ThroughputSample};
 
 fn redis_url() -> String {
-    std::env::var("SEEDQ_REDIS_URL").unwrap_or_else(|_| seedq_protocol::DEFAULT_REDIS_URL.to_string())
+    std::env::var("SEEDQ_REDIS_URL")
+        .unwrap_or_else(|_| seedq_protocol::DEFAULT_REDIS_URL.to_string())
 }
 
 async fn store(tag: &str) -> Store {
-    let ns = format!("t-store-{tag}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    Store::connect(&redis_url(), &ns).await.expect("redis reachable").with_job_ttl(600)
+    let ns = format!(
+        "t-store-{tag}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    Store::connect(&redis_url(), &ns)
+        .await
+        .expect("redis reachable")
+        .with_job_ttl(600)
 }
 
 fn spec() -> SieveSpec {
@@ -31,13 +40,25 @@ fn spec() -> SieveSpec {
 }
 
 fn job(id: &str, end: u128, chunk: u64) -> Job {
-    Job::new_seed_job(id, JobSpec::Sieve(spec()), JobSeeds::Range { start: 0, end }, chunk).unwrap()
+    Job::new_seed_job(
+        id,
+        JobSpec::Sieve(spec()),
+        JobSeeds::Range { start: 0, end },
+        chunk,
+    )
+    .unwrap()
 }
 
 fn survivor(seed: u64) -> Survivor {
     Survivor {
         seed,
-        forward: Some(PassResult { matches: 3, total: 3, best_skip: Some(1), strategy: None, skip_pattern: None }),
+        forward: Some(PassResult {
+            matches: 3,
+            total: 3,
+            best_skip: Some(1),
+            strategy: None,
+            skip_pattern: None,
+        }),
         reverse: None,
     }
 }
@@ -68,25 +89,47 @@ async fn applying_the_same_chunk_twice_counts_it_once() {
     let j = job("j1", 30, 10);
     assert_eq!(s.create_job(&j).await.unwrap(), CreateOutcome::Created);
     let r0 = result("j1", 0, 10, vec![survivor(7), survivor(3)]);
-    assert_eq!(s.apply_chunk_result(&r0, None).await.unwrap(), ApplyOutcome::Applied);
-    assert_eq!(s.apply_chunk_result(&r0, None).await.unwrap(), ApplyOutcome::AlreadyDone);
+    assert_eq!(
+        s.apply_chunk_result(&r0, None).await.unwrap(),
+        ApplyOutcome::Applied
+    );
+    assert_eq!(
+        s.apply_chunk_result(&r0, None).await.unwrap(),
+        ApplyOutcome::AlreadyDone
+    );
     // A different attempt of the same chunk (e.g. a duplicate publish) is still the same chunk.
     let mut again = r0.clone();
     again.attempt = 2;
     again.node = "n2".into();
-    assert_eq!(s.apply_chunk_result(&again, None).await.unwrap(), ApplyOutcome::AlreadyDone);
+    assert_eq!(
+        s.apply_chunk_result(&again, None).await.unwrap(),
+        ApplyOutcome::AlreadyDone
+    );
     let p = s.progress("j1").await.unwrap().unwrap();
-    assert_eq!((p.chunks_done, p.seeds_done, p.survivors, p.chunks_total), (1, 10, 2, 3));
+    assert_eq!(
+        (p.chunks_done, p.seeds_done, p.survivors, p.chunks_total),
+        (1, 10, 2, 3)
+    );
     assert_eq!(p.chunks_by_node.get("n1"), Some(&1));
     assert!(p.chunks_by_node.get("n2").is_none());
     assert!(!p.finished());
 
-    s.apply_chunk_result(&result("j1", 1, 10, vec![survivor(3)]), None).await.unwrap();
-    s.apply_chunk_result(&result("j1", 2, 10, vec![survivor(25)]), None).await.unwrap();
+    s.apply_chunk_result(&result("j1", 1, 10, vec![survivor(3)]), None)
+        .await
+        .unwrap();
+    s.apply_chunk_result(&result("j1", 2, 10, vec![survivor(25)]), None)
+        .await
+        .unwrap();
     let p = s.progress("j1").await.unwrap().unwrap();
     assert_eq!((p.chunks_done, p.seeds_done, p.survivors), (3, 30, 3));
     assert!(p.finished() && p.succeeded());
-    let seeds: Vec<u64> = s.sieve_survivors("j1").await.unwrap().iter().map(|r| r.seed).collect();
+    let seeds: Vec<u64> = s
+        .sieve_survivors("j1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seed)
+        .collect();
     assert_eq!(seeds, vec![3, 7, 25], "sorted by seed, deduplicated");
     s.purge_namespace().await.unwrap();
 }
@@ -94,7 +137,12 @@ async fn applying_the_same_chunk_twice_counts_it_once() {
 #[tokio::test]
 async fn results_for_unknown_jobs_are_refused() {
     let s = store("unknown").await;
-    assert_eq!(s.apply_chunk_result(&result("nope", 0, 1, vec![]), None).await.unwrap(), ApplyOutcome::UnknownJob);
+    assert_eq!(
+        s.apply_chunk_result(&result("nope", 0, 1, vec![]), None)
+            .await
+            .unwrap(),
+        ApplyOutcome::UnknownJob
+    );
     assert!(s.progress("nope").await.unwrap().is_none());
     s.purge_namespace().await.unwrap();
 }
@@ -112,7 +160,10 @@ async fn create_job_is_idempotent_and_refuses_conflicts() {
         other => panic!("expected Existing, got {other:?}"),
     }
     let conflicting = job("j2", 200, 10);
-    assert!(matches!(s.create_job(&conflicting).await, Err(StoreError::JobConflict { .. })));
+    assert!(matches!(
+        s.create_job(&conflicting).await,
+        Err(StoreError::JobConflict { .. })
+    ));
     assert_eq!(s.load_job("j2").await.unwrap().unwrap(), j);
     assert_eq!(s.list_jobs().await.unwrap(), vec!["j2".to_string()]);
     s.purge_namespace().await.unwrap();
@@ -122,7 +173,9 @@ async fn create_job_is_idempotent_and_refuses_conflicts() {
 async fn dead_letters_settle_a_job_and_a_later_success_replaces_them() {
     let s = store("dead").await;
     s.create_job(&job("j3", 20, 10)).await.unwrap();
-    s.apply_chunk_result(&result("j3", 0, 10, vec![]), None).await.unwrap();
+    s.apply_chunk_result(&result("j3", 0, 10, vec![]), None)
+        .await
+        .unwrap();
     let event = |dead| FailureEvent {
         member: "c1".into(),
         reason: "backend_error".into(),
@@ -138,38 +191,78 @@ async fn dead_letters_settle_a_job_and_a_later_success_replaces_them() {
     let p = s.progress("j3").await.unwrap().unwrap();
     assert!(p.finished() && !p.succeeded());
     assert_eq!(p.failures.get("backend_error"), Some(&2));
-    assert_eq!(p.dead_lettered.get("c1").map(String::as_str), Some("backend_error"));
+    assert_eq!(
+        p.dead_lettered.get("c1").map(String::as_str),
+        Some("backend_error")
+    );
     assert_eq!(s.failure_log("j3", 10).await.unwrap().len(), 2);
     // Replayed from the DLQ and succeeded: no longer dead.
-    s.apply_chunk_result(&result("j3", 1, 10, vec![]), None).await.unwrap();
+    s.apply_chunk_result(&result("j3", 1, 10, vec![]), None)
+        .await
+        .unwrap();
     let p = s.progress("j3").await.unwrap().unwrap();
     assert!(p.dead_lettered.is_empty() && p.succeeded());
-    assert!(!s.record_failure("missing", &event(true)).await.unwrap(), "unknown job: nothing written");
+    assert!(
+        !s.record_failure("missing", &event(true)).await.unwrap(),
+        "unknown job: nothing written"
+    );
     s.purge_namespace().await.unwrap();
 }
 
 #[tokio::test]
 async fn throughput_is_an_ema_with_alpha() {
     let s = store("ema").await;
-    assert_eq!(s.record_throughput("RX 6600", "mt19937", 100.0, 0.3).await.unwrap(), 100.0);
-    let v = s.record_throughput("RX 6600", "mt19937", 200.0, 0.3).await.unwrap();
+    assert_eq!(
+        s.record_throughput("RX 6600", "mt19937", 100.0, 0.3)
+            .await
+            .unwrap(),
+        100.0
+    );
+    let v = s
+        .record_throughput("RX 6600", "mt19937", 200.0, 0.3)
+        .await
+        .unwrap();
     assert!((v - 130.0).abs() < 1e-9, "{v}");
     // Folded into a chunk result as well.
     s.create_job(&job("j4", 10, 10)).await.unwrap();
-    let sample = ThroughputSample { gpu_model: "RX 6600".into(), family: "mt19937".into(), units_per_sec: 30.0, alpha: 0.3 };
-    s.apply_chunk_result(&result("j4", 0, 10, vec![]), Some(&sample)).await.unwrap();
+    let sample = ThroughputSample {
+        gpu_model: "RX 6600".into(),
+        family: "mt19937".into(),
+        units_per_sec: 30.0,
+        alpha: 0.3,
+    };
+    s.apply_chunk_result(&result("j4", 0, 10, vec![]), Some(&sample))
+        .await
+        .unwrap();
     let v = s.throughput("RX 6600", "mt19937").await.unwrap().unwrap();
     assert!((v - (0.3 * 30.0 + 0.7 * 130.0)).abs() < 1e-9, "{v}");
     // A duplicate result does not move the average.
-    s.apply_chunk_result(&result("j4", 0, 10, vec![]), Some(&sample)).await.unwrap();
-    assert_eq!(s.throughput("RX 6600", "mt19937").await.unwrap().unwrap(), v);
-    assert_eq!(s.all_throughput().await.unwrap(), vec![("RX 6600".into(), "mt19937".into(), v)]);
+    s.apply_chunk_result(&result("j4", 0, 10, vec![]), Some(&sample))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.throughput("RX 6600", "mt19937").await.unwrap().unwrap(),
+        v
+    );
+    assert_eq!(
+        s.all_throughput().await.unwrap(),
+        vec![("RX 6600".into(), "mt19937".into(), v)]
+    );
     // A startup calibration only fills a gap; it never overrides what chunks taught.
     assert!(!s.seed_throughput("RX 6600", "mt19937", 1e9).await.unwrap());
-    assert_eq!(s.throughput("RX 6600", "mt19937").await.unwrap().unwrap(), v);
+    assert_eq!(
+        s.throughput("RX 6600", "mt19937").await.unwrap().unwrap(),
+        v
+    );
     assert!(s.seed_throughput("RX 6600", "lcg32", 2.5e10).await.unwrap());
-    assert_eq!(s.throughput("RX 6600", "lcg32").await.unwrap(), Some(2.5e10));
-    assert!(!s.seed_throughput("RX 6600", "pcg32", f64::NAN).await.unwrap());
+    assert_eq!(
+        s.throughput("RX 6600", "lcg32").await.unwrap(),
+        Some(2.5e10)
+    );
+    assert!(!s
+        .seed_throughput("RX 6600", "pcg32", f64::NAN)
+        .await
+        .unwrap());
     s.purge_namespace().await.unwrap();
 }
 
@@ -215,8 +308,16 @@ async fn reopening_a_dead_lettered_job_runs_it_again_until_the_replay_settles() 
     let s = store("reopen").await;
     s.create_job(&job("j4", 20, 10)).await.unwrap();
     let mut events = s.job_events("j4").await.unwrap();
-    s.apply_chunk_result(&result("j4", 0, 10, vec![]), None).await.unwrap();
-    assert!(events.next(std::time::Duration::from_secs(5)).await.unwrap(), "a settled chunk publishes an event");
+    s.apply_chunk_result(&result("j4", 0, 10, vec![]), None)
+        .await
+        .unwrap();
+    assert!(
+        events
+            .next(std::time::Duration::from_secs(5))
+            .await
+            .unwrap(),
+        "a settled chunk publishes an event"
+    );
     let dead = FailureEvent {
         member: "c1".into(),
         reason: "backend_error".into(),
@@ -227,30 +328,53 @@ async fn reopening_a_dead_lettered_job_runs_it_again_until_the_replay_settles() 
         at_ms: seedq_protocol::now_ms(),
     };
     s.record_failure("j4", &dead).await.unwrap();
-    assert!(events.next(std::time::Duration::from_secs(5)).await.unwrap(), "a dead letter publishes an event");
+    assert!(
+        events
+            .next(std::time::Duration::from_secs(5))
+            .await
+            .unwrap(),
+        "a dead letter publishes an event"
+    );
     assert!(s.progress("j4").await.unwrap().unwrap().finished());
     let client = redis::Client::open(redis_url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let totals = seedq_protocol::keys::totals(s.namespace(), "j4");
-    let ttl: i64 = redis::cmd("TTL").arg(&totals).query_async(&mut raw).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&totals)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert!(ttl > 0, "a finished job's keys expire");
 
     // `dlq replay` of c1: running again, no dead entry, no TTL.
     assert_eq!(s.reopen("j4", &["c1".to_string()]).await.unwrap(), Some(1));
     let p = s.progress("j4").await.unwrap().unwrap();
     assert!(!p.finished() && p.dead_lettered.is_empty(), "{p:?}");
-    let ttl: i64 = redis::cmd("TTL").arg(&totals).query_async(&mut raw).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&totals)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(ttl, -1, "a running job's keys do not expire");
     // The replayed chunk succeeds: finished, succeeded, TTL back.
-    s.apply_chunk_result(&result("j4", 1, 10, vec![]), None).await.unwrap();
+    s.apply_chunk_result(&result("j4", 1, 10, vec![]), None)
+        .await
+        .unwrap();
     let p = s.progress("j4").await.unwrap().unwrap();
     assert!(p.finished() && p.succeeded(), "{p:?}");
-    let ttl: i64 = redis::cmd("TTL").arg(&totals).query_async(&mut raw).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&totals)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert!(ttl > 0);
 
     // Re-opening for a member that is already done re-stamps at once (nothing else would).
     assert_eq!(s.reopen("j4", &["c1".to_string()]).await.unwrap(), Some(0));
     assert!(s.progress("j4").await.unwrap().unwrap().finished());
-    assert_eq!(s.reopen("missing", &["c0".to_string()]).await.unwrap(), None);
+    assert_eq!(
+        s.reopen("missing", &["c0".to_string()]).await.unwrap(),
+        None
+    );
     s.purge_namespace().await.unwrap();
 }

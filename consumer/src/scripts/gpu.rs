@@ -44,9 +44,10 @@ impl GpuPool {
         Arc::new(GpuPool { indices, running })
     }
 
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u32>> {
-        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes the pinned GPU, or the least-loaded one.
@@ -55,14 +56,26 @@ impl GpuPool {
         let slot = match pin {
             Some(requested) => match self.indices.iter().position(|&g| g == requested) {
                 Some(slot) => Some(slot),
-                None => return Err(NoSuchGpu { requested, available: self.indices.clone() }),
+                None => {
+                    return Err(NoSuchGpu {
+                        requested,
+                        available: self.indices.clone(),
+                    })
+                }
             },
-            None => running.iter().enumerate().min_by_key(|(i, n)| (**n, *i)).map(|(i, _)| i),
+            None => running
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, n)| (**n, *i))
+                .map(|(i, _)| i),
         };
         if let Some(slot) = slot {
             running[slot] += 1;
         }
-        Ok(GpuLease { pool: Arc::clone(self), slot })
+        Ok(GpuLease {
+            pool: Arc::clone(self),
+            slot,
+        })
     }
 
     /// Jobs running per GPU.
@@ -82,11 +95,20 @@ impl GpuLease {
     pub fn environment(&self, node_env: &[(String, String)]) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = node_env
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "CUDA_VISIBLE_DEVICES" | "HIP_VISIBLE_DEVICES" | "SEEDQ_GPU_ID"))
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "CUDA_VISIBLE_DEVICES" | "HIP_VISIBLE_DEVICES" | "SEEDQ_GPU_ID"
+                )
+            })
             .cloned()
             .collect();
         if let Some(g) = self.gpu() {
-            for key in ["CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "SEEDQ_GPU_ID"] {
+            for key in [
+                "CUDA_VISIBLE_DEVICES",
+                "HIP_VISIBLE_DEVICES",
+                "SEEDQ_GPU_ID",
+            ] {
                 env.push((key.to_string(), g.to_string()));
             }
         }
@@ -113,7 +135,10 @@ mod tests {
         let a = pool.acquire(None).unwrap();
         let b = pool.acquire(None).unwrap();
         let pinned = pool.acquire(Some(0)).unwrap();
-        assert_eq!((a.gpu(), b.gpu(), pinned.gpu()), (Some(0), Some(1), Some(0)));
+        assert_eq!(
+            (a.gpu(), b.gpu(), pinned.gpu()),
+            (Some(0), Some(1), Some(0))
+        );
         assert_eq!(pool.load(), vec![2, 1, 0]);
         let c = pool.acquire(None).unwrap();
         assert_eq!(c.gpu(), Some(2));
@@ -121,7 +146,13 @@ mod tests {
         drop(pinned);
         assert_eq!(pool.load(), vec![0, 1, 1]);
         assert_eq!(pool.acquire(None).unwrap().gpu(), Some(0));
-        assert_eq!(pool.acquire(Some(3)).unwrap_err(), NoSuchGpu { requested: 3, available: vec![0, 1, 2] });
+        assert_eq!(
+            pool.acquire(Some(3)).unwrap_err(),
+            NoSuchGpu {
+                requested: 3,
+                available: vec![0, 1, 2]
+            }
+        );
         // Physical indices need not start at 0.
         let sparse = GpuPool::new(vec![4, 7]);
         assert_eq!(sparse.acquire(Some(7)).unwrap().gpu(), Some(7));

@@ -69,7 +69,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use seedq_broker::lapin::message::Delivery;
-use seedq_broker::lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use seedq_broker::lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use seedq_broker::lapin::types::FieldTable;
 use seedq_broker::lapin::Channel;
 use seedq_broker::{script_headers, Broker};
@@ -78,8 +80,8 @@ use seedq_store::{ApplyOutcome, Store, StoreError};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::context::NodeContext;
-use crate::redelivery;
 use crate::metrics::Metrics;
+use crate::redelivery;
 
 use self::gpu::GpuPool;
 use self::runner::{FailureReason, RunReport, RunRequest, ScriptRoot};
@@ -121,7 +123,11 @@ pub async fn serve(ctx: Arc<NodeContext>) -> anyhow::Result<()> {
     let consumer_timeout = Duration::from_millis(ctx.cluster().broker.consumer_timeout_ms);
     let shared = Arc::new(Shared {
         node: node.clone(),
-        node_env: node_config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        node_env: node_config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         interpreter: PathBuf::from(&node_config.python_env),
         gpus: GpuPool::new(node_config.gpu_list().iter().map(|g| g.index).collect()),
         root,
@@ -129,7 +135,9 @@ pub async fn serve(ctx: Arc<NodeContext>) -> anyhow::Result<()> {
         ctx: Arc::clone(&ctx),
         topology: Topology::new(ctx.namespace()),
         retry: ctx.cluster().retry.clone(),
-        max_timeout: consumer_timeout.saturating_sub(ACK_MARGIN).max(Duration::from_secs(1)),
+        max_timeout: consumer_timeout
+            .saturating_sub(ACK_MARGIN)
+            .max(Duration::from_secs(1)),
         metrics: ctx.metrics(),
         permits: Arc::new(Semaphore::new(limit as usize)),
         known_batches: std::sync::Mutex::new(HashMap::new()),
@@ -137,8 +145,11 @@ pub async fn serve(ctx: Arc<NodeContext>) -> anyhow::Result<()> {
     });
     tracing::info!(node = %node, limit, root = %shared.root.path().display(), "script consumer starting");
     let (deliveries, received) = mpsc::unbounded_channel();
-    let [shared_queue, pinned_queue] = [shared.topology.scripts_queue(), shared.topology.node_scripts_queue(&node)]
-        .map(|queue| subscription(&shared, queue, limit, deliveries.clone()));
+    let [shared_queue, pinned_queue] = [
+        shared.topology.scripts_queue(),
+        shared.topology.node_scripts_queue(&node),
+    ]
+    .map(|queue| subscription(&shared, queue, limit, deliveries.clone()));
     // The dispatcher ends once both subscriptions have ended (shutdown) and dropped their senders.
     drop(deliveries);
     tokio::join!(shared_queue, pinned_queue, dispatch(&shared, received));
@@ -196,7 +207,12 @@ const RESUBSCRIBE_MAX: Duration = Duration::from_secs(15);
 /// disturbs jobs running from the other; after a connection loss it waits for the supervisor's
 /// new connection. Deliveries of a failed channel return to the queue by themselves; running
 /// scripts carry on and report through the current connection.
-async fn subscription(shared: &Arc<Shared>, queue: String, limit: u32, deliveries: mpsc::UnboundedSender<InFlight>) {
+async fn subscription(
+    shared: &Arc<Shared>,
+    queue: String,
+    limit: u32,
+    deliveries: mpsc::UnboundedSender<InFlight>,
+) {
     let ctx = &shared.ctx;
     let mut backoff = resubscribe_backoff();
     loop {
@@ -259,23 +275,41 @@ async fn subscribe(
     if queue != shared.topology.scripts_queue() {
         // This node's own queue: (re)declared here, so a deleted one comes back.
         let settings = &shared.ctx.cluster().broker;
-        broker.declare_node_scripts_queue(&shared.node, settings).await.context("declaring this node's pinned script queue")?;
+        broker
+            .declare_node_scripts_queue(&shared.node, settings)
+            .await
+            .context("declaring this node's pinned script queue")?;
     }
     let tag = Topology::scripts_consumer_tag(&shared.node);
-    let channel = broker.channel().await.with_context(|| format!("opening a channel for {queue}"))?;
+    let channel = broker
+        .channel()
+        .await
+        .with_context(|| format!("opening a channel for {queue}"))?;
     channel
-        .basic_qos(limit.min(u16::MAX as u32) as u16, BasicQosOptions::default())
+        .basic_qos(
+            limit.min(u16::MAX as u32) as u16,
+            BasicQosOptions::default(),
+        )
         .await
         .with_context(|| format!("setting prefetch {limit} on {queue}"))?;
     let mut consumer = channel
-        .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .with_context(|| format!("consuming {queue}"))?;
     tracing::info!(queue, tag = %tag, prefetch = limit, "script consumer subscribed");
     let forward = |delivery: Delivery| {
         // The dispatcher outlives every subscription, so this cannot fail; were it gone, the
         // dropped delivery would return to the queue when the channel closes.
-        let _ = deliveries.send(InFlight { queue: queue.to_string(), delivery, channel: channel.clone() });
+        let _ = deliveries.send(InFlight {
+            queue: queue.to_string(),
+            delivery,
+            channel: channel.clone(),
+        });
     };
     let mut shutdown = shared.shutdown.clone();
     loop {
@@ -291,10 +325,15 @@ async fn subscribe(
     }
     // Draining: no new deliveries. What arrived before the cancel took effect still goes to a
     // task, which returns it to the queue; the channel stays open while tasks hold it.
-    if let Err(e) = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await {
+    if let Err(e) = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await
+    {
         tracing::warn!(queue, error = %e, "cancelling the script consumer");
     }
-    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(1), consumer.next()).await {
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_secs(1), consumer.next()).await
+    {
         forward(delivery);
     }
     Ok(())
@@ -316,13 +355,15 @@ enum Settle {
 async fn handle(shared: Arc<Shared>, queue: String, delivery: Delivery) {
     let settle = match process(&shared, &queue, &delivery).await {
         Ok(settle) => settle,
-        Err(e) if redis_unavailable(&e) => match park_until_redis_returns(&shared, &queue, &delivery, &e).await {
-            Ok(()) => Settle::Ack,
-            Err(park) => {
-                tracing::error!(queue = %queue, error = %format!("{park:#}"), "could not park the script job; returning it to the queue");
-                Settle::Requeue
+        Err(e) if redis_unavailable(&e) => {
+            match park_until_redis_returns(&shared, &queue, &delivery, &e).await {
+                Ok(()) => Settle::Ack,
+                Err(park) => {
+                    tracing::error!(queue = %queue, error = %format!("{park:#}"), "could not park the script job; returning it to the queue");
+                    Settle::Requeue
+                }
             }
-        },
+        }
         Err(e) => {
             tracing::error!(queue = %queue, error = %format!("{e:#}"), "script job could not be settled; returning it to the queue");
             Settle::Requeue
@@ -330,12 +371,24 @@ async fn handle(shared: Arc<Shared>, queue: String, delivery: Delivery) {
     };
     let result = match settle {
         Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Settle::Requeue => delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await,
+        Settle::Requeue => {
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+        }
     };
     match result {
         Ok(true) => {}
-        Ok(false) => tracing::warn!(queue = %queue, "delivery was already settled (channel recovered?)"),
-        Err(e) => tracing::error!(queue = %queue, error = %e, "ack/nack failed; the broker will redeliver (the result is applied once)"),
+        Ok(false) => {
+            tracing::warn!(queue = %queue, "delivery was already settled (channel recovered?)")
+        }
+        Err(e) => {
+            tracing::error!(queue = %queue, error = %e, "ack/nack failed; the broker will redeliver (the result is applied once)")
+        }
     }
 }
 
@@ -345,13 +398,31 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
         Ok(job) => job,
         Err(e) => {
             tracing::warn!(queue, error = %e, "malformed script job; dead-lettering it");
-            shared.broker().publish_dead_letter(queue, &delivery.data, &headers, "invalid_message", &e.to_string()).await?;
+            shared
+                .broker()
+                .publish_dead_letter(
+                    queue,
+                    &delivery.data,
+                    &headers,
+                    "invalid_message",
+                    &e.to_string(),
+                )
+                .await?;
             return Ok(Settle::Ack);
         }
     };
     if job.expected_output.as_deref().is_none_or(str::is_empty) {
         let detail = "the job names no expected_output, so its success cannot be judged";
-        dead_letter(shared, queue, delivery, &headers, &job, "invalid_message", detail).await?;
+        dead_letter(
+            shared,
+            queue,
+            delivery,
+            &headers,
+            &job,
+            "invalid_message",
+            detail,
+        )
+        .await?;
         return Ok(Settle::Ack);
     }
     if let Some(pin) = job.node.as_deref().filter(|pin| *pin != shared.node) {
@@ -360,26 +431,56 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
         return Ok(Settle::Ack);
     }
     let member = job.member();
-    if let Some(deliveries) = redelivery::last_delivery(&delivery.properties, shared.ctx.cluster().broker.delivery_limit) {
+    if let Some(deliveries) = redelivery::last_delivery(
+        &delivery.properties,
+        shared.ctx.cluster().broker.delivery_limit,
+    ) {
         let detail = format!(
             "delivered {deliveries} times without completing: the node running it stopped or crashed each time (out of memory?); \
              fix the cause, then `seedq-producer dlq replay`"
         );
-        dead_letter(shared, queue, delivery, &headers, &job, "delivery_limit", &detail).await?;
+        dead_letter(
+            shared,
+            queue,
+            delivery,
+            &headers,
+            &job,
+            "delivery_limit",
+            &detail,
+        )
+        .await?;
         return Ok(Settle::Ack);
     }
     if shared.store.is_cancelled(&job.batch_id).await? {
-        record_failure(shared, &job, "cancelled", "the batch was cancelled before this task ran", true).await?;
+        record_failure(
+            shared,
+            &job,
+            "cancelled",
+            "the batch was cancelled before this task ran",
+            true,
+        )
+        .await?;
         return Ok(Settle::Ack);
     }
     if !batch_exists(shared, &job.batch_id).await? {
         shared
             .broker()
-            .publish_dead_letter(queue, &delivery.data, &headers, "unknown_job", "no such batch in Redis (expired or deleted)")
+            .publish_dead_letter(
+                queue,
+                &delivery.data,
+                &headers,
+                "unknown_job",
+                "no such batch in Redis (expired or deleted)",
+            )
             .await?;
         return Ok(Settle::Ack);
     }
-    if shared.store.done_members(&job.batch_id).await?.contains(&member) {
+    if shared
+        .store
+        .done_members(&job.batch_id)
+        .await?
+        .contains(&member)
+    {
         tracing::info!(task = %job.task_id, "task already done (redelivery); acking without running it");
         return Ok(Settle::Ack);
     }
@@ -393,13 +494,29 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
     };
     // The wait for a permit can be long: a cancel that came meanwhile still stops this task.
     if shared.store.is_cancelled(&job.batch_id).await? {
-        record_failure(shared, &job, "cancelled", "the batch was cancelled before this task ran", true).await?;
+        record_failure(
+            shared,
+            &job,
+            "cancelled",
+            "the batch was cancelled before this task ran",
+            true,
+        )
+        .await?;
         return Ok(Settle::Ack);
     }
     let lease = match shared.gpus.acquire(job.gpu_id) {
         Ok(lease) => lease,
         Err(e) => {
-            dead_letter(shared, queue, delivery, &headers, &job, "gpu_unavailable", &e.to_string()).await?;
+            dead_letter(
+                shared,
+                queue,
+                delivery,
+                &headers,
+                &job,
+                "gpu_unavailable",
+                &e.to_string(),
+            )
+            .await?;
             return Ok(Settle::Ack);
         }
     };
@@ -443,7 +560,9 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
             }
         }
     };
-    shared.metrics.script_finished(report.outcome.is_ok(), report.duration.as_secs_f64());
+    shared
+        .metrics
+        .script_finished(report.outcome.is_ok(), report.duration.as_secs_f64());
     let gpu = lease.gpu();
     drop(lease);
     drop(permit);
@@ -472,9 +591,16 @@ async fn settle_report(
         Ok(content) => {
             result.success = true;
             result.output = Some(ScriptOutput::new(output_name, content));
-            match shared.store.apply_script_result(&result).await.context("storing the script's result")? {
+            match shared
+                .store
+                .apply_script_result(&result)
+                .await
+                .context("storing the script's result")?
+            {
                 ApplyOutcome::Applied | ApplyOutcome::AlreadyDone => {}
-                ApplyOutcome::UnknownJob => tracing::warn!(batch = %job.batch_id, "batch vanished from Redis while the task ran"),
+                ApplyOutcome::UnknownJob => {
+                    tracing::warn!(batch = %job.batch_id, "batch vanished from Redis while the task ran")
+                }
             }
             // Only now that Redis holds the content may the node's copy go (had the write
             // failed, the job would be parked with its output file still in place).
@@ -489,7 +615,11 @@ async fn settle_report(
             if let Some(content) = &report.error_output {
                 result.output = Some(ScriptOutput::new(output_name, content));
             }
-            shared.store.save_script_attempt(&result).await.context("storing the failed attempt")?;
+            shared
+                .store
+                .save_script_attempt(&result)
+                .await
+                .context("storing the failed attempt")?;
             if report.error_output.is_some() {
                 let _ = report.remove_output(&shared.root);
             }
@@ -498,15 +628,29 @@ async fn settle_report(
             if reason.is_retryable() && !last_attempt {
                 let mut next = job.clone();
                 next.attempt = job.attempt + 1;
-                let delay = shared.retry.backoff_ms(next.attempt, redelivery::jitter01());
+                let delay = shared
+                    .retry
+                    .backoff_ms(next.attempt, redelivery::jitter01());
                 tracing::warn!(task = %job.task_id, reason = reason.code(), attempt = job.attempt, delay_ms = delay, "script job failed; retrying");
                 // Redis first: if it is down, the job is parked before anything was published, so
                 // parking never leaves a second copy in the queues.
                 record_failure(shared, job, reason.code(), &detail, false).await?;
-                shared.broker().publish_retry(queue, &next.to_json(), &script_headers(&next), delay).await?;
+                shared
+                    .broker()
+                    .publish_retry(queue, &next.to_json(), &script_headers(&next), delay)
+                    .await?;
             } else {
                 tracing::warn!(task = %job.task_id, reason = reason.code(), attempt = job.attempt, "script job failed for good; dead-lettering it");
-                dead_letter(shared, queue, delivery, headers, job, reason.code(), &detail).await?;
+                dead_letter(
+                    shared,
+                    queue,
+                    delivery,
+                    headers,
+                    job,
+                    reason.code(),
+                    &detail,
+                )
+                .await?;
             }
             Ok(Settle::Ack)
         }
@@ -536,12 +680,24 @@ async fn dead_letter(
     // published yet, and settles when Redis is back.
     record_failure(shared, job, reason, detail, true).await?;
     let mut headers = headers.clone();
-    headers.insert(seedq_protocol::headers::NODE.to_string(), shared.node.clone());
-    shared.broker().publish_dead_letter(queue, &delivery.data, &headers, reason, detail).await?;
+    headers.insert(
+        seedq_protocol::headers::NODE.to_string(),
+        shared.node.clone(),
+    );
+    shared
+        .broker()
+        .publish_dead_letter(queue, &delivery.data, &headers, reason, detail)
+        .await?;
     Ok(())
 }
 
-async fn record_failure(shared: &Shared, job: &ScriptJob, reason: &str, detail: &str, dead: bool) -> anyhow::Result<()> {
+async fn record_failure(
+    shared: &Shared,
+    job: &ScriptJob,
+    reason: &str,
+    detail: &str,
+    dead: bool,
+) -> anyhow::Result<()> {
     let event = FailureEvent {
         member: job.member(),
         reason: reason.to_string(),
@@ -559,11 +715,14 @@ async fn record_failure(shared: &Shared, job: &ScriptJob, reason: &str, detail: 
     Ok(())
 }
 
-
 /// Whether `e` comes from Redis being unreachable (after the store's own retries), rather than
 /// from the job or the broker.
 fn redis_unavailable(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| cause.downcast_ref::<StoreError>().is_some_and(StoreError::is_unavailable))
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_unavailable)
+    })
 }
 
 /// Redis is unreachable: the job is not at fault, so it goes back through the delay queue
@@ -575,7 +734,12 @@ fn redis_unavailable(e: &anyhow::Error) -> bool {
 /// parked job has no second copy in the queues; a successful run whose result could not be
 /// stored keeps its output file on the node (it is removed only after the write) and the job
 /// runs again when it comes back.
-async fn park_until_redis_returns(shared: &Shared, queue: &str, delivery: &Delivery, cause: &anyhow::Error) -> anyhow::Result<()> {
+async fn park_until_redis_returns(
+    shared: &Shared,
+    queue: &str,
+    delivery: &Delivery,
+    cause: &anyhow::Error,
+) -> anyhow::Result<()> {
     let parked = redelivery::parking(&delivery.properties, &shared.retry);
     tracing::warn!(
         queue,
@@ -594,13 +758,21 @@ async fn park_until_redis_returns(shared: &Shared, queue: &str, delivery: &Deliv
 }
 
 async fn batch_exists(shared: &Shared, batch: &str) -> anyhow::Result<bool> {
-    if let Some(known) = shared.known_batches.lock().unwrap_or_else(|p| p.into_inner()).get(batch) {
+    if let Some(known) = shared
+        .known_batches
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(batch)
+    {
         return Ok(*known);
     }
     let exists = shared.store.load_job(batch).await?.is_some();
     if exists {
-        shared.known_batches.lock().unwrap_or_else(|p| p.into_inner()).insert(batch.to_string(), true);
+        shared
+            .known_batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(batch.to_string(), true);
     }
     Ok(exists)
 }
-

@@ -38,7 +38,11 @@ use tokio::process::Command;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FailureReason {
     #[error("path '{path}' resolves outside the script root {root}: {detail}")]
-    EscapesRoot { path: String, root: String, detail: String },
+    EscapesRoot {
+        path: String,
+        root: String,
+        detail: String,
+    },
     #[error("script '{path}' not found under the script root: {detail}")]
     ScriptNotFound { path: String, detail: String },
     #[error("could not start '{interpreter}': {detail} (check python_env in cluster.toml)")]
@@ -88,7 +92,10 @@ impl FailureReason {
     /// Whether running the same job again could succeed. A refused path or a missing script is
     /// a property of the job and the node's files, so it goes to the dead-letter queue at once.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, FailureReason::EscapesRoot { .. } | FailureReason::ScriptNotFound { .. })
+        !matches!(
+            self,
+            FailureReason::EscapesRoot { .. } | FailureReason::ScriptNotFound { .. }
+        )
     }
 }
 
@@ -102,7 +109,10 @@ impl ScriptRoot {
     pub fn new(root: &Path) -> io::Result<Self> {
         let root = std::fs::canonicalize(root)?;
         if !root.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, format!("{} is not a directory", root.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", root.display()),
+            ));
         }
         Ok(ScriptRoot { root })
     }
@@ -112,22 +122,33 @@ impl ScriptRoot {
     }
 
     fn escapes(&self, path: &str, detail: impl Into<String>) -> FailureReason {
-        FailureReason::EscapesRoot { path: path.to_string(), root: self.root.display().to_string(), detail: detail.into() }
+        FailureReason::EscapesRoot {
+            path: path.to_string(),
+            root: self.root.display().to_string(),
+            detail: detail.into(),
+        }
     }
 
     /// Resolves an existing script: follows every symlink and requires the result to be a file
     /// inside the root.
     pub fn resolve_script(&self, script: &str) -> Result<PathBuf, FailureReason> {
         let lexical = self.lexical(script)?;
-        let resolved = std::fs::canonicalize(&lexical).map_err(|e| FailureReason::ScriptNotFound {
-            path: script.to_string(),
-            detail: e.to_string(),
-        })?;
+        let resolved =
+            std::fs::canonicalize(&lexical).map_err(|e| FailureReason::ScriptNotFound {
+                path: script.to_string(),
+                detail: e.to_string(),
+            })?;
         if !resolved.starts_with(&self.root) {
-            return Err(self.escapes(script, format!("it resolves to {} (through a symlink)", resolved.display())));
+            return Err(self.escapes(
+                script,
+                format!("it resolves to {} (through a symlink)", resolved.display()),
+            ));
         }
         if !resolved.is_file() {
-            return Err(FailureReason::ScriptNotFound { path: script.to_string(), detail: "not a regular file".into() });
+            return Err(FailureReason::ScriptNotFound {
+                path: script.to_string(),
+                detail: "not a regular file".into(),
+            });
         }
         Ok(resolved)
     }
@@ -149,9 +170,14 @@ impl ScriptRoot {
                 },
             }
         }
-        let resolved = std::fs::canonicalize(existing).map_err(|e| FailureReason::Io { detail: e.to_string() })?;
+        let resolved = std::fs::canonicalize(existing).map_err(|e| FailureReason::Io {
+            detail: e.to_string(),
+        })?;
         if !resolved.starts_with(&self.root) {
-            return Err(self.escapes(output, format!("{} resolves to {}", existing.display(), resolved.display())));
+            return Err(self.escapes(
+                output,
+                format!("{} resolves to {}", existing.display(), resolved.display()),
+            ));
         }
         Ok(lexical)
     }
@@ -160,7 +186,10 @@ impl ScriptRoot {
     /// above the root or an absolute path outside it.
     fn lexical(&self, path: &str) -> Result<PathBuf, FailureReason> {
         if path.is_empty() {
-            return Err(FailureReason::ScriptNotFound { path: String::new(), detail: "empty path".into() });
+            return Err(FailureReason::ScriptNotFound {
+                path: String::new(),
+                detail: "empty path".into(),
+            });
         }
         let given = Path::new(path);
         let relative: PathBuf = if given.is_absolute() {
@@ -181,7 +210,9 @@ impl ScriptRoot {
                         return Err(self.escapes(path, "'..' climbs above the root"));
                     }
                 }
-                Component::RootDir | Component::Prefix(_) => return Err(self.escapes(path, "absolute path")),
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(self.escapes(path, "absolute path"))
+                }
             }
         }
         let mut out = self.root.clone();
@@ -255,7 +286,9 @@ impl RunReport {
     /// that is already gone is fine; the path is re-checked so a symlink planted by the script
     /// never makes the node delete something outside the root.
     pub fn remove_output(&self, root: &ScriptRoot) -> io::Result<()> {
-        let Some(path) = &self.output_path else { return Ok(()) };
+        let Some(path) = &self.output_path else {
+            return Ok(());
+        };
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.is_file() => {
                 let parent = path.parent().map(std::fs::canonicalize).transpose()?;
@@ -285,7 +318,12 @@ struct Fingerprint {
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    Some(Fingerprint { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino(), device: meta.dev() })
+    Some(Fingerprint {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode: meta.ino(),
+        device: meta.dev(),
+    })
 }
 
 /// Keeps the last `cap` bytes of a stream.
@@ -351,7 +389,9 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
     };
     if let Some(parent) = output.parent() {
         if let Err(e) = std::fs::create_dir_all(parent) {
-            return RunReport::refused(FailureReason::Io { detail: format!("creating {}: {e}", parent.display()) });
+            return RunReport::refused(FailureReason::Io {
+                detail: format!("creating {}: {e}", parent.display()),
+            });
         }
     }
     let before = fingerprint(&output);
@@ -381,8 +421,14 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         }
     };
     let mut guard = GroupGuard { pgid: child.id() };
-    let stdout = tokio::spawn(read_tail(child.stdout.take().expect("piped stdout"), request.tail_bytes));
-    let stderr = tokio::spawn(read_tail(child.stderr.take().expect("piped stderr"), request.tail_bytes));
+    let stdout = tokio::spawn(read_tail(
+        child.stdout.take().expect("piped stdout"),
+        request.tail_bytes,
+    ));
+    let stderr = tokio::spawn(read_tail(
+        child.stderr.take().expect("piped stderr"),
+        request.tail_bytes,
+    ));
 
     let mut exit = ExitInfo::default();
     let status = match tokio::time::timeout(request.timeout, child.wait()).await {
@@ -419,14 +465,18 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         duration,
         stdout_tail,
         stderr_tail,
-        outcome: Err(FailureReason::Io { detail: "not judged".into() }),
+        outcome: Err(FailureReason::Io {
+            detail: "not judged".into(),
+        }),
         error_output: None,
         output_path: Some(output.clone()),
     };
     let status = match status {
         Ok(status) => status,
         Err(e) => {
-            report.outcome = Err(FailureReason::Io { detail: format!("waiting for the script: {e}") });
+            report.outcome = Err(FailureReason::Io {
+                detail: format!("waiting for the script: {e}"),
+            });
             return report;
         }
     };
@@ -436,28 +486,49 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         report.exit.signal = status.signal();
     }
     report.outcome = if report.exit.timed_out {
-        Err(FailureReason::Timeout { secs: request.timeout.as_secs() })
+        Err(FailureReason::Timeout {
+            secs: request.timeout.as_secs(),
+        })
     } else if let Some(signal) = report.exit.signal {
         Err(FailureReason::Signalled { signal })
     } else if report.exit.code != Some(0) {
-        Err(FailureReason::NonZeroExit { code: report.exit.code.unwrap_or(-1) })
+        Err(FailureReason::NonZeroExit {
+            code: report.exit.code.unwrap_or(-1),
+        })
     } else {
         // Reading up to `max_output_bytes` and parsing it as JSON blocks: not on a tokio worker.
-        let (root, name, max_bytes) = (root.clone(), request.expected_output.clone(), request.max_output_bytes);
-        let judged =
-            tokio::task::spawn_blocking(move || judge_output(&root, &name, &output, before.as_ref(), start_wall, max_bytes)).await;
+        let (root, name, max_bytes) = (
+            root.clone(),
+            request.expected_output.clone(),
+            request.max_output_bytes,
+        );
+        let judged = tokio::task::spawn_blocking(move || {
+            judge_output(
+                &root,
+                &name,
+                &output,
+                before.as_ref(),
+                start_wall,
+                max_bytes,
+            )
+        })
+        .await;
         match judged {
             Ok(judged) => judged.map_err(|(reason, content)| {
                 report.error_output = content;
                 reason
             }),
-            Err(e) => Err(FailureReason::Io { detail: format!("judging the output: {e}") }),
+            Err(e) => Err(FailureReason::Io {
+                detail: format!("judging the output: {e}"),
+            }),
         }
     };
     report
 }
 
-fn tail_text(joined: Result<Result<Vec<u8>, tokio::task::JoinError>, tokio::time::error::Elapsed>) -> String {
+fn tail_text(
+    joined: Result<Result<Vec<u8>, tokio::task::JoinError>, tokio::time::error::Elapsed>,
+) -> String {
     match joined {
         Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         _ => String::from("(output stream still held open by an escaped process)"),
@@ -474,12 +545,17 @@ fn judge_output(
     max_bytes: u64,
 ) -> Result<Vec<u8>, (FailureReason, Option<Vec<u8>>)> {
     let plain = |reason: FailureReason| (reason, None);
-    let missing = || FailureReason::OutputMissing { path: name.to_string() };
+    let missing = || FailureReason::OutputMissing {
+        path: name.to_string(),
+    };
     let meta = std::fs::symlink_metadata(path).map_err(|_| plain(missing()))?;
     if meta.file_type().is_symlink() {
         let target = std::fs::canonicalize(path).map_err(|_| plain(missing()))?;
         if !target.starts_with(root.path()) {
-            return Err(plain(root.escapes(name, format!("the script made it a symlink to {}", target.display()))));
+            return Err(plain(root.escapes(
+                name,
+                format!("the script made it a symlink to {}", target.display()),
+            )));
         }
     }
     let after = fingerprint(path).ok_or_else(|| plain(missing()))?;
@@ -488,15 +564,27 @@ fn judge_output(
         Some(before) => before != &after || after.modified.is_some_and(|m| m >= start),
     };
     if !fresh {
-        return Err(plain(FailureReason::OutputStale { path: name.to_string() }));
+        return Err(plain(FailureReason::OutputStale {
+            path: name.to_string(),
+        }));
     }
     if after.len == 0 {
-        return Err(plain(FailureReason::OutputEmpty { path: name.to_string() }));
+        return Err(plain(FailureReason::OutputEmpty {
+            path: name.to_string(),
+        }));
     }
     if after.len > max_bytes {
-        return Err(plain(FailureReason::OutputTooLarge { path: name.to_string(), size: after.len, limit: max_bytes }));
+        return Err(plain(FailureReason::OutputTooLarge {
+            path: name.to_string(),
+            size: after.len,
+            limit: max_bytes,
+        }));
     }
-    let bytes = std::fs::read(path).map_err(|e| plain(FailureReason::Io { detail: format!("reading {name}: {e}") }))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        plain(FailureReason::Io {
+            detail: format!("reading {name}: {e}"),
+        })
+    })?;
     match check_json_status(name, &bytes) {
         Ok(()) => Ok(bytes),
         Err(reason @ FailureReason::StatusError { .. }) => Err((reason, Some(bytes))),
@@ -511,12 +599,20 @@ pub fn check_json_status(name: &str, bytes: &[u8]) -> Result<(), FailureReason> 
     let value: serde_json::Value = match serde_json::from_slice(bytes) {
         Ok(value) => value,
         Err(e) if is_json_path => {
-            return Err(FailureReason::OutputInvalidJson { path: name.to_string(), detail: e.to_string() })
+            return Err(FailureReason::OutputInvalidJson {
+                path: name.to_string(),
+                detail: e.to_string(),
+            })
         }
         Err(_) => return Ok(()),
     };
-    let Some(object) = value.as_object() else { return Ok(()) };
-    let status_error = object.get("status").and_then(|s| s.as_str()).is_some_and(|s| s.eq_ignore_ascii_case("error"));
+    let Some(object) = value.as_object() else {
+        return Ok(());
+    };
+    let status_error = object
+        .get("status")
+        .and_then(|s| s.as_str())
+        .is_some_and(|s| s.eq_ignore_ascii_case("error"));
     let success_false = object.get("success").and_then(|s| s.as_bool()) == Some(false);
     if status_error || success_false {
         let message = object
@@ -526,7 +622,13 @@ pub fn check_json_status(name: &str, bytes: &[u8]) -> Result<(), FailureReason> 
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             })
-            .unwrap_or_else(|| if status_error { "status: error".into() } else { "success: false".into() });
+            .unwrap_or_else(|| {
+                if status_error {
+                    "status: error".into()
+                } else {
+                    "success: false".into()
+                }
+            });
         return Err(FailureReason::StatusError { message });
     }
     Ok(())
@@ -543,7 +645,8 @@ mod tests {
 
     impl Fixture {
         fn new(name: &str) -> Fixture {
-            let dir = std::env::temp_dir().join(format!("seedq-runner-{name}-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("seedq-runner-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(dir.join("root")).unwrap();
             let root = ScriptRoot::new(&dir.join("root")).unwrap();
@@ -593,7 +696,10 @@ mod tests {
         request.args = vec!["a; touch pwned".into()];
         let report = run(&fx.root, &request).await;
         assert_eq!(code(&report), "ok", "{report:?}");
-        assert_eq!(report.outcome.as_ref().unwrap(), br#"{"arg":"a; touch pwned","gpu":"1"}"#);
+        assert_eq!(
+            report.outcome.as_ref().unwrap(),
+            br#"{"arg":"a; touch pwned","gpu":"1"}"#
+        );
         assert_eq!(report.exit.code, Some(0));
         assert_eq!(report.stdout_tail, "done\n");
         assert!(!fx.root.path().join("pwned").exists());
@@ -605,7 +711,10 @@ mod tests {
     async fn exit_zero_without_output_is_missing() {
         let fx = Fixture::new("missing");
         fx.script("s.sh", "exit 0\n");
-        assert_eq!(code(&run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await), "missing_output");
+        assert_eq!(
+            code(&run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await),
+            "missing_output"
+        );
     }
 
     #[tokio::test]
@@ -614,44 +723,80 @@ mod tests {
         let out = fx.root.path().join("o.json");
         std::fs::write(&out, "{}").unwrap();
         let old = SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::options().write(true).open(&out).unwrap().set_modified(old).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&out)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         fx.script("s.sh", "exit 0\n");
-        assert_eq!(code(&run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await), "stale_output");
+        assert_eq!(
+            code(&run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await),
+            "stale_output"
+        );
         fx.script("w.sh", "echo '{\"v\":1}' > o.json\n");
-        assert_eq!(code(&run(&fx.root, &fx.request("w.sh", "o.json", 5_000)).await), "ok");
+        assert_eq!(
+            code(&run(&fx.root, &fx.request("w.sh", "o.json", 5_000)).await),
+            "ok"
+        );
     }
 
     #[tokio::test]
     async fn error_status_nonzero_exit_empty_and_invalid_json_fail() {
         let fx = Fixture::new("status");
-        fx.script("err.sh", "echo '{\"status\":\"error\",\"error\":\"boom\"}' > o.json\n");
+        fx.script(
+            "err.sh",
+            "echo '{\"status\":\"error\",\"error\":\"boom\"}' > o.json\n",
+        );
         let report = run(&fx.root, &fx.request("err.sh", "o.json", 5_000)).await;
-        assert_eq!(report.outcome, Err(FailureReason::StatusError { message: "boom".into() }));
-        assert_eq!(report.error_output.as_deref(), Some(&b"{\"status\":\"error\",\"error\":\"boom\"}\n"[..]));
+        assert_eq!(
+            report.outcome,
+            Err(FailureReason::StatusError {
+                message: "boom".into()
+            })
+        );
+        assert_eq!(
+            report.error_output.as_deref(),
+            Some(&b"{\"status\":\"error\",\"error\":\"boom\"}\n"[..])
+        );
         fx.script("nz.sh", "echo '{}' > o.json; echo bad >&2; exit 3\n");
         let report = run(&fx.root, &fx.request("nz.sh", "o.json", 5_000)).await;
         assert_eq!(code(&report), "exit_status");
         assert_eq!(report.exit.code, Some(3));
         assert_eq!(report.stderr_tail, "bad\n");
         fx.script("empty.sh", ": > o.txt\n");
-        assert_eq!(code(&run(&fx.root, &fx.request("empty.sh", "o.txt", 5_000)).await), "empty_output");
+        assert_eq!(
+            code(&run(&fx.root, &fx.request("empty.sh", "o.txt", 5_000)).await),
+            "empty_output"
+        );
         fx.script("bad.sh", "echo 'not json' > o.json\n");
-        assert_eq!(code(&run(&fx.root, &fx.request("bad.sh", "o.json", 5_000)).await), "invalid_json_output");
+        assert_eq!(
+            code(&run(&fx.root, &fx.request("bad.sh", "o.json", 5_000)).await),
+            "invalid_json_output"
+        );
         fx.script("csv.sh", "echo 'a,b' > o.csv\n");
-        assert_eq!(code(&run(&fx.root, &fx.request("csv.sh", "o.csv", 5_000)).await), "ok");
+        assert_eq!(
+            code(&run(&fx.root, &fx.request("csv.sh", "o.csv", 5_000)).await),
+            "ok"
+        );
     }
 
     #[tokio::test]
     async fn timeout_kills_the_whole_process_group() {
         let fx = Fixture::new("timeout");
         // The grandchild ignores SIGTERM and records its pid; it must be gone after the run.
-        fx.script("t.sh", "sh -c 'trap \"\" TERM; echo $$ > child.pid; sleep 30' &\nsleep 30\n");
+        fx.script(
+            "t.sh",
+            "sh -c 'trap \"\" TERM; echo $$ > child.pid; sleep 30' &\nsleep 30\n",
+        );
         let report = run(&fx.root, &fx.request("t.sh", "o.json", 500)).await;
         assert_eq!(code(&report), "timeout");
         assert!(report.exit.timed_out);
         let pid = std::fs::read_to_string(fx.root.path().join("child.pid")).unwrap();
         let alive = Path::new(&format!("/proc/{}", pid.trim())).exists()
-            && !std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default().contains(") Z ");
+            && !std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+                .unwrap_or_default()
+                .contains(") Z ");
         assert!(!alive, "grandchild {pid} survived the timeout");
     }
 
@@ -663,15 +808,20 @@ mod tests {
         assert_eq!(code(&report), "ok");
         let pid = std::fs::read_to_string(fx.root.path().join("bg.pid")).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z "), "background helper {pid} still running");
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "background helper {pid} still running"
+        );
     }
 
     #[tokio::test]
     async fn paths_outside_the_root_are_refused() {
         let fx = Fixture::new("escape");
         std::fs::write(fx.dir.join("outside.sh"), "echo '{}' > o.json\n").unwrap();
-        std::os::unix::fs::symlink(fx.dir.join("outside.sh"), fx.root.path().join("link.sh")).unwrap();
+        std::os::unix::fs::symlink(fx.dir.join("outside.sh"), fx.root.path().join("link.sh"))
+            .unwrap();
         std::os::unix::fs::symlink(&fx.dir, fx.root.path().join("updir")).unwrap();
         fx.script("ok.sh", "echo '{}' > o.json\n");
         let outside = fx.dir.join("outside.sh").display().to_string();
@@ -685,13 +835,23 @@ mod tests {
             ("ok.sh", "updir/o.json"),
         ] {
             let report = run(&fx.root, &fx.request(script, output, 5_000)).await;
-            assert_eq!(code(&report), "path_escapes_root", "{script} -> {output}: {report:?}");
+            assert_eq!(
+                code(&report),
+                "path_escapes_root",
+                "{script} -> {output}: {report:?}"
+            );
             assert!(!report.outcome.unwrap_err().is_retryable());
         }
         // Absolute paths inside the root and harmless `..` are fine.
         let inside = fx.root.path().join("ok.sh").display().to_string();
-        assert_eq!(code(&run(&fx.root, &fx.request(&inside, "x/../o.json", 5_000)).await), "ok");
-        assert_eq!(code(&run(&fx.root, &fx.request("nope.sh", "o.json", 5_000)).await), "script_not_found");
+        assert_eq!(
+            code(&run(&fx.root, &fx.request(&inside, "x/../o.json", 5_000)).await),
+            "ok"
+        );
+        assert_eq!(
+            code(&run(&fx.root, &fx.request("nope.sh", "o.json", 5_000)).await),
+            "script_not_found"
+        );
     }
 
     #[tokio::test]
@@ -709,7 +869,10 @@ mod tests {
     #[tokio::test]
     async fn tails_keep_the_last_bytes_and_a_missing_interpreter_is_reported() {
         let fx = Fixture::new("tail");
-        fx.script("s.sh", "i=0; while [ $i -lt 100 ]; do echo line$i; i=$((i+1)); done; echo '{}' > o.json\n");
+        fx.script(
+            "s.sh",
+            "i=0; while [ $i -lt 100 ]; do echo line$i; i=$((i+1)); done; echo '{}' > o.json\n",
+        );
         let report = run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await;
         assert_eq!(report.stdout_tail.len(), 64);
         assert!(report.stdout_tail.ends_with("line99\n"));

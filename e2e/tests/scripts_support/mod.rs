@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use seedq_e2e::{amqp_url, consumer_bin, encode_segment, eventually, mgmt_request, producer_bin, redis_url, workspace_root, Namespace};
+use seedq_e2e::{
+    amqp_url, consumer_bin, encode_segment, eventually, mgmt_request, producer_bin, redis_url,
+    workspace_root, Namespace,
+};
 
 /// One node of the test cluster.
 pub struct NodeSpec {
@@ -41,7 +44,11 @@ impl Cluster {
         for node in nodes {
             let root = ns.path(&format!("root-{}", node.name));
             std::fs::create_dir_all(&root).unwrap();
-            std::fs::copy(workspace_root().join("e2e/fixtures/scripts/job.py"), root.join("job.py")).unwrap();
+            std::fs::copy(
+                workspace_root().join("e2e/fixtures/scripts/job.py"),
+                root.join("job.py"),
+            )
+            .unwrap();
             toml.push_str(&format!(
                 "[[nodes]]\nname = \"{}\"\nbackend = \"cpu\"\ngpu_type = \"cpu\"\ngpus = {}\ncpu_slots = 1\ncpu_threads = 1\n\
                  max_script_jobs = {}\nscript_root = \"{}\"\npython_env = \"python3\"\n\
@@ -55,7 +62,13 @@ impl Cluster {
         }
         let config = ns.path("cluster.toml");
         std::fs::write(&config, toml).unwrap();
-        Cluster { ns, config, roots, consumers: Vec::new(), redis_url: redis_url() }
+        Cluster {
+            ns,
+            config,
+            roots,
+            consumers: Vec::new(),
+            redis_url: redis_url(),
+        }
     }
 
     pub fn root(&self, node: &str) -> &Path {
@@ -65,7 +78,18 @@ impl Cluster {
     pub fn start(&mut self, node: &str) {
         let log = std::fs::File::create(self.ns.path(&format!("{node}.log"))).unwrap();
         let child = Command::new(consumer_bin())
-            .args(["--config", self.config.to_str().unwrap(), "--node", node, "--backend", "cpu", "--slots", "1", "--cpu-threads", "1"])
+            .args([
+                "--config",
+                self.config.to_str().unwrap(),
+                "--node",
+                node,
+                "--backend",
+                "cpu",
+                "--slots",
+                "1",
+                "--cpu-threads",
+                "1",
+            ])
             .env("SEEDQ_NAMESPACE", &self.ns.name)
             .env("SEEDQ_AMQP_URL", amqp_url())
             .env("SEEDQ_REDIS_URL", &self.redis_url)
@@ -91,7 +115,12 @@ impl Cluster {
 
     pub fn producer_ok(&self, args: &[&str]) -> String {
         let out = self.producer(args);
-        assert!(out.status.success(), "seedq-producer {args:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "seedq-producer {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -114,7 +143,10 @@ impl Cluster {
                 (
                     c["consumer_tag"].as_str().unwrap_or("").to_string(),
                     c["prefetch_count"].as_u64().unwrap_or(0),
-                    c["channel_details"]["connection_name"].as_str().unwrap_or("").to_string(),
+                    c["channel_details"]["connection_name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                 )
             })
             .collect()
@@ -124,13 +156,25 @@ impl Cluster {
     /// on its pinned queue (two channels, subscribed independently; the API lags a little).
     pub fn wait_for_script_consumers(&self, nodes: &[&str]) {
         let queue = format!("{}.scripts", self.ns.name);
-        eventually(&format!("script consumers of {nodes:?} on {queue} and their pinned queues"), Duration::from_secs(60), || {
-            let tags: Vec<String> = self.queue_consumers(&queue).into_iter().map(|c| c.0).collect();
-            nodes.iter().all(|n| {
-                let tag = format!("{n}/scripts");
-                tags.contains(&tag) && self.queue_consumers(&format!("{queue}.{n}")).iter().any(|c| c.0 == tag)
-            })
-        });
+        eventually(
+            &format!("script consumers of {nodes:?} on {queue} and their pinned queues"),
+            Duration::from_secs(60),
+            || {
+                let tags: Vec<String> = self
+                    .queue_consumers(&queue)
+                    .into_iter()
+                    .map(|c| c.0)
+                    .collect();
+                nodes.iter().all(|n| {
+                    let tag = format!("{n}/scripts");
+                    tags.contains(&tag)
+                        && self
+                            .queue_consumers(&format!("{queue}.{n}"))
+                            .iter()
+                            .any(|c| c.0 == tag)
+                })
+            },
+        );
     }
 }
 
@@ -143,7 +187,10 @@ impl Drop for Cluster {
         // Pinned queues of nodes that died without a goodbye are not in the heartbeat index.
         for node in self.roots.keys() {
             let queue = format!("{}.scripts.{node}", self.ns.name);
-            let _ = mgmt_request("DELETE", &format!("/api/queues/%2F/{}", encode_segment(&queue)));
+            let _ = mgmt_request(
+                "DELETE",
+                &format!("/api/queues/%2F/{}", encode_segment(&queue)),
+            );
         }
         let _ = self.producer(&["teardown", "--yes"]);
     }
@@ -160,7 +207,12 @@ pub fn intervals(log: &str) -> Vec<(String, String, f64, f64)> {
     let mut out = Vec::new();
     for line in log.lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
-        let (event, node, task, t) = (parts[0], parts[1], parts[2], parts[3].parse::<f64>().unwrap());
+        let (event, node, task, t) = (
+            parts[0],
+            parts[1],
+            parts[2],
+            parts[3].parse::<f64>().unwrap(),
+        );
         match event {
             "start" => {
                 starts.insert(task.to_string(), (node.to_string(), t));
@@ -176,7 +228,10 @@ pub fn intervals(log: &str) -> Vec<(String, String, f64, f64)> {
 
 /// Highest number of overlapping intervals.
 pub fn peak(intervals: &[(f64, f64)]) -> usize {
-    let mut events: Vec<(f64, i32)> = intervals.iter().flat_map(|(s, e)| [(*s, 1), (*e, -1)]).collect();
+    let mut events: Vec<(f64, i32)> = intervals
+        .iter()
+        .flat_map(|(s, e)| [(*s, 1), (*e, -1)])
+        .collect();
     // Ends before starts at equal times: back-to-back jobs do not overlap.
     events.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)));
     let (mut now, mut best) = (0i32, 0i32);
@@ -191,4 +246,3 @@ pub fn alive(pid: &str) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
     !stat.is_empty() && !stat.contains(") Z ")
 }
-
