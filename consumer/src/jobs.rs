@@ -39,8 +39,8 @@ pub enum Prepared {
 impl Prepared {
     fn seed_space_end(&self) -> u128 {
         match self {
-            Prepared::Sieve(s) => s.family.family.seed_space_end(),
-            Prepared::Analysis(_, s) => s.family.family.seed_space_end(),
+            Prepared::Sieve(s) => s.family.family().seed_space_end(),
+            Prepared::Analysis(_, s) => s.family.family().seed_space_end(),
         }
     }
 

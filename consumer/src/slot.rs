@@ -40,7 +40,7 @@ pub struct Output {
     pub seeds_tested: u64,
     pub survivors: Vec<Survivor>,
     pub flagged: Vec<FlaggedSeed>,
-    pub summary: Option<serde_json::Value>,
+    pub summary: Option<seedq_kernels::analysis::Summary>,
     /// `Work::Calibrate`: work units per second by family.
     pub calibration: Vec<(Family, f64)>,
     /// Kernel wall time.
@@ -211,16 +211,14 @@ fn execute(
             let flagged = outcome
                 .flagged
                 .into_iter()
-                .map(|r| FlaggedSeed {
-                    seed: r.seed,
-                    record: serde_json::to_value(&r).unwrap_or(serde_json::Value::Null),
+                .map(|record| FlaggedSeed {
+                    seed: record.seed,
+                    record,
                 })
                 .collect();
             Ok(Output {
                 seeds_tested: planned,
-                summary: Some(
-                    serde_json::to_value(&outcome.summary).unwrap_or(serde_json::Value::Null),
-                ),
+                summary: Some(outcome.summary),
                 flagged,
                 ..Default::default()
             })

@@ -65,7 +65,7 @@ impl Case {
             self.command().into(),
             "--json".into(),
             "--prng".into(),
-            s.family.family.name().into(),
+            s.family.family().name().into(),
             "--modulus".into(),
             s.modulus.to_string(),
             "--offset".into(),
@@ -300,7 +300,7 @@ fn correlation_and_analysis_jobs_equal_the_direct_run() {
             job.starts_with(&format!(
                 "{}-{}-",
                 case.command(),
-                case.spec.family.family.name()
+                case.spec.family.family().name()
             )),
             "{}: derived id {job}",
             case.label

@@ -111,12 +111,12 @@ impl Workload {
             direction: self.direction,
             skip_mode: self.skip_mode.clone(),
         };
-        if (planted as u128) >= self.family.family.seed_space_end() {
+        if (planted as u128) >= self.family.family().seed_space_end() {
             return Err(SieveError::SeedOutOfRange {
-                family: self.family.family.name().to_string(),
+                family: self.family.family().name().to_string(),
                 start: planted as u128,
                 end: planted as u128 + 1,
-                space_end: self.family.family.seed_space_end(),
+                space_end: self.family.family().seed_space_end(),
             });
         }
         spec.family.validate()?;
@@ -195,10 +195,10 @@ pub fn run(
     let end = seed_start
         .checked_add(seeds)
         .ok_or(SieveError::SeedOutOfRange {
-            family: workload.family.family.name().to_string(),
+            family: workload.family.family().name().to_string(),
             start: seed_start as u128,
             end: seed_start as u128 + seeds as u128,
-            space_end: workload.family.family.seed_space_end(),
+            space_end: workload.family.family().seed_space_end(),
         })?;
     let set = SeedSet::Range {
         start: seed_start,
@@ -212,7 +212,7 @@ pub fn run(
         workload: workload.name.clone(),
         backend: backend.describe(),
         threads,
-        family: workload.family.family.name().to_string(),
+        family: workload.family.family().name().to_string(),
         k: workload.k,
         skip_min: workload.skip_min,
         skip_max: workload.skip_max,

@@ -1,22 +1,26 @@
-//! seedq-kernels: the PRNG families and the seed sieve.
+//! seedq-kernels: the fast sieve backends and the analysis statistics.
 //!
-//! The sieve asks, for every candidate seed, whether the generator seeded with it reproduces a
-//! window of observed draws (mod `modulus`) often enough. This crate holds the definitions
-//! ([`family`]), the job-independent contract ([`spec`]), a scalar reference implementation that
-//! is obviously correct ([`mod@reference`]) and the fast backends that must agree with it bit for bit
-//! ([`cpu`], [`gpu`]).
+//! The definitions (families, the sieve contract, the scalar reference) live in `seedq-core`
+//! and are re-exported here under the same paths ([`family`], [`spec`], [`mod@reference`]);
+//! this crate holds the backends that must agree with the reference bit for bit ([`cpu`],
+//! [`gpu`]), the per-seed statistics of analysis jobs ([`analysis`]) and [`bench`] workloads.
 //!
 //! Every backend implements [`SieveBackend`], which is what a consumer's GPU or CPU slot holds.
 
 pub mod analysis;
 pub mod bench;
 pub mod cpu;
-pub mod family;
 pub mod gpu;
-pub mod reference;
-pub mod spec;
 
-pub use family::{Family, FamilyConfig};
+pub use seedq_core::{family, spec};
+
+/// The scalar reference ([`seedq_core::reference`]) and [`ReferenceBackend`], its backend form.
+pub mod reference {
+    pub use super::ReferenceBackend;
+    pub use seedq_core::reference::*;
+}
+
+pub use family::{Family, FamilyConfig, FamilyParams};
 pub use spec::{
     Direction, PassResult, SeedSet, SieveError, SieveOutcome, SieveSpec, SkipMode, Strategy,
     Survivor, Threshold,
@@ -31,4 +35,19 @@ pub trait SieveBackend: Send {
     fn describe(&self) -> String;
     /// Runs the sieve. `spec` has been validated with [`SieveSpec::validate`] by the caller.
     fn sieve(&self, spec: &SieveSpec, seeds: &SeedSet) -> Result<SieveOutcome, SieveError>;
+}
+
+/// The reference implementation as a [`SieveBackend`] (validates, then runs
+/// [`reference::sieve`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReferenceBackend;
+
+impl SieveBackend for ReferenceBackend {
+    fn describe(&self) -> String {
+        "reference (scalar, 1 thread)".to_string()
+    }
+
+    fn sieve(&self, spec: &SieveSpec, seeds: &SeedSet) -> Result<SieveOutcome, SieveError> {
+        reference::try_sieve(spec, seeds)
+    }
 }

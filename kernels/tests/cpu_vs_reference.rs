@@ -52,7 +52,7 @@ fn family_config() -> impl proptest::strategy::Strategy<Value = FamilyConfig> {
             }
             _ => FamilyParams::defaults(family),
         };
-        FamilyConfig { family, params }
+        FamilyConfig::with_params(params).unwrap()
     })
 }
 
@@ -104,7 +104,7 @@ fn case() -> impl proptest::strategy::Strategy<Value = Case> {
                     _ => k0,
                 };
                 let skip_max = skip_min + skip_span;
-                let space = family.family.seed_space_end();
+                let space = family.family().seed_space_end();
                 let planted = if space > u64::MAX as u128 {
                     planted
                 } else {

@@ -296,7 +296,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                 (th, rth),
                 (dir, strategies, use_list, corrupt, capacity),
             )| {
-                let seeds = seed_range(family.family, start, len);
+                let seeds = seed_range(family.family(), start, len);
                 let SeedSet::Range { start, end } = seeds else {
                     unreachable!()
                 };
@@ -323,7 +323,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     spec.skip_mode = SkipMode::Variable { strategies };
                 }
                 let seeds = if use_list {
-                    let space = family.family.seed_space_end().min(u64::MAX as u128) as u64;
+                    let space = family.family().seed_space_end().min(u64::MAX as u128) as u64;
                     SeedSet::List(
                         list.into_iter()
                             .map(|d| (start + d).min(space - 1))

@@ -123,10 +123,7 @@ fn pcg32_reference_demo_from_the_same_state() {
         [0xa15c02b7, 0x7b47f409, 0xba1d3330, 0x83d2f293, 0xbfa4784b, 0xcbed606e]
     );
     // The family with that increment, seeded with a 32-bit value, is the same generator.
-    let family = FamilyConfig {
-        family: Family::Pcg32,
-        params: FamilyParams::Pcg32 { inc, mult },
-    };
+    let family = FamilyConfig::with_params(FamilyParams::Pcg32 { inc, mult }).unwrap();
     let mut from_seed = Generator::Pcg32 {
         state: 7,
         mult,

@@ -384,49 +384,44 @@ fn any_family() -> impl Strategy<Value = FamilyConfig> {
         (10, 3, 1),
     ]);
     prop_oneof![
-        xs_triples.prop_map(|(a, b, c)| FamilyConfig {
-            family: Family::Xorshift32,
-            params: FamilyParams::Xorshift32 { a, b, c }
-        }),
+        xs_triples.prop_map(
+            |(a, b, c)| FamilyConfig::with_params(FamilyParams::Xorshift32 { a, b, c }).unwrap()
+        ),
         Just(FamilyConfig::new(Family::Xorshift64)),
         Just(FamilyConfig::new(Family::Xorshift128)),
-        (any::<u64>(), any::<u64>()).prop_map(|(inc, mult)| FamilyConfig {
-            family: Family::Pcg32,
-            params: FamilyParams::Pcg32 {
+        (any::<u64>(), any::<u64>()).prop_map(|(inc, mult)| FamilyConfig::with_params(
+            FamilyParams::Pcg32 {
                 inc: inc | 1,
                 mult: (mult & !3) | 5
-            },
-        }),
+            }
+        )
+        .unwrap()),
         (
             any::<u32>(),
             any::<u32>(),
             prop::sample::select(vec![0u32, 0x7FFF_FFFF, 0xFFFF_FFFB, 1_000_003])
         )
             .prop_map(|(a, c, m)| {
-                FamilyConfig {
-                    family: Family::Lcg32,
-                    params: FamilyParams::Lcg32 {
-                        a: (a & !3) | 5,
-                        c: c | 1,
-                        m,
-                    },
-                }
+                FamilyConfig::with_params(FamilyParams::Lcg32 {
+                    a: (a & !3) | 5,
+                    c: c | 1,
+                    m,
+                })
+                .unwrap()
             }),
-        (any::<u64>(), any::<u64>()).prop_map(|(a, c)| FamilyConfig {
-            family: Family::JavaLcg,
-            params: FamilyParams::JavaLcg {
+        (any::<u64>(), any::<u64>()).prop_map(|(a, c)| FamilyConfig::with_params(
+            FamilyParams::JavaLcg {
                 a: ((a & ((1 << 48) - 1)) & !3) | 5,
                 c: (c & ((1 << 48) - 1)) | 1
-            },
-        }),
-        prop::sample::select(vec![48271u32, 16807, 69621, 1_207_248_710]).prop_map(|a| {
-            FamilyConfig {
-                family: Family::Minstd,
-                params: FamilyParams::Minstd {
-                    a,
-                    m: 2_147_483_647,
-                },
             }
+        )
+        .unwrap()),
+        prop::sample::select(vec![48271u32, 16807, 69621, 1_207_248_710]).prop_map(|a| {
+            FamilyConfig::with_params(FamilyParams::Minstd {
+                a,
+                m: 2_147_483_647,
+            })
+            .unwrap()
         }),
         Just(FamilyConfig::new(Family::Mt19937)),
         Just(FamilyConfig::new(Family::Xoshiro256pp)),
@@ -449,7 +444,7 @@ proptest! {
         skip_pick in 0u32..20,
         reverse in any::<bool>(),
     ) {
-        let seed = ((raw_seed as u128 % fam.family.seed_space_end()) as u64).max(1);
+        let seed = ((raw_seed as u128 % fam.family().seed_space_end()) as u64).max(1);
         let skip_max = skip_min + span;
         let skip = skip_min + skip_pick % (span + 1);
         let mut draws = plant(&fam, seed, offset, skip, k, 1000);
@@ -477,7 +472,7 @@ proptest! {
         drifts in prop::collection::vec(-5i32..=5, 5..60),
         reverse in any::<bool>(),
     ) {
-        let seed = ((raw_seed as u128 % fam.family.seed_space_end()) as u64).max(1);
+        let seed = ((raw_seed as u128 % fam.family().seed_space_end()) as u64).max(1);
         let skip_max = skip_min + 40;
         let mut t = (skip_min + first) as i64;
         let pattern: Vec<u32> = drifts

@@ -1,7 +1,7 @@
 //! `seedq-producer correlation` and `seedq-producer analysis`: enqueue the statistical seed jobs.
 //!
 //! Both run, for every seed of a range or candidate list, the tests defined in
-//! `seedq_kernels::analysis` on that seed's output stream (`--samples` outputs after `--offset`,
+//! `seedq_core::analysis` on that seed's output stream (`--samples` outputs after `--offset`,
 //! reduced mod `--modulus`): `correlation` the lag autocorrelation test up to `--max-lag`,
 //! `analysis` that plus chi-square uniformity over `--bins` classes and the runs test. A seed is
 //! flagged when a test's p-value is below `--alpha` (split over the tests for `analysis`).
@@ -16,8 +16,8 @@
 //! re-running the same command resumes the same job.
 
 use clap::Args;
-use seedq_kernels::analysis::{AnalysisError, AnalysisKind, AnalysisSpec};
-use seedq_kernels::FamilyConfig;
+use seedq_core::analysis::{AnalysisError, AnalysisKind, AnalysisSpec};
+use seedq_core::FamilyConfig;
 use seedq_protocol::JobSpec;
 
 use crate::context::Env;
@@ -125,7 +125,7 @@ impl AnalysisArgs {
         }
         spec.validate(kind)?;
 
-        let seeds = self.job.seeds(spec.family.family)?;
+        let seeds = self.job.seeds(spec.family.family())?;
         Ok(ValidatedAnalysis { kind, spec, seeds })
     }
 }
@@ -153,7 +153,7 @@ pub fn derived_job_id(
     spec: &AnalysisSpec,
     seeds: &seedq_protocol::JobSeeds,
 ) -> String {
-    sieve_cmd::derived_id(kind_name(kind), spec.family.family.name(), spec, seeds)
+    sieve_cmd::derived_id(kind_name(kind), spec.family.family().name(), spec, seeds)
 }
 
 pub async fn run(env: &Env, kind: AnalysisKind, args: AnalysisArgs) -> anyhow::Result<i32> {
@@ -176,7 +176,7 @@ pub async fn run(env: &Env, kind: AnalysisKind, args: AnalysisArgs) -> anyhow::R
 mod tests {
     use super::*;
     use clap::Parser;
-    use seedq_kernels::Family;
+    use seedq_core::Family;
     use seedq_protocol::JobSeeds;
     use std::path::PathBuf;
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use seedq_kernels::FamilyConfig;
+use seedq_core::FamilyConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DrawsFormat {
@@ -58,7 +58,7 @@ pub fn planted_draws(
     offset: u64,
     modulus: u64,
 ) -> Vec<u64> {
-    seedq_kernels::reference::planted_window(family, seed, offset, skip, count, modulus)
+    seedq_core::reference::planted_window(family, seed, offset, skip, count, modulus)
 }
 
 pub fn run(args: &GenDrawsArgs) -> anyhow::Result<()> {
@@ -75,10 +75,10 @@ pub fn run(args: &GenDrawsArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.modulus >= 2, "--modulus must be at least 2");
     anyhow::ensure!(args.count >= 1, "--count must be at least 1");
     anyhow::ensure!(
-        (args.seed as u128) < family.family.seed_space_end(),
+        (args.seed as u128) < family.family().seed_space_end(),
         "--seed {} is outside the {} seed space",
         args.seed,
-        family.family
+        family.family()
     );
     let mut draws = planted_draws(
         &family,
@@ -122,7 +122,7 @@ pub fn run(args: &GenDrawsArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seedq_kernels::Family;
+    use seedq_core::Family;
 
     #[test]
     fn planted_draws_follow_the_sieve_numbering() {

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use seedq_kernels::analysis::AnalysisKind;
+use seedq_core::analysis::AnalysisKind;
 use seedq_protocol::{DEFAULT_AMQP_URL, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL};
 
 use crate::context::Env;

@@ -626,7 +626,7 @@ pub async fn run_dlq(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seedq_kernels::SeedSet;
+    use seedq_core::SeedSet;
     use seedq_protocol::JobKind;
 
     #[test]

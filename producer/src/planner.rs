@@ -21,7 +21,7 @@
 //!
 //! A fixed `--chunk-size` skips 1-4 but is still refused when it would break rule 5.
 
-use seedq_kernels::SieveSpec;
+use seedq_core::SieveSpec;
 
 /// The sizing knobs (cluster.toml `[chunking]` plus the broker's consumer timeout).
 #[derive(Debug, Clone, PartialEq)]
@@ -227,7 +227,7 @@ pub fn profile_work_per_second(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seedq_kernels::{Direction, Family, FamilyConfig, SkipMode, Strategy, Threshold};
+    use seedq_core::{Direction, Family, FamilyConfig, SkipMode, Strategy, Threshold};
 
     fn class(model: &str, slots: u64, rate: f64) -> SlotClass {
         SlotClass {

@@ -9,7 +9,7 @@
 //!
 //! Correlation / analysis jobs ([`AnalysisResults`]) print, as JSON, one object
 //! `{"job_id", "kind", "summary", "flagged"}`: `summary` is the sum of every chunk's summary
-//! (`seedq_kernels::analysis::Summary::merge`, integer counters, so exact) and `flagged` the
+//! (`seedq_core::analysis::Summary::merge`, integer counters, so exact) and `flagged` the
 //! flagged seeds' records (`FlaggedRecord`) sorted by seed. As CSV, one row per flagged seed
 //! ([`ANALYSIS_CSV_HEADER`]): the failing tests (space-separated), whether the stream was
 //! constant, every p-value and statistic, the strongest lag (largest `|z|`, 1-based) with its
@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use seedq_kernels::analysis::{FlaggedRecord, Summary};
-use seedq_kernels::{Direction, PassResult, Survivor};
+use seedq_core::analysis::{FlaggedRecord, Summary};
+use seedq_core::{Direction, PassResult, Survivor};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

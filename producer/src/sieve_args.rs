@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use seedq_kernels::{Direction, Family, FamilyConfig, SieveSpec, SkipMode, Strategy, Threshold};
+use seedq_core::{Direction, Family, FamilyConfig, SieveSpec, SkipMode, Strategy, Threshold};
 
 use crate::draws;
 
@@ -151,7 +151,7 @@ pub enum SieveArgsError {
     #[error(transparent)]
     Draws(#[from] draws::DrawsError),
     #[error(transparent)]
-    Spec(#[from] seedq_kernels::SieveError),
+    Spec(#[from] seedq_core::SieveError),
     #[error("--param '{0}' must look like NAME=VALUE")]
     BadParam(String),
     #[error("{flag} '{value}' is not a number (use decimal, 0x hex or 2^N)")]
@@ -336,7 +336,7 @@ impl SieveArgs {
             return Err(SieveArgsError::BadModulus(self.modulus));
         }
         if self.skip_min > self.skip_max {
-            return Err(seedq_kernels::SieveError::InvalidSkipRange {
+            return Err(seedq_core::SieveError::InvalidSkipRange {
                 min: self.skip_min,
                 max: self.skip_max,
             }
@@ -375,7 +375,7 @@ impl SieveArgs {
         };
         spec.validate()?;
 
-        let seeds = self.job.seeds(spec.family.family)?;
+        let seeds = self.job.seeds(spec.family.family())?;
         Ok(ValidatedSieve { spec, seeds })
     }
 }

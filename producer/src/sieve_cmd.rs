@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use seedq_kernels::SieveSpec;
+use seedq_core::SieveSpec;
 use seedq_protocol::{ClusterConfig, Job, JobKind, JobSeeds, JobSpec, NodeBackend, NodeHeartbeat};
 use seedq_store::{CreateOutcome, Store};
 use serde::Serialize;
@@ -75,7 +75,7 @@ pub fn derived_id<S: Serialize>(prefix: &str, family: &str, spec: &S, seeds: &Jo
 
 /// `sieve-<family>-<16 hex>` from the canonical JSON of the spec and seeds.
 pub fn derived_job_id(spec: &SieveSpec, seeds: &JobSeeds) -> String {
-    derived_id("sieve", spec.family.family.name(), spec, seeds)
+    derived_id("sieve", spec.family.family().name(), spec, seeds)
 }
 
 pub fn job_seeds(request: &SeedsRequest) -> JobSeeds {
@@ -431,7 +431,7 @@ fn command_label() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seedq_kernels::{Family, FamilyConfig, Threshold};
+    use seedq_core::{Family, FamilyConfig, Threshold};
     use seedq_protocol::SlotState;
 
     fn spec(draws: Vec<u64>) -> SieveSpec {

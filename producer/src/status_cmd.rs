@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use seedq_kernels::analysis::Summary;
+use seedq_core::analysis::Summary;
 use seedq_protocol::{Job, JobProgress, JobSpec};
 use seedq_store::{JobEvents, Store};
 

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use seedq_kernels::{SeedSet, Survivor};
+use seedq_core::analysis::{FlaggedRecord, Summary};
+use seedq_core::{SeedSet, Survivor};
 
 use crate::job::{JobKind, JobSpec};
 use crate::{ProtocolError, PROTOCOL_VERSION};
@@ -78,12 +79,14 @@ pub fn seeds_label(seeds: &SeedSet) -> String {
     }
 }
 
-/// A seed flagged by a correlation or analysis job: the seed plus its record (schema owned by
-/// `seedq_kernels::analysis`). Stored deduplicated by seed like sieve survivors.
+/// A seed flagged by a correlation or analysis job: the seed plus its record. Stored
+/// deduplicated by seed like sieve survivors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlaggedSeed {
+    /// The seed (also in `record`; kept at the top for readers of the wire form).
     pub seed: u64,
-    pub record: serde_json::Value,
+    /// Every statistic of the seed's stream.
+    pub record: FlaggedRecord,
 }
 
 /// What a consumer writes for one chunk (applied once per chunk by the store).
@@ -103,7 +106,7 @@ pub struct ChunkResult {
     pub flagged: Vec<FlaggedSeed>,
     /// Correlation / analysis jobs: the chunk summary (stored per chunk, aggregated on read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<serde_json::Value>,
+    pub summary: Option<Summary>,
     /// Wall time of the kernel call for this chunk, seconds.
     pub duration_secs: f64,
     /// Work units per second (seeds x skips x draws x passes / duration) for the learned
@@ -136,12 +139,10 @@ impl ChunkResult {
             })
             .collect();
         out.extend(self.flagged.iter().map(|f| {
-            let mut record = f.record.clone();
-            if let serde_json::Value::Object(map) = &mut record {
-                map.entry("seed")
-                    .or_insert_with(|| serde_json::Value::from(f.seed));
-            }
-            (f.seed, record.to_string())
+            (
+                f.seed,
+                serde_json::to_string(&f.record).expect("flagged record serializes"),
+            )
         }));
         out
     }

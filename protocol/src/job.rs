@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use seedq_kernels::{SeedSet, SieveSpec};
+use seedq_core::{SeedSet, SieveSpec};
 
 use crate::script::ScriptJob;
 use crate::{validate_identifier, ProtocolError, PROTOCOL_VERSION};
@@ -48,7 +48,7 @@ impl std::fmt::Display for JobKind {
 /// The work-defining part of a job. Serialized externally tagged: `{"sieve": {...}}`.
 ///
 /// `Correlation` and `Analysis` carry their spec as JSON whose schema is defined by
-/// `seedq_kernels::analysis` (the analysis engineer owns it); the protocol only transports it.
+/// `seedq_core::analysis` (the analysis engineer owns it); the protocol only transports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobSpec {
@@ -71,7 +71,7 @@ impl JobSpec {
     /// The family name for headers and throughput keys, where the job has one.
     pub fn family_name(&self) -> Option<String> {
         match self {
-            JobSpec::Sieve(s) => Some(s.family.family.name().to_string()),
+            JobSpec::Sieve(s) => Some(s.family.family().name().to_string()),
             JobSpec::Correlation(v) | JobSpec::Analysis(v) => family_of_value(v),
             JobSpec::Scripts(_) => None,
         }
@@ -95,8 +95,8 @@ pub fn sieve_work_per_seed(spec: &SieveSpec) -> f64 {
     let k = spec.k() as f64;
     let span = (spec.skip_max as u64 - spec.skip_min as u64 + 1) as f64;
     match &spec.skip_mode {
-        seedq_kernels::SkipMode::Constant => k * span,
-        seedq_kernels::SkipMode::Variable { strategies } => {
+        seedq_core::SkipMode::Constant => k * span,
+        seedq_core::SkipMode::Variable { strategies } => {
             let widths: f64 = strategies
                 .iter()
                 .map(|s| (2.0 * s.skip_tolerance as f64 + 1.0).min(span))
@@ -295,7 +295,7 @@ impl Job {
                 }
                 if let JobSpec::Sieve(s) = spec {
                     s.validate()?;
-                    let space_end = s.family.family.seed_space_end();
+                    let space_end = s.family.family().seed_space_end();
                     let (lo, hi) = match seeds {
                         JobSeeds::Range { start, end } => (*start as u128, *end),
                         JobSeeds::List(l) => (
@@ -304,8 +304,8 @@ impl Job {
                         ),
                     };
                     if hi > space_end {
-                        return Err(seedq_kernels::SieveError::SeedOutOfRange {
-                            family: s.family.family.name().to_string(),
+                        return Err(seedq_core::SieveError::SeedOutOfRange {
+                            family: s.family.family().name().to_string(),
                             start: lo,
                             end: hi,
                             space_end,
@@ -389,7 +389,7 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seedq_kernels::{Family, FamilyConfig, Threshold};
+    use seedq_core::{Family, FamilyConfig, Threshold};
 
     pub(crate) fn spec() -> SieveSpec {
         SieveSpec {

@@ -60,9 +60,6 @@ pub use script::{ScriptJob, ScriptOutput, ScriptResult};
 pub use status::{FailureEvent, JobProgress, NodeHeartbeat, SeedRecord, SlotState};
 pub use topology::{headers, Topology};
 
-/// Re-exported so users of the protocol name the same kernel types.
-pub use seedq_kernels as kernels;
-
 /// Version written in the `v` field of every message this build produces.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -87,7 +84,7 @@ pub enum ProtocolError {
     #[error("invalid job: {0}")]
     InvalidJob(String),
     #[error("invalid spec: {0}")]
-    InvalidSpec(#[from] seedq_kernels::SieveError),
+    InvalidSpec(#[from] seedq_core::SieveError),
 }
 
 /// Refuses messages from a newer protocol major version.

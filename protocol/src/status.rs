@@ -95,7 +95,7 @@ pub struct NodeHeartbeat {
 }
 
 /// One survivor (or flagged seed) as stored: the seed and its JSON record
-/// (a `seedq_kernels::Survivor` for sieve jobs).
+/// (a `seedq_core::Survivor` for sieve jobs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedRecord {
     pub seed: u64,

@@ -51,7 +51,7 @@ use backon::{ExponentialBuilder, Retryable};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use seedq_kernels::Survivor;
+use seedq_core::Survivor;
 use seedq_protocol::{
     keys, ChunkResult, FailureEvent, Job, JobProgress, NodeHeartbeat, ProtocolError, ScriptResult,
     SeedRecord,
@@ -453,7 +453,7 @@ impl Store {
         let summary = result
             .summary
             .as_ref()
-            .map(|s| s.to_string())
+            .map(|s| serde_json::to_string(s).expect("summary serializes"))
             .unwrap_or_default();
         let busy_us = (result.duration_secs.max(0.0) * 1e6).round() as u64;
         self.apply(ApplyArgs {

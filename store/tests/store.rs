@@ -2,7 +2,7 @@
 //! application, job idempotency, failure settling, throughput EMA, heartbeats. Each test uses its
 //! own namespace and purges it.
 
-use seedq_kernels::{Family, FamilyConfig, PassResult, SieveSpec, Survivor, Threshold};
+use seedq_core::{Family, FamilyConfig, PassResult, SieveSpec, Survivor, Threshold};
 use seedq_protocol::{
     ChunkResult, FailureEvent, Job, JobSeeds, JobSpec, NodeHeartbeat, PROTOCOL_VERSION,
 };

@@ -7,11 +7,11 @@
 //! sieve, by `tests/cpu_vs_reference.rs`.
 
 use crate::family::{
-    affine_pow, mt_temper, pcg32_xsh_rr, philox4x32_10, xorshift32_step, xorshift64_step, Family,
+    affine_pow, mt_temper, pcg32_xsh_rr, philox4x32_10, xorshift32_step, xorshift64_step,
     FamilyConfig, FamilyParams, Mt19937,
 };
 
-const JAVA_MASK: u64 = (1 << 48) - 1;
+use crate::family::constants::JAVA_MASK;
 
 /// A seeded generator state of one family, with its parameters inside.
 pub(crate) trait Gen: Clone + Send + Sync {
@@ -36,30 +36,25 @@ pub(crate) trait GenVisitor {
 
 /// Calls `v` with a prototype generator (seeded with 0) of `cfg`'s concrete type.
 pub(crate) fn with_gen<V: GenVisitor>(cfg: &FamilyConfig, v: V) -> V::Out {
-    match (cfg.family, cfg.params) {
-        (Family::Xorshift32, FamilyParams::Xorshift32 { a, b, c }) => {
-            v.visit(Xs32 { x: 0, a, b, c })
-        }
-        (Family::Xorshift64, _) => v.visit(Xs64 { x: 0 }),
-        (Family::Xorshift128, _) => v.visit(Xs128::new(0)),
-        (Family::Pcg32, FamilyParams::Pcg32 { inc, mult }) => v.visit(Pcg {
+    match cfg.params() {
+        FamilyParams::Xorshift32 { a, b, c } => v.visit(Xs32 { x: 0, a, b, c }),
+        FamilyParams::Xorshift64 => v.visit(Xs64 { x: 0 }),
+        FamilyParams::Xorshift128 => v.visit(Xs128::new(0)),
+        FamilyParams::Pcg32 { inc, mult } => v.visit(Pcg {
             state: 0,
             mult,
             inc,
         }),
-        (Family::Lcg32, FamilyParams::Lcg32 { a, c, m }) => v.visit(Lcg { s: 0, a, c, m }),
-        (Family::JavaLcg, FamilyParams::JavaLcg { a, c }) => v.visit(Java { s: 0, a, c }),
-        (Family::Minstd, FamilyParams::Minstd { a, m }) => v.visit(Minstd { s: 1, a, m }),
-        (Family::Mt19937, _) => v.visit(Mt(Box::new(Mt19937::new(0)))),
-        (Family::Xoshiro256pp, _) => v.visit(Xoshiro::new(0)),
-        (Family::Philox4x32, _) => v.visit(Philox {
+        FamilyParams::Lcg32 { a, c, m } => v.visit(Lcg { s: 0, a, c, m }),
+        FamilyParams::JavaLcg { a, c } => v.visit(Java { s: 0, a, c }),
+        FamilyParams::Minstd { a, m } => v.visit(Minstd { s: 1, a, m }),
+        FamilyParams::Mt19937 => v.visit(Mt(Box::new(Mt19937::new(0)))),
+        FamilyParams::Xoshiro256pp => v.visit(Xoshiro::new(0)),
+        FamilyParams::Philox4x32 => v.visit(Philox {
             key: [0, 0],
             ctr: 0,
         }),
-        (Family::Sfc64, _) => v.visit(Sfc::new(0)),
-        (family, params) => {
-            panic!("invalid FamilyConfig: {family} with {params:?} (validate first)")
-        }
+        FamilyParams::Sfc64 => v.visit(Sfc::new(0)),
     }
 }
 
@@ -495,6 +490,7 @@ pub(crate) fn temper(y: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::family::Family;
 
     struct Check {
         cfg: FamilyConfig,

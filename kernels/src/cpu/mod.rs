@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::family::{Family, FamilyParams};
+use crate::family::FamilyParams;
 use crate::spec::{
     Direction, PassResult, SeedSet, SieveError, SieveOutcome, SieveSpec, SkipMode, Survivor,
 };
@@ -307,7 +307,7 @@ impl CpuBackend {
         let level = self.simd;
         if let Seeds::Range(start, end) = *seeds {
             if nskips * ctx.k() as u64 <= AffinePlan::<JavaAff>::MAX_ENTRIES {
-                match spec.family.params {
+                match spec.family.params() {
                     FamilyParams::Lcg32 { a, c, m } => {
                         let fam = Lcg32Aff {
                             a,
@@ -360,47 +360,50 @@ impl CpuBackend {
         let shared = ctx.offset + (ctx.skip_max as u64 + 1) * k + nskips * k;
         let stepping_ok = per_skip <= 8 * shared;
         let top = spec.max_output_index() as u64;
-        match (spec.family.family, spec.family.params) {
-            (Family::Xorshift32, FamilyParams::Xorshift32 { a, b, c }) if stepping_ok => Some(
-                lane_pass::<_, 32>(level, lanes::Xs32L::new(a, b, c), ctx, seeds),
-            ),
-            (Family::Xorshift64, _) if stepping_ok => {
+        match spec.family.params() {
+            FamilyParams::Xorshift32 { a, b, c } if stepping_ok => Some(lane_pass::<_, 32>(
+                level,
+                lanes::Xs32L::new(a, b, c),
+                ctx,
+                seeds,
+            )),
+            FamilyParams::Xorshift64 if stepping_ok => {
                 Some(lane_pass::<_, 16>(level, lanes::Xs64L::new(), ctx, seeds))
             }
-            (Family::Xorshift128, _) if stepping_ok => {
+            FamilyParams::Xorshift128 if stepping_ok => {
                 Some(lane_pass::<_, 32>(level, lanes::Xs128L::new(), ctx, seeds))
             }
-            (Family::Xoshiro256pp, _) if stepping_ok => Some(lane_pass::<_, 16>(
+            FamilyParams::Xoshiro256pp if stepping_ok => Some(lane_pass::<_, 16>(
                 level,
                 lanes::XoshiroL::new(),
                 ctx,
                 seeds,
             )),
-            (Family::Sfc64, _) if stepping_ok => {
+            FamilyParams::Sfc64 if stepping_ok => {
                 Some(lane_pass::<_, 16>(level, lanes::SfcL::new(), ctx, seeds))
             }
-            (Family::Pcg32, FamilyParams::Pcg32 { inc, mult }) => Some(lane_pass::<_, 16>(
+            FamilyParams::Pcg32 { inc, mult } => Some(lane_pass::<_, 16>(
                 level,
                 lanes::PcgL::new(inc, mult),
                 ctx,
                 seeds,
             )),
-            (Family::JavaLcg, FamilyParams::JavaLcg { a, c }) => Some(lane_pass::<_, 16>(
+            FamilyParams::JavaLcg { a, c } => Some(lane_pass::<_, 16>(
                 level,
                 lanes::JavaL::new(a, c),
                 ctx,
                 seeds,
             )),
-            (Family::Philox4x32, _) => {
+            FamilyParams::Philox4x32 => {
                 Some(lane_pass::<_, 16>(level, lanes::PhiloxL::new(), ctx, seeds))
             }
-            (Family::Lcg32, FamilyParams::Lcg32 { a, c, m }) => {
+            FamilyParams::Lcg32 { a, c, m } => {
                 lanes::Lcg31L::new(a, c, m, false).map(|g| lane_pass::<_, 16>(level, g, ctx, seeds))
             }
-            (Family::Minstd, FamilyParams::Minstd { a, m }) => {
+            FamilyParams::Minstd { a, m } => {
                 lanes::Lcg31L::new(a, 0, m, true).map(|g| lane_pass::<_, 16>(level, g, ctx, seeds))
             }
-            (Family::Mt19937, _) if top <= lanes::MtL::<64>::MAX_OUTPUT => {
+            FamilyParams::Mt19937 if top <= lanes::MtL::<64>::MAX_OUTPUT => {
                 Some(lane_pass::<_, 64>(level, lanes::MtL::new(top), ctx, seeds))
             }
             _ => None,

@@ -15,7 +15,7 @@
 //!   Candidate seeds are then the range's members of the surviving residue classes.
 
 use super::scalar::PassCtx;
-use crate::family::{affine_pow, Family, FamilyParams};
+use crate::family::{affine_pow, FamilyParams};
 use crate::spec::{SeedSet, SieveSpec, SkipMode};
 
 /// Most candidates a shortcut lists (beyond, the brute-force engines run in bounded memory).
@@ -38,19 +38,19 @@ pub(crate) fn candidates(
     {
         return None;
     }
-    match (spec.family.family, spec.family.params) {
-        (Family::Xorshift32 | Family::Xorshift128, _) => {
+    match spec.family.params() {
+        FamilyParams::Xorshift32 { .. } | FamilyParams::Xorshift128 => {
             match crate::gpu::linear::candidates(spec, reverse, &SeedSet::Range { start, end })? {
                 SeedSet::List(list) => Some(list),
                 SeedSet::Range { .. } => None,
             }
         }
-        (Family::JavaLcg, FamilyParams::JavaLcg { a, c }) => java_candidates(a, c, ctx, start, end),
+        FamilyParams::JavaLcg { a, c } => java_candidates(a, c, ctx, start, end),
         _ => None,
     }
 }
 
-const JAVA_MASK: u64 = (1 << 48) - 1;
+use crate::family::constants::JAVA_MASK;
 
 fn java_candidates(a: u64, c: u64, ctx: &PassCtx, start: u64, end: u64) -> Option<Vec<u64>> {
     // Output bits available as constraints: the modulus's factor 2^v, at most the 32 output bits.

@@ -320,7 +320,7 @@ pub fn complete(spec: &SieveSpec, seeds: &[u64]) -> Result<Vec<Survivor>, SieveE
         reference::evaluate_seed(spec, seed).ok_or_else(|| {
             SieveError::Backend(format!(
                 "kernel reported seed {seed} as a survivor but the reference rejects it ({} {:?}): kernel bug",
-                spec.family.family, spec.direction
+                spec.family.family(), spec.direction
             ))
         })
     };

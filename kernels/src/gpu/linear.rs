@@ -21,7 +21,7 @@ const MAX_FREE_BITS: u32 = 20;
 
 /// The candidate seeds of `seeds` for one pass, or `None` when the prefilter does not apply.
 pub fn candidates(spec: &SieveSpec, reverse: bool, seeds: &SeedSet) -> Option<SeedSet> {
-    let family = spec.family.family;
+    let family = spec.family.family();
     if !matches!(family, Family::Xorshift32 | Family::Xorshift128)
         || spec.skip_mode != SkipMode::Constant
     {

@@ -57,7 +57,7 @@ pub struct PassPlan {
 
 impl PassPlan {
     pub fn new(spec: &SieveSpec, reverse: bool) -> PassPlan {
-        let family = spec.family.family;
+        let family = spec.family.family();
         let mt_full = family == Family::Mt19937 && spec.max_output_index() >= MT_STATELESS_OUTPUTS;
         let (strategies, variable) = match &spec.skip_mode {
             SkipMode::Constant => (Vec::new(), false),
@@ -77,7 +77,7 @@ impl PassPlan {
                 0
             },
             offset: spec.offset,
-            fam: family_words(spec.family.params),
+            fam: family_words(spec.family.params()),
             k: spec.k() as u32,
             skip_min: spec.skip_min,
             skip_max: spec.skip_max,
@@ -140,7 +140,12 @@ pub fn family_index(family: Family) -> usize {
 pub fn family_words(params: FamilyParams) -> [u64; 6] {
     let mut w = [0u64; 6];
     match params {
-        FamilyParams::None => {}
+        FamilyParams::Xorshift64
+        | FamilyParams::Xorshift128
+        | FamilyParams::Mt19937
+        | FamilyParams::Xoshiro256pp
+        | FamilyParams::Philox4x32
+        | FamilyParams::Sfc64 => {}
         FamilyParams::Xorshift32 { a, b, c } => {
             w[..3].copy_from_slice(&[a as u64, b as u64, c as u64])
         }

@@ -1,4 +1,4 @@
-//! The scalar reference sieve: the definitions of DESIGN.md ("The sieve") written out one seed,
+//! The scalar reference sieve: the definitions of `docs/semantics.md` written out one seed,
 //! one skip and one draw at a time. Every other backend must return exactly what this returns.
 //!
 //! # Constant skip
@@ -63,23 +63,6 @@ use crate::spec::{
     Direction, PassResult, SeedSet, SieveError, SieveOutcome, SieveSpec, SkipMode, Strategy,
     Survivor,
 };
-use crate::SieveBackend;
-
-/// The reference implementation as a [`SieveBackend`] (validates, then runs [`sieve`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReferenceBackend;
-
-impl SieveBackend for ReferenceBackend {
-    fn describe(&self) -> String {
-        "reference (scalar, 1 thread)".to_string()
-    }
-
-    fn sieve(&self, spec: &SieveSpec, seeds: &SeedSet) -> Result<SieveOutcome, SieveError> {
-        spec.validate()?;
-        spec.validate_seeds(seeds)?;
-        Ok(sieve(spec, seeds))
-    }
-}
 
 /// The window `seed` produces at constant skip `t`: draw `i` is output `offset + t + i*(t+1)`,
 /// reduced mod `modulus`. (The inverse of the constant-skip pass, for planting seeds in tests, benches and
@@ -107,7 +90,9 @@ pub fn planted_window(
 
 /// Validates `spec` and `seeds`, then runs the reference sieve.
 pub fn try_sieve(spec: &SieveSpec, seeds: &SeedSet) -> Result<SieveOutcome, SieveError> {
-    ReferenceBackend.sieve(spec, seeds)
+    spec.validate()?;
+    spec.validate_seeds(seeds)?;
+    Ok(sieve(spec, seeds))
 }
 
 /// Runs the sieve exactly as the definitions say, one seed and one skip at a time.

@@ -1,7 +1,7 @@
 //! What a sieve computes: the validated job description and the result records.
 //!
 //! These types are the contract between the backends (reference, CPU, CUDA, ROCm) and the rest
-//! of seedq. Semantics (DESIGN.md, "The sieve"):
+//! of seedq. Semantics (`docs/semantics.md`):
 //!
 //! * Draw `i` of the window (after reduction mod `modulus`) is compared with generator output
 //!   number `offset + t + i*(t+1)` (0-based) of the generator seeded with the candidate seed, for
@@ -291,7 +291,7 @@ impl SieveSpec {
 
     /// Checks that the seeds lie in the family's seed space.
     pub fn validate_seeds(&self, seeds: &SeedSet) -> Result<(), SieveError> {
-        let space_end = self.family.family.seed_space_end();
+        let space_end = self.family.family().seed_space_end();
         let (start, end) = match seeds {
             SeedSet::Range { start, end } => {
                 if start >= end {
@@ -309,7 +309,7 @@ impl SieveSpec {
         };
         if end > space_end {
             return Err(SieveError::SeedOutOfRange {
-                family: self.family.family.name().to_string(),
+                family: self.family.family().name().to_string(),
                 start,
                 end,
                 space_end,
