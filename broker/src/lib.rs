@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! seedq-broker: the RabbitMQ side of seedq (lapin 4).
 //!
 //! # API

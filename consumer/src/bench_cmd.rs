@@ -174,9 +174,14 @@ impl BenchArgs {
                 Ok((Box::new(cpu), threads))
             }
             "reference" => Ok((Box::new(ReferenceBackend), 1)),
-            kind @ ("cuda" | "hip" | "rocm" | "shim") => {
+            "shim" => Ok((
+                seedq_kernels::gpu::open_shim().context("backend shim is not available")?,
+                0,
+            )),
+            kind @ ("cuda" | "hip" | "rocm") => {
+                let backend: seedq_kernels::Backend = kind.parse()?;
                 let gpu =
-                    seedq_kernels::gpu::open_backend(kind, self.device).with_context(|| {
+                    seedq_kernels::gpu::open_backend(backend, self.device).with_context(|| {
                         format!("backend {kind} (device {}) is not available", self.device)
                     })?;
                 Ok((gpu, 0))

@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use seedq_broker::Broker;
+use seedq_kernels::Backend;
 use seedq_kernels::SieveBackend;
-use seedq_protocol::{ClusterConfig, NodeBackend, SlotState, Topology};
+use seedq_protocol::{ClusterConfig, SlotState, Topology};
 use seedq_store::Store;
 
 use crate::chunks::SeedOptions;
@@ -51,13 +52,16 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BackendChoice {
-    /// The node's backend from cluster.toml; GPUs that cannot be opened fall back to the CPU.
-    Auto,
-    Cpu,
-    Cuda,
-    Hip,
+/// `--backend`: `auto` (None: the node's backend from cluster.toml, GPUs that cannot be opened
+/// fall back to the CPU) or a [`Backend`] forced.
+fn parse_backend(text: &str) -> Result<Option<Backend>, String> {
+    match text {
+        "auto" => Ok(None),
+        other => other
+            .parse::<Backend>()
+            .map(Some)
+            .map_err(|e| format!("{e}, or auto")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -68,8 +72,9 @@ struct RunArgs {
     /// Cluster model. Default: config/cluster.toml when present, else one-machine defaults.
     #[arg(long, env = "SEEDQ_CONFIG")]
     config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "auto")]
-    backend: BackendChoice,
+    /// auto (the node's backend from cluster.toml, falling back to the CPU), cpu, cuda or hip.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: Option<Backend>,
     /// Seed slots: CPU slots for the cpu backend, else the first N GPUs. Default: from config.
     #[arg(long)]
     slots: Option<u32>,
@@ -165,8 +170,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     // The ROCm environment must be in place before any GPU library is touched, and before other
     // threads exist (setting the environment is not thread-safe).
-    let want_hip = matches!(args.backend, BackendChoice::Hip)
-        || (args.backend == BackendChoice::Auto && node_config.backend == NodeBackend::Hip);
+    let want_hip = args.backend.unwrap_or(node_config.backend) == Backend::Hip;
     if want_hip {
         let vars: Vec<(String, String)> = node_config
             .env
@@ -302,16 +306,7 @@ fn build_slots(
     node: &seedq_protocol::NodeConfig,
 ) -> anyhow::Result<(Vec<Arc<SlotWorker>>, String)> {
     let threads = node.cpu_threads.max(1) as usize;
-    let gpu_kind = match args.backend {
-        BackendChoice::Cpu => None,
-        BackendChoice::Cuda => Some("cuda"),
-        BackendChoice::Hip => Some("hip"),
-        BackendChoice::Auto => match node.backend {
-            NodeBackend::Cpu => None,
-            NodeBackend::Cuda => Some("cuda"),
-            NodeBackend::Hip => Some("hip"),
-        },
-    };
+    let gpu_kind = Some(args.backend.unwrap_or(node.backend)).filter(|b| b.is_gpu());
     if let Some(kind) = gpu_kind {
         let mut gpus = node.gpu_list();
         if gpus.is_empty() {
@@ -340,10 +335,9 @@ fn build_slots(
         let mut workers = Vec::new();
         let mut failure = None;
         for gpu in &gpus {
-            let kind_owned = kind.to_string();
             let device = gpu.index as usize;
             let factory: BackendFactory =
-                Box::new(move || seedq_kernels::gpu::open_backend(&kind_owned, device));
+                Box::new(move || seedq_kernels::gpu::open_backend(kind, device));
             match SlotWorker::spawn(
                 format!("gpu{}", gpu.index),
                 gpu.model.clone(),
@@ -362,10 +356,10 @@ fn build_slots(
         }
         match (failure, args.backend) {
             (None, _) if !workers.is_empty() => return Ok((workers, kind.to_string())),
-            (Some(e), BackendChoice::Auto) | (Some(e), BackendChoice::Cpu) => {
-                tracing::warn!(backend = kind, error = %e, "GPU backend unavailable; falling back to CPU slots (--backend auto)");
+            (Some(e), None) => {
+                tracing::warn!(backend = %kind, error = %e, "GPU backend unavailable; falling back to CPU slots (--backend auto)");
             }
-            (None, BackendChoice::Auto) => tracing::warn!(backend = kind, "no GPUs configured or found; falling back to CPU slots"),
+            (None, None) => tracing::warn!(backend = %kind, "no GPUs configured or found; falling back to CPU slots"),
             (Some(e), _) => bail!("cannot open the {kind} backend: {e} (use --backend cpu or auto)"),
             (None, _) => bail!("no {kind} devices: list them under [[nodes]] gpus in cluster.toml or pass --slots N"),
         }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! seedq-core: the definitions every part of seedq shares, and nothing that computes fast.
 //!
 //! The sieve asks, for every candidate seed, whether the generator seeded with it reproduces a
@@ -12,10 +13,12 @@
 //! `seedq-kernels`.
 
 pub mod analysis;
+pub mod backend;
 pub mod family;
 pub mod reference;
 pub mod spec;
 
+pub use backend::Backend;
 pub use family::{Family, FamilyConfig, FamilyParams};
 pub use spec::{
     Direction, PassResult, SeedSet, SieveError, SieveOutcome, SieveSpec, SkipMode, Strategy,

@@ -5,6 +5,7 @@
 // OS thread, warps synchronised by a barrier for ballot/shuffle. The Rust side
 // (kernels/src/gpu/shim.rs) calls seedq_shim_launch exactly as the CUDA and HIP backends launch
 // the device kernels, with host addresses in the parameter block.
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -38,6 +39,15 @@ static const struct {
 
 // Size of the launch description, so the Rust side can check its mirror of the layout.
 extern "C" unsigned long long seedq_shim_params_size(void) { return sizeof(SeedqParams); }
+
+// offsetof each field of SeedqParams in declaration order (the generated list), so the Rust
+// side can check every field's offset, not only the size. Returns the number of fields written.
+extern "C" unsigned long long seedq_shim_params_offsets(unsigned long long* out, unsigned long long cap) {
+    static const unsigned long long offsets[] = SEEDQ_PARAMS_OFFSETS;
+    const unsigned long long n = sizeof(offsets) / sizeof(offsets[0]);
+    for (unsigned long long i = 0; i < n && i < cap; ++i) out[i] = offsets[i];
+    return n;
+}
 
 // Returns 0 on success; -1 unknown kernel, -2 block size not a positive multiple of 32,
 // -3 a thread could not be started.

@@ -15,51 +15,14 @@
 //
 // Survivors: the counter counts every survivor even past the buffer's capacity, so the host
 // sees an overflow exactly and re-runs the launch with a buffer of the reported size.
+// Family numbers (SEEDQ_XORSHIFT32 ...), every family constant, the SEEDQ_FLAG_* bits and
+// `struct SeedqParams` (the launch description) come from seedq_generated.h, which
+// kernels/build.rs writes from seedq-core's family registry; the Rust side is generated from
+// the same list, so nothing here is kept in sync by hand.
 #ifndef SEEDQ_AMALGAMATED
 #include "seedq_compat.h"
+#include "seedq_generated.h"
 #endif
-
-// Family numbers, shared with kernels/src/gpu/params.rs (Family::ALL order).
-#define SEEDQ_XORSHIFT32 0
-#define SEEDQ_XORSHIFT64 1
-#define SEEDQ_XORSHIFT128 2
-#define SEEDQ_PCG32 3
-#define SEEDQ_LCG32 4
-#define SEEDQ_JAVA_LCG 5
-#define SEEDQ_MINSTD 6
-#define SEEDQ_MT19937 7
-#define SEEDQ_XOSHIRO256PP 8
-#define SEEDQ_PHILOX4X32 9
-#define SEEDQ_SFC64 10
-
-// flags
-#define SEEDQ_FLAG_VARIABLE 1u // variable-skip strategies instead of constant skips
-#define SEEDQ_FLAG_MT_FULL 2u  // mt19937 needs outputs >= 227: full state in `scratch`
-
-// The launch description; byte-identical to `SeedqParams` in kernels/src/gpu/params.rs.
-// Device addresses are carried as u64 so the layout is the same on every platform.
-struct SeedqParams {
-    u64 seed_start;      // range launches: the first seed
-    u64 n_seeds;         // seeds in this launch
-    u64 seed_list;       // list launches: device address of n_seeds u64 seeds; 0 for a range
-    u64 window;          // device address of k u64 draws, reduced mod modulus, in pass order
-    u64 out_seeds;       // device address of out_cap u64 survivor slots
-    u64 out_count;       // device address of one u64 counter (zeroed by the host)
-    u64 scratch;         // SEEDQ_FLAG_MT_FULL: 624 u32 words per thread, interleaved
-    u64 strategies;      // variable skip: device address of 2*n_strategies u32 (misses, tolerance)
-    u64 modulus;
-    u64 mod_magic;       // floor((2^64-1)/modulus)+1 when modulus < 2^32 (Lemire fastmod)
-    u64 offset;
-    u64 out_cap;
-    u64 scratch_threads; // threads the scratch is laid out for (the launch's grid size)
-    u64 fam[6];          // family parameters (see each generator's init)
-    u32 k;
-    u32 skip_min;
-    u32 skip_max;
-    u32 need;            // matches a pass must reach: ceil(threshold * k)
-    u32 n_strategies;
-    u32 flags;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Arithmetic helpers
@@ -162,7 +125,7 @@ struct GenXorshift64 {
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        x *= 0x2545F4914F6CDD1Dull;
+        x *= SEEDQ_XORSHIFT64_MULTIPLIER;
         return x;
     }
     SEEDQ_STEPPING_JUMP(GenXorshift64)
@@ -173,9 +136,9 @@ struct GenXorshift128 {
     u32 x, y, z, w;
     SEEDQ_DEV void init(u64 seed, const SeedqParams&, u64) {
         x = (u32)seed;
-        y = 362436069u;
-        z = 521288629u;
-        w = 88675123u;
+        y = SEEDQ_XORSHIFT128_Y;
+        z = SEEDQ_XORSHIFT128_Z;
+        w = SEEDQ_XORSHIFT128_W;
     }
     SEEDQ_DEV u64 next() {
         u32 t = x ^ (x << 11);
@@ -193,9 +156,9 @@ struct GenXoshiro256pp {
     u64 s0, s1, s2, s3;
     SEEDQ_DEV void init(u64 seed, const SeedqParams&, u64) {
         s0 = seed;
-        s1 = 0x9E3779B97F4A7C15ull;
-        s2 = 0x6A09E667F3BCC908ull;
-        s3 = 0xBB67AE8584CAA73Bull;
+        s1 = SEEDQ_XOSHIRO_S1;
+        s2 = SEEDQ_XOSHIRO_S2;
+        s3 = SEEDQ_XOSHIRO_S3;
     }
     SEEDQ_DEV u64 next() {
         u64 out = seedq_rotl64(s0 + s3, 23) + s0;
@@ -216,8 +179,8 @@ struct GenSfc64 {
     u64 a, b, c, cnt;
     SEEDQ_DEV void init(u64 seed, const SeedqParams&, u64) {
         a = seed;
-        b = 0x9E3779B97F4A7C15ull;
-        c = 0x6A09E667F3BCC908ull;
+        b = SEEDQ_SFC64_B;
+        c = SEEDQ_SFC64_C;
         cnt = 1;
     }
     SEEDQ_DEV u64 next() {
@@ -284,21 +247,21 @@ struct GenJavaLcg {
     enum { BITS = 32 };
     u64 s, a, c;
     SEEDQ_DEV void init(u64 seed, const SeedqParams& p, u64) {
-        s = seed & 0xFFFFFFFFFFFFull;
+        s = seed & SEEDQ_JAVA_MASK;
         a = p.fam[0];
         c = p.fam[1];
     }
     SEEDQ_DEV u64 next() {
-        s = (a * s + c) & 0xFFFFFFFFFFFFull;
+        s = (a * s + c) & SEEDQ_JAVA_MASK;
         return s >> 16;
     }
     typedef SeedqAffine<u64> Jump;
     SEEDQ_DEV static Jump make_jump(u64 n, const SeedqParams& p) {
-        auto mad = [](u64 x, u64 y, u64 z) { return (x * y + z) & 0xFFFFFFFFFFFFull; };
+        auto mad = [](u64 x, u64 y, u64 z) { return (x * y + z) & SEEDQ_JAVA_MASK; };
         return seedq_affine_power(p.fam[0], p.fam[1], n, (u64)1, mad);
     }
     SEEDQ_DEV u64 skip_next(const Jump& j) {
-        s = (j.A * s + j.C) & 0xFFFFFFFFFFFFull;
+        s = (j.A * s + j.C) & SEEDQ_JAVA_MASK;
         return s >> 16;
     }
     SEEDQ_DEV void discard(u64 n, const SeedqParams& p) {
@@ -397,11 +360,11 @@ struct GenPhilox {
 #pragma unroll
         for (int round = 0; round < 10; ++round) {
             if (round > 0) {
-                key0 += 0x9E3779B9u;
-                key1 += 0xBB67AE85u;
+                key0 += SEEDQ_PHILOX_W0;
+                key1 += SEEDQ_PHILOX_W1;
             }
-            u64 p0 = 0xD2511F53ull * c0;
-            u64 p1 = 0xCD9E8D57ull * c2;
+            u64 p0 = (u64)SEEDQ_PHILOX_M0 * c0;
+            u64 p1 = (u64)SEEDQ_PHILOX_M1 * c2;
             u32 hi0 = (u32)(p0 >> 32), lo0 = (u32)p0;
             u32 hi1 = (u32)(p1 >> 32), lo1 = (u32)p1;
             u32 n0 = hi1 ^ c1 ^ key0, n2 = hi0 ^ c3 ^ key1;
@@ -432,24 +395,24 @@ struct GenPhilox {
 // word j+397 and twisting one word. No state array at all; position = next output number.
 SEEDQ_DEV u32 seedq_mt_temper(u32 y) {
     y ^= y >> 11;
-    y ^= (y << 7) & 0x9D2C5680u;
-    y ^= (y << 15) & 0xEFC60000u;
+    y ^= (y << 7) & SEEDQ_MT_TEMPER_B;
+    y ^= (y << 15) & SEEDQ_MT_TEMPER_C;
     y ^= y >> 18;
     return y;
 }
 SEEDQ_DEV u32 seedq_mt_twist_word(u32 a, u32 b, u32 c) {
-    u32 y = (a & 0x80000000u) | (b & 0x7FFFFFFFu);
-    return c ^ (y >> 1) ^ ((y & 1u) ? 0x9908B0DFu : 0u);
+    u32 y = (a & SEEDQ_MT_UPPER_MASK) | (b & SEEDQ_MT_LOWER_MASK);
+    return c ^ (y >> 1) ^ ((y & 1u) ? SEEDQ_MT_MATRIX_A : 0u);
 }
 SEEDQ_DEV u32 seedq_mt_output_below_227(u32 seed, u32 j) {
     u32 x = seed, i = 1;
-    for (; i <= j; ++i) x = 1812433253u * (x ^ (x >> 30)) + i;
+    for (; i <= j; ++i) x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + i;
     u32 a = x; // mt[j]
-    x = 1812433253u * (x ^ (x >> 30)) + i;
+    x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + i;
     ++i;
     u32 b = x; // mt[j+1]
 #pragma unroll 4
-    for (; i <= j + 397u; ++i) x = 1812433253u * (x ^ (x >> 30)) + i;
+    for (; i <= j + SEEDQ_MT_M; ++i) x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + i;
     return seedq_mt_temper(seedq_mt_twist_word(a, b, x)); // x = mt[j+397]
 }
 
@@ -485,29 +448,29 @@ struct GenMtFull {
         stride = p.scratch_threads;
         u32 x = (u32)s;
         word(0) = x;
-        for (u32 i = 1; i < 624u; ++i) {
-            x = 1812433253u * (x ^ (x >> 30)) + i;
+        for (u32 i = 1; i < SEEDQ_MT_N; ++i) {
+            x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + i;
             word(i) = x;
         }
-        idx = 624;
+        idx = SEEDQ_MT_N;
     }
     SEEDQ_DEV void twist() {
-        for (u32 i = 0; i < 624u; ++i) {
-            u32 i1 = i + 1 == 624u ? 0u : i + 1;
-            u32 im = i + 397u >= 624u ? i + 397u - 624u : i + 397u;
+        for (u32 i = 0; i < SEEDQ_MT_N; ++i) {
+            u32 i1 = i + 1 == SEEDQ_MT_N ? 0u : i + 1;
+            u32 im = i + SEEDQ_MT_M >= SEEDQ_MT_N ? i + SEEDQ_MT_M - SEEDQ_MT_N : i + SEEDQ_MT_M;
             word(i) = seedq_mt_twist_word(word(i), word(i1), word(im));
         }
         idx = 0;
     }
     SEEDQ_DEV u64 next() {
-        if (idx >= 624u) twist();
+        if (idx >= SEEDQ_MT_N) twist();
         return seedq_mt_temper(word(idx++));
     }
     SEEDQ_DEV void discard(u64 n, const SeedqParams&) { advance(n); }
     SEEDQ_DEV void advance(u64 n) {
         while (n > 0) {
-            if (idx >= 624u) twist();
-            u64 take = 624u - idx;
+            if (idx >= SEEDQ_MT_N) twist();
+            u64 take = SEEDQ_MT_N - idx;
             if (take > n) take = n;
             idx += (u32)take;
             n -= take;

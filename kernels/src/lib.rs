@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! seedq-kernels: the fast sieve backends and the analysis statistics.
 //!
 //! The definitions (families, the sieve contract, the scalar reference) live in `seedq-core`
@@ -21,6 +22,7 @@ pub mod reference {
 }
 
 pub use family::{Family, FamilyConfig, FamilyParams};
+pub use seedq_core::Backend;
 pub use spec::{
     Direction, PassResult, SeedSet, SieveError, SieveOutcome, SieveSpec, SkipMode, Strategy,
     Survivor, Threshold,

@@ -54,7 +54,7 @@ fn check_embedded_code_objects() {
     assert!(!gpu::hip::HIP_CODE_OBJECTS.is_empty());
     for (arch, image) in gpu::hip::HIP_CODE_OBJECTS {
         assert_eq!(&image[..4], b"\x7fELF", "{arch}: not an ELF code object");
-        for name in gpu::params::all_kernel_names() {
+        for name in gpu::all_kernel_names() {
             let needle = format!("{name}.kd");
             assert!(
                 image.windows(needle.len()).any(|w| w == needle.as_bytes()),
@@ -64,11 +64,11 @@ fn check_embedded_code_objects() {
         println!(
             "hip {arch}: code object {} bytes, {} kernels",
             image.len(),
-            gpu::params::all_kernel_names().len()
+            gpu::all_kernel_names().len()
         );
     }
     println!("hipcc resource report:\n{}", gpu::hip::HIP_RESOURCE_REPORT);
-    for name in gpu::params::all_kernel_names() {
+    for name in gpu::all_kernel_names() {
         assert!(
             gpu::hip::HIP_RESOURCE_REPORT.contains(&format!(" {name} ")),
             "no resource line for {name}"

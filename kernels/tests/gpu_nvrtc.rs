@@ -23,7 +23,7 @@ fn every_family_compiles_to_ptx_without_local_memory() {
 #[cfg(feature = "cuda")]
 fn compile_every_family() {
     use seedq_kernels::gpu::cuda::{compile_family, probe_nvrtc};
-    use seedq_kernels::gpu::params::kernel_name;
+    use seedq_kernels::gpu::kernel_name;
     use seedq_kernels::Family;
 
     if let Err(reason) = probe_nvrtc() {

@@ -266,26 +266,8 @@ impl Default for GpuProfile {
     }
 }
 
-/// Which kind of device a node's seed slots use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeBackend {
-    #[default]
-    Cpu,
-    Cuda,
-    #[serde(alias = "rocm")]
-    Hip,
-}
-
-impl NodeBackend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeBackend::Cpu => "cpu",
-            NodeBackend::Cuda => "cuda",
-            NodeBackend::Hip => "hip",
-        }
-    }
-}
+/// Which kind of device a node's seed slots use (the one backend enum of seedq).
+pub use seedq_core::Backend as NodeBackend;
 
 /// One GPU of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

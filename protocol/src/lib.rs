@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! seedq-protocol: the contract between the producer, the consumers, the operator tools and the
 //! stores. Nothing else defines a wire format, a queue name or a Redis key.
 //!

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! seedq-store: everything seedq keeps in Redis, exact under at-least-once delivery.
 //!
 //! # API

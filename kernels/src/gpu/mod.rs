@@ -1,5 +1,5 @@
 //! GPU backends: the sieve kernels of `kernels/gpu/sieve.cu` on CUDA (cudarc, feature `cuda`),
-//! on ROCm (hip-sys, feature `rocm`), and on the CPU through the host shim (always built; the
+//! on ROCm (hip-sys, feature `rocm`), and on the CPU through the host shim (feature `shim`; the
 //! proof that the kernel source agrees with the reference on machines without a GPU).
 //!
 //! All three share [`driver`]: seed sets split into launches, each launch's buffers and kernel
@@ -8,16 +8,25 @@
 //! completed (best skip, strategy, skip pattern) by the reference's per-seed evaluation, which
 //! must confirm every one of them. A backend only moves memory and starts kernels.
 //!
-//! Callers use [`open_backend`] and [`list_devices`]; both report a missing driver, library or
-//! device as an error naming the cause, so a consumer can log it and fall back to the CPU
-//! ([`open_or_cpu`] does exactly that).
+//! Callers use [`open_backend`] and [`list_devices`] with a [`Backend`]; both report a missing
+//! driver, library or device as an error naming the cause, so a consumer can log it and fall
+//! back to the CPU ([`open_or_cpu`] does exactly that).
 
-pub mod driver;
-pub mod linear;
-pub mod params;
+// Device sizing, launch parameters and the NVRTC source serve the CUDA/HIP backends: without a
+// GPU feature some of their items have no caller.
+#[cfg_attr(not(any(feature = "cuda", feature = "rocm")), allow(dead_code))]
+pub(crate) mod driver;
+pub(crate) mod linear;
+#[cfg_attr(not(any(feature = "cuda", feature = "rocm")), allow(dead_code))]
+pub(crate) mod params;
 pub mod parity;
+#[cfg(feature = "shim")]
 pub mod shim;
-pub mod source;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) mod source;
+
+pub use params::{all_kernel_names, kernel_name};
+pub use seedq_core::Backend;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -44,68 +53,68 @@ pub struct DeviceInfo {
     pub arch: String,
 }
 
-/// Opens device `device` of backend `kind`: `"cuda"`, `"hip"` (alias `"rocm"`) or `"shim"`.
-// Without a GPU feature only the shim arm remains, which has no device to choose.
+/// Opens device `device` of GPU backend `kind` (CUDA or HIP).
+// Without a GPU feature no arm opens anything, so the device goes unused.
 #[cfg_attr(not(any(feature = "cuda", feature = "rocm")), allow(unused_variables))]
-pub fn open_backend(kind: &str, device: usize) -> Result<Box<dyn SieveBackend>, SieveError> {
+pub fn open_backend(kind: Backend, device: usize) -> Result<Box<dyn SieveBackend>, SieveError> {
     match kind {
         #[cfg(feature = "cuda")]
-        "cuda" => Ok(Box::new(cuda::CudaBackend::open(device)?)),
+        Backend::Cuda => Ok(Box::new(cuda::CudaBackend::open(device)?)),
         #[cfg(not(feature = "cuda"))]
-        "cuda" => Err(not_built("cuda")),
+        Backend::Cuda => Err(not_built("cuda")),
         #[cfg(feature = "rocm")]
-        "hip" | "rocm" => Ok(Box::new(hip::HipBackend::open(device)?)),
+        Backend::Hip => Ok(Box::new(hip::HipBackend::open(device)?)),
         #[cfg(not(feature = "rocm"))]
-        "hip" | "rocm" => Err(not_built("rocm")),
-        "shim" => Ok(Box::new(shim::ShimBackend::default())),
-        other => Err(unknown_backend(other)),
+        Backend::Hip => Err(not_built("rocm")),
+        Backend::Cpu => Err(not_a_gpu()),
     }
 }
 
-/// The devices of backend `kind`. An empty list means the runtime works but sees no device;
-/// an error names why the runtime itself is unusable (feature not built, library missing).
-pub fn list_devices(kind: &str) -> Result<Vec<DeviceInfo>, SieveError> {
+/// The host shim as a backend (the kernel source run on the CPU, for benches and parity), or
+/// an error naming the feature when this build left it out.
+pub fn open_shim() -> Result<Box<dyn SieveBackend>, SieveError> {
+    #[cfg(feature = "shim")]
+    return Ok(Box::new(shim::ShimBackend::default()));
+    #[cfg(not(feature = "shim"))]
+    return Err(not_built("shim"));
+}
+
+/// The devices of GPU backend `kind`. An empty list means the runtime works but sees no
+/// device; an error names why the runtime itself is unusable (feature not built, library
+/// missing).
+pub fn list_devices(kind: Backend) -> Result<Vec<DeviceInfo>, SieveError> {
     match kind {
         #[cfg(feature = "cuda")]
-        "cuda" => cuda::list_devices(),
+        Backend::Cuda => cuda::list_devices(),
         #[cfg(not(feature = "cuda"))]
-        "cuda" => Err(not_built("cuda")),
+        Backend::Cuda => Err(not_built("cuda")),
         #[cfg(feature = "rocm")]
-        "hip" | "rocm" => hip::list_devices(),
+        Backend::Hip => hip::list_devices(),
         #[cfg(not(feature = "rocm"))]
-        "hip" | "rocm" => Err(not_built("rocm")),
-        "shim" => Ok(vec![DeviceInfo {
-            index: 0,
-            name: "host shim (CPU)".to_string(),
-            total_memory_bytes: 0,
-            compute_units: std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1),
-            arch: "host".to_string(),
-        }]),
-        other => Err(unknown_backend(other)),
+        Backend::Hip => Err(not_built("rocm")),
+        Backend::Cpu => Err(not_a_gpu()),
     }
 }
 
 /// [`open_backend`], or the CPU backend with `cpu_threads` threads when the GPU cannot be used,
 /// with a log line saying why.
-pub fn open_or_cpu(kind: &str, device: usize, cpu_threads: usize) -> Box<dyn SieveBackend> {
+pub fn open_or_cpu(kind: Backend, device: usize, cpu_threads: usize) -> Box<dyn SieveBackend> {
     match open_backend(kind, device) {
         Ok(backend) => backend,
         Err(e) => {
-            tracing::warn!(backend = kind, device, error = %e, "GPU backend unavailable; falling back to the CPU backend");
+            tracing::warn!(backend = %kind, device, error = %e, "GPU backend unavailable; falling back to the CPU backend");
             Box::new(crate::cpu::CpuBackend::new(cpu_threads))
         }
     }
 }
 
-fn unknown_backend(kind: &str) -> SieveError {
-    SieveError::Backend(format!(
-        "unknown GPU backend '{kind}' (expected cuda, hip or shim)"
-    ))
+fn not_a_gpu() -> SieveError {
+    SieveError::Backend(
+        "cpu is not a GPU backend: use cpu::CpuBackend (expected cuda or hip)".into(),
+    )
 }
 
-#[cfg(not(all(feature = "cuda", feature = "rocm")))]
+#[cfg(not(all(feature = "cuda", feature = "rocm", feature = "shim")))]
 fn not_built(feature: &str) -> SieveError {
     SieveError::Backend(format!(
         "this binary was built without the `{feature}` feature: rebuild with `--features {feature}`"

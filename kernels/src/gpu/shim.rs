@@ -23,12 +23,23 @@ extern "C" {
         params: *const SeedqParams,
     ) -> i32;
     fn seedq_shim_params_size() -> u64;
+    fn seedq_shim_params_offsets(out: *mut u64, cap: u64) -> u64;
 }
 
 /// Size in bytes of the kernel's `SeedqParams` as the C++ compiler laid it out.
 pub fn kernel_params_size() -> u64 {
     // SAFETY: a pure function of the compiled struct layout.
     unsafe { seedq_shim_params_size() }
+}
+
+/// `offsetof` of every field of the kernel's `SeedqParams`, in declaration order, as the C++
+/// compiler laid it out.
+pub fn kernel_params_offsets() -> Vec<u64> {
+    let mut out = vec![0u64; 64];
+    // SAFETY: the callee writes at most `cap` = out.len() entries into `out`.
+    let n = unsafe { seedq_shim_params_offsets(out.as_mut_ptr(), out.len() as u64) };
+    out.truncate(n as usize);
+    out
 }
 
 /// Runs gpu/sieve.cu on the CPU through the emulated grid.
@@ -122,5 +133,66 @@ impl Launcher for ShimBackend {
         }
         out.truncate(layout.survivors_stored(count));
         Ok(LaunchResult { count, seeds: out })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::params::SEEDQ_PARAMS_FIELD_NAMES;
+
+    /// The generated Rust mirror and the generated C struct agree field by field.
+    #[test]
+    fn kernel_params_offsets_match_rust_field_by_field() {
+        // offset_of! needs literal field names; the list is checked against the generated one.
+        let rust: Vec<(&str, u64)> = vec![
+            ("seed_start", std::mem::offset_of!(SeedqParams, seed_start)),
+            ("n_seeds", std::mem::offset_of!(SeedqParams, n_seeds)),
+            ("seed_list", std::mem::offset_of!(SeedqParams, seed_list)),
+            ("window", std::mem::offset_of!(SeedqParams, window)),
+            ("out_seeds", std::mem::offset_of!(SeedqParams, out_seeds)),
+            ("out_count", std::mem::offset_of!(SeedqParams, out_count)),
+            ("scratch", std::mem::offset_of!(SeedqParams, scratch)),
+            ("strategies", std::mem::offset_of!(SeedqParams, strategies)),
+            ("modulus", std::mem::offset_of!(SeedqParams, modulus)),
+            ("mod_magic", std::mem::offset_of!(SeedqParams, mod_magic)),
+            ("offset", std::mem::offset_of!(SeedqParams, offset)),
+            ("out_cap", std::mem::offset_of!(SeedqParams, out_cap)),
+            (
+                "scratch_threads",
+                std::mem::offset_of!(SeedqParams, scratch_threads),
+            ),
+            ("fam", std::mem::offset_of!(SeedqParams, fam)),
+            ("k", std::mem::offset_of!(SeedqParams, k)),
+            ("skip_min", std::mem::offset_of!(SeedqParams, skip_min)),
+            ("skip_max", std::mem::offset_of!(SeedqParams, skip_max)),
+            ("need", std::mem::offset_of!(SeedqParams, need)),
+            (
+                "n_strategies",
+                std::mem::offset_of!(SeedqParams, n_strategies),
+            ),
+            ("flags", std::mem::offset_of!(SeedqParams, flags)),
+        ]
+        .into_iter()
+        .map(|(n, o)| (n, o as u64))
+        .collect();
+        let names: Vec<&str> = rust.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names, SEEDQ_PARAMS_FIELD_NAMES,
+            "every generated field is checked"
+        );
+        let c = kernel_params_offsets();
+        assert_eq!(
+            c.len(),
+            rust.len(),
+            "C and Rust have the same number of fields"
+        );
+        for ((name, rust_offset), c_offset) in rust.iter().zip(&c) {
+            assert_eq!(*rust_offset, *c_offset, "offset of field `{name}`");
+        }
+        assert_eq!(
+            kernel_params_size(),
+            std::mem::size_of::<SeedqParams>() as u64
+        );
     }
 }

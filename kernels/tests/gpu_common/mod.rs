@@ -17,8 +17,8 @@ use seedq_kernels::{
 
 /// One GPU runtime as its tests see it.
 pub struct GpuRuntime {
-    /// What [`gpu::open_backend`] takes: `"cuda"` or `"hip"`.
-    pub kind: &'static str,
+    /// What [`gpu::open_backend`] takes.
+    pub kind: gpu::Backend,
     /// How its errors and logs name it: `"CUDA"` or `"HIP"`.
     pub label: &'static str,
     /// The cargo feature that builds it.
@@ -30,7 +30,7 @@ pub struct GpuRuntime {
 }
 
 pub const CUDA: GpuRuntime = GpuRuntime {
-    kind: "cuda",
+    kind: gpu::Backend::Cuda,
     label: "CUDA",
     feature: "cuda",
     built: cfg!(feature = "cuda"),
@@ -38,7 +38,7 @@ pub const CUDA: GpuRuntime = GpuRuntime {
 };
 
 pub const HIP: GpuRuntime = GpuRuntime {
-    kind: "hip",
+    kind: gpu::Backend::Hip,
     label: "HIP",
     feature: "rocm",
     built: cfg!(feature = "rocm"),
