@@ -214,7 +214,7 @@ unsafe fn lcg32_group_avx512<const SHIFTED: bool>(
     }
 }
 
-const JAVA_MASK: u64 = (1 << 48) - 1;
+use crate::family::constants::JAVA_MASK;
 
 /// java_lcg: 48-bit state, output `state >> 16`.
 #[derive(Debug, Clone, Copy)]

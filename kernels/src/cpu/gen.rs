@@ -11,7 +11,9 @@ use crate::family::{
     FamilyConfig, FamilyParams, Mt19937,
 };
 
-use crate::family::constants::JAVA_MASK;
+use crate::family::constants::{
+    JAVA_MASK, SFC64_SEEDING, XORSHIFT128_SEEDING, XOSHIRO256PP_SEEDING,
+};
 
 /// A seeded generator state of one family, with its parameters inside.
 pub(crate) trait Gen: Clone + Send + Sync {
@@ -137,9 +139,9 @@ impl Xs128 {
     fn new(seed: u64) -> Self {
         Xs128 {
             x: seed as u32,
-            y: 362436069,
-            z: 521288629,
-            w: 88675123,
+            y: XORSHIFT128_SEEDING[0],
+            z: XORSHIFT128_SEEDING[1],
+            w: XORSHIFT128_SEEDING[2],
         }
     }
 }
@@ -374,9 +376,9 @@ impl Xoshiro {
         Xoshiro {
             s: [
                 seed,
-                0x9E37_79B9_7F4A_7C15,
-                0x6A09_E667_F3BC_C908,
-                0xBB67_AE85_84CA_A73B,
+                XOSHIRO256PP_SEEDING[0],
+                XOSHIRO256PP_SEEDING[1],
+                XOSHIRO256PP_SEEDING[2],
             ],
         }
     }
@@ -448,8 +450,8 @@ impl Sfc {
     fn new(seed: u64) -> Self {
         Sfc {
             a: seed,
-            b: 0x9E37_79B9_7F4A_7C15,
-            c: 0x6A09_E667_F3BC_C908,
+            b: SFC64_SEEDING[0],
+            c: SFC64_SEEDING[1],
             cnt: 1,
         }
     }

@@ -1,0 +1,108 @@
+//! MT19937 in lanes from a partial state (outputs up to 226 only).
+
+use super::*;
+use crate::family::constants::{MT_INIT_MULTIPLIER, MT_MATRIX_A};
+
+/// MT19937 computing only the state words the window needs (php_mt_seed's technique): for
+/// output `j <= 226` the first twist gives `mt'[j]` from `mt[j]`, `mt[j+1]` and `mt[j+397]` of
+/// `init_genrand`, so a seed costs `397 + j_max` steps of the seeding recurrence instead of the
+/// whole 624-word state and twist. Only built when every output the pass reads is at most 226.
+#[derive(Clone)]
+pub(crate) struct MtL<const L: usize> {
+    /// `init_genrand` words `0..=top+1`.
+    low: Vec<[u32; L]>,
+    /// `init_genrand` words `397..=397+top`.
+    high: Vec<[u32; L]>,
+    pos: usize,
+}
+
+impl<const L: usize> MtL<L> {
+    /// Highest output number the partial state can produce.
+    pub const MAX_OUTPUT: u64 = 226;
+
+    /// Lanes able to produce outputs `0..=top`.
+    pub fn new(top: u64) -> Self {
+        assert!(top <= Self::MAX_OUTPUT);
+        let top = top as usize;
+        MtL {
+            low: vec![[0; L]; top + 2],
+            high: vec![[0; L]; top + 1],
+            pos: 0,
+        }
+    }
+}
+
+impl<const L: usize> Lanes<L> for MtL<L> {
+    type W = u32;
+    type J = u64;
+    #[inline(always)]
+    fn prepare(&mut self, seeds: &[u64; L]) {
+        let mut x = [0u32; L];
+        for l in 0..L {
+            x[l] = seeds[l] as u32;
+        }
+        self.chain(x);
+    }
+    #[inline(always)]
+    fn prepare_range(&mut self, start: u64) {
+        let mut x = [0u32; L];
+        for l in 0..L {
+            x[l] = (start as u32).wrapping_add(l as u32);
+        }
+        self.chain(x);
+    }
+    #[inline(always)]
+    fn restart(&mut self) {
+        self.pos = 0;
+    }
+    #[inline(always)]
+    fn next(&mut self) -> [u32; L] {
+        let j = self.pos;
+        self.pos += 1;
+        let (a, b, h) = (&self.low[j], &self.low[j + 1], &self.high[j]);
+        let mut out = [0u32; L];
+        for l in 0..L {
+            let y = (a[l] & 0x8000_0000) | (b[l] & 0x7FFF_FFFF);
+            let v = h[l] ^ (y >> 1) ^ ((y & 1).wrapping_neg() & MT_MATRIX_A);
+            out[l] = crate::cpu::gen::temper(v);
+        }
+        out
+    }
+    fn jump_for(&self, n: u64) -> u64 {
+        n
+    }
+    #[inline(always)]
+    fn jump(&mut self, n: &u64) {
+        self.pos += *n as usize;
+    }
+}
+
+impl<const L: usize> MtL<L> {
+    /// Runs `init_genrand` from the seeds in `x`, keeping the words the outputs need.
+    #[inline(always)]
+    fn chain(&mut self, mut x: [u32; L]) {
+        #[inline(always)]
+        fn step<const L: usize>(x: &mut [u32; L], i: usize) {
+            for l in 0..L {
+                x[l] = MT_INIT_MULTIPLIER
+                    .wrapping_mul(x[l] ^ (x[l] >> 30))
+                    .wrapping_add(i as u32);
+            }
+        }
+        // Three loops rather than one with a branch: the middle one, which keeps nothing, is
+        // the bulk of the work (the low words end at 228 at most, the high ones start at 397).
+        let nlow = self.low.len();
+        self.low[0] = x;
+        for i in 1..nlow {
+            step(&mut x, i);
+            self.low[i] = x;
+        }
+        for i in nlow..397 {
+            step(&mut x, i);
+        }
+        for (j, slot) in self.high.iter_mut().enumerate() {
+            step(&mut x, 397 + j);
+            *slot = x;
+        }
+    }
+}
