@@ -114,9 +114,8 @@ fn main() {
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     write_generated(&out_dir);
-    if std::env::var_os("CARGO_FEATURE_SHIM").is_some() {
-        build_shim(&out_dir);
-    }
+    #[cfg(feature = "shim")]
+    build_shim(&out_dir);
     if std::env::var_os("CARGO_FEATURE_ROCM").is_some() {
         build_hip(&out_dir);
     }
@@ -183,6 +182,7 @@ fn write_generated(out_dir: &Path) {
     std::fs::write(out_dir.join("seedq_params.rs"), rs).expect("write seedq_params.rs");
 }
 
+#[cfg(feature = "shim")]
 fn build_shim(out_dir: &Path) {
     cc::Build::new()
         .cpp(true)

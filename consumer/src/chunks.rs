@@ -204,7 +204,7 @@ async fn subscribe(
 
 /// A slot's prefetch policy.
 ///
-/// DESIGN.md: each slot consumes with prefetch 1 so that a slow GPU never hoards chunks a fast
+/// Each slot consumes with prefetch 1 so that a slow GPU never hoards chunks a fast
 /// one could run. With a quorum queue, though, the next delivery after an ack waits for a Raft
 /// commit of the settlement (about 2 ms measured on the dev box), which dominates chunks that
 /// run in microseconds. `Auto` keeps prefetch 1 for real chunks and only when a slot's chunks take

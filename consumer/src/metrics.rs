@@ -7,7 +7,7 @@
 //!
 //! Call pattern from the slots: `chunk_started(slot)`, then either
 //! `chunk_finished(slot, seeds, secs)` or `chunk_failed(reason)` followed by `slot_idle(slot)`
-//! (a failure is not tied to a slot in the agreed interface, so the slot is released explicitly).
+//! (failures are counted by reason, not per slot, so the slot is released explicitly).
 //! Script jobs: `script_started()`, then `script_finished(ok, secs)`.
 
 use std::collections::BTreeMap;

@@ -12,15 +12,25 @@ use crate::spec::SeedSet;
 /// Every statistic of one stream, before the flagging decision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamStats {
+    /// Sample autocorrelations `r_1 .. r_L`.
     pub autocorrelations: Vec<f64>,
+    /// `z_k = r_k / sqrt((n-k)/(n(n+2)))` for each lag.
     pub z_scores: Vec<f64>,
+    /// Bonferroni over the lags: `min(1, L * min_k p_k)`.
     pub autocorrelation_p: f64,
+    /// Ljung-Box `Q = sum_k z_k^2`.
     pub ljung_box_q: f64,
+    /// Chi-square(L) p-value of `Q`.
     pub ljung_box_p: f64,
+    /// Chi-square uniformity statistic over the bins (`analysis` only).
     pub chi_square: Option<f64>,
+    /// Its p-value with `bins - 1` degrees of freedom.
     pub chi_square_p: Option<f64>,
+    /// Wald-Wolfowitz runs `z` about the median (`analysis` only).
     pub runs_z: Option<f64>,
+    /// Its two-sided p-value.
     pub runs_p: Option<f64>,
+    /// The stream takes a single value (every test degenerate).
     pub constant: bool,
 }
 

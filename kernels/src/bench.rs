@@ -21,16 +21,27 @@ use crate::SieveBackend;
 /// A job shape without draws: what a named workload is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
+    /// The name `bench --workload` takes (or `custom`).
     pub name: String,
+    /// Family and parameters.
     pub family: FamilyConfig,
+    /// Draws in the window.
     pub k: usize,
+    /// Smallest skip searched.
     pub skip_min: u32,
+    /// Largest skip searched.
     pub skip_max: u32,
+    /// Forward threshold.
     pub threshold: Threshold,
+    /// Reverse threshold (`None`: the forward one).
     pub reverse_threshold: Option<Threshold>,
+    /// Generator outputs before the window.
     pub offset: u64,
+    /// Draws' modulus.
     pub modulus: u64,
+    /// Forward, reverse or bidirectional.
     pub direction: Direction,
+    /// Constant or variable skip.
     pub skip_mode: SkipMode,
 }
 
@@ -150,22 +161,37 @@ pub fn default_planted(start: u64, seeds: u64) -> u64 {
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// Workload name.
     pub workload: String,
+    /// The backend's own description (`SieveBackend::describe`).
     pub backend: String,
+    /// CPU threads used (0 for a GPU).
     pub threads: usize,
+    /// Family name.
     pub family: String,
+    /// Draws in the window.
     pub k: usize,
+    /// Smallest skip.
     pub skip_min: u32,
+    /// Largest skip.
     pub skip_max: u32,
+    /// Threshold as written.
     pub threshold: String,
+    /// First seed of the measured range.
     pub seed_start: u64,
+    /// Seeds measured.
     pub seeds: u64,
+    /// Survivors found.
     pub survivors: usize,
+    /// Wall time of the sieve call, seconds.
     pub secs: f64,
+    /// `seeds / secs`.
     pub seeds_per_sec: f64,
     /// Nominal (seed x skip x draw) evaluations per second: `seeds * skips * k / secs`.
     pub evals_per_sec: f64,
+    /// The seed whose window the draws were generated from.
     pub planted_seed: u64,
+    /// The skip the draws were generated with.
     pub planted_skip: u32,
     /// Whether the planted seed is among the backend's survivors.
     pub found: bool,

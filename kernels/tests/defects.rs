@@ -1,4 +1,4 @@
-//! One test per kernel and registry defect of the original system (reference section 7, K1-K9),
+//! One test per kernel and registry defect of the original system (`docs/defects.md`, K1-K9),
 //! each showing that seedq does not have it. The tests run on the reference sieve, which every
 //! backend must match bit for bit.
 

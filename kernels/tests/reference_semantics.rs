@@ -1,4 +1,4 @@
-//! The reference sieve against hand-built cases of DESIGN.md's semantics (offset once, skips
+//! The reference sieve against hand-built cases of the semantics in `docs/semantics.md` (offset once, skips
 //! above 255, the integer threshold edge, ties, reverse, bidirectional, variable skip, candidate
 //! lists, errors), plus a property test: a planted seed is always found with its true skip.
 

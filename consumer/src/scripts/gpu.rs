@@ -9,7 +9,7 @@
 //! set to the physical index (the CUDA variable is ignored by ROCm and vice versa, so setting
 //! both is right on either backend, as the original did on the rigs), and the script should use
 //! device 0. `SEEDQ_GPU_ID` carries the physical index for logs. The node's configured
-//! environment (ROCm overrides, PyTorch allocator settings, chapter section 8) comes first, so a
+//! environment (ROCm overrides, PyTorch allocator settings from `[nodes.env]`) comes first, so a
 //! job cannot be bound to a GPU other than the one chosen here.
 
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! Runs one script job as a subprocess and judges the result, with no broker or Redis involved.
 //!
-//! Everything the original got wrong about script execution (reference 5.13, 6.1, defects C6,
+//! Everything the original system got wrong about script execution (`docs/defects.md` C6,
 //! R2, R7) is decided here, so it can be unit-tested in isolation:
 //!
 //! * **No shell.** The node's interpreter is spawned directly with the script path and the job's

@@ -47,6 +47,7 @@ use scalar::{Hit, PassCtx, ScalarPass};
 /// Sieves on all (or `threads`) CPU cores.
 #[derive(Clone)]
 pub struct CpuBackend {
+    /// Worker threads of the backend's rayon pool.
     pub threads: usize,
     simd: SimdLevel,
     shortcuts: bool,
@@ -100,6 +101,7 @@ impl CpuBackend {
         self
     }
 
+    /// The SIMD level the lanes run at.
     pub fn simd(&self) -> SimdLevel {
         self.simd
     }

@@ -45,7 +45,9 @@ use crate::SieveBackend;
 pub struct DeviceInfo {
     /// Ordinal within its backend (what [`open_backend`] takes).
     pub index: usize,
+    /// The driver's device name (e.g. `NVIDIA H200`, `AMD Radeon RX 6600`).
     pub name: String,
+    /// Device memory in bytes.
     pub total_memory_bytes: u64,
     /// Streaming multiprocessors (CUDA) or compute units (ROCm).
     pub compute_units: u32,

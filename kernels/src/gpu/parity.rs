@@ -14,8 +14,11 @@ use crate::SieveBackend;
 /// One parity case.
 #[derive(Debug, Clone)]
 pub struct ParityCase {
+    /// What the case covers (family, mode, direction).
     pub name: String,
+    /// The sieve to run.
     pub spec: SieveSpec,
+    /// The seeds to run it on.
     pub seeds: SeedSet,
 }
 
@@ -195,7 +198,9 @@ pub fn cases(scale: u64) -> Vec<ParityCase> {
 /// The outcome of running the suite on one backend.
 #[derive(Debug, Default)]
 pub struct ParityReport {
+    /// Cases whose result equalled the reference.
     pub passed: usize,
+    /// One line per case that did not, saying how.
     pub failures: Vec<String>,
 }
 

@@ -67,6 +67,7 @@ impl Default for ShimBackend {
 }
 
 impl ShimBackend {
+    /// The shim with its default grid (see [`Default`]).
     pub fn new() -> Self {
         Self::default()
     }
