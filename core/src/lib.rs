@@ -14,6 +14,7 @@
 
 pub mod analysis;
 pub mod backend;
+pub mod estimate;
 pub mod family;
 pub mod reference;
 pub mod spec;
