@@ -6,7 +6,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`job`] | [`Job`] (alias [`SieveJob`]): the job-level record stored in Redis once per job: id, [`JobSpec`] (sieve, correlation, analysis or a script batch), the total seeds ([`JobSeeds`]), the chunk plan, creation time. [`Job::chunk_seeds`] is THE chunk plan every party uses. |
+//! | [`job`] | [`Job`]: the job-level record stored in Redis once per job: id, [`JobSpec`] (sieve, correlation, analysis or a script batch), the total seeds ([`JobSeeds`]), the chunk plan, creation time. [`Job::chunk_seeds`] is THE chunk plan every party uses. |
 //! | [`chunk`] | [`ChunkMessage`] (one unit of seed work on `<ns>.seeds`) and [`ChunkResult`] (what a consumer writes to Redis for it). |
 //! | [`script`] | [`ScriptJob`] (one script task on `<ns>.scripts` or `<ns>.scripts.<node>`) and [`ScriptResult`]. |
 //! | [`status`] | records read back from Redis: [`JobProgress`], [`NodeHeartbeat`], [`SeedRecord`], [`FailureEvent`]. |
@@ -46,6 +46,7 @@ pub mod job;
 pub mod keys;
 pub mod script;
 pub mod status;
+pub mod survivors;
 pub mod topology;
 
 pub use chunk::{ChunkMessage, ChunkResult, FlaggedSeed};
@@ -55,7 +56,6 @@ pub use config::{
 };
 pub use job::{
     sieve_work_per_seed, throughput_family_key, Job, JobKind, JobSeeds, JobSpec, ScriptBatch,
-    SieveJob,
 };
 pub use script::{ScriptJob, ScriptOutput, ScriptResult};
 pub use status::{FailureEvent, JobProgress, NodeHeartbeat, SeedRecord, SlotState};
@@ -76,14 +76,28 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
 /// Errors raised when a message or identifier breaks the contract.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
+    /// The body is not JSON of the expected shape (syntax, missing field, wrong type).
     #[error("malformed message: {0}")]
     Malformed(#[from] serde_json::Error),
+    /// The `v` field is above [`PROTOCOL_VERSION`]: written by a newer build.
     #[error("message version {found} is newer than this build understands (max {PROTOCOL_VERSION}); upgrade this binary")]
-    UnsupportedVersion { found: u32 },
+    UnsupportedVersion {
+        /// The `v` the message carries.
+        found: u32,
+    },
+    /// An id or name that [`validate_identifier`] refuses.
     #[error("invalid {what} '{value}': use 1-128 characters from [A-Za-z0-9._-]")]
-    InvalidIdentifier { what: &'static str, value: String },
+    InvalidIdentifier {
+        /// What the identifier names (`job id`, `task id`, `node name`, `namespace`, ...).
+        what: &'static str,
+        /// The refused value.
+        value: String,
+    },
+    /// A job record whose structure is inconsistent (no seeds or tasks, chunk plan mismatch,
+    /// duplicate task ids, an oversized final chunk); the message says which.
     #[error("invalid job: {0}")]
     InvalidJob(String),
+    /// The job's sieve spec or seed range fails [`seedq_core::SieveSpec`] validation.
     #[error("invalid spec: {0}")]
     InvalidSpec(#[from] seedq_core::SieveError),
 }
