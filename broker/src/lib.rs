@@ -62,21 +62,37 @@ pub const PUBLISH_WINDOW: usize = 2000;
 /// Errors from the broker layer.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// An AMQP operation failed (connection, channel, declare, publish, confirm).
     #[error("RabbitMQ {context} failed: {source} (is RabbitMQ running and reachable at the --amqp-url?)")]
     Amqp {
+        /// The operation, e.g. `declare queue seedq.seeds`.
         context: String,
+        /// lapin's error.
         source: lapin::Error,
     },
+    /// A mandatory publish came back: no queue is bound to its routing key.
     #[error("publish to '{queue}' was returned as unroutable ({reply}): the queue does not exist; declare the topology first (or check the node name of a pinned job)")]
-    Unroutable { queue: String, reply: String },
+    Unroutable {
+        /// The queue the message was published to.
+        queue: String,
+        /// The broker's reply code and text, e.g. `312 NO_ROUTE`.
+        reply: String,
+    },
+    /// The broker nacked a publish: it did not take responsibility for the message.
     #[error("RabbitMQ refused (nacked) a publish to '{queue}': the broker could not store it (disk or memory alarm?)")]
-    Nacked { queue: String },
+    Nacked {
+        /// The queue the message was published to.
+        queue: String,
+    },
+    /// The namespace given to [`Broker::connect`] is not a valid identifier.
     #[error(transparent)]
     Protocol(seedq_protocol::ProtocolError),
+    /// A confirm came back as not requested: the publisher channel is not in confirm mode.
     #[error("publisher confirms are not enabled on this channel (internal error)")]
     ConfirmsNotEnabled,
 }
 
+/// `Result` with [`BrokerError`] as the default error.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
 fn amqp(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> BrokerError {
@@ -89,6 +105,7 @@ fn amqp(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> BrokerError 
 pub struct QueueDepth {
     /// Ready messages (not counting unacked deliveries).
     pub messages: u32,
+    /// Consumers subscribed to the queue.
     pub consumers: u32,
 }
 
@@ -145,14 +162,17 @@ impl Broker {
             .await
     }
 
+    /// The queue and exchange names of this broker's namespace.
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
 
+    /// The underlying AMQP connection.
     pub fn connection(&self) -> &Connection {
         &self.connection
     }
 
+    /// The name this connection shows in the management UI.
     pub fn connection_name(&self) -> &str {
         &self.connection_name
     }

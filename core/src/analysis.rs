@@ -30,8 +30,9 @@
 //!   `z = (R - mu) / sigma` with `mu = 2 n1 n2 / N + 1`,
 //!   `sigma^2 = 2 n1 n2 (2 n1 n2 - N) / (N^2 (N - 1))`; two-sided `p = erfc(|z| / sqrt 2)`.
 //!
-//! p-values come from the regularised upper incomplete gamma function ([`gamma_q`]), implemented
-//! here (series and continued fraction) and tested against values computed with mpmath.
+//! p-values come from the regularised upper incomplete gamma function
+//! (`seedq_kernels::analysis::gamma_q`: series and continued fraction), tested there against
+//! values computed with mpmath.
 //!
 //! # Flagged seeds
 //!
@@ -43,8 +44,8 @@
 //!
 //! # Results and aggregation
 //!
-//! [`run`] returns, like the sieve, the flagged seeds sorted by seed (one [`FlaggedRecord`] each)
-//! and a [`Summary`] of integer counters only (seeds tested, flagged, flagged per test,
+//! `seedq_kernels::analysis::run` returns, like the sieve, the flagged seeds sorted by seed (one
+//! [`FlaggedRecord`] each) and a [`Summary`] of integer counters only (seeds tested, flagged, flagged per test,
 //! p-value deciles per test, degenerate streams). Counters add, so a job's summary is the exact
 //! sum of its chunks' summaries whatever the chunking and order ([`Summary::merge`]), and a
 //! redelivered chunk is applied once by the same done-set guard as sieve chunks.
@@ -59,16 +60,21 @@ use crate::family::FamilyConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnalysisKind {
+    /// `correlation` jobs: lag autocorrelation only; flags at p < `alpha`.
     Correlation,
+    /// `analysis` jobs: chi-square, runs and autocorrelation; flags at p < `alpha / 3`.
     Analysis,
 }
 
-/// Test names as used in records and summaries.
+/// Name of the lag-autocorrelation test in [`FlaggedRecord::tests`] and [`Summary`] maps.
 pub const TEST_AUTOCORRELATION: &str = "autocorrelation";
+/// Name of the chi-square uniformity test in [`FlaggedRecord::tests`] and [`Summary`] maps.
 pub const TEST_CHI_SQUARE: &str = "chi_square";
+/// Name of the Wald-Wolfowitz runs test in [`FlaggedRecord::tests`] and [`Summary`] maps.
 pub const TEST_RUNS: &str = "runs";
 
 impl AnalysisKind {
+    /// The names of the tests this kind runs, in the order p-values and a record's `tests` list them.
     pub fn tests(self) -> &'static [&'static str] {
         match self {
             AnalysisKind::Correlation => &[TEST_AUTOCORRELATION],
@@ -82,6 +88,7 @@ impl AnalysisKind {
 pub struct AnalysisSpec {
     /// The family and its parameters: `{"family": "mt19937", "params": {...}}`.
     pub family: FamilyConfig,
+    /// Each output is reduced mod this before any test (>= 2; default 1000).
     #[serde(default = "default_modulus")]
     pub modulus: u64,
     /// Outputs discarded before `x_0`.
@@ -117,30 +124,55 @@ fn default_alpha() -> f64 {
 /// A spec that cannot be run; messages say what to change.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AnalysisError {
+    /// A modulus below 2 (the value given).
     #[error("modulus must be at least 2, got {0}")]
     Modulus(u64),
+    /// `samples` outside `16..=MAX_SAMPLES` (the value given).
     #[error("samples must be between 16 and {max}, got {0}", max = AnalysisSpec::MAX_SAMPLES)]
     Samples(usize),
+    /// `max_lag` of 0 or above `samples / 4`.
     #[error("max_lag must be between 1 and samples/4 = {limit}, got {got}")]
-    MaxLag { got: usize, limit: usize },
+    MaxLag {
+        /// The `max_lag` given.
+        got: usize,
+        /// `samples / 4`, the largest lag allowed.
+        limit: usize,
+    },
+    /// Chi-square classes outside `2..=modulus` (`analysis` only).
     #[error("bins must be between 2 and the modulus {modulus}, got {bins}")]
-    Bins { bins: u64, modulus: u64 },
+    Bins {
+        /// The class count ([`AnalysisSpec::bins`]).
+        bins: u64,
+        /// The spec's modulus.
+        modulus: u64,
+    },
+    /// The narrowest chi-square class expects fewer than 5 values, so the chi-square
+    /// approximation would not hold (`analysis` only).
     #[error("chi-square needs at least 5 expected values per class: {samples} samples over {bins} classes of [0, {modulus}) give {expected:.2} in the smallest; use more samples or fewer bins")]
     SparseBins {
+        /// The spec's `samples`.
         samples: usize,
+        /// The class count.
         bins: u64,
+        /// The spec's modulus.
         modulus: u64,
+        /// Expected count of the narrowest class: `samples * floor(modulus / bins) / modulus`.
         expected: f64,
     },
+    /// `alpha` outside (0, 0.5] (the value given; NaN included).
     #[error("alpha must be in (0, 0.5], got {0}")]
     Alpha(f64),
+    /// The family or its parameters are invalid.
     #[error(transparent)]
     Family(#[from] crate::spec::SieveError),
 }
 
 impl AnalysisSpec {
+    /// Largest `samples` accepted: 2^24 outputs, i.e. a 128 MiB `u64` stream buffer per seed.
     pub const MAX_SAMPLES: usize = 1 << 24;
 
+    /// A spec for `family` with every other field at its serde default (modulus 1000, 10 000
+    /// samples, lags up to 20, `alpha` 0.001, bins `min(modulus, 100)`).
     pub fn new(family: FamilyConfig) -> Self {
         AnalysisSpec {
             family,
@@ -153,10 +185,12 @@ impl AnalysisSpec {
         }
     }
 
+    /// The chi-square class count: `bins` if set, else `min(modulus, 100)`.
     pub fn bins(&self) -> u64 {
         self.bins.unwrap_or(self.modulus.min(100))
     }
 
+    /// Checks the spec for `kind` (bins and their expected counts only matter for `analysis`).
     pub fn validate(&self, kind: AnalysisKind) -> Result<(), AnalysisError> {
         self.family.validate()?;
         if self.modulus < 2 {
@@ -222,6 +256,7 @@ pub fn bin_width(b: u64, bins: u64, modulus: u64) -> u64 {
 /// The statistics of one seed (every seed gets one; only flagged ones are kept).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlaggedRecord {
+    /// The seed whose stream was tested.
     pub seed: u64,
     /// The tests whose p-value was beyond the threshold.
     pub tests: Vec<String>,
@@ -231,14 +266,20 @@ pub struct FlaggedRecord {
     pub z_scores: Vec<f64>,
     /// Bonferroni over lags.
     pub autocorrelation_p: f64,
+    /// Ljung-Box `Q = sum_k z_k^2` (reported alongside; not used for flagging).
     pub ljung_box_q: f64,
+    /// Chi-square(L) upper-tail p-value of `ljung_box_q`.
     pub ljung_box_p: f64,
+    /// Chi-square statistic over [`AnalysisSpec::bins`] classes (`analysis` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chi_square: Option<f64>,
+    /// p-value of `chi_square` with `bins - 1` degrees of freedom (`analysis` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chi_square_p: Option<f64>,
+    /// Runs-test `z = (R - mu) / sigma` about the median (`analysis` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs_z: Option<f64>,
+    /// Two-sided p-value of `runs_z` (`analysis` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs_p: Option<f64>,
     /// The stream takes a single value; every test is degenerate.
@@ -249,7 +290,9 @@ pub struct FlaggedRecord {
 /// Integer counters of a chunk (or a whole job, after [`Summary::merge`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Summary {
+    /// Seeds whose streams were tested.
     pub seeds_tested: u64,
+    /// Seeds flagged by at least one test (each seed counts once).
     pub seeds_flagged: u64,
     /// Seeds flagged by each test.
     pub flagged_by_test: BTreeMap<String, u64>,
@@ -287,6 +330,8 @@ impl Summary {
 /// What a chunk produces: flagged seeds sorted by seed, plus the chunk summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct AnalysisOutcome {
+    /// The flagged seeds' records, sorted by seed.
     pub flagged: Vec<FlaggedRecord>,
+    /// Counters over every seed of the chunk, flagged or not.
     pub summary: Summary,
 }

@@ -20,33 +20,67 @@ use crate::family::FamilyConfig;
 /// Errors a sieve spec or a backend can report. Messages name the problem and the fix.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SieveError {
+    /// A family name that is none of the eleven [`crate::Family`] names (the name given).
     #[error("unknown PRNG family '{0}' (known: xorshift32, xorshift64, xorshift128, pcg32, lcg32, java_lcg, minstd, mt19937, xoshiro256pp, philox4x32, sfc64)")]
     UnknownFamily(String),
+    /// A family parameter that is unknown, unparsable or out of its range.
     #[error("invalid parameter for {family}: {message}")]
-    InvalidParam { family: String, message: String },
+    InvalidParam {
+        /// The family's name, e.g. `lcg32`.
+        family: String,
+        /// Which parameter is wrong and the range it must lie in.
+        message: String,
+    },
+    /// The spec has no draws.
     #[error("the draw window is empty: give at least one draw")]
     EmptyWindow,
+    /// More draws than [`SieveSpec::MAX_WINDOW`] (the number given).
     #[error("window of {0} draws is too long (at most {max})", max = SieveSpec::MAX_WINDOW)]
     WindowTooLong(usize),
+    /// A modulus below 2 (the value given): every residue would be 0.
     #[error("modulus must be at least 2, got {0}")]
     InvalidModulus(u64),
+    /// Threshold text that is not a decimal in (0, 1] with at most 18 fraction digits (the text).
     #[error("threshold must be in (0, 1], got {0}")]
     InvalidThreshold(String),
+    /// `skip_min > skip_max`.
     #[error("skip range is empty: skip_min {min} > skip_max {max}")]
-    InvalidSkipRange { min: u32, max: u32 },
+    InvalidSkipRange {
+        /// The spec's `skip_min`.
+        min: u32,
+        /// The spec's `skip_max`.
+        max: u32,
+    },
+    /// Seeds beyond the family's seed space ([`crate::Family::seed_space_end`]).
     #[error("seed range [{start}, {end}) is outside the {family} seed space [0, {space_end})")]
     SeedOutOfRange {
+        /// The family's name.
         family: String,
+        /// Smallest seed asked for.
         start: u128,
+        /// One past the largest seed asked for.
         end: u128,
+        /// Exclusive end of the family's seed space (2^32 or 2^64).
         space_end: u128,
     },
+    /// A seed range with `start >= end`.
     #[error("seed range is empty: start {start} >= end {end}")]
-    EmptySeedRange { start: u128, end: u128 },
+    EmptySeedRange {
+        /// The range's inclusive start.
+        start: u128,
+        /// The range's exclusive end.
+        end: u128,
+    },
+    /// A variable-skip spec with no strategies or a strategy with `max_consecutive_misses = 0`.
     #[error("invalid variable-skip strategy: {0}")]
     InvalidStrategy(String),
+    /// The highest output number a pass reads ([`SieveSpec::max_output_index`]) exceeds `u64`.
     #[error("the window needs generator output number {needed}, beyond 2^64 - 1: lower offset, skip_max or the window length")]
-    OutputIndexOverflow { needed: u128 },
+    OutputIndexOverflow {
+        /// That output number.
+        needed: u128,
+    },
+    /// A device or backend failure while sieving (driver, allocation, launch); the message says which.
     #[error("backend failure: {0}")]
     Backend(String),
 }
@@ -54,7 +88,8 @@ pub enum SieveError {
 /// An exact decimal threshold in (0, 1]: `num / den`.
 ///
 /// Parsed from the decimal text the user wrote (or from an `f64` via its shortest round-trip
-/// decimal), so `ceil(0.7 * 10)` is 7, not 8 as `f64` arithmetic would give.
+/// decimal), so [`Threshold::min_matches`] is exact: for threshold `0.07` over 100 draws, `f64`
+/// gives `0.07 * 100.0 = 7.000000000000001`, whose ceiling is 8, while the exact answer is 7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Threshold {
     num: u64,
@@ -118,6 +153,7 @@ impl Threshold {
         need.max(1) as u32
     }
 
+    /// The threshold as the nearest `f64` (for display and rates only; never for the cut-off).
     pub fn as_f64(&self) -> f64 {
         self.num as f64 / self.den as f64
     }
@@ -159,8 +195,10 @@ impl<'de> Deserialize<'de> for Threshold {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
+    /// Only the forward pass: draw 0 first.
     #[default]
     Forward,
+    /// Only the reverse pass: the same generator against the reversed window.
     Reverse,
     /// Forward pass, then the reverse pass on forward survivors only; a seed survives both.
     Bidirectional,
@@ -169,8 +207,11 @@ pub enum Direction {
 /// A variable-skip strategy: how many consecutive misses end it and how far the skip may wander.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Strategy {
+    /// Reported as [`PassResult::strategy`] when this strategy wins.
     pub name: String,
+    /// `M`: the strategy ends at its `M`-th consecutive miss (>= 1; `M = 3` tolerates two).
     pub max_consecutive_misses: u32,
+    /// `T`: each draw searches skips within `expected ± T`, clamped to `[skip_min, skip_max]`.
     pub skip_tolerance: u32,
 }
 
@@ -198,11 +239,13 @@ impl Strategy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case", tag = "mode")]
 pub enum SkipMode {
+    /// Every skip `t` in `[skip_min, skip_max]` is tried on its own, the same `t` before every draw.
     #[default]
     Constant,
     /// Variable skip with these strategies, tried in order (first wins ties). In JSON,
     /// `{"mode": "variable"}` without `strategies` means the five presets.
     Variable {
+        /// The strategies, in tie-breaking order (at least one).
         #[serde(default = "Strategy::presets")]
         strategies: Vec<Strategy>,
     },
@@ -211,20 +254,28 @@ pub enum SkipMode {
 /// A validated sieve job, independent of seeds (one spec serves every chunk of a job).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SieveSpec {
+    /// The generator family and its validated parameters.
     pub family: FamilyConfig,
     /// The window of draws in order: draw 0 first. Raw values; reduced mod `modulus` on use.
     pub draws: Vec<u64>,
+    /// Draws and generator outputs are compared mod this (>= 2).
     pub modulus: u64,
     /// Generator outputs discarded before draw 0 (applied once).
     pub offset: u64,
+    /// Smallest skip `t`: outputs discarded before each compared one (draw `i` is output
+    /// `offset + t + i*(t+1)`).
     pub skip_min: u32,
+    /// Largest skip (>= `skip_min`); bounds the highest output read, see [`Self::max_output_index`].
     pub skip_max: u32,
+    /// Fraction of the window the forward pass must match ([`Threshold::min_matches`]).
     pub threshold: Threshold,
     /// Threshold of the reverse pass; `None` means the same as `threshold`.
     #[serde(default)]
     pub reverse_threshold: Option<Threshold>,
+    /// Which passes run (default forward only).
     #[serde(default)]
     pub direction: Direction,
+    /// Constant skip (default) or the variable-skip strategies.
     #[serde(default)]
     pub skip_mode: SkipMode,
 }
@@ -327,6 +378,7 @@ impl SieveSpec {
         w
     }
 
+    /// `k`: the window length (number of draws).
     pub fn k(&self) -> usize {
         self.draws.len()
     }
@@ -336,11 +388,19 @@ impl SieveSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SeedSet {
-    Range { start: u64, end: u64 },
+    /// The seeds `start..end` (half-open; empty when `start >= end`).
+    Range {
+        /// First seed.
+        start: u64,
+        /// One past the last seed.
+        end: u64,
+    },
+    /// Explicit candidate seeds, any order, repeats allowed (the sieve reports each seed once).
     List(Vec<u64>),
 }
 
 impl SeedSet {
+    /// Number of seeds as given (a list's repeats count).
     pub fn len(&self) -> u64 {
         match self {
             SeedSet::Range { start, end } => end.saturating_sub(*start),
@@ -348,6 +408,7 @@ impl SeedSet {
         }
     }
 
+    /// Whether the set holds no seeds.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -356,7 +417,9 @@ impl SeedSet {
 /// The outcome of one pass (forward or reverse) for one seed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassResult {
+    /// Draws matched: at the best skip (constant) or by the winning strategy (variable).
     pub matches: u32,
+    /// Draws compared: the window length `k`.
     pub total: u32,
     /// Constant skip: the smallest skip with the most matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -370,6 +433,7 @@ pub struct PassResult {
 }
 
 impl PassResult {
+    /// `matches / total`, in [0, 1].
     pub fn match_rate(&self) -> f64 {
         self.matches as f64 / self.total as f64
     }
@@ -378,9 +442,12 @@ impl PassResult {
 /// A seed that survived every pass the spec asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Survivor {
+    /// The surviving seed.
     pub seed: u64,
+    /// The forward pass's result; `None` for [`Direction::Reverse`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<PassResult>,
+    /// The reverse pass's result; `None` for [`Direction::Forward`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse: Option<PassResult>,
 }

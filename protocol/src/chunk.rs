@@ -11,7 +11,9 @@ use crate::{ProtocolError, PROTOCOL_VERSION};
 /// One unit of seed work. The body of every message on `<ns>.seeds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkMessage {
+    /// Protocol version that wrote it ([`PROTOCOL_VERSION`]).
     pub v: u32,
+    /// The job this chunk belongs to; its [`crate::Job`] is loaded from Redis by this id.
     pub job_id: String,
     /// Redundant with the job's spec; lets a consumer route or refuse without loading the job.
     pub kind: JobKind,
@@ -33,6 +35,7 @@ fn one() -> u32 {
 }
 
 impl ChunkMessage {
+    /// A first-attempt chunk message at this build's version, without an embedded spec.
     pub fn new(job_id: impl Into<String>, kind: JobKind, chunk: u64, seeds: SeedSet) -> Self {
         ChunkMessage {
             v: PROTOCOL_VERSION,
@@ -45,6 +48,7 @@ impl ChunkMessage {
         }
     }
 
+    /// The message body as published.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("chunk message serializes")
     }
@@ -92,11 +96,15 @@ pub struct FlaggedSeed {
 /// What a consumer writes for one chunk (applied once per chunk by the store).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkResult {
+    /// Protocol version that wrote it.
     pub v: u32,
+    /// The chunk's job.
     pub job_id: String,
+    /// The chunk's index in the job's plan (done-set member `c<chunk>`).
     pub chunk: u64,
     /// Attempt that produced it (informative).
     pub attempt: u32,
+    /// Seeds examined (the size of the chunk's seed set); added to the job's `seeds_done`.
     pub seeds_tested: u64,
     /// Sieve jobs: the survivors, sorted by seed.
     #[serde(default)]
@@ -113,6 +121,7 @@ pub struct ChunkResult {
     /// throughput EMA; `None` when the chunk was too short to be a meaningful sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units_per_sec: Option<f64>,
+    /// The node that ran the chunk (counted in the job's per-node chunk totals).
     pub node: String,
     /// Slot name, e.g. `gpu0` or `cpu1`.
     pub slot: String,
@@ -121,6 +130,7 @@ pub struct ChunkResult {
     /// GPU model of the slot (throughput key), e.g. `RTX 3080 Ti` or `cpu`.
     #[serde(default)]
     pub gpu_model: String,
+    /// When the chunk finished, ms since the epoch; becomes the job's `updated_at_ms`.
     pub finished_at_ms: u64,
 }
 

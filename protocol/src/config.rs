@@ -21,16 +21,23 @@ use serde::{Deserialize, Serialize};
 /// Errors loading the cluster model.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The path given.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The text is not TOML of the cluster-config shape.
     #[error("{path} is not a valid cluster config: {source}")]
     Parse {
+        /// The path given (`<string>` for [`ClusterConfig::from_toml_str`]).
         path: String,
+        /// The TOML error, with its line and column.
         source: toml::de::Error,
     },
+    /// Well-formed but inconsistent (bad or duplicate node name, `retry.max_attempts = 0`).
     #[error("{0}")]
     Invalid(String),
 }
@@ -39,13 +46,19 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClusterConfig {
+    /// Prefix of every queue, exchange and Redis key (default [`crate::DEFAULT_NAMESPACE`]).
     pub namespace: String,
+    /// `[broker]`: limits that must match the RabbitMQ server's.
     pub broker: BrokerSettings,
+    /// `[chunking]`: how the producer sizes chunks.
     pub chunking: ChunkingConfig,
+    /// `[retry]`: attempts and backoff for transient failures.
     pub retry: RetryConfig,
+    /// `[jobs]`: result and heartbeat lifetimes in Redis.
     pub jobs: JobsConfig,
     /// Throughput profiles by GPU type (matched by substring of a node's `gpu_type`).
     pub profiles: BTreeMap<String, GpuProfile>,
+    /// `[[nodes]]`: the machines that run consumers (names unique).
     pub nodes: Vec<NodeConfig>,
 }
 
@@ -64,6 +77,7 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -77,6 +91,7 @@ impl ClusterConfig {
         Ok(cfg)
     }
 
+    /// Parses and validates TOML text (tests and embedded configs).
     pub fn from_toml_str(text: &str) -> Result<ClusterConfig, ConfigError> {
         let cfg: ClusterConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: "<string>".into(),
@@ -86,6 +101,8 @@ impl ClusterConfig {
         Ok(cfg)
     }
 
+    /// Checks what serde cannot: node names are valid identifiers and unique, and
+    /// `retry.max_attempts >= 1`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for node in &self.nodes {
@@ -119,8 +136,8 @@ impl ClusterConfig {
         })
     }
 
-    /// The profile whose key is a substring of `gpu_type` (longest key wins), as the chapter's
-    /// optimizer matched GPU names.
+    /// The profile whose key is a substring of `gpu_type`, ignoring case (longest key wins), so
+    /// `"RX 6600"` serves a node whose `gpu_type` is `"AMD RX 6600"`.
     pub fn profile_for(&self, gpu_type: &str) -> Option<(&str, &GpuProfile)> {
         let lower = gpu_type.to_lowercase();
         self.profiles
@@ -150,18 +167,29 @@ impl Default for BrokerSettings {
     }
 }
 
-/// Chunk sizing (the chapter's gpu_optimizer).
+/// Chunk sizing: the original system's `gpu_optimizer` rules adapted to a pull queue
+/// (`docs/defects.md` C9, R10; the producer's planner applies them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChunkingConfig {
+    /// Aim for chunks that take this many seconds on the slowest active slot class.
     pub target_chunk_secs: f64,
+    /// Smallest planned chunk, seeds (the consumer-timeout cap still wins over it).
     pub min_chunk_seeds: u64,
+    /// With `max_factor`, bounds the largest planned chunk, seeds.
     pub base_chunk_seeds: u64,
     /// Max chunk = `base_chunk_seeds * max_factor`.
     pub max_factor: u64,
+    /// While the range allows, plan at least this many chunks per active slot so none idles.
     pub chunks_per_slot: u64,
+    /// A chunk on the slowest class may take at most this fraction of
+    /// `broker.consumer_timeout_ms` (RabbitMQ closes the channel of a delivery unacked longer).
     pub max_fraction_of_consumer_timeout: f64,
+    /// Weight of a new chunk timing in the learned-throughput EMA:
+    /// `new = ema_alpha * sample + (1 - ema_alpha) * old`.
     pub ema_alpha: f64,
+    /// Work units (draw comparisons) per second assumed when a class has neither a learned
+    /// rate nor a profile; deliberately low.
     pub default_evals_per_second: f64,
 }
 
@@ -181,6 +209,7 @@ impl Default for ChunkingConfig {
 }
 
 impl ChunkingConfig {
+    /// Largest planned chunk: `base_chunk_seeds * max_factor` (saturating), seeds.
     pub fn max_chunk_seeds(&self) -> u64 {
         self.base_chunk_seeds.saturating_mul(self.max_factor)
     }
@@ -192,7 +221,9 @@ impl ChunkingConfig {
 pub struct RetryConfig {
     /// Attempts in total (first run included) before a chunk is dead-lettered.
     pub max_attempts: u32,
+    /// Delay before the second attempt, ms; doubles for each further attempt.
     pub initial_backoff_ms: u64,
+    /// Cap of the doubling delay, ms (before jitter).
     pub max_backoff_ms: u64,
 }
 
@@ -244,13 +275,18 @@ impl Default for JobsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GpuProfile {
+    /// Informational label (`cuda`, `rocm`, `cpu`); not used for sizing.
     pub architecture: String,
+    /// Seeds per second of one slot of this class, measured at `reference_window` x
+    /// `reference_skip_span`; converted to work units per second for planning.
     pub seeds_per_second: f64,
-    /// The chapter's per-GPU chunk multiplier. Accepted so its profiles load, and ignored: in a
-    /// pull queue chunks are sized for the slowest active class (see `config/cluster.toml`).
+    /// The original system's per-GPU chunk multiplier. Accepted so its profiles load, and
+    /// ignored: in a pull queue chunks are sized for the slowest active class (see
+    /// `config/cluster.toml`).
     pub scaling_factor: f64,
-    /// Window and skip span at which `seeds_per_second` was measured.
+    /// Window length (draws) at which `seeds_per_second` was measured.
     pub reference_window: u64,
+    /// Skip span (`skip_max - skip_min + 1`) at which `seeds_per_second` was measured.
     pub reference_skip_span: u64,
 }
 
@@ -272,7 +308,9 @@ pub use seedq_core::Backend as NodeBackend;
 /// One GPU of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuConfig {
+    /// Device index on the node (the slot name is `gpu<index>`).
     pub index: u32,
+    /// Model name, the GPU's throughput key.
     pub model: String,
 }
 
@@ -280,8 +318,11 @@ pub struct GpuConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum GpusField {
+    /// `gpus = 2`: that many GPUs, indexed from 0, each of the node's `gpu_type`.
     Count(u32),
+    /// `gpus = ["RTX 3080 Ti", ...]`: one GPU per entry, indexed from 0, with its model.
     Models(Vec<String>),
+    /// `gpus = [{index = 0, model = "..."}]`: explicit indices and models.
     Detailed(Vec<GpuConfig>),
 }
 
@@ -295,15 +336,20 @@ impl Default for GpusField {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NodeConfig {
+    /// The node's name (consumer `--node`, default the hostname): heartbeats, connection names,
+    /// pinned script queues.
     pub name: String,
+    /// The device kind its seed slots run on (default `cpu`).
     pub backend: NodeBackend,
     /// GPU model name (throughput and profile key); `cpu` for CPU nodes.
     #[serde(alias = "gpu_model")]
     pub gpu_type: String,
+    /// The node's GPUs; one seed slot each (ignored on CPU nodes).
     pub gpus: GpusField,
     /// Script jobs run at once (prefetch of the node's script consumer).
     #[serde(alias = "script_limit")]
     pub max_script_jobs: u32,
+    /// Directory script paths and expected outputs are relative to; paths escaping it are refused.
     pub script_root: String,
     /// Interpreter for script jobs.
     pub python_env: String,

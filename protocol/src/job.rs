@@ -17,13 +17,18 @@ use crate::{validate_identifier, ProtocolError, PROTOCOL_VERSION};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
+    /// Find the seeds whose generator reproduces a draw window ([`JobSpec::Sieve`]).
     Sieve,
+    /// Per-seed lag autocorrelation test ([`JobSpec::Correlation`]).
     Correlation,
+    /// Per-seed chi-square, runs and autocorrelation tests ([`JobSpec::Analysis`]).
     Analysis,
+    /// A batch of script tasks ([`JobSpec::Scripts`]); not seed work.
     Scripts,
 }
 
 impl JobKind {
+    /// The snake_case name: the serde form, the `x-seedq-kind` header and the `kind` progress field.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Sieve => "sieve",
@@ -47,18 +52,24 @@ impl std::fmt::Display for JobKind {
 
 /// The work-defining part of a job. Serialized externally tagged: `{"sieve": {...}}`.
 ///
-/// `Correlation` and `Analysis` carry their spec as JSON whose schema is defined by
-/// `seedq_core::analysis` (the analysis engineer owns it); the protocol only transports it.
+/// `Correlation` and `Analysis` carry their spec as JSON whose schema is
+/// `seedq_core::analysis::AnalysisSpec`; the protocol only transports it (the consumer parses and
+/// validates it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobSpec {
+    /// A sieve: the validated [`SieveSpec`] every chunk runs.
     Sieve(SieveSpec),
+    /// A `correlation` job's `AnalysisSpec` as JSON.
     Correlation(serde_json::Value),
+    /// An `analysis` job's `AnalysisSpec` as JSON.
     Analysis(serde_json::Value),
+    /// A batch of script tasks, one chunk each.
     Scripts(ScriptBatch),
 }
 
 impl JobSpec {
+    /// The [`JobKind`] matching the variant.
     pub fn kind(&self) -> JobKind {
         match self {
             JobSpec::Sieve(_) => JobKind::Sieve,
@@ -124,6 +135,8 @@ pub struct ScriptBatch {
     /// `--output-dir` given at enqueue time, for `collect` defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_dir: Option<String>,
+    /// `--preserve-paths` given at enqueue time: `collect` keeps each output's relative
+    /// `expected_output` path under the output directory instead of naming it by task id.
     #[serde(default)]
     pub preserve_paths: bool,
 }
@@ -133,12 +146,18 @@ pub struct ScriptBatch {
 #[serde(rename_all = "snake_case")]
 pub enum JobSeeds {
     /// Half-open `[start, end)`. `end` is `u128` so the full 64-bit space (`2^64`) is expressible.
-    Range { start: u64, end: u128 },
+    Range {
+        /// First seed.
+        start: u64,
+        /// One past the last seed (at most 2^64).
+        end: u128,
+    },
     /// Explicit candidate seeds, in the given order (chunks take consecutive slices).
     List(Vec<u64>),
 }
 
 impl JobSeeds {
+    /// Number of seeds (a list's repeats count); `u128` because a range may hold 2^64.
     pub fn len(&self) -> u128 {
         match self {
             JobSeeds::Range { start, end } => end.saturating_sub(*start as u128),
@@ -146,17 +165,20 @@ impl JobSeeds {
         }
     }
 
+    /// Whether there are no seeds (such a job is refused by [`Job::validate`]).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// The job record. `SieveJob` is the same type (name used by the issue text).
+/// The job record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     /// Protocol version that wrote it.
     pub v: u32,
+    /// The job's id ([`validate_identifier`]): part of every Redis key and header of the job.
     pub job_id: String,
+    /// What the job computes.
     pub spec: JobSpec,
     /// The seeds for seed work; `None` for script batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,9 +193,6 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
 }
-
-/// The issue text's name for the job record.
-pub type SieveJob = Job;
 
 impl Job {
     /// Largest final chunk that may reach `2^64` (it travels as an explicit seed list).
@@ -230,6 +249,7 @@ impl Job {
         Ok(job)
     }
 
+    /// The job's kind (from its spec).
     pub fn kind(&self) -> JobKind {
         self.spec.kind()
     }
@@ -375,10 +395,12 @@ impl Job {
         .expect("job identity serializes")
     }
 
+    /// The JSON stored at `keys::job_spec`.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("job serializes")
     }
 
+    /// Parses a stored job, refusing a newer protocol version ([`crate::check_version`]).
     pub fn from_json(text: &str) -> Result<Job, ProtocolError> {
         let job: Job = serde_json::from_str(text)?;
         crate::check_version(job.v)?;

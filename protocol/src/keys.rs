@@ -29,30 +29,37 @@ fn job_key(ns: &str, job: &str, part: &str) -> String {
     format!("{ns}:job:{job}:{part}")
 }
 
+/// The job's [`crate::Job`] JSON, written once at creation (`SET NX`).
 pub fn job_spec(ns: &str, job: &str) -> String {
     job_key(ns, job, "spec")
 }
 
+/// The job's counters and timestamps hash (fields in the table above).
 pub fn totals(ns: &str, job: &str) -> String {
     job_key(ns, job, "totals")
 }
 
+/// The job's done set: a member is added by the first write of its result, the exactly-once guard.
 pub fn done(ns: &str, job: &str) -> String {
     job_key(ns, job, "done")
 }
 
+/// Seed (decimal) -> survivor or flagged-record JSON, first write wins.
 pub fn survivors(ns: &str, job: &str) -> String {
     job_key(ns, job, "survivors")
 }
 
+/// Member -> chunk summary JSON of a correlation / analysis job.
 pub fn summaries(ns: &str, job: &str) -> String {
     job_key(ns, job, "summaries")
 }
 
+/// Reason -> count of failed attempts.
 pub fn failures(ns: &str, job: &str) -> String {
     job_key(ns, job, "failures")
 }
 
+/// The newest failure events as JSON, newest first, capped by the store.
 pub fn failure_log(ns: &str, job: &str) -> String {
     job_key(ns, job, "failure_log")
 }
@@ -63,14 +70,17 @@ pub fn job_events(ns: &str, job: &str) -> String {
     format!("{}:events", totals(ns, job))
 }
 
+/// Member -> reason for dead-lettered chunks and tasks (they count as settled).
 pub fn dead(ns: &str, job: &str) -> String {
     job_key(ns, job, "dead")
 }
 
+/// Task id -> [`crate::ScriptResult`] JSON of a script batch.
 pub fn script_results(ns: &str, job: &str) -> String {
     job_key(ns, job, "scripts")
 }
 
+/// Set to `1` while the job is cancelled.
 pub fn cancelled(ns: &str, job: &str) -> String {
     job_key(ns, job, "cancelled")
 }
@@ -91,6 +101,7 @@ pub fn all_job_keys(ns: &str, job: &str) -> Vec<String> {
     ]
 }
 
+/// The node's latest [`crate::NodeHeartbeat`] JSON; expires when the node stops writing it.
 pub fn heartbeat(ns: &str, node: &str) -> String {
     format!("{ns}:node:{node}:heartbeat")
 }

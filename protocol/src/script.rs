@@ -11,6 +11,7 @@ use crate::{ProtocolError, PROTOCOL_VERSION};
 /// kept in `extra` and passed through untouched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScriptJob {
+    /// Protocol version that wrote it (a jobs-file entry without `v` gets this build's).
     #[serde(default = "version")]
     pub v: u32,
     /// The batch (job) id; the Redis job this task belongs to.
@@ -20,11 +21,14 @@ pub struct ScriptJob {
     pub task_id: String,
     /// Script path relative to the node's script root (paths escaping the root are refused).
     pub script: String,
+    /// Command-line arguments passed to the script, in order.
     #[serde(default)]
     pub args: Vec<String>,
     /// Output file the script must write during this run (relative to the script root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_output: Option<String>,
+    /// Wall-clock limit of one attempt, seconds (the consumer clamps it below the broker's
+    /// consumer timeout and kills the script's whole process group when it passes).
     pub timeout_secs: u64,
     /// Pin to a GPU index on the node (the jobs file's `gpu_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +36,7 @@ pub struct ScriptJob {
     /// Pin to a node: published to `<ns>.scripts.<node>` instead of the shared queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// 1 for the first publish; the retry path republishes with `attempt + 1`.
     #[serde(default = "one")]
     pub attempt: u32,
     /// Unknown jobs-file fields, kept.
@@ -48,10 +53,12 @@ fn one() -> u32 {
 }
 
 impl ScriptJob {
+    /// The message body as published.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("script job serializes")
     }
 
+    /// Parses a message body; checks the version, the batch id and the task id.
     pub fn from_json(body: &[u8]) -> Result<ScriptJob, ProtocolError> {
         let job: ScriptJob = serde_json::from_slice(body)?;
         crate::check_version(job.v)?;
@@ -76,6 +83,7 @@ pub struct ScriptOutput {
 }
 
 impl ScriptOutput {
+    /// Wraps a file's bytes, base64-encoding them.
     pub fn new(path: impl Into<String>, content: &[u8]) -> Self {
         ScriptOutput {
             path: path.into(),
@@ -83,6 +91,7 @@ impl ScriptOutput {
         }
     }
 
+    /// The file's bytes, decoded from `content_b64`.
     pub fn content(&self) -> Result<Vec<u8>, base64::DecodeError> {
         base64::engine::general_purpose::STANDARD.decode(&self.content_b64)
     }
@@ -91,35 +100,49 @@ impl ScriptOutput {
 /// The outcome of one script task (written once per task by the store).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScriptResult {
+    /// Protocol version that wrote it.
     pub v: u32,
+    /// The batch (job) the task belongs to.
     pub batch_id: String,
+    /// The task's id within the batch.
     pub task_id: String,
+    /// The attempt this result is from (1-based).
     pub attempt: u32,
     /// Exit status 0 and a fresh expected output (and not a JSON `status: error`).
     pub success: bool,
     /// Exit code, `None` when killed by a signal or never started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The signal that killed the script (Unix), if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// The expected output file as collected, when the script wrote it this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<ScriptOutput>,
+    /// The last bytes of the script's standard output.
     #[serde(default)]
     pub stdout_tail: String,
+    /// The last bytes of the script's standard error.
     #[serde(default)]
     pub stderr_tail: String,
+    /// Wall time of the attempt, seconds (added to the job's busy time on success).
     pub duration_secs: f64,
+    /// The node that ran it.
     pub node: String,
+    /// The GPU index the task was pinned to (the job's `gpu_id`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<u32>,
     /// Why it failed (`timeout`, `missing_output`, `stale_output`, `status_error`,
     /// `exit_status`, `path_escapes_root`, ...), `None` on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// When the attempt ended, ms since the epoch.
     pub finished_at_ms: u64,
 }
 
 impl ScriptResult {
+    /// A result for `job` on `node` that starts as a failure (`success: false`, no exit code,
+    /// empty tails, finished now); the runner fills in the outcome.
     pub fn new(job: &ScriptJob, node: impl Into<String>) -> Self {
         ScriptResult {
             v: PROTOCOL_VERSION,

@@ -8,12 +8,17 @@ use serde::{Deserialize, Serialize};
 /// Progress of one job (`seedq-producer status/wait`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct JobProgress {
+    /// The job's id.
     pub job_id: String,
+    /// [`crate::JobKind::as_str`] of the job (empty if the totals hash lacks it).
     pub kind: String,
+    /// Chunks (or script tasks) in the job's plan.
     pub chunks_total: u64,
+    /// Chunks whose result has been applied (each counted once).
     pub chunks_done: u64,
     /// `u128` because a 64-bit family's full space has 2^64 seeds.
     pub seeds_total: u128,
+    /// Seeds of the applied chunks.
     pub seeds_done: u64,
     /// Distinct survivor (or flagged) seeds so far.
     pub survivors: u64,
@@ -25,6 +30,7 @@ pub struct JobProgress {
     pub chunks_by_node: BTreeMap<String, u64>,
     /// Sum of the chunks' kernel durations, seconds (busy time, not wall time).
     pub busy_secs: f64,
+    /// The job's creation time, ms since the epoch.
     pub created_at_ms: u64,
     /// First applied result, if any.
     pub started_at_ms: Option<u64>,
@@ -32,6 +38,7 @@ pub struct JobProgress {
     pub updated_at_ms: Option<u64>,
     /// Set when every chunk is done or dead-lettered.
     pub finished_at_ms: Option<u64>,
+    /// The job has been cancelled (its remaining chunks are skipped).
     pub cancelled: bool,
 }
 
@@ -60,16 +67,19 @@ impl JobProgress {
 pub struct SlotState {
     /// `gpu0`, `cpu1`, `scripts`.
     pub slot: String,
+    /// Description of the slot's backend (as in [`crate::ChunkResult::backend`]).
     pub backend: String,
     /// Chunk in flight as `<job>/c<index>` (or `<batch>/t:<task>`), if busy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy_with: Option<String>,
+    /// Chunks this slot has completed since the node started.
     pub chunks_done: u64,
 }
 
 /// A node's heartbeat (`keys::heartbeat`, with a TTL).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeHeartbeat {
+    /// The node's name (its `[[nodes]]` entry in the cluster config).
     pub node: String,
     /// `cpu`, `cuda`, `hip`.
     pub backend: String,
@@ -79,18 +89,27 @@ pub struct NodeHeartbeat {
     /// Model used for throughput keys (`cpu` on CPU nodes).
     #[serde(default)]
     pub gpu_model: String,
+    /// Every seed slot (and the scripts slot) with what it is doing.
     pub slots: Vec<SlotState>,
+    /// Slots with a chunk in flight.
     pub busy_slots: u32,
+    /// Chunks the node has completed since it started.
     pub chunks_done: u64,
+    /// Chunk attempts that failed on this node since it started.
     pub chunks_failed: u64,
-    /// Script jobs running now and the node's limit.
+    /// Script jobs running now.
     #[serde(default)]
     pub scripts_running: u32,
+    /// Script jobs the node runs at once (`max_script_jobs`).
     #[serde(default)]
     pub script_limit: u32,
+    /// The consumer binary's version (`CARGO_PKG_VERSION`).
     pub version: String,
+    /// The consumer's process id.
     pub pid: u32,
+    /// When the consumer process started, ms since the epoch.
     pub started_at_ms: u64,
+    /// When this heartbeat was written, ms since the epoch.
     pub at_ms: u64,
 }
 
@@ -98,7 +117,9 @@ pub struct NodeHeartbeat {
 /// (a `seedq_core::Survivor` for sieve jobs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedRecord {
+    /// The seed (the record's field in the survivors hash).
     pub seed: u64,
+    /// The record as stored: a `Survivor` or a `FlaggedRecord` as JSON.
     pub json: String,
 }
 
@@ -107,13 +128,19 @@ pub struct SeedRecord {
 pub struct FailureEvent {
     /// `c<index>` or `t:<task>`.
     pub member: String,
+    /// Short reason class, counted per job (e.g. `invalid_spec`, `timeout`, `cancelled`).
     pub reason: String,
+    /// Longer human explanation.
     #[serde(default)]
     pub detail: String,
+    /// The attempt was the last: the member went to the dead-letter queue and counts as settled.
     pub dead_lettered: bool,
+    /// The node that saw the failure (empty when not known).
     #[serde(default)]
     pub node: String,
+    /// The attempt that failed (0 when not known).
     #[serde(default)]
     pub attempt: u32,
+    /// When it happened, ms since the epoch.
     pub at_ms: u64,
 }

@@ -55,10 +55,12 @@ pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 /// The queue and exchange names of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
+    /// The prefix of every queue and exchange name (`<ns>.seeds`, ...).
     pub namespace: String,
 }
 
 impl Topology {
+    /// The names of `namespace` (not validated here: broker and store connections validate it).
     pub fn new(namespace: impl Into<String>) -> Self {
         Topology {
             namespace: namespace.into(),

@@ -73,16 +73,29 @@ static REOPEN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script:
 /// Errors from the store. Messages say what was wrong and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A Redis command or connection failed (after the store's retries for transient errors).
     #[error("redis error: {0} (is Redis running and reachable at the --redis-url?)")]
     Redis(#[from] redis::RedisError),
+    /// An invalid namespace or job, refused before anything is written.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// [`Store::create_job`] found the id taken by a job with a different identity.
     #[error("job '{job_id}' already exists with a different spec or seed range; use another --job-id, or cancel and let it expire first")]
-    JobConflict { job_id: String },
+    JobConflict {
+        /// The contested job id.
+        job_id: String,
+    },
+    /// A stored value does not parse as what seedq writes there.
     #[error("corrupt data in redis at {key}: {message}")]
-    Corrupt { key: String, message: String },
+    Corrupt {
+        /// The Redis key holding the value.
+        key: String,
+        /// What was wrong with it.
+        message: String,
+    },
 }
 
+/// `Result` with [`StoreError`] as the default error.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl StoreError {
@@ -94,6 +107,10 @@ impl StoreError {
 }
 
 /// What [`Store::create_job`] did.
+// `Existing` holds a whole `Job` (a sieve spec inline) while `Created` is empty. Boxing it would
+// change the public variant the producer matches on; the value is made once per enqueue and
+// consumed at once, so its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
     /// The job is new and stored.
@@ -116,10 +133,13 @@ pub enum ApplyOutcome {
 /// A learned-throughput sample folded into the result write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThroughputSample {
+    /// The slot's GPU model (`cpu` for CPU slots): the first half of the throughput field.
     pub gpu_model: String,
+    /// The job's throughput family key (`seedq_protocol::throughput_family_key`).
     pub family: String,
+    /// The chunk's measured rate, work units per second; ignored unless finite and positive.
     pub units_per_sec: f64,
-    /// EMA weight of the new sample (0.3 in the chapter).
+    /// EMA weight of the new sample (`chunking.ema_alpha`, 0.3 by default).
     pub alpha: f64,
 }
 
@@ -226,10 +246,12 @@ impl Store {
         self
     }
 
+    /// The namespace every key of this handle starts with.
     pub fn namespace(&self) -> &str {
         &self.ns
     }
 
+    /// Sends `PING` (with the transient-error retries): checks that Redis answers.
     pub async fn ping(&self) -> Result<()> {
         self.run(|mut c| async move {
             Ok(redis::cmd("PING")
@@ -310,6 +332,7 @@ impl Store {
         })
     }
 
+    /// The stored job, `None` if it does not exist (never created, expired or deleted).
     pub async fn load_job(&self, id: &str) -> Result<Option<Job>> {
         let key = keys::job_spec(&self.ns, id);
         let text: Option<String> = self
@@ -376,6 +399,7 @@ impl Store {
         .await
     }
 
+    /// Whether the job is cancelled (consumers check it before running a chunk).
     pub async fn is_cancelled(&self, id: &str) -> Result<bool> {
         let key = keys::cancelled(&self.ns, id);
         self.run(|mut c| {
@@ -737,6 +761,7 @@ impl Store {
             .collect())
     }
 
+    /// The stored result of one task of a script batch: its success, or its last failed attempt.
     pub async fn script_result(&self, batch: &str, task: &str) -> Result<Option<ScriptResult>> {
         let key = keys::script_results(&self.ns, batch);
         let text: Option<String> = self
@@ -886,6 +911,7 @@ impl Store {
         })
     }
 
+    /// The learned throughput of `(gpu_model, family)`, work units per second, if any.
     pub async fn throughput(&self, gpu_model: &str, family: &str) -> Result<Option<f64>> {
         let (key, field) = keys::throughput(&self.ns, gpu_model, family);
         let v: Option<String> = self

@@ -111,7 +111,7 @@ async fn applying_the_same_chunk_twice_counts_it_once() {
         (1, 10, 2, 3)
     );
     assert_eq!(p.chunks_by_node.get("n1"), Some(&1));
-    assert!(p.chunks_by_node.get("n2").is_none());
+    assert!(!p.chunks_by_node.contains_key("n2"));
     assert!(!p.finished());
 
     s.apply_chunk_result(&result("j1", 1, 10, vec![survivor(3)]), None)

@@ -11,55 +11,95 @@ use super::FamilyParams;
 /// A seeded generator of one family: the scalar definition every backend must reproduce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Generator {
+    /// xorshift32 with its job's shift triple.
     Xorshift32 {
+        /// The state, which is also the last output (0 is a fixed point).
         x: u32,
+        /// First left shift (1..=31).
         a: u32,
+        /// Right shift (1..=31).
         b: u32,
+        /// Second left shift (1..=31).
         c: u32,
     },
+    /// xorshift64: shifts 12, 25, 27, then a multiply by [`XORSHIFT64_MULTIPLIER`], all part of
+    /// the step.
     Xorshift64 {
+        /// The state, which is also the last output (full 64 bits).
         x: u64,
     },
+    /// Marsaglia's xor128: four 32-bit words, `w` is the output.
     Xorshift128 {
+        /// Oldest word (the seed after seeding).
         x: u32,
+        /// Second word.
         y: u32,
+        /// Third word.
         z: u32,
+        /// Newest word: the last output.
         w: u32,
     },
+    /// A 64-bit LCG whose *old* state goes through XSH-RR on each output.
     Pcg32 {
+        /// The LCG state (the seed's low 32 bits after seeding).
         state: u64,
+        /// LCG multiplier.
         mult: u64,
+        /// LCG increment, used verbatim (not forced odd).
         inc: u64,
     },
+    /// `s = (a*s + c) mod m` with a 64-bit intermediate.
     Lcg32 {
+        /// The state, which is also the last output.
         s: u32,
+        /// Multiplier.
         a: u32,
+        /// Increment.
         c: u32,
+        /// Modulus; 0 means 2^32.
         m: u32,
     },
+    /// `s = (a*s + c) mod 2^48`, output `s >> 16`.
     JavaLcg {
+        /// The 48-bit state (always `<= JAVA_MASK`).
         s: u64,
+        /// Multiplier (< 2^48).
         a: u64,
+        /// Increment (< 2^48).
         c: u64,
     },
+    /// Park-Miller `s = a*s mod m`.
     Minstd {
+        /// The state, in `1..m`; also the last output.
         s: u32,
+        /// Multiplier, in `1..m`.
         a: u32,
+        /// Modulus (>= 2).
         m: u32,
     },
+    /// MT19937 (boxed: its 624-word state would make every variant 2.5 KB).
     Mt19937(Box<Mt19937>),
+    /// xoshiro256++.
     Xoshiro256pp {
+        /// The four state words `s0..s3`.
         s: [u64; 4],
     },
-    /// `counter` is the number of the next output.
+    /// Philox4x32-10 in counter mode: output `n` is word 0 of the block of counter `n`.
     Philox4x32 {
+        /// The key: the seed's low and high 32 bits.
         key: [u32; 2],
+        /// The number of the next output.
         counter: u64,
     },
+    /// Chris Doty-Humphrey's SFC64 (no warm-up rounds after seeding).
     Sfc64 {
+        /// First state word (the seed after seeding).
         a: u64,
+        /// Second state word.
         b: u64,
+        /// Third state word.
         c: u64,
+        /// The counter added into every output (starts at 1).
         cnt: u64,
     },
 }
@@ -235,6 +275,7 @@ pub fn affine_pow(a: u128, c: u128, mut n: u64, modulus: u128) -> (u128, u128) {
     (acc_a, acc_c)
 }
 
+/// One xorshift32 step with shifts `a, b, c`: `x ^= x << a; x ^= x >> b; x ^= x << c`.
 #[inline]
 pub fn xorshift32_step(mut x: u32, a: u32, b: u32, c: u32) -> u32 {
     x ^= x << a;
@@ -243,6 +284,8 @@ pub fn xorshift32_step(mut x: u32, a: u32, b: u32, c: u32) -> u32 {
     x
 }
 
+/// One xorshift64 step: shifts 12, 25, 27, then times [`XORSHIFT64_MULTIPLIER`]; the result is
+/// both the new state and the output.
 #[inline]
 pub fn xorshift64_step(mut x: u64) -> u64 {
     x ^= x >> 12;

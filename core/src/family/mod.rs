@@ -76,20 +76,33 @@ use crate::spec::SieveError;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
+    /// 32-bit xorshift with a per-job shift triple (default 13, 17, 5); 32-bit seeds.
     Xorshift32,
+    /// 64-bit xorshift with an output multiply, full 64-bit outputs; 64-bit seeds.
     Xorshift64,
+    /// Marsaglia's xor128 (the seed is `x`, three fixed words); 32-bit seeds.
     Xorshift128,
+    /// PCG32 XSH-RR over a 64-bit LCG with per-job increment and multiplier; 32-bit seeds.
     Pcg32,
+    /// `s = (a*s + c) mod m` with per-job `a, c, m`; 32-bit seeds.
     Lcg32,
+    /// `java.util.Random`'s 48-bit LCG without the seed scramble, output `s >> 16`; 64-bit seeds
+    /// (masked to 48 bits).
     JavaLcg,
+    /// Park-Miller `s = a*s mod m` (default 48271, 2^31-1); 32-bit seeds.
     Minstd,
+    /// The 32-bit Mersenne Twister, C++ `std::mt19937(seed)`; 32-bit seeds.
     Mt19937,
+    /// xoshiro256++ (the seed is `s0`, three fixed words), 64-bit outputs; 64-bit seeds.
     Xoshiro256pp,
+    /// Philox4x32-10 in counter mode, keyed by the seed; 64-bit seeds.
     Philox4x32,
+    /// SFC64 (the seed is `a`, no warm-up), 64-bit outputs; 64-bit seeds.
     Sfc64,
 }
 
 impl Family {
+    /// Every family, in declaration order (the order names are listed and tests iterate).
     pub const ALL: [Family; 11] = [
         Family::Xorshift32,
         Family::Xorshift64,
@@ -104,6 +117,7 @@ impl Family {
         Family::Sfc64,
     ];
 
+    /// The snake_case name used in specs, flags, headers and throughput keys (`java_lcg`).
     pub fn name(self) -> &'static str {
         match self {
             Family::Xorshift32 => "xorshift32",
@@ -120,6 +134,7 @@ impl Family {
         }
     }
 
+    /// The family of an exact [`Family::name`]; [`SieveError::UnknownFamily`] otherwise.
     pub fn parse(name: &str) -> Result<Family, SieveError> {
         Family::ALL
             .into_iter()
@@ -247,8 +262,7 @@ mod tests {
 
     #[test]
     fn parse_accepts_owned_pairs() {
-        let mut owned = Vec::new();
-        owned.push(("c".to_string(), "7".to_string()));
+        let owned = vec![("c".to_string(), "7".to_string())];
         let cfg = FamilyConfig::parse("java_lcg", &owned).unwrap();
         assert_eq!(
             cfg.params(),

@@ -39,6 +39,7 @@ impl Mt19937 {
     pub const N: usize = MT_N;
     const M: usize = MT_M;
 
+    /// Seeded with `init_genrand(seed)`; the first output twists the whole state.
     pub fn new(seed: u32) -> Self {
         let mut mt = [0u32; MT_N];
         mt[0] = seed;
@@ -67,6 +68,7 @@ impl Mt19937 {
         self.index = 0;
     }
 
+    /// The next tempered output word (twisting the state every [`Self::N`] outputs).
     #[inline]
     pub fn next_u32(&mut self) -> u32 {
         if self.index >= Self::N {
