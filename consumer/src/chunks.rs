@@ -465,7 +465,7 @@ impl Handler<'_> {
                     detail: e.to_string(),
                 });
             }
-            tracing::info!(job = %msg.job_id, chunk = msg.chunk, "job cancelled: chunk skipped");
+            tracing::info!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, reason = "cancelled", "job cancelled: chunk skipped");
             return self.ack(delivery).await.map_err(|e| Failure::Transient {
                 reason: "ack_failed",
                 detail: e.to_string(),
@@ -476,6 +476,7 @@ impl Handler<'_> {
             Prepared::Sieve(spec) => Work::Sieve {
                 spec: spec.clone(),
                 seeds: msg.seeds.clone(),
+                count_only: cached.job.count_only,
             },
             Prepared::Analysis(kind, spec) => Work::Analysis {
                 kind: *kind,
@@ -493,7 +494,7 @@ impl Handler<'_> {
             tokio::select! {
                 r = &mut run => r,
                 _ = &mut drain_expired => {
-                    tracing::warn!(job = %msg.job_id, chunk = msg.chunk, "drain timeout: returning the in-flight chunk to the queue");
+                    tracing::warn!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, "drain timeout: returning the in-flight chunk to the queue");
                     let _ = delivery.acker.reject(BasicRejectOptions { requeue: true }).await;
                     return Ok(());
                 }
@@ -527,7 +528,9 @@ impl Handler<'_> {
             chunk: msg.chunk,
             attempt: msg.attempt,
             seeds_tested: output.seeds_tested,
-            survivors: output.survivors,
+            survivor_pieces: output.survivor_pieces,
+            survivor_count: output.survivor_count,
+            counts: output.counts,
             flagged: output.flagged,
             summary: output.summary,
             duration_secs: secs,
@@ -571,6 +574,17 @@ impl Handler<'_> {
                 )))
             }
         }
+        tracing::info!(
+            job = %msg.job_id,
+            chunk = msg.chunk,
+            node = %self.ctx.node_name(),
+            slot = %self.worker.name,
+            attempt = msg.attempt,
+            seeds = result.seeds_tested,
+            secs,
+            duplicate = matches!(applied, ApplyOutcome::AlreadyDone),
+            "chunk done"
+        );
         self.ctx
             .metrics()
             .chunk_finished(&self.worker.name, result.seeds_tested, secs);
@@ -624,6 +638,9 @@ impl Handler<'_> {
             detail = %rejection.detail,
             job = msg.map(|m| m.job_id.as_str()).unwrap_or("?"),
             chunk = msg.map(|m| m.chunk as i64).unwrap_or(-1),
+            attempt = msg.map(|m| m.attempt),
+            node = %self.ctx.node_name(),
+            slot = %self.worker.name,
             "dead-lettering chunk"
         );
         // Redis first: a dead letter the job does not know about would leave it unfinished
@@ -688,7 +705,7 @@ impl Handler<'_> {
         let retry = self.ctx.cluster().retry.clone();
         let next = msg.attempt + 1;
         let delay = retry.backoff_ms(next, redelivery::jitter01());
-        tracing::warn!(job = %msg.job_id, chunk = msg.chunk, reason, detail, next_attempt = next, delay_ms = delay, "chunk failed; retrying later");
+        tracing::warn!(job = %msg.job_id, chunk = msg.chunk, node = %self.ctx.node_name(), slot = %self.worker.name, reason, detail, attempt = msg.attempt, next_attempt = next, delay_ms = delay, "chunk failed; retrying later");
         self.ctx.metrics().chunk_failed(reason);
         self.ctx.stats.chunk_failed();
         let mut again = msg.clone();
@@ -720,7 +737,7 @@ impl Handler<'_> {
         detail: &str,
     ) -> anyhow::Result<()> {
         let parked = redelivery::parking(&delivery.properties, &self.ctx.cluster().retry);
-        tracing::warn!(job = %msg.job_id, chunk = msg.chunk, detail, waits = parked.waits, delay_ms = parked.delay_ms, "Redis unavailable; chunk parked in the delay queue");
+        tracing::warn!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, reason = "redis_unavailable", detail, waits = parked.waits, delay_ms = parked.delay_ms, "Redis unavailable; chunk parked in the delay queue");
         self.ctx.metrics().chunk_failed("redis_unavailable");
         self.broker
             .publish_retry(self.queue, &delivery.data, &parked.headers, parked.delay_ms)

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use seedq_kernels::analysis::{AnalysisKind, AnalysisSpec};
 use seedq_kernels::bench::Workload;
 use seedq_kernels::family::Family;
-use seedq_kernels::{SeedSet, SieveBackend, SieveError, SieveSpec, Survivor};
+use seedq_kernels::{Direction, SeedSet, SieveBackend, SieveError, SieveSpec};
+use seedq_protocol::survivors::{encode, PassCounts, RecordShape, SieveCounts};
 use seedq_protocol::FlaggedSeed;
 use tokio::sync::oneshot;
 
@@ -24,6 +25,8 @@ pub enum Work {
     Sieve {
         spec: Arc<SieveSpec>,
         seeds: SeedSet,
+        /// Keep counts and match histograms only, no per-seed records.
+        count_only: bool,
     },
     Analysis {
         kind: AnalysisKind,
@@ -38,7 +41,12 @@ pub enum Work {
 #[derive(Debug, Default)]
 pub struct Output {
     pub seeds_tested: u64,
-    pub survivors: Vec<Survivor>,
+    /// Sieve: the survivors as compact pieces, in seed order.
+    pub survivor_pieces: Vec<Vec<u8>>,
+    /// Sieve: survivors in the pieces (or counted, for count-only jobs).
+    pub survivor_count: u64,
+    /// Count-only sieve: counts and match histograms.
+    pub counts: Option<SieveCounts>,
     pub flagged: Vec<FlaggedSeed>,
     pub summary: Option<seedq_kernels::analysis::Summary>,
     /// `Work::Calibrate`: work units per second by family.
@@ -192,14 +200,11 @@ fn execute(
             calibration: calibrate(backend, &families),
             ..Default::default()
         }),
-        Work::Sieve { spec, seeds } => {
-            let outcome = backend.sieve(&spec, &seeds)?;
-            Ok(Output {
-                seeds_tested: outcome.seeds_tested,
-                survivors: outcome.survivors,
-                ..Default::default()
-            })
-        }
+        Work::Sieve {
+            spec,
+            seeds,
+            count_only,
+        } => sieve_chunk(backend, &spec, &seeds, count_only),
         Work::Analysis { kind, spec, seeds } => {
             // Progress counts the chunk's seeds as planned (a list may repeat a seed).
             let planned = seeds.len();
@@ -224,4 +229,124 @@ fn execute(
             })
         }
     }
+}
+
+/// Seeds per backend call: a chunk is sieved in parts of at most this many seeds, each encoded
+/// (or counted) before the next runs, so a slot holds one part's survivor records at a time
+/// whatever the chunk's survivors (compact pieces take 3-4 bytes a survivor).
+const SIEVE_PART_SEEDS: u64 = 1 << 20;
+
+/// The chunk's seeds in consecutive parts of at most `size` seeds.
+fn parts(seeds: &SeedSet, size: u64) -> Vec<SeedSet> {
+    match seeds {
+        SeedSet::Range { start, end } => {
+            let mut out = Vec::new();
+            let mut lo = *start;
+            while lo < *end {
+                let hi = lo.saturating_add(size).min(*end);
+                out.push(SeedSet::Range { start: lo, end: hi });
+                lo = hi;
+            }
+            out
+        }
+        SeedSet::List(list) => list
+            .chunks(size as usize)
+            .map(|c| SeedSet::List(c.to_vec()))
+            .collect(),
+    }
+}
+
+/// Sieves one chunk part by part: survivors become compact pieces, or, for a count-only job,
+/// counts and best-match histograms per pass (a bidirectional job runs its forward pass, then
+/// its reverse pass on the forward survivors, exactly as the bidirectional sieve does, so the
+/// reverse count is the intersection).
+fn sieve_chunk(
+    backend: &dyn SieveBackend,
+    spec: &SieveSpec,
+    seeds: &SeedSet,
+    count_only: bool,
+) -> Result<Output, SieveError> {
+    let mut out = Output::default();
+    if count_only {
+        let mut counts = SieveCounts::default();
+        let one_pass = |direction: Direction| SieveSpec {
+            direction,
+            ..spec.clone()
+        };
+        let (forward, reverse) = (one_pass(Direction::Forward), one_pass(Direction::Reverse));
+        for part in parts(seeds, SIEVE_PART_SEEDS) {
+            let first = match spec.direction {
+                Direction::Reverse => &reverse,
+                _ => &forward,
+            };
+            let outcome = backend.sieve(first, &part)?;
+            out.seeds_tested += outcome.seeds_tested;
+            let tally = |survivors: &[seedq_kernels::Survivor], reverse: bool| {
+                let mut c = PassCounts::default();
+                for s in survivors {
+                    let pass = if reverse { &s.reverse } else { &s.forward };
+                    c.add(pass.as_ref().map_or(0, |p| p.matches));
+                }
+                c
+            };
+            let passed = match spec.direction {
+                Direction::Forward | Direction::Reverse => {
+                    let reverse = spec.direction == Direction::Reverse;
+                    let c = tally(&outcome.survivors, reverse);
+                    let n = c.survivors;
+                    let slot = if reverse {
+                        &mut counts.reverse
+                    } else {
+                        &mut counts.forward
+                    };
+                    merge_into(slot, c);
+                    n
+                }
+                Direction::Bidirectional => {
+                    merge_into(&mut counts.forward, tally(&outcome.survivors, false));
+                    let candidates: Vec<u64> = outcome.survivors.iter().map(|s| s.seed).collect();
+                    let c = if candidates.is_empty() {
+                        PassCounts::default()
+                    } else {
+                        tally(
+                            &backend
+                                .sieve(&reverse, &SeedSet::List(candidates))?
+                                .survivors,
+                            true,
+                        )
+                    };
+                    let n = c.survivors;
+                    merge_into(&mut counts.reverse, c);
+                    n
+                }
+            };
+            counts.survivors += passed;
+        }
+        out.survivor_count = counts.survivors;
+        out.counts = Some(counts);
+        return Ok(out);
+    }
+    let shape = RecordShape::of(spec);
+    for part in parts(seeds, SIEVE_PART_SEEDS) {
+        let outcome = backend.sieve(spec, &part)?;
+        out.seeds_tested += outcome.seeds_tested;
+        out.survivor_count += outcome.survivors.len() as u64;
+        out.survivor_pieces.extend(
+            encode(&shape, &outcome.survivors)
+                .map_err(|e| SieveError::Backend(format!("survivor records: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+fn merge_into(slot: &mut Option<PassCounts>, c: PassCounts) {
+    let mut whole = SieveCounts {
+        forward: slot.take(),
+        ..Default::default()
+    };
+    whole.merge(&SieveCounts {
+        forward: Some(c),
+        ..Default::default()
+    });
+    *slot = whole.forward;
 }

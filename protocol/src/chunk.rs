@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use seedq_core::analysis::{FlaggedRecord, Summary};
-use seedq_core::{SeedSet, Survivor};
+use seedq_core::SeedSet;
+
+use crate::survivors::SieveCounts;
 
 use crate::job::{JobKind, JobSpec};
 use crate::{ProtocolError, PROTOCOL_VERSION};
@@ -106,9 +108,16 @@ pub struct ChunkResult {
     pub attempt: u32,
     /// Seeds examined (the size of the chunk's seed set); added to the job's `seeds_done`.
     pub seeds_tested: u64,
-    /// Sieve jobs: the survivors, sorted by seed.
+    /// Sieve jobs: the survivors as compact pieces ([`crate::survivors`]), in seed order.
+    /// Not serialised: pieces go to Redis as they are, never through JSON.
+    #[serde(skip)]
+    pub survivor_pieces: Vec<Vec<u8>>,
+    /// Sieve jobs: how many survivors the pieces (or, for count-only jobs, the counts) hold.
     #[serde(default)]
-    pub survivors: Vec<Survivor>,
+    pub survivor_count: u64,
+    /// Count-only sieve jobs: the chunk's survivor counts and match histograms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<SieveCounts>,
     /// Correlation / analysis jobs: the seeds beyond the significance threshold.
     #[serde(default)]
     pub flagged: Vec<FlaggedSeed>,
@@ -135,19 +144,10 @@ pub struct ChunkResult {
 }
 
 impl ChunkResult {
-    /// `(seed, record JSON)` pairs for the survivors hash: survivors for sieve jobs, flagged
-    /// seeds otherwise.
+    /// `(seed, record JSON)` pairs for the flagged-seeds hash (correlation / analysis jobs;
+    /// sieve survivors travel as [`ChunkResult::survivor_pieces`]).
     pub fn seed_records(&self) -> Vec<(u64, String)> {
-        let mut out: Vec<(u64, String)> = self
-            .survivors
-            .iter()
-            .map(|s| {
-                (
-                    s.seed,
-                    serde_json::to_string(s).expect("survivor serializes"),
-                )
-            })
-            .collect();
+        let mut out: Vec<(u64, String)> = Vec::with_capacity(self.flagged.len());
         out.extend(self.flagged.iter().map(|f| {
             (
                 f.seed,

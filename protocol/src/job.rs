@@ -171,6 +171,17 @@ impl JobSeeds {
     }
 }
 
+/// A seed that occurs twice in `list`, if any (sorted lists, the producer's, are checked in
+/// one pass).
+fn repeated_seed(list: &[u64]) -> Option<u64> {
+    if list.windows(2).all(|w| w[0] < w[1]) {
+        return None;
+    }
+    let mut sorted = list.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
 /// The job record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -192,6 +203,10 @@ pub struct Job {
     /// Free text shown by `status` (e.g. the producer's command line). Not part of the identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Sieve jobs: keep only counts and match histograms ([`crate::survivors::SieveCounts`]),
+    /// no per-seed records: O(chunks) Redis memory at any looseness. Part of the identity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub count_only: bool,
 }
 
 impl Job {
@@ -225,6 +240,7 @@ impl Job {
             chunk_count,
             created_at_ms: crate::now_ms(),
             label: None,
+            count_only: false,
         };
         job.validate()?;
         Ok(job)
@@ -244,6 +260,7 @@ impl Job {
             seeds: None,
             created_at_ms: crate::now_ms(),
             label: None,
+            count_only: false,
         };
         job.validate()?;
         Ok(job)
@@ -299,6 +316,15 @@ impl Job {
                         seeds.len(),
                         self.chunk_size
                     )));
+                }
+                if let JobSeeds::List(list) = seeds {
+                    // Chunks must be disjoint seed sets: survivors are stored per chunk, so a
+                    // seed in two chunks would be counted twice.
+                    if let Some(seed) = repeated_seed(list) {
+                        return Err(ProtocolError::InvalidJob(format!(
+                            "the seed list repeats seed {seed}: give each seed once"
+                        )));
+                    }
                 }
                 if let JobSeeds::Range { start, end } = seeds {
                     let last_lo =
@@ -386,11 +412,14 @@ impl Job {
             job_id: &'a str,
             spec: &'a JobSpec,
             seeds: &'a Option<JobSeeds>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            count_only: bool,
         }
         serde_json::to_string(&Identity {
             job_id: &self.job_id,
             spec: &self.spec,
             seeds: &self.seeds,
+            count_only: self.count_only,
         })
         .expect("job identity serializes")
     }

@@ -4,9 +4,11 @@
 //! |---|---|---|
 //! | `jobs(ns)` | zset | job id -> created_at_ms (index; stale ids pruned on read) |
 //! | `job_spec(ns, id)` | string | [`crate::Job`] JSON (immutable) |
-//! | `totals(ns, id)` | hash | `chunks_total`, `seeds_total`, `created_at_ms`, `ttl_secs`, `chunks_done`, `seeds_done`, `busy_us`, `started_at_ms`, `updated_at_ms`, `finished_at_ms`, `node:<name>` -> chunks, `published_upto` (the producer's watermark: chunks below it were confirmed by the broker; `resume` republishes from it) |
+//! | `totals(ns, id)` | hash | `chunks_total`, `seeds_total`, `created_at_ms`, `ttl_secs`, `chunks_done`, `seeds_done`, `busy_us`, `survivors` (survivors or flagged seeds recorded), `started_at_ms`, `updated_at_ms`, `finished_at_ms`, `node:<name>` -> chunks, `published_upto` (the producer's watermark: chunks below it were confirmed by the broker; `resume` republishes from it) |
 //! | `done(ns, id)` | set | done members (`c<index>`, `t:<task>`): the exactly-once guard |
-//! | `survivors(ns, id)` | hash | seed (decimal) -> record JSON (first write wins: dedup by seed) |
+//! | `survivors(ns, id)` | hash | flagged seed (decimal) -> record JSON, correlation/analysis (first write wins: dedup by seed) |
+//! | `survivor_pieces(ns, id)` | hash | `c<chunk>.<token>.<i>` -> compact survivor piece (sieve jobs) |
+//! | `survivor_index(ns, id)` | hash | `c<chunk>` -> `<token> <pieces> <survivors>` (set by the apply, inside the guard) |
 //! | `summaries(ns, id)` | hash | member -> chunk summary JSON (analysis/correlation) |
 //! | `failures(ns, id)` | hash | reason -> count |
 //! | `failure_log(ns, id)` | list | [`crate::FailureEvent`] JSON, newest first, capped |
@@ -85,7 +87,25 @@ pub fn cancelled(ns: &str, job: &str) -> String {
     job_key(ns, job, "cancelled")
 }
 
-/// Every key of a job (what expiry and purge touch).
+/// Sieve survivor pieces ([`crate::survivors`]): field `c<chunk>.<token>.<i>` -> piece bytes.
+/// Written before the chunk's apply (idempotently, under a token of the attempt); only the
+/// pieces the apply names in [`survivor_index`] are the chunk's.
+pub fn survivor_pieces(ns: &str, job: &str) -> String {
+    job_key(ns, job, "pieces")
+}
+
+/// Which pieces are each applied chunk's: field `c<chunk>` -> `<token> <pieces> <survivors>`,
+/// written by the apply script inside the exactly-once guard.
+pub fn survivor_index(ns: &str, job: &str) -> String {
+    job_key(ns, job, "piece_index")
+}
+
+/// The field of piece `i` of a chunk's attempt `token` in [`survivor_pieces`].
+pub fn piece_field(chunk: u64, token: &str, i: usize) -> String {
+    format!("c{chunk}.{token}.{i}")
+}
+
+/// Every key of a job (what expiry and purge touch), in the order the Lua scripts take them.
 pub fn all_job_keys(ns: &str, job: &str) -> Vec<String> {
     vec![
         job_spec(ns, job),
@@ -98,6 +118,8 @@ pub fn all_job_keys(ns: &str, job: &str) -> Vec<String> {
         dead(ns, job),
         script_results(ns, job),
         cancelled(ns, job),
+        survivor_pieces(ns, job),
+        survivor_index(ns, job),
     ]
 }
 

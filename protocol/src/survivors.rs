@@ -17,6 +17,10 @@
 //! ([`RecordShape`]), so a forward constant-skip survivor of a dense job takes 3-4 bytes
 //! instead of ~126 as a JSON hash field.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use seedq_core::spec::{Direction, PassResult, SieveSpec, SkipMode, Survivor};
 
 /// Largest piece a writer produces (unless one record alone is larger).
@@ -264,6 +268,61 @@ pub fn piece_len(piece: &[u8]) -> Result<u64, CodecError> {
     get_varint(piece, &mut pos)
 }
 
+/// One pass's counts in a count-only job: survivors of the pass and how many of them reached
+/// each best match count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassCounts {
+    /// Seeds that passed this pass (for the reverse pass of a bidirectional job: among the
+    /// forward survivors, so this is the intersection).
+    pub survivors: u64,
+    /// Best match count -> seeds with it.
+    pub best_matches: BTreeMap<u32, u64>,
+}
+
+impl PassCounts {
+    /// Counts one surviving seed's pass.
+    pub fn add(&mut self, matches: u32) {
+        self.survivors += 1;
+        *self.best_matches.entry(matches).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: &PassCounts) {
+        self.survivors += other.survivors;
+        for (m, n) in &other.best_matches {
+            *self.best_matches.entry(*m).or_default() += n;
+        }
+    }
+}
+
+/// What a count-only sieve chunk (or job, after [`SieveCounts::merge`]) keeps instead of
+/// per-seed records. Integer counters: a job's counts are the exact sum of its chunks'.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SieveCounts {
+    /// Seeds that survived every pass the job runs.
+    pub survivors: u64,
+    /// The forward pass (forward and bidirectional jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<PassCounts>,
+    /// The reverse pass (reverse and bidirectional jobs; bidirectional: on forward survivors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<PassCounts>,
+}
+
+impl SieveCounts {
+    /// Adds another chunk's counts (commutative and associative).
+    pub fn merge(&mut self, other: &SieveCounts) {
+        self.survivors += other.survivors;
+        for (mine, theirs) in [
+            (&mut self.forward, &other.forward),
+            (&mut self.reverse, &other.reverse),
+        ] {
+            if let Some(theirs) = theirs {
+                mine.get_or_insert_with(Default::default).merge(theirs);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +411,28 @@ mod tests {
             .sum();
         // One byte each for the seed delta, the matches and the best skip, plus piece headers.
         assert!(bytes <= 3 * records.len() + 64, "{bytes} bytes");
+    }
+
+    #[test]
+    fn counts_merge_exactly() {
+        let mut a = SieveCounts::default();
+        let mut f = PassCounts::default();
+        f.add(3);
+        f.add(3);
+        f.add(5);
+        a.forward = Some(f);
+        a.survivors = 3;
+        let mut b = a.clone();
+        b.reverse = Some(PassCounts {
+            survivors: 1,
+            best_matches: [(4, 1)].into(),
+        });
+        b.survivors = 1;
+        a.merge(&b);
+        assert_eq!(a.survivors, 4);
+        assert_eq!(a.forward.as_ref().unwrap().best_matches[&3], 4);
+        assert_eq!(a.forward.as_ref().unwrap().survivors, 6);
+        assert_eq!(a.reverse.as_ref().unwrap().survivors, 1);
     }
 
     #[test]

@@ -53,6 +53,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use seedq_core::Survivor;
+use seedq_protocol::survivors::{decode, RecordShape};
 use seedq_protocol::{
     keys, ChunkResult, FailureEvent, Job, JobProgress, NodeHeartbeat, ProtocolError, ScriptResult,
     SeedRecord,
@@ -467,7 +468,12 @@ impl Store {
 
     // ----- results --------------------------------------------------------------------------
 
-    /// Applies a chunk's result exactly once (one EVALSHA). See the crate docs.
+    /// Applies a chunk's result exactly once. See the crate docs.
+    ///
+    /// A sieve chunk's survivor pieces are written first, pipelined, one bounded `HSET` each,
+    /// under a fresh token; then the apply script (one EVALSHA, O(1) in survivors) records the
+    /// token in the survivor index inside the exactly-once guard. If the chunk turns out to be
+    /// done already (a duplicate delivery), this attempt's pieces are removed again.
     pub async fn apply_chunk_result(
         &self,
         result: &ChunkResult,
@@ -475,25 +481,60 @@ impl Store {
     ) -> Result<ApplyOutcome> {
         let member = seedq_protocol::chunk_member(result.chunk);
         let records = result.seed_records();
-        let summary = result
-            .summary
-            .as_ref()
-            .map(|s| serde_json::to_string(s).expect("summary serializes"))
-            .unwrap_or_default();
+        let summary = match (&result.summary, &result.counts) {
+            (Some(s), _) => serde_json::to_string(s).expect("summary serializes"),
+            (None, Some(c)) => serde_json::to_string(c).expect("counts serialize"),
+            (None, None) => String::new(),
+        };
+        let pieces_key = keys::survivor_pieces(&self.ns, &result.job_id);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let fields: Vec<String> = (0..result.survivor_pieces.len())
+            .map(|i| keys::piece_field(result.chunk, &token, i))
+            .collect();
+        if !fields.is_empty() {
+            let mut pipe = redis::pipe();
+            for (field, piece) in fields.iter().zip(&result.survivor_pieces) {
+                pipe.hset(&pieces_key, field, piece.as_slice()).ignore();
+            }
+            self.run(|mut c| {
+                let p = pipe.clone();
+                async move { Ok(p.query_async::<()>(&mut c).await?) }
+            })
+            .await?;
+        }
+        let index_entry = if fields.is_empty() {
+            String::new()
+        } else {
+            format!("{token} {} {}", fields.len(), result.survivor_count)
+        };
         let busy_us = (result.duration_secs.max(0.0) * 1e6).round() as u64;
-        self.apply(ApplyArgs {
-            job_id: &result.job_id,
-            member: &member,
-            seeds: result.seeds_tested,
-            busy_us,
-            now_ms: result.finished_at_ms,
-            node: &result.node,
-            summary: &summary,
-            throughput,
-            script: None,
-            records: &records,
-        })
-        .await
+        let outcome = self
+            .apply(ApplyArgs {
+                job_id: &result.job_id,
+                member: &member,
+                seeds: result.seeds_tested,
+                busy_us,
+                now_ms: result.finished_at_ms,
+                node: &result.node,
+                summary: &summary,
+                throughput,
+                script: None,
+                survivors: (&index_entry, result.survivor_count),
+                records: &records,
+            })
+            .await;
+        if !fields.is_empty() && !matches!(outcome, Ok(ApplyOutcome::Applied)) {
+            // Not this attempt's chunk (done already, unknown job, or an error after which a
+            // redelivery writes fresh pieces): the pieces are garbage, drop them.
+            let key = pieces_key.clone();
+            let _ = self
+                .run(|mut c| {
+                    let (k, f) = (key.clone(), fields.clone());
+                    async move { Ok(c.hdel::<_, _, ()>(k, f).await?) }
+                })
+                .await;
+        }
+        outcome
     }
 
     /// Applies a script task's result exactly once; only call it for a result that ends the task
@@ -512,6 +553,7 @@ impl Store {
             summary: "",
             throughput: None,
             script: Some((&result.task_id, &json)),
+            survivors: ("", 0),
             records: &[],
         })
         .await
@@ -544,6 +586,8 @@ impl Store {
             .arg(tp_alpha)
             .arg(task)
             .arg(script_json)
+            .arg(a.survivors.0)
+            .arg(a.survivors.1)
             .arg(a.records.len());
         for (seed, json) in a.records {
             script.arg(*seed).arg(json);
@@ -615,20 +659,18 @@ impl Store {
         let ns = &self.ns;
         let mut pipe = redis::pipe();
         pipe.hgetall(keys::totals(ns, id))
-            .hlen(keys::survivors(ns, id))
             .hgetall(keys::failures(ns, id))
             .hgetall(keys::dead(ns, id))
             .exists(keys::cancelled(ns, id))
             .exists(keys::job_spec(ns, id));
         type Reply = (
             BTreeMap<String, String>,
-            u64,
             BTreeMap<String, u64>,
             BTreeMap<String, String>,
             bool,
             bool,
         );
-        let (totals, survivors, failures, dead, cancelled, exists): Reply = self
+        let (totals, failures, dead, cancelled, exists): Reply = self
             .run(|mut c| {
                 let p = pipe.clone();
                 async move { Ok(p.query_async(&mut c).await?) }
@@ -652,7 +694,7 @@ impl Store {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             seeds_done: num("seeds_done").unwrap_or(0),
-            survivors,
+            survivors: num("survivors").unwrap_or(0),
             failures,
             dead_lettered: dead,
             chunks_by_node,
@@ -688,19 +730,39 @@ impl Store {
         Ok(out)
     }
 
-    /// Sieve survivors, decoded, sorted by seed.
+    /// Sieve survivors, decoded, sorted by seed: every piece read into memory at once. For a
+    /// job of any size, read [`Store::survivor_pieces`] piece by piece instead.
     pub async fn sieve_survivors(&self, id: &str) -> Result<Vec<Survivor>> {
-        let key = keys::survivors(&self.ns, id);
-        self.survivors(id)
-            .await?
-            .into_iter()
-            .map(|r| {
-                serde_json::from_str(&r.json).map_err(|e| StoreError::Corrupt {
-                    key: key.clone(),
-                    message: e.to_string(),
-                })
-            })
-            .collect()
+        let Some(job) = self.load_job(id).await? else {
+            return Ok(Vec::new());
+        };
+        let seedq_protocol::JobSpec::Sieve(spec) = &job.spec else {
+            return Ok(Vec::new());
+        };
+        let shape = RecordShape::of(spec);
+        let mut pieces = self.survivor_pieces(&job);
+        let mut out = Vec::new();
+        while let Some(piece) = pieces.next().await? {
+            out.extend(decode(&shape, &piece).map_err(|e| StoreError::Corrupt {
+                key: keys::survivor_pieces(&self.ns, id),
+                message: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// The survivor pieces of a sieve job, chunk by chunk in plan order (which is seed order:
+    /// ranges and the producer's sorted candidate lists are chunked in order). Memory is one
+    /// batch of index entries and a few pieces, whatever the job's size.
+    pub fn survivor_pieces(&self, job: &Job) -> SurvivorPieces<'_> {
+        SurvivorPieces {
+            store: self,
+            job_id: job.job_id.clone(),
+            chunk_count: job.chunk_count,
+            next_chunk: 0,
+            fields: std::collections::VecDeque::new(),
+            ready: std::collections::VecDeque::new(),
+        }
     }
 
     /// Per-chunk summaries (correlation / analysis), by member.
@@ -969,6 +1031,100 @@ impl Store {
     }
 }
 
+/// Reads a sieve job's survivor pieces in order ([`Store::survivor_pieces`]).
+pub struct SurvivorPieces<'a> {
+    store: &'a Store,
+    job_id: String,
+    chunk_count: u64,
+    next_chunk: u64,
+    /// Piece fields of the chunks read from the index, not fetched yet.
+    fields: std::collections::VecDeque<String>,
+    /// Pieces fetched, not handed out yet.
+    ready: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl SurvivorPieces<'_> {
+    /// Chunks whose index entries one round trip reads.
+    const INDEX_BATCH: u64 = 1024;
+    /// Pieces (at most 64 KiB each) one round trip fetches.
+    const PIECE_BATCH: usize = 8;
+
+    /// The next piece, or `None` after the last one.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        let ns = self.store.ns.clone();
+        loop {
+            if let Some(piece) = self.ready.pop_front() {
+                return Ok(Some(piece));
+            }
+            if !self.fields.is_empty() {
+                let take = self.fields.len().min(Self::PIECE_BATCH);
+                let batch: Vec<String> = self.fields.drain(..take).collect();
+                let key = keys::survivor_pieces(&ns, &self.job_id);
+                let got: Vec<Option<Vec<u8>>> = self
+                    .store
+                    .run(|mut c| {
+                        let (k, f) = (key.clone(), batch.clone());
+                        async move {
+                            Ok(redis::cmd("HMGET")
+                                .arg(k)
+                                .arg(f)
+                                .query_async(&mut c)
+                                .await?)
+                        }
+                    })
+                    .await?;
+                for (field, piece) in batch.iter().zip(got) {
+                    self.ready
+                        .push_back(piece.ok_or_else(|| StoreError::Corrupt {
+                            key: key.clone(),
+                            message: format!(
+                                "piece {field} named by the survivor index is missing"
+                            ),
+                        })?);
+                }
+                continue;
+            }
+            if self.next_chunk >= self.chunk_count {
+                return Ok(None);
+            }
+            let end = (self.next_chunk + Self::INDEX_BATCH).min(self.chunk_count);
+            let members: Vec<String> = (self.next_chunk..end)
+                .map(seedq_protocol::chunk_member)
+                .collect();
+            let key = keys::survivor_index(&ns, &self.job_id);
+            let entries: Vec<Option<String>> = self
+                .store
+                .run(|mut c| {
+                    let (k, m) = (key.clone(), members.clone());
+                    async move {
+                        Ok(redis::cmd("HMGET")
+                            .arg(k)
+                            .arg(m)
+                            .query_async(&mut c)
+                            .await?)
+                    }
+                })
+                .await?;
+            for (chunk, entry) in (self.next_chunk..end).zip(entries) {
+                let Some(entry) = entry else { continue };
+                let mut parts = entry.split(' ');
+                let (token, pieces) = match (parts.next(), parts.next().map(str::parse::<usize>)) {
+                    (Some(t), Some(Ok(n))) => (t.to_string(), n),
+                    _ => {
+                        return Err(StoreError::Corrupt {
+                            key: key.clone(),
+                            message: format!("index entry of chunk {chunk}: '{entry}'"),
+                        })
+                    }
+                };
+                self.fields
+                    .extend((0..pieces).map(|i| keys::piece_field(chunk, &token, i)));
+            }
+            self.next_chunk = end;
+        }
+    }
+}
+
 struct ApplyArgs<'a> {
     job_id: &'a str,
     member: &'a str,
@@ -979,5 +1135,7 @@ struct ApplyArgs<'a> {
     summary: &'a str,
     throughput: Option<&'a ThroughputSample>,
     script: Option<(&'a str, &'a str)>,
+    /// Survivor index entry (or '') and the survivors it holds.
+    survivors: (&'a str, u64),
     records: &'a [(u64, String)],
 }

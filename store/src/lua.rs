@@ -1,8 +1,9 @@
 //! The Lua scripts that make result writes atomic and exactly-once.
 //!
 //! APPLY and RECORD_FAILURE take the job's keys in the order of `keys::all_job_keys`:
-//! 1 spec, 2 totals, 3 done, 4 survivors, 5 summaries, 6 failures, 7 failure_log, 8 dead,
-//! 9 script results, 10 cancelled (APPLY adds 11: the throughput hash).
+//! 1 spec, 2 totals, 3 done, 4 survivors (flagged seeds), 5 summaries, 6 failures,
+//! 7 failure_log, 8 dead, 9 script results, 10 cancelled, 11 survivor pieces, 12 survivor index
+//! (APPLY adds 13: the throughput hash).
 //!
 //! Every script that changes a job's progress ends by publishing the member it touched on the
 //! job's events channel (`KEYS[2] .. ':events'`, see `seedq_protocol::keys::job_events`), so
@@ -27,7 +28,7 @@ local function settle(now)
   redis.call('HSETNX', KEYS[2], 'finished_at_ms', now)
   local ttl = tonumber(redis.call('HGET', KEYS[2], 'ttl_secs') or '0')
   if ttl and ttl > 0 then
-    for i = 1, 10 do redis.call('EXPIRE', KEYS[i], ttl) end
+    for i = 1, 12 do redis.call('EXPIRE', KEYS[i], ttl) end
   end
 end
 "#
@@ -49,8 +50,12 @@ return redis.call('GET', KEYS[1])
 
 /// ARGV: 1 member, 2 seeds, 3 busy_us, 4 now_ms, 5 node, 6 summary json or '',
 /// 7 throughput field or '', 8 sample, 9 alpha, 10 script task id or '', 11 script result json,
-/// 12 n, then n pairs (seed, record json).
+/// 12 survivor index entry (`<token> <pieces> <survivors>`) or '', 13 survivors to count
+/// (sieve), 14 n, then n pairs (flagged seed, record json).
 /// Returns 1 applied, 0 already done, -1 unknown job.
+///
+/// The script's work is O(1) in a chunk's survivors (their pieces were written before it) and
+/// O(n) in flagged seeds, which are rare by construction (alpha).
 pub const APPLY: &str = concat!(
     finish_fn!(),
     r#"
@@ -66,17 +71,20 @@ redis.call('HSET', t, 'updated_at_ms', ARGV[4])
 redis.call('HDEL', KEYS[8], ARGV[1])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[6]) end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[9], ARGV[10], ARGV[11]) end
-local n = tonumber(ARGV[12])
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[12], ARGV[1], ARGV[12]) end
+local added = tonumber(ARGV[13])
+local n = tonumber(ARGV[14])
 for i = 0, n - 1 do
-  redis.call('HSETNX', KEYS[4], ARGV[13 + 2 * i], ARGV[14 + 2 * i])
+  added = added + redis.call('HSETNX', KEYS[4], ARGV[15 + 2 * i], ARGV[16 + 2 * i])
 end
+if added > 0 then redis.call('HINCRBY', t, 'survivors', added) end
 if ARGV[7] ~= '' then
   local sample = tonumber(ARGV[8])
   local alpha = tonumber(ARGV[9])
-  local old = tonumber(redis.call('HGET', KEYS[11], ARGV[7]) or '')
+  local old = tonumber(redis.call('HGET', KEYS[13], ARGV[7]) or '')
   local new = sample
   if old then new = alpha * sample + (1 - alpha) * old end
-  redis.call('HSET', KEYS[11], ARGV[7], string.format('%.17g', new))
+  redis.call('HSET', KEYS[13], ARGV[7], string.format('%.17g', new))
 end
 settle(ARGV[4])
 notify(ARGV[1])
@@ -118,7 +126,7 @@ for i = 2, #ARGV do
   removed = removed + redis.call('HDEL', KEYS[8], ARGV[i])
 end
 redis.call('HDEL', KEYS[2], 'finished_at_ms')
-for i = 1, 10 do redis.call('PERSIST', KEYS[i]) end
+for i = 1, 12 do redis.call('PERSIST', KEYS[i]) end
 settle(ARGV[1])
 notify('reopened')
 return removed

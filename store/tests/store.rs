@@ -3,6 +3,7 @@
 //! own namespace and purges it.
 
 use seedq_core::{Family, FamilyConfig, PassResult, SieveSpec, Survivor, Threshold};
+use seedq_protocol::survivors::RecordShape;
 use seedq_protocol::{
     ChunkResult, FailureEvent, Job, JobSeeds, JobSpec, NodeHeartbeat, PROTOCOL_VERSION,
 };
@@ -63,14 +64,18 @@ fn survivor(seed: u64) -> Survivor {
     }
 }
 
-fn result(job: &str, chunk: u64, seeds: u64, survivors: Vec<Survivor>) -> ChunkResult {
+fn result(job: &str, chunk: u64, seeds: u64, mut survivors: Vec<Survivor>) -> ChunkResult {
+    survivors.sort_by_key(|s| s.seed);
+    let pieces = seedq_protocol::survivors::encode(&RecordShape::of(&spec()), &survivors).unwrap();
     ChunkResult {
         v: PROTOCOL_VERSION,
         job_id: job.into(),
         chunk,
         attempt: 1,
         seeds_tested: seeds,
-        survivors,
+        survivor_pieces: pieces,
+        survivor_count: survivors.len() as u64,
+        counts: None,
         flagged: vec![],
         summary: None,
         duration_secs: 0.5,
@@ -114,14 +119,14 @@ async fn applying_the_same_chunk_twice_counts_it_once() {
     assert!(!p.chunks_by_node.contains_key("n2"));
     assert!(!p.finished());
 
-    s.apply_chunk_result(&result("j1", 1, 10, vec![survivor(3)]), None)
+    s.apply_chunk_result(&result("j1", 1, 10, vec![survivor(13)]), None)
         .await
         .unwrap();
     s.apply_chunk_result(&result("j1", 2, 10, vec![survivor(25)]), None)
         .await
         .unwrap();
     let p = s.progress("j1").await.unwrap().unwrap();
-    assert_eq!((p.chunks_done, p.seeds_done, p.survivors), (3, 30, 3));
+    assert_eq!((p.chunks_done, p.seeds_done, p.survivors), (3, 30, 4));
     assert!(p.finished() && p.succeeded());
     let seeds: Vec<u64> = s
         .sieve_survivors("j1")
@@ -130,7 +135,11 @@ async fn applying_the_same_chunk_twice_counts_it_once() {
         .iter()
         .map(|r| r.seed)
         .collect();
-    assert_eq!(seeds, vec![3, 7, 25], "sorted by seed, deduplicated");
+    assert_eq!(
+        seeds,
+        vec![3, 7, 13, 25],
+        "sorted by seed, each chunk's once"
+    );
     s.purge_namespace().await.unwrap();
 }
 
