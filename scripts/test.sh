@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's second command: runs every test against the real services on this machine.
 #
-#   scripts/test.sh            services, GPU toolchain (if provided), build, all tests, short soak
+#   scripts/test.sh            services, GPU toolchain (if provided), fmt + clippy, build, all
+#                              tests, short soak
 #
 # The end-to-end tests (crate `e2e`) spawn the real seedq-producer and seedq-consumer binaries,
 # which they find next to their own test executable (target/release/); that is why the binaries
@@ -16,6 +17,10 @@ cd "$ROOT"
 if [ -x "$ROOT/scripts/ci-gpu-toolchain.sh" ]; then
   "$ROOT/scripts/ci-gpu-toolchain.sh"
 fi
+
+# Format and lints first: quick, and a red run should say so before the long build.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --release -- -D warnings
 
 # One profile for everything: the e2e tests sieve millions of seeds and time nothing, but the
 # distribution-overhead check (scripts/bench-e2e.sh) needs release code anyway.

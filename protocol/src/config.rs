@@ -260,6 +260,10 @@ pub struct JobsConfig {
     pub result_ttl_secs: u64,
     /// Heartbeat TTL: a node silent this long is gone.
     pub heartbeat_ttl_secs: u64,
+    /// A sieve expected to keep more survivors than this is refused before publishing
+    /// (`--max-survivors` raises it per job; `--count-only` jobs keep no records). At 3-4 bytes
+    /// a survivor in Redis, the default is ~100 MB.
+    pub max_survivors: u64,
 }
 
 impl Default for JobsConfig {
@@ -267,6 +271,7 @@ impl Default for JobsConfig {
         JobsConfig {
             result_ttl_secs: 7 * 24 * 3600,
             heartbeat_ttl_secs: 30,
+            max_survivors: 25_000_000,
         }
     }
 }
