@@ -2,18 +2,22 @@
 //! GPUs or CPU threads, the script consumer, heartbeat, metrics); `seedq-consumer bench`
 //! measures the kernels.
 //!
-//! Logs go to stderr (`RUST_LOG`, default `info`). Credentials in URLs are never logged.
+//! Logs go to stderr as text or JSON lines (`--log-format`, see `logging`; `RUST_LOG`, default
+//! `info`). Credentials in URLs are never logged: redacted where seedq names a URL, scrubbed
+//! from every line otherwise.
 
 mod bench_cmd;
 mod chunks;
 mod context;
 mod jobs;
+mod logging;
 mod metrics;
 mod node;
 mod redelivery;
 mod scripts;
 mod slot;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +32,7 @@ use seedq_store::Store;
 
 use crate::chunks::SeedOptions;
 use crate::context::NodeContext;
+use crate::logging::{redact, LogFormat};
 use crate::slot::{BackendFactory, SlotWorker};
 
 #[derive(Debug, Parser)]
@@ -54,7 +59,7 @@ enum Command {
 
 /// `--backend`: `auto` (None: the node's backend from cluster.toml, GPUs that cannot be opened
 /// fall back to the CPU) or a [`Backend`] forced.
-fn parse_backend(text: &str) -> Result<Option<Backend>, String> {
+fn parse_backend(text: &str) -> Result<BackendChoice, String> {
     match text {
         "auto" => Ok(None),
         other => other
@@ -63,6 +68,12 @@ fn parse_backend(text: &str) -> Result<Option<Backend>, String> {
             .map_err(|e| format!("{e}, or auto")),
     }
 }
+
+/// `--backend`'s value. An alias on purpose: clap's derive treats a field spelled `Option<T>` as
+/// an optional `T` and reads it back as `T`, which panics ("Mismatch between definition and
+/// access") against a parser that produces the `Option` itself; behind the alias the field is a
+/// plain value with a default.
+type BackendChoice = Option<Backend>;
 
 #[derive(Debug, Clone, Args)]
 struct RunArgs {
@@ -74,7 +85,7 @@ struct RunArgs {
     config: Option<PathBuf>,
     /// auto (the node's backend from cluster.toml, falling back to the CPU), cpu, cuda or hip.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
-    backend: Option<Backend>,
+    backend: BackendChoice,
     /// Seed slots: CPU slots for the cpu backend, else the first N GPUs. Default: from config.
     #[arg(long)]
     slots: Option<u32>,
@@ -87,9 +98,16 @@ struct RunArgs {
     amqp_url: String,
     #[arg(long, env = "SEEDQ_REDIS_URL", default_value = seedq_protocol::DEFAULT_REDIS_URL, hide_env_values = true)]
     redis_url: String,
-    /// Serve Prometheus metrics on this port.
-    #[arg(long)]
+    /// Serve Prometheus metrics on this port (none by default).
+    #[arg(long, env = "SEEDQ_METRICS_PORT")]
     metrics_port: Option<u16>,
+    /// Address the metrics port binds: loopback by default; a node scraped by a monitoring host
+    /// binds its LAN address (or 0.0.0.0 behind a firewall).
+    #[arg(long, env = "SEEDQ_METRICS_ADDR", default_value = "127.0.0.1")]
+    metrics_addr: IpAddr,
+    /// Log lines as `text` (default) or `json` (one object per line, event fields at the top).
+    #[arg(long, env = "SEEDQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Attempts before a chunk is dead-lettered. Default: retry.max_attempts from config.
     #[arg(long)]
     max_attempts: Option<u32>,
@@ -117,15 +135,6 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -151,7 +160,25 @@ fn load_cluster(explicit: Option<&PathBuf>) -> anyhow::Result<ClusterConfig> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_logging();
+    logging::init(
+        args.log_format,
+        logging::Secrets::from_urls(&[&args.amqp_url, &args.redis_url]),
+    );
+    match run_node(args.clone()) {
+        Ok(()) => Ok(()),
+        // A JSON stream stays JSON to the last line: the fatal error is a log event, not
+        // the plain "Error: ..." that returning it from main would print.
+        Err(e) if args.log_format == LogFormat::Json => {
+            tracing::error!(error = %format!("{e:#}"), "seedq-consumer cannot run");
+            std::process::exit(1);
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn run_node(args: RunArgs) -> anyhow::Result<()> {
+    logging::check_url("--amqp-url", &args.amqp_url)?;
+    logging::check_url("--redis-url", &args.redis_url)?;
     let cluster = load_cluster(args.config.as_ref())?;
     // Node names go into queue names and Redis keys: dots are fine, anything else is not.
     let node_name = args.node.clone().unwrap_or_else(hostname);
@@ -213,6 +240,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         if !args.no_calibrate {
             seed_throughput_estimates(&store, &workers).await;
         }
+        let metrics = metrics::Metrics::new();
+        metrics.set_node_info(&node_name, &backend_kind, &namespace);
+        for worker in &workers {
+            metrics.register_slot(&worker.name);
+        }
+        metrics.set_script_limit(if args.no_scripts {
+            0
+        } else {
+            u64::from(node_config.max_script_jobs)
+        });
         let slot_states = workers
             .iter()
             .map(|w| SlotState {
@@ -229,7 +266,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             args.amqp_url.clone(),
             store,
             Arc::new(broker),
-            metrics::Metrics::new(),
+            metrics,
             slot_states,
         );
         node::run(
@@ -241,7 +278,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     prefetch: args.prefetch,
                     drain_timeout: Duration::from_secs(args.drain_timeout_secs),
                 },
-                metrics_port: args.metrics_port,
+                metrics_addr: args
+                    .metrics_port
+                    .map(|port| SocketAddr::new(args.metrics_addr, port)),
                 scripts: !args.no_scripts,
                 backend_kind,
             },
@@ -389,19 +428,5 @@ fn parse_prefetch(text: &str) -> Result<chunks::Prefetch, String> {
             .ok_or_else(|| {
                 format!("--prefetch takes 'auto' or a number from 1 to 65535, not '{n}'")
             }),
-    }
-}
-
-/// `scheme://user:secret@host` -> `scheme://user:***@host`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://{userinfo}@{host}"),
     }
 }

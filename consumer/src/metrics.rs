@@ -1,5 +1,12 @@
 //! Prometheus metrics of a node: chunks, seeds, failures by reason, durations, busy slots and
-//! script jobs, served in the text exposition format (version 0.0.4) on an optional port.
+//! script jobs, served in the text exposition format (version 0.0.4) on an optional port
+//! (`--metrics-port`), bound to `--metrics-addr` (127.0.0.1 unless a monitoring host must reach it).
+//! `deploy/prometheus` scrapes these names and `deploy/grafana/dashboards/seedq.json` charts
+//! them: renaming one breaks the dashboard (`scripts/check-monitoring.sh` catches that).
+//!
+//! Identity is one info metric, `seedq_node_info{node,backend,namespace,version} 1`, joined on
+//! `instance` in queries, rather than a `node` label on every series: the scrape target already
+//! identifies the process, and the join keeps the series' label sets what they always were.
 //!
 //! Dependency-free on purpose: a handful of counters behind one mutex (updated a few times per
 //! chunk, never per seed) and a tiny HTTP/1.1 responder on a tokio `TcpListener` that answers
@@ -8,13 +15,15 @@
 //! Call pattern from the slots: `chunk_started(slot)`, then either
 //! `chunk_finished(slot, seeds, secs)` or `chunk_failed(reason)` followed by `slot_idle(slot)`
 //! (failures are counted by reason, not per slot, so the slot is released explicitly).
-//! Script jobs: `script_started()`, then `script_finished(ok, secs)`.
+//! Script jobs: `script_started()`, then `script_finished(ok, secs)`. At start-up the node
+//! declares itself (`set_node_info`), its slots (`register_slot`, so an idle slot is a 0, not a
+//! missing series) and its script limit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -61,8 +70,21 @@ impl Histogram {
     }
 }
 
+/// Who this process is (`seedq_node_info`).
+#[derive(Debug, Default, Clone)]
+struct NodeInfo {
+    node: String,
+    backend: String,
+    namespace: String,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
+    info: Option<NodeInfo>,
+    /// Unix time the metrics were created (process start, near enough): a restart loop shows as
+    /// `changes(process_start_time_seconds[...])`.
+    start_time: f64,
+    script_limit: u64,
     chunks_started: BTreeMap<String, u64>,
     chunks_finished: BTreeMap<String, u64>,
     seeds: BTreeMap<String, u64>,
@@ -83,7 +105,41 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        Arc::new(Metrics::default())
+        let metrics = Metrics::default();
+        metrics.with(|m| {
+            m.start_time = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+        });
+        Arc::new(metrics)
+    }
+
+    /// The node's identity, exported as `seedq_node_info` (dashboards join on it for `node`).
+    pub fn set_node_info(&self, node: &str, backend: &str, namespace: &str) {
+        self.with(|m| {
+            m.info = Some(NodeInfo {
+                node: node.to_string(),
+                backend: backend.to_string(),
+                namespace: namespace.to_string(),
+            })
+        });
+    }
+
+    /// Declares a seed slot before it takes work, so `seedq_slot_busy{slot}` reads 0 for an idle
+    /// slot instead of being absent and `seedq_slots` counts it, and its counters start at 0
+    /// (a counter that appears only at its first increment loses that increment to `rate()`).
+    pub fn register_slot(&self, slot: &str) {
+        self.with(|m| {
+            m.busy.entry(slot.to_string()).or_insert(false);
+            for counter in [&mut m.chunks_started, &mut m.chunks_finished, &mut m.seeds] {
+                counter.entry(slot.to_string()).or_default();
+            }
+        });
+    }
+
+    /// How many script jobs this node runs at once (0 with `--no-scripts`).
+    pub fn set_script_limit(&self, limit: u64) {
+        self.with(|m| m.script_limit = limit);
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
@@ -148,6 +204,8 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        let (info, start_time, script_limit) =
+            self.with(|m| (m.info.clone(), m.start_time, m.script_limit));
         let m = self.with(|m| {
             (
                 m.chunks_started.clone(),
@@ -173,6 +231,29 @@ impl Metrics {
                     let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape(key));
                 }
             };
+        family(
+            &mut out,
+            "seedq_node_info",
+            "gauge",
+            "Always 1; the labels say which node this is, its seed backend and namespace.",
+        );
+        if let Some(info) = &info {
+            let _ = writeln!(
+                out,
+                "seedq_node_info{{node=\"{}\",backend=\"{}\",namespace=\"{}\",version=\"{}\"}} 1",
+                escape(&info.node),
+                escape(&info.backend),
+                escape(&info.namespace),
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+        family(
+            &mut out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+        );
+        let _ = writeln!(out, "process_start_time_seconds {start_time}");
         family(
             &mut out,
             "seedq_chunks_started_total",
@@ -224,6 +305,13 @@ impl Metrics {
         }
         family(
             &mut out,
+            "seedq_slots",
+            "gauge",
+            "Seed slots this node runs.",
+        );
+        let _ = writeln!(out, "seedq_slots {}", busy.len());
+        family(
+            &mut out,
             "seedq_slots_busy",
             "gauge",
             "Slots running a chunk now.",
@@ -240,6 +328,13 @@ impl Metrics {
             "Script jobs running now.",
         );
         let _ = writeln!(out, "seedq_scripts_running {}", scripts.0);
+        family(
+            &mut out,
+            "seedq_script_limit",
+            "gauge",
+            "Script jobs this node runs at once (its script prefetch).",
+        );
+        let _ = writeln!(out, "seedq_script_limit {script_limit}");
         family(
             &mut out,
             "seedq_scripts_finished_total",
@@ -266,14 +361,16 @@ impl Metrics {
         out
     }
 
-    /// Serves `/metrics` on `0.0.0.0:port` until the task is dropped.
-    pub async fn serve(self: Arc<Self>, port: u16) -> anyhow::Result<()> {
+    /// Serves `/metrics` on `addr` until the task is dropped. The address is the operator's
+    /// choice (`--metrics-addr`, default 127.0.0.1): the metrics name jobs and nodes, which is
+    /// nothing for every network the node is on to read.
+    pub async fn serve(self: Arc<Self>, addr: SocketAddr) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
-            .await
-            .with_context(|| {
-                format!("binding the metrics port {port} (choose another with --metrics-port)")
-            })?;
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "binding the metrics address {addr} (choose another with --metrics-addr / --metrics-port)"
+            )
+        })?;
         tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
         self.serve_on(listener).await
     }
@@ -395,6 +492,78 @@ mod tests {
         }
         metrics.slot_idle("gpu1");
         assert!(metrics.render().lines().any(|l| l == "seedq_slots_busy 0"));
+    }
+
+    #[test]
+    fn identity_slots_and_limits_are_exported_before_any_work() {
+        let metrics = Metrics::new();
+        // Without an identity there is no info line (never a half-filled one).
+        assert!(!metrics
+            .render()
+            .lines()
+            .any(|l| l.starts_with("seedq_node_info{")));
+        metrics.set_node_info("rig-6600", "hip", "seedq");
+        metrics.register_slot("gpu0");
+        metrics.register_slot("gpu1");
+        metrics.set_script_limit(1);
+        metrics.chunk_started("gpu1");
+        // Registering again (a reconnect) must not reset a busy slot.
+        metrics.register_slot("gpu1");
+        let text = metrics.render();
+        let info = format!(
+            "seedq_node_info{{node=\"rig-6600\",backend=\"hip\",namespace=\"seedq\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        for line in [
+            info.as_str(),
+            "seedq_slot_busy{slot=\"gpu0\"} 0",
+            "seedq_slot_busy{slot=\"gpu1\"} 1",
+            "seedq_slots 2",
+            "seedq_seeds_processed_total{slot=\"gpu0\"} 0",
+            "seedq_chunks_finished_total{slot=\"gpu0\"} 0",
+            "seedq_chunks_started_total{slot=\"gpu1\"} 1",
+            "seedq_slots_busy 1",
+            "seedq_script_limit 1",
+            "# TYPE process_start_time_seconds gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        let start: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_start_time_seconds "))
+            .and_then(|v| v.parse().ok())
+            .expect("process_start_time_seconds has a value");
+        assert!(start > 1.6e9, "a Unix time, not {start}");
+        // Every sample belongs to a family announced with # TYPE (Prometheus rejects a scrape
+        // otherwise only in strict parsers, but promtool and the dashboard rely on the types).
+        let typed: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| typed.contains(f)))
+                .unwrap_or(name);
+            assert!(typed.contains(&family), "{sample:?} has no # TYPE line");
+        }
+    }
+
+    #[tokio::test]
+    async fn serve_names_the_address_it_cannot_bind() {
+        let metrics = Metrics::new();
+        // An address already in use: the error must say which one and which flags choose it.
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let busy = taken.local_addr().unwrap();
+        let err = Arc::clone(&metrics).serve(busy).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains(&busy.to_string()), "{text}");
+        assert!(text.contains("--metrics-addr"), "{text}");
     }
 
     #[tokio::test]

@@ -20,7 +20,8 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 pub struct NodePlan {
     pub workers: Vec<Arc<SlotWorker>>,
     pub seed_options: SeedOptions,
-    pub metrics_port: Option<u16>,
+    /// Where to serve Prometheus metrics (`--metrics-addr` and `--metrics-port`); None: nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub scripts: bool,
     /// `cpu`, `cuda` or `hip`: what the seed slots actually run on.
     pub backend_kind: String,
@@ -48,11 +49,11 @@ pub async fn run(ctx: Arc<NodeContext>, plan: NodePlan) -> anyhow::Result<()> {
         plan.backend_kind.clone(),
     ));
     let watchdog = tokio::spawn(connection_watchdog(ctx.clone()));
-    if let Some(port) = plan.metrics_port {
+    if let Some(addr) = plan.metrics_addr {
         let metrics = ctx.metrics();
         tokio::spawn(async move {
-            if let Err(e) = metrics.serve(port).await {
-                tracing::error!(port, error = %format!("{e:#}"), "metrics server stopped");
+            if let Err(e) = metrics.serve(addr).await {
+                tracing::error!(addr = %addr, error = %format!("{e:#}"), "metrics server stopped");
             }
         });
     }

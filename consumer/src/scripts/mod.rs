@@ -397,7 +397,7 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
     let job = match ScriptJob::from_json(&delivery.data) {
         Ok(job) => job,
         Err(e) => {
-            tracing::warn!(queue, error = %e, "malformed script job; dead-lettering it");
+            tracing::warn!(queue, reason = "invalid_message", error = %e, "malformed script job; dead-lettering it");
             shared
                 .broker()
                 .publish_dead_letter(
@@ -413,6 +413,7 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
     };
     if job.expected_output.as_deref().is_none_or(str::is_empty) {
         let detail = "the job names no expected_output, so its success cannot be judged";
+        tracing::warn!(task = %job.task_id, batch = %job.batch_id, reason = "invalid_message", detail, "script job dead-lettered");
         dead_letter(
             shared,
             queue,
@@ -439,6 +440,7 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
             "delivered {deliveries} times without completing: the node running it stopped or crashed each time (out of memory?); \
              fix the cause, then `seedq-producer dlq replay`"
         );
+        tracing::warn!(task = %job.task_id, batch = %job.batch_id, reason = "delivery_limit", detail = %detail, "script job dead-lettered");
         dead_letter(
             shared,
             queue,
@@ -463,6 +465,7 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
         return Ok(Settle::Ack);
     }
     if !batch_exists(shared, &job.batch_id).await? {
+        tracing::warn!(task = %job.task_id, batch = %job.batch_id, reason = "unknown_job", "script job of an unknown batch dead-lettered");
         shared
             .broker()
             .publish_dead_letter(
@@ -607,7 +610,7 @@ async fn settle_report(
             if let Err(e) = report.remove_output(&shared.root) {
                 tracing::warn!(task = %job.task_id, error = %e, "could not remove the uploaded output file");
             }
-            tracing::info!(task = %job.task_id, secs = result.duration_secs, "script job done");
+            tracing::info!(task = %job.task_id, batch = %job.batch_id, node = %shared.node, gpu = ?gpu, attempt = job.attempt, secs = result.duration_secs, "script job done");
             Ok(Settle::Ack)
         }
         Err(reason) => {
@@ -631,7 +634,7 @@ async fn settle_report(
                 let delay = shared
                     .retry
                     .backoff_ms(next.attempt, redelivery::jitter01());
-                tracing::warn!(task = %job.task_id, reason = reason.code(), attempt = job.attempt, delay_ms = delay, "script job failed; retrying");
+                tracing::warn!(task = %job.task_id, batch = %job.batch_id, node = %shared.node, reason = reason.code(), detail = %detail, attempt = job.attempt, delay_ms = delay, "script job failed; retrying");
                 // Redis first: if it is down, the job is parked before anything was published, so
                 // parking never leaves a second copy in the queues.
                 record_failure(shared, job, reason.code(), &detail, false).await?;
@@ -640,7 +643,7 @@ async fn settle_report(
                     .publish_retry(queue, &next.to_json(), &script_headers(&next), delay)
                     .await?;
             } else {
-                tracing::warn!(task = %job.task_id, reason = reason.code(), attempt = job.attempt, "script job failed for good; dead-lettering it");
+                tracing::warn!(task = %job.task_id, batch = %job.batch_id, node = %shared.node, reason = reason.code(), detail = %detail, attempt = job.attempt, "script job failed for good; dead-lettering it");
                 dead_letter(
                     shared,
                     queue,

@@ -1,0 +1,251 @@
+//! The node agent's logs: human-readable text or one JSON object per line on stderr
+//! (`--log-format`, `SEEDQ_LOG_FORMAT`), filtered by `RUST_LOG` (default `info,lapin=warn`),
+//! with the broker and Redis passwords scrubbed from every line whatever logged it.
+//!
+//! JSON lines come from tracing-subscriber's json formatter with the event's fields flattened
+//! to the top level (`{"timestamp":..,"level":"INFO","message":"chunk done","job":..,"chunk":..,
+//! "slot":..,"target":..}`), so `jq 'select(.job == "...")'` or a log shipper reads them without
+//! knowing seedq. Text stays the default: it is what a person at a terminal or in `journalctl`
+//! reads; JSON is for machines and only when asked.
+//!
+//! Why scrub at the writer and not only at the call sites: the URLs are redacted wherever seedq
+//! formats them ([`redact`]), but libraries (lapin, redis) format their own errors, and a
+//! password that reaches one of their messages must still not reach a log file. The writer sees
+//! each formatted event whole (tracing-subscriber writes one event per `write_all`), so a plain
+//! substring replacement is enough.
+
+use std::io::{IsTerminal as _, Write};
+use std::sync::Arc;
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    Text,
+    /// One JSON object per line, event fields at the top level.
+    Json,
+}
+
+/// Passwords shorter than this are not scrubbed: replacing every "abc" in every line would make
+/// the logs unreadable, and such a password protects nothing anyway.
+const MIN_SECRET_LEN: usize = 4;
+
+/// The strings no log line may contain: each URL's password as written (percent-encoded), decoded,
+/// and as the JSON and Debug formatters escape them.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets(Arc<[String]>);
+
+impl Secrets {
+    pub fn from_urls(urls: &[&str]) -> Secrets {
+        let mut all: Vec<String> = Vec::new();
+        for password in urls.iter().filter_map(|u| url_password(u)) {
+            for form in [password.to_string(), percent_decode(password)] {
+                let escaped = form
+                    .chars()
+                    .flat_map(char::escape_default)
+                    .collect::<String>();
+                for variant in [form, escaped] {
+                    if variant.len() >= MIN_SECRET_LEN && !all.contains(&variant) {
+                        all.push(variant);
+                    }
+                }
+            }
+        }
+        // Longest first: a secret that contains another is replaced whole.
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Secrets(all.into())
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        if !self.0.iter().any(|s| text.contains(s.as_str())) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        let mut out = text.to_string();
+        for secret in self.0.iter() {
+            out = out.replace(secret.as_str(), "***");
+        }
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+/// stderr, through [`Secrets::scrub`].
+struct ScrubbingWriter {
+    secrets: Secrets,
+}
+
+impl Write for ScrubbingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        match std::str::from_utf8(buf) {
+            Ok(text) => err.write_all(self.secrets.scrub(text).as_bytes())?,
+            // Not text (never seen from the formatters): nothing to match a password against
+            // reliably, so write it lossily decoded and scrubbed rather than raw.
+            Err(_) => {
+                let text = String::from_utf8_lossy(buf);
+                err.write_all(self.secrets.scrub(&text).as_bytes())?
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Installs the global subscriber. In JSON mode panics are logged as JSON events too (the
+/// default hook would print plain text into a stream that promises one JSON object per line).
+pub fn init(format: LogFormat, secrets: Secrets) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    let writer = move || ScrubbingWriter {
+        secrets: secrets.clone(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder
+            // Escape codes belong on a terminal, not in journald or a log file.
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        LogFormat::Json => {
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .init();
+            std::panic::set_hook(Box::new(|info| {
+                let backtrace = std::backtrace::Backtrace::capture();
+                tracing::error!(panic = %info, backtrace = %backtrace, "panicked");
+            }));
+        }
+    }
+}
+
+/// The password part of `scheme://user:password@host...`, if any.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    // The LAST '@' ends the user info: a password may contain an unencoded '@', a host never.
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    Some(password).filter(|p| !p.is_empty())
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `scheme://user:secret@host` -> `scheme://user:***@host`, for messages that name a URL.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://{userinfo}@{host}"),
+    }
+}
+
+/// Refuses a URL the AMQP/Redis clients would echo back whole in their parse errors (lapin's
+/// "Invalid URL: '<the url>'" for anything without `scheme://`), which would put a password in
+/// the log before the writer could know it was one.
+pub fn check_url(flag: &str, url: &str) -> anyhow::Result<()> {
+    if url.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    }) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{flag} must look like scheme://[user:password@]host[:port][/path] \
+             (the value is not shown: it may hold a password)"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(
+            redact("amqp://seedq:s3cret@rabbit:5672/%2f"),
+            "amqp://seedq:***@rabbit:5672/%2f"
+        );
+        assert_eq!(
+            redact("redis://:pw@redis:6379/"),
+            "redis://:***@redis:6379/"
+        );
+        assert_eq!(redact("redis://redis:6379/"), "redis://redis:6379/");
+        assert_eq!(redact("amqp://user@h/"), "amqp://user@h/");
+        // An unencoded '@' in the password must not leave its tail visible.
+        assert_eq!(redact("amqp://u:p@ss@h/"), "amqp://u:***@h/");
+    }
+
+    #[test]
+    fn secrets_cover_encoded_decoded_and_escaped_forms() {
+        let secrets = Secrets::from_urls(&[
+            "amqp://seedq:pa%40ss%22word@rabbit:5672/%2f",
+            "redis://default:r3dis-pw@127.0.0.1:6379/",
+            "redis://127.0.0.1:6379/",
+            "amqp://u:abc@h/",
+        ]);
+        for line in [
+            "url amqp://seedq:pa%40ss%22word@rabbit",
+            "decoded pa@ss\"word here",
+            r#"{"error":"auth pa@ss\"word failed"}"#,
+            "redis r3dis-pw",
+        ] {
+            let scrubbed = secrets.scrub(line);
+            assert!(scrubbed.contains("***"), "{line} -> {scrubbed}");
+            for forbidden in ["pa%40ss", "pa@ss", "r3dis-pw"] {
+                assert!(!scrubbed.contains(forbidden), "{line} -> {scrubbed}");
+            }
+        }
+        // Too short to scrub (see MIN_SECRET_LEN), and lines without secrets are untouched.
+        assert_eq!(secrets.scrub("abc def"), "abc def");
+        assert!(matches!(
+            secrets.scrub("nothing to hide"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn urls_without_a_scheme_are_refused_without_being_echoed() {
+        assert!(check_url("--amqp-url", "amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+        assert!(check_url("--redis-url", "redis+unix:///run/redis.sock").is_ok());
+        let err = check_url("--amqp-url", "amqp:seedq:hunter22@rabbit").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("--amqp-url"), "{text}");
+        assert!(!text.contains("hunter22"), "{text}");
+        assert!(check_url("--redis-url", "://x").is_err());
+    }
+}
