@@ -1,11 +1,14 @@
 //! What every producer command runs with: the namespace, the service URLs, the cluster model
-//! and the output mode. Built once in `main` from the global flags; shared by all commands
-//! (including `scripts_cmd` and `ops`).
+//! and the output mode, built once in `main` from the global flags; and the connections to Redis
+//! and RabbitMQ made from them, so every command connects (and names the service it could not
+//! reach, without its password) the same way.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use seedq_protocol::ClusterConfig;
+use seedq_broker::Broker;
+use seedq_protocol::{ClusterConfig, Topology};
+use seedq_store::Store;
 
 /// The resolved global options.
 #[derive(Debug, Clone)]
@@ -52,6 +55,26 @@ impl Env {
 
     pub fn redis_url_redacted(&self) -> String {
         redact(&self.redis_url)
+    }
+
+    /// The job store of the namespace. Commands that create jobs add the configured expiry
+    /// (`with_job_ttl`); readers need none.
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        Store::connect(&self.redis_url, &self.namespace)
+            .await
+            .with_context(|| format!("connecting to Redis at {}", self.redis_url_redacted()))
+    }
+
+    /// A broker connection named `seedq-producer@<host>`, so operators can tell producers apart
+    /// from consumers in the management UI. Declares nothing: publishers declare the topology.
+    pub async fn broker(&self) -> anyhow::Result<Broker> {
+        Broker::connect(
+            &self.amqp_url,
+            &Topology::producer_connection_name(&crate::naming::hostname()),
+            &self.namespace,
+        )
+        .await
+        .with_context(|| format!("connecting to RabbitMQ at {}", self.amqp_url_redacted()))
     }
 }
 

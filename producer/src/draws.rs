@@ -1,14 +1,15 @@
 //! Loading the observed draws a sieve compares against.
 //!
-//! Two file formats are accepted (reference section 1):
+//! Two file formats are accepted:
 //!
 //! * the original's JSON array of `{"date", "session", "draw"}` objects, optionally with
 //!   `full_state` (a full generator output used by synthetic sets; it takes precedence over
 //!   `draw`, as in the original loader), filtered by session;
 //! * a plain JSON array of unsigned integers.
 //!
-//! The order is the file's order (defect D1: nothing is re-sorted), and the first draw of the
-//! window is draw 0: the window is `draws[draw_start .. draw_start + window]` of the filtered list.
+//! The order is the file's order (nothing is re-sorted: `docs/defects.md` D1), and the first draw
+//! of the window is draw 0: the window is `draws[draw_start .. draw_start + window]` of the
+//! filtered list (`docs/semantics.md` section 1).
 
 use std::path::Path;
 
@@ -168,7 +169,7 @@ pub fn select_window(
     };
     let available = draws.len();
     let end = match window {
-        Some(k) => start.checked_add(k).unwrap_or(usize::MAX),
+        Some(k) => start.saturating_add(k),
         None => available.max(start),
     };
     if end == start {

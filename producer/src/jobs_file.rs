@@ -1,7 +1,7 @@
 //! The script jobs file: parsing the original's format and validating it before anything is
 //! published.
 //!
-//! Format (reference 2.4): a JSON array of job objects, or `{"jobs": [...]}` as the chapter shows
+//! Format: the original system's jobs file, a JSON array of job objects or `{"jobs": [...]}`
 //! (both are accepted). Each object has `job_id`, `script`, `args` (list of strings; numbers and
 //! booleans are taken as their text), `expected_output`, `timeout` (seconds), and optionally
 //! `node` and `gpu_id`, which pin the job (the original ignored them). Every other field

@@ -1,27 +1,26 @@
 //! `seedq-producer`: enqueue seed searches, statistical seed jobs (correlation, analysis) and
 //! script jobs on the seedq cluster, follow them and fetch their results.
 //!
+//! This file is the command line and its dispatch only; each command lives in [`cmd`].
+//!
 //! stdout carries results only (a job id, JSON with `--json`, survivors); logs, warnings and
 //! progress bars go to stderr. Exit codes: 0 success; 1 error (the message says what to change);
 //! 2 bad command line; 3 the job finished with dead-lettered work (`wait`, `sieve --wait`,
-//! `correlation --wait`, `analysis --wait`);
+//! `correlation --wait`, `analysis --wait`, `scripts --wait`, `collect`);
 //! 4 `--timeout` reached.
 
-mod analysis_cmd;
+mod cmd;
 mod context;
 mod draws;
-mod gen_draws;
+mod enqueue;
 mod jobs_file;
-mod ops;
+mod naming;
 mod planner;
 mod progress;
 mod publish;
-mod results;
-mod scripts_cmd;
+mod results_format;
 mod sieve_args;
-mod sieve_cmd;
-mod status_cmd;
-mod teardown;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,31 +62,31 @@ enum Command {
     /// Enqueue a seed search (sieve) and print its job id.
     Sieve(sieve_args::SieveArgs),
     /// Enqueue a lag-autocorrelation test of every seed's output stream; print its job id.
-    Correlation(analysis_cmd::AnalysisArgs),
+    Correlation(cmd::analysis::AnalysisArgs),
     /// Enqueue autocorrelation, chi-square and runs tests of every seed's stream; print its job id.
-    Analysis(analysis_cmd::AnalysisArgs),
+    Analysis(cmd::analysis::AnalysisArgs),
     /// Progress of one job, or of every job.
-    Status(status_cmd::StatusArgs),
+    Status(cmd::status::StatusArgs),
     /// Wait for a job with a progress bar; non-zero exit if chunks were dead-lettered.
-    Wait(status_cmd::WaitArgs),
+    Wait(cmd::wait::WaitArgs),
     /// A job's survivors (sieve) or flagged seeds and merged summary (correlation, analysis).
-    Results(status_cmd::ResultsArgs),
+    Results(cmd::results::ResultsArgs),
     /// Enqueue a batch of script jobs (the original's jobs file).
-    Scripts(scripts_cmd::ScriptsArgs),
+    Scripts(cmd::scripts::ScriptsArgs),
     /// Write a script batch's outputs from Redis to files.
-    Collect(scripts_cmd::CollectArgs),
+    Collect(cmd::collect::CollectArgs),
     /// Live nodes (heartbeats): backend, GPUs, busy slots, learned throughput.
-    Nodes(ops::NodesArgs),
+    Nodes(cmd::nodes::NodesArgs),
     /// Cancel a job: no further chunks run.
-    Cancel(ops::CancelArgs),
+    Cancel(cmd::cancel::CancelArgs),
     /// Republish a job's chunks that are neither done nor queued.
-    Resume(ops::ResumeArgs),
+    Resume(cmd::resume::ResumeArgs),
     /// Dead letters: list, replay, purge.
-    Dlq(ops::DlqArgs),
+    Dlq(cmd::dlq::DlqArgs),
     /// Write draws generated from a known (planted) seed.
-    GenDraws(gen_draws::GenDrawsArgs),
+    GenDraws(cmd::gen_draws::GenDrawsArgs),
     /// Delete every queue, exchange and Redis key of the namespace (tests, demos).
-    Teardown(teardown::TeardownArgs),
+    Teardown(cmd::teardown::TeardownArgs),
 }
 
 fn main() -> ExitCode {
@@ -111,7 +110,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     // gen-draws needs no configuration or services.
     if let Command::GenDraws(args) = &cli.command {
-        gen_draws::run(args)?;
+        cmd::gen_draws::run(args)?;
         return Ok(0);
     }
     let (cluster, config_path) = Env::load_cluster(cli.config.as_deref())?;
@@ -138,21 +137,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Sieve(args) => sieve_cmd::run_sieve(&env, args).await,
+            Command::Sieve(args) => cmd::sieve::run(&env, args).await,
             Command::Correlation(args) => {
-                analysis_cmd::run(&env, AnalysisKind::Correlation, args).await
+                cmd::analysis::run(&env, AnalysisKind::Correlation, args).await
             }
-            Command::Analysis(args) => analysis_cmd::run(&env, AnalysisKind::Analysis, args).await,
-            Command::Status(args) => status_cmd::run_status(&env, args).await,
-            Command::Wait(args) => status_cmd::run_wait(&env, args).await,
-            Command::Results(args) => status_cmd::run_results(&env, args).await,
-            Command::Teardown(args) => teardown::run(&env, args).await,
-            Command::Scripts(args) => scripts_cmd::run_scripts(&env, args).await,
-            Command::Collect(args) => scripts_cmd::run_collect(&env, args).await,
-            Command::Nodes(args) => ops::run_nodes(&env, args).await,
-            Command::Cancel(args) => ops::run_cancel(&env, args).await,
-            Command::Resume(args) => ops::run_resume(&env, args).await,
-            Command::Dlq(args) => ops::run_dlq(&env, args).await,
+            Command::Analysis(args) => cmd::analysis::run(&env, AnalysisKind::Analysis, args).await,
+            Command::Status(args) => cmd::status::run(&env, args).await,
+            Command::Wait(args) => cmd::wait::run(&env, args).await,
+            Command::Results(args) => cmd::results::run(&env, args).await,
+            Command::Teardown(args) => cmd::teardown::run(&env, args).await,
+            Command::Scripts(args) => cmd::scripts::run(&env, args).await,
+            Command::Collect(args) => cmd::collect::run(&env, args).await,
+            Command::Nodes(args) => cmd::nodes::run(&env, args).await,
+            Command::Cancel(args) => cmd::cancel::run(&env, args).await,
+            Command::Resume(args) => cmd::resume::run(&env, args).await,
+            Command::Dlq(args) => cmd::dlq::run(&env, args).await,
             Command::GenDraws(_) => unreachable!("handled above"),
         }
     })

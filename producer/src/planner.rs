@@ -1,4 +1,6 @@
-//! Chunk sizing and chunk lists: the chapter's `gpu_optimizer` rules adapted to a pull queue.
+//! Planning a seed job's chunks: what the cluster can run (the slot classes that will pull the
+//! chunks and each class's rate), and the chunk size that follows from it. The rules are the
+//! original system's `gpu_optimizer` ones adapted to a pull queue (`docs/defects.md` C9, R10).
 //!
 //! Every GPU (or CPU slot) pulls the next chunk when it is free, so a chunk is not sized for the
 //! GPU that will run it (nobody knows which will) but so that it takes about
@@ -8,10 +10,10 @@
 //! 1. Work per seed: a seed costs `k x skip span` draw comparisons for constant skip (`k x` the
 //!    strategies' search widths for variable skip), the unit learned throughput is kept in
 //!    ([`work_per_seed`]), so one measurement serves every window and skip range (defect R10).
-//! 2. Rate of each active class, per slot: the learned EMA (Redis) if present, else the
-//!    cluster.toml profile (converted from seeds/s at its reference configuration), else the
-//!    conservative default.
-//! 3. `seeds = target_secs x slowest rate / work per seed`, clamped to the chapter's
+//! 2. Rate of each active class, per slot ([`class_rate`]): the learned EMA (Redis) if present,
+//!    else the cluster.toml profile (converted from seeds/s at its reference configuration),
+//!    else the conservative default.
+//! 3. `seeds = target_secs x slowest rate / work per seed`, clamped to cluster.toml's
 //!    `[min_chunk_seeds, base_chunk_seeds x max_factor]`.
 //! 4. Keep every slot busy: while the range allows, at least `chunks_per_slot x total slots`
 //!    chunks (never below the minimum chunk).
@@ -20,45 +22,14 @@
 //!    wins over the minimum.
 //!
 //! A fixed `--chunk-size` skips 1-4 but is still refused when it would break rule 5.
+//!
+//! The knobs are the cluster model's own `[chunking]` section and `[broker] consumer_timeout_ms`
+//! (rule 5 needs both), so [`plan_chunk_size`] takes the whole [`ClusterConfig`], as the rate
+//! functions do. Everything here is pure; the enqueueing path ([`crate::enqueue`]) reads the
+//! heartbeats and learned rates from Redis and hands them in.
 
 use seedq_core::SieveSpec;
-
-/// The sizing knobs (cluster.toml `[chunking]` plus the broker's consumer timeout).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChunkingPolicy {
-    pub target_chunk_secs: f64,
-    pub min_chunk_seeds: u64,
-    pub base_chunk_seeds: u64,
-    pub max_factor: u64,
-    pub chunks_per_slot: u64,
-    pub max_fraction_of_consumer_timeout: f64,
-    pub consumer_timeout_secs: f64,
-    /// Work units per second per slot when nothing better is known.
-    pub default_work_per_second: f64,
-}
-
-impl Default for ChunkingPolicy {
-    fn default() -> Self {
-        ChunkingPolicy {
-            target_chunk_secs: 30.0,
-            min_chunk_seeds: 500,
-            base_chunk_seeds: 100_000,
-            max_factor: 50,
-            chunks_per_slot: 4,
-            max_fraction_of_consumer_timeout: 0.1,
-            consumer_timeout_secs: 1800.0,
-            default_work_per_second: 5.0e7,
-        }
-    }
-}
-
-impl ChunkingPolicy {
-    pub fn max_chunk_seeds(&self) -> u64 {
-        self.base_chunk_seeds
-            .saturating_mul(self.max_factor)
-            .max(self.min_chunk_seeds)
-    }
-}
+use seedq_protocol::{ClusterConfig, Job, JobKind, JobSeeds, NodeBackend, NodeHeartbeat};
 
 /// Where a class's rate came from (shown by `sieve --json` and in logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -121,6 +92,8 @@ pub enum PlanError {
     },
     #[error("there are no seeds to sieve")]
     NoSeeds,
+    #[error("a range reaching 2^64 needs its last chunk to be small: end the range at 2^64-1 ({}) or use --chunk-size of at most {max_chunk}", u64::MAX)]
+    ListedTailTooLong { max_chunk: u64 },
 }
 
 /// Draw comparisons one seed costs for this spec: the unit of learned throughput.
@@ -139,12 +112,14 @@ pub fn plan_chunk_size(
     total_seeds: u64,
     work_per_seed: f64,
     classes: &[SlotClass],
-    policy: &ChunkingPolicy,
+    cluster: &ClusterConfig,
     sizing: Sizing,
 ) -> Result<ChunkPlan, PlanError> {
     if total_seeds == 0 {
         return Err(PlanError::NoSeeds);
     }
+    let chunking = &cluster.chunking;
+    let consumer_timeout_secs = cluster.broker.consumer_timeout_ms as f64 / 1000.0;
     let work_per_seed = work_per_seed.max(1.0);
     let slowest = classes
         .iter()
@@ -152,11 +127,11 @@ pub fn plan_chunk_size(
         .min_by(|a, b| a.work_per_second.total_cmp(&b.work_per_second));
     let slowest_rate = slowest
         .map(|c| c.work_per_second)
-        .unwrap_or(policy.default_work_per_second)
+        .unwrap_or(chunking.default_evals_per_second)
         .max(1e-9);
     let seeds_per_sec = slowest_rate / work_per_seed;
     let total_slots: u64 = classes.iter().map(|c| c.slots).sum::<u64>().max(1);
-    let limit_secs = policy.max_fraction_of_consumer_timeout * policy.consumer_timeout_secs;
+    let limit_secs = chunking.max_fraction_of_consumer_timeout * consumer_timeout_secs;
     let timeout_cap = ((limit_secs * seeds_per_sec).floor() as u64).max(1);
     let slowest_model = slowest.map(|c| c.model.clone());
 
@@ -169,20 +144,23 @@ pub fn plan_chunk_size(
                     secs: n as f64 / seeds_per_sec,
                     model: slowest_model.unwrap_or_else(|| "the default rate".into()),
                     limit: limit_secs,
-                    fraction: policy.max_fraction_of_consumer_timeout,
-                    timeout: policy.consumer_timeout_secs,
+                    fraction: chunking.max_fraction_of_consumer_timeout,
+                    timeout: consumer_timeout_secs,
                     max_seeds: timeout_cap,
                 });
             }
             (n, "fixed --chunk-size")
         }
         Sizing::Target(target) => {
-            let target = target.unwrap_or(policy.target_chunk_secs);
+            let target = target.unwrap_or(chunking.target_chunk_secs);
             if !(target.is_finite() && target > 0.0) {
                 return Err(PlanError::BadTarget(target));
             }
             let ideal = (target * seeds_per_sec).floor() as u64;
-            let (min, max) = (policy.min_chunk_seeds.max(1), policy.max_chunk_seeds());
+            let min = chunking.min_chunk_seeds.max(1);
+            // A `base x factor` below the minimum chunk must still plan (and `clamp` panics on an
+            // inverted range): the minimum wins.
+            let max = chunking.max_chunk_seeds().max(min);
             let mut chunk = ideal.clamp(min, max);
             let mut rule = if ideal < min {
                 "minimum chunk"
@@ -191,7 +169,7 @@ pub fn plan_chunk_size(
             } else {
                 "target duration on the slowest class"
             };
-            let wanted_chunks = policy.chunks_per_slot.max(1).saturating_mul(total_slots);
+            let wanted_chunks = chunking.chunks_per_slot.max(1).saturating_mul(total_slots);
             let busy = total_seeds.div_ceil(wanted_chunks).max(min);
             if busy < chunk {
                 chunk = busy;
@@ -224,10 +202,116 @@ pub fn profile_work_per_second(
     seeds_per_second * (reference_window.max(1) * reference_skip_span.max(1)) as f64
 }
 
+/// The slot classes that will pull this job's chunks: live nodes (heartbeats) when there are
+/// any, else every configured node. `(model, slots)` pairs, merged by model.
+pub fn active_slots(cluster: &ClusterConfig, live: &[NodeHeartbeat]) -> Vec<(String, u64)> {
+    let mut classes: Vec<(String, u64)> = Vec::new();
+    let mut add = |model: String, n: u64| {
+        if n == 0 {
+            return;
+        }
+        match classes.iter_mut().find(|(m, _)| *m == model) {
+            Some(c) => c.1 += n,
+            None => classes.push((model, n)),
+        }
+    };
+    if !live.is_empty() {
+        for hb in live {
+            let seed_slots = hb.slots.iter().filter(|s| s.slot != "scripts").count() as u64;
+            let model = if hb.gpu_model.is_empty() {
+                "cpu".to_string()
+            } else {
+                hb.gpu_model.clone()
+            };
+            add(model, seed_slots);
+        }
+    } else {
+        for node in &cluster.nodes {
+            match node.backend {
+                NodeBackend::Cpu => add("cpu".into(), node.cpu_slots as u64),
+                _ => {
+                    let gpus = node.gpu_list();
+                    if gpus.is_empty() {
+                        add("cpu".into(), node.cpu_slots as u64);
+                    }
+                    for g in gpus {
+                        add(g.model, 1);
+                    }
+                }
+            }
+        }
+    }
+    classes
+}
+
+/// Per-slot rate of a model: learned EMA, else the cluster.toml profile, else the default.
+pub fn class_rate(cluster: &ClusterConfig, model: &str, learned: Option<f64>) -> (f64, RateSource) {
+    if let Some(rate) = learned.filter(|r| r.is_finite() && *r > 0.0) {
+        return (rate, RateSource::Learned);
+    }
+    if let Some((_, p)) = cluster.profile_for(model) {
+        if p.seeds_per_second > 0.0 {
+            return (
+                profile_work_per_second(
+                    p.seeds_per_second,
+                    p.reference_window,
+                    p.reference_skip_span,
+                ),
+                RateSource::Profile,
+            );
+        }
+    }
+    (
+        cluster.chunking.default_evals_per_second,
+        RateSource::Default,
+    )
+}
+
+/// [`class_rate`] for a job kind. cluster.toml profiles are sieve measurements (seeds/s of the
+/// sieve kernel at a reference window), and correlation / analysis run on the slot's CPU threads
+/// even on GPU nodes, so for those kinds only a learned rate counts, else the default.
+pub fn class_rate_for(
+    kind: JobKind,
+    cluster: &ClusterConfig,
+    model: &str,
+    learned: Option<f64>,
+) -> (f64, RateSource) {
+    match kind {
+        JobKind::Sieve => class_rate(cluster, model, learned),
+        _ => match learned.filter(|r| r.is_finite() && *r > 0.0) {
+            Some(rate) => (rate, RateSource::Learned),
+            None => (
+                cluster.chunking.default_evals_per_second,
+                RateSource::Default,
+            ),
+        },
+    }
+}
+
+/// Fits a plan made for `seeds.len()` seeds (counted in `u64`) to the seeds themselves: the
+/// chunk count is recounted in `u128`, and a range reaching 2^64 is refused unless its last
+/// chunk is small, because that chunk cannot be a `u64` range and travels as an explicit list.
+pub fn fit_to_seeds(mut plan: ChunkPlan, seeds: &JobSeeds) -> Result<ChunkPlan, PlanError> {
+    if let JobSeeds::Range { start, end } = seeds {
+        if *end > u64::MAX as u128 {
+            let chunk = plan.chunk_seeds as u128;
+            let last_lo = *start as u128 + (seeds.len().div_ceil(chunk) - 1) * chunk;
+            if *end - last_lo > Job::MAX_LISTED_TAIL as u128 {
+                return Err(PlanError::ListedTailTooLong {
+                    max_chunk: Job::MAX_LISTED_TAIL,
+                });
+            }
+        }
+    }
+    plan.chunks = u64::try_from(seeds.len().div_ceil(plan.chunk_seeds as u128)).unwrap_or(u64::MAX);
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use seedq_core::{Direction, Family, FamilyConfig, SkipMode, Strategy, Threshold};
+    use seedq_protocol::{ChunkingConfig, SlotState};
 
     fn class(model: &str, slots: u64, rate: f64) -> SlotClass {
         SlotClass {
@@ -238,11 +322,16 @@ mod tests {
         }
     }
 
-    fn policy() -> ChunkingPolicy {
-        ChunkingPolicy {
-            target_chunk_secs: 10.0,
-            default_work_per_second: 1e6,
-            ..ChunkingPolicy::default()
+    /// The shipped defaults (consumer timeout 1800 s, chunks in [500, 100 000 x 50]) with a
+    /// 10 s target and a default rate of 1e6 units/s.
+    fn policy() -> ClusterConfig {
+        ClusterConfig {
+            chunking: ChunkingConfig {
+                target_chunk_secs: 10.0,
+                default_evals_per_second: 1e6,
+                ..ChunkingConfig::default()
+            },
+            ..ClusterConfig::default()
         }
     }
 
@@ -295,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn clamped_to_the_chapters_min_and_max() {
+    fn clamped_to_the_configured_min_and_max() {
         let fast = [class("RTX 3080 Ti", 1, 1e12)];
         let plan = plan_chunk_size(1 << 50, 1.0, &fast, &policy(), Sizing::Target(None)).unwrap();
         assert_eq!(plan.chunk_seeds, 100_000 * 50);
@@ -328,10 +417,8 @@ mod tests {
     fn never_near_the_consumer_timeout() {
         // A huge window makes even the minimum chunk slow: the timeout cap wins.
         let classes = [class("RX 6600", 1, 1e6)];
-        let pol = ChunkingPolicy {
-            target_chunk_secs: 1e6,
-            ..policy()
-        };
+        let mut pol = policy();
+        pol.chunking.target_chunk_secs = 1e6;
         let plan = plan_chunk_size(1 << 40, 1e6, &classes, &pol, Sizing::Target(None)).unwrap();
         // 1 seed/s; limit 0.1 x 1800 s = 180 seeds.
         assert_eq!(plan.chunk_seeds, 180);
@@ -378,5 +465,105 @@ mod tests {
     #[test]
     fn profiles_convert_to_work_units() {
         assert_eq!(profile_work_per_second(2.0, 512, 21), 2.0 * 10752.0);
+    }
+
+    fn hb(node: &str, model: &str, slots: &[&str]) -> NodeHeartbeat {
+        NodeHeartbeat {
+            node: node.into(),
+            backend: "cpu".into(),
+            gpus: vec![],
+            gpu_model: model.into(),
+            slots: slots
+                .iter()
+                .map(|s| SlotState {
+                    slot: s.to_string(),
+                    backend: "cpu".into(),
+                    busy_with: None,
+                    chunks_done: 0,
+                })
+                .collect(),
+            busy_slots: 0,
+            chunks_done: 0,
+            chunks_failed: 0,
+            scripts_running: 0,
+            script_limit: 1,
+            version: "x".into(),
+            pid: 1,
+            started_at_ms: 0,
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn active_slots_prefer_live_nodes_else_the_config() {
+        let cluster = ClusterConfig::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/cluster.toml"
+        )))
+        .unwrap();
+        let configured = active_slots(&cluster, &[]);
+        assert_eq!(
+            configured,
+            vec![("RTX 3080 Ti".to_string(), 2), ("RX 6600".to_string(), 24)]
+        );
+        let live = active_slots(
+            &cluster,
+            &[
+                hb("a", "cpu", &["cpu0", "cpu1", "scripts"]),
+                hb("b", "cpu", &["cpu0"]),
+            ],
+        );
+        assert_eq!(live, vec![("cpu".to_string(), 3)]);
+    }
+
+    #[test]
+    fn rates_come_from_learning_then_profiles_then_the_default() {
+        let cluster = ClusterConfig::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/cluster.toml"
+        )))
+        .unwrap();
+        assert_eq!(
+            class_rate(&cluster, "RX 6600", Some(123.0)),
+            (123.0, RateSource::Learned)
+        );
+        let (rate, source) = class_rate(&cluster, "AMD Radeon RX 6600", None);
+        assert_eq!(source, RateSource::Profile);
+        assert_eq!(rate, 787_950.0 * 512.0 * 21.0);
+        assert_eq!(
+            class_rate(&cluster, "Quadro X", None).1,
+            RateSource::Default
+        );
+    }
+
+    #[test]
+    fn statistical_jobs_ignore_sieve_profiles() {
+        let cluster = ClusterConfig::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/cluster.toml"
+        )))
+        .unwrap();
+        assert_eq!(
+            class_rate_for(JobKind::Sieve, &cluster, "AMD Radeon RX 6600", None).1,
+            RateSource::Profile
+        );
+        for kind in [JobKind::Correlation, JobKind::Analysis] {
+            let (rate, source) = class_rate_for(kind, &cluster, "AMD Radeon RX 6600", None);
+            assert_eq!(
+                (rate, source),
+                (
+                    cluster.chunking.default_evals_per_second,
+                    RateSource::Default
+                )
+            );
+            assert_eq!(
+                class_rate_for(kind, &cluster, "RX 6600", Some(7.0e6)),
+                (7.0e6, RateSource::Learned)
+            );
+            assert_eq!(
+                class_rate_for(kind, &cluster, "RX 6600", Some(f64::NAN)).1,
+                RateSource::Default
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use seedq_protocol::{Job, JobProgress};
 use serde::Serialize;
 
 /// Everything `status --json` prints for one job.
@@ -35,6 +36,62 @@ pub struct ProgressView {
     pub created_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_secs: Option<f64>,
+}
+
+/// Chunk index of a done-set member (`c17` -> 17).
+pub fn chunk_index(member: &str) -> Option<u64> {
+    member.strip_prefix('c')?.parse().ok()
+}
+
+/// The view of `progress` at `now_ms` (the job record, when still stored, names the family).
+pub fn view(progress: &JobProgress, job: Option<&Job>, now_ms: u64) -> ProgressView {
+    let finished = progress.finished();
+    let state = if progress.cancelled {
+        "cancelled"
+    } else if finished && progress.succeeded() {
+        "finished"
+    } else if finished {
+        "finished_with_failures"
+    } else {
+        "running"
+    };
+    let running_secs = match (progress.started_at_ms, progress.finished_at_ms) {
+        (Some(s), Some(f)) => f.saturating_sub(s) as f64 / 1000.0,
+        (Some(s), None) => now_ms.saturating_sub(s) as f64 / 1000.0,
+        _ => 0.0,
+    };
+    let (rate, eta) = rate_and_eta(progress.seeds_done, progress.seeds_total, running_secs);
+    let mut dead: Vec<u64> = progress
+        .dead_lettered
+        .keys()
+        .filter_map(|m| chunk_index(m))
+        .collect();
+    dead.sort_unstable();
+    let end_ms = progress.finished_at_ms.unwrap_or(now_ms);
+    ProgressView {
+        job_id: progress.job_id.clone(),
+        kind: if progress.kind.is_empty() {
+            job.map(|j| j.kind().to_string()).unwrap_or_default()
+        } else {
+            progress.kind.clone()
+        },
+        family: job.and_then(|j| j.spec.family_name()),
+        state: state.to_string(),
+        finished,
+        chunks_total: progress.chunks_total,
+        chunks_done: progress.chunks_done,
+        seeds_total: progress.seeds_total,
+        seeds_done: progress.seeds_done,
+        survivors: progress.survivors,
+        dead_lettered: progress.dead_lettered.len() as u64,
+        dead_lettered_chunks: dead,
+        failures: progress.failures.clone(),
+        chunks_by_node: progress.chunks_by_node.clone(),
+        rate_seeds_per_sec: rate,
+        eta_secs: if finished { Some(0.0) } else { eta },
+        created_at_ms: progress.created_at_ms,
+        elapsed_secs: Some(end_ms.saturating_sub(progress.created_at_ms) as f64 / 1000.0),
+    }
 }
 
 /// Seeds per second and the ETA from the counts and the time the work has been running.
@@ -269,5 +326,31 @@ mod tests {
         assert!(text.contains("dead-lettered chunks: 1 [2]"), "{text}");
         assert!(text.contains("invalid spec"), "{text}");
         assert!(!text.contains("ETA"), "no ETA once finished: {text}");
+    }
+
+    #[test]
+    fn views_of_running_and_failed_jobs() {
+        let mut p = JobProgress {
+            job_id: "j".into(),
+            kind: "sieve".into(),
+            chunks_total: 4,
+            chunks_done: 2,
+            seeds_total: 400,
+            seeds_done: 200,
+            started_at_ms: Some(1_000),
+            created_at_ms: 500,
+            ..Default::default()
+        };
+        let v = view(&p, None, 11_000);
+        assert_eq!(v.state, "running");
+        assert_eq!(v.rate_seeds_per_sec, Some(20.0));
+        assert_eq!(v.eta_secs, Some(10.0));
+        p.chunks_done = 3;
+        p.dead_lettered.insert("c3".into(), "invalid_spec".into());
+        p.finished_at_ms = Some(12_000);
+        let v = view(&p, None, 20_000);
+        assert_eq!(v.state, "finished_with_failures");
+        assert_eq!(v.dead_lettered_chunks, vec![3]);
+        assert!(v.finished);
     }
 }

@@ -6,6 +6,7 @@
 //! republish a few chunks confirmed after the last update; the store applies each chunk once).
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use redis::AsyncCommands;
 use seedq_protocol::{keys, ChunkMessage, Job};
 
@@ -59,14 +60,7 @@ pub struct ChunkPublisher {
 
 impl ChunkPublisher {
     pub async fn connect(env: &Env) -> anyhow::Result<ChunkPublisher> {
-        let host = hostname();
-        let broker = seedq_broker::Broker::connect(
-            &env.amqp_url,
-            &seedq_protocol::Topology::producer_connection_name(&host),
-            &env.namespace,
-        )
-        .await
-        .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))?;
+        let broker = env.broker().await?;
         broker
             .declare_topology(&env.cluster.broker)
             .await
@@ -80,7 +74,7 @@ impl ChunkPublisher {
     /// Publishes the given chunk indexes (ascending) of `job`, waiting for every confirm, and
     /// advances the watermark as contiguous prefixes are confirmed. Returns the count published.
     pub async fn publish_job_chunks(&mut self, job: &Job, indexes: &[u64]) -> anyhow::Result<u64> {
-        let bar = crate::status_cmd::publish_bar(indexes.len() as u64, !self.env.json);
+        let bar = publish_bar(indexes.len() as u64, !self.env.json);
         let mut published = 0u64;
         for window in indexes.chunks(CONFIRM_WINDOW) {
             let messages: Vec<ChunkMessage> = window
@@ -117,11 +111,20 @@ impl ChunkPublisher {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
+/// The bar `sieve` (and the other seed jobs) draws on stderr while chunks are published.
+fn publish_bar(total: u64, visible: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(total),
+        if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("publishing {bar:30.cyan/blue} {pos}/{len} chunks {per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }

@@ -102,7 +102,9 @@ pub fn row(survivor: &Survivor, direction: Direction) -> Result<ResultRow, Missi
     Ok(r)
 }
 
-/// Rows sorted by seed (one per seed).
+/// Rows sorted by seed (one per seed), for a slice already in memory (tests; `results` streams
+/// rows with [`row`]).
+#[cfg(test)]
 pub fn rows(survivors: &[Survivor], direction: Direction) -> Result<Vec<ResultRow>, MissingPass> {
     let mut out: Vec<ResultRow> = survivors
         .iter()
@@ -151,6 +153,7 @@ pub fn csv_line(r: &ResultRow) -> String {
     )
 }
 
+#[cfg(test)]
 pub fn to_csv(rows: &[ResultRow]) -> String {
     csv_document(CSV_HEADER, rows, csv_line)
 }

@@ -1,5 +1,5 @@
-//! `seedq-producer sieve`: the command-line arguments and everything that turns them into a
-//! validated sieve spec and seed set, before any service is contacted.
+//! The arguments of `seedq-producer sieve` ([`crate::cmd::sieve`]) and everything that turns them
+//! into a validated sieve spec and seed set, before any service is contacted.
 //!
 //! The rule is "validate everything before publishing anything": a malformed draws file, an
 //! unknown family or parameter, an empty or out-of-file window, a seed range outside the
@@ -9,12 +9,14 @@
 //! The pieces every seed command shares are here too: [`parse_params`] for `--param` pairs and
 //! [`SeedJobFlags`] (the seed range or `--seeds-file`, `--chunk-size` / `--target-chunk-secs`,
 //! `--job-id`, `--wait`, `--timeout`), which `correlation` and `analysis`
-//! ([`crate::analysis_cmd`]) flatten into their arguments, so every command reads them the same way.
+//! ([`crate::cmd::analysis`]) flatten into their arguments, so every command reads them the
+//! same way.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use seedq_core::{Direction, Family, FamilyConfig, SieveSpec, SkipMode, Strategy, Threshold};
+use seedq_protocol::JobSeeds;
 
 use crate::draws;
 
@@ -77,6 +79,14 @@ pub struct SieveArgs {
     /// Variable-skip ("hybrid") search with the five strategy presets.
     #[arg(long)]
     pub variable_skip: bool,
+    /// Keep only survivor counts and best-match histograms per pass, no per-seed records (what
+    /// a window-optimizer trial needs; any looseness fits in O(chunks) Redis memory).
+    #[arg(long)]
+    pub count_only: bool,
+    /// Refuse the job when more survivors than this are expected (default: `[jobs]
+    /// max_survivors` of the cluster model). Ignored with --count-only.
+    #[arg(long, value_name = "N")]
+    pub max_survivors: Option<u64>,
     #[command(flatten)]
     pub job: SeedJobFlags,
 }
@@ -119,7 +129,7 @@ impl SeedJobFlags {
     }
 
     /// The range or `--seeds-file`, inside `family`'s seed space (see [`resolve_seeds`]).
-    pub fn seeds(&self, family: Family) -> Result<SeedsRequest, SieveArgsError> {
+    pub fn seeds(&self, family: Family) -> Result<JobSeeds, SieveArgsError> {
         resolve_seeds(
             family,
             self.seed_start.as_deref(),
@@ -129,20 +139,11 @@ impl SeedJobFlags {
     }
 }
 
-/// The seeds a job covers, as the user gave them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SeedsRequest {
-    /// `[start, end)`; `end` may be 2^64 for 64-bit families.
-    Range { start: u64, end: u128 },
-    /// Deduplicated and sorted candidate list.
-    List(Vec<u64>),
-}
-
 /// A sieve request after validation: ready to plan and publish.
 #[derive(Debug, Clone)]
 pub struct ValidatedSieve {
     pub spec: SieveSpec,
-    pub seeds: SeedsRequest,
+    pub seeds: JobSeeds,
 }
 
 /// Why `sieve` refuses. Every message says what to change.
@@ -263,14 +264,15 @@ pub fn check_chunking(
     Ok(())
 }
 
-/// The seeds of a job: `--seeds-file` (a candidate list), else `[--seed-start, --seed-end)`
-/// with the family's whole seed space as the default; either must lie inside that space.
+/// The seeds of a job: `--seeds-file` (a candidate list, sorted and deduplicated), else
+/// `[--seed-start, --seed-end)` with the family's whole seed space as the default (`end` may be
+/// 2^64 for 64-bit families); either must lie inside that space.
 pub fn resolve_seeds(
     family: Family,
     seed_start: Option<&str>,
     seed_end: Option<&str>,
     seeds_file: Option<&std::path::Path>,
-) -> Result<SeedsRequest, SieveArgsError> {
+) -> Result<JobSeeds, SieveArgsError> {
     let space_end = family.seed_space_end();
     let family_name = family.name().to_string();
     match seeds_file {
@@ -290,7 +292,7 @@ pub fn resolve_seeds(
                     space_end,
                 });
             }
-            Ok(SeedsRequest::List(list))
+            Ok(JobSeeds::List(list))
         }
         None => {
             let start = match seed_start {
@@ -312,7 +314,7 @@ pub fn resolve_seeds(
             if start >= end {
                 return Err(SieveArgsError::EmptyRange { start, end });
             }
-            Ok(SeedsRequest::Range {
+            Ok(JobSeeds::Range {
                 start: start as u64,
                 end,
             })
@@ -464,7 +466,7 @@ mod tests {
         assert_eq!(v.spec.direction, Direction::Bidirectional);
         assert_eq!(
             v.seeds,
-            SeedsRequest::Range {
+            JobSeeds::Range {
                 start: 1024,
                 end: 2048
             }
@@ -481,7 +483,7 @@ mod tests {
         let v = parse(&["--prng", "mt19937", "--threshold", "1"], &f.0).unwrap();
         assert_eq!(
             v.seeds,
-            SeedsRequest::Range {
+            JobSeeds::Range {
                 start: 0,
                 end: 1 << 32
             }
@@ -489,7 +491,7 @@ mod tests {
         let v = parse(&["--prng", "xorshift64", "--threshold", "1"], &f.0).unwrap();
         assert_eq!(
             v.seeds,
-            SeedsRequest::Range {
+            JobSeeds::Range {
                 start: 0,
                 end: 1 << 64
             }

@@ -1,16 +1,17 @@
 //! `seedq-producer correlation` and `seedq-producer analysis`: enqueue the statistical seed jobs.
 //!
 //! Both run, for every seed of a range or candidate list, the tests defined in
-//! `seedq_core::analysis` on that seed's output stream (`--samples` outputs after `--offset`,
-//! reduced mod `--modulus`): `correlation` the lag autocorrelation test up to `--max-lag`,
-//! `analysis` that plus chi-square uniformity over `--bins` classes and the runs test. A seed is
-//! flagged when a test's p-value is below `--alpha` (split over the tests for `analysis`).
+//! `seedq_core::analysis` (`docs/semantics.md` section 7) on that seed's output stream
+//! (`--samples` outputs after `--offset`, reduced mod `--modulus`): `correlation` the lag
+//! autocorrelation test up to `--max-lag`, `analysis` that plus chi-square uniformity over
+//! `--bins` classes and the runs test. A seed is flagged when a test's p-value is below
+//! `--alpha` (split over the tests for `analysis`).
 //!
 //! The two commands share one argument struct ([`AnalysisArgs`]). Everything is validated here
 //! before any service is contacted (the spec with `AnalysisSpec::validate` for the kind, the seed
 //! range or `--seeds-file` inside the family's seed space, the chunking flags; `--bins` is
 //! refused for `correlation`, which has no chi-square test), then the job goes through the same
-//! create / publish-with-confirms / wait path as a sieve ([`crate::sieve_cmd::enqueue_seed_job`]),
+//! create / publish-with-confirms / wait path as a sieve ([`crate::enqueue::enqueue_seed_job`]),
 //! sized by `AnalysisSpec::units_per_seed`. The default job id is
 //! `correlation-<family>-<hash>` / `analysis-<family>-<hash>` of the spec and seeds, so
 //! re-running the same command resumes the same job.
@@ -18,11 +19,11 @@
 use clap::Args;
 use seedq_core::analysis::{AnalysisError, AnalysisKind, AnalysisSpec};
 use seedq_core::FamilyConfig;
-use seedq_protocol::JobSpec;
+use seedq_protocol::{JobSeeds, JobSpec};
 
 use crate::context::Env;
-use crate::sieve_args::{self, SeedJobFlags, SeedsRequest, SieveArgsError};
-use crate::sieve_cmd::{self, SeedJobRequest};
+use crate::enqueue::{self, SeedJobRequest};
+use crate::sieve_args::{self, SeedJobFlags, SieveArgsError};
 
 /// Flags of `correlation` and `analysis` (the same struct; `--bins` is for `analysis` only).
 #[derive(Debug, Clone, Args)]
@@ -61,7 +62,7 @@ pub struct AnalysisArgs {
 pub struct ValidatedAnalysis {
     pub kind: AnalysisKind,
     pub spec: AnalysisSpec,
-    pub seeds: SeedsRequest,
+    pub seeds: JobSeeds,
 }
 
 /// Why `correlation` / `analysis` refuses. Every message names the flag to change.
@@ -148,28 +149,23 @@ pub fn job_spec(kind: AnalysisKind, spec: &AnalysisSpec) -> JobSpec {
 }
 
 /// `correlation-<family>-<16 hex>` / `analysis-<family>-<16 hex>` from the spec and seeds.
-pub fn derived_job_id(
-    kind: AnalysisKind,
-    spec: &AnalysisSpec,
-    seeds: &seedq_protocol::JobSeeds,
-) -> String {
-    sieve_cmd::derived_id(kind_name(kind), spec.family.family().name(), spec, seeds)
+pub fn derived_job_id(kind: AnalysisKind, spec: &AnalysisSpec, seeds: &JobSeeds) -> String {
+    enqueue::derived_id(kind_name(kind), spec.family.family().name(), spec, seeds)
 }
 
 pub async fn run(env: &Env, kind: AnalysisKind, args: AnalysisArgs) -> anyhow::Result<i32> {
     let validated = args.validate(kind)?;
-    let seeds = sieve_cmd::job_seeds(&validated.seeds);
-    let derived = derived_job_id(validated.kind, &validated.spec, &seeds);
+    let derived = derived_job_id(validated.kind, &validated.spec, &validated.seeds);
     // The consumer's throughput samples use the same units (consumer `Prepared::work_per_seed`).
     let work_per_seed = validated.spec.units_per_seed() as f64;
     let request = SeedJobRequest::new(
         &args.job,
         job_spec(validated.kind, &validated.spec),
-        seeds,
+        validated.seeds,
         work_per_seed,
         derived,
     );
-    sieve_cmd::enqueue_seed_job(env, request).await
+    enqueue::enqueue_seed_job(env, request).await
 }
 
 #[cfg(test)]
@@ -177,7 +173,6 @@ mod tests {
     use super::*;
     use clap::Parser;
     use seedq_core::Family;
-    use seedq_protocol::JobSeeds;
     use std::path::PathBuf;
 
     #[derive(Parser)]
@@ -229,7 +224,7 @@ mod tests {
         assert_eq!(v.spec.modulus, 1000);
         assert_eq!(
             v.seeds,
-            SeedsRequest::Range {
+            JobSeeds::Range {
                 start: 0,
                 end: 1 << 32
             }
@@ -237,7 +232,7 @@ mod tests {
         let v = parse(AnalysisKind::Correlation, &["--prng", "sfc64"]).unwrap();
         assert_eq!(
             v.seeds,
-            SeedsRequest::Range {
+            JobSeeds::Range {
                 start: 0,
                 end: 1 << 64
             }
@@ -293,7 +288,7 @@ mod tests {
         assert_eq!((v.spec.bins, v.spec.alpha), (Some(16), 0.01));
         assert_eq!(
             v.seeds,
-            SeedsRequest::Range {
+            JobSeeds::Range {
                 start: 1024,
                 end: 2048
             }
@@ -309,7 +304,7 @@ mod tests {
             &["--prng", "xorshift32", "--seeds-file", f.arg()],
         )
         .unwrap();
-        assert_eq!(v.seeds, SeedsRequest::List(vec![0, 3, 9]));
+        assert_eq!(v.seeds, JobSeeds::List(vec![0, 3, 9]));
         let outside = SeedsFile::new("1 4294967296");
         let err = parse(
             AnalysisKind::Correlation,

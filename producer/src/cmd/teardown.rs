@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::Args;
 use redis::AsyncCommands;
 use seedq_protocol::keys;
-use seedq_store::Store;
 
 use crate::context::Env;
 
@@ -69,7 +68,7 @@ pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
     }
     broker.close().await;
 
-    let store = Store::connect(&env.redis_url, &env.namespace).await?;
+    let store = env.store().await?;
     let keys_deleted = store.purge_namespace().await?;
     if env.json {
         println!(
