@@ -198,6 +198,7 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// The device this backend drives.
     pub fn info(&self) -> &DeviceInfo {
         &self.info
     }
