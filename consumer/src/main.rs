@@ -10,7 +10,6 @@ mod bench_cmd;
 mod chunks;
 mod context;
 mod jobs;
-mod logging;
 mod metrics;
 mod node;
 mod redelivery;
@@ -32,8 +31,8 @@ use seedq_store::Store;
 
 use crate::chunks::SeedOptions;
 use crate::context::NodeContext;
-use crate::logging::{redact, LogFormat};
 use crate::slot::{BackendFactory, SlotWorker};
+use seedq_telemetry::{self as logging, redact, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -163,6 +162,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     logging::init(
         args.log_format,
         logging::Secrets::from_urls(&[&args.amqp_url, &args.redis_url]),
+        "info,lapin=warn",
     );
     match run_node(args.clone()) {
         Ok(()) => Ok(()),

@@ -78,33 +78,7 @@ impl Env {
     }
 }
 
-/// `scheme://user:secret@host/...` -> `scheme://user:***@host/...` (credentials never reach logs).
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://{userinfo}@{host}"),
-    }
-}
-
-/// Redacts every URL-looking word of a command line.
-pub fn redact_args(line: &str) -> String {
-    line.split(' ')
-        .map(|w| {
-            if w.contains("://") {
-                redact(w)
-            } else {
-                w.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use seedq_telemetry::{redact, redact_args};
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use seedq_core::analysis::AnalysisKind;
 use seedq_protocol::{DEFAULT_AMQP_URL, DEFAULT_NAMESPACE, DEFAULT_REDIS_URL};
+use seedq_telemetry::LogFormat;
 
 use crate::context::Env;
 
@@ -53,6 +54,9 @@ struct Cli {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Logs on stderr: text, or one JSON object per line (credentials scrubbed either way).
+    #[arg(long, global = true, env = "SEEDQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,13 +95,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,seedq_producer=info".into()),
-        )
-        .init();
+    seedq_telemetry::init(
+        cli.log_format,
+        seedq_telemetry::Secrets::from_urls(&[&cli.amqp_url, &cli.redis_url]),
+        "warn,seedq_producer=info",
+    );
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
@@ -108,6 +110,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    // A URL without `scheme://` would be echoed whole, password included, by the clients.
+    seedq_telemetry::check_url("--amqp-url", &cli.amqp_url)?;
+    seedq_telemetry::check_url("--redis-url", &cli.redis_url)?;
     // gen-draws needs no configuration or services.
     if let Command::GenDraws(args) = &cli.command {
         cmd::gen_draws::run(args)?;

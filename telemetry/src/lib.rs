@@ -1,6 +1,8 @@
-//! The node agent's logs: human-readable text or one JSON object per line on stderr
-//! (`--log-format`, `SEEDQ_LOG_FORMAT`), filtered by `RUST_LOG` (default `info,lapin=warn`),
-//! with the broker and Redis passwords scrubbed from every line whatever logged it.
+#![warn(missing_docs)]
+//! seedq-telemetry: both binaries' logs, human-readable text or one JSON object per line on
+//! stderr (`--log-format`, `SEEDQ_LOG_FORMAT`), filtered by `RUST_LOG` (each binary gives its
+//! default), with the broker and Redis passwords scrubbed from every line whatever logged it,
+//! and the one URL redaction every message that names a URL uses ([`redact`]).
 //!
 //! JSON lines come from tracing-subscriber's json formatter with the event's fields flattened
 //! to the top level (`{"timestamp":..,"level":"INFO","message":"chunk done","job":..,"chunk":..,
@@ -36,6 +38,7 @@ const MIN_SECRET_LEN: usize = 4;
 pub struct Secrets(Arc<[String]>);
 
 impl Secrets {
+    /// The secrets of these URLs (those without a password contribute none).
     pub fn from_urls(urls: &[&str]) -> Secrets {
         let mut all: Vec<String> = Vec::new();
         for password in urls.iter().filter_map(|u| url_password(u)) {
@@ -96,9 +99,10 @@ impl Write for ScrubbingWriter {
 
 /// Installs the global subscriber. In JSON mode panics are logged as JSON events too (the
 /// default hook would print plain text into a stream that promises one JSON object per line).
-pub fn init(format: LogFormat, secrets: Secrets) {
+/// `default_filter` applies when `RUST_LOG` is unset (e.g. `info,lapin=warn`).
+pub fn init(format: LogFormat, secrets: Secrets, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let writer = move || ScrubbingWriter {
         secrets: secrets.clone(),
     };
@@ -174,7 +178,7 @@ pub fn redact(url: &str) -> String {
 /// Refuses a URL the AMQP/Redis clients would echo back whole in their parse errors (lapin's
 /// "Invalid URL: '<the url>'" for anything without `scheme://`), which would put a password in
 /// the log before the writer could know it was one.
-pub fn check_url(flag: &str, url: &str) -> anyhow::Result<()> {
+pub fn check_url(flag: &'static str, url: &str) -> Result<(), BadUrl> {
     if url.split_once("://").is_some_and(|(scheme, _)| {
         !scheme.is_empty()
             && scheme
@@ -183,11 +187,33 @@ pub fn check_url(flag: &str, url: &str) -> anyhow::Result<()> {
     }) {
         Ok(())
     } else {
-        anyhow::bail!(
-            "{flag} must look like scheme://[user:password@]host[:port][/path] \
-             (the value is not shown: it may hold a password)"
-        )
+        Err(BadUrl { flag })
     }
+}
+
+/// A URL flag whose value is not `scheme://...` (the value is never shown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{flag} must look like scheme://[user:password@]host[:port][/path] \
+     (the value is not shown: it may hold a password)"
+)]
+pub struct BadUrl {
+    /// The flag that carried the URL.
+    pub flag: &'static str,
+}
+
+/// Redacts every URL-looking word of a command line (job labels keep the producer's command).
+pub fn redact_args(line: &str) -> String {
+    line.split(' ')
+        .map(|w| {
+            if w.contains("://") {
+                redact(w)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
