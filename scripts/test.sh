@@ -18,6 +18,13 @@ if [ -x "$ROOT/scripts/ci-gpu-toolchain.sh" ]; then
   "$ROOT/scripts/ci-gpu-toolchain.sh"
 fi
 
+# Prometheus and promtool for the monitoring check (e2e operations.rs), where apt can bring them;
+# without them that test says SKIP with the reason.
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
+    || echo "test.sh: could not install prometheus: the monitoring check will be skipped"
+fi
+
 # Format and lints first: quick, and a red run should say so before the long build.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings

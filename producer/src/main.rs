@@ -71,6 +71,8 @@ enum Command {
     Analysis(cmd::analysis::AnalysisArgs),
     /// Progress of one job, or of every job.
     Status(cmd::status::StatusArgs),
+    /// Live view: jobs, nodes and slots, queue depths, refreshed in place (q quits).
+    Top(cmd::top::TopArgs),
     /// Wait for a job with a progress bar; non-zero exit if chunks were dead-lettered.
     Wait(cmd::wait::WaitArgs),
     /// A job's survivors (sieve) or flagged seeds and merged summary (correlation, analysis).
@@ -148,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Command::Analysis(args) => cmd::analysis::run(&env, AnalysisKind::Analysis, args).await,
             Command::Status(args) => cmd::status::run(&env, args).await,
+            Command::Top(args) => cmd::top::run(&env, args).await,
             Command::Wait(args) => cmd::wait::run(&env, args).await,
             Command::Results(args) => cmd::results::run(&env, args).await,
             Command::Teardown(args) => cmd::teardown::run(&env, args).await,

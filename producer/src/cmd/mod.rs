@@ -17,6 +17,7 @@ pub mod scripts;
 pub mod sieve;
 pub mod status;
 pub mod teardown;
+pub mod top;
 pub mod wait;
 
 use crate::context::Env;
