@@ -21,7 +21,7 @@ fi
 # Prometheus and promtool for the monitoring check (e2e operations.rs), where apt can bring them;
 # without them that test says SKIP with the reason.
 if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
     || echo "test.sh: could not install prometheus: the monitoring check will be skipped"
 fi
 
