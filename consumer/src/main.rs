@@ -134,15 +134,6 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 fn load_cluster(explicit: Option<&PathBuf>) -> anyhow::Result<ClusterConfig> {
     match explicit {
         Some(p) => ClusterConfig::load(p)
@@ -181,7 +172,7 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
     logging::check_url("--redis-url", &args.redis_url)?;
     let cluster = load_cluster(args.config.as_ref())?;
     // Node names go into queue names and Redis keys: dots are fine, anything else is not.
-    let node_name = args.node.clone().unwrap_or_else(hostname);
+    let node_name = args.node.clone().unwrap_or_else(seedq_protocol::hostname);
     seedq_protocol::validate_identifier("node name", &node_name).context("--node")?;
     let namespace = args
         .namespace

@@ -70,7 +70,7 @@ impl Env {
     pub async fn broker(&self) -> anyhow::Result<Broker> {
         Broker::connect(
             &self.amqp_url,
-            &Topology::producer_connection_name(&crate::naming::hostname()),
+            &Topology::producer_connection_name(&seedq_protocol::hostname()),
             &self.namespace,
         )
         .await

@@ -140,6 +140,18 @@ pub fn script_member(task_id: &str) -> String {
     format!("t:{task_id}")
 }
 
+/// This machine's name: a consumer's default node name and the host in a producer's connection
+/// name. `$HOSTNAME` is a shell variable that is often not exported, so the kernel's name comes
+/// first.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Milliseconds since the Unix epoch (what every `*_ms` timestamp field holds).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
