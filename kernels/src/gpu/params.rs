@@ -16,6 +16,8 @@ pub const MT_WORDS: u64 = 624;
 /// Everything one pass (forward or reverse) launches with, except seeds and buffers.
 #[derive(Debug, Clone)]
 pub struct PassPlan {
+    /// The family (the CUDA backend picks its module by it; HIP loads every kernel at once).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub family: Family,
     /// Kernel entry point in gpu/sieve.cu.
     pub kernel: &'static str,
