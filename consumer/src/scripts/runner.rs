@@ -343,6 +343,14 @@ async fn read_tail<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> Vec<u8> {
     tail.into()
 }
 
+/// Variables a script inherits from the consumer's environment (everything else is cleared).
+fn inherited_variable(name: &str) -> bool {
+    matches!(
+        name,
+        "PATH" | "HOME" | "LANG" | "LANGUAGE" | "TMPDIR" | "TZ" | "USER" | "LOGNAME"
+    ) || name.starts_with("LC_")
+}
+
 mod signals {
     //! The two libc calls the runner needs; declared here so the consumer needs no libc crate.
     use std::os::raw::c_int;
@@ -397,7 +405,13 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
     let before = fingerprint(&output);
 
     let mut command = Command::new(&request.interpreter);
+    // A script starts from a cleared environment: what the consumer itself holds (the broker and
+    // Redis URLs with their passwords, anything else of the service's) never reaches a job, its
+    // output or its log tails. Only the basics a program needs pass through, then the request's
+    // own variables (GPU binding, the node's `[nodes.env]`).
     command
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(inherited_variable)))
         .arg(&script)
         .args(&request.args)
         .current_dir(root.path())
@@ -685,6 +699,42 @@ mod tests {
             Ok(_) => "ok",
             Err(reason) => reason.code(),
         }
+    }
+
+    #[tokio::test]
+    async fn scripts_see_only_the_allowlist_and_their_own_variables() {
+        let fx = Fixture::new("env");
+        fx.script("env.sh", "env > env.txt; echo '{}' > o.json\n");
+        let report = run(&fx.root, &fx.request("env.sh", "o.json", 5_000)).await;
+        assert_eq!(code(&report), "ok", "{report:?}");
+        let dumped = std::fs::read_to_string(fx.root.path().join("env.txt")).unwrap();
+        let names: Vec<&str> = dumped
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, _)| k)
+            .collect();
+        // cargo gives every test process CARGO_* variables: the script must not see them.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        assert!(!names.contains(&"CARGO_MANIFEST_DIR"), "{names:?}");
+        for name in &names {
+            assert!(
+                inherited_variable(name)
+                    || [
+                        "CUDA_VISIBLE_DEVICES",
+                        "PYTHONUNBUFFERED",
+                        "PWD",
+                        "SHLVL",
+                        "_",
+                        "OLDPWD"
+                    ]
+                    .contains(name),
+                "{name} leaked into the script's environment: {names:?}"
+            );
+        }
+        assert!(
+            names.contains(&"PATH") && names.contains(&"CUDA_VISIBLE_DEVICES"),
+            "{names:?}"
+        );
     }
 
     #[tokio::test]
