@@ -340,13 +340,5 @@ fn sieve_chunk(
 }
 
 fn merge_into(slot: &mut Option<PassCounts>, c: PassCounts) {
-    let mut whole = SieveCounts {
-        forward: slot.take(),
-        ..Default::default()
-    };
-    whole.merge(&SieveCounts {
-        forward: Some(c),
-        ..Default::default()
-    });
-    *slot = whole.forward;
+    slot.get_or_insert_with(PassCounts::default).merge(&c);
 }

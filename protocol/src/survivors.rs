@@ -286,7 +286,8 @@ impl PassCounts {
         *self.best_matches.entry(matches).or_default() += 1;
     }
 
-    fn merge(&mut self, other: &PassCounts) {
+    /// Adds another chunk's counts of the same pass.
+    pub fn merge(&mut self, other: &PassCounts) {
         self.survivors += other.survivors;
         for (m, n) in &other.best_matches {
             *self.best_matches.entry(*m).or_default() += n;
