@@ -51,7 +51,9 @@ use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, Exc
 use seedq_protocol::topology::headers as h;
 use seedq_protocol::{BrokerSettings, ChunkMessage, Job, ScriptJob, Topology};
 
-pub use lapin;
+mod inbound;
+
+pub use inbound::{Inbound, Reader, Subscription};
 
 /// Message headers as plain strings (name -> value).
 pub type Headers = BTreeMap<String, String>;
@@ -90,6 +92,15 @@ pub enum BrokerError {
     /// A confirm came back as not requested: the publisher channel is not in confirm mode.
     #[error("publisher confirms are not enabled on this channel (internal error)")]
     ConfirmsNotEnabled,
+    /// An ack or requeue could not be delivered: the channel closed while the message was being
+    /// worked on, and the broker will hand it out again.
+    #[error("{what} on {queue} not delivered: the channel is closed; the broker will redeliver the message")]
+    NotSettled {
+        /// `ack` or `requeue`.
+        what: String,
+        /// The queue of the message.
+        queue: String,
+    },
 }
 
 /// `Result` with [`BrokerError`] as the default error.
@@ -260,8 +271,10 @@ impl Broker {
             .await
             .map_err(amqp(format!("declare queue {q}")))?;
         }
-        // Retry: fanout exchange -> classic delay queue that dead-letters to the default exchange
-        // with the message's own routing key (= the work queue it came from).
+        // Retry: fanout exchange -> quorum delay queue that dead-letters to the default exchange
+        // with the message's own routing key (= the work queue it came from), at least once: an
+        // expired message whose work queue is briefly gone or leaderless waits instead of being
+        // dropped (at-least-once needs overflow reject-publish).
         ch.exchange_declare(
             t.retry_exchange().into(),
             ExchangeKind::Fanout,
@@ -273,11 +286,19 @@ impl Broker {
         let mut retry_args = FieldTable::default();
         retry_args.insert(
             "x-queue-type".into(),
-            AMQPValue::LongString("classic".into()),
+            AMQPValue::LongString("quorum".into()),
         );
         retry_args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString("".into()),
+        );
+        retry_args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        retry_args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
         );
         ch.queue_declare(
             t.retry_queue().into(),
@@ -323,14 +344,20 @@ impl Broker {
     pub async fn purge_namespace(&self, nodes: &[&str]) -> Result<()> {
         let t = &self.topology;
         let ch = self.channel().await?;
-        let mut queues = vec![t.seeds_queue(), t.scripts_queue(), t.retry_queue(), t.dlq()];
+        let mut queues = vec![
+            t.seeds_queue(),
+            t.scripts_queue(),
+            t.retry_queue(),
+            t.legacy_retry(),
+            t.dlq(),
+        ];
         queues.extend(nodes.iter().map(|n| t.node_scripts_queue(n)));
         for q in queues {
             ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await
                 .map_err(amqp(format!("delete queue {q}")))?;
         }
-        for x in [t.retry_exchange(), t.dlx()] {
+        for x in [t.retry_exchange(), t.legacy_retry(), t.dlx()] {
             ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
                 .await
                 .map_err(amqp(format!("delete exchange {x}")))?;
@@ -483,11 +510,11 @@ impl Broker {
         source_queue: &str,
         body: &[u8],
         headers: &Headers,
-        reason: &str,
+        reason: seedq_protocol::FailureReason,
         detail: &str,
     ) -> Result<()> {
         let mut headers = headers.clone();
-        headers.insert(h::ERROR.to_string(), reason.to_string());
+        headers.insert(h::ERROR.to_string(), reason.as_str().to_string());
         headers.insert(h::ERROR_DETAIL.to_string(), truncate(detail, 1000));
         headers.insert(h::SOURCE_QUEUE.to_string(), source_queue.to_string());
         self.publish_raw(&self.topology.dlq(), body, &headers).await

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use seedq_broker::lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use seedq_broker::{headers_of, Broker, BrokerError, Headers};
 use seedq_protocol::topology::headers as h;
 use seedq_protocol::BrokerSettings;
@@ -104,7 +104,7 @@ async fn dead_letters_carry_the_reason() {
         &queue,
         b"bad",
         &Headers::new(),
-        "malformed_json",
+        seedq_protocol::FailureReason::MalformedJson,
         "not JSON",
     )
     .await

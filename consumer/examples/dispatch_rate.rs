@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     store.create_job(&job).await?;
     let msgs: Vec<ChunkMessage> = (0..job.chunk_count)
-        .map(|i| ChunkMessage::new(&id, job.kind(), i, job.chunk_seeds(i).unwrap()))
+        .map(|i| job.chunk_message(i).unwrap())
         .collect();
     let t0 = Instant::now();
     broker.publish_chunks(&job, &msgs).await?;

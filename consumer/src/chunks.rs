@@ -6,11 +6,12 @@
 //! is cancelled -> run it on the slot thread -> `apply_chunk_result` (exactly once, one EVALSHA,
 //! throughput EMA folded in) -> ONLY THEN ack, and check that the ack went out.
 //!
-//! Transient failures of the chunk (a backend error) are republished to the delay queue with
-//! `attempt + 1` and exponential backoff with jitter, then acked; after `max_attempts` the chunk
-//! is dead-lettered (`x-seedq-error`) and recorded as such in Redis, so `wait` can report it.
-//! Redis being unreachable is not the chunk's fault: such chunks wait in the delay queue with a
-//! growing delay without using attempts, however long the outage lasts.
+//! The handler only decides how the delivery ends ([`Settle`]); [`crate::settle`] carries it out
+//! (Redis, then publish, then a checked ack) with the rules both consumers share: transient
+//! failures (a backend error) retry through the delay queue with backoff, then dead-letter;
+//! Redis not taking writes parks the chunk without using attempts; a chunk of another life of
+//! its job id (another epoch) or outside the plan is dead-lettered as `stale_message` and touches
+//! nothing of the live job; a corrupt stored job dead-letters as `corrupt_job`.
 //!
 //! If the ack cannot be delivered (the connection died while the chunk ran), the session ends;
 //! the broker redelivers the chunk to some slot, and applying it again is a no-op. A redelivered
@@ -20,20 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use futures_util::StreamExt;
-use seedq_broker::lapin::message::Delivery;
-use seedq_broker::lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+use seedq_broker::{Broker, Inbound, Subscription};
+use seedq_protocol::{
+    ChunkMessage, ChunkResult, FailureEvent, FailureReason, Topology, PROTOCOL_VERSION,
 };
-use seedq_broker::lapin::types::FieldTable;
-use seedq_broker::{headers_of, Broker};
-use seedq_protocol::topology::headers as h;
-use seedq_protocol::{ChunkMessage, ChunkResult, FailureEvent, Topology, PROTOCOL_VERSION};
-use seedq_store::{ApplyOutcome, ThroughputSample};
+use seedq_store::{ApplyOutcome, RecordOutcome, ThroughputSample};
 
 use crate::context::NodeContext;
-use crate::jobs::{prepare, JobCache, Prepared, Rejection};
-use crate::redelivery;
+use crate::jobs::{prepare, JobCache, Prepared};
+use crate::settle::{keep_subscribed, HandBack, Settle, Settler, Subject};
 use crate::slot::{SlotWorker, Work};
 
 /// Chunks shorter than this give no throughput sample (fixed costs dominate them). Kept low:
@@ -56,35 +52,12 @@ pub async fn run_slot(
     cache: Arc<JobCache>,
     opts: Arc<SeedOptions>,
 ) {
-    let mut seen = 0u64;
-    loop {
-        if ctx.is_shutting_down() {
-            break;
-        }
-        let (generation, broker) = ctx.broker_generation();
-        let (generation, broker) = if generation > seen {
-            (generation, broker)
-        } else if broker.is_connected() {
-            // Same connection, channel-level failure: back off a little and reopen.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            (generation, broker)
-        } else {
-            match ctx.broker_changed(seen).await {
-                Some(next) => next,
-                None => break,
-            }
-        };
-        seen = generation;
-        match consume(&ctx, &worker, &cache, &opts, &broker).await {
-            Ok(()) => break,
-            Err(e) => {
-                if ctx.is_shutting_down() {
-                    break;
-                }
-                tracing::warn!(slot = %worker.name, error = %format!("{e:#}"), "seed consumer session ended; resubscribing");
-            }
-        }
-    }
+    let settler = Settler::new(Arc::clone(&ctx)).with_max_attempts(opts.max_attempts);
+    let what = format!("slot {}", worker.name);
+    keep_subscribed(&ctx, &what, |broker| {
+        consume(&ctx, &worker, &cache, &opts, &settler, broker)
+    })
+    .await;
     ctx.stats.set_busy(&worker.name, None);
     tracing::info!(slot = %worker.name, "slot stopped");
 }
@@ -96,14 +69,13 @@ async fn consume(
     worker: &SlotWorker,
     cache: &JobCache,
     opts: &SeedOptions,
-    broker: &Arc<Broker>,
+    settler: &Settler,
+    broker: Arc<Broker>,
 ) -> anyhow::Result<()> {
-    let topology = broker.topology().clone();
-    let queue = topology.seeds_queue();
-    let channel = broker.channel().await?;
+    let queue = broker.topology().seeds_queue();
     let tag = Topology::slot_consumer_tag(ctx.node_name(), &worker.name);
     let mut prefetch = opts.prefetch.initial();
-    let mut consumer = subscribe(&channel, &queue, &tag, prefetch).await?;
+    let mut subscription = Subscription::open(&broker, &queue, &tag, prefetch).await?;
     tracing::info!(slot = %worker.name, backend = %worker.backend, queue = %queue, tag = %tag, prefetch, "slot subscribed");
     let mut shutdown = ctx.shutdown_signal();
     let mut timings = Timings::new();
@@ -115,21 +87,21 @@ async fn consume(
         let next = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => None,
-            next = consumer.next() => Some(next),
+            next = subscription.next() => Some(next),
         };
-        let delivery = match next {
+        let inbound = match next {
             None => {
-                let _ = channel
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
+                let _ = subscription.cancel().await;
                 // Closing the channel returns any delivery that arrived after the cancel.
-                let _ = channel.close(200, "draining".into()).await;
+                subscription.close("draining").await;
                 return Ok(());
             }
             Some(Some(Ok(d))) if draining_old_consumer && prefetch == 1 => {
                 // Leaving burst mode because chunks got long: what the old subscription still
                 // holds goes back to the queue for any free slot instead of waiting here.
-                let _ = d.acker.reject(BasicRejectOptions { requeue: true }).await;
+                settler
+                    .settle(&d, None, Settle::HandBack(HandBack::LeavingBurst))
+                    .await?;
                 continue;
             }
             Some(Some(Ok(d))) => d,
@@ -137,7 +109,7 @@ async fn consume(
             Some(None) if draining_old_consumer => {
                 // The old subscription delivered everything it had prefetched: resubscribe.
                 draining_old_consumer = false;
-                consumer = subscribe(&channel, &queue, &tag, prefetch).await?;
+                subscription.resume(prefetch).await?;
                 tracing::debug!(slot = %worker.name, prefetch, "slot resubscribed with a new prefetch");
                 continue;
             }
@@ -154,11 +126,10 @@ async fn consume(
             worker,
             cache,
             opts,
-            broker,
-            queue: &queue,
+            settler,
             timings: std::sync::Mutex::new(Phases::default()),
         };
-        let handled = handler.handle(delivery).await;
+        let handled = handler.handle(inbound).await;
         timings.add(*handler.timings.lock().unwrap_or_else(|p| p.into_inner()));
         timings.maybe_log(&worker.name);
         handled?;
@@ -170,36 +141,12 @@ async fn consume(
                 // Prefetch applies to consumers started after basic.qos: cancel, let the old
                 // consumer hand over what it already holds, then subscribe again (above).
                 tracing::debug!(slot = %worker.name, from = prefetch, to = want, chunk_ms = ema * 1e3, "changing prefetch");
-                channel
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await
-                    .context("basic.cancel")?;
+                subscription.cancel().await.context("basic.cancel")?;
                 prefetch = want;
                 draining_old_consumer = true;
             }
         }
     }
-}
-
-async fn subscribe(
-    channel: &seedq_broker::lapin::Channel,
-    queue: &str,
-    tag: &str,
-    prefetch: u16,
-) -> anyhow::Result<seedq_broker::lapin::Consumer> {
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .context("basic.qos")?;
-    channel
-        .basic_consume(
-            queue.into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("consuming {queue}"))
 }
 
 /// A slot's prefetch policy.
@@ -320,156 +267,203 @@ struct Handler<'a> {
     worker: &'a SlotWorker,
     cache: &'a JobCache,
     opts: &'a SeedOptions,
-    broker: &'a Arc<Broker>,
-    queue: &'a str,
+    settler: &'a Settler,
     timings: std::sync::Mutex<Phases>,
 }
 
-/// How a failed chunk should be settled.
-enum Failure {
-    /// Will never succeed: dead-letter now.
-    Permanent(Rejection),
-    /// May succeed later: retry with backoff (dead-letter after the attempt limit).
-    Transient {
-        reason: &'static str,
-        detail: String,
-    },
+/// A store error as a settlement: wait while Redis may come back, else dead-letter with the
+/// error's own reason (a corrupt or newer-version stored job never parses by waiting).
+fn store_failure(e: &seedq_store::StoreError) -> Settle {
+    if e.is_unavailable() {
+        Settle::Park {
+            detail: e.to_string(),
+            body: None,
+        }
+    } else {
+        Settle::dead(e.reason(), e.to_string())
+    }
 }
 
 impl Handler<'_> {
     /// Handles one delivery. `Err` only when the broker channel is unusable.
-    async fn handle(&self, delivery: Delivery) -> anyhow::Result<()> {
-        let msg = match crate::jobs::parse_chunk(&delivery.data) {
+    async fn handle(&self, inbound: Inbound) -> anyhow::Result<()> {
+        let msg = match crate::jobs::parse_chunk(inbound.body()) {
             Ok(m) => m,
-            Err(rejection) => return self.dead_letter(&delivery, None, rejection).await,
+            Err(r) => {
+                return self
+                    .settler
+                    .settle(&inbound, None, Settle::dead(r.reason, r.detail))
+                    .await
+            }
         };
-        if let Some(deliveries) = redelivery::last_delivery(
-            &delivery.properties,
-            self.ctx.cluster().broker.delivery_limit,
-        ) {
-            let detail = format!(
-                "delivered {deliveries} times without completing: every slot that took it stopped or crashed while it ran \
-                 (out of memory? a GPU hang? repeated drains?); fix the cause, then `seedq-producer dlq replay`"
-            );
-            return self
-                .dead_letter(
-                    &delivery,
-                    Some(&msg),
-                    Rejection::new("delivery_limit", detail),
-                )
-                .await;
-        }
+        let subject = Subject {
+            job_id: msg.job_id.clone(),
+            epoch: msg.epoch,
+            member: msg.member(),
+            attempt: msg.attempt,
+        };
         let label = format!("{}/c{}", msg.job_id, msg.chunk);
         self.ctx
             .stats
             .set_busy(&self.worker.name, Some(label.clone()));
         self.ctx.metrics().chunk_started(&self.worker.name);
-        let result = self.process(&delivery, &msg).await;
+        let (trusted, outcome) = self.process(&inbound, &msg).await;
         self.ctx.stats.set_busy(&self.worker.name, None);
         self.ctx.metrics().slot_idle(&self.worker.name);
-        match result {
-            Ok(()) => Ok(()),
-            Err(Failure::Permanent(r)) => self.dead_letter(&delivery, Some(&msg), r).await,
-            Err(Failure::Transient { reason, detail }) => {
-                self.retry(&delivery, &msg, reason, &detail).await
-            }
-        }
+        let ack_started = Instant::now();
+        let settled = self
+            .settler
+            .settle(&inbound, trusted.then_some(&subject), outcome)
+            .await;
+        self.phase(|p| p.ack = ack_started.elapsed());
+        settled
     }
 
     fn phase(&self, f: impl FnOnce(&mut Phases)) {
         f(&mut self.timings.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    async fn process(&self, delivery: &Delivery, msg: &ChunkMessage) -> Result<(), Failure> {
+    /// Decides the delivery's settlement, and whether the job's records may be told about it
+    /// (not for a message of another life of the job, or outside its plan).
+    async fn process(&self, inbound: &Inbound, msg: &ChunkMessage) -> (bool, Settle) {
         let prepare_started = Instant::now();
         let store = self.ctx.store();
-        // An embedded spec is checked first: a bad one is refused whatever the job.
-        if let Some(spec) = &msg.spec {
-            prepare(spec)
-                .and_then(|p| p.check_seeds(&msg.seeds))
-                .map_err(Failure::Permanent)?;
+        // An embedded spec is checked first: a bad one is refused whatever the job. Its checks
+        // can cost time in the spec's sizes, so they run off the runtime's threads.
+        if let Some(spec) = msg.spec.clone() {
+            let seeds = msg.seeds.clone();
+            let checked =
+                tokio::task::spawn_blocking(move || prepare(&spec)?.check_seeds(&seeds)).await;
+            match checked {
+                Ok(Ok(())) => {}
+                Ok(Err(r)) => return (true, Settle::dead(r.reason, r.detail)),
+                Err(e) => {
+                    return (
+                        true,
+                        Settle::dead(FailureReason::InvalidSpec, e.to_string()),
+                    )
+                }
+            }
         }
-        let cached = self
-            .cache
-            .get(&msg.job_id)
-            .await
-            .map_err(|e| Failure::Transient {
-                reason: "redis_unavailable",
-                detail: e.to_string(),
-            })?;
-        let Some(cached) = cached else {
-            return Err(Failure::Permanent(Rejection::new(
-                "unknown_job",
-                format!("job '{}' is not in Redis (never created, expired or purged); re-enqueue it with the producer", msg.job_id),
-            )));
+        let cached = match self.cache.get(&msg.job_id).await {
+            Ok(Some(cached)) => cached,
+            Ok(None) => {
+                return (
+                    false,
+                    Settle::dead(
+                        FailureReason::UnknownJob,
+                        format!("job '{}' is not in Redis (never created, expired or purged); re-enqueue it with the producer", msg.job_id),
+                    ),
+                )
+            }
+            Err(e) => return (true, store_failure(&e)),
         };
+        if !cached.job.is_current_epoch(msg.epoch) {
+            return (
+                false,
+                Settle::dead(
+                    FailureReason::StaleMessage,
+                    format!(
+                        "chunk {} is of an earlier job under the id '{}' (epoch {}, the job's is {}): it touches nothing of the live job",
+                        msg.chunk, msg.job_id, msg.epoch, cached.job.epoch
+                    ),
+                ),
+            );
+        }
+        let member = msg.member();
+        if let Some(deliveries) = self.settler.past_delivery_limit(inbound) {
+            // A chunk done meanwhile is simply acked on its last delivery.
+            return match store.is_done(&msg.job_id, &member).await {
+                Ok(true) => (true, Settle::Ack),
+                Ok(false) => (
+                    true,
+                    Settle::dead(
+                        FailureReason::DeliveryLimit,
+                        Settler::delivery_limit_detail(deliveries),
+                    ),
+                ),
+                Err(e) => (true, store_failure(&e)),
+            };
+        }
         // The stored job is authoritative (an embedded spec only had to be valid).
         let prepared: Prepared = match &cached.prepared {
             Ok(p) => p.clone(),
-            Err(r) => return Err(Failure::Permanent(r.clone())),
+            Err(r) => return (true, Settle::dead(r.reason, r.detail.clone())),
         };
         if msg.kind != cached.job.kind() {
-            return Err(Failure::Permanent(Rejection::new(
-                "chunk_mismatch",
-                format!(
-                    "chunk says kind {} but job '{}' is {}",
-                    msg.kind,
-                    msg.job_id,
-                    cached.job.kind()
+            return (
+                true,
+                Settle::dead(
+                    FailureReason::ChunkMismatch,
+                    format!(
+                        "chunk says kind {} but job '{}' is {}",
+                        msg.kind,
+                        msg.job_id,
+                        cached.job.kind()
+                    ),
                 ),
-            )));
+            );
         }
         match cached.job.chunk_seeds(msg.chunk) {
             Some(planned) if planned == msg.seeds => {}
             Some(_) => {
-                return Err(Failure::Permanent(Rejection::new(
-                    "chunk_mismatch",
-                    format!(
-                        "chunk {} of job '{}' carries {} but the job's plan says otherwise",
-                        msg.chunk,
-                        msg.job_id,
-                        msg.seeds_label()
+                return (
+                    true,
+                    Settle::dead(
+                        FailureReason::ChunkMismatch,
+                        format!(
+                            "chunk {} of job '{}' carries {} but the job's plan says otherwise",
+                            msg.chunk,
+                            msg.job_id,
+                            msg.seeds_label()
+                        ),
                     ),
-                )))
+                )
             }
             None => {
-                return Err(Failure::Permanent(Rejection::new(
-                    "chunk_mismatch",
-                    format!(
-                        "job '{}' has {} chunks; there is no chunk {}",
-                        msg.job_id, cached.job.chunk_count, msg.chunk
+                // Outside the plan: recording it would count a dead chunk the job does not have.
+                return (
+                    false,
+                    Settle::dead(
+                        FailureReason::StaleMessage,
+                        format!(
+                            "job '{}' has {} chunks; there is no chunk {}",
+                            msg.job_id, cached.job.chunk_count, msg.chunk
+                        ),
                     ),
-                )))
+                );
             }
         }
-        prepared
-            .check_seeds(&msg.seeds)
-            .map_err(Failure::Permanent)?;
+        if let Err(r) = prepared.check_seeds(&msg.seeds) {
+            return (true, Settle::dead(r.reason, r.detail));
+        }
 
-        let member = msg.member();
-        if delivery.redelivered && store.is_done(&msg.job_id, &member).await.unwrap_or(false) {
+        if inbound.redelivered() && store.is_done(&msg.job_id, &member).await.unwrap_or(false) {
             tracing::debug!(job = %msg.job_id, chunk = msg.chunk, "redelivered chunk already applied; acking");
-            return self.ack(delivery).await.map_err(|e| Failure::Transient {
-                reason: "ack_failed",
-                detail: e.to_string(),
-            });
+            return (true, Settle::Ack);
         }
-        // The cached flag may be stale after a `resume` lifted the cancel: confirm before skipping.
-        if self.cache.is_cancelled(&msg.job_id).await.unwrap_or(false)
-            && store.is_cancelled(&msg.job_id).await.unwrap_or(true)
-        {
-            let event = self.event(msg, "cancelled", "job cancelled; chunk skipped", true);
-            if let Err(e) = store.record_failure(&msg.job_id, &event).await {
-                return Err(Failure::Transient {
-                    reason: "redis_unavailable",
-                    detail: e.to_string(),
-                });
+        // The cached flag may be stale after a `resume` lifted the cancel: the store records the
+        // skip only while the cancel still holds (checked atomically), else the chunk runs.
+        if self.cache.is_cancelled(&msg.job_id).await.unwrap_or(false) {
+            let event = FailureEvent {
+                member: member.clone(),
+                reason: FailureReason::Cancelled,
+                detail: "job cancelled; chunk skipped".into(),
+                dead_lettered: true,
+                node: self.ctx.node_name().to_string(),
+                attempt: msg.attempt,
+                at_ms: seedq_protocol::now_ms(),
+            };
+            match store.record_failure(&msg.job_id, msg.epoch, &event).await {
+                Ok(RecordOutcome::NotCancelled) => {
+                    self.cache.forget_cancelled(&msg.job_id);
+                }
+                Ok(_) => {
+                    tracing::info!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, reason = "cancelled", "job cancelled: chunk skipped");
+                    return (true, Settle::Ack);
+                }
+                Err(e) => return (true, store_failure(&e)),
             }
-            tracing::info!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, reason = "cancelled", "job cancelled: chunk skipped");
-            return self.ack(delivery).await.map_err(|e| Failure::Transient {
-                reason: "ack_failed",
-                detail: e.to_string(),
-            });
         }
 
         let work = match &prepared {
@@ -495,24 +489,30 @@ impl Handler<'_> {
                 r = &mut run => r,
                 _ = &mut drain_expired => {
                     tracing::warn!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, "drain timeout: returning the in-flight chunk to the queue");
-                    let _ = delivery.acker.reject(BasicRejectOptions { requeue: true }).await;
-                    return Ok(());
+                    return (true, Settle::HandBack(HandBack::Drain));
                 }
             }
         };
         let output = match output {
             Ok(o) => o,
             Err(seedq_kernels::SieveError::Backend(detail)) => {
-                return Err(Failure::Transient {
-                    reason: "backend_error",
-                    detail,
-                })
+                let mut next = msg.clone();
+                next.attempt += 1;
+                return (
+                    true,
+                    Settle::Retry {
+                        reason: FailureReason::BackendError,
+                        detail,
+                        next: next.to_json(),
+                        parked: None,
+                    },
+                );
             }
             Err(e) => {
-                return Err(Failure::Permanent(Rejection::new(
-                    "invalid_spec",
-                    e.to_string(),
-                )))
+                return (
+                    true,
+                    Settle::dead(FailureReason::InvalidSpec, e.to_string()),
+                )
             }
         };
         self.phase(|p| {
@@ -527,6 +527,7 @@ impl Handler<'_> {
             job_id: msg.job_id.clone(),
             chunk: msg.chunk,
             attempt: msg.attempt,
+            epoch: msg.epoch,
             seeds_tested: output.seeds_tested,
             survivor_pieces: output.survivor_pieces,
             survivor_count: output.survivor_count,
@@ -551,13 +552,11 @@ impl Handler<'_> {
             _ => None,
         };
         let apply_started = Instant::now();
-        let applied = store
-            .apply_chunk_result(&result, sample.as_ref())
-            .await
-            .map_err(|e| Failure::Transient {
-                reason: "redis_unavailable",
-                detail: e.to_string(),
-            })?;
+        let applied = match store.apply_chunk_result(&result, sample.as_ref()).await {
+            Ok(a) => a,
+            // A kernel result is cheap to recompute next time: park the message, not the result.
+            Err(e) => return (true, store_failure(&e)),
+        };
         self.phase(|p| p.apply = apply_started.elapsed());
         match applied {
             ApplyOutcome::Applied => {}
@@ -565,13 +564,28 @@ impl Handler<'_> {
                 tracing::debug!(job = %msg.job_id, chunk = msg.chunk, "chunk was already applied (duplicate delivery)");
             }
             ApplyOutcome::UnknownJob => {
-                return Err(Failure::Permanent(Rejection::new(
-                    "unknown_job",
-                    format!(
-                        "job '{}' disappeared from Redis while chunk {} ran (expired or purged)",
-                        msg.job_id, msg.chunk
+                return (
+                    false,
+                    Settle::dead(
+                        FailureReason::UnknownJob,
+                        format!(
+                            "job '{}' disappeared from Redis while chunk {} ran (expired or purged)",
+                            msg.job_id, msg.chunk
+                        ),
                     ),
-                )))
+                )
+            }
+            ApplyOutcome::Stale => {
+                return (
+                    false,
+                    Settle::dead(
+                        FailureReason::StaleMessage,
+                        format!(
+                            "job '{}' was re-created while chunk {} ran: the result belongs to its earlier life",
+                            msg.job_id, msg.chunk
+                        ),
+                    ),
+                )
             }
         }
         tracing::info!(
@@ -589,161 +603,7 @@ impl Handler<'_> {
             .metrics()
             .chunk_finished(&self.worker.name, result.seeds_tested, secs);
         self.ctx.stats.chunk_done(&self.worker.name);
-        let ack_started = Instant::now();
-        let acked = self.ack(delivery).await.map_err(|e| Failure::Transient {
-            reason: "ack_failed",
-            detail: e.to_string(),
-        });
-        self.phase(|p| p.ack = ack_started.elapsed());
-        acked
-    }
-
-    fn event(
-        &self,
-        msg: &ChunkMessage,
-        reason: &str,
-        detail: &str,
-        dead_lettered: bool,
-    ) -> FailureEvent {
-        FailureEvent {
-            member: msg.member(),
-            reason: reason.to_string(),
-            detail: detail.to_string(),
-            dead_lettered,
-            node: self.ctx.node_name().to_string(),
-            attempt: msg.attempt,
-            at_ms: seedq_protocol::now_ms(),
-        }
-    }
-
-    /// Acks and checks the result: a poisoned channel (connection lost) is an error.
-    async fn ack(&self, delivery: &Delivery) -> anyhow::Result<()> {
-        match delivery.acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(anyhow!("ack not delivered: the channel is closed; the broker will redeliver the chunk (applied once)")),
-            Err(e) => Err(anyhow!(e).context("ack failed; the broker will redeliver the chunk (applied once)")),
-        }
-    }
-
-    /// Dead-letters the delivery with its original body and headers plus the reason, records it
-    /// for the job when the job is known, then acks.
-    async fn dead_letter(
-        &self,
-        delivery: &Delivery,
-        msg: Option<&ChunkMessage>,
-        rejection: Rejection,
-    ) -> anyhow::Result<()> {
-        tracing::warn!(
-            reason = rejection.reason,
-            detail = %rejection.detail,
-            job = msg.map(|m| m.job_id.as_str()).unwrap_or("?"),
-            chunk = msg.map(|m| m.chunk as i64).unwrap_or(-1),
-            attempt = msg.map(|m| m.attempt),
-            node = %self.ctx.node_name(),
-            slot = %self.worker.name,
-            "dead-lettering chunk"
-        );
-        // Redis first: a dead letter the job does not know about would leave it unfinished
-        // forever. If Redis is down the chunk waits for it like any other (recording is
-        // idempotent, so a redelivery after a crash between the two steps is harmless).
-        if let Some(msg) = msg {
-            let event = self.event(msg, rejection.reason, &rejection.detail, true);
-            if let Err(e) = self.ctx.store().record_failure(&msg.job_id, &event).await {
-                if e.is_unavailable() {
-                    return self
-                        .park_until_redis_returns(delivery, msg, &e.to_string())
-                        .await;
-                }
-                tracing::warn!(error = %e, job = %msg.job_id, "could not record the dead letter in Redis");
-            }
-        }
-        self.ctx.metrics().chunk_failed(rejection.reason);
-        self.ctx.stats.chunk_failed();
-        let mut headers = headers_of(&delivery.properties);
-        headers.insert(h::NODE.into(), self.ctx.node_name().to_string());
-        self.broker
-            .publish_dead_letter(
-                self.queue,
-                &delivery.data,
-                &headers,
-                rejection.reason,
-                &rejection.detail,
-            )
-            .await
-            .context("publishing to the dead-letter queue")?;
-        self.ack(delivery).await
-    }
-
-    /// Republishes through the delay queue with the attempt bumped, or dead-letters after the
-    /// attempt limit; then acks.
-    async fn retry(
-        &self,
-        delivery: &Delivery,
-        msg: &ChunkMessage,
-        reason: &'static str,
-        detail: &str,
-    ) -> anyhow::Result<()> {
-        if reason == "ack_failed" {
-            // Nothing to republish: the broker redelivers it.
-            return Err(anyhow!("{detail}"));
-        }
-        if reason == "redis_unavailable" {
-            return self.park_until_redis_returns(delivery, msg, detail).await;
-        }
-        if msg.attempt >= self.opts.max_attempts {
-            return self
-                .dead_letter(
-                    delivery,
-                    Some(msg),
-                    Rejection::new(
-                        reason,
-                        format!("gave up after {} attempts: {detail}", msg.attempt),
-                    ),
-                )
-                .await;
-        }
-        let retry = self.ctx.cluster().retry.clone();
-        let next = msg.attempt + 1;
-        let delay = retry.backoff_ms(next, redelivery::jitter01());
-        tracing::warn!(job = %msg.job_id, chunk = msg.chunk, node = %self.ctx.node_name(), slot = %self.worker.name, reason, detail, attempt = msg.attempt, next_attempt = next, delay_ms = delay, "chunk failed; retrying later");
-        self.ctx.metrics().chunk_failed(reason);
-        self.ctx.stats.chunk_failed();
-        let mut again = msg.clone();
-        again.attempt = next;
-        let mut headers = headers_of(&delivery.properties);
-        headers.insert(h::ATTEMPT.into(), next.to_string());
-        headers.insert(h::ERROR.into(), reason.to_string());
-        self.broker
-            .publish_retry(self.queue, &again.to_json(), &headers, delay)
-            .await
-            .context("publishing to the retry queue")?;
-        let event = self.event(msg, reason, detail, false);
-        if let Err(e) = self.ctx.store().record_failure(&msg.job_id, &event).await {
-            tracing::debug!(error = %e, "could not record the failed attempt in Redis");
-        }
-        self.ack(delivery).await
-    }
-}
-
-impl Handler<'_> {
-    /// Redis is unreachable (after the store's own retries): the chunk is not at fault, so it
-    /// goes back through the delay queue WITHOUT using up an attempt, with a growing delay kept
-    /// in the `x-seedq-redis-waits` header. However long Redis is down, no chunk is dead-lettered
-    /// for it and none is lost.
-    async fn park_until_redis_returns(
-        &self,
-        delivery: &Delivery,
-        msg: &ChunkMessage,
-        detail: &str,
-    ) -> anyhow::Result<()> {
-        let parked = redelivery::parking(&delivery.properties, &self.ctx.cluster().retry);
-        tracing::warn!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, reason = "redis_unavailable", detail, waits = parked.waits, delay_ms = parked.delay_ms, "Redis unavailable; chunk parked in the delay queue");
-        self.ctx.metrics().chunk_failed("redis_unavailable");
-        self.broker
-            .publish_retry(self.queue, &delivery.data, &parked.headers, parked.delay_ms)
-            .await
-            .context("publishing to the retry queue")?;
-        self.ack(delivery).await
+        (true, Settle::Ack)
     }
 }
 

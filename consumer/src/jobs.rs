@@ -8,20 +8,20 @@ use std::time::{Duration, Instant};
 
 use seedq_kernels::analysis::{AnalysisKind, AnalysisSpec};
 use seedq_kernels::{Family, SeedSet, SieveError, SieveSpec};
-use seedq_protocol::{ChunkMessage, Job, JobSpec, ProtocolError};
+use seedq_protocol::{ChunkMessage, FailureReason, Job, JobSpec, ProtocolError};
 use seedq_store::{Store, StoreError};
 
 /// Why a message cannot be run, ever (goes to the dead-letter queue at once).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
-    /// Short reason class for `x-seedq-error` and failure counts.
-    pub reason: &'static str,
+    /// Why, for `x-seedq-error` and failure counts.
+    pub reason: FailureReason,
     /// Human explanation for `x-seedq-error-detail`.
     pub detail: String,
 }
 
 impl Rejection {
-    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
         Rejection {
             reason,
             detail: detail.into(),
@@ -57,16 +57,16 @@ impl Prepared {
         if let Prepared::Sieve(spec) = self {
             return spec.validate_seeds(seeds).map_err(|e| match e {
                 SieveError::EmptySeedRange { .. } => {
-                    Rejection::new("empty_seed_range", e.to_string())
+                    Rejection::new(FailureReason::EmptySeedRange, e.to_string())
                 }
-                _ => Rejection::new("seeds_out_of_range", e.to_string()),
+                _ => Rejection::new(FailureReason::SeedsOutOfRange, e.to_string()),
             });
         }
         let space = self.seed_space_end();
         let (lo, hi) = match seeds {
             SeedSet::Range { start, end } if start >= end => {
                 return Err(Rejection::new(
-                    "empty_seed_range",
+                    FailureReason::EmptySeedRange,
                     format!("seed range is empty: start {start} >= end {end}"),
                 ))
             }
@@ -78,7 +78,7 @@ impl Prepared {
         };
         if hi > space {
             return Err(Rejection::new(
-                "seeds_out_of_range",
+                FailureReason::SeedsOutOfRange,
                 format!("seed range [{lo}, {hi}) is outside the seed space [0, {space})"),
             ));
         }
@@ -104,28 +104,28 @@ pub fn prepare(spec: &JobSpec) -> Result<Prepared, Rejection> {
                 if let Some(r) = unknown_family_in(v) {
                     return r;
                 }
-                Rejection::new("invalid_spec", format!("{kind:?} spec: {e}"))
+                Rejection::new(FailureReason::InvalidSpec, format!("{kind:?} spec: {e}"))
             })?;
             parsed
                 .validate(kind)
-                .map_err(|e| Rejection::new("invalid_spec", e.to_string()))?;
+                .map_err(|e| Rejection::new(FailureReason::InvalidSpec, e.to_string()))?;
             Ok(Prepared::Analysis(kind, Arc::new(parsed)))
         }
         JobSpec::Scripts(_) => Err(Rejection::new(
-            "wrong_queue",
+            FailureReason::WrongQueue,
             "a script batch cannot run as seed work (published to the seed queue?)",
         )),
     }
 }
 
-fn sieve_error_reason(e: &SieveError) -> &'static str {
+fn sieve_error_reason(e: &SieveError) -> FailureReason {
     match e {
-        SieveError::UnknownFamily(_) => "unknown_family",
-        SieveError::EmptyWindow => "empty_window",
-        SieveError::InvalidThreshold(_) => "invalid_threshold",
-        SieveError::SeedOutOfRange { .. } => "seeds_out_of_range",
-        SieveError::EmptySeedRange { .. } => "empty_seed_range",
-        _ => "invalid_spec",
+        SieveError::UnknownFamily(_) => FailureReason::UnknownFamily,
+        SieveError::EmptyWindow => FailureReason::EmptyWindow,
+        SieveError::InvalidThreshold(_) => FailureReason::InvalidThreshold,
+        SieveError::SeedOutOfRange { .. } => FailureReason::SeedsOutOfRange,
+        SieveError::EmptySeedRange { .. } => FailureReason::EmptySeedRange,
+        _ => FailureReason::InvalidSpec,
     }
 }
 
@@ -137,7 +137,7 @@ fn unknown_family_in(spec: &serde_json::Value) -> Option<Rejection> {
     };
     Family::parse(name)
         .err()
-        .map(|e| Rejection::new("unknown_family", e.to_string()))
+        .map(|e| Rejection::new(FailureReason::UnknownFamily, e.to_string()))
 }
 
 /// Parses a seed-queue body; every failure is a [`Rejection`] naming what is wrong.
@@ -145,17 +145,17 @@ pub fn parse_chunk(body: &[u8]) -> Result<ChunkMessage, Rejection> {
     match ChunkMessage::from_json(body) {
         Ok(msg) => Ok(msg),
         Err(ProtocolError::UnsupportedVersion { .. }) => Err(Rejection::new(
-            "unsupported_version",
+            FailureReason::UnsupportedVersion,
             ChunkMessage::from_json(body).unwrap_err().to_string(),
         )),
         Err(ProtocolError::InvalidIdentifier { what, value }) => Err(Rejection::new(
-            "invalid_job_id",
+            FailureReason::InvalidJobId,
             format!("invalid {what} '{value}'"),
         )),
         Err(e) => {
             let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
                 return Err(Rejection::new(
-                    "malformed_json",
+                    FailureReason::MalformedJson,
                     format!("the body is not valid JSON: {e}"),
                 ));
             };
@@ -168,15 +168,15 @@ pub fn parse_chunk(body: &[u8]) -> Result<ChunkMessage, Rejection> {
                     }
                     let text = spec_err.to_string();
                     let reason = if text.contains("threshold") {
-                        "invalid_threshold"
+                        FailureReason::InvalidThreshold
                     } else {
-                        "invalid_spec"
+                        FailureReason::InvalidSpec
                     };
                     return Err(Rejection::new(reason, format!("embedded spec: {text}")));
                 }
             }
             Err(Rejection::new(
-                "malformed_message",
+                FailureReason::MalformedMessage,
                 format!("not a seedq chunk message: {e}"),
             ))
         }
@@ -233,7 +233,16 @@ impl JobCache {
         Ok(Some(cached))
     }
 
-    /// Whether the job is cancelled (cancellation is final, so `true` is cached for good).
+    /// Drops a cached "cancelled" (the store said the cancel was lifted by a `resume`).
+    pub fn forget_cancelled(&self, id: &str) {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Whether the job is cancelled (`true` is cached until the store says otherwise: see
+    /// [`JobCache::forget_cancelled`]).
     pub async fn is_cancelled(&self, id: &str) -> Result<bool, StoreError> {
         if let Some((flag, at)) = self
             .cancelled
@@ -275,35 +284,35 @@ mod tests {
     fn bad_bodies_are_classified() {
         assert_eq!(
             parse_chunk(b"\x00 nope").unwrap_err().reason,
-            "malformed_json"
+            FailureReason::MalformedJson
         );
         assert_eq!(
             parse_chunk(br#"{"v":1}"#).unwrap_err().reason,
-            "malformed_message"
+            FailureReason::MalformedMessage
         );
         assert_eq!(
             parse_chunk(&chunk_with_spec(sieve("nope", json!([1]), "0.5")))
                 .unwrap_err()
                 .reason,
-            "unknown_family"
+            FailureReason::UnknownFamily
         );
         assert_eq!(
             parse_chunk(&chunk_with_spec(sieve("mt19937", json!([1]), "1.5")))
                 .unwrap_err()
                 .reason,
-            "invalid_threshold"
+            FailureReason::InvalidThreshold
         );
         assert_eq!(
             parse_chunk(&chunk_with_spec(sieve("mt19937", json!([1]), "0")))
                 .unwrap_err()
                 .reason,
-            "invalid_threshold"
+            FailureReason::InvalidThreshold
         );
         assert_eq!(
             parse_chunk(br#"{"v":7,"job_id":"j","kind":"sieve","chunk":0,"seeds":{"list":[]}}"#)
                 .unwrap_err()
                 .reason,
-            "unsupported_version"
+            FailureReason::UnsupportedVersion
         );
     }
 
@@ -312,7 +321,7 @@ mod tests {
         let msg = parse_chunk(&chunk_with_spec(sieve("mt19937", json!([]), "0.5"))).unwrap();
         assert_eq!(
             prepare(msg.spec.as_ref().unwrap()).unwrap_err().reason,
-            "empty_window"
+            FailureReason::EmptyWindow
         );
         let ok = parse_chunk(&chunk_with_spec(sieve("mt19937", json!([1, 2]), "0.5"))).unwrap();
         let prepared = prepare(ok.spec.as_ref().unwrap()).unwrap();
@@ -322,7 +331,7 @@ mod tests {
         };
         assert_eq!(
             prepared.check_seeds(&outside).unwrap_err().reason,
-            "seeds_out_of_range"
+            FailureReason::SeedsOutOfRange
         );
         assert!(prepared
             .check_seeds(&SeedSet::Range { start: 0, end: 10 })

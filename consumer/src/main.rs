@@ -12,8 +12,8 @@ mod context;
 mod jobs;
 mod metrics;
 mod node;
-mod redelivery;
 mod scripts;
+mod settle;
 mod slot;
 
 use std::net::{IpAddr, SocketAddr};

@@ -170,8 +170,8 @@ impl Metrics {
     }
 
     /// A chunk failed (retried or dead-lettered) for `reason`, a short code such as `invalid_message`.
-    pub fn chunk_failed(&self, reason: &str) {
-        self.with(|m| *m.failures.entry(reason.to_string()).or_default() += 1);
+    pub fn chunk_failed(&self, reason: seedq_protocol::FailureReason) {
+        self.with(|m| *m.failures.entry(reason.as_str().to_string()).or_default() += 1);
     }
 
     /// Marks a slot idle without counting a finished chunk (after a failure).
@@ -452,6 +452,7 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use seedq_protocol::FailureReason;
 
     #[test]
     fn counters_histograms_and_gauges_render() {
@@ -459,9 +460,9 @@ mod tests {
         metrics.chunk_started("gpu0");
         metrics.chunk_started("gpu1");
         metrics.chunk_finished("gpu0", 1000, 0.2);
-        metrics.chunk_failed("invalid_message");
-        metrics.chunk_failed("invalid_message");
-        metrics.chunk_failed("redis \"down\"");
+        metrics.chunk_failed(FailureReason::InvalidMessage);
+        metrics.chunk_failed(FailureReason::InvalidMessage);
+        metrics.chunk_failed(FailureReason::RedisUnavailable);
         metrics.script_started();
         metrics.script_started();
         metrics.script_finished(true, 42.0);
@@ -471,7 +472,7 @@ mod tests {
             "seedq_chunks_finished_total{slot=\"gpu0\"} 1",
             "seedq_seeds_processed_total{slot=\"gpu0\"} 1000",
             "seedq_chunk_failures_total{reason=\"invalid_message\"} 2",
-            "seedq_chunk_failures_total{reason=\"redis \\\"down\\\"\"} 1",
+            "seedq_chunk_failures_total{reason=\"redis_unavailable\"} 1",
             "seedq_chunk_duration_seconds_bucket{le=\"0.1\"} 0",
             "seedq_chunk_duration_seconds_bucket{le=\"0.5\"} 1",
             "seedq_chunk_duration_seconds_bucket{le=\"+Inf\"} 1",

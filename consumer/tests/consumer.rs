@@ -7,7 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use seedq_broker::lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use seedq_broker::{headers_of, Broker, Headers};
 use seedq_kernels::{Family, FamilyConfig, SeedSet, SieveSpec, Threshold};
 use seedq_protocol::topology::headers as h;
@@ -154,7 +154,7 @@ async fn chunks_are_applied_exactly_once_and_match_the_reference() {
         CreateOutcome::Created
     );
     let mut msgs: Vec<ChunkMessage> = (0..job.chunk_count)
-        .map(|i| ChunkMessage::new(&job.job_id, job.kind(), i, job.chunk_seeds(i).unwrap()))
+        .map(|i| job.chunk_message(i).unwrap())
         .collect();
     // Duplicate publishes (a producer resumed after a crash) must not double count.
     msgs.extend(msgs[..10].to_vec());
@@ -299,7 +299,7 @@ async fn poison_messages_are_dead_lettered_and_the_node_keeps_working() {
     .unwrap();
     node.store.create_job(&job).await.unwrap();
     let msgs: Vec<ChunkMessage> = (0..job.chunk_count)
-        .map(|i| ChunkMessage::new("after", job.kind(), i, job.chunk_seeds(i).unwrap()))
+        .map(|i| job.chunk_message(i).unwrap())
         .collect();
     node.broker.publish_chunks(&job, &msgs).await.unwrap();
     let p = node.wait_finished("after").await;

@@ -554,6 +554,19 @@ pub fn queue_info(queue: &str) -> anyhow::Result<Option<Value>> {
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes (then panics with `what`).
+/// The epoch of a stored job (0 when it has none), which every message of the job carries.
+pub fn job_epoch(namespace: &str, job: &str) -> u64 {
+    let mut conn = redis::Client::open(redis_url())
+        .and_then(|c| c.get_connection())
+        .expect("connect to Redis");
+    let epoch: Option<u64> = redis::cmd("HGET")
+        .arg(seedq_protocol::keys::totals(namespace, job))
+        .arg("epoch")
+        .query(&mut conn)
+        .expect("read the job's epoch");
+    epoch.unwrap_or(0)
+}
+
 pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
@@ -604,8 +617,8 @@ pub fn mgmt_peek(queue: &str, count: u32) -> anyhow::Result<Vec<Value>> {
 }
 
 pub fn publish_raw(queue: &str, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
-    use seedq_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    use seedq_broker::lapin::{BasicProperties, Connection, ConnectionProperties};
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -491,9 +491,9 @@ fn bad_analysis_input_is_refused_before_anything_is_published() {
 /// Ready messages of a queue over AMQP (a passive declare: no management plugin needed), or
 /// `None` when the queue does not exist.
 fn queue_messages(queue: &str) -> Option<u32> {
-    use seedq_broker::lapin::options::QueueDeclareOptions;
-    use seedq_broker::lapin::types::FieldTable;
-    use seedq_broker::lapin::{Connection, ConnectionProperties};
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -232,19 +232,22 @@ fn a_job_enqueued_twice_and_a_chunk_delivered_twice_count_once() {
     // Deliver every chunk of the finished job a second time (what a redelivery or a replay of
     // dead letters does), straight onto the queue.
     let topology = seedq_protocol::Topology::new(&ns.name);
+    let epoch = seedq_e2e::job_epoch(&ns.name, &first);
+    assert_ne!(epoch, 0, "a new job has an epoch");
     let messages: Vec<Vec<u8>> = (0..20u64)
         .map(|i| {
             let seeds = seedq_kernels::SeedSet::Range {
                 start: 1 + i * 10_000,
                 end: 1 + (i + 1) * 10_000,
             };
-            seedq_protocol::ChunkMessage::new(
+            let mut chunk = seedq_protocol::ChunkMessage::new(
                 first.clone(),
                 seedq_protocol::JobKind::Sieve,
                 i,
                 seeds,
-            )
-            .to_json()
+            );
+            chunk.epoch = epoch;
+            chunk.to_json()
         })
         .collect();
     seedq_e2e::publish_raw(&topology.seeds_queue(), &messages).unwrap();

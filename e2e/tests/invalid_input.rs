@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use seedq_broker::lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
-use seedq_broker::lapin::types::{AMQPValue, FieldTable};
-use seedq_broker::lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use seedq_e2e::{eventually, queue_info, Namespace};
 use seedq_protocol::Topology;
 use serde_json::json;

@@ -79,10 +79,7 @@ impl ChunkPublisher {
         for window in indexes.chunks(CONFIRM_WINDOW) {
             let messages: Vec<ChunkMessage> = window
                 .iter()
-                .map(|i| {
-                    let seeds = job.chunk_seeds(*i).expect("index within the plan");
-                    ChunkMessage::new(job.job_id.clone(), job.kind(), *i, seeds)
-                })
+                .map(|i| job.chunk_message(*i).expect("index within the plan"))
                 .collect();
             self.broker
                 .publish_chunks(job, &messages)

@@ -30,6 +30,9 @@ pub struct ChunkMessage {
     /// job from Redis once and caches it. See the crate docs for why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<JobSpec>,
+    /// The job's epoch ([`crate::Job::epoch`]): a chunk of another life of the job id is stale.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 fn one() -> u32 {
@@ -47,6 +50,7 @@ impl ChunkMessage {
             seeds,
             attempt: 1,
             spec: None,
+            epoch: 0,
         }
     }
 
@@ -106,6 +110,9 @@ pub struct ChunkResult {
     pub chunk: u64,
     /// Attempt that produced it (informative).
     pub attempt: u32,
+    /// The job's epoch from the chunk message: the store applies it only to that life of the job.
+    #[serde(default)]
+    pub epoch: u64,
     /// Seeds examined (the size of the chunk's seed set); added to the job's `seeds_done`.
     pub seeds_tested: u64,
     /// Sieve jobs: the survivors as compact pieces ([`crate::survivors`]), in seed order.

@@ -207,6 +207,26 @@ pub struct Job {
     /// no per-seed records: O(chunks) Redis memory at any looseness. Part of the identity.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub count_only: bool,
+    /// Which life of `job_id` this is: random at creation and carried by every chunk and task
+    /// message of the job, so a message left over from an earlier job under the same id (expired,
+    /// torn down, re-created) is recognised and touches nothing of this one. Not part of the
+    /// identity: re-running the producer's command resumes the stored job with its epoch. 0 only
+    /// in records written before epochs existed (their messages carry none either).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A fresh job epoch: 53 random bits (exact as a JSON number and a Lua double), never 0.
+pub fn fresh_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::now_ms());
+    h.write_u32(std::process::id());
+    (h.finish() >> 11).max(1)
 }
 
 impl Job {
@@ -241,6 +261,7 @@ impl Job {
             created_at_ms: crate::now_ms(),
             label: None,
             count_only: false,
+            epoch: fresh_epoch(),
         };
         job.validate()?;
         Ok(job)
@@ -261,9 +282,37 @@ impl Job {
             created_at_ms: crate::now_ms(),
             label: None,
             count_only: false,
+            epoch: fresh_epoch(),
         };
         job.validate()?;
         Ok(job)
+    }
+
+    /// The message of chunk `index`, carrying this job's epoch; `None` outside the plan.
+    pub fn chunk_message(&self, index: u64) -> Option<crate::ChunkMessage> {
+        let seeds = self.chunk_seeds(index)?;
+        let mut msg = crate::ChunkMessage::new(self.job_id.clone(), self.kind(), index, seeds);
+        msg.epoch = self.epoch;
+        Some(msg)
+    }
+
+    /// The stored definition of script task `task_id`, as the message to publish (batch id and
+    /// epoch filled in); `None` when the job is not a batch or has no such task.
+    pub fn task_message(&self, task_id: &str) -> Option<crate::ScriptJob> {
+        let JobSpec::Scripts(batch) = &self.spec else {
+            return None;
+        };
+        let mut task = batch.tasks.iter().find(|t| t.task_id == task_id)?.clone();
+        task.batch_id = self.job_id.clone();
+        task.epoch = self.epoch;
+        task.attempt = 1;
+        task.finished = None;
+        Some(task)
+    }
+
+    /// Whether a message carrying `epoch` belongs to this life of the job.
+    pub fn is_current_epoch(&self, epoch: u64) -> bool {
+        epoch == self.epoch
     }
 
     /// The job's kind (from its spec).

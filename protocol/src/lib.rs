@@ -10,6 +10,7 @@
 //! | [`chunk`] | [`ChunkMessage`] (one unit of seed work on `<ns>.seeds`) and [`ChunkResult`] (what a consumer writes to Redis for it). |
 //! | [`script`] | [`ScriptJob`] (one script task on `<ns>.scripts` or `<ns>.scripts.<node>`) and [`ScriptResult`]. |
 //! | [`status`] | records read back from Redis: [`JobProgress`], [`NodeHeartbeat`], [`SeedRecord`], [`FailureEvent`]. |
+//! | [`reason`] | [`FailureReason`]: the closed set of failure reasons and their stable texts. |
 //! | [`topology`] | queue / exchange names for a namespace ([`Topology`]), message header names ([`headers`]), queue arguments. |
 //! | [`keys`] | the Redis key schema. |
 //! | [`config`] | [`ClusterConfig`]: `config/cluster.toml` (nodes, GPUs, profiles, chunking, retry, TTLs). |
@@ -44,6 +45,7 @@ pub mod chunk;
 pub mod config;
 pub mod job;
 pub mod keys;
+pub mod reason;
 pub mod script;
 pub mod status;
 pub mod survivors;
@@ -55,8 +57,10 @@ pub use config::{
     NodeBackend, NodeConfig, RetryConfig,
 };
 pub use job::{
-    sieve_work_per_seed, throughput_family_key, Job, JobKind, JobSeeds, JobSpec, ScriptBatch,
+    fresh_epoch, sieve_work_per_seed, throughput_family_key, Job, JobKind, JobSeeds, JobSpec,
+    ScriptBatch,
 };
+pub use reason::{FailureReason, ReasonClass};
 pub use script::{ScriptJob, ScriptOutput, ScriptResult};
 pub use status::{FailureEvent, JobProgress, NodeHeartbeat, SeedRecord, SlotState};
 pub use topology::{headers, Topology};

@@ -39,6 +39,15 @@ pub struct ScriptJob {
     /// 1 for the first publish; the retry path republishes with `attempt + 1`.
     #[serde(default = "one")]
     pub attempt: u32,
+    /// The batch's epoch ([`crate::Job::epoch`]); 0 in a jobs-file entry and in the stored
+    /// batch, set on the published message.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+    /// A finished run whose result Redis could not take yet (it was busy or out of memory): the
+    /// message is parked with the result inside and stores it on return, so the script never
+    /// runs again for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Box<ScriptResult>>,
     /// Unknown jobs-file fields, kept.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -50,6 +59,10 @@ fn version() -> u32 {
 
 fn one() -> u32 {
     1
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ScriptJob {
@@ -108,6 +121,10 @@ pub struct ScriptResult {
     pub task_id: String,
     /// The attempt this result is from (1-based).
     pub attempt: u32,
+    /// The batch's epoch from the task message: the store applies it only to that life of the
+    /// batch.
+    #[serde(default)]
+    pub epoch: u64,
     /// Exit status 0 and a fresh expected output (and not a JSON `status: error`).
     pub success: bool,
     /// Exit code, `None` when killed by a signal or never started.
@@ -135,7 +152,7 @@ pub struct ScriptResult {
     /// Why it failed (`timeout`, `missing_output`, `stale_output`, `status_error`,
     /// `exit_status`, `path_escapes_root`, ...), `None` on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<String>,
+    pub failure: Option<crate::FailureReason>,
     /// When the attempt ended, ms since the epoch.
     pub finished_at_ms: u64,
 }
@@ -149,6 +166,7 @@ impl ScriptResult {
             batch_id: job.batch_id.clone(),
             task_id: job.task_id.clone(),
             attempt: job.attempt,
+            epoch: job.epoch,
             success: false,
             exit_code: None,
             signal: None,

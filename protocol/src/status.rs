@@ -128,8 +128,8 @@ pub struct SeedRecord {
 pub struct FailureEvent {
     /// `c<index>` or `t:<task>`.
     pub member: String,
-    /// Short reason class, counted per job (e.g. `invalid_spec`, `timeout`, `cancelled`).
-    pub reason: String,
+    /// Why, counted per job (e.g. `invalid_spec`, `timeout`, `cancelled`).
+    pub reason: crate::FailureReason,
     /// Longer human explanation.
     #[serde(default)]
     pub detail: String,

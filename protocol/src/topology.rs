@@ -5,18 +5,23 @@
 //!   -> <ns>.seeds            quorum, x-delivery-limit, DLX <ns>.dlx      seed chunks (any slot)
 //!   -> <ns>.scripts          quorum, x-delivery-limit, DLX <ns>.dlx      script jobs (any node)
 //!   -> <ns>.scripts.<node>   quorum, x-delivery-limit, DLX <ns>.dlx      script jobs pinned to a node
-//! retry: publish to exchange <ns>.retry (fanout) with routing key = the work queue name
-//!   -> <ns>.retry            classic durable, per-message `expiration`, DLX "" (default exchange):
+//! retry/park: publish to exchange <ns>.delay (fanout) with routing key = the work queue name
+//!   -> <ns>.delay            quorum, per-message `expiration`, DLX "" (default exchange),
+//!                            dead-letter-strategy at-least-once (overflow reject-publish):
 //!                            on expiry the message is dead-lettered with its ORIGINAL routing key,
-//!                            i.e. straight back to its work queue.
+//!                            i.e. straight back to its work queue, and stays in the delay queue
+//!                            until the work queue has confirmed it.
 //! dead letters: publish to <ns>.dlq (reason in x-seedq-error), and broker-side dead letters
 //! (delivery limit exceeded) arrive through exchange <ns>.dlx (fanout)
 //!   -> <ns>.dlq              quorum
 //! ```
 //!
-//! The retry queue is classic because quorum queues on RabbitMQ 3.10 do not honour per-message
-//! TTL. Classic queues expire only at the head, so a short delay queued behind a long one waits
-//! for it: retries are delayed at most `retry.max_delay`, never lost.
+//! The delay queue is a quorum queue with at-least-once dead-lettering: a message that expires
+//! while its work queue is missing or has no leader is kept and re-tried by the broker (about
+//! every few minutes) instead of being dropped, which a classic queue's at-most-once
+//! dead-lettering would do. Queues expire only at the head, so a short delay queued behind a
+//! long one waits for it: retries are delayed at most `retry.max_delay`, never lost. Earlier
+//! builds used a classic `<ns>.retry` ([`Topology::legacy_retry`]), which teardown still removes.
 
 /// Header names. Every value is an AMQP long string (numbers as decimal text), so the management
 /// UI shows them as they are.
@@ -82,13 +87,20 @@ impl Topology {
         format!("{}.scripts.{node}", self.namespace)
     }
 
-    /// The delay queue (classic, per-message TTL, dead-letters back to the work queue).
+    /// The delay queue (quorum, per-message TTL, dead-letters back to the work queue at least
+    /// once).
     pub fn retry_queue(&self) -> String {
-        format!("{}.retry", self.namespace)
+        format!("{}.delay", self.namespace)
     }
 
-    /// Fanout exchange in front of the retry queue; publish with routing key = target queue.
+    /// Fanout exchange in front of the delay queue; publish with routing key = target queue.
     pub fn retry_exchange(&self) -> String {
+        format!("{}.delay", self.namespace)
+    }
+
+    /// The classic delay queue and exchange of earlier builds (a queue's type cannot change in
+    /// place): removed by teardown, never declared.
+    pub fn legacy_retry(&self) -> String {
         format!("{}.retry", self.namespace)
     }
 
@@ -170,7 +182,7 @@ mod tests {
             ] {
                 assert!(pattern.is_match(&q), "{q} has no delivery limit");
             }
-            for q in [t.retry_queue(), t.dlq()] {
+            for q in [t.retry_queue(), t.legacy_retry(), t.dlq()] {
                 assert!(!pattern.is_match(&q), "{q} must not get a delivery limit");
             }
         }

@@ -99,11 +99,83 @@ pub enum StoreError {
 /// `Result` with [`StoreError`] as the default error.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What kind of trouble a [`StoreError`] is, for whoever decides what to do with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Redis could not be reached (refused, dropped, timed out).
+    Unreachable,
+    /// Redis answered but is not taking this command now, for a reason that passes by itself or
+    /// by an operator's hand without anything changing in the message: out of memory under
+    /// `maxmemory` (`OOM`), a long script (`BUSY`), loading its dataset (`LOADING`), a replica
+    /// (`READONLY`), a failover (`TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`), a failed snapshot
+    /// (`MISCONF`), missing replicas (`NOREPLICAS`).
+    Busy,
+    /// Will not pass by waiting: corrupt or newer-version data, a conflict, a refused command.
+    Permanent,
+}
+
+/// Redis error codes of [`ErrorClass::Busy`] server states.
+const BUSY_CODES: &[&str] = &[
+    "OOM",
+    "BUSY",
+    "LOADING",
+    "READONLY",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "MISCONF",
+    "NOREPLICAS",
+];
+
 impl StoreError {
-    /// Redis could not be reached or was not ready (after the store's own retries): the call may
-    /// succeed later, unlike a conflict or corrupt data.
+    /// What kind of trouble this is (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Redis(e)
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal() =>
+            {
+                ErrorClass::Unreachable
+            }
+            StoreError::Redis(e) if e.code().is_some_and(|c| BUSY_CODES.contains(&c)) => {
+                ErrorClass::Busy
+            }
+            StoreError::Redis(e)
+                if matches!(
+                    e.kind(),
+                    redis::ErrorKind::Server(
+                        redis::ServerErrorKind::BusyLoading
+                            | redis::ServerErrorKind::TryAgain
+                            | redis::ServerErrorKind::MasterDown
+                            | redis::ServerErrorKind::ReadOnly
+                            | redis::ServerErrorKind::ClusterDown
+                    )
+                ) =>
+            {
+                ErrorClass::Busy
+            }
+            _ => ErrorClass::Permanent,
+        }
+    }
+
+    /// Redis could not be reached or is not taking writes now (after the store's own retries):
+    /// the call may succeed later without anything changing, unlike a conflict or corrupt data.
     pub fn is_unavailable(&self) -> bool {
-        is_transient(self)
+        self.class() != ErrorClass::Permanent
+    }
+
+    /// The failure reason a message settled by this error carries: `redis_unavailable` while it
+    /// may pass, else `corrupt_job` for stored data that does not parse and `store_error` for
+    /// anything else Redis refused.
+    pub fn reason(&self) -> seedq_protocol::FailureReason {
+        use seedq_protocol::FailureReason as R;
+        match (self.class(), self) {
+            (ErrorClass::Unreachable | ErrorClass::Busy, _) => R::RedisUnavailable,
+            (ErrorClass::Permanent, StoreError::Corrupt { .. }) => R::CorruptJob,
+            (ErrorClass::Permanent, _) => R::StoreError,
+        }
     }
 }
 
@@ -129,6 +201,23 @@ pub enum ApplyOutcome {
     AlreadyDone,
     /// No such job in Redis (never created, expired or purged): nothing written.
     UnknownJob,
+    /// The job exists but the result belongs to another life of its id (another epoch) or to a
+    /// chunk outside its plan: nothing written.
+    Stale,
+}
+
+/// What [`Store::record_failure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// Counted, logged, and (when dead-lettered) the member settled.
+    Recorded,
+    /// No such job in Redis: nothing written.
+    UnknownJob,
+    /// Another epoch of the job, or a chunk outside its plan: nothing written.
+    Stale,
+    /// A `cancelled` skip after the cancel was lifted (`resume`): nothing written, the member
+    /// must run.
+    NotCancelled,
 }
 
 /// A learned-throughput sample folded into the result write.
@@ -306,6 +395,7 @@ impl Store {
                         .arg(self.job_ttl_secs)
                         .arg(&job.job_id)
                         .arg(job.kind().as_str())
+                        .arg(job.epoch)
                         .invoke_async(&mut c)
                         .await?)
                 }
@@ -511,6 +601,7 @@ impl Store {
         let outcome = self
             .apply(ApplyArgs {
                 job_id: &result.job_id,
+                epoch: result.epoch,
                 member: &member,
                 seeds: result.seeds_tested,
                 busy_us,
@@ -545,6 +636,7 @@ impl Store {
         let busy_us = (result.duration_secs.max(0.0) * 1e6).round() as u64;
         self.apply(ApplyArgs {
             job_id: &result.batch_id,
+            epoch: result.epoch,
             member: &member,
             seeds: 0,
             busy_us,
@@ -588,6 +680,7 @@ impl Store {
             .arg(script_json)
             .arg(a.survivors.0)
             .arg(a.survivors.1)
+            .arg(a.epoch)
             .arg(a.records.len());
         for (seed, json) in a.records {
             script.arg(*seed).arg(json);
@@ -601,6 +694,7 @@ impl Store {
         Ok(match code {
             1 => ApplyOutcome::Applied,
             0 => ApplyOutcome::AlreadyDone,
+            -2 => ApplyOutcome::Stale,
             _ => ApplyOutcome::UnknownJob,
         })
     }
@@ -628,28 +722,47 @@ impl Store {
         .await
     }
 
-    /// Records a failed attempt: counts it by reason, appends it to the failure log, and when
-    /// `event.dead_lettered` marks the member as settled-without-result (unless it is done).
-    /// Returns false (and writes nothing) for an unknown job.
-    pub async fn record_failure(&self, job_id: &str, event: &FailureEvent) -> Result<bool> {
+    /// Records a failed attempt of the job's life `epoch`: counts it by reason, appends it to the
+    /// failure log, and when `event.dead_lettered` marks the member as settled-without-result
+    /// (unless it is done). Writes nothing for an unknown job, another epoch, a chunk outside the
+    /// plan, or a `cancelled` skip of a job that is no longer cancelled (all checked atomically).
+    pub async fn record_failure(
+        &self,
+        job_id: &str,
+        epoch: u64,
+        event: &FailureEvent,
+    ) -> Result<RecordOutcome> {
         let mut script = RECORD_FAILURE.prepare_invoke();
         for k in keys::all_job_keys(&self.ns, job_id) {
             script.key(k);
         }
         script
             .arg(&event.member)
-            .arg(&event.reason)
+            .arg(event.reason.as_str())
             .arg(if event.dead_lettered { "1" } else { "0" })
             .arg(event.at_ms)
             .arg(serde_json::to_string(event).expect("failure event serializes"))
-            .arg(FAILURE_LOG_CAP);
+            .arg(FAILURE_LOG_CAP)
+            .arg(epoch)
+            .arg(
+                if event.reason == seedq_protocol::FailureReason::Cancelled {
+                    "1"
+                } else {
+                    "0"
+                },
+            );
         let code: i64 = self
             .run(|mut c| {
                 let s = &script;
                 async move { Ok(s.invoke_async(&mut c).await?) }
             })
             .await?;
-        Ok(code == 1)
+        Ok(match code {
+            1 => RecordOutcome::Recorded,
+            -2 => RecordOutcome::Stale,
+            -3 => RecordOutcome::NotCancelled,
+            _ => RecordOutcome::UnknownJob,
+        })
     }
 
     // ----- reads ----------------------------------------------------------------------------
@@ -1127,6 +1240,7 @@ impl SurvivorPieces<'_> {
 
 struct ApplyArgs<'a> {
     job_id: &'a str,
+    epoch: u64,
     member: &'a str,
     seeds: u64,
     busy_us: u64,

@@ -16,6 +16,19 @@
 macro_rules! finish_fn {
     () => {
         r#"
+-- Whether a message of job life `epoch` about `member` belongs to the stored job: the same
+-- epoch (a job stored before epochs has none and takes any), and a chunk index inside the plan.
+local function current(epoch, member)
+  local stored = redis.call('HGET', KEYS[2], 'epoch')
+  if stored and stored ~= epoch then return false end
+  local index = string.match(member, '^c(%d+)$')
+  if index then
+    local total = tonumber(redis.call('HGET', KEYS[2], 'chunks_total') or '-1')
+    if tonumber(index) >= total then return false end
+  end
+  return true
+end
+
 local function notify(member)
   redis.call('PUBLISH', KEYS[2] .. ':events', member)
 end
@@ -36,12 +49,13 @@ end
 }
 
 /// KEYS: spec, totals, jobs index.
-/// ARGV: job json, chunks_total, seeds_total, created_at_ms, ttl_secs, job id, kind.
+/// ARGV: job json, chunks_total, seeds_total, created_at_ms, ttl_secs, job id, kind, epoch.
 /// Returns nil when created, else the stored job JSON.
 pub const CREATE_JOB: &str = r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   redis.call('HSET', KEYS[2], 'chunks_total', ARGV[2], 'seeds_total', ARGV[3],
              'created_at_ms', ARGV[4], 'ttl_secs', ARGV[5], 'kind', ARGV[7])
+  if ARGV[8] ~= '0' then redis.call('HSET', KEYS[2], 'epoch', ARGV[8]) end
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
   return false
 end
@@ -51,8 +65,8 @@ return redis.call('GET', KEYS[1])
 /// ARGV: 1 member, 2 seeds, 3 busy_us, 4 now_ms, 5 node, 6 summary json or '',
 /// 7 throughput field or '', 8 sample, 9 alpha, 10 script task id or '', 11 script result json,
 /// 12 survivor index entry (`<token> <pieces> <survivors>`) or '', 13 survivors to count
-/// (sieve), 14 n, then n pairs (flagged seed, record json).
-/// Returns 1 applied, 0 already done, -1 unknown job.
+/// (sieve), 14 the job epoch of the message, 15 n, then n pairs (flagged seed, record json).
+/// Returns 1 applied, 0 already done, -1 unknown job, -2 another epoch or outside the plan.
 ///
 /// The script's work is O(1) in a chunk's survivors (their pieces were written before it) and
 /// O(n) in flagged seeds, which are rare by construction (alpha).
@@ -60,6 +74,7 @@ pub const APPLY: &str = concat!(
     finish_fn!(),
     r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if not current(ARGV[14], ARGV[1]) then return -2 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
 local t = KEYS[2]
 redis.call('HINCRBY', t, 'chunks_done', 1)
@@ -73,9 +88,9 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[6]) end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[9], ARGV[10], ARGV[11]) end
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[12], ARGV[1], ARGV[12]) end
 local added = tonumber(ARGV[13])
-local n = tonumber(ARGV[14])
+local n = tonumber(ARGV[15])
 for i = 0, n - 1 do
-  added = added + redis.call('HSETNX', KEYS[4], ARGV[15 + 2 * i], ARGV[16 + 2 * i])
+  added = added + redis.call('HSETNX', KEYS[4], ARGV[16 + 2 * i], ARGV[17 + 2 * i])
 end
 if added > 0 then redis.call('HINCRBY', t, 'survivors', added) end
 if ARGV[7] ~= '' then
@@ -92,12 +107,16 @@ return 1
 "#
 );
 
-/// ARGV: 1 member, 2 reason, 3 dead ('1'/'0'), 4 now_ms, 5 event json, 6 log cap.
-/// Returns 1 recorded, -1 unknown job.
+/// ARGV: 1 member, 2 reason, 3 dead ('1'/'0'), 4 now_ms, 5 event json, 6 log cap, 7 the job
+/// epoch of the message, 8 '1' when this is a `cancelled` skip (valid only while the cancel
+/// holds: a `resume` in between has planned the member again).
+/// Returns 1 recorded, -1 unknown job, -2 another epoch or outside the plan, -3 not cancelled.
 pub const RECORD_FAILURE: &str = concat!(
     finish_fn!(),
     r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if not current(ARGV[7], ARGV[1]) then return -2 end
+if ARGV[8] == '1' and redis.call('EXISTS', KEYS[10]) == 0 then return -3 end
 redis.call('HINCRBY', KEYS[6], ARGV[2], 1)
 redis.call('LPUSH', KEYS[7], ARGV[5])
 redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[6]) - 1)

@@ -5,9 +5,15 @@
 use seedq_core::{Family, FamilyConfig, PassResult, SieveSpec, Survivor, Threshold};
 use seedq_protocol::survivors::RecordShape;
 use seedq_protocol::{
-    ChunkResult, FailureEvent, Job, JobSeeds, JobSpec, NodeHeartbeat, PROTOCOL_VERSION,
+    ChunkResult, FailureEvent, FailureReason, Job, JobSeeds, JobSpec, NodeHeartbeat,
+    PROTOCOL_VERSION,
 };
-use seedq_store::{ApplyOutcome, CreateOutcome, Store, StoreError, ThroughputSample};
+use seedq_store::{
+    ApplyOutcome, CreateOutcome, RecordOutcome, Store, StoreError, ThroughputSample,
+};
+
+/// The epoch of every test job (a fixed one, so results made apart from the job match it).
+const EPOCH: u64 = 4242;
 
 fn redis_url() -> String {
     std::env::var("SEEDQ_REDIS_URL")
@@ -47,6 +53,10 @@ fn job(id: &str, end: u128, chunk: u64) -> Job {
         JobSeeds::Range { start: 0, end },
         chunk,
     )
+    .map(|mut j| {
+        j.epoch = EPOCH;
+        j
+    })
     .unwrap()
 }
 
@@ -72,6 +82,7 @@ fn result(job: &str, chunk: u64, seeds: u64, mut survivors: Vec<Survivor>) -> Ch
         job_id: job.into(),
         chunk,
         attempt: 1,
+        epoch: EPOCH,
         seeds_tested: seeds,
         survivor_pieces: pieces,
         survivor_count: survivors.len() as u64,
@@ -187,16 +198,22 @@ async fn dead_letters_settle_a_job_and_a_later_success_replaces_them() {
         .unwrap();
     let event = |dead| FailureEvent {
         member: "c1".into(),
-        reason: "backend_error".into(),
+        reason: FailureReason::BackendError,
         detail: "boom".into(),
         dead_lettered: dead,
         node: "n1".into(),
         attempt: 1,
         at_ms: seedq_protocol::now_ms(),
     };
-    assert!(s.record_failure("j3", &event(false)).await.unwrap());
+    assert_eq!(
+        s.record_failure("j3", EPOCH, &event(false)).await.unwrap(),
+        RecordOutcome::Recorded
+    );
     assert!(!s.progress("j3").await.unwrap().unwrap().finished());
-    assert!(s.record_failure("j3", &event(true)).await.unwrap());
+    assert_eq!(
+        s.record_failure("j3", EPOCH, &event(true)).await.unwrap(),
+        RecordOutcome::Recorded
+    );
     let p = s.progress("j3").await.unwrap().unwrap();
     assert!(p.finished() && !p.succeeded());
     assert_eq!(p.failures.get("backend_error"), Some(&2));
@@ -211,8 +228,11 @@ async fn dead_letters_settle_a_job_and_a_later_success_replaces_them() {
         .unwrap();
     let p = s.progress("j3").await.unwrap().unwrap();
     assert!(p.dead_lettered.is_empty() && p.succeeded());
-    assert!(
-        !s.record_failure("missing", &event(true)).await.unwrap(),
+    assert_eq!(
+        s.record_failure("missing", EPOCH, &event(true))
+            .await
+            .unwrap(),
+        RecordOutcome::UnknownJob,
         "unknown job: nothing written"
     );
     s.purge_namespace().await.unwrap();
@@ -329,14 +349,14 @@ async fn reopening_a_dead_lettered_job_runs_it_again_until_the_replay_settles() 
     );
     let dead = FailureEvent {
         member: "c1".into(),
-        reason: "backend_error".into(),
+        reason: FailureReason::BackendError,
         detail: "boom".into(),
         dead_lettered: true,
         node: "n1".into(),
         attempt: 5,
         at_ms: seedq_protocol::now_ms(),
     };
-    s.record_failure("j4", &dead).await.unwrap();
+    s.record_failure("j4", EPOCH, &dead).await.unwrap();
     assert!(
         events
             .next(std::time::Duration::from_secs(5))
@@ -386,4 +406,134 @@ async fn reopening_a_dead_lettered_job_runs_it_again_until_the_replay_settles() 
         None
     );
     s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn messages_of_another_life_or_outside_the_plan_touch_nothing() {
+    let s = store("epoch").await;
+    s.create_job(&job("je", 20, 10)).await.unwrap();
+    let mut old = result("je", 0, 10, vec![survivor(3)]);
+    old.epoch = EPOCH + 1;
+    assert_eq!(
+        s.apply_chunk_result(&old, None).await.unwrap(),
+        ApplyOutcome::Stale,
+        "a result of an earlier job under the same id"
+    );
+    let outside = result("je", 15, 10, vec![]);
+    assert_eq!(
+        s.apply_chunk_result(&outside, None).await.unwrap(),
+        ApplyOutcome::Stale,
+        "chunk 15 of a 2-chunk plan"
+    );
+    let event = |member: &str| FailureEvent {
+        member: member.into(),
+        reason: FailureReason::BackendError,
+        detail: "old".into(),
+        dead_lettered: true,
+        node: "n1".into(),
+        attempt: 3,
+        at_ms: seedq_protocol::now_ms(),
+    };
+    assert_eq!(
+        s.record_failure("je", EPOCH + 1, &event("c1"))
+            .await
+            .unwrap(),
+        RecordOutcome::Stale
+    );
+    assert_eq!(
+        s.record_failure("je", EPOCH, &event("c14")).await.unwrap(),
+        RecordOutcome::Stale,
+        "a dead chunk outside the plan would make '15 of 2 chunks dead'"
+    );
+    let p = s.progress("je").await.unwrap().unwrap();
+    assert_eq!((p.chunks_done, p.seeds_done, p.survivors), (0, 0, 0));
+    assert!(p.dead_lettered.is_empty() && p.failures.is_empty());
+    assert!(s.failure_log("je", 10).await.unwrap().is_empty());
+    // The live epoch still applies.
+    assert_eq!(
+        s.apply_chunk_result(&result("je", 1, 10, vec![]), None)
+            .await
+            .unwrap(),
+        ApplyOutcome::Applied
+    );
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_skip_is_refused_once_the_cancel_is_lifted() {
+    let s = store("cancel").await;
+    s.create_job(&job("jc", 20, 10)).await.unwrap();
+    let skip = FailureEvent {
+        member: "c0".into(),
+        reason: FailureReason::Cancelled,
+        detail: "job cancelled; chunk skipped".into(),
+        dead_lettered: true,
+        node: "n1".into(),
+        attempt: 1,
+        at_ms: seedq_protocol::now_ms(),
+    };
+    s.cancel("jc").await.unwrap();
+    s.uncancel("jc").await.unwrap();
+    // A consumer that read "cancelled" before the resume records its skip only now.
+    assert_eq!(
+        s.record_failure("jc", EPOCH, &skip).await.unwrap(),
+        RecordOutcome::NotCancelled
+    );
+    assert!(s
+        .progress("jc")
+        .await
+        .unwrap()
+        .unwrap()
+        .dead_lettered
+        .is_empty());
+    s.cancel("jc").await.unwrap();
+    assert_eq!(
+        s.record_failure("jc", EPOCH, &skip).await.unwrap(),
+        RecordOutcome::Recorded
+    );
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_errors_are_classified_by_what_waiting_does() {
+    use seedq_store::ErrorClass;
+    // Real error replies from the server, as the client parses them (a Lua error_reply carries
+    // the same code as Redis's own OOM or BUSY refusals).
+    let client = redis::Client::open(redis_url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reply = |code: &'static str| {
+        let script = format!("return redis.error_reply('{code} refused for the test')");
+        let mut conn = conn.clone();
+        async move {
+            let e = redis::cmd("EVAL")
+                .arg(script)
+                .arg(0)
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap_err();
+            StoreError::Redis(e)
+        }
+    };
+    for code in ["OOM", "BUSY", "LOADING", "READONLY", "TRYAGAIN", "MISCONF"] {
+        let e = reply(code).await;
+        assert_eq!(e.class(), ErrorClass::Busy, "{code}: {e}");
+        assert_eq!(e.reason(), FailureReason::RedisUnavailable);
+        assert!(e.is_unavailable());
+    }
+    let other = reply("ERR").await;
+    assert_eq!(other.class(), ErrorClass::Permanent, "{other}");
+    assert_eq!(other.reason(), FailureReason::StoreError);
+    let io = StoreError::Redis(redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "refused",
+    )));
+    assert_eq!(io.class(), ErrorClass::Unreachable);
+    let corrupt = StoreError::Corrupt {
+        key: "k".into(),
+        message: "bad".into(),
+    };
+    assert_eq!(corrupt.class(), ErrorClass::Permanent);
+    assert_eq!(corrupt.reason(), FailureReason::CorruptJob);
+    let conflict = StoreError::JobConflict { job_id: "j".into() };
+    assert_eq!(conflict.reason(), FailureReason::StoreError);
 }

@@ -37,19 +37,27 @@
 //!    the last attempt or for a failure that cannot succeed on retry (path outside the root,
 //!    missing script, GPU pin the node lacks), publish to the dead-letter queue with the reason
 //!    in `x-seedq-error`; then ack. Redis is always written before anything is published.
-//! 6. Redis unreachable at any step (after the store's own retries): the job is parked in the
-//!    delay queue without using an attempt ([`park_until_redis_returns`]), like seed chunks, so
-//!    an outage of any length dead-letters and loses nothing.
+//! 6. Redis unreachable or not taking writes (down, OOM, BUSY...) at any step: the job is parked
+//!    in the delay queue without using an attempt, like seed chunks, so an outage of any length
+//!    dead-letters and loses nothing. A run that finished is never run again for it: its result
+//!    rides in the parked message ([`ScriptJob::finished`]) and is stored when it comes back.
+//!
+//! Every message carries its batch's epoch: a message of an earlier batch under the same id is
+//! dead-lettered as `stale_message` and touches nothing, and the node runs the task as the
+//! STORED batch defines it, never the message's copy. A task redelivered while it still runs on
+//! this node (the broker lost the node's channel) waits for that run and is then acked as done.
 //!
 //! # Broker failures
 //!
-//! Each queue is consumed by its own loop ([`subscription`]). A channel-level failure (queue
+//! Each queue is consumed by its own loop ([`crate::settle::keep_subscribed`]). A channel-level failure (queue
 //! deleted, `consumer_timeout`) re-opens that channel and re-subscribes with backoff while the
 //! connection is fine; after a connection loss the loop waits for the supervisor's new
 //! connection. Jobs already running carry on and settle through the current connection.
 //!
-//! A job's timeout is clamped to the broker's `consumer_timeout` minus a margin, so a stuck
-//! script can never make RabbitMQ close the channel (and redeliver every job on it).
+//! A job's timeout is clamped to the broker's `consumer_timeout` minus a margin, and the wait for
+//! a local permit is bounded by what is left of it after the job's own timeout (past that the
+//! job is handed back to its queue), so wait plus run never make RabbitMQ close the channel
+//! (and redeliver every job on it).
 //!
 //! # Shutdown
 //!
@@ -67,30 +75,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures_util::StreamExt;
-use seedq_broker::lapin::message::Delivery;
-use seedq_broker::lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+use seedq_broker::{Broker, Inbound, Subscription};
+use seedq_protocol::{
+    FailureEvent, FailureReason, Job, ScriptJob, ScriptOutput, ScriptResult, Topology,
 };
-use seedq_broker::lapin::types::FieldTable;
-use seedq_broker::lapin::Channel;
-use seedq_broker::{script_headers, Broker};
-use seedq_protocol::{FailureEvent, RetryConfig, ScriptJob, ScriptOutput, ScriptResult, Topology};
-use seedq_store::{ApplyOutcome, Store, StoreError};
+use seedq_store::{ApplyOutcome, RecordOutcome, Store, StoreError};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::context::NodeContext;
 use crate::metrics::Metrics;
-use crate::redelivery;
+use crate::settle::{keep_subscribed, HandBack, Settle, Settler, Subject};
 
 use self::gpu::GpuPool;
-use self::runner::{FailureReason, RunReport, RunRequest, ScriptRoot};
+use self::runner::{RunReport, RunRequest, ScriptRoot};
 
 /// How long running scripts may continue after the node starts draining.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// Head-room kept below the broker's `consumer_timeout` for killing, uploading and acking.
 const ACK_MARGIN: Duration = Duration::from_secs(60);
+
+/// Shortest wait for a permit (or for a run of the same task on this node) before a job is
+/// handed back, even when its timeout leaves less.
+const MIN_PERMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// Held while a task (batch id, member) runs on this node.
+type TaskLock = Arc<tokio::sync::Mutex<()>>;
 
 /// Everything a job handler needs, shared by all of the node's script tasks.
 struct Shared {
@@ -101,14 +111,18 @@ struct Shared {
     store: Store,
     /// For the current broker connection (replaced by the node's supervisor after a loss).
     ctx: Arc<NodeContext>,
+    settler: Settler,
     topology: Topology,
-    retry: RetryConfig,
+    consumer_timeout: Duration,
     max_timeout: Duration,
     metrics: Arc<Metrics>,
     gpus: Arc<GpuPool>,
     permits: Arc<Semaphore>,
-    /// Batches known to exist in Redis (jobs are immutable once created).
-    known_batches: std::sync::Mutex<HashMap<String, bool>>,
+    /// Tasks (done-set member per batch) running or about to run on this node: a redelivery of
+    /// one waits for it here instead of running it a second time.
+    running: std::sync::Mutex<HashMap<(String, String), TaskLock>>,
+    /// Stored batches by id (a batch is immutable once created; its epoch tells lives apart).
+    batches: std::sync::Mutex<HashMap<String, Arc<Job>>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -132,15 +146,17 @@ pub async fn serve(ctx: Arc<NodeContext>) -> anyhow::Result<()> {
         gpus: GpuPool::new(node_config.gpu_list().iter().map(|g| g.index).collect()),
         root,
         store: ctx.store().clone(),
+        settler: Settler::new(Arc::clone(&ctx)),
         ctx: Arc::clone(&ctx),
         topology: Topology::new(ctx.namespace()),
-        retry: ctx.cluster().retry.clone(),
+        consumer_timeout,
         max_timeout: consumer_timeout
             .saturating_sub(ACK_MARGIN)
             .max(Duration::from_secs(1)),
         metrics: ctx.metrics(),
         permits: Arc::new(Semaphore::new(limit as usize)),
-        known_batches: std::sync::Mutex::new(HashMap::new()),
+        running: std::sync::Mutex::new(HashMap::new()),
+        batches: std::sync::Mutex::new(HashMap::new()),
         shutdown: ctx.shutdown_signal(),
     });
     tracing::info!(node = %node, limit, root = %shared.root.path().display(), "script consumer starting");
@@ -149,7 +165,17 @@ pub async fn serve(ctx: Arc<NodeContext>) -> anyhow::Result<()> {
         shared.topology.scripts_queue(),
         shared.topology.node_scripts_queue(&node),
     ]
-    .map(|queue| subscription(&shared, queue, limit, deliveries.clone()));
+    .map(|queue| {
+        let shared = Arc::clone(&shared);
+        let deliveries = deliveries.clone();
+        async move {
+            let what = queue.clone();
+            keep_subscribed(&shared.ctx, &what, |broker| {
+                subscribe(&shared, broker, &queue, limit, &deliveries)
+            })
+            .await
+        }
+    });
     // The dispatcher ends once both subscriptions have ended (shutdown) and dropped their senders.
     drop(deliveries);
     tokio::join!(shared_queue, pinned_queue, dispatch(&shared, received));
@@ -157,28 +183,16 @@ pub async fn serve(ctx: Arc<NodeContext>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A delivery on its way to a job task, with its channel: lapin closes a channel when its last
-/// handle drops, which would return every delivery still running on it to the queue, so each
-/// task keeps its channel open until its delivery is settled.
-struct InFlight {
-    queue: String,
-    delivery: Delivery,
-    channel: Channel,
-}
-
 /// Runs every delivery as a task; after the subscriptions end, waits for running jobs (each
 /// handles the drain itself) to settle.
-async fn dispatch(shared: &Arc<Shared>, mut received: mpsc::UnboundedReceiver<InFlight>) {
+async fn dispatch(shared: &Arc<Shared>, mut received: mpsc::UnboundedReceiver<Inbound>) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             next = received.recv() => match next {
-                Some(InFlight { queue, delivery, channel }) => {
+                Some(inbound) => {
                     let shared = Arc::clone(shared);
-                    tasks.spawn(async move {
-                        handle(shared, queue, delivery).await;
-                        drop(channel);
-                    });
+                    tasks.spawn(async move { handle(shared, inbound).await });
                 }
                 None => break,
             },
@@ -196,81 +210,14 @@ async fn dispatch(shared: &Arc<Shared>, mut received: mpsc::UnboundedReceiver<In
     }
 }
 
-/// First pause before re-subscribing after a channel-level failure; doubles per failure in a row.
-const RESUBSCRIBE_MIN: Duration = Duration::from_millis(500);
-/// Longest pause between re-subscription attempts (e.g. while a deleted queue is not back yet).
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(15);
-
-/// Keeps one queue subscribed until shutdown. Each queue has its own loop and channel, so a
-/// channel-level failure of one (queue deleted, `consumer_timeout`, a refused declare) re-opens
-/// that channel and re-subscribes it with backoff while the connection is fine, and never
-/// disturbs jobs running from the other; after a connection loss it waits for the supervisor's
-/// new connection. Deliveries of a failed channel return to the queue by themselves; running
-/// scripts carry on and report through the current connection.
-async fn subscription(
-    shared: &Arc<Shared>,
-    queue: String,
-    limit: u32,
-    deliveries: mpsc::UnboundedSender<InFlight>,
-) {
-    let ctx = &shared.ctx;
-    let mut backoff = resubscribe_backoff();
-    loop {
-        if ctx.is_shutting_down() {
-            break;
-        }
-        let (generation, broker) = ctx.broker_generation();
-        let started = Instant::now();
-        let error = match subscribe(shared, &broker, &queue, limit, &deliveries).await {
-            Ok(()) => break,
-            Err(e) => e,
-        };
-        if ctx.is_shutting_down() {
-            break;
-        }
-        // A subscription that served for a while was healthy: start the backoff over.
-        if started.elapsed() > 2 * RESUBSCRIBE_MAX {
-            backoff = resubscribe_backoff();
-        }
-        if broker.is_connected() {
-            let delay = backoff.next().unwrap_or(RESUBSCRIBE_MAX);
-            tracing::warn!(queue = %queue, error = %format!("{error:#}"), delay_ms = delay.as_millis() as u64, "script consumer channel failed; re-subscribing");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                // A new connection (or shutdown) ends the pause early.
-                changed = ctx.broker_changed(generation) => if changed.is_none() { break },
-            }
-        } else {
-            tracing::warn!(queue = %queue, error = %format!("{error:#}"), "script consumer lost its broker connection; waiting for the reconnection");
-            if ctx.broker_changed(generation).await.is_none() {
-                break;
-            }
-            backoff = resubscribe_backoff();
-        }
-    }
-}
-
-/// `RESUBSCRIBE_MIN` doubled per failure in a row, capped at `RESUBSCRIBE_MAX`, jittered so that
-/// nodes that lost the same queue do not come back in lockstep; endless (the queue may take a
-/// while to come back, and nothing is lost meanwhile).
-fn resubscribe_backoff() -> backon::ExponentialBackoff {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(RESUBSCRIBE_MIN)
-        .with_max_delay(RESUBSCRIBE_MAX)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// One subscription on one channel: returns `Ok` on shutdown, `Err` when the channel or the
 /// connection is lost or the broker cancels the consumer.
 async fn subscribe(
     shared: &Shared,
-    broker: &Broker,
+    broker: Arc<Broker>,
     queue: &str,
     limit: u32,
-    deliveries: &mpsc::UnboundedSender<InFlight>,
+    deliveries: &mpsc::UnboundedSender<Inbound>,
 ) -> anyhow::Result<()> {
     if queue != shared.topology.scripts_queue() {
         // This node's own queue: (re)declared here, so a deleted one comes back.
@@ -281,247 +228,215 @@ async fn subscribe(
             .context("declaring this node's pinned script queue")?;
     }
     let tag = Topology::scripts_consumer_tag(&shared.node);
-    let channel = broker
-        .channel()
-        .await
-        .with_context(|| format!("opening a channel for {queue}"))?;
-    channel
-        .basic_qos(
-            limit.min(u16::MAX as u32) as u16,
-            BasicQosOptions::default(),
-        )
-        .await
-        .with_context(|| format!("setting prefetch {limit} on {queue}"))?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("consuming {queue}"))?;
+    let prefetch = limit.min(u16::MAX as u32) as u16;
+    let mut subscription = Subscription::open(&broker, queue, &tag, prefetch).await?;
     tracing::info!(queue, tag = %tag, prefetch = limit, "script consumer subscribed");
-    let forward = |delivery: Delivery| {
-        // The dispatcher outlives every subscription, so this cannot fail; were it gone, the
-        // dropped delivery would return to the queue when the channel closes.
-        let _ = deliveries.send(InFlight {
-            queue: queue.to_string(),
-            delivery,
-            channel: channel.clone(),
-        });
+    // The dispatcher outlives every subscription, so sending cannot fail; were it gone, the
+    // dropped delivery would return to the queue when its channel closes.
+    let forward = |inbound: Inbound| {
+        let _ = deliveries.send(inbound);
     };
     let mut shutdown = shared.shutdown.clone();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => forward(delivery),
-                Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("consuming {queue}"))),
+            next = subscription.next() => match next {
+                Some(Ok(inbound)) => forward(inbound),
+                Some(Err(e)) => return Err(anyhow::Error::new(e)),
                 None => anyhow::bail!("the broker cancelled the script consumer on {queue} (queue deleted?)"),
             },
         }
     }
     // Draining: no new deliveries. What arrived before the cancel took effect still goes to a
-    // task, which returns it to the queue; the channel stays open while tasks hold it.
-    if let Err(e) = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await
-    {
+    // task, which hands it back; each delivery keeps the channel open until it is settled.
+    if let Err(e) = subscription.cancel().await {
         tracing::warn!(queue, error = %e, "cancelling the script consumer");
     }
-    while let Ok(Some(Ok(delivery))) =
-        tokio::time::timeout(Duration::from_secs(1), consumer.next()).await
+    while let Ok(Some(Ok(inbound))) =
+        tokio::time::timeout(Duration::from_secs(1), subscription.next()).await
     {
-        forward(delivery);
+        forward(inbound);
     }
     Ok(())
 }
 
-impl Shared {
-    fn broker(&self) -> Arc<Broker> {
-        self.ctx.broker()
+async fn handle(shared: Arc<Shared>, inbound: Inbound) {
+    let (subject, outcome) = process(&shared, &inbound).await;
+    if let Err(e) = shared
+        .settler
+        .settle(&inbound, subject.as_ref(), outcome)
+        .await
+    {
+        tracing::error!(queue = inbound.queue(), error = %format!("{e:#}"), "script job could not be settled; the broker will redeliver it (a done task is not run again)");
     }
 }
 
-/// What happened to a delivery; decides ack / nack.
-enum Settle {
-    Ack,
-    /// Return it to the queue (drain, or the broker failed while settling it).
-    Requeue,
-}
-
-async fn handle(shared: Arc<Shared>, queue: String, delivery: Delivery) {
-    let settle = match process(&shared, &queue, &delivery).await {
-        Ok(settle) => settle,
-        Err(e) if redis_unavailable(&e) => {
-            match park_until_redis_returns(&shared, &queue, &delivery, &e).await {
-                Ok(()) => Settle::Ack,
-                Err(park) => {
-                    tracing::error!(queue = %queue, error = %format!("{park:#}"), "could not park the script job; returning it to the queue");
-                    Settle::Requeue
-                }
-            }
+/// A store error as a settlement: wait while Redis may come back (with `parked` as the body when
+/// there is a finished run to keep), else dead-letter with the error's own reason.
+fn store_failure(e: &StoreError, parked: Option<Vec<u8>>) -> Settle {
+    if e.is_unavailable() {
+        Settle::Park {
+            detail: e.to_string(),
+            body: parked,
         }
-        Err(e) => {
-            tracing::error!(queue = %queue, error = %format!("{e:#}"), "script job could not be settled; returning it to the queue");
-            Settle::Requeue
-        }
-    };
-    let result = match settle {
-        Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Settle::Requeue => {
-            delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-        }
-    };
-    match result {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(queue = %queue, "delivery was already settled (channel recovered?)")
-        }
-        Err(e) => {
-            tracing::error!(queue = %queue, error = %e, "ack/nack failed; the broker will redeliver (the result is applied once)")
-        }
+    } else {
+        Settle::dead(e.reason(), e.to_string())
     }
 }
 
-async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::Result<Settle> {
-    let headers = seedq_broker::headers_of(&delivery.properties);
-    let job = match ScriptJob::from_json(&delivery.data) {
+/// Decides how the delivery ends; the subject is `Some` once the message is known to belong to
+/// the live batch (only then may the batch's records hear of it).
+async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle) {
+    let msg = match ScriptJob::from_json(inbound.body()) {
         Ok(job) => job,
         Err(e) => {
-            tracing::warn!(queue, reason = "invalid_message", error = %e, "malformed script job; dead-lettering it");
-            shared
-                .broker()
-                .publish_dead_letter(
-                    queue,
-                    &delivery.data,
-                    &headers,
-                    "invalid_message",
-                    &e.to_string(),
-                )
-                .await?;
-            return Ok(Settle::Ack);
+            return (
+                None,
+                Settle::dead(FailureReason::InvalidMessage, e.to_string()),
+            )
         }
     };
-    if job.expected_output.as_deref().is_none_or(str::is_empty) {
-        let detail = "the job names no expected_output, so its success cannot be judged";
-        tracing::warn!(task = %job.task_id, batch = %job.batch_id, reason = "invalid_message", detail, "script job dead-lettered");
-        dead_letter(
-            shared,
-            queue,
-            delivery,
-            &headers,
-            &job,
-            "invalid_message",
-            detail,
-        )
-        .await?;
-        return Ok(Settle::Ack);
+    if let Some(pin) = msg.node.as_deref().filter(|pin| *pin != shared.node) {
+        tracing::warn!(task = %msg.task_id, pin, "job pinned to another node arrived here; forwarding it");
+        return (
+            None,
+            Settle::Forward {
+                queue: shared.topology.node_scripts_queue(pin),
+            },
+        );
     }
-    if let Some(pin) = job.node.as_deref().filter(|pin| *pin != shared.node) {
-        tracing::warn!(task = %job.task_id, pin, "job pinned to another node arrived here; forwarding it");
-        shared.broker().publish_script(&job).await?;
-        return Ok(Settle::Ack);
+    let batch = match load_batch(shared, &msg.batch_id, msg.epoch).await {
+        Ok(Some(batch)) => batch,
+        Ok(None) => {
+            return (
+                None,
+                Settle::dead(
+                    FailureReason::UnknownJob,
+                    "no such batch in Redis (expired or deleted)",
+                ),
+            )
+        }
+        Err(e) => return (None, store_failure(&e, None)),
+    };
+    // The stored definition is what runs; the message only says which task and attempt.
+    let job = match batch.task_message(&msg.task_id) {
+        Some(task) if batch.is_current_epoch(msg.epoch) => ScriptJob {
+            attempt: msg.attempt,
+            ..task
+        },
+        found => {
+            let detail = match found {
+                None => format!("batch '{}' has no task '{}'", msg.batch_id, msg.task_id),
+                Some(_) => format!(
+                    "task '{}' is of an earlier batch under the id '{}' (epoch {}, the batch's is {}): it touches nothing of the live batch",
+                    msg.task_id, msg.batch_id, msg.epoch, batch.epoch
+                ),
+            };
+            return (None, Settle::dead(FailureReason::StaleMessage, detail));
+        }
+    };
+    let subject = Subject {
+        job_id: job.batch_id.clone(),
+        epoch: job.epoch,
+        member: job.member(),
+        attempt: job.attempt,
+    };
+    let outcome = process_task(shared, inbound, job, msg.finished).await;
+    (Some(subject), outcome)
+}
+
+async fn process_task(
+    shared: &Shared,
+    inbound: &Inbound,
+    job: ScriptJob,
+    finished: Option<Box<ScriptResult>>,
+) -> Settle {
+    // A run that finished while Redis could not take its result: store it, never run again.
+    if let Some(result) = finished {
+        return settle_result(shared, &job, *result, None).await;
+    }
+    if job.expected_output.as_deref().is_none_or(str::is_empty) {
+        return Settle::dead(
+            FailureReason::InvalidMessage,
+            "the job names no expected_output, so its success cannot be judged",
+        );
     }
     let member = job.member();
-    if let Some(deliveries) = redelivery::last_delivery(
-        &delivery.properties,
-        shared.ctx.cluster().broker.delivery_limit,
-    ) {
-        let detail = format!(
-            "delivered {deliveries} times without completing: the node running it stopped or crashed each time (out of memory?); \
-             fix the cause, then `seedq-producer dlq replay`"
-        );
-        tracing::warn!(task = %job.task_id, batch = %job.batch_id, reason = "delivery_limit", detail = %detail, "script job dead-lettered");
-        dead_letter(
-            shared,
-            queue,
-            delivery,
-            &headers,
-            &job,
-            "delivery_limit",
-            &detail,
-        )
-        .await?;
-        return Ok(Settle::Ack);
-    }
-    if shared.store.is_cancelled(&job.batch_id).await? {
-        record_failure(
-            shared,
-            &job,
-            "cancelled",
-            "the batch was cancelled before this task ran",
-            true,
-        )
-        .await?;
-        return Ok(Settle::Ack);
-    }
-    if !batch_exists(shared, &job.batch_id).await? {
-        tracing::warn!(task = %job.task_id, batch = %job.batch_id, reason = "unknown_job", "script job of an unknown batch dead-lettered");
+    let is_done = || async {
         shared
-            .broker()
-            .publish_dead_letter(
-                queue,
-                &delivery.data,
-                &headers,
-                "unknown_job",
-                "no such batch in Redis (expired or deleted)",
-            )
-            .await?;
-        return Ok(Settle::Ack);
+            .store
+            .done_members(&job.batch_id)
+            .await
+            .map(|done| done.contains(&member))
+    };
+    if let Some(deliveries) = shared.settler.past_delivery_limit(inbound) {
+        return match is_done().await {
+            Ok(true) => Settle::Ack,
+            Ok(false) => Settle::dead(
+                FailureReason::DeliveryLimit,
+                Settler::delivery_limit_detail(deliveries),
+            ),
+            Err(e) => store_failure(&e, None),
+        };
     }
-    if shared
-        .store
-        .done_members(&job.batch_id)
-        .await?
-        .contains(&member)
-    {
-        tracing::info!(task = %job.task_id, "task already done (redelivery); acking without running it");
-        return Ok(Settle::Ack);
+    match skip_if_cancelled(shared, &job).await {
+        Ok(true) => return Settle::Ack,
+        Ok(false) => {}
+        Err(e) => return store_failure(&e, None),
     }
 
-    let permit = {
+    let timeout = clamped_timeout(shared, &job);
+    // What the broker's consumer timeout leaves for waiting here once the run's time is set
+    // aside; past it the job goes back to its queue for any node.
+    let wait_budget = shared
+        .consumer_timeout
+        .saturating_sub(ACK_MARGIN)
+        .saturating_sub(timeout)
+        .max(MIN_PERMIT_WAIT);
+    let waited = Instant::now();
+    // One run per task on this node: a redelivery of a task running here waits for that run.
+    let running = running_lock(shared, &job);
+    let _running = {
         let mut shutdown = shared.shutdown.clone();
         tokio::select! {
-            permit = Arc::clone(&shared.permits).acquire_owned() => permit.context("script permits closed")?,
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(Settle::Requeue),
+            guard = Arc::clone(&running).lock_owned() => guard,
+            _ = tokio::time::sleep(wait_budget) => return Settle::HandBack(HandBack::NoPermit),
+            _ = shutdown.wait_for(|stop| *stop) => return Settle::HandBack(HandBack::Drain),
         }
     };
-    // The wait for a permit can be long: a cancel that came meanwhile still stops this task.
-    if shared.store.is_cancelled(&job.batch_id).await? {
-        record_failure(
-            shared,
-            &job,
-            "cancelled",
-            "the batch was cancelled before this task ran",
-            true,
-        )
-        .await?;
-        return Ok(Settle::Ack);
+    match is_done().await {
+        Ok(true) => {
+            tracing::info!(task = %job.task_id, "task already done (redelivery); acking without running it");
+            return Settle::Ack;
+        }
+        Ok(false) => {}
+        Err(e) => return store_failure(&e, None),
+    }
+    let permit = {
+        let mut shutdown = shared.shutdown.clone();
+        let left = wait_budget.saturating_sub(waited.elapsed());
+        tokio::select! {
+            permit = Arc::clone(&shared.permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return Settle::HandBack(HandBack::Drain),
+            },
+            _ = tokio::time::sleep(left) => {
+                tracing::info!(task = %job.task_id, waited_secs = waited.elapsed().as_secs(), "no free script permit within the broker's consumer timeout; handing the job back");
+                return Settle::HandBack(HandBack::NoPermit);
+            }
+            _ = shutdown.wait_for(|stop| *stop) => return Settle::HandBack(HandBack::Drain),
+        }
+    };
+    // The wait can be long: a cancel that came meanwhile still stops this task.
+    match skip_if_cancelled(shared, &job).await {
+        Ok(true) => return Settle::Ack,
+        Ok(false) => {}
+        Err(e) => return store_failure(&e, None),
     }
     let lease = match shared.gpus.acquire(job.gpu_id) {
         Ok(lease) => lease,
-        Err(e) => {
-            dead_letter(
-                shared,
-                queue,
-                delivery,
-                &headers,
-                &job,
-                "gpu_unavailable",
-                &e.to_string(),
-            )
-            .await?;
-            return Ok(Settle::Ack);
-        }
+        Err(e) => return Settle::dead(FailureReason::GpuUnavailable, e.to_string()),
     };
     let mut env = lease.environment(&shared.node_env);
     env.extend([
@@ -530,11 +445,6 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
         ("SEEDQ_TASK_ID".to_string(), job.task_id.clone()),
         ("SEEDQ_ATTEMPT".to_string(), job.attempt.to_string()),
     ]);
-    let mut timeout = Duration::from_secs(job.timeout_secs.max(1));
-    if timeout > shared.max_timeout {
-        tracing::warn!(task = %job.task_id, asked = job.timeout_secs, allowed = shared.max_timeout.as_secs(), "timeout clamped below the broker's consumer_timeout");
-        timeout = shared.max_timeout;
-    }
     let request = RunRequest {
         interpreter: shared.interpreter.clone(),
         script: job.script.clone(),
@@ -559,7 +469,7 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
                 // Dropping the run kills its process group; another node runs the job again.
                 shared.metrics.script_finished(false, started.elapsed().as_secs_f64());
                 tracing::warn!(task = %job.task_id, "node draining: script killed and returned to the queue");
-                return Ok(Settle::Requeue);
+                return Settle::HandBack(HandBack::Drain);
             }
         }
     };
@@ -569,19 +479,69 @@ async fn process(shared: &Shared, queue: &str, delivery: &Delivery) -> anyhow::R
     let gpu = lease.gpu();
     drop(lease);
     drop(permit);
-    settle_report(shared, queue, delivery, &headers, &job, gpu, report).await
+    let result = script_result(shared, &job, gpu, &report);
+    let detail = report
+        .outcome
+        .as_ref()
+        .err()
+        .map(|reason| failure_detail(&reason.to_string(), &report.stderr_tail));
+    // The result is now what counts: the node's copy of the output can go once Redis has it
+    // or the message carries it (a parked result).
+    let settled = settle_result(shared, &job, result, detail).await;
+    if let Err(e) = report.remove_output(&shared.root) {
+        tracing::warn!(task = %job.task_id, error = %e, "could not remove the output file");
+    }
+    settled
 }
 
-/// Writes the outcome to Redis and decides what happens to the delivery.
-async fn settle_report(
+fn clamped_timeout(shared: &Shared, job: &ScriptJob) -> Duration {
+    let timeout = Duration::from_secs(job.timeout_secs.max(1));
+    if timeout > shared.max_timeout {
+        tracing::warn!(task = %job.task_id, asked = job.timeout_secs, allowed = shared.max_timeout.as_secs(), "timeout clamped below the broker's consumer_timeout");
+        return shared.max_timeout;
+    }
+    timeout
+}
+
+/// The per-task lock of [`Shared::running`] (entries nobody holds are dropped on the way).
+fn running_lock(shared: &Shared, job: &ScriptJob) -> Arc<tokio::sync::Mutex<()>> {
+    let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+    running.retain(|_, lock| Arc::strong_count(lock) > 1);
+    Arc::clone(
+        running
+            .entry((job.batch_id.clone(), job.task_id.clone()))
+            .or_default(),
+    )
+}
+
+/// Records the task as skipped when its batch is cancelled; `Ok(true)` then. The store records
+/// the skip only while the cancel holds, so a `resume` in between makes the task run.
+async fn skip_if_cancelled(shared: &Shared, job: &ScriptJob) -> Result<bool, StoreError> {
+    if !shared.store.is_cancelled(&job.batch_id).await? {
+        return Ok(false);
+    }
+    let event = FailureEvent {
+        member: job.member(),
+        reason: FailureReason::Cancelled,
+        detail: "the batch was cancelled before this task ran".into(),
+        dead_lettered: true,
+        node: shared.node.clone(),
+        attempt: job.attempt,
+        at_ms: seedq_protocol::now_ms(),
+    };
+    let outcome = shared
+        .store
+        .record_failure(&job.batch_id, job.epoch, &event)
+        .await?;
+    Ok(outcome != RecordOutcome::NotCancelled)
+}
+
+fn script_result(
     shared: &Shared,
-    queue: &str,
-    delivery: &Delivery,
-    headers: &seedq_broker::Headers,
     job: &ScriptJob,
     gpu: Option<u32>,
-    report: RunReport,
-) -> anyhow::Result<Settle> {
+    report: &RunReport,
+) -> ScriptResult {
     let mut result = ScriptResult::new(job, shared.node.clone());
     result.gpu = gpu;
     result.exit_code = report.exit.code;
@@ -594,74 +554,79 @@ async fn settle_report(
         Ok(content) => {
             result.success = true;
             result.output = Some(ScriptOutput::new(output_name, content));
-            match shared
-                .store
-                .apply_script_result(&result)
-                .await
-                .context("storing the script's result")?
-            {
-                ApplyOutcome::Applied | ApplyOutcome::AlreadyDone => {}
-                ApplyOutcome::UnknownJob => {
-                    tracing::warn!(batch = %job.batch_id, "batch vanished from Redis while the task ran")
-                }
-            }
-            // Only now that Redis holds the content may the node's copy go (had the write
-            // failed, the job would be parked with its output file still in place).
-            if let Err(e) = report.remove_output(&shared.root) {
-                tracing::warn!(task = %job.task_id, error = %e, "could not remove the uploaded output file");
-            }
-            tracing::info!(task = %job.task_id, batch = %job.batch_id, node = %shared.node, gpu = ?gpu, attempt = job.attempt, secs = result.duration_secs, "script job done");
-            Ok(Settle::Ack)
         }
         Err(reason) => {
-            result.failure = Some(reason.code().to_string());
+            result.failure = Some(reason.reason());
             if let Some(content) = &report.error_output {
                 result.output = Some(ScriptOutput::new(output_name, content));
             }
-            shared
-                .store
-                .save_script_attempt(&result)
-                .await
-                .context("storing the failed attempt")?;
-            if report.error_output.is_some() {
-                let _ = report.remove_output(&shared.root);
+        }
+    }
+    result
+}
+
+/// Stores a finished run's result and decides the delivery: success is applied once; a failure
+/// keeps its attempt's record and retries or dead-letters. If Redis cannot take it now, the
+/// message is parked WITH the result inside, so the run is settled from it on return and the
+/// script never runs again for it. `detail` is the runner's explanation (absent on return from
+/// parking, where the result's reason and stderr tell it).
+async fn settle_result(
+    shared: &Shared,
+    job: &ScriptJob,
+    result: ScriptResult,
+    detail: Option<String>,
+) -> Settle {
+    let parked = || {
+        let mut message = job.clone();
+        message.finished = Some(Box::new(result.clone()));
+        Some(message.to_json())
+    };
+    let Some(reason) = result.failure.filter(|_| !result.success) else {
+        return match shared.store.apply_script_result(&result).await {
+            Ok(ApplyOutcome::Applied | ApplyOutcome::AlreadyDone) => {
+                tracing::info!(task = %job.task_id, batch = %job.batch_id, node = %shared.node, gpu = ?result.gpu, attempt = job.attempt, secs = result.duration_secs, "script job done");
+                Settle::Ack
             }
-            let detail = failure_detail(reason, &report);
-            let last_attempt = job.attempt >= shared.retry.max_attempts;
-            if reason.is_retryable() && !last_attempt {
-                let mut next = job.clone();
-                next.attempt = job.attempt + 1;
-                let delay = shared
-                    .retry
-                    .backoff_ms(next.attempt, redelivery::jitter01());
-                tracing::warn!(task = %job.task_id, batch = %job.batch_id, node = %shared.node, reason = reason.code(), detail = %detail, attempt = job.attempt, delay_ms = delay, "script job failed; retrying");
-                // Redis first: if it is down, the job is parked before anything was published, so
-                // parking never leaves a second copy in the queues.
-                record_failure(shared, job, reason.code(), &detail, false).await?;
-                shared
-                    .broker()
-                    .publish_retry(queue, &next.to_json(), &script_headers(&next), delay)
-                    .await?;
-            } else {
-                tracing::warn!(task = %job.task_id, batch = %job.batch_id, node = %shared.node, reason = reason.code(), detail = %detail, attempt = job.attempt, "script job failed for good; dead-lettering it");
-                dead_letter(
-                    shared,
-                    queue,
-                    delivery,
-                    headers,
-                    job,
-                    reason.code(),
-                    &detail,
-                )
-                .await?;
-            }
-            Ok(Settle::Ack)
+            Ok(ApplyOutcome::UnknownJob) => Settle::dead(
+                FailureReason::UnknownJob,
+                "the batch vanished from Redis while the task ran (expired or deleted)",
+            ),
+            Ok(ApplyOutcome::Stale) => Settle::dead(
+                FailureReason::StaleMessage,
+                "the batch was re-created while the task ran: the result belongs to its earlier life",
+            ),
+            Err(e) => store_failure(&e, parked()),
+        };
+    };
+    if let Err(e) = shared.store.save_script_attempt(&result).await {
+        if e.is_unavailable() {
+            return store_failure(&e, parked());
+        }
+        tracing::warn!(task = %job.task_id, error = %e, "could not keep the failed attempt's record");
+    }
+    let detail = detail.unwrap_or_else(|| failure_detail(reason.as_str(), &result.stderr_tail));
+    // A refused path or a missing script is a property of the job and the node's files: no
+    // attempt can change it.
+    if reason.class() == seedq_protocol::ReasonClass::Retryable {
+        let mut next = job.clone();
+        next.attempt = job.attempt + 1;
+        Settle::Retry {
+            reason,
+            detail,
+            next: next.to_json(),
+            parked: parked(),
+        }
+    } else {
+        Settle::DeadLetter {
+            reason,
+            detail,
+            parked: parked(),
         }
     }
 }
 
-fn failure_detail(reason: &FailureReason, report: &RunReport) -> String {
-    let stderr = report.stderr_tail.trim_end();
+fn failure_detail(reason: &str, stderr_tail: &str) -> String {
+    let stderr = stderr_tail.trim_end();
     let last_line = stderr.rsplit('\n').next().unwrap_or("");
     if last_line.is_empty() {
         reason.to_string()
@@ -670,112 +635,31 @@ fn failure_detail(reason: &FailureReason, report: &RunReport) -> String {
     }
 }
 
-async fn dead_letter(
+/// The stored batch, cached per id and epoch (a batch never changes; a re-created one under the
+/// same id has another epoch, so a cached one whose epoch a message does not match is re-read).
+async fn load_batch(
     shared: &Shared,
-    queue: &str,
-    delivery: &Delivery,
-    headers: &seedq_broker::Headers,
-    job: &ScriptJob,
-    reason: &str,
-    detail: &str,
-) -> anyhow::Result<()> {
-    // Redis first (the batch settles on it): if Redis is down, the job is parked with nothing
-    // published yet, and settles when Redis is back.
-    record_failure(shared, job, reason, detail, true).await?;
-    let mut headers = headers.clone();
-    headers.insert(
-        seedq_protocol::headers::NODE.to_string(),
-        shared.node.clone(),
-    );
-    shared
-        .broker()
-        .publish_dead_letter(queue, &delivery.data, &headers, reason, detail)
-        .await?;
-    Ok(())
-}
-
-async fn record_failure(
-    shared: &Shared,
-    job: &ScriptJob,
-    reason: &str,
-    detail: &str,
-    dead: bool,
-) -> anyhow::Result<()> {
-    let event = FailureEvent {
-        member: job.member(),
-        reason: reason.to_string(),
-        detail: detail.to_string(),
-        dead_lettered: dead,
-        node: shared.node.clone(),
-        attempt: job.attempt,
-        at_ms: seedq_protocol::now_ms(),
-    };
-    shared
-        .store
-        .record_failure(&job.batch_id, &event)
-        .await
-        .with_context(|| format!("recording {reason} for task {}", job.task_id))?;
-    Ok(())
-}
-
-/// Whether `e` comes from Redis being unreachable (after the store's own retries), rather than
-/// from the job or the broker.
-fn redis_unavailable(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<StoreError>()
-            .is_some_and(StoreError::is_unavailable)
-    })
-}
-
-/// Redis is unreachable: the job is not at fault, so it goes back through the delay queue
-/// WITHOUT using an attempt, with a growing delay counted in `x-seedq-redis-waits`, and the
-/// delivery is acked. A requeue instead would come straight back, and on RabbitMQ 3.10 every
-/// requeue counts toward the quorum queue's delivery limit, after which the broker dead-letters
-/// the job with nothing in Redis and the batch never settles. However long Redis is down, no job
-/// is lost or dead-lettered for it. Every Redis write of a job precedes its publishes, so a
-/// parked job has no second copy in the queues; a successful run whose result could not be
-/// stored keeps its output file on the node (it is removed only after the write) and the job
-/// runs again when it comes back.
-async fn park_until_redis_returns(
-    shared: &Shared,
-    queue: &str,
-    delivery: &Delivery,
-    cause: &anyhow::Error,
-) -> anyhow::Result<()> {
-    let parked = redelivery::parking(&delivery.properties, &shared.retry);
-    tracing::warn!(
-        queue,
-        task = parked.headers.get(seedq_protocol::headers::TASK).map(String::as_str).unwrap_or("?"),
-        waits = parked.waits,
-        delay_ms = parked.delay_ms,
-        error = %format!("{cause:#}"),
-        "Redis unavailable; script job parked in the delay queue"
-    );
-    shared
-        .broker()
-        .publish_retry(queue, &delivery.data, &parked.headers, parked.delay_ms)
-        .await
-        .context("parking the script job in the delay queue")?;
-    Ok(())
-}
-
-async fn batch_exists(shared: &Shared, batch: &str) -> anyhow::Result<bool> {
+    batch: &str,
+    epoch: u64,
+) -> Result<Option<Arc<Job>>, StoreError> {
     if let Some(known) = shared
-        .known_batches
+        .batches
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(batch)
+        .filter(|job| job.epoch == epoch)
+        .cloned()
     {
-        return Ok(*known);
+        return Ok(Some(known));
     }
-    let exists = shared.store.load_job(batch).await?.is_some();
-    if exists {
-        shared
-            .known_batches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(batch.to_string(), true);
+    let Some(job) = shared.store.load_job(batch).await? else {
+        return Ok(None);
+    };
+    let job = Arc::new(job);
+    let mut batches = shared.batches.lock().unwrap_or_else(|p| p.into_inner());
+    if batches.len() >= 1024 {
+        batches.clear();
     }
-    Ok(exists)
+    batches.insert(batch.to_string(), Arc::clone(&job));
+    Ok(Some(job))
 }

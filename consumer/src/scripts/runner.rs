@@ -33,10 +33,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-/// Why a script job failed. [`FailureReason::code`] is the short, stable text that goes into
+/// Why a script job failed. [`RunFailure::reason`] is the typed reason that goes into
 /// the dead-letter header and Redis; `Display` is the sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FailureReason {
+pub enum RunFailure {
     #[error("path '{path}' resolves outside the script root {root}: {detail}")]
     EscapesRoot {
         path: String,
@@ -69,33 +69,26 @@ pub enum FailureReason {
     Io { detail: String },
 }
 
-impl FailureReason {
-    /// Short machine-readable reason (`x-seedq-error-reason` header, Redis failure counters).
-    pub fn code(&self) -> &'static str {
+impl RunFailure {
+    /// The reason recorded for it (`x-seedq-error`, Redis failure counters); its class says
+    /// whether another attempt could succeed.
+    pub fn reason(&self) -> seedq_protocol::FailureReason {
+        use seedq_protocol::FailureReason as R;
         match self {
-            FailureReason::EscapesRoot { .. } => "path_escapes_root",
-            FailureReason::ScriptNotFound { .. } => "script_not_found",
-            FailureReason::SpawnFailed { .. } => "spawn_failed",
-            FailureReason::Timeout { .. } => "timeout",
-            FailureReason::NonZeroExit { .. } => "exit_status",
-            FailureReason::Signalled { .. } => "signalled",
-            FailureReason::OutputMissing { .. } => "missing_output",
-            FailureReason::OutputStale { .. } => "stale_output",
-            FailureReason::OutputEmpty { .. } => "empty_output",
-            FailureReason::OutputTooLarge { .. } => "output_too_large",
-            FailureReason::OutputInvalidJson { .. } => "invalid_json_output",
-            FailureReason::StatusError { .. } => "status_error",
-            FailureReason::Io { .. } => "io_error",
+            RunFailure::EscapesRoot { .. } => R::PathEscapesRoot,
+            RunFailure::ScriptNotFound { .. } => R::ScriptNotFound,
+            RunFailure::SpawnFailed { .. } => R::SpawnFailed,
+            RunFailure::Timeout { .. } => R::Timeout,
+            RunFailure::NonZeroExit { .. } => R::ExitStatus,
+            RunFailure::Signalled { .. } => R::Signalled,
+            RunFailure::OutputMissing { .. } => R::MissingOutput,
+            RunFailure::OutputStale { .. } => R::StaleOutput,
+            RunFailure::OutputEmpty { .. } => R::EmptyOutput,
+            RunFailure::OutputTooLarge { .. } => R::OutputTooLarge,
+            RunFailure::OutputInvalidJson { .. } => R::InvalidJsonOutput,
+            RunFailure::StatusError { .. } => R::StatusError,
+            RunFailure::Io { .. } => R::IoError,
         }
-    }
-
-    /// Whether running the same job again could succeed. A refused path or a missing script is
-    /// a property of the job and the node's files, so it goes to the dead-letter queue at once.
-    pub fn is_retryable(&self) -> bool {
-        !matches!(
-            self,
-            FailureReason::EscapesRoot { .. } | FailureReason::ScriptNotFound { .. }
-        )
     }
 }
 
@@ -121,8 +114,8 @@ impl ScriptRoot {
         &self.root
     }
 
-    fn escapes(&self, path: &str, detail: impl Into<String>) -> FailureReason {
-        FailureReason::EscapesRoot {
+    fn escapes(&self, path: &str, detail: impl Into<String>) -> RunFailure {
+        RunFailure::EscapesRoot {
             path: path.to_string(),
             root: self.root.display().to_string(),
             detail: detail.into(),
@@ -131,13 +124,12 @@ impl ScriptRoot {
 
     /// Resolves an existing script: follows every symlink and requires the result to be a file
     /// inside the root.
-    pub fn resolve_script(&self, script: &str) -> Result<PathBuf, FailureReason> {
+    pub fn resolve_script(&self, script: &str) -> Result<PathBuf, RunFailure> {
         let lexical = self.lexical(script)?;
-        let resolved =
-            std::fs::canonicalize(&lexical).map_err(|e| FailureReason::ScriptNotFound {
-                path: script.to_string(),
-                detail: e.to_string(),
-            })?;
+        let resolved = std::fs::canonicalize(&lexical).map_err(|e| RunFailure::ScriptNotFound {
+            path: script.to_string(),
+            detail: e.to_string(),
+        })?;
         if !resolved.starts_with(&self.root) {
             return Err(self.escapes(
                 script,
@@ -145,7 +137,7 @@ impl ScriptRoot {
             ));
         }
         if !resolved.is_file() {
-            return Err(FailureReason::ScriptNotFound {
+            return Err(RunFailure::ScriptNotFound {
                 path: script.to_string(),
                 detail: "not a regular file".into(),
             });
@@ -155,7 +147,7 @@ impl ScriptRoot {
 
     /// Resolves an output path that may not exist yet: lexically inside the root, and the deepest
     /// existing ancestor (and the file itself, if present) must not leave the root via symlinks.
-    pub fn resolve_output(&self, output: &str) -> Result<PathBuf, FailureReason> {
+    pub fn resolve_output(&self, output: &str) -> Result<PathBuf, RunFailure> {
         let lexical = self.lexical(output)?;
         if lexical == self.root {
             return Err(self.escapes(output, "the output cannot be the script root itself"));
@@ -170,7 +162,7 @@ impl ScriptRoot {
                 },
             }
         }
-        let resolved = std::fs::canonicalize(existing).map_err(|e| FailureReason::Io {
+        let resolved = std::fs::canonicalize(existing).map_err(|e| RunFailure::Io {
             detail: e.to_string(),
         })?;
         if !resolved.starts_with(&self.root) {
@@ -184,9 +176,9 @@ impl ScriptRoot {
 
     /// `root.join(path)` with `.` and `..` folded lexically; refuses anything that would climb
     /// above the root or an absolute path outside it.
-    fn lexical(&self, path: &str) -> Result<PathBuf, FailureReason> {
+    fn lexical(&self, path: &str) -> Result<PathBuf, RunFailure> {
         if path.is_empty() {
-            return Err(FailureReason::ScriptNotFound {
+            return Err(RunFailure::ScriptNotFound {
                 path: String::new(),
                 detail: "empty path".into(),
             });
@@ -261,7 +253,7 @@ pub struct RunReport {
     pub duration: Duration,
     pub stdout_tail: String,
     pub stderr_tail: String,
-    pub outcome: Result<Vec<u8>, FailureReason>,
+    pub outcome: Result<Vec<u8>, RunFailure>,
     /// A fresh output that reported an error (`status: error`): kept for the failure record,
     /// since such files carry the script's own diagnosis.
     pub error_output: Option<Vec<u8>>,
@@ -270,7 +262,7 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    fn refused(reason: FailureReason) -> Self {
+    fn refused(reason: RunFailure) -> Self {
         RunReport {
             exit: ExitInfo::default(),
             duration: Duration::ZERO,
@@ -385,7 +377,7 @@ impl Drop for GroupGuard {
 }
 
 /// Runs the job to completion (or timeout) and judges it. Never panics on job content; every
-/// problem becomes a [`FailureReason`].
+/// problem becomes a [`RunFailure`].
 pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
     let script = match root.resolve_script(&request.script) {
         Ok(path) => path,
@@ -397,7 +389,7 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
     };
     if let Some(parent) = output.parent() {
         if let Err(e) = std::fs::create_dir_all(parent) {
-            return RunReport::refused(FailureReason::Io {
+            return RunReport::refused(RunFailure::Io {
                 detail: format!("creating {}: {e}", parent.display()),
             });
         }
@@ -428,7 +420,7 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            return RunReport::refused(FailureReason::SpawnFailed {
+            return RunReport::refused(RunFailure::SpawnFailed {
                 interpreter: request.interpreter.display().to_string(),
                 detail: e.to_string(),
             })
@@ -479,7 +471,7 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         duration,
         stdout_tail,
         stderr_tail,
-        outcome: Err(FailureReason::Io {
+        outcome: Err(RunFailure::Io {
             detail: "not judged".into(),
         }),
         error_output: None,
@@ -488,7 +480,7 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
     let status = match status {
         Ok(status) => status,
         Err(e) => {
-            report.outcome = Err(FailureReason::Io {
+            report.outcome = Err(RunFailure::Io {
                 detail: format!("waiting for the script: {e}"),
             });
             return report;
@@ -500,13 +492,13 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         report.exit.signal = status.signal();
     }
     report.outcome = if report.exit.timed_out {
-        Err(FailureReason::Timeout {
+        Err(RunFailure::Timeout {
             secs: request.timeout.as_secs(),
         })
     } else if let Some(signal) = report.exit.signal {
-        Err(FailureReason::Signalled { signal })
+        Err(RunFailure::Signalled { signal })
     } else if report.exit.code != Some(0) {
-        Err(FailureReason::NonZeroExit {
+        Err(RunFailure::NonZeroExit {
             code: report.exit.code.unwrap_or(-1),
         })
     } else {
@@ -532,7 +524,7 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
                 report.error_output = content;
                 reason
             }),
-            Err(e) => Err(FailureReason::Io {
+            Err(e) => Err(RunFailure::Io {
                 detail: format!("judging the output: {e}"),
             }),
         }
@@ -557,9 +549,9 @@ fn judge_output(
     before: Option<&Fingerprint>,
     start: SystemTime,
     max_bytes: u64,
-) -> Result<Vec<u8>, (FailureReason, Option<Vec<u8>>)> {
-    let plain = |reason: FailureReason| (reason, None);
-    let missing = || FailureReason::OutputMissing {
+) -> Result<Vec<u8>, (RunFailure, Option<Vec<u8>>)> {
+    let plain = |reason: RunFailure| (reason, None);
+    let missing = || RunFailure::OutputMissing {
         path: name.to_string(),
     };
     let meta = std::fs::symlink_metadata(path).map_err(|_| plain(missing()))?;
@@ -578,42 +570,42 @@ fn judge_output(
         Some(before) => before != &after || after.modified.is_some_and(|m| m >= start),
     };
     if !fresh {
-        return Err(plain(FailureReason::OutputStale {
+        return Err(plain(RunFailure::OutputStale {
             path: name.to_string(),
         }));
     }
     if after.len == 0 {
-        return Err(plain(FailureReason::OutputEmpty {
+        return Err(plain(RunFailure::OutputEmpty {
             path: name.to_string(),
         }));
     }
     if after.len > max_bytes {
-        return Err(plain(FailureReason::OutputTooLarge {
+        return Err(plain(RunFailure::OutputTooLarge {
             path: name.to_string(),
             size: after.len,
             limit: max_bytes,
         }));
     }
     let bytes = std::fs::read(path).map_err(|e| {
-        plain(FailureReason::Io {
+        plain(RunFailure::Io {
             detail: format!("reading {name}: {e}"),
         })
     })?;
     match check_json_status(name, &bytes) {
         Ok(()) => Ok(bytes),
-        Err(reason @ FailureReason::StatusError { .. }) => Err((reason, Some(bytes))),
+        Err(reason @ RunFailure::StatusError { .. }) => Err((reason, Some(bytes))),
         Err(reason) => Err(plain(reason)),
     }
 }
 
 /// A `.json` output must parse; any JSON object output that reports `"status": "error"` or
 /// `"success": false` is a failure (C6, R7: the original counted these as successes).
-pub fn check_json_status(name: &str, bytes: &[u8]) -> Result<(), FailureReason> {
+pub fn check_json_status(name: &str, bytes: &[u8]) -> Result<(), RunFailure> {
     let is_json_path = name.to_ascii_lowercase().ends_with(".json");
     let value: serde_json::Value = match serde_json::from_slice(bytes) {
         Ok(value) => value,
         Err(e) if is_json_path => {
-            return Err(FailureReason::OutputInvalidJson {
+            return Err(RunFailure::OutputInvalidJson {
                 path: name.to_string(),
                 detail: e.to_string(),
             })
@@ -643,7 +635,7 @@ pub fn check_json_status(name: &str, bytes: &[u8]) -> Result<(), FailureReason> 
                     "success: false".into()
                 }
             });
-        return Err(FailureReason::StatusError { message });
+        return Err(RunFailure::StatusError { message });
     }
     Ok(())
 }
@@ -697,7 +689,7 @@ mod tests {
     fn code(report: &RunReport) -> &'static str {
         match &report.outcome {
             Ok(_) => "ok",
-            Err(reason) => reason.code(),
+            Err(reason) => reason.reason().as_str(),
         }
     }
 
@@ -801,7 +793,7 @@ mod tests {
         let report = run(&fx.root, &fx.request("err.sh", "o.json", 5_000)).await;
         assert_eq!(
             report.outcome,
-            Err(FailureReason::StatusError {
+            Err(RunFailure::StatusError {
                 message: "boom".into()
             })
         );
@@ -898,7 +890,10 @@ mod tests {
                 "path_escapes_root",
                 "{script} -> {output}: {report:?}"
             );
-            assert!(!report.outcome.unwrap_err().is_retryable());
+            assert_ne!(
+                report.outcome.unwrap_err().reason().class(),
+                seedq_protocol::ReasonClass::Retryable
+            );
         }
         // Absolute paths inside the root and harmless `..` are fine.
         let inside = fx.root.path().join("ok.sh").display().to_string();

@@ -90,7 +90,7 @@ pub async fn run(env: &Env, args: CollectArgs) -> anyhow::Result<i32> {
             eprintln!(
                 "  {}: {} on {}",
                 task.task_id,
-                task.failure.as_deref().unwrap_or("failed"),
+                task.failure.map_or("failed", |r| r.as_str()),
                 task.node
             );
         }
@@ -147,7 +147,7 @@ pub struct CollectedTask {
     pub exit_code: Option<i32>,
     pub duration_secs: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure: Option<String>,
+    pub failure: Option<seedq_protocol::FailureReason>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub stderr_tail: String,
 }
@@ -214,7 +214,7 @@ pub fn write_outputs(
             attempt: result.attempt,
             exit_code: result.exit_code,
             duration_secs: result.duration_secs,
-            failure: result.failure.clone(),
+            failure: result.failure,
             stderr_tail: if result.success {
                 String::new()
             } else {
@@ -265,7 +265,7 @@ mod tests {
         let mut r = ScriptResult::new(&job, "zeus");
         r.success = success;
         r.output = success.then(|| ScriptOutput::new(path, content));
-        r.failure = (!success).then(|| "timeout".to_string());
+        r.failure = (!success).then_some(seedq_protocol::FailureReason::Timeout);
         r
     }
 

@@ -11,11 +11,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use seedq_broker::lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions,
-};
-use seedq_broker::{headers_of, Headers};
-use seedq_protocol::{headers as h, ChunkMessage, ScriptJob, Topology};
+use seedq_broker::Headers;
+use seedq_protocol::{headers as h, ChunkMessage, FailureReason, ScriptJob, Topology};
 
 use crate::context::Env;
 
@@ -132,6 +129,10 @@ fn replay_target(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     headers.insert(h::ATTEMPT.to_string(), "1".to_string());
+    // A message of an earlier life of its job id would only be refused again.
+    if letter.reason == FailureReason::StaleMessage.as_str() {
+        return None;
+    }
     match parse_body(data) {
         Body::Chunk(mut chunk) => {
             chunk.attempt = 1;
@@ -178,7 +179,7 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
             ("purge", job.clone())
         }
     };
-    let channel = broker.channel().await?;
+    let reader = broker.reader().await?;
     // Replays re-open their jobs in Redis (see `Store::reopen`).
     let store = if action == "replay" {
         Some(env.store().await?)
@@ -190,22 +191,18 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
         ..Default::default()
     };
     if action == "purge" && filter.is_none() {
-        let purged = channel
-            .queue_purge(dlq.as_str().into(), QueuePurgeOptions::default())
-            .await
-            .context("purging the DLQ")?;
+        let purged = reader.purge(&dlq).await.context("purging the DLQ")?;
         report.purged = purged as usize;
     } else {
-        // Take every message once (they stay unacked, so basic.get never returns one twice),
-        // act on the matching ones, and give the rest back.
-        while let Some(message) = channel
-            .basic_get(dlq.as_str().into(), BasicGetOptions::default())
+        // Take every message once (they stay unacked, so a reader never gets one twice), act on
+        // the matching ones, and give the rest back.
+        while let Some(message) = reader
+            .get(&dlq)
             .await
             .with_context(|| format!("reading {dlq} (does the namespace exist?)"))?
         {
-            let delivery = message.delivery;
-            let headers = headers_of(&delivery.properties);
-            let letter = describe(&headers, &delivery.data);
+            let headers = message.headers();
+            let letter = describe(&headers, message.body());
             let matches = filter
                 .as_ref()
                 .is_none_or(|job| letter.job.as_deref() == Some(job.as_str()));
@@ -214,7 +211,7 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
             }
             report.matched += 1;
             match action {
-                "replay" => match replay_target(&topology, &letter, &headers, &delivery.data) {
+                "replay" => match replay_target(&topology, &letter, &headers, message.body()) {
                     Some((queue, body, headers)) => {
                         if queue.starts_with(&format!("{}.scripts.", env.namespace)) {
                             let node = &queue[env.namespace.len() + ".scripts.".len()..];
@@ -222,6 +219,9 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
                                 .declare_node_scripts_queue(node, &env.cluster.broker)
                                 .await?;
                         }
+                        // Reopened before the publish, so a quick second failure of the replayed
+                        // message is not erased; if the publish fails, the letter stays in the DLQ
+                        // (unacked) and the next replay publishes it.
                         if let (Some(store), Some(job), Some(member)) =
                             (&store, &letter.job, &letter.member)
                         {
@@ -231,9 +231,8 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
                             .publish_raw(&queue, &body, &headers)
                             .await
                             .with_context(|| format!("republishing to {queue}"))?;
-                        delivery
-                            .acker
-                            .ack(BasicAckOptions::default())
+                        message
+                            .ack()
                             .await
                             .context("acking the replayed dead letter")?;
                         report.replayed += 1;
@@ -241,9 +240,8 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
                     None => report.skipped_unreadable += 1,
                 },
                 "purge" => {
-                    delivery
-                        .acker
-                        .ack(BasicAckOptions::default())
+                    message
+                        .ack()
                         .await
                         .context("acking the purged dead letter")?;
                     report.purged += 1;
@@ -253,20 +251,11 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
             report.letters.push(letter);
         }
         // Everything not acked goes back (closing the channel does it too if this fails).
-        if let Err(e) = channel
-            .basic_nack(
-                0,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .await
-        {
+        if let Err(e) = reader.give_back_all().await {
             tracing::debug!(error = %e, "nack of the unmatched dead letters; the channel close returns them");
         }
     }
-    let _ = channel.close(200, "done".into()).await;
+    reader.close().await;
     broker.close().await;
     if env.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -156,6 +156,8 @@ fn to_task(entry: &ScriptJobEntry) -> ScriptJob {
         gpu_id: entry.gpu_id,
         node: entry.node.clone(),
         attempt: 1,
+        epoch: 0,
+        finished: None,
         extra: entry.extra.clone(),
     }
 }
@@ -232,8 +234,13 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
         if (index as u64) < watermark || done.contains(&member) || dead.contains_key(&member) {
             continue;
         }
+        // The message carries the batch's epoch: one left over from an earlier batch under this id
+        // is refused by the consumers.
+        let message = job
+            .task_message(&task.task_id)
+            .expect("the task is in the stored batch");
         broker
-            .publish_script(task)
+            .publish_script(&message)
             .await
             .with_context(|| format!("publishing task {}", task.task_id))?;
         published += 1;
