@@ -52,7 +52,7 @@ pub async fn run_slot(
     cache: Arc<JobCache>,
     opts: Arc<SeedOptions>,
 ) {
-    let settler = Settler::new(Arc::clone(&ctx)).with_max_attempts(opts.max_attempts);
+    let settler = Settler::new(Arc::clone(&ctx), &worker.name).with_max_attempts(opts.max_attempts);
     let what = format!("slot {}", worker.name);
     keep_subscribed(&ctx, &what, |broker| {
         consume(&ctx, &worker, &cache, &opts, &settler, broker)
@@ -345,7 +345,7 @@ impl Handler<'_> {
                 }
             }
         }
-        let cached = match self.cache.get(&msg.job_id).await {
+        let cached = match self.cache.get(&msg.job_id, msg.epoch).await {
             Ok(Some(cached)) => cached,
             Ok(None) => {
                 return (

@@ -212,19 +212,30 @@ impl JobCache {
         }
     }
 
-    /// The job, loading it from Redis on first use. `Ok(None)`: no such job in Redis.
-    pub async fn get(&self, id: &str) -> Result<Option<Arc<CachedJob>>, StoreError> {
+    /// The job, loading it from Redis on first use. `Ok(None)`: no such job in Redis. A cached
+    /// job of another epoch than the message's is read again: the id may have been re-created
+    /// since (the caller still compares the epochs, since the message may be the stale one).
+    pub async fn get(&self, id: &str, epoch: u64) -> Result<Option<Arc<CachedJob>>, StoreError> {
         if let Some(hit) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
-            return Ok(Some(hit.clone()));
+            if hit.job.epoch == epoch {
+                return Ok(Some(hit.clone()));
+            }
         }
         let Some(job) = self.store.load_job(id).await? else {
             return Ok(None);
         };
-        let cached = Arc::new(CachedJob {
+        // Preparing a spec costs time in its sizes: off the runtime's threads.
+        let cached = tokio::task::spawn_blocking(move || CachedJob {
             prepared: prepare(&job.spec),
             family_key: seedq_protocol::throughput_family_key(&job.spec),
             job: Arc::new(job),
-        });
+        })
+        .await
+        .map(Arc::new)
+        .map_err(|e| StoreError::Corrupt {
+            key: id.to_string(),
+            message: format!("preparing the stored job failed: {e}"),
+        })?;
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if jobs.len() >= MAX_CACHED_JOBS {
             jobs.clear();

@@ -118,12 +118,18 @@ impl Settle {
 pub struct Settler {
     ctx: Arc<NodeContext>,
     max_attempts: u32,
+    /// Who settles, for the logs: the slot (`gpu0`, `cpu1`) or `scripts`.
+    slot: String,
 }
 
 impl Settler {
-    pub fn new(ctx: Arc<NodeContext>) -> Settler {
+    pub fn new(ctx: Arc<NodeContext>, slot: &str) -> Settler {
         let max_attempts = ctx.cluster().retry.max_attempts;
-        Settler { ctx, max_attempts }
+        Settler {
+            ctx,
+            max_attempts,
+            slot: slot.to_string(),
+        }
     }
 
     pub fn with_max_attempts(mut self, n: u32) -> Settler {
@@ -213,7 +219,7 @@ impl Settler {
                 let next_attempt = attempt + 1;
                 let delay = self.retry_config().backoff_ms(next_attempt, jitter01());
                 self.ctx.metrics().chunk_failed(reason);
-                tracing::warn!(queue = inbound.queue(), job = subject.map(|s| s.job_id.as_str()), member = subject.map(|s| s.member.as_str()), %reason, detail, attempt, delay_ms = delay, "failed; retrying later");
+                tracing::warn!(queue = inbound.queue(), job = job_of(subject), member = member_of(subject), slot = %self.slot, %reason, detail, attempt, delay_ms = delay, "failed; retrying later");
                 let mut headers = inbound.headers();
                 headers.insert(h::ATTEMPT.into(), next_attempt.to_string());
                 headers.insert(h::ERROR.into(), reason.as_str().into());
@@ -228,7 +234,7 @@ impl Settler {
                 detail,
                 parked,
             } => {
-                tracing::warn!(queue = inbound.queue(), job = subject.map(|s| s.job_id.as_str()), member = subject.map(|s| s.member.as_str()), %reason, detail, node = %self.ctx.node_name(), "dead-lettering");
+                tracing::warn!(queue = inbound.queue(), job = job_of(subject), member = member_of(subject), slot = %self.slot, %reason, detail, attempt = subject.map(|s| s.attempt), node = %self.ctx.node_name(), "dead-lettering");
                 if let Some(subject) = subject {
                     if let Err(park) = self.record(subject, reason, &detail, true).await {
                         return self
@@ -300,12 +306,13 @@ impl Settler {
         let parked = parking(inbound.headers(), self.retry_config());
         tracing::warn!(
             queue = inbound.queue(),
-            job = subject.map(|s| s.job_id.as_str()),
-            member = subject.map(|s| s.member.as_str()),
+            job = job_of(subject),
+            member = member_of(subject),
+            slot = %self.slot,
             detail,
             waits = parked.waits,
             delay_ms = parked.delay_ms,
-            "Redis not taking writes; message parked in the delay queue"
+            "Redis unavailable; message parked in the delay queue"
         );
         self.ctx
             .metrics()
@@ -321,6 +328,15 @@ impl Settler {
             .context("parking the message in the delay queue")?;
         inbound.ack().await.map_err(anyhow::Error::new)
     }
+}
+
+/// The job a log line names: `?` for a message that names none the consumer could trust.
+fn job_of(subject: Option<&Subject>) -> &str {
+    subject.map_or("?", |s| s.job_id.as_str())
+}
+
+fn member_of(subject: Option<&Subject>) -> &str {
+    subject.map_or("?", |s| s.member.as_str())
 }
 
 /// A jitter fraction in [0, 1) without a random-number dependency.

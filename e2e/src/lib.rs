@@ -555,8 +555,8 @@ pub fn queue_info(queue: &str) -> anyhow::Result<Option<Value>> {
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes (then panics with `what`).
 /// The epoch of a stored job (0 when it has none), which every message of the job carries.
-pub fn job_epoch(namespace: &str, job: &str) -> u64 {
-    let mut conn = redis::Client::open(redis_url())
+pub fn job_epoch(redis_url: &str, namespace: &str, job: &str) -> u64 {
+    let mut conn = redis::Client::open(redis_url)
         .and_then(|c| c.get_connection())
         .expect("connect to Redis");
     let epoch: Option<u64> = redis::cmd("HGET")

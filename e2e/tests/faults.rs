@@ -1,6 +1,7 @@
 //! Exactly-once results whatever happens on the way: several consumers sharing a job, a consumer
 //! SIGKILLed mid-job, its connection closed from the broker side, Redis killed and restarted
-//! mid-job, a chunk that keeps killing its consumers, a cancelled job resumed, a chunk delivered
+//! mid-job, Redis refusing writes (out of memory, BUSY) mid-job, a stored job no build can read,
+//! a chunk that keeps killing its consumers, a cancelled job resumed, a chunk delivered
 //! twice, a job enqueued twice and a producer killed mid-publish. Every scenario ends with results identical to
 //! the sieve engine's and progress counters that add up exactly (a chunk applied twice would push
 //! `seeds_done` past the total).
@@ -232,7 +233,7 @@ fn a_job_enqueued_twice_and_a_chunk_delivered_twice_count_once() {
     // Deliver every chunk of the finished job a second time (what a redelivery or a replay of
     // dead letters does), straight onto the queue.
     let topology = seedq_protocol::Topology::new(&ns.name);
-    let epoch = seedq_e2e::job_epoch(&ns.name, &first);
+    let epoch = seedq_e2e::job_epoch(&ns.redis_url, &ns.name, &first);
     assert_ne!(epoch, 0, "a new job has an epoch");
     let messages: Vec<Vec<u8>> = (0..20u64)
         .map(|i| {
@@ -337,7 +338,7 @@ fn a_redis_outage_mid_job_is_ridden_out() {
     assert_exact(&ns, &id, &job);
     let log = ns.consumer(consumer).log_text();
     assert!(
-        log.contains("Redis unavailable; chunk parked"),
+        log.contains("Redis unavailable; message parked"),
         "the outage should have parked chunks; consumer log:\n{log}"
     );
 }
@@ -441,4 +442,181 @@ fn a_chunk_that_keeps_killing_its_consumer_is_dead_lettered_with_the_reason_and_
     let status = ns.status(&id);
     assert_eq!(status["seeds_done"].as_u64(), Some(20_000_000), "{status}");
     assert_eq!(status["dead_lettered"].as_u64().unwrap_or(0), 0, "{status}");
+}
+
+fn private_redis_conn(redis: &PrivateRedis) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("connect to the private Redis")
+}
+
+fn redis_config_set(redis: &PrivateRedis, key: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut private_redis_conn(redis))
+        .unwrap_or_else(|e| panic!("CONFIG SET {key} {value}: {e}"));
+}
+
+#[test]
+fn a_seed_job_under_redis_oom_and_busy_settles_exact() {
+    let Some(redis) = PrivateRedis::start() else {
+        eprintln!("SKIPPED a_seed_job_under_redis_oom_and_busy_settles_exact: redis-server is not installed");
+        return;
+    };
+    let mut ns = Namespace::new("redispressure");
+    ns.redis_url = redis.url();
+    let node = format!("{}-node", ns.name);
+    let consumer = ns.start_consumer(&node, 2, 1);
+    let job = Job::with_skips(&ns, 4242, 1, 400_001, 150);
+    let id = ns.sieve(&job.args("1", "400001", "2000"));
+    eventually("some chunks to finish", Duration::from_secs(300), || {
+        chunks_done(&ns, &id) >= 3
+    });
+    // Out of memory: every write is refused while reads work.
+    redis_config_set(&redis, "maxmemory-policy", "noeviction");
+    redis_config_set(&redis, "maxmemory", "1");
+    std::thread::sleep(Duration::from_secs(8));
+    redis_config_set(&redis, "maxmemory", "0");
+    // BUSY: a script that holds the server for 8 s; other clients get BUSY after 100 ms.
+    redis_config_set(&redis, "busy-reply-threshold", "100");
+    let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+        .arg(
+            "local t0 = redis.call('TIME') \
+             while true do local t = redis.call('TIME') \
+               if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 8000000 then return 1 end end",
+        )
+        .arg(0)
+        .query(&mut private_redis_conn(&redis));
+    ns.wait(&id, 900);
+    assert!(ns.consumer(consumer).is_running());
+    assert_exact(&ns, &id, &job);
+    let log = ns.consumer(consumer).log_text();
+    assert!(
+        log.contains("Redis unavailable; message parked"),
+        "the refused writes should have parked chunks; consumer log:\n{log}"
+    );
+}
+
+#[test]
+fn a_deterministic_store_error_dead_letters_chunks_with_its_own_reason() {
+    let Some(redis) = PrivateRedis::start() else {
+        eprintln!(
+            "SKIPPED a_deterministic_store_error_dead_letters...: redis-server is not installed"
+        );
+        return;
+    };
+    let mut ns = Namespace::new("corruptjob");
+    ns.redis_url = redis.url();
+    let job = Job::new(&ns, 99, 1, 10_001);
+    // Enqueued with no consumer running; then the stored job is replaced by one "of a newer
+    // build" (valid JSON, unknown protocol version), which no wait can make readable.
+    let id = ns.sieve(&job.args("1", "10001", "2000"));
+    let key = seedq_protocol::keys::job_spec(&ns.name, &id);
+    let mut c = private_redis_conn(&redis);
+    let text: String = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
+    let mut stored: Value = serde_json::from_str(&text).unwrap();
+    stored["v"] = json!(99);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(stored.to_string())
+        .query(&mut c)
+        .unwrap();
+    ns.start_consumer(&format!("{}-node", ns.name), 1, 1);
+    let dlq = format!("{}.dlq", ns.name);
+    eventually(
+        "the chunks to be dead-lettered",
+        Duration::from_secs(120),
+        || {
+            seedq_e2e::queue_info(&dlq)
+                .ok()
+                .flatten()
+                .and_then(|q| q["messages"].as_u64())
+                == Some(5)
+        },
+    );
+    for letter in seedq_e2e::mgmt_peek(&dlq, 10).unwrap() {
+        assert_eq!(
+            letter["properties"]["headers"]["x-seedq-error"], "corrupt_job",
+            "{letter}"
+        );
+    }
+}
+
+#[test]
+fn drained_hand_backs_do_not_use_up_the_delivery_limit() {
+    let mut ns = Namespace::new("handback");
+    // Limit 2: if a hand-back counted as a delivery, the second consumer would take the chunk
+    // on its last delivery and dead-letter it as `delivery_limit`.
+    ns.use_config(|text| text.replace("delivery_limit = 20", "delivery_limit = 2"));
+    let base = ns.name.clone();
+    let job = Job::with_skips(&ns, 7, 1, 20_000_001, 150);
+    let id = ns.sieve(&[
+        "--prng",
+        "xorshift32",
+        "--draws",
+        &job.draws_file,
+        "--modulus",
+        "10",
+        "--skip-min",
+        "0",
+        "--skip-max",
+        "150",
+        "--threshold",
+        "1",
+        "--seed-start",
+        "1",
+        "--seed-end",
+        "20000001",
+        "--chunk-size",
+        "20000000",
+    ]);
+    let seeds = seedq_protocol::Topology::new(&ns.name).seeds_queue();
+    let unacked = || {
+        seedq_e2e::queue_info(&seeds)
+            .ok()
+            .flatten()
+            .and_then(|q| q["messages_unacknowledged"].as_u64())
+            .unwrap_or(0)
+    };
+    for round in 0..3 {
+        let node = format!("{base}-drain{round}");
+        let c = ns.start_consumer_with(
+            &node,
+            &[
+                "--backend",
+                "cpu",
+                "--slots",
+                "1",
+                "--cpu-threads",
+                "1",
+                "--no-calibrate",
+                "--drain-timeout-secs",
+                "0",
+            ],
+        );
+        eventually("the chunk to be taken", Duration::from_secs(120), || {
+            unacked() == 1
+        });
+        let status = ns.consumer(c).terminate(Duration::from_secs(60));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "a drained consumer exits cleanly: {status:?}"
+        );
+        let log = ns.consumer(c).log_text();
+        assert!(
+            log.contains("drain timeout: returning the in-flight chunk to the queue"),
+            "round {round}: the chunk was handed back on drain:\n{log}"
+        );
+    }
+    ns.start_consumer(&format!("{base}-last"), 1, 1);
+    ns.wait(&id, 900);
+    let status = ns.status(&id);
+    assert_eq!(status["seeds_done"].as_u64(), Some(20_000_000), "{status}");
+    assert_eq!(
+        status["dead_lettered"].as_u64().unwrap_or(0),
+        0,
+        "hand-backs are not faults: {status}"
+    );
 }

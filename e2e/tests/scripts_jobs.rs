@@ -573,7 +573,7 @@ fn a_redis_outage_parks_script_jobs_and_keeps_their_output_until_it_is_stored() 
     // requeue, no attempt used) and its output stays on the node.
     let node_log = || std::fs::read_to_string(cluster.ns.path("outage.log")).unwrap();
     eventually("the job to be parked", Duration::from_secs(90), || {
-        node_log().contains("Redis unavailable; script job parked")
+        node_log().contains("Redis unavailable; message parked")
     });
     assert!(
         cluster

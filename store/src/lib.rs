@@ -70,6 +70,8 @@ static SAVE_ATTEMPT: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(lua::SAVE_ATTEMPT));
 static EMA: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::EMA));
 static REOPEN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::REOPEN));
+static MARK_DEAD: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(lua::MARK_DEAD));
 
 /// Errors from the store. Messages say what was wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -520,6 +522,27 @@ impl Store {
         Ok(u64::try_from(code).ok())
     }
 
+    /// Marks `members` (member, reason) dead again after their republish failed (see
+    /// `lua::MARK_DEAD`); done members are left alone. Returns how many were marked; `None` for
+    /// an unknown job.
+    pub async fn mark_dead(&self, id: &str, members: &[(String, String)]) -> Result<Option<u64>> {
+        let mut script = MARK_DEAD.prepare_invoke();
+        for k in keys::all_job_keys(&self.ns, id) {
+            script.key(k);
+        }
+        script.arg(seedq_protocol::now_ms());
+        for (member, reason) in members {
+            script.arg(member).arg(reason);
+        }
+        let code: i64 = self
+            .run(|mut c| {
+                let s = &script;
+                async move { Ok(s.invoke_async(&mut c).await?) }
+            })
+            .await?;
+        Ok(u64::try_from(code).ok())
+    }
+
     /// Subscribes to the job's events channel: one message per settled member (done or failed)
     /// and one when the job is re-opened. Make the subscription BEFORE reading progress, so an
     /// event between the read and the subscription cannot be missed.
@@ -614,17 +637,11 @@ impl Store {
                 records: &records,
             })
             .await;
-        if !fields.is_empty() && !matches!(outcome, Ok(ApplyOutcome::Applied)) {
-            // Not this attempt's chunk (done already, unknown job, or an error after which a
-            // redelivery writes fresh pieces): the pieces are garbage, drop them.
-            let key = pieces_key.clone();
-            let _ = self
-                .run(|mut c| {
-                    let (k, f) = (key.clone(), fields.clone());
-                    async move { Ok(c.hdel::<_, _, ()>(k, f).await?) }
-                })
-                .await;
-        }
+        // A duplicate's pieces are dropped by the apply script itself, which alone can tell a
+        // duplicate from a retried call of this very attempt whose first reply was lost (its
+        // pieces are the ones the index names and must stay). After an error nothing is dropped:
+        // the apply may have gone through; pieces of an attempt that did not win are garbage that
+        // expires with the job's keys.
         outcome
     }
 

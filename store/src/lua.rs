@@ -29,6 +29,18 @@ local function current(epoch, member)
   return true
 end
 
+-- Drops the survivor pieces an attempt wrote (index entry `<token> <pieces> <count>`) when it is
+-- not the attempt the survivor index names: a duplicate, or a message of another life. The
+-- attempt that won may come back here too (a retried call whose first reply was lost), and its
+-- pieces must stay.
+local function drop_pieces(member, entry)
+  if entry == '' or redis.call('HGET', KEYS[12], member) == entry then return end
+  local token, pieces = string.match(entry, '^(%S+) (%d+)')
+  for i = 0, tonumber(pieces) - 1 do
+    redis.call('HDEL', KEYS[11], member .. '.' .. token .. '.' .. i)
+  end
+end
+
 local function notify(member)
   redis.call('PUBLISH', KEYS[2] .. ':events', member)
 end
@@ -67,15 +79,17 @@ return redis.call('GET', KEYS[1])
 /// 12 survivor index entry (`<token> <pieces> <survivors>`) or '', 13 survivors to count
 /// (sieve), 14 the job epoch of the message, 15 n, then n pairs (flagged seed, record json).
 /// Returns 1 applied, 0 already done, -1 unknown job, -2 another epoch or outside the plan.
+/// When it does not apply, it drops the pieces this attempt wrote (unless they are the ones the
+/// survivor index already names: a retried call of the attempt that won).
 ///
 /// The script's work is O(1) in a chunk's survivors (their pieces were written before it) and
 /// O(n) in flagged seeds, which are rare by construction (alpha).
 pub const APPLY: &str = concat!(
     finish_fn!(),
     r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if not current(ARGV[14], ARGV[1]) then return -2 end
-if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then drop_pieces(ARGV[1], ARGV[12]) return -1 end
+if not current(ARGV[14], ARGV[1]) then drop_pieces(ARGV[1], ARGV[12]) return -2 end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then drop_pieces(ARGV[1], ARGV[12]) return 0 end
 local t = KEYS[2]
 redis.call('HINCRBY', t, 'chunks_done', 1)
 redis.call('HINCRBY', t, 'seeds_done', ARGV[2])
@@ -149,6 +163,26 @@ for i = 1, 12 do redis.call('PERSIST', KEYS[i]) end
 settle(ARGV[1])
 notify('reopened')
 return removed
+"#
+);
+
+/// Marks members dead again when their republish failed after a [`REOPEN`] (`resume`): a member
+/// that is done meanwhile stays done. Without it they would be neither dead nor queued, and the
+/// next `resume` would take them for queued work.
+/// ARGV: 1 now_ms, then pairs (member, reason). Returns the number marked, -1 unknown job.
+pub const MARK_DEAD: &str = concat!(
+    finish_fn!(),
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local marked = 0
+for i = 2, #ARGV - 1, 2 do
+  if redis.call('SISMEMBER', KEYS[3], ARGV[i]) == 0 then
+    marked = marked + redis.call('HSET', KEYS[8], ARGV[i], ARGV[i + 1])
+  end
+end
+settle(ARGV[1])
+notify('dead')
+return marked
 "#
 );
 

@@ -409,6 +409,46 @@ async fn reopening_a_dead_lettered_job_runs_it_again_until_the_replay_settles() 
 }
 
 #[tokio::test]
+async fn a_failed_republish_marks_reopened_members_dead_again_but_never_a_done_one() {
+    let s = store("markdead").await;
+    s.create_job(&job("j6", 20, 10)).await.unwrap();
+    for member in ["c0", "c1"] {
+        let dead = FailureEvent {
+            member: member.into(),
+            reason: FailureReason::BackendError,
+            detail: "boom".into(),
+            dead_lettered: true,
+            node: "n1".into(),
+            attempt: 5,
+            at_ms: seedq_protocol::now_ms(),
+        };
+        s.record_failure("j6", EPOCH, &dead).await.unwrap();
+    }
+    assert!(s.progress("j6").await.unwrap().unwrap().finished());
+    // `resume` reopens both; c0 is applied by a copy still in flight; the publish fails.
+    let both = ["c0".to_string(), "c1".to_string()];
+    assert_eq!(s.reopen("j6", &both).await.unwrap(), Some(2));
+    s.apply_chunk_result(&result("j6", 0, 10, vec![]), None)
+        .await
+        .unwrap();
+    let restore: Vec<(String, String)> = both
+        .iter()
+        .map(|m| (m.clone(), "backend_error".to_string()))
+        .collect();
+    assert_eq!(s.mark_dead("j6", &restore).await.unwrap(), Some(1));
+    let p = s.progress("j6").await.unwrap().unwrap();
+    assert_eq!(p.chunks_done, 1, "{p:?}");
+    assert_eq!(
+        p.dead_lettered.keys().cloned().collect::<Vec<_>>(),
+        vec!["c1".to_string()],
+        "the done chunk is not dead again: {p:?}"
+    );
+    assert!(p.finished(), "settled again, so `wait` ends: {p:?}");
+    assert_eq!(s.mark_dead("missing", &restore).await.unwrap(), None);
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
 async fn messages_of_another_life_or_outside_the_plan_touch_nothing() {
     let s = store("epoch").await;
     s.create_job(&job("je", 20, 10)).await.unwrap();

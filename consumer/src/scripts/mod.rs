@@ -146,7 +146,7 @@ pub async fn serve(ctx: Arc<NodeContext>) -> anyhow::Result<()> {
         gpus: GpuPool::new(node_config.gpu_list().iter().map(|g| g.index).collect()),
         root,
         store: ctx.store().clone(),
-        settler: Settler::new(Arc::clone(&ctx)),
+        settler: Settler::new(Arc::clone(&ctx), "scripts"),
         ctx: Arc::clone(&ctx),
         topology: Topology::new(ctx.namespace()),
         consumer_timeout,

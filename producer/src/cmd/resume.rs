@@ -26,7 +26,6 @@ use clap::Args;
 use serde::Serialize;
 
 use seedq_protocol::{Job, JobSpec, ScriptBatch};
-use seedq_store::Store;
 
 use crate::context::Env;
 use crate::publish::ChunkPublisher;
@@ -101,11 +100,33 @@ pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     if args.outstanding {
         chosen.extend(&plan.outstanding);
     }
-    let published = match &job.spec {
-        JobSpec::Scripts(batch) => {
-            republish_tasks(env, &store, &job, batch, &plan, &chosen).await?
+    // Reopened before the publish (the job must read as running until the republished work
+    // settles, and a quick second failure must not be erased by a later reopen); if the publish
+    // fails, they are marked dead again, so nothing is left neither dead nor queued.
+    if !plan.dead_lettered.is_empty() {
+        store.reopen(&job.job_id, &plan.dead_lettered).await?;
+    }
+    let republished = match &job.spec {
+        JobSpec::Scripts(batch) => republish_tasks(env, &job, batch, &plan, &chosen).await,
+        _ => republish_chunks(env, &job, &chosen).await,
+    };
+    let published = match republished {
+        Ok(n) => n,
+        Err(e) => {
+            let restore: Vec<(String, String)> = plan
+                .dead_lettered
+                .iter()
+                .map(|m| (m.clone(), progress.dead_lettered[m].clone()))
+                .collect();
+            if !restore.is_empty() {
+                if let Err(undo) = store.mark_dead(&job.job_id, &restore).await {
+                    tracing::error!(job = %job.job_id, error = %undo, "could not mark the reopened members dead again; `resume --outstanding` republishes them");
+                }
+            }
+            return Err(
+                e.context("republishing; the dead-lettered members stay dead, run `resume` again")
+            );
         }
-        _ => republish_chunks(env, &store, &job, &plan, &chosen).await?,
     };
     let summary = serde_json::json!({
         "job_id": args.job,
@@ -144,7 +165,6 @@ pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
 /// Republishes the chosen script tasks of a batch, each to its queue, with the attempt reset.
 async fn republish_tasks(
     env: &Env,
-    store: &Store,
     job: &Job,
     batch: &ScriptBatch,
     plan: &ResumePlan,
@@ -152,20 +172,12 @@ async fn republish_tasks(
 ) -> anyhow::Result<usize> {
     let broker = env.broker().await?;
     broker.declare_topology(&env.cluster.broker).await?;
-    if !plan.dead_lettered.is_empty() {
-        // Before publishing: the job must read as running until the republished work settles.
-        store.reopen(&job.job_id, &plan.dead_lettered).await?;
-    }
     for member in chosen {
         let task_id = member.strip_prefix("t:").unwrap_or(member);
-        let mut task = batch
-            .tasks
-            .iter()
-            .find(|t| t.task_id == task_id)
-            .context("task vanished from the batch")?
-            .clone();
-        task.batch_id = job.job_id.clone();
-        task.attempt = 1;
+        // The stored definition with the batch's epoch and the attempt reset.
+        let task = job
+            .task_message(task_id)
+            .context("task vanished from the batch")?;
         if let Some(node) = &task.node {
             broker
                 .declare_node_scripts_queue(node, &env.cluster.broker)
@@ -182,13 +194,7 @@ async fn republish_tasks(
 
 /// Republishes the chosen chunks of a seed job through the same confirmed publisher as
 /// `sieve` ([`ChunkPublisher`]), which also advances the publish watermark.
-async fn republish_chunks(
-    env: &Env,
-    store: &Store,
-    job: &Job,
-    plan: &ResumePlan,
-    chosen: &[&String],
-) -> anyhow::Result<usize> {
+async fn republish_chunks(env: &Env, job: &Job, chosen: &[&String]) -> anyhow::Result<usize> {
     let mut indexes = chosen
         .iter()
         .map(|member| {
@@ -205,10 +211,6 @@ async fn republish_chunks(
     // old watermark) or in an earlier window.
     indexes.sort_unstable();
     let mut publisher = ChunkPublisher::connect(env).await?;
-    if !plan.dead_lettered.is_empty() {
-        // Before publishing: the job must read as running until the republished work settles.
-        store.reopen(&job.job_id, &plan.dead_lettered).await?;
-    }
     if !indexes.is_empty() {
         publisher.publish_job_chunks(job, &indexes).await?;
     }
