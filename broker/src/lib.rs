@@ -344,13 +344,7 @@ impl Broker {
     pub async fn purge_namespace(&self, nodes: &[&str]) -> Result<()> {
         let t = &self.topology;
         let ch = self.channel().await?;
-        let mut queues = vec![
-            t.seeds_queue(),
-            t.scripts_queue(),
-            t.retry_queue(),
-            t.legacy_retry(),
-            t.dlq(),
-        ];
+        let mut queues = t.fixed_queues().to_vec();
         queues.extend(nodes.iter().map(|n| t.node_scripts_queue(n)));
         for q in queues {
             ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())

@@ -22,7 +22,8 @@
 //!   `p_k = erfc(|z_k| / sqrt 2)`; a single strong lag (the classic LCG defect) is what it is
 //!   built to catch. The Ljung-Box statistic `Q = sum_k z_k^2` and its chi-square(L) p-value are
 //!   reported alongside.
-//! * **Chi-square uniformity** (`analysis` only) over `bins` classes of `[0, modulus)`: value `v`
+//! * **Chi-square uniformity** (`analysis` only) over `bins` classes of `[0, modulus)` (at most
+//!   [`AnalysisSpec::MAX_BINS`]): value `v`
 //!   is in class `floor(v * bins / modulus)`; a class's expected count is `n * width / modulus`
 //!   (exact even when `bins` does not divide `modulus`); `bins - 1` degrees of freedom.
 //! * **Wald-Wolfowitz runs test** (`analysis` only) about the sample median: values above and
@@ -146,6 +147,13 @@ pub enum AnalysisError {
         /// The spec's modulus.
         modulus: u64,
     },
+    /// More chi-square classes than [`AnalysisSpec::MAX_BINS`] (`analysis` only): each seed's
+    /// test counts and sums over every class.
+    #[error("bins {bins} is over the limit of {max} (2^20) chi-square classes; each seed's test walks every class: use --bins of at most {max} (the default is min(modulus, 100))", max = AnalysisSpec::MAX_BINS)]
+    TooManyBins {
+        /// The class count ([`AnalysisSpec::bins`]).
+        bins: u64,
+    },
     /// The narrowest chi-square class expects fewer than 5 values, so the chi-square
     /// approximation would not hold (`analysis` only).
     #[error("chi-square needs at least 5 expected values per class: {samples} samples over {bins} classes of [0, {modulus}) give {expected:.2} in the smallest; use more samples or fewer bins")]
@@ -170,6 +178,11 @@ pub enum AnalysisError {
 impl AnalysisSpec {
     /// Largest `samples` accepted: 2^24 outputs, i.e. a 128 MiB `u64` stream buffer per seed.
     pub const MAX_SAMPLES: usize = 1 << 24;
+
+    /// Largest chi-square class count: the test keeps a counter per class and sums over all of
+    /// them for every seed. (At least 5 expected values per class already bounds it below
+    /// `MAX_SAMPLES / 5`; this cap says so up front, whatever the modulus.)
+    pub const MAX_BINS: u64 = 1 << 20;
 
     /// A spec for `family` with every other field at its serde default (modulus 1000, 10 000
     /// samples, lags up to 20, `alpha` 0.001, bins `min(modulus, 100)`).
@@ -216,6 +229,9 @@ impl AnalysisSpec {
                     bins,
                     modulus: self.modulus,
                 });
+            }
+            if bins > Self::MAX_BINS {
+                return Err(AnalysisError::TooManyBins { bins });
             }
             // Classes hold floor(m/bins) or ceil(m/bins) values (they sum to m), so the
             // narrowest is floor(m/bins): O(1), whatever the sizes.
@@ -334,4 +350,39 @@ pub struct AnalysisOutcome {
     pub flagged: Vec<FlaggedRecord>,
     /// Counters over every seed of the chunk, flagged or not.
     pub summary: Summary,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::family::Family;
+
+    #[test]
+    fn huge_bin_counts_are_refused_by_their_size_alone() {
+        let mut spec = AnalysisSpec::new(FamilyConfig::new(Family::Mt19937));
+        spec.modulus = 1 << 63;
+        spec.bins = Some(1 << 62);
+        let err = spec.validate(AnalysisKind::Analysis).unwrap_err();
+        assert_eq!(err, AnalysisError::TooManyBins { bins: 1 << 62 });
+        let text = err.to_string();
+        assert!(
+            text.contains("1048576") && text.contains("--bins"),
+            "{text}"
+        );
+        // Enough samples for the classes do not lift the cap.
+        spec.samples = AnalysisSpec::MAX_SAMPLES;
+        spec.bins = Some(AnalysisSpec::MAX_BINS + 1);
+        assert!(matches!(
+            spec.validate(AnalysisKind::Analysis),
+            Err(AnalysisError::TooManyBins { .. })
+        ));
+        // At the cap, with 16 expected values per class.
+        spec.modulus = AnalysisSpec::MAX_BINS;
+        spec.bins = Some(AnalysisSpec::MAX_BINS);
+        assert_eq!(spec.validate(AnalysisKind::Analysis), Ok(()));
+        // The correlation test has no classes.
+        spec.bins = Some(1 << 62);
+        spec.modulus = 1 << 63;
+        assert_eq!(spec.validate(AnalysisKind::Correlation), Ok(()));
+    }
 }

@@ -109,6 +109,21 @@ impl Namespace {
         }
     }
 
+    /// The namespace `<self.name>.<suffix>` (dots are legal in namespaces), with a directory of
+    /// its own; torn down on drop like any other. For checking that nested names stay apart.
+    pub fn nested(&self, suffix: &str) -> Namespace {
+        let name = format!("{}.{suffix}", self.name);
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Namespace {
+            name,
+            consumers: Vec::new(),
+            dir,
+            redis_url: self.redis_url.clone(),
+            config: self.config.clone(),
+        }
+    }
+
     /// Uses a copy of `config/local.toml` with `edit` applied (to its text) from now on.
     pub fn use_config(&mut self, edit: impl FnOnce(String) -> String) {
         let text = std::fs::read_to_string(&self.config).expect("read the config");

@@ -488,6 +488,28 @@ fn bad_analysis_input_is_refused_before_anything_is_published() {
     }
 }
 
+#[test]
+fn analysis_with_more_bins_than_the_cap_is_refused_by_its_size() {
+    let ns = Namespace::new("analysis-bins");
+    // 2^63 and 2^62: refused arithmetically, whatever the counts.
+    refusal(
+        &ns,
+        &[
+            "analysis",
+            "--prng",
+            "mt19937",
+            "--modulus",
+            "9223372036854775808",
+            "--bins",
+            "4611686018427387904",
+        ],
+        "--bins: bins 4611686018427387904 is over the limit of 1048576 (2^20) chi-square classes",
+    );
+    let status = ns.producer_ok(&["status", "--json"]);
+    let jobs: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(jobs.as_array().map(|a| a.len()), Some(0), "{jobs}");
+}
+
 /// Ready messages of a queue over AMQP (a passive declare: no management plugin needed), or
 /// `None` when the queue does not exist.
 fn queue_messages(queue: &str) -> Option<u32> {

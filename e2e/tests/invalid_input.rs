@@ -101,6 +101,66 @@ fn producer_refuses_before_publishing() {
     }
 }
 
+#[test]
+fn a_seed_that_would_outlast_the_consumer_timeout_is_refused_before_anything_is_published() {
+    let ns = Namespace::new("refuse-slow");
+    // 4096 draws over a skip span of 4e9: about 1.6e13 draw comparisons a seed, over an hour on
+    // config/local.toml's CPU profile, against its 1800 s consumer_timeout.
+    let window: Vec<u64> = (0..4096).collect();
+    let draws = seedq_e2e::write_json(&ns, "window.json", &json!(window));
+    let out = ns.producer(&[
+        "sieve",
+        "--prng",
+        "mt19937",
+        "--draws",
+        &draws,
+        "--threshold",
+        "0.5",
+        "--skip-min",
+        "0",
+        "--skip-max",
+        "4000000000",
+        "--seed-end",
+        "1000",
+        "--count-only",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "must be refused, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for needle in [
+        "one seed takes about",
+        "consumer_timeout of 1800 s",
+        "--window",
+        "rabbitmq.conf",
+        "consumer_timeout_ms",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "stderr should mention '{needle}':\n{stderr}"
+        );
+    }
+
+    let client = redis::Client::open(seedq_e2e::redis_url()).unwrap();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(10))
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(seedq_protocol::keys::namespace_pattern(&ns.name))
+        .query(&mut conn)
+        .unwrap();
+    assert!(keys.is_empty(), "the refusal wrote to Redis: {keys:?}");
+    if let Some(q) = queue_info(&Topology::new(&ns.name).seeds_queue()).unwrap() {
+        assert_eq!(
+            q["messages"].as_u64().unwrap_or(0),
+            0,
+            "nothing may be published: {q}"
+        );
+    }
+}
+
 /// Raw bodies that a broken or hostile publisher could send, what each exercises, and the
 /// reason its dead letter must carry.
 fn poison_payloads() -> Vec<(&'static str, Vec<u8>, &'static str)> {

@@ -1,5 +1,6 @@
 //! The operator toolkit end to end: `dlq list|replay` after a fix, `cancel`, `resume` after a
-//! lost queue, and `nodes`, against the real RabbitMQ, Redis and binaries.
+//! lost queue, `nodes`, and `teardown` next to namespaces nested under the same name, against
+//! the real RabbitMQ, Redis and binaries.
 
 mod scripts_support;
 
@@ -8,7 +9,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use scripts_support::{intervals, sleep_job, Cluster, NodeSpec};
-use seedq_e2e::{encode_segment, eventually, mgmt_request};
+use seedq_e2e::{
+    encode_segment, eventually, mgmt_request, mgmt_request_with_body, queue_info, write_json,
+    Namespace,
+};
+use seedq_protocol::Topology;
 
 fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"))
@@ -216,4 +221,98 @@ fn resume_republishes_only_what_is_neither_done_nor_queued_and_nodes_shows_the_n
     assert_eq!(node["script_limit"], 1, "{node}");
     assert_eq!(node["backend"], "cpu");
     assert!(node["heartbeat_age_secs"].as_f64().unwrap() < 60.0);
+}
+
+/// Declares a durable quorum queue by name (what a consumer does for its pinned script queue).
+fn declare_queue(name: &str) {
+    let (code, body) = mgmt_request_with_body(
+        "PUT",
+        &format!("/api/queues/%2F/{}", encode_segment(name)),
+        r#"{"durable": true, "arguments": {"x-queue-type": "quorum"}}"#,
+    )
+    .unwrap();
+    assert!((200..300).contains(&code), "declare {name}: {code} {body}");
+}
+
+/// Keys of a namespace in Redis.
+fn redis_keys(namespace: &str) -> Vec<String> {
+    let client = redis::Client::open(seedq_e2e::redis_url()).unwrap();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(10))
+        .unwrap();
+    redis::cmd("KEYS")
+        .arg(seedq_protocol::keys::namespace_pattern(namespace))
+        .query(&mut conn)
+        .unwrap()
+}
+
+#[test]
+fn teardown_leaves_the_namespaces_nested_under_its_name_alone() {
+    let parent = Namespace::new("teardown");
+    // `<parent>.b` only shares the prefix; `<parent>.scripts` has queue names that are also
+    // names of the parent's pinned script queues (`<parent>.scripts.seeds`: node `seeds`).
+    let nested = parent.nested("b");
+    let lookalike = parent.nested("scripts");
+    let draws = write_json(&parent, "draws.json", &json!([1, 2, 3, 4]));
+    let job = |ns: &Namespace| {
+        ns.sieve(&[
+            "--prng",
+            "mt19937",
+            "--draws",
+            &draws,
+            "--threshold",
+            "0.5",
+            "--seed-end",
+            "1000",
+        ])
+    };
+    let parent_job = job(&parent);
+    let others = [(&nested, job(&nested)), (&lookalike, job(&lookalike))];
+    // Pinned script queues of nodes no longer in any node index: the parent's must go, the
+    // nested namespace's must stay.
+    let parent_leftover = Topology::new(&parent.name).node_scripts_queue("gone-node");
+    let nested_pinned = Topology::new(&nested.name).node_scripts_queue("node-1");
+    declare_queue(&parent_leftover);
+    declare_queue(&nested_pinned);
+    assert!(parent.status(&parent_job)["chunks_total"].as_u64() > Some(0));
+
+    parent.producer_ok(&["teardown", "--yes"]);
+
+    let topology = Topology::new(&parent.name);
+    for q in topology.fixed_queues().iter().chain([&parent_leftover]) {
+        assert!(
+            queue_info(q).unwrap().is_none(),
+            "{q} survived its teardown"
+        );
+    }
+    assert_eq!(redis_keys(&parent.name), Vec::<String>::new());
+    assert!(queue_info(&nested_pinned).unwrap().is_some());
+    for (ns, job_id) in others {
+        let t = Topology::new(&ns.name);
+        for q in [t.seeds_queue(), t.scripts_queue(), t.retry_queue(), t.dlq()] {
+            assert!(
+                queue_info(&q).unwrap().is_some(),
+                "{q} of namespace {} was deleted by the teardown of {}",
+                ns.name,
+                parent.name
+            );
+        }
+        let status = ns.status(&job_id);
+        let chunks = status["chunks_total"].as_u64().unwrap();
+        eventually(
+            "the nested namespace's chunks to be counted in its queue",
+            Duration::from_secs(30),
+            || {
+                queue_info(&t.seeds_queue())
+                    .unwrap()
+                    .and_then(|q| q["messages"].as_u64())
+                    == Some(chunks)
+            },
+        );
+        assert!(
+            !redis_keys(&ns.name).is_empty(),
+            "the keys of {} were deleted",
+            ns.name
+        );
+    }
 }

@@ -19,7 +19,10 @@
 //!    chunks (never below the minimum chunk).
 //! 5. Never longer than `max_fraction_of_consumer_timeout` of the broker's consumer timeout on the
 //!    slowest class (RabbitMQ would close the channel of a delivery unacked that long); this cap
-//!    wins over the minimum.
+//!    wins over the minimum. A chunk holds at least one seed, so a seed slower than that fraction
+//!    gets chunks of one seed, and a job whose single seed would not finish within the consumer
+//!    timeout minus [`ACK_MARGIN`] on the slowest class is refused: no chunk of it could ever be
+//!    acked, and every delivery would end in a closed channel and a redelivery.
 //!
 //! A fixed `--chunk-size` skips 1-4 but is still refused when it would break rule 5.
 //!
@@ -30,6 +33,10 @@
 
 use seedq_core::SieveSpec;
 use seedq_protocol::{ClusterConfig, Job, JobKind, JobSeeds, NodeBackend, NodeHeartbeat};
+
+/// Head-room a chunk keeps below the broker's consumer timeout after its last seed: recording
+/// the result in Redis and acking (the same head-room script jobs keep).
+pub const ACK_MARGIN: std::time::Duration = crate::jobs_file::Limits::ACK_MARGIN;
 
 /// Where a class's rate came from (shown by `sieve --json` and in logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -90,6 +97,14 @@ pub enum PlanError {
         timeout: f64,
         max_seeds: u64,
     },
+    #[error("one seed takes about {seed_secs:.0} s on {model}, the slowest class, but a chunk must finish within {limit:.0} s (the broker's consumer_timeout of {timeout:.0} s minus {margin:.0} s to record and ack it), so no chunk could ever complete: make a seed cheaper (a smaller --window or skip range for a sieve; fewer --samples or a smaller --max-lag for correlation / analysis), or raise consumer_timeout in rabbitmq.conf and [broker] consumer_timeout_ms in cluster.toml to match")]
+    SeedTooSlow {
+        seed_secs: f64,
+        model: String,
+        limit: f64,
+        timeout: f64,
+        margin: f64,
+    },
     #[error("there are no seeds to sieve")]
     NoSeeds,
     #[error("a range reaching 2^64 needs its last chunk to be small: end the range at 2^64-1 ({}) or use --chunk-size of at most {max_chunk}", u64::MAX)]
@@ -132,11 +147,29 @@ pub fn plan_chunk_size(
     let seeds_per_sec = slowest_rate / work_per_seed;
     let total_slots: u64 = classes.iter().map(|c| c.slots).sum::<u64>().max(1);
     let limit_secs = chunking.max_fraction_of_consumer_timeout * consumer_timeout_secs;
-    let timeout_cap = ((limit_secs * seeds_per_sec).floor() as u64).max(1);
+    let seeds_within_limit = (limit_secs * seeds_per_sec).floor() as u64;
+    let timeout_cap = seeds_within_limit.max(1);
     let slowest_model = slowest.map(|c| c.model.clone());
 
+    if sizing == Sizing::Fixed(0) {
+        return Err(PlanError::ZeroChunkSize);
+    }
+    // A timeout of 0 is a broker without one (as for script jobs). The hard limit never drops
+    // below the fraction rule 5 allows, so a short timeout is not left with nothing.
+    let margin_secs = ACK_MARGIN.as_secs_f64();
+    let hard_limit_secs = (consumer_timeout_secs - margin_secs).max(limit_secs);
+    let seed_secs = 1.0 / seeds_per_sec;
+    if consumer_timeout_secs > 0.0 && seed_secs > hard_limit_secs {
+        return Err(PlanError::SeedTooSlow {
+            seed_secs,
+            model: slowest_model.unwrap_or_else(|| "the default rate".into()),
+            limit: hard_limit_secs,
+            timeout: consumer_timeout_secs,
+            margin: margin_secs,
+        });
+    }
+
     let (chunk, rule) = match sizing {
-        Sizing::Fixed(0) => return Err(PlanError::ZeroChunkSize),
         Sizing::Fixed(n) => {
             if n > timeout_cap {
                 return Err(PlanError::ChunkTooSlow {
@@ -177,7 +210,11 @@ pub fn plan_chunk_size(
             }
             if chunk > timeout_cap {
                 chunk = timeout_cap;
-                rule = "consumer timeout cap";
+                rule = if seeds_within_limit == 0 {
+                    "one seed per chunk (a seed alone is over the consumer timeout fraction)"
+                } else {
+                    "consumer timeout cap"
+                };
             }
             (chunk, rule)
         }
@@ -429,6 +466,52 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("consumer_timeout"));
+    }
+
+    #[test]
+    fn a_seed_that_cannot_finish_before_the_consumer_timeout_is_refused() {
+        // A 4096-draw window over a skip span of 25 344 000 at 5e7 units/s: about 2076 s a
+        // seed, over the 1800 s consumer timeout (minus the margin) on its own.
+        let classes = [class("RX 6600", 24, 5e7)];
+        let work = 4096.0 * 25_344_000.0;
+        for sizing in [Sizing::Target(None), Sizing::Fixed(1)] {
+            let err = plan_chunk_size(1 << 20, work, &classes, &policy(), sizing).unwrap_err();
+            let PlanError::SeedTooSlow {
+                seed_secs, limit, ..
+            } = &err
+            else {
+                panic!("{sizing:?}: {err}");
+            };
+            assert!((seed_secs - 2076.0).abs() < 1.0, "{err}");
+            assert_eq!(*limit, 1800.0 - ACK_MARGIN.as_secs_f64());
+            let text = err.to_string();
+            for needle in [
+                "2076 s",
+                "RX 6600",
+                "consumer_timeout of 1800 s",
+                "--window",
+                "rabbitmq.conf",
+                "consumer_timeout_ms",
+            ] {
+                assert!(text.contains(needle), "{needle}: {text}");
+            }
+        }
+        // A seed over the fraction but well inside the timeout still runs, one per chunk, and
+        // the plan says so.
+        let plan = plan_chunk_size(
+            1 << 20,
+            500.0 * 5e7,
+            &classes,
+            &policy(),
+            Sizing::Target(None),
+        )
+        .unwrap();
+        assert_eq!(plan.chunk_seeds, 1);
+        assert!(plan.rule.starts_with("one seed per chunk"), "{}", plan.rule);
+        // A broker without a consumer timeout (0) refuses nothing.
+        let mut unlimited = policy();
+        unlimited.broker.consumer_timeout_ms = 0;
+        assert!(plan_chunk_size(1 << 20, work, &classes, &unlimited, Sizing::Target(None)).is_ok());
     }
 
     #[test]

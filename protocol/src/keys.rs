@@ -148,7 +148,32 @@ pub fn throughput(ns: &str, gpu_model: &str, family: &str) -> (String, String) {
     (throughput_hash(ns), throughput_field(gpu_model, family))
 }
 
-/// Pattern matching every key of a namespace (for test cleanup).
+/// Pattern matching every key of a namespace (teardown, test cleanup), and no other's: a
+/// namespace holds neither `:` nor a glob character ([`crate::validate_identifier`]), so the
+/// pattern of `a` cannot match the keys of `a.b` (`a.b:...`) or of `a:b`.
 pub fn namespace_pattern(ns: &str) -> String {
     format!("{ns}:*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_pattern_is_exact() {
+        // What the pattern relies on: no separator or glob character gets into a namespace.
+        for bad in ["a:b", "a*", "a?", "a[b]", "a\\b"] {
+            assert!(
+                crate::validate_identifier("namespace", bad).is_err(),
+                "{bad}"
+            );
+        }
+        let pattern = namespace_pattern("a");
+        assert!(jobs("a.b")
+            .strip_prefix(&pattern[..pattern.len() - 1])
+            .is_none());
+        assert!(jobs("a")
+            .strip_prefix(&pattern[..pattern.len() - 1])
+            .is_some());
+    }
 }

@@ -104,6 +104,30 @@ impl Topology {
         format!("{}.retry", self.namespace)
     }
 
+    /// Every queue of the namespace but the pinned node queues: seeds, scripts, delay, the
+    /// legacy retry queue and the DLQ.
+    pub fn fixed_queues(&self) -> [String; 5] {
+        [
+            self.seeds_queue(),
+            self.scripts_queue(),
+            self.retry_queue(),
+            self.legacy_retry(),
+            self.dlq(),
+        ]
+    }
+
+    /// The node whose pinned script queue `queue` is named as (`<ns>.scripts.<node>`, `<node>`
+    /// a valid identifier), if any. A name can also be another namespace's: see
+    /// [`namespaces_naming`].
+    pub fn node_of_scripts_queue<'q>(&self, queue: &'q str) -> Option<&'q str> {
+        let node = queue
+            .strip_prefix(self.namespace.as_str())?
+            .strip_prefix(".scripts.")?;
+        crate::validate_identifier("node name", node)
+            .is_ok()
+            .then_some(node)
+    }
+
     /// Dead letters (quorum).
     pub fn dlq(&self) -> String {
         format!("{}.dlq", self.namespace)
@@ -143,6 +167,31 @@ impl Topology {
     }
 }
 
+/// Every namespace one of whose queue names `queue` is (a fixed queue or a pinned node queue).
+///
+/// Namespaces and node names may contain dots, so one name can belong to several: `a.scripts.seeds`
+/// is the seeds queue of namespace `a.scripts` and the queue pinned to node `seeds` of namespace
+/// `a`; `a.b.seeds` is only ever namespace `a.b`'s. Whoever deletes queues by name must not take
+/// another namespace's along.
+pub fn namespaces_naming(queue: &str) -> Vec<String> {
+    const FIXED_SUFFIXES: [&str; 5] = ["seeds", "scripts", "delay", "retry", "dlq"];
+    let mut owners = Vec::new();
+    for (dot, _) in queue.match_indices('.') {
+        let (namespace, rest) = (&queue[..dot], &queue[dot + 1..]);
+        if crate::validate_identifier("namespace", namespace).is_err() {
+            continue;
+        }
+        if FIXED_SUFFIXES.contains(&rest)
+            || Topology::new(namespace)
+                .node_of_scripts_queue(queue)
+                .is_some()
+        {
+            owners.push(namespace.to_string());
+        }
+    }
+    owners
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +204,31 @@ mod tests {
         assert_eq!(t.script_queue_for(None), "t1.scripts");
         assert_eq!(t.dlq(), "t1.dlq");
         assert_eq!(Topology::slot_consumer_tag("zeus", "gpu1"), "zeus/gpu1");
+    }
+
+    #[test]
+    fn queue_names_tell_their_namespaces() {
+        let a = Topology::new("a");
+        assert_eq!(
+            a.node_of_scripts_queue("a.scripts.rig-1.lab"),
+            Some("rig-1.lab")
+        );
+        assert_eq!(a.node_of_scripts_queue("a.scripts"), None);
+        assert_eq!(a.node_of_scripts_queue("a.b.scripts.x"), None);
+        assert_eq!(a.node_of_scripts_queue("ab.scripts.x"), None);
+        assert_eq!(namespaces_naming("a.b.seeds"), vec!["a.b"]);
+        assert_eq!(namespaces_naming("a.scripts.x"), vec!["a"]);
+        // Node `seeds` of `a`, and the seeds queue of `a.scripts`.
+        assert_eq!(namespaces_naming("a.scripts.seeds"), vec!["a", "a.scripts"]);
+        // Node `scripts.x` of `a`, and node `x` of `a.scripts`.
+        assert_eq!(
+            namespaces_naming("a.scripts.scripts.x"),
+            vec!["a", "a.scripts"]
+        );
+        assert!(namespaces_naming("a.other").is_empty());
+        for q in a.fixed_queues() {
+            assert_eq!(namespaces_naming(&q), vec!["a"], "{q}");
+        }
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl From<AnalysisError> for AnalysisArgsError {
             AnalysisError::Modulus(_) => "--modulus",
             AnalysisError::Samples(_) => "--samples",
             AnalysisError::MaxLag { .. } => "--max-lag",
-            AnalysisError::Bins { .. } => "--bins",
+            AnalysisError::Bins { .. } | AnalysisError::TooManyBins { .. } => "--bins",
             AnalysisError::SparseBins { .. } => "--bins / --samples",
             AnalysisError::Alpha(_) => "--alpha",
             AnalysisError::Family(_) => "--prng / --param",

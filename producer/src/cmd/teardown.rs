@@ -1,11 +1,19 @@
 //! `seedq-producer teardown --yes`: removes a namespace entirely (its queues, exchanges and
 //! Redis keys). For tests, the demo and soak runs, which each work in a namespace of their own;
 //! refused for the default namespace unless `--force`.
+//!
+//! Only the namespace's own names go: its fixed queues and exchanges, and the queues pinned to its
+//! nodes, never a queue of another namespace whose name happens to start the same (`a.b.seeds` is
+//! not `a`'s; see [`owner_in_use`] for the names two namespaces can share). Redis keys go by the
+//! namespace's exact key prefix (`<ns>:`).
+
+use std::collections::HashSet;
 
 use anyhow::Context;
 use clap::Args;
 use redis::AsyncCommands;
 use seedq_protocol::keys;
+use seedq_protocol::topology::{namespaces_naming, Topology};
 
 use crate::context::Env;
 
@@ -30,7 +38,10 @@ pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
         "refusing to tear down the default namespace '{}' without --force",
         env.namespace
     );
-    // Node names whose pinned script queues may exist: configured, plus every node seen.
+    let topology = Topology::new(&env.namespace);
+    // Node names whose pinned script queues may exist: configured, every node seen, and (nodes
+    // that shut down cleanly left the node index, but their queues stay) whatever the
+    // management API lists under the namespace's pinned-queue name, when it is there.
     let client = redis::Client::open(env.redis_url.as_str())?;
     let mut redis = client
         .get_multiplexed_async_connection()
@@ -38,42 +49,55 @@ pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("connecting to Redis at {}", env.redis_url_redacted()))?;
     let mut nodes: Vec<String> = redis.zrange(keys::nodes(&env.namespace), 0, -1).await?;
     nodes.extend(env.cluster.nodes.iter().map(|n| n.name.clone()));
+    let listed: Option<HashSet<String>> =
+        management_queue_names().map(|names| names.into_iter().collect());
+    if let Some(listed) = &listed {
+        nodes.extend(
+            listed
+                .iter()
+                .filter_map(|q| topology.node_of_scripts_queue(q))
+                .map(str::to_string),
+        );
+    }
     nodes.sort();
     nodes.dedup();
+    let mut ours: Vec<&str> = Vec::new();
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for node in &nodes {
+        let queue = topology.node_scripts_queue(node);
+        match owner_in_use(&mut redis, &env.namespace, &queue, listed.as_ref()).await? {
+            Some(other) => kept.push((queue, other)),
+            None => ours.push(node),
+        }
+    }
 
     let broker =
         seedq_broker::Broker::connect(&env.amqp_url, "seedq-producer-teardown", &env.namespace)
             .await
             .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))?;
-    let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
     broker
-        .purge_namespace(&names)
+        .purge_namespace(&ours)
         .await
         .context("deleting the namespace's queues")?;
-    // Nodes that shut down cleanly left the node index, but their pinned script queues stay:
-    // ask the management API (when it is there) for whatever else carries the prefix.
-    let prefix = format!("{}.", env.namespace);
-    let leftovers: Vec<String> = management_queue_names()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|q| q.starts_with(&prefix))
-        .collect();
-    if !leftovers.is_empty() {
-        let ch = broker.channel().await?;
-        for q in &leftovers {
-            ch.queue_delete(q.as_str().into(), Default::default())
-                .await
-                .with_context(|| format!("deleting queue {q}"))?;
-        }
-    }
     broker.close().await;
+    for (queue, other) in &kept {
+        eprintln!(
+            "kept queue {queue}: namespace {other} is in use and the name is also one of its queues; \
+             if it is {}'s, delete it by hand once {other} no longer needs it",
+            env.namespace
+        );
+    }
 
     let store = env.store().await?;
     let keys_deleted = store.purge_namespace().await?;
     if env.json {
         println!(
             "{}",
-            serde_json::json!({"namespace": env.namespace, "keys": keys_deleted})
+            serde_json::json!({
+                "namespace": env.namespace,
+                "keys": keys_deleted,
+                "kept_queues": kept.iter().map(|(q, _)| q).collect::<Vec<_>>(),
+            })
         );
     } else {
         eprintln!(
@@ -82,6 +106,51 @@ pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Another namespace that `queue` (a pinned script queue name of `namespace`) is also a queue
+/// name of, and that is in use, if any: then the queue is not deleted.
+///
+/// Dots are legal in namespaces and node names, so `a.scripts.seeds` is both node `seeds`'s queue
+/// of `a` and the seeds queue of namespace `a.scripts` ([`namespaces_naming`]); the name alone
+/// cannot tell. A namespace counts as in use when one of its fixed queues other than this one
+/// exists (they are declared together, so one of them existing means the namespace was set up,
+/// and a pinned queue name of `a` cannot stand in for all of them), or it has jobs, nodes or
+/// learned throughput in Redis. Keeping a queue that was `a`'s after all only leaves an empty
+/// queue behind; deleting one that was the other namespace's would lose its messages.
+async fn owner_in_use(
+    redis: &mut redis::aio::MultiplexedConnection,
+    namespace: &str,
+    queue: &str,
+    listed: Option<&HashSet<String>>,
+) -> anyhow::Result<Option<String>> {
+    for other in namespaces_naming(queue) {
+        if other == namespace {
+            continue;
+        }
+        let has_queues = listed.is_some_and(|listed| {
+            Topology::new(&other)
+                .fixed_queues()
+                .iter()
+                .any(|q| q != queue && listed.contains(q))
+        });
+        let has_keys: u64 = if has_queues {
+            0
+        } else {
+            redis
+                .exists(&[
+                    keys::jobs(&other),
+                    keys::nodes(&other),
+                    keys::throughput_hash(&other),
+                ])
+                .await
+                .with_context(|| format!("looking for namespace {other} in Redis"))?
+        };
+        if has_queues || has_keys > 0 {
+            return Ok(Some(other));
+        }
+    }
+    Ok(None)
 }
 
 /// Queue names from the RabbitMQ management API (`SEEDQ_MGMT_URL`, default
