@@ -615,3 +615,106 @@ fn a_redis_outage_parks_script_jobs_and_keeps_their_output_until_it_is_stored() 
         "the node's copy stays after upload"
     );
 }
+
+#[test]
+fn a_message_of_an_earlier_life_of_a_batch_is_dead_lettered_without_running() {
+    let mut cluster = Cluster::new(
+        "scripts-stale",
+        &[NodeSpec {
+            name: "lifer",
+            limit: 1,
+            gpus: 0,
+        }],
+        2,
+    );
+    cluster.start("lifer");
+    cluster.wait_for_script_consumers(&["lifer"]);
+    let ns = cluster.ns.name.clone();
+    let marker = |life: &str| cluster.ns.path(&format!("{life}.log"));
+    let life = |tag: &str| {
+        json!([{"job_id": "task", "script": "job.py",
+                "args": ["tagged", "out/result.json", tag, "0.1", marker(tag).to_str().unwrap()],
+                "expected_output": "out/result.json", "timeout": 60}])
+    };
+    let runs_of =
+        |tag: &str| intervals(&std::fs::read_to_string(marker(tag)).unwrap_or_default()).len();
+
+    // The first life of b2 runs to the end; the node now knows b2 by that life.
+    let old_file = cluster.jobs_file("b2_old.json", &life("old-life"));
+    cluster.producer_ok(&[
+        "scripts",
+        "--jobs-file",
+        &old_file,
+        "--job-id",
+        "b2",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(runs_of("old-life"), 1);
+    // A message of that life as the producer published it (the stored definition, its epoch).
+    let first = seedq_e2e::stored_job(&ns, "b2").expect("b2 is stored");
+    let old_message = first.task_message("task").unwrap();
+    assert_eq!(old_message.epoch, seedq_e2e::job_epoch(&ns, "b2"));
+    assert_eq!(old_message.args[2], "old-life");
+
+    // Keep the node's only permit busy, so that what follows queues up behind it in order.
+    let blocker_log = cluster.ns.path("blocker.log");
+    let blocker = cluster.jobs_file(
+        "blocker.json",
+        &json!([sleep_job("blocker", 6.0, blocker_log.to_str().unwrap())]),
+    );
+    cluster.producer_ok(&["scripts", "--jobs-file", &blocker]);
+    eventually("the blocker to start", Duration::from_secs(60), || {
+        std::fs::read_to_string(&blocker_log).is_ok_and(|t| t.starts_with("start"))
+    });
+    // b2 expires; the old life's message comes back (a replay, a delayed retry); b2 is created
+    // again with other args, so the old message is first in line when the node is free.
+    seedq_e2e::delete_job_keys(&ns, "b2");
+    let scripts_queue = seedq_protocol::Topology::new(&ns).scripts_queue();
+    seedq_e2e::publish_raw(&scripts_queue, &[old_message.to_json()]).unwrap();
+    let new_file = cluster.jobs_file("b2_new.json", &life("new-life"));
+    cluster.producer_ok(&["scripts", "--jobs-file", &new_file, "--job-id", "b2"]);
+    assert!(
+        !std::fs::read_to_string(&blocker_log)
+            .unwrap()
+            .contains("end"),
+        "the blocker ended before b2 was created again: the machine is too slow for this test"
+    );
+    assert_ne!(seedq_e2e::job_epoch(&ns, "b2"), old_message.epoch);
+
+    // The new life runs once, with its own args; nothing of the old message touched it (`wait`
+    // would report a dead letter recorded in the batch).
+    let collected = cluster.ns.path("collected");
+    cluster.producer_ok(&["wait", "b2", "--timeout", "120"]);
+    cluster.producer_ok(&["collect", "b2", "--output-dir", collected.to_str().unwrap()]);
+    let output: Value =
+        serde_json::from_slice(&std::fs::read(collected.join("task.json")).unwrap()).unwrap();
+    assert_eq!(output["tag"], "new-life");
+    let letters = || -> Value {
+        serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", "b2"]))
+            .unwrap()
+    };
+    eventually(
+        "the old message to be dead-lettered",
+        Duration::from_secs(60),
+        || {
+            letters()["letters"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        },
+    );
+    let dlq = letters();
+    let letters = dlq["letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{dlq}");
+    assert_eq!(letters[0]["reason"], "stale_message", "{dlq}");
+    assert_eq!(letters[0]["member"], "t:task", "{dlq}");
+    assert_eq!(letters[0]["source_queue"], scripts_queue.as_str(), "{dlq}");
+    assert_eq!(runs_of("old-life"), 1, "the old life's script ran again");
+    assert_eq!(
+        runs_of("new-life"),
+        1,
+        "the new life's task ran {} times",
+        runs_of("new-life")
+    );
+}

@@ -637,20 +637,25 @@ fn failure_detail(reason: &str, stderr_tail: &str) -> String {
 
 /// The stored batch, cached per id and epoch (a batch never changes; a re-created one under the
 /// same id has another epoch, so a cached one whose epoch a message does not match is re-read).
+/// A cached life that matches the message is used only while Redis still holds that life: a
+/// message of a batch that expired and was created again under its id must meet the new life
+/// (and be refused as stale), not run the old definition from this node's memory.
 async fn load_batch(
     shared: &Shared,
     batch: &str,
     epoch: u64,
 ) -> Result<Option<Arc<Job>>, StoreError> {
-    if let Some(known) = shared
+    let cached = shared
         .batches
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(batch)
         .filter(|job| job.epoch == epoch)
-        .cloned()
-    {
-        return Ok(Some(known));
+        .cloned();
+    if let Some(known) = cached {
+        if shared.store.job_epoch(batch).await? == Some(known.epoch) {
+            return Ok(Some(known));
+        }
     }
     let Some(job) = shared.store.load_job(batch).await? else {
         return Ok(None);
