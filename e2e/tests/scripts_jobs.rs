@@ -1,6 +1,7 @@
 //! Script jobs end to end, against the real RabbitMQ and Redis and the real binaries: per-node
 //! concurrency by prefetch, every failure mode ending as a dead letter with its reason without
-//! blocking the node, `collect` byte for byte, and what the management UI shows.
+//! blocking the node, `collect` byte for byte, outputs private to each run (or taking turns on a
+//! fixed path), messages of an earlier life of a batch refused, and what the management UI shows.
 //!
 //! Each test writes its own cluster.toml (nodes with their own script roots under the test's
 //! temp directory, python3 as the interpreter) and starts its consumers with it. The fixture
@@ -614,6 +615,128 @@ fn a_redis_outage_parks_script_jobs_and_keeps_their_output_until_it_is_stored() 
             .exists(),
         "the node's copy stays after upload"
     );
+}
+
+/// Whether two `(start, end)` intervals overlap.
+fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+#[test]
+fn concurrent_batches_writing_one_output_name_each_collect_their_own() {
+    let mut cluster = Cluster::new(
+        "scripts-private",
+        &[NodeSpec {
+            name: "shared-rig",
+            limit: 4,
+            gpus: 0,
+        }],
+        2,
+    );
+    cluster.start("shared-rig");
+    cluster.wait_for_script_consumers(&["shared-rig"]);
+    let log = cluster.ns.path("timeline.log").display().to_string();
+    // Each run writes its output at once and lingers 2 s, so runs that share the file would
+    // overwrite it under each other. Four batches of one task each, all on one node at once:
+    // two write `{output_dir}/result.json` (one finds it through its argument, one through
+    // SEEDQ_OUTPUT_DIR), two the fixed `out/same.json` of a jobs file from before {output_dir}.
+    let task = |id: &str, output_arg: &str, expected: &str| {
+        json!([{"job_id": id, "script": "job.py", "args": ["tagged", output_arg, format!("tag-of-{id}"), "2", &log],
+                "expected_output": expected, "timeout": 60}])
+    };
+    let batches = [
+        task(
+            "private_a",
+            "{output_dir}/result.json",
+            "{output_dir}/result.json",
+        ),
+        task(
+            "private_b",
+            "$SEEDQ_OUTPUT_DIR/result.json",
+            "{output_dir}/result.json",
+        ),
+        task("fixed_a", "out/same.json", "out/same.json"),
+        task("fixed_b", "out/same.json", "out/same.json"),
+    ];
+    let files: Vec<(String, String)> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, jobs)| {
+            let id = jobs[0]["job_id"].as_str().unwrap().to_string();
+            (id, cluster.jobs_file(&format!("batch_{i}.json"), jobs))
+        })
+        .collect();
+    let collected = |id: &str| cluster.ns.path(&format!("collected-{id}"));
+    for (id, file) in &files {
+        let dir = collected(id);
+        cluster.producer_ok(&[
+            "scripts",
+            "--jobs-file",
+            file,
+            "--output-dir",
+            dir.to_str().unwrap(),
+        ]);
+    }
+    // The same file and options again are the same batch: it only waits and collects. Every
+    // batch is checked before anything is asserted, so a failure names all that went wrong.
+    let mut wrong = Vec::new();
+    for (id, file) in &files {
+        let dir = collected(id);
+        let out = cluster.producer(&[
+            "scripts",
+            "--jobs-file",
+            file,
+            "--output-dir",
+            dir.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "120",
+        ]);
+        if !out.status.success() {
+            wrong.push(format!(
+                "batch of {id}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            continue;
+        }
+        let output: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{id}.json"))).unwrap())
+                .unwrap();
+        if output["tag"] != format!("tag-of-{id}") {
+            wrong.push(format!("{id} collected another run's output: {output}"));
+        }
+        let summary: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("collect_summary.json")).unwrap())
+                .unwrap();
+        if summary["tasks"][0]["attempt"] != 1 {
+            wrong.push(format!("{id} needed a retry: {summary}"));
+        }
+    }
+    let runs = intervals(&std::fs::read_to_string(&log).unwrap());
+    let run = |id: &str| {
+        let r = runs.iter().find(|r| r.1 == id).unwrap();
+        (r.2, r.3)
+    };
+    if runs.len() != 4 {
+        wrong.push(format!("not every task ran exactly once: {runs:?}"));
+    }
+    if overlap(run("fixed_a"), run("fixed_b")) {
+        wrong.push(format!("two runs wrote out/same.json at once: {runs:?}"));
+    }
+    if !overlap(run("private_a"), run("private_b")) {
+        wrong.push(format!(
+            "private outputs need no turn-taking, yet the runs did not overlap: {runs:?}"
+        ));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Nothing stays on the node: no fixed output, no private directory.
+    let root = cluster.root("shared-rig");
+    assert!(!root.join("out/same.json").exists());
+    let left: Vec<_> = std::fs::read_dir(root.join(".seedq-out"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "private output directories left: {left:?}");
 }
 
 #[test]
