@@ -421,7 +421,7 @@ pub struct RunReport {
     /// A fresh output that reported an error (`status: error`): kept for the failure record,
     /// since such files carry the script's own diagnosis.
     pub error_output: Option<Vec<u8>>,
-    /// The resolved output path (when it could be resolved): removed after upload.
+    /// The resolved output path, when the run wrote it: removed after upload.
     pub output_path: Option<PathBuf>,
     /// The run's private output directory (once created): removed with the output.
     pub private_dir: Option<PathBuf>,
@@ -446,8 +446,8 @@ impl RunReport {
         self
     }
 
-    /// Removes the local output file and the run's private directory. Call only after the
-    /// result is durably stored. What is already gone is fine; paths are re-checked so a symlink
+    /// Removes the local output file (if this run wrote it) and the run's private directory.
+    /// Call only after the result is durably stored. What is already gone is fine; paths are re-checked so a symlink
     /// planted by the script never makes the node delete something outside the root.
     pub fn remove_output(&self, root: &ScriptRoot) -> io::Result<()> {
         let file = match &self.output_path {
@@ -528,6 +528,23 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
         inode: meta.ino(),
         device: meta.dev(),
     })
+}
+
+/// Whether the output was written during the run that started at `start`: absent before and
+/// present after, or changed (identity, size, modification time), or modified since the start
+/// (a rewrite within the clock's granularity leaves the rest equal).
+fn written_during(
+    before: Option<&Fingerprint>,
+    after: Option<&Fingerprint>,
+    start: SystemTime,
+) -> bool {
+    match (before, after) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(before), Some(after)) => {
+            before != after || after.modified.is_some_and(|m| m >= start)
+        }
+    }
 }
 
 /// Keeps the last `cap` bytes of a stream.
@@ -720,7 +737,10 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
             detail: "not judged".into(),
         }),
         error_output: None,
-        output_path: Some(output.clone()),
+        // A file the run did not write (a stale one from before) is not the node's to delete:
+        // it may be someone's data, and a retry must find it stale again, not missing.
+        output_path: written_during(before.as_ref(), fingerprint(&output).as_ref(), start_wall)
+            .then(|| output.clone()),
         private_dir: Some(dir_guard.keep()),
     };
     let status = match status {
@@ -811,11 +831,7 @@ fn judge_output(
         }
     }
     let after = fingerprint(path).ok_or_else(|| plain(missing()))?;
-    let fresh = match before {
-        None => true,
-        Some(before) => before != &after || after.modified.is_some_and(|m| m >= start),
-    };
-    if !fresh {
+    if !written_during(before, Some(&after), start) {
         return Err(plain(RunFailure::OutputStale {
             path: name.to_string(),
         }));
@@ -1020,15 +1036,16 @@ mod tests {
             .set_modified(old)
             .unwrap();
         fx.script("s.sh", "exit 0\n");
-        assert_eq!(
-            code(&run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await),
-            "stale_output"
-        );
+        let report = run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await;
+        assert_eq!(code(&report), "stale_output");
+        // Not written by the run, so not removed after it: a retry finds it stale again.
+        report.remove_output(&fx.root).unwrap();
+        assert!(out.exists());
         fx.script("w.sh", "echo '{\"v\":1}' > o.json\n");
-        assert_eq!(
-            code(&run(&fx.root, &fx.request("w.sh", "o.json", 5_000)).await),
-            "ok"
-        );
+        let report = run(&fx.root, &fx.request("w.sh", "o.json", 5_000)).await;
+        assert_eq!(code(&report), "ok");
+        report.remove_output(&fx.root).unwrap();
+        assert!(!out.exists());
     }
 
     #[tokio::test]
