@@ -568,7 +568,6 @@ pub fn queue_info(queue: &str) -> anyhow::Result<Option<Value>> {
     }
 }
 
-/// Polls `check` every 100 ms until it returns true or `timeout` passes (then panics with `what`).
 /// The epoch of a stored job (0 when it has none), which every message of the job carries.
 pub fn job_epoch(redis_url: &str, namespace: &str, job: &str) -> u64 {
     let mut conn = redis::Client::open(redis_url)
@@ -582,6 +581,37 @@ pub fn job_epoch(redis_url: &str, namespace: &str, job: &str) -> u64 {
     epoch.unwrap_or(0)
 }
 
+/// The job as Redis stores it, `None` when there is none under that id.
+pub fn stored_job(namespace: &str, job: &str) -> Option<seedq_protocol::Job> {
+    let mut conn = redis::Client::open(redis_url())
+        .and_then(|c| c.get_connection())
+        .expect("connect to Redis");
+    let text: Option<String> = redis::cmd("GET")
+        .arg(seedq_protocol::keys::job_spec(namespace, job))
+        .query(&mut conn)
+        .expect("read the job's spec");
+    text.map(|t| seedq_protocol::Job::from_json(&t).expect("a stored job parses"))
+}
+
+/// Deletes every key of a job and its index entry, as its expiry would: the job is gone, and
+/// its id is free for a new job.
+pub fn delete_job_keys(namespace: &str, job: &str) {
+    let mut conn = redis::Client::open(redis_url())
+        .and_then(|c| c.get_connection())
+        .expect("connect to Redis");
+    redis::pipe()
+        .cmd("DEL")
+        .arg(seedq_protocol::keys::all_job_keys(namespace, job))
+        .ignore()
+        .cmd("ZREM")
+        .arg(seedq_protocol::keys::jobs(namespace))
+        .arg(job)
+        .ignore()
+        .query::<()>(&mut conn)
+        .expect("delete the job's keys");
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes (then panics with `what`).
 pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {

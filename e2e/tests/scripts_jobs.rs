@@ -1,6 +1,7 @@
 //! Script jobs end to end, against the real RabbitMQ and Redis and the real binaries: per-node
 //! concurrency by prefetch, every failure mode ending as a dead letter with its reason without
-//! blocking the node, `collect` byte for byte, and what the management UI shows.
+//! blocking the node, `collect` byte for byte, outputs private to each run (or taking turns on a
+//! fixed path), messages of an earlier life of a batch refused, and what the management UI shows.
 //!
 //! Each test writes its own cluster.toml (nodes with their own script roots under the test's
 //! temp directory, python3 as the interpreter) and starts its consumers with it. The fixture
@@ -613,5 +614,230 @@ fn a_redis_outage_parks_script_jobs_and_keeps_their_output_until_it_is_stored() 
             .join("out/through_outage.json")
             .exists(),
         "the node's copy stays after upload"
+    );
+}
+
+/// Whether two `(start, end)` intervals overlap.
+fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+#[test]
+fn concurrent_batches_writing_one_output_name_each_collect_their_own() {
+    let mut cluster = Cluster::new(
+        "scripts-private",
+        &[NodeSpec {
+            name: "shared-rig",
+            limit: 4,
+            gpus: 0,
+        }],
+        2,
+    );
+    cluster.start("shared-rig");
+    cluster.wait_for_script_consumers(&["shared-rig"]);
+    let log = cluster.ns.path("timeline.log").display().to_string();
+    // Each run writes its output at once and lingers 2 s, so runs that share the file would
+    // overwrite it under each other. Four batches of one task each, all on one node at once:
+    // two write `{output_dir}/result.json` (one finds it through its argument, one through
+    // SEEDQ_OUTPUT_DIR), two the fixed `out/same.json` of a jobs file from before {output_dir}.
+    let task = |id: &str, output_arg: &str, expected: &str| {
+        json!([{"job_id": id, "script": "job.py", "args": ["tagged", output_arg, format!("tag-of-{id}"), "2", &log],
+                "expected_output": expected, "timeout": 60}])
+    };
+    let batches = [
+        task(
+            "private_a",
+            "{output_dir}/result.json",
+            "{output_dir}/result.json",
+        ),
+        task(
+            "private_b",
+            "$SEEDQ_OUTPUT_DIR/result.json",
+            "{output_dir}/result.json",
+        ),
+        task("fixed_a", "out/same.json", "out/same.json"),
+        task("fixed_b", "out/same.json", "out/same.json"),
+    ];
+    let files: Vec<(String, String)> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, jobs)| {
+            let id = jobs[0]["job_id"].as_str().unwrap().to_string();
+            (id, cluster.jobs_file(&format!("batch_{i}.json"), jobs))
+        })
+        .collect();
+    let collected = |id: &str| cluster.ns.path(&format!("collected-{id}"));
+    for (id, file) in &files {
+        let dir = collected(id);
+        cluster.producer_ok(&[
+            "scripts",
+            "--jobs-file",
+            file,
+            "--output-dir",
+            dir.to_str().unwrap(),
+        ]);
+    }
+    // The same file and options again are the same batch: it only waits and collects. Every
+    // batch is checked before anything is asserted, so a failure names all that went wrong.
+    let mut wrong = Vec::new();
+    for (id, file) in &files {
+        let dir = collected(id);
+        let out = cluster.producer(&[
+            "scripts",
+            "--jobs-file",
+            file,
+            "--output-dir",
+            dir.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "120",
+        ]);
+        if !out.status.success() {
+            wrong.push(format!(
+                "batch of {id}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            continue;
+        }
+        let output: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{id}.json"))).unwrap())
+                .unwrap();
+        if output["tag"] != format!("tag-of-{id}") {
+            wrong.push(format!("{id} collected another run's output: {output}"));
+        }
+        let summary: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("collect_summary.json")).unwrap())
+                .unwrap();
+        if summary["tasks"][0]["attempt"] != 1 {
+            wrong.push(format!("{id} needed a retry: {summary}"));
+        }
+    }
+    let runs = intervals(&std::fs::read_to_string(&log).unwrap());
+    let run = |id: &str| {
+        let r = runs.iter().find(|r| r.1 == id).unwrap();
+        (r.2, r.3)
+    };
+    if runs.len() != 4 {
+        wrong.push(format!("not every task ran exactly once: {runs:?}"));
+    }
+    if overlap(run("fixed_a"), run("fixed_b")) {
+        wrong.push(format!("two runs wrote out/same.json at once: {runs:?}"));
+    }
+    if !overlap(run("private_a"), run("private_b")) {
+        wrong.push(format!(
+            "private outputs need no turn-taking, yet the runs did not overlap: {runs:?}"
+        ));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Nothing stays on the node: no fixed output, no private directory.
+    let root = cluster.root("shared-rig");
+    assert!(!root.join("out/same.json").exists());
+    let left: Vec<_> = std::fs::read_dir(root.join(".seedq-out"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "private output directories left: {left:?}");
+}
+
+#[test]
+fn a_message_of_an_earlier_life_of_a_batch_is_dead_lettered_without_running() {
+    let mut cluster = Cluster::new(
+        "scripts-stale",
+        &[NodeSpec {
+            name: "lifer",
+            limit: 1,
+            gpus: 0,
+        }],
+        2,
+    );
+    cluster.start("lifer");
+    cluster.wait_for_script_consumers(&["lifer"]);
+    let ns = cluster.ns.name.clone();
+    let marker = |life: &str| cluster.ns.path(&format!("{life}.log"));
+    let life = |tag: &str| {
+        json!([{"job_id": "task", "script": "job.py",
+                "args": ["tagged", "out/result.json", tag, "0.1", marker(tag).to_str().unwrap()],
+                "expected_output": "out/result.json", "timeout": 60}])
+    };
+    let runs_of =
+        |tag: &str| intervals(&std::fs::read_to_string(marker(tag)).unwrap_or_default()).len();
+
+    // The first life of b2 runs to the end; the node now knows b2 by that life.
+    let old_file = cluster.jobs_file("b2_old.json", &life("old-life"));
+    cluster.producer_ok(&[
+        "scripts",
+        "--jobs-file",
+        &old_file,
+        "--job-id",
+        "b2",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(runs_of("old-life"), 1);
+    // A message of that life as the producer published it (the stored definition, its epoch).
+    let first = seedq_e2e::stored_job(&ns, "b2").expect("b2 is stored");
+    let old_message = first.task_message("task").unwrap();
+    assert_eq!(old_message.epoch, seedq_e2e::job_epoch(&ns, "b2"));
+    assert_eq!(old_message.args[2], "old-life");
+
+    // Keep the node's only permit busy, so that what follows queues up behind it in order.
+    let blocker_log = cluster.ns.path("blocker.log");
+    let blocker = cluster.jobs_file(
+        "blocker.json",
+        &json!([sleep_job("blocker", 6.0, blocker_log.to_str().unwrap())]),
+    );
+    cluster.producer_ok(&["scripts", "--jobs-file", &blocker]);
+    eventually("the blocker to start", Duration::from_secs(60), || {
+        std::fs::read_to_string(&blocker_log).is_ok_and(|t| t.starts_with("start"))
+    });
+    // b2 expires; the old life's message comes back (a replay, a delayed retry); b2 is created
+    // again with other args, so the old message is first in line when the node is free.
+    seedq_e2e::delete_job_keys(&ns, "b2");
+    let scripts_queue = seedq_protocol::Topology::new(&ns).scripts_queue();
+    seedq_e2e::publish_raw(&scripts_queue, &[old_message.to_json()]).unwrap();
+    let new_file = cluster.jobs_file("b2_new.json", &life("new-life"));
+    cluster.producer_ok(&["scripts", "--jobs-file", &new_file, "--job-id", "b2"]);
+    assert!(
+        !std::fs::read_to_string(&blocker_log)
+            .unwrap()
+            .contains("end"),
+        "the blocker ended before b2 was created again: the machine is too slow for this test"
+    );
+    assert_ne!(seedq_e2e::job_epoch(&ns, "b2"), old_message.epoch);
+
+    // The new life runs once, with its own args; nothing of the old message touched it (`wait`
+    // would report a dead letter recorded in the batch).
+    let collected = cluster.ns.path("collected");
+    cluster.producer_ok(&["wait", "b2", "--timeout", "120"]);
+    cluster.producer_ok(&["collect", "b2", "--output-dir", collected.to_str().unwrap()]);
+    let output: Value =
+        serde_json::from_slice(&std::fs::read(collected.join("task.json")).unwrap()).unwrap();
+    assert_eq!(output["tag"], "new-life");
+    let letters = || -> Value {
+        serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", "b2"]))
+            .unwrap()
+    };
+    eventually(
+        "the old message to be dead-lettered",
+        Duration::from_secs(60),
+        || {
+            letters()["letters"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        },
+    );
+    let dlq = letters();
+    let letters = dlq["letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{dlq}");
+    assert_eq!(letters[0]["reason"], "stale_message", "{dlq}");
+    assert_eq!(letters[0]["member"], "t:task", "{dlq}");
+    assert_eq!(letters[0]["source_queue"], scripts_queue.as_str(), "{dlq}");
+    assert_eq!(runs_of("old-life"), 1, "the old life's script ran again");
+    assert_eq!(
+        runs_of("new-life"),
+        1,
+        "the new life's task ran {} times",
+        runs_of("new-life")
     );
 }

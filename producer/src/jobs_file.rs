@@ -7,16 +7,31 @@
 //! `node` and `gpu_id`, which pin the job (the original ignored them). Every other field
 //! (`analysis_type`, `chunk_file`, `seed_count`, ...) is kept and travels with the job.
 //!
+//! **Output paths.** Every run gets a private output directory on its node. `{output_dir}` in
+//! `args` is replaced by its absolute path (the script also finds it in `SEEDQ_OUTPUT_DIR`), and
+//! an `expected_output` of the form `{output_dir}/<file>` names a file inside it:
+//!
+//! ```json
+//! {"job_id": "trial_7", "script": "trial.py", "args": ["--out", "{output_dir}/result.json"],
+//!  "expected_output": "{output_dir}/result.json", "timeout": 600}
+//! ```
+//!
+//! Such outputs are per run, so any number of jobs (of this file or of other batches running on
+//! the same node) may use the same name. A fixed `expected_output` (relative to the node's script
+//! root, the original format) still works, but every run that names it writes one file: a node
+//! runs those one at a time, and two jobs of one file may not name the same one.
+//!
 //! Validation collects every problem in the file at once, each naming the job and the fix:
-//! missing or mistyped fields, duplicate job ids, two jobs writing the same output, ids that are
-//! not usable as file names, pins to unknown nodes or GPUs, and timeouts the broker would not
-//! allow: RabbitMQ closes the channel of a delivery left unacked longer than its
+//! missing or mistyped fields, duplicate job ids, two jobs writing the same fixed output, a
+//! misplaced `{output_dir}` (only `{output_dir}/<file>`, without climbing out with `..`), ids
+//! that are not usable as file names, pins to unknown nodes or GPUs, and timeouts the broker
+//! would not allow: RabbitMQ closes the channel of a delivery left unacked longer than its
 //! `consumer_timeout`, and a script job stays unacked while it runs.
 //!
-//! Script and output paths are NOT judged here: they are relative to each node's script root
-//! (an absolute path inside a node's root is legitimate), and only the node can resolve them,
-//! symlinks included. A path that leaves the root fails on the node as `path_escapes_root`,
-//! straight to the dead-letter queue, without blocking the node.
+//! Script and fixed output paths are NOT judged here: they are relative to each node's script
+//! root (an absolute path inside a node's root is legitimate), and only the node can resolve
+//! them, symlinks included. A path that leaves the root fails on the node as
+//! `path_escapes_root`, straight to the dead-letter queue, without blocking the node.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -262,6 +277,34 @@ fn parse_entry(entry: Value) -> Result<ScriptJobEntry, (Option<String>, Vec<Stri
     })
 }
 
+/// Stands for the run's private output directory (the consumer substitutes it).
+pub const OUTPUT_DIR_PLACEHOLDER: &str = "{output_dir}";
+
+/// Why an `expected_output` that names [`OUTPUT_DIR_PLACEHOLDER`] cannot be resolved inside the
+/// run's private directory (the node applies the same rule).
+fn placeholder_problem(output: &str) -> Option<&'static str> {
+    let rest = match output.strip_prefix(OUTPUT_DIR_PLACEHOLDER) {
+        None => return Some("it may only start the path"),
+        Some(rest) if rest.contains(OUTPUT_DIR_PLACEHOLDER) => {
+            return Some("it may appear only once")
+        }
+        Some(rest) => rest,
+    };
+    let Some(rest) = rest.strip_prefix('/') else {
+        return Some("it must be followed by '/' and a file name");
+    };
+    let mut depth = 0usize;
+    for part in rest.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if depth == 0 => return Some("'..' climbs out of the private output directory"),
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    (depth == 0).then_some("it must name a file inside the directory, not the directory itself")
+}
+
 /// A job id becomes a Redis key part and a file name (`<job_id>.<ext>`), so it is restricted.
 fn job_id_problem(id: &str) -> Option<String> {
     let ok_chars = id
@@ -298,8 +341,18 @@ pub fn validate(jobs: &[ScriptJobEntry], limits: &Limits) -> Result<(), JobsFile
                 format!("duplicate job_id (also job #{first}); job ids must be unique"),
             );
         }
-        let normalised = normalise(&job.expected_output);
-        if let Some(first) = outputs.insert(normalised, index) {
+        if job.expected_output.contains(OUTPUT_DIR_PLACEHOLDER) {
+            if let Some(problem) = placeholder_problem(&job.expected_output) {
+                push(
+                    index,
+                    job,
+                    format!(
+                        "expected_output {} misuses {OUTPUT_DIR_PLACEHOLDER}: {problem}; write {OUTPUT_DIR_PLACEHOLDER}/<file>",
+                        job.expected_output
+                    ),
+                );
+            }
+        } else if let Some(first) = outputs.insert(normalise(&job.expected_output), index) {
             push(
                 index,
                 job,
@@ -459,5 +512,30 @@ mod tests {
         assert_eq!(error.0.len(), 6, "{text}");
         // Without a broker limit or node list those checks are off.
         assert!(validate(&jobs[3..4], &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn private_outputs_may_share_a_name_and_misplaced_placeholders_are_refused() {
+        let text = r#"[
+            {"job_id": "a", "script": "s.py", "args": ["{output_dir}/r.json"], "expected_output": "{output_dir}/r.json", "timeout": 60},
+            {"job_id": "b", "script": "s.py", "expected_output": "{output_dir}/./r.json", "timeout": 60},
+            {"job_id": "c", "script": "s.py", "expected_output": "{output_dir}/sub/../r.json", "timeout": 60},
+            {"job_id": "d", "script": "s.py", "expected_output": "out/{output_dir}/r.json", "timeout": 60},
+            {"job_id": "e", "script": "s.py", "expected_output": "{output_dir}/../r.json", "timeout": 60},
+            {"job_id": "f", "script": "s.py", "expected_output": "{output_dir}", "timeout": 60},
+            {"job_id": "g", "script": "s.py", "expected_output": "{output_dir}r.json", "timeout": 60},
+            {"job_id": "h", "script": "s.py", "expected_output": "{output_dir}/x/{output_dir}", "timeout": 60}
+        ]"#;
+        let jobs = parse(text).unwrap();
+        let error = validate(&jobs, &limits()).unwrap_err();
+        let text = error.to_string();
+        let has = |needle: &str| assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
+        has("job #3 (d): expected_output out/{output_dir}/r.json misuses {output_dir}: it may only start the path");
+        has("job #4 (e): expected_output {output_dir}/../r.json misuses {output_dir}: '..' climbs out");
+        has("job #5 (f): expected_output {output_dir} misuses {output_dir}: it must be followed by '/'");
+        has("job #6 (g): expected_output {output_dir}r.json misuses");
+        has("job #7 (h): expected_output {output_dir}/x/{output_dir} misuses {output_dir}: it may appear only once");
+        assert_eq!(error.0.len(), 5, "a, b and c are fine:\n{text}");
+        assert!(validate(&jobs[..3], &limits()).is_ok());
     }
 }

@@ -437,6 +437,18 @@ impl Store {
         text.map(|t| self.parse_job(id, &t)).transpose()
     }
 
+    /// The epoch of the job stored under `id` now: `None` when there is none (or it was stored
+    /// before epochs). One field read, so a node can check that the life of a job it keeps in
+    /// memory is still the stored one without loading the spec again.
+    pub async fn job_epoch(&self, id: &str) -> Result<Option<u64>> {
+        let key = keys::totals(&self.ns, id);
+        self.run(|mut c| {
+            let key = key.clone();
+            async move { Ok(c.hget(key, "epoch").await?) }
+        })
+        .await
+    }
+
     /// Job ids, oldest first. Ids whose keys have expired are pruned from the index.
     pub async fn list_jobs(&self) -> Result<Vec<String>> {
         let index = keys::jobs(&self.ns);

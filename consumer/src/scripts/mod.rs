@@ -27,11 +27,15 @@
 //!    when the task is already done (redelivery after a crash between write and ack); refuse it
 //!    when the batch does not exist in Redis.
 //! 3. Wait for a permit, take a GPU ([`gpu::GpuPool`]: the pin, or the least-loaded GPU), run
-//!    the script ([`runner::run`]: no shell, script root, process group, hard timeout, fresh
-//!    output, JSON status).
+//!    the script ([`runner::run`]: no shell, script root, a private output directory, process
+//!    group, hard timeout, fresh output, JSON status). A task whose `expected_output` is a fixed
+//!    path first waits until no other run on this node writes that path: two runs writing one
+//!    file would each pass the freshness check on the other's write, and the first to finish
+//!    would upload the other's output and delete it. Outputs under `{output_dir}` are private to
+//!    the run and need no such wait.
 //! 4. Success: write output content, exit status, duration and log tails to Redis
-//!    (`apply_script_result`, exactly once), then remove the local output file, then ack (and
-//!    check the ack).
+//!    (`apply_script_result`, exactly once), then remove the local output file and the run's
+//!    private output directory, then ack (and check the ack).
 //! 5. Failure: keep the attempt's record in Redis, then either republish through the delay
 //!    queue with the attempt bumped (backoff with jitter, `[retry]` in cluster.toml) or, after
 //!    the last attempt or for a failure that cannot succeed on retry (path outside the root,
@@ -99,7 +103,8 @@ const ACK_MARGIN: Duration = Duration::from_secs(60);
 /// handed back, even when its timeout leaves less.
 const MIN_PERMIT_WAIT: Duration = Duration::from_secs(1);
 
-/// Held while a task (batch id, member) runs on this node.
+/// Held while a task (batch id, member) runs on this node, or while a run writes a fixed
+/// output path.
 type TaskLock = Arc<tokio::sync::Mutex<()>>;
 
 /// Everything a job handler needs, shared by all of the node's script tasks.
@@ -121,6 +126,9 @@ struct Shared {
     /// Tasks (done-set member per batch) running or about to run on this node: a redelivery of
     /// one waits for it here instead of running it a second time.
     running: std::sync::Mutex<HashMap<(String, String), TaskLock>>,
+    /// Fixed output paths (resolved) that a run on this node writes, from before its start until
+    /// its output is stored and removed.
+    outputs: std::sync::Mutex<HashMap<PathBuf, TaskLock>>,
     /// Stored batches by id (a batch is immutable once created; its epoch tells lives apart).
     batches: std::sync::Mutex<HashMap<String, Arc<Job>>>,
     shutdown: watch::Receiver<bool>,
@@ -156,6 +164,7 @@ pub async fn serve(ctx: Arc<NodeContext>) -> anyhow::Result<()> {
         metrics: ctx.metrics(),
         permits: Arc::new(Semaphore::new(limit as usize)),
         running: std::sync::Mutex::new(HashMap::new()),
+        outputs: std::sync::Mutex::new(HashMap::new()),
         batches: std::sync::Mutex::new(HashMap::new()),
         shutdown: ctx.shutdown_signal(),
     });
@@ -413,6 +422,30 @@ async fn process_task(
         Ok(false) => {}
         Err(e) => return store_failure(&e, None),
     }
+    // Taken before the permit, so a run waiting for another's output holds no permit.
+    let _output = match shared
+        .root
+        .shared_output(job.expected_output.as_deref().unwrap_or_default())
+    {
+        Some(path) => {
+            let lock = lock_in(&shared.outputs, path.clone());
+            let mut shutdown = shared.shutdown.clone();
+            let left = wait_budget.saturating_sub(waited.elapsed());
+            let guard = match Arc::clone(&lock).try_lock_owned() {
+                Ok(guard) => guard,
+                Err(_) => {
+                    tracing::info!(task = %job.task_id, batch = %job.batch_id, output = %path.display(), "another run on this node writes the same expected_output; waiting for it to be collected");
+                    tokio::select! {
+                        guard = lock.lock_owned() => guard,
+                        _ = tokio::time::sleep(left) => return Settle::HandBack(HandBack::NoPermit),
+                        _ = shutdown.wait_for(|stop| *stop) => return Settle::HandBack(HandBack::Drain),
+                    }
+                }
+            };
+            Some(guard)
+        }
+        None => None,
+    };
     let permit = {
         let mut shutdown = shared.shutdown.clone();
         let left = wait_budget.saturating_sub(waited.elapsed());
@@ -450,6 +483,7 @@ async fn process_task(
         script: job.script.clone(),
         args: job.args.clone(),
         expected_output: job.expected_output.clone().unwrap_or_default(),
+        output_dir: runner::private_output_dir(&job.batch_id, &job.task_id, job.attempt),
         timeout,
         env,
         tail_bytes: RunRequest::DEFAULT_TAIL_BYTES,
@@ -486,10 +520,11 @@ async fn process_task(
         .err()
         .map(|reason| failure_detail(&reason.to_string(), &report.stderr_tail));
     // The result is now what counts: the node's copy of the output can go once Redis has it
-    // or the message carries it (a parked result).
+    // or the message carries it (a parked result). The fixed-output lock is released only
+    // after that, when the path is free for the next run.
     let settled = settle_result(shared, &job, result, detail).await;
     if let Err(e) = report.remove_output(&shared.root) {
-        tracing::warn!(task = %job.task_id, error = %e, "could not remove the output file");
+        tracing::warn!(task = %job.task_id, error = %e, "could not remove the output file or the run's output directory");
     }
     settled
 }
@@ -503,15 +538,19 @@ fn clamped_timeout(shared: &Shared, job: &ScriptJob) -> Duration {
     timeout
 }
 
-/// The per-task lock of [`Shared::running`] (entries nobody holds are dropped on the way).
-fn running_lock(shared: &Shared, job: &ScriptJob) -> Arc<tokio::sync::Mutex<()>> {
-    let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
-    running.retain(|_, lock| Arc::strong_count(lock) > 1);
-    Arc::clone(
-        running
-            .entry((job.batch_id.clone(), job.task_id.clone()))
-            .or_default(),
-    )
+/// The per-task lock of [`Shared::running`].
+fn running_lock(shared: &Shared, job: &ScriptJob) -> TaskLock {
+    lock_in(&shared.running, (job.batch_id.clone(), job.task_id.clone()))
+}
+
+/// The lock for `key` in `locks` (entries nobody holds are dropped on the way).
+fn lock_in<K: std::hash::Hash + Eq>(
+    locks: &std::sync::Mutex<HashMap<K, TaskLock>>,
+    key: K,
+) -> TaskLock {
+    let mut locks = locks.lock().unwrap_or_else(|p| p.into_inner());
+    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+    Arc::clone(locks.entry(key).or_default())
 }
 
 /// Records the task as skipped when its batch is cancelled; `Ok(true)` then. The store records
@@ -637,20 +676,25 @@ fn failure_detail(reason: &str, stderr_tail: &str) -> String {
 
 /// The stored batch, cached per id and epoch (a batch never changes; a re-created one under the
 /// same id has another epoch, so a cached one whose epoch a message does not match is re-read).
+/// A cached life that matches the message is used only while Redis still holds that life: a
+/// message of a batch that expired and was created again under its id must meet the new life
+/// (and be refused as stale), not run the old definition from this node's memory.
 async fn load_batch(
     shared: &Shared,
     batch: &str,
     epoch: u64,
 ) -> Result<Option<Arc<Job>>, StoreError> {
-    if let Some(known) = shared
+    let cached = shared
         .batches
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(batch)
         .filter(|job| job.epoch == epoch)
-        .cloned()
-    {
-        return Ok(Some(known));
+        .cloned();
+    if let Some(known) = cached {
+        if shared.store.job_epoch(batch).await? == Some(known.epoch) {
+            return Ok(Some(known));
+        }
     }
     let Some(job) = shared.store.load_job(batch).await? else {
         return Ok(None);

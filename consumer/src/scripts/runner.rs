@@ -10,6 +10,14 @@
 //!   root. `..` components, absolute paths elsewhere and symlinks that leave the root are refused
 //!   before anything runs ([`ScriptRoot`]). The output path is checked again after the run, since
 //!   a script can turn it into a symlink.
+//! * **Private output directory.** Every run gets a directory of its own under the root,
+//!   [`PRIVATE_OUTPUTS`]`/<batch>/<task>/<attempt>-<unique>`, created empty before the script
+//!   starts. The script learns it as [`OUTPUT_DIR_PLACEHOLDER`] in its arguments and as
+//!   `SEEDQ_OUTPUT_DIR` in its environment, and an `expected_output` that starts with the
+//!   placeholder resolves inside it. Two runs on one node (two batches, or two lives of one) can
+//!   then never collect or delete each other's output. A fixed `expected_output` path (a jobs
+//!   file written before the placeholder) is shared by every run that names it; the serve loop
+//!   serializes those runs ([`ScriptRoot::shared_output`]).
 //! * **Process group and hard timeout.** The child is the leader of a new process group; on
 //!   timeout the whole group gets SIGTERM, then SIGKILL after a short grace, so grandchildren
 //!   cannot keep a GPU busy. The group is also killed after a normal exit, because a script that
@@ -21,12 +29,16 @@
 //! * Tails of stdout and stderr are kept (bounded), whatever the outcome.
 //!
 //! The caller (the serve loop in [`super`]) uploads the output, exit status, duration and tails
-//! to Redis, and only then calls [`RunReport::remove_output`].
+//! to Redis, and only then calls [`RunReport::remove_output`], which also removes the private
+//! directory.
 
 use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +57,8 @@ pub enum RunFailure {
     },
     #[error("script '{path}' not found under the script root: {detail}")]
     ScriptNotFound { path: String, detail: String },
+    #[error("expected output '{path}' misuses {{output_dir}}: {detail}")]
+    BadPlaceholder { path: String, detail: String },
     #[error("could not start '{interpreter}': {detail} (check python_env in cluster.toml)")]
     SpawnFailed { interpreter: String, detail: String },
     #[error("timed out after {secs} s; the whole process group was killed")]
@@ -77,6 +91,7 @@ impl RunFailure {
         match self {
             RunFailure::EscapesRoot { .. } => R::PathEscapesRoot,
             RunFailure::ScriptNotFound { .. } => R::ScriptNotFound,
+            RunFailure::BadPlaceholder { .. } => R::InvalidMessage,
             RunFailure::SpawnFailed { .. } => R::SpawnFailed,
             RunFailure::Timeout { .. } => R::Timeout,
             RunFailure::NonZeroExit { .. } => R::ExitStatus,
@@ -91,6 +106,16 @@ impl RunFailure {
         }
     }
 }
+
+/// Stands for the run's private output directory in a job's `args` and `expected_output`.
+pub const OUTPUT_DIR_PLACEHOLDER: &str = "{output_dir}";
+
+/// The directory under the script root that holds the runs' private output directories.
+pub const PRIVATE_OUTPUTS: &str = ".seedq-out";
+
+/// Serializes creating and pruning directories under [`PRIVATE_OUTPUTS`]: a run that prunes its
+/// emptied batch directory must not remove it while another run is creating its own inside.
+static PRIVATE_TREE: Mutex<()> = Mutex::new(());
 
 /// The node's script root, canonicalised once. Every path a job names is resolved against it.
 #[derive(Debug, Clone)]
@@ -148,7 +173,12 @@ impl ScriptRoot {
     /// Resolves an output path that may not exist yet: lexically inside the root, and the deepest
     /// existing ancestor (and the file itself, if present) must not leave the root via symlinks.
     pub fn resolve_output(&self, output: &str) -> Result<PathBuf, RunFailure> {
-        let lexical = self.lexical(output)?;
+        self.check_output(output, self.lexical(output)?)
+    }
+
+    /// [`ScriptRoot::resolve_output`] for a path already folded lexically inside the root;
+    /// `output` names it in messages.
+    fn check_output(&self, output: &str, lexical: PathBuf) -> Result<PathBuf, RunFailure> {
         if lexical == self.root {
             return Err(self.escapes(output, "the output cannot be the script root itself"));
         }
@@ -172,6 +202,55 @@ impl ScriptRoot {
             ));
         }
         Ok(lexical)
+    }
+
+    /// The path a job's `expected_output` names when it is a fixed path (no
+    /// [`OUTPUT_DIR_PLACEHOLDER`]): every run naming it writes the same file, so the caller lets
+    /// only one of them run at a time. `None` for a per-run output, and for a path the run will
+    /// refuse anyway.
+    pub fn shared_output(&self, expected_output: &str) -> Option<PathBuf> {
+        if expected_output.contains(OUTPUT_DIR_PLACEHOLDER) {
+            return None;
+        }
+        self.resolve_output(expected_output).ok()
+    }
+
+    /// Creates the run's private output directory (`relative`, from [`private_output_dir`]) and
+    /// returns its canonical path. Its last component must not exist yet: a directory that is
+    /// already there could hold another run's files.
+    fn create_private_dir(&self, relative: &Path) -> Result<PathBuf, RunFailure> {
+        let name = relative.display().to_string();
+        let io = |what: &str, e: io::Error| RunFailure::Io {
+            detail: format!("{what} the private output directory {name}: {e}"),
+        };
+        let lexical = self.resolve_output(&name)?;
+        let _tree = PRIVATE_TREE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(parent) = lexical.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io("creating", e))?;
+        }
+        std::fs::create_dir(&lexical).map_err(|e| io("creating", e))?;
+        // A symlink planted among the parents by an earlier script would have moved it.
+        let resolved = std::fs::canonicalize(&lexical).map_err(|e| io("resolving", e))?;
+        if !resolved.starts_with(&self.root) {
+            return Err(self.escapes(&name, format!("it resolves to {}", resolved.display())));
+        }
+        Ok(resolved)
+    }
+
+    /// Resolves `expected_output` for a run whose private directory is `private`: a path that
+    /// starts with [`OUTPUT_DIR_PLACEHOLDER`] lies inside it (and may not climb out of it), any
+    /// other path is a fixed path under the root ([`ScriptRoot::resolve_output`]).
+    fn resolve_expected(&self, expected: &str, private: &Path) -> Result<PathBuf, RunFailure> {
+        if !expected.contains(OUTPUT_DIR_PLACEHOLDER) {
+            return self.resolve_output(expected);
+        }
+        let bad = |detail: &str| RunFailure::BadPlaceholder {
+            path: expected.to_string(),
+            detail: detail.to_string(),
+        };
+        let rest = placeholder_relative(expected).map_err(bad)?;
+        // Only plain components: lexically inside `private`, itself canonical inside the root.
+        self.check_output(expected, private.join(rest))
     }
 
     /// `root.join(path)` with `.` and `..` folded lexically; refuses anything that would climb
@@ -213,15 +292,100 @@ impl ScriptRoot {
     }
 }
 
+/// The part of an `expected_output` after its leading [`OUTPUT_DIR_PLACEHOLDER`], folded
+/// lexically: a file path inside the private directory. The placeholder may only come first and
+/// only once, and the rest must name a file without climbing out of the directory (the parents
+/// are shared with the task's other runs). The producer's jobs-file validation applies the same
+/// rule, so a node only sees a violation in a hand-made message.
+pub fn placeholder_relative(expected: &str) -> Result<PathBuf, &'static str> {
+    let rest = expected
+        .strip_prefix(OUTPUT_DIR_PLACEHOLDER)
+        .ok_or("the placeholder may only start the path")?;
+    if rest.contains(OUTPUT_DIR_PLACEHOLDER) {
+        return Err("the placeholder may appear only once");
+    }
+    let rest = rest
+        .strip_prefix('/')
+        .ok_or("the placeholder must be followed by '/' and a file name")?;
+    let mut parts: Vec<&OsStr> = Vec::new();
+    for component in Path::new(rest).components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err("'..' climbs out of the private output directory");
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("the rest of the path must be relative")
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err("it must name a file inside the directory, not the directory itself");
+    }
+    Ok(parts.iter().collect())
+}
+
+/// A fresh private output directory for one run of `task` of `batch`, relative to the script
+/// root: `.seedq-out/<batch>/<task>/<attempt>-<unique>`. The unique part (process id, a counter
+/// and the time) keeps two runs apart even within one attempt: a redelivery, or a batch created
+/// again under the same id while its earlier life still runs here.
+pub fn private_output_dir(batch: &str, task: &str, attempt: u32) -> PathBuf {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    // Ids are validated identifiers, which may still be `.` or `..`: never a path step.
+    let component = |id: &str| {
+        if id.starts_with('.') {
+            format!("_{id}")
+        } else {
+            id.to_string()
+        }
+    };
+    [
+        PRIVATE_OUTPUTS.to_string(),
+        component(batch),
+        component(task),
+        format!("{attempt}-{:x}-{run:x}-{nanos:x}", std::process::id()),
+    ]
+    .iter()
+    .collect()
+}
+
+/// `arg` with every [`OUTPUT_DIR_PLACEHOLDER`] replaced by `dir` (as an `OsString`: the root need
+/// not be valid UTF-8).
+fn substitute(arg: &str, dir: &Path) -> OsString {
+    let mut out = OsString::new();
+    let mut pieces = arg.split(OUTPUT_DIR_PLACEHOLDER);
+    if let Some(first) = pieces.next() {
+        out.push(first);
+    }
+    for piece in pieces {
+        out.push(dir);
+        out.push(piece);
+    }
+    out
+}
+
 /// One script execution, as the serve loop describes it to the runner.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
     /// The node's `python_env` (any interpreter: it receives `script args...`).
     pub interpreter: PathBuf,
     pub script: String,
+    /// Passed as given, except that [`OUTPUT_DIR_PLACEHOLDER`] becomes the private directory.
     pub args: Vec<String>,
-    /// Relative to the script root (or absolute inside it).
+    /// Relative to the script root (or absolute inside it), or starting with
+    /// [`OUTPUT_DIR_PLACEHOLDER`]: inside the run's private directory.
     pub expected_output: String,
+    /// The run's private output directory, relative to the script root
+    /// ([`private_output_dir`]); the runner creates it.
+    pub output_dir: PathBuf,
     pub timeout: Duration,
     /// Extra environment: GPU binding, ROCm and allocator settings from the node's config.
     pub env: Vec<(String, String)>,
@@ -257,8 +421,10 @@ pub struct RunReport {
     /// A fresh output that reported an error (`status: error`): kept for the failure record,
     /// since such files carry the script's own diagnosis.
     pub error_output: Option<Vec<u8>>,
-    /// The resolved output path (when it could be resolved): removed after upload.
+    /// The resolved output path, when the run wrote it: removed after upload.
     pub output_path: Option<PathBuf>,
+    /// The run's private output directory (once created): removed with the output.
+    pub private_dir: Option<PathBuf>,
 }
 
 impl RunReport {
@@ -271,31 +437,77 @@ impl RunReport {
             outcome: Err(reason),
             error_output: None,
             output_path: None,
+            private_dir: None,
         }
     }
 
-    /// Removes the local output file. Call only after its content is durably stored. A file
-    /// that is already gone is fine; the path is re-checked so a symlink planted by the script
-    /// never makes the node delete something outside the root.
+    fn with_private_dir(mut self, dir: PathBuf) -> Self {
+        self.private_dir = Some(dir);
+        self
+    }
+
+    /// Removes the local output file (if this run wrote it) and the run's private directory.
+    /// Call only after the result is durably stored. What is already gone is fine; paths are re-checked so a symlink
+    /// planted by the script never makes the node delete something outside the root.
     pub fn remove_output(&self, root: &ScriptRoot) -> io::Result<()> {
-        let Some(path) = &self.output_path else {
-            return Ok(());
+        let file = match &self.output_path {
+            Some(path) => remove_file_inside(root, path),
+            None => Ok(()),
         };
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.is_file() => {
-                let parent = path.parent().map(std::fs::canonicalize).transpose()?;
-                if parent.is_some_and(|p| p.starts_with(root.path())) {
-                    std::fs::remove_file(path)?;
-                }
+        let dir = match &self.private_dir {
+            Some(dir) => remove_private_dir(root, dir),
+            None => Ok(()),
+        };
+        file.and(dir)
+    }
+}
+
+fn remove_file_inside(root: &ScriptRoot, path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => {
+            let parent = path.parent().map(std::fs::canonicalize).transpose()?;
+            if parent.is_some_and(|p| p.starts_with(root.path())) {
+                std::fs::remove_file(path)?;
+            }
+            Ok(())
+        }
+        // A symlink is removed itself (not its target); anything else is left alone.
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(path),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a private output directory with everything in it (`remove_dir_all` does not follow
+/// symlinks inside), then its task and batch directories if that left them empty.
+fn remove_private_dir(root: &ScriptRoot, dir: &Path) -> io::Result<()> {
+    let _tree = PRIVATE_TREE.lock().unwrap_or_else(|p| p.into_inner());
+    let removed = match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(dir),
+        Ok(meta) if meta.is_dir() => {
+            let parent = dir.parent().map(std::fs::canonicalize).transpose()?;
+            if parent.is_some_and(|p| p.starts_with(root.path())) {
+                std::fs::remove_dir_all(dir)
+            } else {
                 Ok(())
             }
-            // A symlink is removed itself (not its target); anything else is left alone.
-            Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(path),
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    let outputs = root.path().join(PRIVATE_OUTPUTS);
+    for emptied in dir.ancestors().skip(1).take(2) {
+        // Fails while another run of the task or batch still has its directory there: kept.
+        if !emptied.starts_with(&outputs)
+            || emptied == outputs
+            || std::fs::remove_dir(emptied).is_err()
+        {
+            break;
         }
     }
+    removed
 }
 
 /// What the output file looked like before the run, to tell a fresh write from a stale file.
@@ -316,6 +528,23 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
         inode: meta.ino(),
         device: meta.dev(),
     })
+}
+
+/// Whether the output was written during the run that started at `start`: absent before and
+/// present after, or changed (identity, size, modification time), or modified since the start
+/// (a rewrite within the clock's granularity leaves the rest equal).
+fn written_during(
+    before: Option<&Fingerprint>,
+    after: Option<&Fingerprint>,
+    start: SystemTime,
+) -> bool {
+    match (before, after) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(before), Some(after)) => {
+            before != after || after.modified.is_some_and(|m| m >= start)
+        }
+    }
 }
 
 /// Keeps the last `cap` bytes of a stream.
@@ -376,6 +605,27 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Removes the private output directory of a run that is abandoned (its future dropped during
+/// shutdown); a run that returns hands the directory to its report instead.
+struct DirGuard<'a> {
+    root: &'a ScriptRoot,
+    dir: Option<PathBuf>,
+}
+
+impl DirGuard<'_> {
+    fn keep(mut self) -> PathBuf {
+        self.dir.take().expect("the directory is kept once")
+    }
+}
+
+impl Drop for DirGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = remove_private_dir(self.root, &dir);
+        }
+    }
+}
+
 /// Runs the job to completion (or timeout) and judges it. Never panics on job content; every
 /// problem becomes a [`RunFailure`].
 pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
@@ -383,15 +633,24 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         Ok(path) => path,
         Err(reason) => return RunReport::refused(reason),
     };
-    let output = match root.resolve_output(&request.expected_output) {
+    let private = match root.create_private_dir(&request.output_dir) {
         Ok(path) => path,
         Err(reason) => return RunReport::refused(reason),
+    };
+    let dir_guard = DirGuard {
+        root,
+        dir: Some(private.clone()),
+    };
+    let output = match root.resolve_expected(&request.expected_output, &private) {
+        Ok(path) => path,
+        Err(reason) => return RunReport::refused(reason).with_private_dir(dir_guard.keep()),
     };
     if let Some(parent) = output.parent() {
         if let Err(e) = std::fs::create_dir_all(parent) {
             return RunReport::refused(RunFailure::Io {
                 detail: format!("creating {}: {e}", parent.display()),
-            });
+            })
+            .with_private_dir(dir_guard.keep());
         }
     }
     let before = fingerprint(&output);
@@ -405,10 +664,12 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         .env_clear()
         .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(inherited_variable)))
         .arg(&script)
-        .args(&request.args)
+        .args(request.args.iter().map(|arg| substitute(arg, &private)))
         .current_dir(root.path())
         .env("PYTHONUNBUFFERED", "1")
         .envs(request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        // Last, so that no `[nodes.env]` entry can point two runs at one directory.
+        .env("SEEDQ_OUTPUT_DIR", &private)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -424,6 +685,7 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
                 interpreter: request.interpreter.display().to_string(),
                 detail: e.to_string(),
             })
+            .with_private_dir(dir_guard.keep())
         }
     };
     let mut guard = GroupGuard { pgid: child.id() };
@@ -475,7 +737,11 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
             detail: "not judged".into(),
         }),
         error_output: None,
-        output_path: Some(output.clone()),
+        // A file the run did not write (a stale one from before) is not the node's to delete:
+        // it may be someone's data, and a retry must find it stale again, not missing.
+        output_path: written_during(before.as_ref(), fingerprint(&output).as_ref(), start_wall)
+            .then(|| output.clone()),
+        private_dir: Some(dir_guard.keep()),
     };
     let status = match status {
         Ok(status) => status,
@@ -565,11 +831,7 @@ fn judge_output(
         }
     }
     let after = fingerprint(path).ok_or_else(|| plain(missing()))?;
-    let fresh = match before {
-        None => true,
-        Some(before) => before != &after || after.modified.is_some_and(|m| m >= start),
-    };
-    if !fresh {
+    if !written_during(before, Some(&after), start) {
         return Err(plain(RunFailure::OutputStale {
             path: name.to_string(),
         }));
@@ -671,6 +933,7 @@ mod tests {
                 script: script.into(),
                 args: vec![],
                 expected_output: output.into(),
+                output_dir: private_output_dir("batch", "task", 1),
                 timeout: Duration::from_millis(timeout_ms),
                 env: vec![("CUDA_VISIBLE_DEVICES".into(), "1".into())],
                 tail_bytes: 64,
@@ -714,6 +977,7 @@ mod tests {
                     || [
                         "CUDA_VISIBLE_DEVICES",
                         "PYTHONUNBUFFERED",
+                        "SEEDQ_OUTPUT_DIR",
                         "PWD",
                         "SHLVL",
                         "_",
@@ -772,15 +1036,16 @@ mod tests {
             .set_modified(old)
             .unwrap();
         fx.script("s.sh", "exit 0\n");
-        assert_eq!(
-            code(&run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await),
-            "stale_output"
-        );
+        let report = run(&fx.root, &fx.request("s.sh", "o.json", 5_000)).await;
+        assert_eq!(code(&report), "stale_output");
+        // Not written by the run, so not removed after it: a retry finds it stale again.
+        report.remove_output(&fx.root).unwrap();
+        assert!(out.exists());
         fx.script("w.sh", "echo '{\"v\":1}' > o.json\n");
-        assert_eq!(
-            code(&run(&fx.root, &fx.request("w.sh", "o.json", 5_000)).await),
-            "ok"
-        );
+        let report = run(&fx.root, &fx.request("w.sh", "o.json", 5_000)).await;
+        assert_eq!(code(&report), "ok");
+        report.remove_output(&fx.root).unwrap();
+        assert!(!out.exists());
     }
 
     #[tokio::test]
@@ -932,6 +1197,152 @@ mod tests {
         let mut request = fx.request("s.sh", "o.json", 5_000);
         request.interpreter = PathBuf::from("/nonexistent/python");
         assert_eq!(code(&run(&fx.root, &request).await), "spawn_failed");
+    }
+
+    /// The private directories left under the root's [`PRIVATE_OUTPUTS`] (any depth).
+    fn private_dirs_left(fx: &Fixture) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                out.push(entry.path());
+                walk(&entry.path(), out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&fx.root.path().join(PRIVATE_OUTPUTS), &mut out);
+        out
+    }
+
+    #[tokio::test]
+    async fn the_output_dir_placeholder_and_variable_name_a_private_directory() {
+        let fx = Fixture::new("private");
+        // Writes its argument's file and records where the variable points.
+        fx.script(
+            "p.sh",
+            "printf '{\"arg\":\"%s\",\"env\":\"%s\"}' \"$1\" \"$SEEDQ_OUTPUT_DIR\" > \"$1\"\n",
+        );
+        let mut request = fx.request("p.sh", "{output_dir}/r.json", 5_000);
+        request.args = vec!["{output_dir}/r.json".into()];
+        // A node's `[nodes.env]` cannot redirect the directory.
+        request.env.push(("SEEDQ_OUTPUT_DIR".into(), "/tmp".into()));
+        let report = run(&fx.root, &request).await;
+        assert_eq!(code(&report), "ok", "{report:?}");
+        let written: serde_json::Value =
+            serde_json::from_slice(report.outcome.as_ref().unwrap()).unwrap();
+        let dir = report.private_dir.clone().unwrap();
+        assert!(
+            dir.starts_with(fx.root.path().join(PRIVATE_OUTPUTS).join("batch/task")),
+            "{dir:?}"
+        );
+        assert_eq!(written["env"], dir.display().to_string());
+        assert_eq!(written["arg"], dir.join("r.json").display().to_string());
+        assert_eq!(
+            report.output_path.as_deref(),
+            Some(dir.join("r.json").as_path())
+        );
+        // Nothing was written under a literal `{output_dir}` in the root.
+        assert!(!fx.root.path().join("{output_dir}").exists());
+        report.remove_output(&fx.root).unwrap();
+        assert!(!dir.exists());
+        assert_eq!(
+            private_dirs_left(&fx),
+            Vec::<PathBuf>::new(),
+            "emptied parents are pruned"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_runs_writing_one_output_name_each_keep_their_own() {
+        let fx = Fixture::new("concurrent");
+        // Writes first and lingers: on a shared path the other run would overwrite the file
+        // while this one is still running, and whichever ends first would collect it.
+        fx.script(
+            "w.sh",
+            "echo \"{\\\"tag\\\": \\\"$2\\\"}\" > \"$1\"; sleep 0.5\n",
+        );
+        let request = |tag: &str| {
+            let mut request = fx.request("w.sh", "{output_dir}/same.json", 5_000);
+            request.args = vec!["{output_dir}/same.json".into(), tag.into()];
+            request
+        };
+        let (first, second) = (request("first"), request("second"));
+        assert_ne!(first.output_dir, second.output_dir);
+        let (a, b) = tokio::join!(run(&fx.root, &first), run(&fx.root, &second));
+        for (report, tag) in [(&a, "first"), (&b, "second")] {
+            assert_eq!(code(report), "ok", "{report:?}");
+            let value: serde_json::Value =
+                serde_json::from_slice(report.outcome.as_ref().unwrap()).unwrap();
+            assert_eq!(value["tag"], tag);
+        }
+        a.remove_output(&fx.root).unwrap();
+        assert!(
+            b.output_path.as_ref().unwrap().exists(),
+            "removing one run's output removed the other's"
+        );
+        b.remove_output(&fx.root).unwrap();
+        assert_eq!(private_dirs_left(&fx), Vec::<PathBuf>::new());
+    }
+
+    #[tokio::test]
+    async fn misplaced_placeholders_are_refused_and_their_directory_removed() {
+        let fx = Fixture::new("placeholder");
+        fx.script("ok.sh", "echo '{}' > o.json\n");
+        for output in [
+            "out/{output_dir}/r.json",
+            "{output_dir}",
+            "{output_dir}/",
+            "{output_dir}r.json",
+            "{output_dir}/../r.json",
+            "{output_dir}/a/{output_dir}",
+        ] {
+            let report = run(&fx.root, &fx.request("ok.sh", output, 5_000)).await;
+            assert_eq!(code(&report), "invalid_message", "{output}: {report:?}");
+            assert_eq!(
+                report.outcome.as_ref().unwrap_err().reason().class(),
+                seedq_protocol::ReasonClass::Refused
+            );
+            report.remove_output(&fx.root).unwrap();
+        }
+        assert_eq!(private_dirs_left(&fx), Vec::<PathBuf>::new());
+        assert_eq!(
+            placeholder_relative("{output_dir}/./a/../b/c.json"),
+            Ok(PathBuf::from("b/c.json"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_private_directory_redirected_outside_the_root_is_refused() {
+        let fx = Fixture::new("privlink");
+        let outside = fx.dir.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(fx.root.path().join(PRIVATE_OUTPUTS)).unwrap();
+        // What an earlier script could have left behind.
+        std::os::unix::fs::symlink(&outside, fx.root.path().join(PRIVATE_OUTPUTS).join("batch"))
+            .unwrap();
+        fx.script("ok.sh", "echo '{}' > \"$SEEDQ_OUTPUT_DIR/o.json\"\n");
+        let report = run(&fx.root, &fx.request("ok.sh", "{output_dir}/o.json", 5_000)).await;
+        assert_eq!(code(&report), "path_escapes_root", "{report:?}");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "created outside the root"
+        );
+    }
+
+    #[test]
+    fn only_fixed_outputs_are_shared_between_runs() {
+        let fx = Fixture::new("shared");
+        assert_eq!(
+            fx.root.shared_output("out/./a.json"),
+            Some(fx.root.path().join("out/a.json"))
+        );
+        assert_eq!(fx.root.shared_output("{output_dir}/a.json"), None);
+        assert_eq!(fx.root.shared_output("../a.json"), None);
+        let (a, b) = (
+            private_output_dir("b", "t", 1),
+            private_output_dir("b", "t", 1),
+        );
+        assert_ne!(a, b);
+        assert!(private_output_dir("..", ".", 2).starts_with(".seedq-out/_../_."));
     }
 
     #[test]

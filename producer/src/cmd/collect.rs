@@ -4,7 +4,8 @@
 //! copy), so unlike the original no path rewriting is needed on the nodes: `expected_output` is
 //! used as given. `--output-dir` and `--preserve-paths` (defaults: what the batch was enqueued
 //! with) decide where the outputs land on this machine: `DIR/<expected_output>` with
-//! `--preserve-paths`, else `DIR/<job_id>.<ext>`. `collect` also writes
+//! `--preserve-paths` (an output in the run's private directory, `{output_dir}/<file>`, lands in
+//! `DIR/<job_id>/<file>`), else `DIR/<job_id>.<ext>`. `collect` also writes
 //! `DIR/collect_summary.json` (every task: success, node, GPU, attempt, exit status, duration,
 //! output file and size, failure reason) and prints it with `--json`. It exits
 //! [`EXIT_DEAD_LETTERED`] while any task failed or has no result yet.
@@ -110,7 +111,12 @@ pub fn output_destination(
     preserve_paths: bool,
 ) -> anyhow::Result<PathBuf> {
     if preserve_paths {
-        let relative = Path::new(expected_output);
+        // Private outputs of different tasks may share a name: each task gets its own directory.
+        let per_task = expected_output
+            .strip_prefix(crate::jobs_file::OUTPUT_DIR_PLACEHOLDER)
+            .filter(|rest| rest.starts_with('/'))
+            .map(|rest| format!("{task_id}{rest}"));
+        let relative = Path::new(per_task.as_deref().unwrap_or(expected_output));
         let clean = relative
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
@@ -288,6 +294,15 @@ mod tests {
             output_destination(dir, "t1", "res/trial.json", true).unwrap(),
             Path::new("/out/res/trial.json")
         );
+        assert_eq!(
+            output_destination(dir, "t1", "{output_dir}/res/trial.json", true).unwrap(),
+            Path::new("/out/t1/res/trial.json")
+        );
+        assert_eq!(
+            output_destination(dir, "t1", "{output_dir}/res/trial.json", false).unwrap(),
+            Path::new("/out/t1.json")
+        );
+        assert!(output_destination(dir, "t1", "{output_dir}/../../x.json", true).is_err());
         assert!(output_destination(dir, "t1", "../x.json", true).is_err());
         assert!(output_destination(dir, "t1", "/etc/x.json", true).is_err());
     }
