@@ -542,7 +542,7 @@ fn the_script_consumer_resubscribes_after_its_queues_are_deleted() {
 }
 
 #[test]
-fn a_redis_outage_parks_script_jobs_and_keeps_their_output_until_it_is_stored() {
+fn a_redis_outage_parks_script_jobs_with_their_result_and_never_runs_them_again() {
     // Declared first, so it outlives the cluster's teardown.
     let Some(mut redis) = PrivateRedis::start() else {
         eprintln!("SKIPPED a_redis_outage_parks_script_jobs...: redis-server is not installed");
@@ -571,18 +571,17 @@ fn a_redis_outage_parks_script_jobs_and_keeps_their_output_until_it_is_stored() 
     });
     redis.kill();
     // The run ends during the outage, so its result cannot be stored: the job is parked (no
-    // requeue, no attempt used) and its output stays on the node.
+    // requeue, no attempt used) with the finished result, output included, inside the parked
+    // message, so it is stored on return and the script never runs again.
     let node_log = || std::fs::read_to_string(cluster.ns.path("outage.log")).unwrap();
     eventually("the job to be parked", Duration::from_secs(90), || {
         node_log().contains("Redis unavailable; message parked")
     });
-    assert!(
-        cluster
-            .root("outage")
-            .join("out/through_outage.json")
-            .exists(),
-        "output removed before it was stored"
-    );
+    eventually("the run to end", Duration::from_secs(60), || {
+        std::fs::read_to_string(&timeline).is_ok_and(|t| t.contains("end "))
+    });
+    // Parked a few times while Redis stays down: the script does not run again meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
     redis.restart();
     let collected = cluster.ns.path("collected");
     // The same file again is the same batch: nothing is republished, it only waits and collects.
@@ -608,6 +607,12 @@ fn a_redis_outage_parks_script_jobs_and_keeps_their_output_until_it_is_stored() 
         serde_json::from_slice(&std::fs::read(collected.join("through_outage.json")).unwrap())
             .unwrap();
     assert_eq!(output["status"], "success");
+    let starts = std::fs::read_to_string(&timeline)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("start"))
+        .count();
+    assert_eq!(starts, 1, "the script ran again after the outage");
     assert!(
         !cluster
             .root("outage")
