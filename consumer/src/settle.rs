@@ -188,8 +188,9 @@ impl Settler {
                     .await
                     .with_context(|| format!("forwarding the message to {queue}"))?;
             }
+            // Parking acks by itself (it is also where Redis-first failures end up).
             Settle::Park { detail, body } => {
-                self.park(&broker, inbound, subject, &detail, body).await?;
+                return self.park(&broker, inbound, subject, &detail, body).await;
             }
             Settle::Retry {
                 reason,

@@ -596,6 +596,18 @@ fn drained_hand_backs_do_not_use_up_the_delivery_limit() {
                 "0",
             ],
         );
+        // The management API's counts lag by seconds (the previous round's unacked chunk may
+        // still show): wait for this node's own signal handler and subscription, then for the
+        // chunk, which nobody else can hold.
+        eventually(
+            "the node to run and subscribe",
+            Duration::from_secs(120),
+            || {
+                let log = ns.consumer(c).log_text();
+                log.contains("node running") && log.contains("slot subscribed")
+            },
+        );
+        std::thread::sleep(Duration::from_secs(2));
         eventually("the chunk to be taken", Duration::from_secs(120), || {
             unacked() == 1
         });

@@ -73,7 +73,15 @@ fn script_batch_under_redis_oom_runs_each_task_once() {
         .map(|i| sleep_job(&format!("oom_{i:02}"), 1.0, log))
         .collect();
     let file = cluster.jobs_file("oom.json", &json!(tasks));
-    cluster.producer_ok(&["scripts", "--jobs-file", &file]);
+    let collected = cluster.ns.path("collected");
+    // The same options as the waiting call below: the same batch.
+    cluster.producer_ok(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--output-dir",
+        collected.to_str().unwrap(),
+    ]);
     eventually("the first task to start", Duration::from_secs(60), || {
         !starts(log).is_empty()
     });
@@ -92,7 +100,6 @@ fn script_batch_under_redis_oom_runs_each_task_once() {
     // Out of memory for a while longer: parked messages come back and are parked again.
     std::thread::sleep(Duration::from_secs(8));
     config_set(&redis.url(), "maxmemory", "0");
-    let collected = cluster.ns.path("collected");
     cluster.producer_ok(&[
         "scripts",
         "--jobs-file",

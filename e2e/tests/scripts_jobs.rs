@@ -565,7 +565,15 @@ fn a_redis_outage_parks_script_jobs_with_their_result_and_never_runs_them_again(
         "outage.json",
         &json!([sleep_job("through_outage", 3.0, timeline.to_str().unwrap())]),
     );
-    cluster.producer_ok(&["scripts", "--jobs-file", &file]);
+    let collected = cluster.ns.path("collected");
+    // With the options of the waiting call below, so that both name the same batch.
+    cluster.producer_ok(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--output-dir",
+        collected.to_str().unwrap(),
+    ]);
     eventually("the job to start", Duration::from_secs(60), || {
         std::fs::read_to_string(&timeline).is_ok_and(|t| t.starts_with("start"))
     });
@@ -583,7 +591,6 @@ fn a_redis_outage_parks_script_jobs_with_their_result_and_never_runs_them_again(
     // Parked a few times while Redis stays down: the script does not run again meanwhile.
     std::thread::sleep(Duration::from_secs(3));
     redis.restart();
-    let collected = cluster.ns.path("collected");
     // The same file again is the same batch: nothing is republished, it only waits and collects.
     cluster.producer_ok(&[
         "scripts",
@@ -783,7 +790,10 @@ fn a_message_of_an_earlier_life_of_a_batch_is_dead_lettered_without_running() {
     // A message of that life as the producer published it (the stored definition, its epoch).
     let first = seedq_e2e::stored_job(&ns, "b2").expect("b2 is stored");
     let old_message = first.task_message("task").unwrap();
-    assert_eq!(old_message.epoch, seedq_e2e::job_epoch(&ns, "b2"));
+    assert_eq!(
+        old_message.epoch,
+        seedq_e2e::job_epoch(&cluster.redis_url, &ns, "b2")
+    );
     assert_eq!(old_message.args[2], "old-life");
 
     // Keep the node's only permit busy, so that what follows queues up behind it in order.
@@ -809,7 +819,10 @@ fn a_message_of_an_earlier_life_of_a_batch_is_dead_lettered_without_running() {
             .contains("end"),
         "the blocker ended before b2 was created again: the machine is too slow for this test"
     );
-    assert_ne!(seedq_e2e::job_epoch(&ns, "b2"), old_message.epoch);
+    assert_ne!(
+        seedq_e2e::job_epoch(&cluster.redis_url, &ns, "b2"),
+        old_message.epoch
+    );
 
     // The new life runs once, with its own args; nothing of the old message touched it (`wait`
     // would report a dead letter recorded in the batch).
