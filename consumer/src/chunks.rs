@@ -92,7 +92,16 @@ async fn consume(
         let inbound = match next {
             None => {
                 let _ = subscription.cancel().await;
-                // Closing the channel returns any delivery that arrived after the cancel.
+                // What arrived before the cancel took effect (a chunk handed back on the drain
+                // timeout may come straight back here) is handed back as a fresh message: closing
+                // the channel would return it with a delivery counted against the limit.
+                while let Ok(Some(Ok(d))) =
+                    tokio::time::timeout(Duration::from_millis(500), subscription.next()).await
+                {
+                    settler
+                        .settle(&d, None, Settle::HandBack(HandBack::Drain))
+                        .await?;
+                }
                 subscription.close("draining").await;
                 return Ok(());
             }

@@ -568,6 +568,82 @@ pub fn queue_info(queue: &str) -> anyhow::Result<Option<Value>> {
     }
 }
 
+// --- Redis under pressure (a test's own redis-server) ------------------------------------------
+
+fn redis_at(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect to Redis")
+}
+
+/// `CONFIG SET key value` on the Redis at `url` (a test's private one: never the shared one).
+pub fn redis_config_set(url: &str, key: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut redis_at(url))
+        .unwrap_or_else(|e| panic!("CONFIG SET {key} {value}: {e}"));
+}
+
+/// Keeps the Redis at `url` busy in one script for `secs`; other clients get BUSY meanwhile
+/// (after `busy-reply-threshold`, which this sets to 100 ms). Returns when the script ends.
+pub fn redis_busy_for(url: &str, secs: u32) {
+    redis_config_set(url, "busy-reply-threshold", "100");
+    let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+        .arg(
+            "local t0 = redis.call('TIME') \
+             while true do local t = redis.call('TIME') \
+               if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > tonumber(ARGV[1]) * 1000000 then \
+                 return 1 end end",
+        )
+        .arg(0)
+        .arg(secs)
+        .query(&mut redis_at(url));
+}
+
+/// Replaces the stored job `job` of `namespace` with one "of a newer build" (valid JSON, an
+/// unknown protocol version), which no retry or wait can make readable.
+pub fn store_job_of_a_newer_build(url: &str, namespace: &str, job: &str) {
+    let mut c = redis_at(url);
+    let key = seedq_protocol::keys::job_spec(namespace, job);
+    let text: String = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut c)
+        .expect("the stored job");
+    let mut stored: Value = serde_json::from_str(&text).expect("stored job is JSON");
+    stored["v"] = serde_json::json!(99);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(stored.to_string())
+        .query(&mut c)
+        .expect("replace the stored job");
+}
+
+/// Waits until `<namespace>.dlq` holds `n` dead letters and checks that each says `reason`.
+pub fn expect_dead_letters(namespace: &str, n: u64, reason: &str) {
+    let dlq = format!("{namespace}.dlq");
+    eventually(
+        &format!("{n} dead letters in {dlq}"),
+        Duration::from_secs(120),
+        || {
+            queue_info(&dlq)
+                .ok()
+                .flatten()
+                .and_then(|q| q["messages"].as_u64())
+                == Some(n)
+        },
+    );
+    let letters = mgmt_peek(&dlq, n as u32 + 5).expect("read the DLQ");
+    assert_eq!(letters.len() as u64, n, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(
+            letter["properties"]["headers"]["x-seedq-error"], reason,
+            "{letter}"
+        );
+    }
+}
+
 /// The epoch of a stored job (0 when it has none), which every message of the job carries.
 pub fn job_epoch(redis_url: &str, namespace: &str, job: &str) -> u64 {
     let mut conn = redis::Client::open(redis_url)

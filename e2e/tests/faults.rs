@@ -444,21 +444,6 @@ fn a_chunk_that_keeps_killing_its_consumer_is_dead_lettered_with_the_reason_and_
     assert_eq!(status["dead_lettered"].as_u64().unwrap_or(0), 0, "{status}");
 }
 
-fn private_redis_conn(redis: &PrivateRedis) -> redis::Connection {
-    redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("connect to the private Redis")
-}
-
-fn redis_config_set(redis: &PrivateRedis, key: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(key)
-        .arg(value)
-        .query(&mut private_redis_conn(redis))
-        .unwrap_or_else(|e| panic!("CONFIG SET {key} {value}: {e}"));
-}
-
 #[test]
 fn a_seed_job_under_redis_oom_and_busy_settles_exact() {
     let Some(redis) = PrivateRedis::start() else {
@@ -475,20 +460,12 @@ fn a_seed_job_under_redis_oom_and_busy_settles_exact() {
         chunks_done(&ns, &id) >= 3
     });
     // Out of memory: every write is refused while reads work.
-    redis_config_set(&redis, "maxmemory-policy", "noeviction");
-    redis_config_set(&redis, "maxmemory", "1");
+    seedq_e2e::redis_config_set(&redis.url(), "maxmemory-policy", "noeviction");
+    seedq_e2e::redis_config_set(&redis.url(), "maxmemory", "1");
     std::thread::sleep(Duration::from_secs(8));
-    redis_config_set(&redis, "maxmemory", "0");
-    // BUSY: a script that holds the server for 8 s; other clients get BUSY after 100 ms.
-    redis_config_set(&redis, "busy-reply-threshold", "100");
-    let _: redis::RedisResult<i64> = redis::cmd("EVAL")
-        .arg(
-            "local t0 = redis.call('TIME') \
-             while true do local t = redis.call('TIME') \
-               if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 8000000 then return 1 end end",
-        )
-        .arg(0)
-        .query(&mut private_redis_conn(&redis));
+    seedq_e2e::redis_config_set(&redis.url(), "maxmemory", "0");
+    // BUSY: a script holds the server for 8 s.
+    seedq_e2e::redis_busy_for(&redis.url(), 8);
     ns.wait(&id, 900);
     assert!(ns.consumer(consumer).is_running());
     assert_exact(&ns, &id, &job);
@@ -513,35 +490,9 @@ fn a_deterministic_store_error_dead_letters_chunks_with_its_own_reason() {
     // Enqueued with no consumer running; then the stored job is replaced by one "of a newer
     // build" (valid JSON, unknown protocol version), which no wait can make readable.
     let id = ns.sieve(&job.args("1", "10001", "2000"));
-    let key = seedq_protocol::keys::job_spec(&ns.name, &id);
-    let mut c = private_redis_conn(&redis);
-    let text: String = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
-    let mut stored: Value = serde_json::from_str(&text).unwrap();
-    stored["v"] = json!(99);
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(stored.to_string())
-        .query(&mut c)
-        .unwrap();
+    seedq_e2e::store_job_of_a_newer_build(&redis.url(), &ns.name, &id);
     ns.start_consumer(&format!("{}-node", ns.name), 1, 1);
-    let dlq = format!("{}.dlq", ns.name);
-    eventually(
-        "the chunks to be dead-lettered",
-        Duration::from_secs(120),
-        || {
-            seedq_e2e::queue_info(&dlq)
-                .ok()
-                .flatten()
-                .and_then(|q| q["messages"].as_u64())
-                == Some(5)
-        },
-    );
-    for letter in seedq_e2e::mgmt_peek(&dlq, 10).unwrap() {
-        assert_eq!(
-            letter["properties"]["headers"]["x-seedq-error"], "corrupt_job",
-            "{letter}"
-        );
-    }
+    seedq_e2e::expect_dead_letters(&ns.name, 5, "corrupt_job");
 }
 
 #[test]

@@ -16,22 +16,6 @@ use serde_json::{json, Value};
 use scripts_support::{sleep_job, Cluster, NodeSpec};
 use seedq_e2e::{eventually, PrivateRedis};
 
-fn redis_conn(url: &str) -> redis::Connection {
-    redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .expect("connect to the private Redis")
-}
-
-fn config_set(url: &str, key: &str, value: &str) {
-    let mut c = redis_conn(url);
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(key)
-        .arg(value)
-        .query(&mut c)
-        .unwrap_or_else(|e| panic!("CONFIG SET {key} {value}: {e}"));
-}
-
 /// How often each task started, from the fixture's timeline log.
 fn starts(log: &str) -> BTreeMap<String, usize> {
     let mut runs = BTreeMap::new();
@@ -86,8 +70,8 @@ fn script_batch_under_redis_oom_runs_each_task_once() {
         !starts(log).is_empty()
     });
     // Every write is refused from now on; reads still work, so tasks run and then cannot store.
-    config_set(&redis.url(), "maxmemory-policy", "noeviction");
-    config_set(&redis.url(), "maxmemory", "1");
+    seedq_e2e::redis_config_set(&redis.url(), "maxmemory-policy", "noeviction");
+    seedq_e2e::redis_config_set(&redis.url(), "maxmemory", "1");
     eventually("every task to have run", Duration::from_secs(120), || {
         starts(log).len() == 4
     });
@@ -99,7 +83,7 @@ fn script_batch_under_redis_oom_runs_each_task_once() {
     );
     // Out of memory for a while longer: parked messages come back and are parked again.
     std::thread::sleep(Duration::from_secs(8));
-    config_set(&redis.url(), "maxmemory", "0");
+    seedq_e2e::redis_config_set(&redis.url(), "maxmemory", "0");
     cluster.producer_ok(&[
         "scripts",
         "--jobs-file",
@@ -144,21 +128,8 @@ fn script_batch_under_redis_busy_runs_each_task_once() {
     eventually("the first task to start", Duration::from_secs(60), || {
         !starts(log).is_empty()
     });
-    // A script that keeps the server busy for 10 s: every other client gets BUSY after 100 ms.
-    config_set(&redis.url(), "busy-reply-threshold", "100");
-    let url = redis.url();
-    let busy = std::thread::spawn(move || {
-        let mut c = redis_conn(&url);
-        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
-            .arg(
-                "local t0 = redis.call('TIME') \
-                 while true do local t = redis.call('TIME') \
-                   if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 10000000 then return 1 end end",
-            )
-            .arg(0)
-            .query(&mut c);
-    });
-    busy.join().unwrap();
+    // A script keeps the server busy for 10 s.
+    seedq_e2e::redis_busy_for(&redis.url(), 10);
     cluster.producer_ok(&[
         "scripts",
         "--jobs-file",
@@ -202,37 +173,8 @@ fn a_corrupt_stored_batch_dead_letters_its_tasks_with_their_own_reason() {
         .producer_ok(&["scripts", "--jobs-file", &file])
         .trim()
         .to_string();
-    let mut c = redis_conn(&redis.url());
-    let key = seedq_protocol::keys::job_spec(&cluster.ns.name, &batch_id);
-    let text: String = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
-    let mut stored: Value = serde_json::from_str(&text).unwrap();
-    stored["v"] = json!(99);
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(stored.to_string())
-        .query(&mut c)
-        .unwrap();
-    drop(c);
+    seedq_e2e::store_job_of_a_newer_build(&redis.url(), &cluster.ns.name, &batch_id);
     cluster.start("pressure");
-    let dlq = format!("{}.dlq", cluster.ns.name);
-    eventually(
-        "the tasks to be dead-lettered",
-        Duration::from_secs(90),
-        || {
-            seedq_e2e::queue_info(&dlq)
-                .ok()
-                .flatten()
-                .and_then(|q| q["messages"].as_u64())
-                == Some(3)
-        },
-    );
-    let letters = seedq_e2e::mgmt_peek(&dlq, 10).unwrap();
-    assert_eq!(letters.len(), 3);
-    for letter in &letters {
-        assert_eq!(
-            letter["properties"]["headers"]["x-seedq-error"], "corrupt_job",
-            "{letter}"
-        );
-    }
+    seedq_e2e::expect_dead_letters(&cluster.ns.name, 3, "corrupt_job");
     assert!(starts(log).is_empty(), "a task of an unreadable batch ran");
 }
