@@ -278,6 +278,12 @@ async fn handle(shared: Arc<Shared>, inbound: Inbound) {
         .await
     {
         tracing::error!(queue = inbound.queue(), error = %format!("{e:#}"), "script job could not be settled; the broker will redeliver it (a done task is not run again)");
+        // With its channel still open the broker would hold the delivery until the consumer
+        // timeout closes the channel (and returns every job on it, running ones too): give it
+        // back now. A no-op when the channel is gone, which returns it by itself.
+        if let Err(e) = inbound.requeue().await {
+            tracing::debug!(queue = inbound.queue(), error = %e, "requeue after a failed settlement");
+        }
     }
 }
 
@@ -398,11 +404,7 @@ async fn process_task(
     let timeout = clamped_timeout(shared, &job);
     // What the broker's consumer timeout leaves for waiting here once the run's time is set
     // aside; past it the job goes back to its queue for any node.
-    let wait_budget = shared
-        .consumer_timeout
-        .saturating_sub(ACK_MARGIN)
-        .saturating_sub(timeout)
-        .max(MIN_PERMIT_WAIT);
+    let wait_budget = permit_wait_budget(shared.consumer_timeout, timeout);
     let waited = Instant::now();
     // One run per task on this node: a redelivery of a task running here waits for that run.
     let running = running_lock(shared, &job);
@@ -536,6 +538,17 @@ fn clamped_timeout(shared: &Shared, job: &ScriptJob) -> Duration {
         return shared.max_timeout;
     }
     timeout
+}
+
+/// How long a delivery may wait on this node (for a run of the same task, then for a permit)
+/// before it is handed back: the broker's consumer timeout counts from the delivery, so the wait
+/// and the run together must end [`ACK_MARGIN`] before it (at least [`MIN_PERMIT_WAIT`], which
+/// the margin covers).
+fn permit_wait_budget(consumer_timeout: Duration, run_timeout: Duration) -> Duration {
+    consumer_timeout
+        .saturating_sub(ACK_MARGIN)
+        .saturating_sub(run_timeout)
+        .max(MIN_PERMIT_WAIT)
 }
 
 /// The per-task lock of [`Shared::running`].
@@ -706,4 +719,28 @@ async fn load_batch(
     }
     batches.insert(batch.to_string(), Arc::clone(&job));
     Ok(Some(job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_permit_wait_and_the_run_end_before_the_consumer_timeout() {
+        let consumer_timeout = Duration::from_secs(1800);
+        for run in [1, 60, 600, 1700, 1739, 1740] {
+            let run = Duration::from_secs(run);
+            let wait = permit_wait_budget(consumer_timeout, run);
+            assert!(wait >= MIN_PERMIT_WAIT);
+            assert!(
+                wait + run <= consumer_timeout - ACK_MARGIN + MIN_PERMIT_WAIT,
+                "waiting {wait:?} then running {run:?} outlasts the consumer timeout"
+            );
+        }
+        // A short job may wait long, but never into the margin kept for storing and acking.
+        assert_eq!(
+            permit_wait_budget(consumer_timeout, Duration::from_secs(60)),
+            Duration::from_secs(1800 - 60 - 60)
+        );
+    }
 }
