@@ -6,7 +6,11 @@
 //! ```text
 //! Broker::connect(url, connection_name, namespace) -> Broker   named connection + a confirm-mode
 //!                                                              publisher channel
-//! Broker::connect_with_retry(url, name, ns, give_up_after)     same, backing off while the broker is down
+//! Endpoints::new(urls)                          the broker's addresses (cluster nodes), in order
+//! Broker::connect_any(&Endpoints, name, ns)     one pass over them, from the last good address
+//! Broker::connect_with_retry(&Endpoints, name, ns, give_up_after)   passes with backoff while
+//!                                                                   every address is down
+//!   .address()                                the URL connected to, password redacted
 //!   .declare_topology(&BrokerSettings)        durable quorum work queues (x-delivery-limit, DLX), the
 //!                                             retry exchange/queue, DLX + DLQ. Idempotent.
 //!   .declare_node_scripts_queue(node, &BrokerSettings)          `<ns>.scripts.<node>` (pinned jobs)
@@ -35,12 +39,14 @@
 //!
 //! Reconnection is the caller's loop: a dropped connection surfaces as errors from the channel
 //! and consumers; build a new `Broker` (e.g. with [`Broker::connect_with_retry`]) and subscribe
-//! again. Deliveries that were in flight are redelivered by the broker.
+//! again. Deliveries that were in flight are redelivered by the broker. Given the addresses of
+//! several cluster nodes ([`Endpoints`]), the new connection goes to the first one that answers,
+//! starting from the one that worked last: a node that dies takes its connections with it, and
+//! its clients fail over to the others.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -51,8 +57,10 @@ use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, Exc
 use seedq_protocol::topology::headers as h;
 use seedq_protocol::{BrokerSettings, ChunkMessage, Job, ScriptJob, Topology};
 
+mod endpoints;
 mod inbound;
 
+pub use endpoints::{connect_backoff, Endpoints, CONNECT_TIMEOUT};
 pub use inbound::{Inbound, Reader, Subscription};
 
 /// Message headers as plain strings (name -> value).
@@ -92,6 +100,23 @@ pub enum BrokerError {
     /// A confirm came back as not requested: the publisher channel is not in confirm mode.
     #[error("publisher confirms are not enabled on this channel (internal error)")]
     ConfirmsNotEnabled,
+    /// No broker address was given (an empty `--amqp-url` list).
+    #[error("no RabbitMQ address given: --amqp-url takes one URL or a comma-separated list")]
+    NoAddress,
+    /// Every address of the list failed; `tried` names each (password redacted) with its error.
+    #[error("RabbitMQ unreachable at every address: {tried} (is RabbitMQ running and reachable at the --amqp-url?)")]
+    Unreachable {
+        /// `url: error; url: error...`
+        tried: String,
+    },
+    /// An address did not take the connection in time.
+    #[error("connecting to RabbitMQ at {address} took longer than {after:?}")]
+    ConnectTimeout {
+        /// The URL, password redacted.
+        address: String,
+        /// The limit.
+        after: Duration,
+    },
     /// An ack or requeue could not be delivered: the channel closed while the message was being
     /// worked on, and the broker will hand it out again.
     #[error("{what} on {queue} not delivered: the channel is closed; the broker will redeliver the message")]
@@ -126,6 +151,8 @@ pub struct Broker {
     publisher: lapin::Channel,
     topology: Topology,
     connection_name: String,
+    /// The URL connected to, password redacted.
+    address: String,
 }
 
 impl Broker {
@@ -151,26 +178,8 @@ impl Broker {
             publisher,
             topology: Topology::new(namespace),
             connection_name: connection_name.to_string(),
+            address: seedq_telemetry::redact(url),
         })
-    }
-
-    /// Connects, retrying with exponential backoff and jitter for up to `give_up_after`.
-    pub async fn connect_with_retry(
-        url: &str,
-        connection_name: &str,
-        namespace: &str,
-        give_up_after: Duration,
-    ) -> Result<Broker> {
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(5))
-            .with_total_delay(Some(give_up_after))
-            .without_max_times()
-            .with_jitter();
-        (|| Broker::connect(url, connection_name, namespace))
-            .retry(policy)
-            .notify(|e, d| tracing::warn!("cannot reach RabbitMQ ({e}); retrying in {d:?}"))
-            .await
     }
 
     /// The queue and exchange names of this broker's namespace.
@@ -186,6 +195,11 @@ impl Broker {
     /// The name this connection shows in the management UI.
     pub fn connection_name(&self) -> &str {
         &self.connection_name
+    }
+
+    /// The URL this connection went to, password redacted (which node of a cluster).
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// True while the connection is open.
