@@ -73,6 +73,21 @@ cp "$ROOT/e2e/fixtures/scripts/job.py" "$WORK/root/job.py"
 sed -e "s|^script_root = .*|script_root = \"$WORK/root\"|" -e 's/^max_script_jobs = .*/max_script_jobs = 2/' \
   -e 's/^initial_backoff_ms = .*/initial_backoff_ms = 200/' -e 's/^max_backoff_ms = .*/max_backoff_ms = 2000/' \
   config/local.toml >"$WORK/cluster.toml"
+# Node A runs seed chunks only; node B also runs the scripts, from the soak's script root.
+A="soak-a-$$"; B="soak-b-$$"
+cat >>"$WORK/cluster.toml" <<EOF
+
+[[nodes]]
+name = "$B"
+backend = "cpu"
+gpu_type = "cpu"
+gpus = 0
+cpu_slots = 2
+cpu_threads = 1
+max_script_jobs = 2
+script_root = "$WORK/root"
+python_env = "python3"
+EOF
 CONFIG="$WORK/cluster.toml"
 
 LAST_PID=""
@@ -161,7 +176,6 @@ for round in $(seq 1 "$ROUNDS"); do
   stop_all
 
   log "round $round: the same job and a script batch under faults"
-  A="soak-a-$$-$round"; B="soak-b-$$-$round"
   start_consumer "$FAULTY" "$A" 1 --no-scripts; PA=$LAST_PID
   start_consumer "$FAULTY" "$B" 2
   run_job "$FAULTY"
