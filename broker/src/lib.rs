@@ -6,7 +6,11 @@
 //! ```text
 //! Broker::connect(url, connection_name, namespace) -> Broker   named connection + a confirm-mode
 //!                                                              publisher channel
-//! Broker::connect_with_retry(url, name, ns, give_up_after)     same, backing off while the broker is down
+//! Endpoints::new(urls)                          the broker's addresses (cluster nodes), in order
+//! Broker::connect_any(&Endpoints, name, ns)     one pass over them, from the last good address
+//! Broker::connect_with_retry(&Endpoints, name, ns, give_up_after)   passes with backoff while
+//!                                                                   every address is down
+//!   .address()                                the URL connected to, password redacted
 //!   .declare_topology(&BrokerSettings)        durable quorum work queues (x-delivery-limit, DLX), the
 //!                                             retry exchange/queue, DLX + DLQ. Idempotent.
 //!   .declare_node_scripts_queue(node, &BrokerSettings)          `<ns>.scripts.<node>` (pinned jobs)
@@ -27,6 +31,7 @@
 //! Every publish is persistent (delivery mode 2), `mandatory`, and waits for the publisher
 //! confirm: a nack, or an ack that comes with a returned (unroutable) message, is an error
 //! ([`BrokerError::Unroutable`], [`BrokerError::Nacked`]); nothing is dropped silently.
+
 //! All publishes go through the default exchange (routing key = queue name) except retries,
 //! which go through the `<ns>.retry` fanout exchange so that the delay queue can dead-letter each
 //! message back to the queue named by its own routing key (see `seedq_protocol::topology`).
@@ -35,12 +40,22 @@
 //!
 //! Reconnection is the caller's loop: a dropped connection surfaces as errors from the channel
 //! and consumers; build a new `Broker` (e.g. with [`Broker::connect_with_retry`]) and subscribe
-//! again. Deliveries that were in flight are redelivered by the broker.
+//! again. Deliveries that were in flight are redelivered by the broker. Given the addresses of
+//! several cluster nodes ([`Endpoints`]), the new connection goes to the first one that answers,
+//! starting from the one that worked last: a node that dies takes its connections with it, and
+//! its clients fail over to the others.
+//!
+//! A nacked publish also retires the publisher channel: the next publish goes out on a fresh
+//! one. RabbitMQ 3.10 nacks every later publish to a quorum queue on a channel whose first
+//! publish to it came while the queue had no leader (its node had just died), for as long as the
+//! channel lives, while a new channel publishes fine once a survivor leads (without the renewal,
+//! the producer in the cluster test of `e2e/tests/broker_failover.rs` never gets its window
+//! through). The nacked publish itself is the caller's to repeat, later: repeated at once, it
+//! could meet the same election and poison the new channel too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -51,8 +66,10 @@ use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, Exc
 use seedq_protocol::topology::headers as h;
 use seedq_protocol::{BrokerSettings, ChunkMessage, Job, ScriptJob, Topology};
 
+mod endpoints;
 mod inbound;
 
+pub use endpoints::{connect_backoff, Endpoints, CONNECT_TIMEOUT};
 pub use inbound::{Inbound, Reader, Subscription};
 
 /// Message headers as plain strings (name -> value).
@@ -81,7 +98,7 @@ pub enum BrokerError {
         reply: String,
     },
     /// The broker nacked a publish: it did not take responsibility for the message.
-    #[error("RabbitMQ refused (nacked) a publish to '{queue}': the broker could not store it (disk or memory alarm?)")]
+    #[error("RabbitMQ refused (nacked) a publish to '{queue}': the broker could not store it (a disk or memory alarm, or a quorum queue without a leader for a moment)")]
     Nacked {
         /// The queue the message was published to.
         queue: String,
@@ -92,6 +109,23 @@ pub enum BrokerError {
     /// A confirm came back as not requested: the publisher channel is not in confirm mode.
     #[error("publisher confirms are not enabled on this channel (internal error)")]
     ConfirmsNotEnabled,
+    /// No broker address was given (an empty `--amqp-url` list).
+    #[error("no RabbitMQ address given: --amqp-url takes one URL or a comma-separated list")]
+    NoAddress,
+    /// Every address of the list failed; `tried` names each (password redacted) with its error.
+    #[error("RabbitMQ unreachable at every address: {tried} (is RabbitMQ running and reachable at the --amqp-url?)")]
+    Unreachable {
+        /// `url: error; url: error...`
+        tried: String,
+    },
+    /// An address did not take the connection in time.
+    #[error("connecting to RabbitMQ at {address} took longer than {after:?}")]
+    ConnectTimeout {
+        /// The URL, password redacted.
+        address: String,
+        /// The limit.
+        after: Duration,
+    },
     /// An ack or requeue could not be delivered: the channel closed while the message was being
     /// worked on, and the broker will hand it out again.
     #[error("{what} on {queue} not delivered: the channel is closed; the broker will redeliver the message")]
@@ -123,9 +157,12 @@ pub struct QueueDepth {
 /// One named AMQP connection with a confirm-mode publisher channel, for one namespace.
 pub struct Broker {
     connection: Connection,
-    publisher: lapin::Channel,
+    /// The confirm-mode channel publishes go out on (replaced after a nack, see the module doc).
+    publisher: std::sync::Mutex<lapin::Channel>,
     topology: Topology,
     connection_name: String,
+    /// The URL connected to, password redacted.
+    address: String,
 }
 
 impl Broker {
@@ -138,39 +175,14 @@ impl Broker {
         let connection = Connection::connect(url, props)
             .await
             .map_err(amqp("connect"))?;
-        let publisher = connection
-            .create_channel()
-            .await
-            .map_err(amqp("channel open"))?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(amqp("confirm.select"))?;
+        let publisher = confirm_channel(&connection).await?;
         Ok(Broker {
             connection,
-            publisher,
+            publisher: std::sync::Mutex::new(publisher),
             topology: Topology::new(namespace),
             connection_name: connection_name.to_string(),
+            address: seedq_telemetry::redact(url),
         })
-    }
-
-    /// Connects, retrying with exponential backoff and jitter for up to `give_up_after`.
-    pub async fn connect_with_retry(
-        url: &str,
-        connection_name: &str,
-        namespace: &str,
-        give_up_after: Duration,
-    ) -> Result<Broker> {
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(5))
-            .with_total_delay(Some(give_up_after))
-            .without_max_times()
-            .with_jitter();
-        (|| Broker::connect(url, connection_name, namespace))
-            .retry(policy)
-            .notify(|e, d| tracing::warn!("cannot reach RabbitMQ ({e}); retrying in {d:?}"))
-            .await
     }
 
     /// The queue and exchange names of this broker's namespace.
@@ -188,9 +200,77 @@ impl Broker {
         &self.connection_name
     }
 
+    /// The URL this connection went to, password redacted (which node of a cluster).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
     /// True while the connection is open.
     pub fn is_connected(&self) -> bool {
         self.connection.status().connected()
+    }
+
+    /// True while the connection and its publisher channel are open: after a publish error, false
+    /// means the error was the connection's (publish again on a new one), true that it was the
+    /// message's or the queue's.
+    pub fn is_usable(&self) -> bool {
+        self.is_connected() && self.current_publisher().status().connected()
+    }
+
+    fn current_publisher(&self) -> lapin::Channel {
+        self.publisher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The channel to publish on: the current one, or a fresh one when it has been closed (a
+    /// channel error) on a connection that still works.
+    async fn publisher(&self) -> Result<lapin::Channel> {
+        let current = self.current_publisher();
+        if current.status().connected() || !self.is_connected() {
+            return Ok(current);
+        }
+        self.renew_publisher(&current).await
+    }
+
+    /// Replaces `retired` with a new confirm channel, unless another publish already did; returns
+    /// the channel to use now.
+    async fn renew_publisher(&self, retired: &lapin::Channel) -> Result<lapin::Channel> {
+        let fresh = confirm_channel(&self.connection).await?;
+        let replaced = {
+            let mut current = self.publisher.lock().unwrap_or_else(|p| p.into_inner());
+            if current.id() == retired.id() {
+                Some(std::mem::replace(&mut *current, fresh.clone()))
+            } else {
+                None
+            }
+        };
+        match replaced {
+            Some(old) => {
+                tracing::debug!(
+                    old = old.id(),
+                    new = fresh.id(),
+                    "publisher channel renewed"
+                );
+                let _ = old.close(200, "renewed".into()).await;
+                Ok(fresh)
+            }
+            None => {
+                let _ = fresh.close(200, "not needed".into()).await;
+                Ok(self.current_publisher())
+            }
+        }
+    }
+
+    /// Retires `channel` after it nacked a publish (see the module doc); best effort.
+    async fn after_confirm(&self, channel: &lapin::Channel, result: Result<()>) -> Result<()> {
+        if matches!(result, Err(BrokerError::Nacked { .. })) && self.is_connected() {
+            if let Err(e) = self.renew_publisher(channel).await {
+                tracing::warn!(error = %e, "could not open a new publisher channel after a nack");
+            }
+        }
+        result
     }
 
     /// A new channel on this connection (consumers: one per slot).
@@ -386,7 +466,7 @@ impl Broker {
     // ----- publishing -----------------------------------------------------------------------
 
     async fn start_publish(
-        &self,
+        channel: &lapin::Channel,
         exchange: &str,
         routing_key: &str,
         body: &[u8],
@@ -400,7 +480,7 @@ impl Broker {
         if let Some(ms) = expiration_ms {
             props = props.with_expiration(ms.max(1).to_string().into());
         }
-        self.publisher
+        channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -430,10 +510,11 @@ impl Broker {
         headers: &Headers,
         expiration_ms: Option<u64>,
     ) -> Result<()> {
-        let confirm = self
-            .start_publish(exchange, queue, body, headers, expiration_ms)
-            .await?;
-        Self::finish_publish(confirm, queue).await
+        let channel = self.publisher().await?;
+        let confirm =
+            Self::start_publish(&channel, exchange, queue, body, headers, expiration_ms).await?;
+        let result = Self::finish_publish(confirm, queue).await;
+        self.after_confirm(&channel, result).await
     }
 
     /// Publishes any body to a queue (default exchange), confirmed and mandatory.
@@ -457,16 +538,23 @@ impl Broker {
     pub async fn publish_chunks(&self, job: &Job, msgs: &[ChunkMessage]) -> Result<()> {
         let queue = self.topology.seeds_queue();
         for window in msgs.chunks(PUBLISH_WINDOW) {
+            let channel = self.publisher().await?;
             let mut pending = Vec::with_capacity(window.len());
             for msg in window {
-                pending.push(
-                    self.start_publish("", &queue, &msg.to_json(), &chunk_headers(job, msg), None)
-                        .await?,
-                );
+                let body = msg.to_json();
+                let headers = chunk_headers(job, msg);
+                pending
+                    .push(Self::start_publish(&channel, "", &queue, &body, &headers, None).await?);
             }
+            // Every confirm is awaited, so that a nack anywhere in the window is seen.
+            let mut result = Ok(());
             for confirm in pending {
-                Self::finish_publish(confirm, &queue).await?;
+                let confirmed = Self::finish_publish(confirm, &queue).await;
+                if result.is_ok() {
+                    result = confirmed;
+                }
             }
+            self.after_confirm(&channel, result).await?;
         }
         Ok(())
     }
@@ -491,10 +579,18 @@ impl Broker {
         let mut headers = headers.clone();
         headers.insert(h::SOURCE_QUEUE.to_string(), target_queue.to_string());
         let exchange = self.topology.retry_exchange();
-        let confirm = self
-            .start_publish(&exchange, target_queue, body, &headers, Some(delay_ms))
-            .await?;
-        Self::finish_publish(confirm, &self.topology.retry_queue()).await
+        let channel = self.publisher().await?;
+        let confirm = Self::start_publish(
+            &channel,
+            &exchange,
+            target_queue,
+            body,
+            &headers,
+            Some(delay_ms),
+        )
+        .await?;
+        let result = Self::finish_publish(confirm, &self.topology.retry_queue()).await;
+        self.after_confirm(&channel, result).await
     }
 
     /// Publishes `body` to `<ns>.dlq` with `x-seedq-error: reason`, the detail, and the queue it
@@ -513,6 +609,18 @@ impl Broker {
         headers.insert(h::SOURCE_QUEUE.to_string(), source_queue.to_string());
         self.publish_raw(&self.topology.dlq(), body, &headers).await
     }
+}
+
+async fn confirm_channel(connection: &Connection) -> Result<lapin::Channel> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(amqp("channel open"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(amqp("confirm.select"))?;
+    Ok(channel)
 }
 
 fn check_confirmation(confirmation: Confirmation, queue: &str) -> Result<()> {

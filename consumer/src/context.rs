@@ -6,6 +6,8 @@
 //!   node), with `--slots`/`--cpu-threads` overrides already applied.
 //! * `cluster()`: the whole cluster model (retry, chunking, broker limits, TTLs).
 //! * `namespace()`: prefix of every queue and key.
+//! * `endpoints()`: the broker's addresses (`--amqp-url`, one node or a cluster's nodes); every
+//!   reconnection starts from the last one that worked.
 //! * `store()`: the Redis store (reconnects by itself).
 //! * `broker()`: the CURRENT broker connection. The node's supervisor replaces it after a
 //!   connection loss; long-running users re-read it (or wait with [`NodeContext::broker_changed`]).
@@ -17,7 +19,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use seedq_broker::Broker;
+use seedq_broker::{Broker, Endpoints};
 use seedq_protocol::{ClusterConfig, NodeConfig, SlotState};
 use seedq_store::Store;
 use tokio::sync::watch;
@@ -30,7 +32,7 @@ pub struct NodeContext {
     node_config: NodeConfig,
     cluster: ClusterConfig,
     namespace: String,
-    amqp_url: String,
+    endpoints: Endpoints,
     store: Store,
     /// `(generation, broker)`; the generation grows with every reconnection.
     broker: watch::Sender<(u64, Arc<Broker>)>,
@@ -75,7 +77,7 @@ impl NodeContext {
         node_config: NodeConfig,
         cluster: ClusterConfig,
         namespace: String,
-        amqp_url: String,
+        endpoints: Endpoints,
         store: Store,
         broker: Arc<Broker>,
         metrics: Arc<Metrics>,
@@ -88,7 +90,7 @@ impl NodeContext {
             node_config,
             cluster,
             namespace,
-            amqp_url,
+            endpoints,
             store,
             broker,
             metrics,
@@ -117,8 +119,8 @@ impl NodeContext {
         &self.namespace
     }
 
-    pub fn amqp_url(&self) -> &str {
-        &self.amqp_url
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     pub fn store(&self) -> &Store {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
-use seedq_broker::Broker;
+use seedq_broker::{Broker, Endpoints};
 use seedq_kernels::Backend;
 use seedq_kernels::SieveBackend;
 use seedq_protocol::{ClusterConfig, SlotState, Topology};
@@ -93,8 +93,11 @@ struct RunArgs {
     cpu_threads: Option<u32>,
     #[arg(long, env = "SEEDQ_NAMESPACE")]
     namespace: Option<String>,
-    #[arg(long, env = "SEEDQ_AMQP_URL", default_value = seedq_protocol::DEFAULT_AMQP_URL, hide_env_values = true)]
-    amqp_url: String,
+    /// RabbitMQ: one URL, or the nodes of a cluster as a comma-separated list (or the flag
+    /// repeated), tried in order from the last one that worked, so the node fails over when its
+    /// broker node goes away.
+    #[arg(long, env = "SEEDQ_AMQP_URL", default_value = seedq_protocol::DEFAULT_AMQP_URL, hide_env_values = true, value_delimiter = ',')]
+    amqp_url: Vec<String>,
     #[arg(long, env = "SEEDQ_REDIS_URL", default_value = seedq_protocol::DEFAULT_REDIS_URL, hide_env_values = true)]
     redis_url: String,
     /// Serve Prometheus metrics on this port (none by default).
@@ -150,9 +153,11 @@ fn load_cluster(explicit: Option<&PathBuf>) -> anyhow::Result<ClusterConfig> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut urls: Vec<&str> = args.amqp_url.iter().map(String::as_str).collect();
+    urls.push(&args.redis_url);
     logging::init(
         args.log_format,
-        logging::Secrets::from_urls(&[&args.amqp_url, &args.redis_url]),
+        logging::Secrets::from_urls(&urls),
         "info,lapin=warn",
     );
     match run_node(args.clone()) {
@@ -168,8 +173,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn run_node(args: RunArgs) -> anyhow::Result<()> {
-    logging::check_url("--amqp-url", &args.amqp_url)?;
+    for url in args
+        .amqp_url
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+    {
+        logging::check_url("--amqp-url", url)?;
+    }
     logging::check_url("--redis-url", &args.redis_url)?;
+    let endpoints = Endpoints::new(&args.amqp_url).context("--amqp-url")?;
     let cluster = load_cluster(args.config.as_ref())?;
     // Node names go into queue names and Redis keys: dots are fine, anything else is not.
     let node_name = args.node.clone().unwrap_or_else(seedq_protocol::hostname);
@@ -217,13 +230,14 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
             .with_job_ttl(cluster.jobs.result_ttl_secs);
         let connection_name = Topology::consumer_connection_name(&node_name);
         let broker = Broker::connect_with_retry(
-            &args.amqp_url,
+            &endpoints,
             &connection_name,
             &namespace,
             Duration::from_secs(120),
         )
         .await
-        .with_context(|| format!("connecting to RabbitMQ at {}", redact(&args.amqp_url)))?;
+        .with_context(|| format!("connecting to RabbitMQ at {endpoints}"))?;
+        tracing::info!(address = %broker.address(), "connected to RabbitMQ");
         broker
             .declare_topology(&cluster.broker)
             .await
@@ -254,7 +268,7 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
             node_config,
             cluster,
             namespace,
-            args.amqp_url.clone(),
+            endpoints,
             store,
             Arc::new(broker),
             metrics,
@@ -419,5 +433,33 @@ fn parse_prefetch(text: &str) -> Result<chunks::Prefetch, String> {
             .ok_or_else(|| {
                 format!("--prefetch takes 'auto' or a number from 1 to 65535, not '{n}'")
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_url_takes_a_list_or_repeats() {
+        let cli = Cli::try_parse_from([
+            "seedq-consumer",
+            "--amqp-url",
+            "amqp://a/%2f,amqp://b/%2f",
+            "--amqp-url",
+            "amqp://c/%2f",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.run.amqp_url,
+            ["amqp://a/%2f", "amqp://b/%2f", "amqp://c/%2f"]
+        );
+        let cli = Cli::try_parse_from(["seedq-consumer", "run"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("run")
+        };
+        if std::env::var_os("SEEDQ_AMQP_URL").is_none() {
+            assert_eq!(args.amqp_url, [seedq_protocol::DEFAULT_AMQP_URL]);
+        }
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::Retryable;
 use seedq_broker::Broker;
 use seedq_protocol::{NodeHeartbeat, Topology};
 
@@ -94,8 +95,8 @@ async fn wait_for_signal() {
 }
 
 /// Reconnects when the broker connection is lost (closed from the management UI, broker restart,
-/// network), re-declares the topology, and installs the new connection; slot and script
-/// consumers then re-subscribe.
+/// the cluster node it was on gone, network), re-declares the topology, and installs the new
+/// connection; slot and script consumers then re-subscribe.
 async fn connection_watchdog(ctx: Arc<NodeContext>) {
     let name = Topology::consumer_connection_name(ctx.node_name());
     loop {
@@ -103,38 +104,45 @@ async fn connection_watchdog(ctx: Arc<NodeContext>) {
         if ctx.is_shutting_down() {
             return;
         }
-        if ctx.broker().is_connected() {
+        let lost = ctx.broker();
+        if lost.is_connected() {
             continue;
         }
-        tracing::warn!("RabbitMQ connection lost; reconnecting");
-        loop {
-            if ctx.is_shutting_down() {
-                return;
-            }
-            match Broker::connect_with_retry(
-                ctx.amqp_url(),
-                &name,
-                ctx.namespace(),
-                Duration::from_secs(60),
-            )
-            .await
-            {
-                Ok(broker) => {
-                    if let Err(e) = broker.declare_topology(&ctx.cluster().broker).await {
-                        tracing::warn!(error = %e, "re-declaring the topology failed; retrying");
-                        broker.close().await;
-                        continue;
-                    }
-                    let generation = ctx.replace_broker(Arc::new(broker));
-                    tracing::info!(
-                        generation,
-                        "reconnected to RabbitMQ; consumers re-subscribing"
-                    );
-                    break;
-                }
-                Err(e) => tracing::warn!(error = %e, "still cannot reach RabbitMQ"),
-            }
+        tracing::warn!(address = %lost.address(), "RabbitMQ connection lost; reconnecting");
+        let Some(broker) = reconnect(&ctx, &name).await else {
+            return;
+        };
+        let address = broker.address().to_string();
+        let generation = ctx.replace_broker(Arc::new(broker));
+        tracing::info!(
+            generation,
+            %address,
+            "reconnected to RabbitMQ; consumers re-subscribing"
+        );
+    }
+}
+
+/// A new connection with the topology declared on it: passes over the broker's addresses (from the
+/// last good one) with backoff, for as long as it takes; `None` once the node shuts down. A
+/// declare can fail on a connection that works (a cluster still electing the queues' leaders
+/// after losing a node), so it is retried under the same backoff, never in a tight loop.
+async fn reconnect(ctx: &NodeContext, name: &str) -> Option<Broker> {
+    let attempt = || async {
+        let broker = Broker::connect_any(ctx.endpoints(), name, ctx.namespace()).await?;
+        if let Err(e) = broker.declare_topology(&ctx.cluster().broker).await {
+            broker.close().await;
+            return Err(e);
         }
+        Ok(broker)
+    };
+    let mut stop = ctx.shutdown_signal();
+    tokio::select! {
+        result = attempt
+            .retry(seedq_broker::connect_backoff(None))
+            .notify(|e: &seedq_broker::BrokerError, d| {
+                tracing::warn!(error = %e, retry_in = ?d, "still cannot reach RabbitMQ (or declare the queues)");
+            }) => result.ok(),
+        _ = stop.wait_for(|s| *s) => None,
     }
 }
 

@@ -11,6 +11,10 @@
 //!   teardown`), so tests run in parallel and leave nothing behind.
 //! * **Services.** `SEEDQ_AMQP_URL` / `SEEDQ_REDIS_URL` as for the binaries; the management API
 //!   at `SEEDQ_MGMT_URL` (default `http://127.0.0.1:15672`, guest/guest).
+//! * **Services of a test's own**, for tests that take them down: [`PrivateRedis`], and
+//!   [`PrivateRabbit`] / [`RabbitCluster`] (one RabbitMQ node, or three clustered, through
+//!   `scripts/rabbit-node.sh`: their own ports, data, cookie and epmd). A test that cannot have
+//!   them says so with [`skip`] rather than passing silently.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -83,6 +87,9 @@ pub struct Namespace {
     /// The Redis this namespace's producers and consumers use ([`redis_url`] unless a test points
     /// it at a [`PrivateRedis`]).
     pub redis_url: String,
+    /// The broker address(es) its producers and consumers get as `SEEDQ_AMQP_URL` ([`amqp_url`]
+    /// unless a test points it at a [`PrivateRabbit`] or the nodes of a [`RabbitCluster`]).
+    pub amqp_url: String,
     /// The cluster model every process of this namespace reads (`config/local.toml` unless a test
     /// writes its own, e.g. with a different delivery limit).
     pub config: PathBuf,
@@ -105,6 +112,7 @@ impl Namespace {
             consumers: Vec::new(),
             dir,
             redis_url: redis_url(),
+            amqp_url: amqp_url(),
             config: workspace_root().join("config/local.toml"),
         }
     }
@@ -120,6 +128,7 @@ impl Namespace {
             consumers: Vec::new(),
             dir,
             redis_url: self.redis_url.clone(),
+            amqp_url: self.amqp_url.clone(),
             config: self.config.clone(),
         }
     }
@@ -162,7 +171,7 @@ impl Namespace {
         cmd.args(["--config", self.config.to_str().unwrap()])
             .args(args)
             .env("SEEDQ_NAMESPACE", &self.name)
-            .env("SEEDQ_AMQP_URL", amqp_url())
+            .env("SEEDQ_AMQP_URL", &self.amqp_url)
             .env("SEEDQ_REDIS_URL", &self.redis_url)
             .env(
                 "RUST_LOG",
@@ -198,7 +207,7 @@ impl Namespace {
             .args(["--config", self.config.to_str().unwrap(), "--node", node])
             .args(extra)
             .env("SEEDQ_NAMESPACE", &self.name)
-            .env("SEEDQ_AMQP_URL", amqp_url())
+            .env("SEEDQ_AMQP_URL", &self.amqp_url)
             .env("SEEDQ_REDIS_URL", &self.redis_url)
             .env(
                 "RUST_LOG",
@@ -462,6 +471,341 @@ impl Drop for PrivateRedis {
     }
 }
 
+// --- RabbitMQ nodes of a test's own ---------------------------------------------------------
+
+/// Prints `SKIPPED <test>: <reason>` where it shows: straight to the process's stderr, past the
+/// test harness's output capture (which would hide an `eprintln!` of a passing test), so that a
+/// skipped test never passes silently. With `SEEDQ_REQUIRE_PRIVATE_RABBIT=1` (set by
+/// `scripts/cluster-check.sh`) a skip is a failure instead.
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var("SEEDQ_REQUIRE_PRIVATE_RABBIT").is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run and SEEDQ_REQUIRE_PRIVATE_RABBIT=1: {reason}");
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "SKIPPED {test}: {reason}");
+    let _ = err.flush();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One node started through `scripts/rabbit-node.sh`.
+#[derive(Debug, Clone)]
+struct RabbitNode {
+    index: u32,
+    amqp_port: u16,
+    mgmt_port: u16,
+    running: bool,
+}
+
+/// A directory of private RabbitMQ nodes (`SEEDQ_RABBIT_DIR` of `scripts/rabbit-node.sh`): their
+/// data, logs, cookie and epmd. Dropping it stops every node and removes the directory.
+struct RabbitNodes {
+    dir: PathBuf,
+    nodes: Vec<RabbitNode>,
+    /// The nodes' `advanced.config` (Erlang terms), if any.
+    advanced: Option<String>,
+}
+
+impl RabbitNodes {
+    fn new(tag: &str) -> RabbitNodes {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("seedq-e2e-rabbit-{tag}-{}-{n}", std::process::id()));
+        RabbitNodes {
+            dir,
+            nodes: Vec::new(),
+            advanced: None,
+        }
+    }
+
+    /// `scripts/rabbit-node.sh ARGS` for this directory; `Err` with its output on failure, where
+    /// exit status 3 means RabbitMQ is not installed.
+    fn script(&self, args: &[&str], env: &[(&str, String)]) -> Result<String, String> {
+        let out = Command::new(workspace_root().join("scripts/rabbit-node.sh"))
+            .args(args)
+            .env("SEEDQ_RABBIT_DIR", &self.dir)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run scripts/rabbit-node.sh: {e}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "scripts/rabbit-node.sh {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                text.trim_end()
+            ))
+        }
+    }
+
+    /// Starts node `index` the first time, on free ports.
+    fn add(&mut self, index: u32) -> Result<(), String> {
+        let (amqp, mgmt, dist) = (free_port(), free_port(), free_port());
+        let mut env = vec![
+            ("SEEDQ_RABBIT_AMQP_PORT", amqp.to_string()),
+            ("SEEDQ_RABBIT_MGMT_PORT", mgmt.to_string()),
+            ("SEEDQ_RABBIT_DIST_PORT", dist.to_string()),
+        ];
+        if self.nodes.is_empty() {
+            env.push(("SEEDQ_RABBIT_EPMD_PORT", free_port().to_string()));
+        }
+        if let Some(advanced) = &self.advanced {
+            env.push(("SEEDQ_RABBIT_ADVANCED", advanced.clone()));
+        }
+        self.nodes.push(RabbitNode {
+            index,
+            amqp_port: amqp,
+            mgmt_port: mgmt,
+            running: false,
+        });
+        self.script(&["start", &index.to_string()], &env)?;
+        self.node_mut(index).running = true;
+        Ok(())
+    }
+
+    fn node(&self, index: u32) -> &RabbitNode {
+        self.nodes
+            .iter()
+            .find(|n| n.index == index)
+            .expect("a node of this directory")
+    }
+
+    fn node_mut(&mut self, index: u32) -> &mut RabbitNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.index == index)
+            .expect("a node of this directory")
+    }
+
+    fn url(&self, index: u32) -> String {
+        format!(
+            "amqp://guest:guest@127.0.0.1:{}/%2f",
+            self.node(index).amqp_port
+        )
+    }
+
+    /// Runs a command that must work on a node started before (panics with the node's log).
+    fn must(&mut self, args: &[&str]) {
+        if let Err(e) = self.script(args, &[]) {
+            panic!("{e}");
+        }
+    }
+
+    fn start(&mut self, index: u32) {
+        self.must(&["start", &index.to_string()]);
+        self.node_mut(index).running = true;
+    }
+
+    fn stop(&mut self, index: u32) {
+        self.must(&["stop", &index.to_string()]);
+        self.node_mut(index).running = false;
+    }
+
+    fn kill(&mut self, index: u32) {
+        self.must(&["kill", &index.to_string()]);
+        self.node_mut(index).running = false;
+    }
+
+    fn mgmt(&self, index: u32) -> Mgmt {
+        Mgmt {
+            port: self.node(index).mgmt_port,
+        }
+    }
+}
+
+impl Drop for RabbitNodes {
+    fn drop(&mut self) {
+        // The nodes' logs are what explains a failure: kept then, with the nodes stopped.
+        let keep = std::thread::panicking();
+        if keep {
+            eprintln!("private RabbitMQ logs kept in {}", self.dir.display());
+        }
+        let args: &[&str] = if keep {
+            &["clean", "--keep"]
+        } else {
+            &["clean"]
+        };
+        if let Err(e) = self.script(args, &[]) {
+            eprintln!("{e}");
+        }
+    }
+}
+
+/// The management HTTP API of one private node (guest/guest).
+#[derive(Debug, Clone, Copy)]
+pub struct Mgmt {
+    pub port: u16,
+}
+
+impl Mgmt {
+    /// `GET path` as JSON.
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let (code, body) = mgmt_http("127.0.0.1", self.port, "GET", path, "")?;
+        anyhow::ensure!(code == 200, "GET {path}: HTTP {code}: {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// A queue of the default vhost (`messages`, `messages_unacknowledged`, `leader`,
+    /// `members`...), `None` when it does not exist.
+    pub fn queue(&self, name: &str) -> anyhow::Result<Option<Value>> {
+        let path = format!("/api/queues/%2F/{}", encode_segment(name));
+        let (code, body) = mgmt_http("127.0.0.1", self.port, "GET", &path, "")?;
+        match code {
+            200 => Ok(Some(serde_json::from_str(&body)?)),
+            404 => Ok(None),
+            _ => bail!("GET {path}: HTTP {code}: {body}"),
+        }
+    }
+
+    /// Consumer tags subscribed to `queue`.
+    pub fn consumer_tags(&self, queue: &str) -> Vec<String> {
+        self.get("/api/consumers")
+            .ok()
+            .and_then(|all| all.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c["queue"]["name"] == queue)
+            .filter_map(|c| c["consumer_tag"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+/// A RabbitMQ node started for one test (`scripts/rabbit-node.sh`): its own ports, data and log
+/// directory, cookie and epmd, so that a test can stop it cleanly, restart it on the same data
+/// (a broker restart as a deployment sees one) or SIGKILL it, without touching the shared
+/// broker. Declare it before the [`Namespace`] that uses it, so the namespace's teardown still
+/// finds it. Stopped and its files removed on drop (kept, with a message, when the test failed).
+pub struct PrivateRabbit {
+    nodes: RabbitNodes,
+}
+
+impl PrivateRabbit {
+    /// Starts a node on free ports; `Err(reason)` when that cannot be done (RabbitMQ not
+    /// installed, the node does not boot): the caller skips with [`skip`].
+    pub fn start() -> Result<PrivateRabbit, String> {
+        let mut nodes = RabbitNodes::new("node");
+        nodes.add(1)?;
+        Ok(PrivateRabbit { nodes })
+    }
+
+    /// Like [`PrivateRabbit::start`], with `advanced` (Erlang terms) as the node's
+    /// `advanced.config`: settings `rabbitmq.conf` cannot express.
+    pub fn start_with_advanced(advanced: &str) -> Result<PrivateRabbit, String> {
+        let mut nodes = RabbitNodes::new("node");
+        nodes.advanced = Some(advanced.to_string());
+        nodes.add(1)?;
+        Ok(PrivateRabbit { nodes })
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
+    pub fn url(&self) -> String {
+        self.nodes.url(1)
+    }
+
+    pub fn mgmt(&self) -> Mgmt {
+        self.nodes.mgmt(1)
+    }
+
+    /// A clean shutdown (`rabbitmqctl shutdown`): clients get a connection.close.
+    pub fn stop(&mut self) {
+        self.nodes.stop(1);
+    }
+
+    /// SIGKILL: clients see their sockets close, with no goodbye.
+    pub fn kill(&mut self) {
+        self.nodes.kill(1);
+    }
+
+    /// Stops the node if it runs, then starts it again on the same ports and data (durable queues
+    /// and persistent messages survive) and waits until it serves AMQP.
+    pub fn restart(&mut self) {
+        if self.nodes.node(1).running {
+            self.stop();
+        }
+        self.nodes.start(1);
+    }
+}
+
+/// Three private RabbitMQ nodes clustered together (node 2 and 3 joined to node 1): quorum
+/// queues declared on it are replicated on all three, and survive the loss of any one node.
+pub struct RabbitCluster {
+    nodes: RabbitNodes,
+}
+
+impl RabbitCluster {
+    /// Starts and clusters three nodes; `Err(reason)` as for [`PrivateRabbit::start`].
+    pub fn start() -> Result<RabbitCluster, String> {
+        let mut nodes = RabbitNodes::new("cluster");
+        for index in 1..=3 {
+            nodes.add(index)?;
+        }
+        for index in 2..=3 {
+            nodes.script(&["join", &index.to_string(), "1"], &[])?;
+        }
+        Ok(RabbitCluster { nodes })
+    }
+
+    /// The nodes' AMQP URLs, node 1 first.
+    pub fn urls(&self) -> Vec<String> {
+        (1..=3).map(|i| self.nodes.url(i)).collect()
+    }
+
+    /// The URL of node `index` (1..=3).
+    pub fn url(&self, index: u32) -> String {
+        self.nodes.url(index)
+    }
+
+    pub fn mgmt(&self, index: u32) -> Mgmt {
+        self.nodes.mgmt(index)
+    }
+
+    /// Nodes not stopped or killed by the test.
+    pub fn running(&self) -> Vec<u32> {
+        self.nodes
+            .nodes
+            .iter()
+            .filter(|n| n.running)
+            .map(|n| n.index)
+            .collect()
+    }
+
+    /// The node leading quorum queue `queue` (as the management API of the first running node
+    /// that answers reports it), `None` while it has none (an election) or no node knows it.
+    pub fn leader(&self, queue: &str) -> Option<u32> {
+        self.running().into_iter().find_map(|i| {
+            let info = self.mgmt(i).queue(queue).ok()??;
+            let leader = info["leader"].as_str()?;
+            // `<prefix>-<index>@localhost`, see scripts/rabbit-node.sh.
+            let name = leader.split('@').next()?;
+            name.rsplit('-').next()?.parse().ok()
+        })
+    }
+
+    /// SIGKILLs node `index` (a crashed node: its clients' sockets close, its queues' leaders
+    /// move to the survivors).
+    pub fn kill(&mut self, index: u32) {
+        self.nodes.kill(index);
+    }
+
+    /// Starts a stopped or killed node again on its data; it rejoins the cluster.
+    pub fn restart(&mut self, index: u32) {
+        self.nodes.start(index);
+    }
+}
+
 // --- RabbitMQ management HTTP API (plain HTTP/1.0, no client dependency) --------------------
 
 fn mgmt_base() -> (String, u16) {
@@ -484,10 +828,21 @@ pub fn mgmt_request_with_body(
     path: &str,
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
-    use base64::Engine as _;
     let (host, port) = mgmt_base();
-    let mut stream = TcpStream::connect((host.as_str(), port))
-        .with_context(|| format!("connect {host}:{port}"))?;
+    mgmt_http(&host, port, method, path, body)
+}
+
+/// One request to the management API at `host:port` (guest/guest).
+fn mgmt_http(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    use base64::Engine as _;
+    let mut stream =
+        TcpStream::connect((host, port)).with_context(|| format!("connect {host}:{port}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     let auth = base64::engine::general_purpose::STANDARD.encode("guest:guest");
     write!(

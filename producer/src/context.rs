@@ -4,9 +4,10 @@
 //! reach, without its password) the same way.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
-use seedq_broker::Broker;
+use seedq_broker::{Broker, Endpoints};
 use seedq_protocol::{ClusterConfig, Topology};
 use seedq_store::Store;
 
@@ -15,7 +16,8 @@ use seedq_store::Store;
 pub struct Env {
     /// Prefix of every queue and Redis key (`--namespace`, env `SEEDQ_NAMESPACE`, default `seedq`).
     pub namespace: String,
-    pub amqp_url: String,
+    /// The broker's addresses (`--amqp-url`: one URL, or a cluster's nodes).
+    pub endpoints: Endpoints,
     pub redis_url: String,
     /// `--config`, else `config/cluster.toml` when present, else one-machine defaults.
     pub cluster: ClusterConfig,
@@ -48,9 +50,9 @@ impl Env {
         }
     }
 
-    /// The broker URL without its password, for messages.
+    /// The broker URLs without their passwords, for messages.
     pub fn amqp_url_redacted(&self) -> String {
-        redact(&self.amqp_url)
+        self.endpoints.redacted()
     }
 
     pub fn redis_url_redacted(&self) -> String {
@@ -67,16 +69,35 @@ impl Env {
 
     /// A broker connection named `seedq-producer@<host>`, so operators can tell producers apart
     /// from consumers in the management UI. Declares nothing: publishers declare the topology.
+    /// Tries the addresses in order from the last good one, passes repeated with backoff for up
+    /// to [`BROKER_GIVE_UP`] (a broker restarting, a cluster node going away).
     pub async fn broker(&self) -> anyhow::Result<Broker> {
-        Broker::connect(
-            &self.amqp_url,
-            &Topology::producer_connection_name(&seedq_protocol::hostname()),
+        Broker::connect_with_retry(
+            &self.endpoints,
+            &self.connection_name(),
             &self.namespace,
+            BROKER_GIVE_UP,
         )
         .await
         .with_context(|| format!("connecting to RabbitMQ at {}", self.amqp_url_redacted()))
     }
+
+    /// [`Env::broker`] for views that do without the broker when it is down (`top`): one pass
+    /// over the addresses, no waiting.
+    pub async fn broker_now(&self) -> anyhow::Result<Broker> {
+        Broker::connect_any(&self.endpoints, &self.connection_name(), &self.namespace)
+            .await
+            .with_context(|| format!("connecting to RabbitMQ at {}", self.amqp_url_redacted()))
+    }
+
+    fn connection_name(&self) -> String {
+        Topology::producer_connection_name(&seedq_protocol::hostname())
+    }
 }
+
+/// How long [`Env::broker`] keeps trying while no address takes a connection: long enough for a
+/// broker node to restart, short enough that a command run against no broker at all says so.
+pub const BROKER_GIVE_UP: Duration = Duration::from_secs(60);
 
 pub use seedq_telemetry::{redact, redact_args};
 

@@ -42,9 +42,10 @@ struct Cli {
     /// Cluster model (default: config/cluster.toml if present, else one-machine defaults).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// RabbitMQ URL.
-    #[arg(long, global = true, env = "SEEDQ_AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
-    amqp_url: String,
+    /// RabbitMQ URL, or the nodes of a cluster as a comma-separated list (or the flag repeated):
+    /// tried in order from the last one that worked.
+    #[arg(long, global = true, env = "SEEDQ_AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true, value_delimiter = ',')]
+    amqp_url: Vec<String>,
     /// Redis URL.
     #[arg(long, global = true, env = "SEEDQ_REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
     redis_url: String,
@@ -99,7 +100,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     seedq_telemetry::init(
         cli.log_format,
-        seedq_telemetry::Secrets::from_urls(&[&cli.amqp_url, &cli.redis_url]),
+        seedq_telemetry::Secrets::from_urls(
+            &cli.amqp_url
+                .iter()
+                .chain([&cli.redis_url])
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ),
         "warn,seedq_producer=info",
     );
     match run(cli) {
@@ -113,7 +120,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     // A URL without `scheme://` would be echoed whole, password included, by the clients.
-    seedq_telemetry::check_url("--amqp-url", &cli.amqp_url)?;
+    for url in cli
+        .amqp_url
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+    {
+        seedq_telemetry::check_url("--amqp-url", url)?;
+    }
     seedq_telemetry::check_url("--redis-url", &cli.redis_url)?;
     // gen-draws needs no configuration or services.
     if let Command::GenDraws(args) = &cli.command {
@@ -132,7 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     let env = Env {
         namespace,
-        amqp_url: cli.amqp_url,
+        endpoints: seedq_broker::Endpoints::new(&cli.amqp_url)?,
         redis_url: cli.redis_url,
         cluster,
         config_path,
@@ -163,4 +177,24 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::GenDraws(_) => unreachable!("handled above"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_url_takes_a_list_or_repeats() {
+        let urls = |args: &[&str]| {
+            let mut all = vec!["seedq-producer"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).unwrap().amqp_url
+        };
+        let three = ["amqp://a/%2f", "amqp://b/%2f", "amqp://c/%2f"];
+        let list = "amqp://a/%2f,amqp://b/%2f";
+        let repeat = ["--amqp-url", list, "--amqp-url", "amqp://c/%2f"];
+        assert_eq!(urls(&[&repeat[..], &["status"]].concat()), three);
+        // A global flag also parses after the command.
+        assert_eq!(urls(&[&["status"][..], &repeat].concat()), three);
+    }
 }

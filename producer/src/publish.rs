@@ -1,14 +1,27 @@
-//! Publishing a job's chunks: one named connection, publisher confirms, the publish watermark.
+//! Publishing a job's chunks and a batch's script tasks: one named connection, publisher
+//! confirms, the publish watermark, and failover.
 //!
 //! The watermark (`published_upto` in the job's totals hash, `keys::totals`) is the number of
 //! leading chunks the broker has confirmed. It is advanced only after the confirms arrive, so a
 //! producer killed mid-publish loses nothing: a re-run continues from the watermark (and may
 //! republish a few chunks confirmed after the last update; the store applies each chunk once).
+//!
+//! Failover: when the connection dies under a publish (the broker restarting, the cluster node
+//! it was on gone), the publisher connects again (the next addresses of `--amqp-url`, with
+//! backoff), declares the queues again and publishes the unconfirmed window again. Chunks of that
+//! window the old node had confirmed go out twice; results are applied once, so a duplicate
+//! costs one redundant chunk run and nothing else. A nack on a connection that still works (a
+//! queue whose leader has just died, a resource alarm) is waited out with backoff and published
+//! again, on a fresh channel (see `seedq_broker`'s doc on nacks); an unroutable publish is the
+//! message's or the queue's fault and fails the command as before.
+
+use std::time::Duration;
 
 use anyhow::Context;
+use backon::{BackoffBuilder, ExponentialBackoff};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use redis::AsyncCommands;
-use seedq_protocol::{keys, ChunkMessage, Job};
+use seedq_protocol::{keys, ChunkMessage, Job, ScriptJob};
 
 use crate::context::Env;
 
@@ -53,9 +66,15 @@ pub async fn set_published_upto(env: &Env, job_id: &str, upto: u64) -> anyhow::R
 /// enough that a crash re-publishes little.
 const CONFIRM_WINDOW: usize = 2048;
 
+/// How long one publish may keep failing over or being refused before the command gives up: a
+/// broker that cannot take a window for this long is not one to keep feeding.
+const RECOVERY_BUDGET: Duration = Duration::from_secs(120);
+
 pub struct ChunkPublisher {
     broker: seedq_broker::Broker,
     env: Env,
+    /// Nodes whose pinned script queues this publisher declared (declared again after a failover).
+    pinned: Vec<String>,
 }
 
 impl ChunkPublisher {
@@ -68,7 +87,63 @@ impl ChunkPublisher {
         Ok(ChunkPublisher {
             broker,
             env: env.clone(),
+            pinned: Vec::new(),
         })
+    }
+
+    /// Declares `<ns>.scripts.<node>` for a pinned script task (once per node).
+    pub async fn declare_node_scripts_queue(&mut self, node: &str) -> anyhow::Result<()> {
+        if self.pinned.iter().any(|n| n == node) {
+            return Ok(());
+        }
+        self.broker
+            .declare_node_scripts_queue(node, &self.env.cluster.broker)
+            .await
+            .with_context(|| format!("declaring the pinned script queue of node {node}"))?;
+        self.pinned.push(node.to_string());
+        Ok(())
+    }
+
+    /// After a publish failed with `error`: `Ok` when it is worth publishing again, `Err(error)`
+    /// when the failure was the message's (unroutable...) or `recovery` is spent. A lost
+    /// connection is replaced (the next addresses, queues declared again); a nack on a working
+    /// connection is waited out, since a cluster that has just lost the node leading a queue
+    /// refuses publishes to it until a survivor takes over.
+    async fn recover(
+        &mut self,
+        error: seedq_broker::BrokerError,
+        recovery: &mut ExponentialBackoff,
+    ) -> anyhow::Result<()> {
+        let connection_lost = !self.broker.is_usable();
+        if !connection_lost && !matches!(error, seedq_broker::BrokerError::Nacked { .. }) {
+            return Err(error.into());
+        }
+        let Some(delay) = recovery.next() else {
+            return Err(anyhow::Error::new(error).context(format!(
+                "still failing after {}s of retries",
+                RECOVERY_BUDGET.as_secs()
+            )));
+        };
+        if !connection_lost {
+            tracing::warn!(%error, retry_in = ?delay, "RabbitMQ refused a publish (a queue between leaders?); publishing again");
+            tokio::time::sleep(delay).await;
+            return Ok(());
+        }
+        tracing::warn!(address = %self.broker.address(), %error, "RabbitMQ connection lost while publishing; failing over");
+        let broker = self.env.broker().await?;
+        broker
+            .declare_topology(&self.env.cluster.broker)
+            .await
+            .context("declaring the queues after failing over")?;
+        for node in &self.pinned {
+            broker
+                .declare_node_scripts_queue(node, &self.env.cluster.broker)
+                .await
+                .with_context(|| format!("declaring the pinned script queue of node {node}"))?;
+        }
+        tracing::warn!(address = %broker.address(), "publishing again on a new RabbitMQ connection");
+        self.broker = broker;
+        Ok(())
     }
 
     /// Publishes the given chunk indexes (ascending) of `job`, waiting for every confirm, and
@@ -81,10 +156,9 @@ impl ChunkPublisher {
                 .iter()
                 .map(|i| job.chunk_message(*i).expect("index within the plan"))
                 .collect();
-            self.broker
-                .publish_chunks(job, &messages)
-                .await
-                .with_context(|| {
+            let mut recovery = recovery_backoff();
+            while let Err(e) = self.broker.publish_chunks(job, &messages).await {
+                self.recover(e, &mut recovery).await.with_context(|| {
                     format!(
                         "publishing chunks {}..={} of job {}",
                         window[0],
@@ -92,6 +166,7 @@ impl ChunkPublisher {
                         job.job_id
                     )
                 })?;
+            }
             published += window.len() as u64;
             bar.inc(window.len() as u64);
             // Every chunk up to the end of this window is confirmed (or was done before).
@@ -103,9 +178,25 @@ impl ChunkPublisher {
         Ok(published)
     }
 
+    /// Publishes one script task (confirmed), failing over like the chunks.
+    pub async fn publish_script(&mut self, task: &ScriptJob) -> anyhow::Result<()> {
+        let mut recovery = recovery_backoff();
+        while let Err(e) = self.broker.publish_script(task).await {
+            self.recover(e, &mut recovery)
+                .await
+                .with_context(|| format!("publishing task {}", task.task_id))?;
+        }
+        Ok(())
+    }
+
     pub async fn close(self) {
         self.broker.close().await;
     }
+}
+
+/// Pauses between attempts at one publish, for up to [`RECOVERY_BUDGET`] in all.
+fn recovery_backoff() -> ExponentialBackoff {
+    seedq_broker::connect_backoff(Some(RECOVERY_BUDGET)).build()
 }
 
 /// The bar `sieve` (and the other seed jobs) draws on stderr while chunks are published.

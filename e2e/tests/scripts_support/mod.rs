@@ -30,6 +30,8 @@ pub struct Cluster {
     pub consumers: Vec<Child>,
     /// The shared Redis by default; a test's own [`seedq_e2e::PrivateRedis`] to take it down.
     pub redis_url: String,
+    /// The shared broker by default; a test's own [`seedq_e2e::PrivateRabbit`] to restart it.
+    pub amqp_url: String,
 }
 
 impl Cluster {
@@ -68,6 +70,7 @@ impl Cluster {
             roots,
             consumers: Vec::new(),
             redis_url: redis_url(),
+            amqp_url: amqp_url(),
         }
     }
 
@@ -91,7 +94,7 @@ impl Cluster {
                 "1",
             ])
             .env("SEEDQ_NAMESPACE", &self.ns.name)
-            .env("SEEDQ_AMQP_URL", amqp_url())
+            .env("SEEDQ_AMQP_URL", &self.amqp_url)
             .env("SEEDQ_REDIS_URL", &self.redis_url)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -107,7 +110,7 @@ impl Cluster {
             .args(["--config", self.config.to_str().unwrap()])
             .args(args)
             .env("SEEDQ_NAMESPACE", &self.ns.name)
-            .env("SEEDQ_AMQP_URL", amqp_url())
+            .env("SEEDQ_AMQP_URL", &self.amqp_url)
             .env("SEEDQ_REDIS_URL", &self.redis_url)
             .output()
             .expect("run seedq-producer")

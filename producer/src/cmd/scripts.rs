@@ -211,11 +211,8 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
         .map(|p| p.dead_lettered)
         .unwrap_or_default();
     let watermark = crate::publish::published_upto(env, &batch_id).await?;
-    let broker = env.broker().await?;
-    broker
-        .declare_topology(&env.cluster.broker)
-        .await
-        .context("declaring the queues")?;
+    // The chunks' publisher: confirmed publishes that fail over to another broker address.
+    let mut broker = crate::publish::ChunkPublisher::connect(env).await?;
     let mut pinned_nodes: Vec<&str> = batch
         .tasks
         .iter()
@@ -224,9 +221,7 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
     pinned_nodes.sort_unstable();
     pinned_nodes.dedup();
     for node in pinned_nodes {
-        broker
-            .declare_node_scripts_queue(node, &env.cluster.broker)
-            .await?;
+        broker.declare_node_scripts_queue(node).await?;
     }
     let mut published = 0u64;
     for (index, task) in batch.tasks.iter().enumerate() {
@@ -239,10 +234,7 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
         let message = job
             .task_message(&task.task_id)
             .expect("the task is in the stored batch");
-        broker
-            .publish_script(&message)
-            .await
-            .with_context(|| format!("publishing task {}", task.task_id))?;
+        broker.publish_script(&message).await?;
         published += 1;
         if published.is_multiple_of(32) {
             crate::publish::set_published_upto(env, &batch_id, index as u64 + 1).await?;

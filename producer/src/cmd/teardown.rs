@@ -71,10 +71,13 @@ pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
         }
     }
 
-    let broker =
-        seedq_broker::Broker::connect(&env.amqp_url, "seedq-producer-teardown", &env.namespace)
-            .await
-            .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))?;
+    let broker = seedq_broker::Broker::connect_any(
+        &env.endpoints,
+        "seedq-producer-teardown",
+        &env.namespace,
+    )
+    .await
+    .with_context(|| format!("connecting to RabbitMQ at {}", env.amqp_url_redacted()))?;
     broker
         .purge_namespace(&ours)
         .await

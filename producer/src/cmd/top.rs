@@ -38,7 +38,7 @@ pub async fn run(env: &Env, args: TopArgs) -> anyhow::Result<i32> {
     );
     let store = env.store().await?;
     // Queue depths are a bonus: a broker that cannot be reached leaves them out, not the view.
-    let broker = env.broker().await.ok();
+    let broker = env.broker_now().await.ok();
     let interval = Duration::from_secs_f64(args.interval);
     if std::io::stdout().is_terminal() {
         let mut screen = Screen::enter()?;
