@@ -33,7 +33,7 @@
 //! ([`BrokerError::Unroutable`], [`BrokerError::Nacked`]); nothing is dropped silently.
 
 //! All publishes go through the default exchange (routing key = queue name) except retries,
-//! which go through the `<ns>.retry` fanout exchange so that the delay queue can dead-letter each
+//! which go through the `<ns>.delay` fanout exchange so that the delay queue can dead-letter each
 //! message back to the queue named by its own routing key (see `seedq_protocol::topology`).
 //!
 //! Header values are AMQP long strings (readable in the management UI without a decoder).
