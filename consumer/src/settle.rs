@@ -18,8 +18,11 @@
 //! - **Dead letters.** Recorded for the job when the job knows the member (not for stale
 //!   messages), then published to `<ns>.dlq` with the reason in `x-seedq-error`.
 //! - **Hand-backs that are not faults** (leaving burst prefetch, drain, a permit wait past its
-//!   budget) republish the message afresh to its work queue and ack: a requeue would count
-//!   towards the quorum queue's delivery limit and could dead-letter a healthy message.
+//!   budget) republish the message afresh and ack: a requeue would count towards the quorum
+//!   queue's delivery limit and could dead-letter a healthy message. The copy goes through the
+//!   delay queue for [`HAND_BACK_DELAY`]: published straight to the work queue it could be
+//!   delivered to the very consumer that is handing it back (it still has credit until its
+//!   cancel is done), whose close would then return it with a delivery counted.
 //! - **The delivery limit.** On its last delivery before the broker's limit, a message the
 //!   consumer cannot finish is dead-lettered by the consumer itself, with a record for the job
 //!   (the broker's own dead-lettering would tell Redis nothing).
@@ -178,7 +181,12 @@ impl Settler {
                     "handing the message back to its queue"
                 );
                 broker
-                    .publish_raw(inbound.queue(), inbound.body(), &inbound.headers())
+                    .publish_retry(
+                        inbound.queue(),
+                        inbound.body(),
+                        &inbound.headers(),
+                        HAND_BACK_DELAY.as_millis() as u64,
+                    )
                     .await
                     .context("handing the message back to its queue")?;
             }
@@ -383,6 +391,10 @@ fn parking(mut headers: Headers, retry: &RetryConfig) -> Parking {
         waits,
     }
 }
+
+/// How long a handed-back message waits in the delay queue before it is back in its work queue:
+/// longer than a draining or re-subscribing consumer takes to cancel, short for everyone else.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
 
 /// First pause before re-subscribing after a channel-level failure; doubles per failure in a row.
 const RESUBSCRIBE_MIN: Duration = Duration::from_millis(500);

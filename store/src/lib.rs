@@ -129,6 +129,17 @@ const BUSY_CODES: &[&str] = &[
     "NOREPLICAS",
 ];
 
+/// Whether the server refused with a code that passes by waiting. A pipeline's refusal (the
+/// survivor pieces go in one) carries its commands' errors inside, where `code()` does not look.
+fn busy_reply(e: &redis::RedisError) -> bool {
+    e.code().is_some_and(|c| BUSY_CODES.contains(&c))
+        || e.clone().into_server_errors().is_some_and(|errors| {
+            errors
+                .iter()
+                .any(|(_, server)| BUSY_CODES.contains(&server.code()))
+        })
+}
+
 impl StoreError {
     /// What kind of trouble this is (see [`ErrorClass`]).
     pub fn class(&self) -> ErrorClass {
@@ -141,9 +152,7 @@ impl StoreError {
             {
                 ErrorClass::Unreachable
             }
-            StoreError::Redis(e) if e.code().is_some_and(|c| BUSY_CODES.contains(&c)) => {
-                ErrorClass::Busy
-            }
+            StoreError::Redis(e) if busy_reply(e) => ErrorClass::Busy,
             StoreError::Redis(e)
                 if matches!(
                     e.kind(),

@@ -560,6 +560,20 @@ async fn redis_errors_are_classified_by_what_waiting_does() {
         assert_eq!(e.reason(), FailureReason::RedisUnavailable);
         assert!(e.is_unavailable());
     }
+    // A pipeline refused by an out-of-memory server (how the survivor pieces are written).
+    let private_oom = {
+        let script = "return redis.error_reply('OOM command not allowed for the test')";
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL").arg(script).arg(0).ignore();
+        pipe.cmd("EVAL").arg(script).arg(0).ignore();
+        let mut conn = conn.clone();
+        StoreError::Redis(pipe.query_async::<()>(&mut conn).await.unwrap_err())
+    };
+    assert_eq!(
+        private_oom.class(),
+        ErrorClass::Busy,
+        "pipelined OOM: {private_oom}"
+    );
     let other = reply("ERR").await;
     assert_eq!(other.class(), ErrorClass::Permanent, "{other}");
     assert_eq!(other.reason(), FailureReason::StoreError);
