@@ -280,19 +280,6 @@ struct Handler<'a> {
     timings: std::sync::Mutex<Phases>,
 }
 
-/// A store error as a settlement: wait while Redis may come back, else dead-letter with the
-/// error's own reason (a corrupt or newer-version stored job never parses by waiting).
-fn store_failure(e: &seedq_store::StoreError) -> Settle {
-    if e.is_unavailable() {
-        Settle::Park {
-            detail: e.to_string(),
-            body: None,
-        }
-    } else {
-        Settle::dead(e.reason(), e.to_string())
-    }
-}
-
 impl Handler<'_> {
     /// Handles one delivery. `Err` only when the broker channel is unusable.
     async fn handle(&self, inbound: Inbound) -> anyhow::Result<()> {
@@ -365,7 +352,7 @@ impl Handler<'_> {
                     ),
                 )
             }
-            Err(e) => return (true, store_failure(&e)),
+            Err(e) => return (true, Settle::store_failed(&e, None)),
         };
         if !cached.job.is_current_epoch(msg.epoch) {
             return (
@@ -391,7 +378,7 @@ impl Handler<'_> {
                         Settler::delivery_limit_detail(deliveries),
                     ),
                 ),
-                Err(e) => (true, store_failure(&e)),
+                Err(e) => (true, Settle::store_failed(&e, None)),
             };
         }
         // The stored job is authoritative (an embedded spec only had to be valid).
@@ -471,7 +458,7 @@ impl Handler<'_> {
                     tracing::info!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, reason = "cancelled", "job cancelled: chunk skipped");
                     return (true, Settle::Ack);
                 }
-                Err(e) => return (true, store_failure(&e)),
+                Err(e) => return (true, Settle::store_failed(&e, None)),
             }
         }
 
@@ -564,7 +551,7 @@ impl Handler<'_> {
         let applied = match store.apply_chunk_result(&result, sample.as_ref()).await {
             Ok(a) => a,
             // A kernel result is cheap to recompute next time: park the message, not the result.
-            Err(e) => return (true, store_failure(&e)),
+            Err(e) => return (true, Settle::store_failed(&e, None)),
         };
         self.phase(|p| p.apply = apply_started.elapsed());
         match applied {

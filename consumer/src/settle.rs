@@ -108,6 +108,19 @@ pub enum Settle {
 }
 
 impl Settle {
+    /// A store error as a settlement: wait while Redis may come back (`parked` replaces the body
+    /// when there is a finished run to keep), else dead-letter with the error's own reason.
+    pub fn store_failed(e: &seedq_store::StoreError, parked: Option<Vec<u8>>) -> Settle {
+        if e.is_unavailable() {
+            Settle::Park {
+                detail: e.to_string(),
+                body: parked,
+            }
+        } else {
+            Settle::dead(e.reason(), e.to_string())
+        }
+    }
+
     pub fn dead(reason: FailureReason, detail: impl Into<String>) -> Settle {
         Settle::DeadLetter {
             reason,

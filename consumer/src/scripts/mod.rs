@@ -287,19 +287,6 @@ async fn handle(shared: Arc<Shared>, inbound: Inbound) {
     }
 }
 
-/// A store error as a settlement: wait while Redis may come back (with `parked` as the body when
-/// there is a finished run to keep), else dead-letter with the error's own reason.
-fn store_failure(e: &StoreError, parked: Option<Vec<u8>>) -> Settle {
-    if e.is_unavailable() {
-        Settle::Park {
-            detail: e.to_string(),
-            body: parked,
-        }
-    } else {
-        Settle::dead(e.reason(), e.to_string())
-    }
-}
-
 /// Decides how the delivery ends; the subject is `Some` once the message is known to belong to
 /// the live batch (only then may the batch's records hear of it).
 async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle) {
@@ -332,7 +319,7 @@ async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle
                 ),
             )
         }
-        Err(e) => return (None, store_failure(&e, None)),
+        Err(e) => return (None, Settle::store_failed(&e, None)),
     };
     // The stored definition is what runs; the message only says which task and attempt.
     let job = match batch.task_message(&msg.task_id) {
@@ -392,13 +379,13 @@ async fn process_task(
                 FailureReason::DeliveryLimit,
                 Settler::delivery_limit_detail(deliveries),
             ),
-            Err(e) => store_failure(&e, None),
+            Err(e) => Settle::store_failed(&e, None),
         };
     }
     match skip_if_cancelled(shared, &job).await {
         Ok(true) => return Settle::Ack,
         Ok(false) => {}
-        Err(e) => return store_failure(&e, None),
+        Err(e) => return Settle::store_failed(&e, None),
     }
 
     let timeout = clamped_timeout(shared, &job);
@@ -422,7 +409,7 @@ async fn process_task(
             return Settle::Ack;
         }
         Ok(false) => {}
-        Err(e) => return store_failure(&e, None),
+        Err(e) => return Settle::store_failed(&e, None),
     }
     // Taken before the permit, so a run waiting for another's output holds no permit.
     let _output = match shared
@@ -467,7 +454,7 @@ async fn process_task(
     match skip_if_cancelled(shared, &job).await {
         Ok(true) => return Settle::Ack,
         Ok(false) => {}
-        Err(e) => return store_failure(&e, None),
+        Err(e) => return Settle::store_failed(&e, None),
     }
     let lease = match shared.gpus.acquire(job.gpu_id) {
         Ok(lease) => lease,
@@ -647,12 +634,12 @@ async fn settle_result(
                 FailureReason::StaleMessage,
                 "the batch was re-created while the task ran: the result belongs to its earlier life",
             ),
-            Err(e) => store_failure(&e, parked()),
+            Err(e) => Settle::store_failed(&e, parked()),
         };
     };
     if let Err(e) = shared.store.save_script_attempt(&result).await {
         if e.is_unavailable() {
-            return store_failure(&e, parked());
+            return Settle::store_failed(&e, parked());
         }
         tracing::warn!(task = %job.task_id, error = %e, "could not keep the failed attempt's record");
     }
