@@ -125,6 +125,32 @@ fn chunks_done(ns: &Namespace, job_id: &str) -> u64 {
     ns.status(job_id)["chunks_done"].as_u64().unwrap_or(0)
 }
 
+/// One chunk of 20M seeds that runs for seconds (so that its consumer can be stopped while it
+/// runs); threshold 1 keeps its survivors few. Returns the job id.
+fn one_long_chunk(ns: &Namespace) -> String {
+    let job = Job::with_skips(ns, 7, 1, 20_000_001, 150);
+    ns.sieve(&[
+        "--prng",
+        "xorshift32",
+        "--draws",
+        &job.draws_file,
+        "--modulus",
+        "10",
+        "--skip-min",
+        "0",
+        "--skip-max",
+        "150",
+        "--threshold",
+        "1",
+        "--seed-start",
+        "1",
+        "--seed-end",
+        "20000001",
+        "--chunk-size",
+        "20000000",
+    ])
+}
+
 #[test]
 fn several_consumers_share_one_job_each_chunk_once() {
     let mut ns = Namespace::new("multi");
@@ -382,29 +408,7 @@ fn a_chunk_that_keeps_killing_its_consumer_is_dead_lettered_with_the_reason_and_
     ns.use_config(|text| text.replace("delivery_limit = 20", "delivery_limit = 2"));
     let base = ns.name.clone();
     let first = ns.start_consumer(&format!("{base}-first"), 1, 1);
-    // One long chunk (seconds), so that a consumer can be killed while it runs; threshold 1
-    // keeps its survivors few.
-    let job = Job::with_skips(&ns, 7, 1, 20_000_001, 150);
-    let id = ns.sieve(&[
-        "--prng",
-        "xorshift32",
-        "--draws",
-        &job.draws_file,
-        "--modulus",
-        "10",
-        "--skip-min",
-        "0",
-        "--skip-max",
-        "150",
-        "--threshold",
-        "1",
-        "--seed-start",
-        "1",
-        "--seed-end",
-        "20000001",
-        "--chunk-size",
-        "20000000",
-    ]);
+    let id = one_long_chunk(&ns);
     let seeds = seedq_protocol::Topology::new(&ns.name).seeds_queue();
     let unacked = || {
         seedq_e2e::queue_info(&seeds)
@@ -502,27 +506,7 @@ fn drained_hand_backs_do_not_use_up_the_delivery_limit() {
     // on its last delivery and dead-letter it as `delivery_limit`.
     ns.use_config(|text| text.replace("delivery_limit = 20", "delivery_limit = 2"));
     let base = ns.name.clone();
-    let job = Job::with_skips(&ns, 7, 1, 20_000_001, 150);
-    let id = ns.sieve(&[
-        "--prng",
-        "xorshift32",
-        "--draws",
-        &job.draws_file,
-        "--modulus",
-        "10",
-        "--skip-min",
-        "0",
-        "--skip-max",
-        "150",
-        "--threshold",
-        "1",
-        "--seed-start",
-        "1",
-        "--seed-end",
-        "20000001",
-        "--chunk-size",
-        "20000000",
-    ]);
+    let id = one_long_chunk(&ns);
     let seeds = seedq_protocol::Topology::new(&ns.name).seeds_queue();
     let unacked = || {
         seedq_e2e::queue_info(&seeds)
