@@ -129,6 +129,7 @@ impl Case {
             draws: serde_json::from_str(&text).unwrap(),
             modulus: self.modulus,
             offset: 0,
+            offset_max: None,
             skip_min: SKIP_MIN,
             skip_max: SKIP_MAX,
             threshold: Threshold::parse(self.threshold).unwrap(),
