@@ -10,6 +10,10 @@
 #      SEEDQ_BENCH_S128_SEEDS changes the range (default 1048576): at 2^20 the kernels finish in
 #      a fraction of a second, so fixed costs (process start, connections) dominate the ratio.
 #   2. Dispatch rate: 1-seed chunks end to end through one consumer. Bar: >= 2,000 chunks/s.
+#   3. The family matrix: `seedq-consumer bench --workload matrix --threads 2` (the pipeline's
+#      shape, k = 512, skips 0..=20, threshold 0.01, on every family, the single-threaded
+#      reference beside each row in the same process). SEEDQ_BENCH_MATRIX=0 skips it;
+#      SEEDQ_BENCH_MATRIX_SECS sets each measurement's length (default 2).
 #
 # Prints a small report (and JSON lines with --json). Env: SEEDQ_BENCH_DISPATCH_CHUNKS (20000),
 # SEEDQ_BENCH_DISPATCH_SLOTS (consumer slots for the dispatch run, 4).
@@ -136,3 +140,12 @@ else:
     print(f"dispatch: {n} one-seed chunks in {t1 - t0:.2f} s = {rate:,.0f} chunks/s with --prefetch auto (publish alone {pub_rate:,.0f}/s; bar >= 2,000: {'OK' if rate >= 2000 else 'MISSED'})")
     print(f"          {rate_p1:,.0f} chunks/s with --prefetch 1 ({'OK' if rate_p1 >= 2000 else 'MISSED'})")
 PY
+
+if [ "${SEEDQ_BENCH_MATRIX:-1}" != 0 ]; then
+  echo "bench: family matrix at the pipeline's shape (CPU, 2 threads, beside the reference)" >&2
+  if [ "$JSON" = 1 ]; then
+    "$CONSUMER" bench --workload matrix --threads 2 --seconds "${SEEDQ_BENCH_MATRIX_SECS:-2}" --json
+  else
+    "$CONSUMER" bench --workload matrix --threads 2 --seconds "${SEEDQ_BENCH_MATRIX_SECS:-2}"
+  fi
+fi

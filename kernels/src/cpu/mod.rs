@@ -498,11 +498,7 @@ impl CpuBackend {
             FamilyParams::Mt19937 if top <= lanes::MtL::<64>::MAX_OUTPUT as u128 => {
                 shared_lanes::<_, 64>(level, lanes::MtL::new(top as u64), ctx, seeds)
             }
-            // The full state is 624 words per lane: 8 lanes (20 KB) stay in L1 beside the plan;
-            // AVX-512 takes 16 (40 KB) to fill its registers.
-            FamilyParams::Mt19937 if level == SimdLevel::Avx512 => {
-                shared_lanes::<_, 16>(level, lanes::MtFullL::new(), ctx, seeds)
-            }
+            // The full state is 624 words per lane: 8 lanes (20 KB) stay in L1 beside the plan.
             FamilyParams::Mt19937 => shared_lanes::<_, 8>(level, lanes::MtFullL::new(), ctx, seeds),
         }
     }

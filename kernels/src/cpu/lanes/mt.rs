@@ -114,19 +114,17 @@ const MT_M: usize = 397;
 
 /// MT19937 with its whole 624-word state per lane, for windows past output 226.
 ///
-/// The state of a lane group (624 × `L` words: 20 KB at 8 lanes) stays in L1. The twist is
-/// done lazily, one word per output, in order: new word `i` reads words `i + 1` (still of the
-/// old generation, or new word 0 for `i = 623`) and `i + 397` (old for `i < 227`, already new
-/// after), exactly what the in-place twist of the whole state reads, so the outputs are the
-/// reference's. Output `n` is the tempered word `n mod 624` of generation `n / 624 + 1`.
+/// The state of a lane group (624 × `L` words: 20 KB at 8 lanes) stays in L1. A generation is
+/// twisted in bulk, in the in-place twist's three dependency-free phases (words 0..227 read old
+/// words 397.., words 227..623 read new words 0..396, word 623 reads new word 0), each a plain
+/// loop of lane-wide operations; an output is then one load and the tempering. Output `n` is the
+/// tempered word `n mod 624` of generation `n / 624 + 1`, exactly the reference's.
 #[derive(Clone)]
 pub(crate) struct MtFullL<const L: usize> {
     mt: Vec<[u32; L]>,
     seeds: [u32; L],
-    /// Next word to twist and output.
+    /// Next word of the current generation to output; `MT_N`: twist first.
     pos: usize,
-    /// Whether `mt` is the freshly seeded state (nothing consumed since `prepare`).
-    fresh: bool,
 }
 
 impl<const L: usize> MtFullL<L> {
@@ -134,8 +132,7 @@ impl<const L: usize> MtFullL<L> {
         MtFullL {
             mt: vec![[0; L]; MT_N],
             seeds: [0; L],
-            pos: 0,
-            fresh: false,
+            pos: MT_N,
         }
     }
 
@@ -152,30 +149,46 @@ impl<const L: usize> MtFullL<L> {
             }
             self.mt[i] = x;
         }
-        self.pos = 0;
-        self.fresh = true;
+        self.pos = MT_N;
     }
 
-    /// Twists word `pos` in place and moves on: the untempered new word.
+    /// The next generation, in place.
     #[inline(always)]
-    fn twist_one(&mut self) -> [u32; L] {
-        let i = self.pos;
-        let i1 = if i + 1 == MT_N { 0 } else { i + 1 };
-        let im = if i + MT_M < MT_N {
-            i + MT_M
-        } else {
-            i + MT_M - MT_N
-        };
-        let (a, b, h) = (self.mt[i], self.mt[i1], self.mt[im]);
-        let mut v = [0u32; L];
-        for l in 0..L {
-            let y = (a[l] & 0x8000_0000) | (b[l] & 0x7FFF_FFFF);
-            v[l] = h[l] ^ (y >> 1) ^ ((y & 1).wrapping_neg() & MT_MATRIX_A);
+    fn twist(&mut self) {
+        /// New word from old words `i` (`a`), `i + 1` (`b`) and the word 397 ahead (`h`). The
+        /// low bit of `y` is `b`'s, and the sign-extending shift is how the mask vectorises.
+        #[inline(always)]
+        fn word<const L: usize>(a: &[u32; L], b: &[u32; L], h: &[u32; L]) -> [u32; L] {
+            let mut v = [0u32; L];
+            for l in 0..L {
+                let y = (a[l] & 0x8000_0000) | (b[l] & 0x7FFF_FFFF);
+                let mag = (((b[l] << 31) as i32) >> 31) as u32 & MT_MATRIX_A;
+                v[l] = h[l] ^ (y >> 1) ^ mag;
+            }
+            v
         }
-        self.mt[i] = v;
-        self.pos = i1;
-        self.fresh = false;
-        v
+        let mt = &mut self.mt[..MT_N];
+        // `a` carries old word `i` from the previous step, before it is overwritten.
+        let mut a = mt[0];
+        for i in 0..MT_N - MT_M {
+            // See the second phase.
+            let i = std::hint::black_box(i);
+            let (b, h) = (mt[i + 1], mt[i + MT_M]);
+            mt[i] = word(&a, &b, &h);
+            a = b;
+        }
+        for i in MT_N - MT_M..MT_N - 1 {
+            // `i` is opaque to the loop vectoriser: vectorising across `i` (the dependences are
+            // 227 and 397 words apart) it transposes the lanes with shuffles, at three times the
+            // instructions of the lane-wide code.
+            let i = std::hint::black_box(i);
+            let (b, h) = (mt[i + 1], mt[i - (MT_N - MT_M)]);
+            mt[i] = word(&a, &b, &h);
+            a = b;
+        }
+        let (b, h) = (mt[0], mt[MT_M - 1]);
+        mt[MT_N - 1] = word(&a, &b, &h);
+        self.pos = 0;
     }
 }
 
@@ -187,24 +200,25 @@ impl<const L: usize> Lanes<L> for MtFullL<L> {
         for l in 0..L {
             self.seeds[l] = seeds[l] as u32;
         }
-        self.seed_state();
     }
     #[inline(always)]
     fn prepare_range(&mut self, start: u64) {
         for l in 0..L {
             self.seeds[l] = (start as u32).wrapping_add(l as u32);
         }
+    }
+    /// Seeds the state: the shared-stream engine restarts once per block.
+    #[inline(always)]
+    fn restart(&mut self) {
         self.seed_state();
     }
     #[inline(always)]
-    fn restart(&mut self) {
-        if !self.fresh {
-            self.seed_state();
-        }
-    }
-    #[inline(always)]
     fn next(&mut self) -> [u32; L] {
-        let v = self.twist_one();
+        if self.pos == MT_N {
+            self.twist();
+        }
+        let v = self.mt[self.pos];
+        self.pos += 1;
         let mut out = [0u32; L];
         for l in 0..L {
             out[l] = crate::cpu::gen::temper(v[l]);
@@ -216,8 +230,14 @@ impl<const L: usize> Lanes<L> for MtFullL<L> {
     }
     #[inline(always)]
     fn jump(&mut self, n: &u64) {
-        for _ in 0..*n {
-            self.twist_one();
+        let mut n = *n;
+        while n > 0 {
+            if self.pos == MT_N {
+                self.twist();
+            }
+            let step = n.min((MT_N - self.pos) as u64);
+            self.pos += step as usize;
+            n -= step;
         }
     }
 }
