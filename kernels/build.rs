@@ -57,6 +57,21 @@ const PARAMS_FIELDS: &[(&str, &str, &str)] = &[
     ),
     (
         "u64",
+        "landings",
+        "SEEDQ_FLAG_SHARED_STREAM: device address of 2*n_landings u64, (draw, (j << 5) | skip index) sorted by j",
+    ),
+    (
+        "u64",
+        "n_landings",
+        "entries in landings (k times the skips of the launch's skip group)",
+    ),
+    (
+        "u64",
+        "mod_inv",
+        "floor((2^64-1)/modulus) when 3*modulus < 2^64 (Barrett for 64-bit outputs), else 0",
+    ),
+    (
+        "u64",
         "strategies",
         "variable skip: device address of 2*n_strategies u32 (misses, tolerance)",
     ),
@@ -105,6 +120,11 @@ const FLAGS: &[(&str, u32, &str)] = &[
         "MT_FULL",
         2,
         "mt19937 needs outputs >= 227: full state in `scratch`",
+    ),
+    (
+        "SHARED_STREAM",
+        4,
+        "constant skip: one stream per seed shared by the skips, tested through `landings`",
     ),
 ];
 

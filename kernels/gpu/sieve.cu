@@ -6,6 +6,14 @@
 // Seeds come from the thread index (range launches) or from a candidate list (list launches:
 // the reverse pass of a bidirectional job, prefiltered candidates, explicit seed lists).
 //
+// Constant skip runs one generator stream per seed, shared by every skip of the launch's skip
+// group (at most SEEDQ_GROUP_SKIPS skips; the host cuts wider ranges into groups): draw i of
+// skip t is output j = t + i*(t+1) after the offset, so the host lists every (j, skip, draw)
+// "landing" of the group sorted by j (`landings`), and the kernel walks its stream once,
+// testing each output against the landings on it. Match counts per skip live on chip (shared
+// memory). mt19937 beyond output 226 gives each seed a warp: its 624-word state sits in shared
+// memory and the twist runs 32 words at a time in its three dependency-free phases.
+//
 // The kernel answers one question per seed: does some skip (constant mode) or some strategy
 // (variable mode) reach `need` matches? It stops at the first that does, and gives up on a skip
 // or strategy as soon as the remaining draws cannot reach `need` (early exit both ways). The
@@ -27,7 +35,7 @@
 // ---------------------------------------------------------------------------------------------
 // Arithmetic helpers
 
-// x mod m for x < 2^64 and 2 <= m < 2^32, with minv = floor((2^64-1)/m): the quotient
+// x mod m for x < 2^64 and 2 <= m with 3m < 2^64, minv = floor((2^64-1)/m): the quotient
 // estimate is at most 2 short, so two conditional subtractions finish the job.
 SEEDQ_DEV u64 seedq_mod_barrett(u64 x, u64 m, u64 minv) {
     u64 q = seedq_umul64hi(x, minv);
@@ -510,12 +518,16 @@ SEEDQ_DISCARD_NO_PARAMS(GenSfc64)
 // ---------------------------------------------------------------------------------------------
 // Matching
 
+// 64-bit outputs: Barrett with mod_inv = floor((2^64-1)/m), exact whenever 3m < 2^64 (the
+// estimate is at most 2 short and x - q*m < 3m does not wrap); a 64-bit `%` is a ~66-instruction
+// call on NVIDIA, so it is left to the moduli above that.
 template <class G>
 SEEDQ_DEV u64 seedq_reduce(u64 o, const SeedqParams& p) {
     if (G::BITS == 32) {
         if (p.modulus > 0xFFFFFFFFull) return o; // o < 2^32 <= modulus
         return seedq_fastmod32((u32)o, p.mod_magic, (u32)p.modulus);
     }
+    if (p.mod_inv != 0) return seedq_mod_barrett(o, p.modulus, p.mod_inv);
     return o % p.modulus;
 }
 
@@ -645,6 +657,187 @@ SEEDQ_DEV void seedq_sieve_body(const SeedqParams& p) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Constant skip over one shared stream (SEEDQ_FLAG_SHARED_STREAM)
+//
+// The launch covers one skip group [skip_min, skip_max] of at most SEEDQ_GROUP_SKIPS skips.
+// `landings` holds n_landings pairs (draw, (j << 5) | s) sorted by j, then one sentinel whose j
+// is never reached: output j (after the offset) is compared with `draw` for skip skip_min + s.
+// The stream ends at output k*(skip_max+1) - 1, the last draw of the largest skip.
+//
+// Early exit without scanning the counters: every skip's final count is at most the best count
+// so far plus the draws the largest skip still has ahead (it has the most), so once output
+// j >= (k - need + best + 1) * (skip_max + 1) no skip can reach `need`.
+#define SEEDQ_GROUP_SKIPS 32u
+// Outputs between two warp votes on whether any lane is still open.
+#define SEEDQ_VOTE_EVERY 64u
+
+SEEDQ_DEV u64 seedq_stop_output(const SeedqParams& p, u32 best) {
+    return ((u64)(p.k - p.need) + best + 1) * ((u64)p.skip_max + 1);
+}
+
+// One thread per seed (register-state families): the stream is stepped once; the per-skip
+// counters are u16 in shared memory, [skip][thread] so a warp's lanes hit distinct banks. A
+// counter never has to hold more than need - 1 (reaching need ends the seed), so u16 suffices
+// for windows up to 65536 draws.
+template <class G>
+SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
+    SEEDQ_SHARED_ARRAY(u16, counts, SEEDQ_GROUP_SKIPS * SEEDQ_MAX_BLOCK);
+    const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    const u64 lane = seedq_lane();
+    const u64* list = (const u64*)p.seed_list;
+    const u64* land = (const u64*)p.landings;
+    const u32 nskips = p.skip_max - p.skip_min + 1;
+    const u64 stream_len = (u64)p.k * ((u64)p.skip_max + 1);
+    u16* mine = counts + threadIdx.x;
+    for (u64 base = gtid - lane; base < p.n_seeds; base += stride) {
+        const u64 idx = base + lane;
+        const bool live = idx < p.n_seeds;
+        const u64 seed = live ? (list ? seedq_ldg(list + idx) : p.seed_start + idx) : 0;
+        bool survived = live && p.need == 0;
+        u32 best = 0;
+        u64 stop = seedq_stop_output(p, 0);
+        for (u32 s = 0; s < nskips; ++s) mine[s * SEEDQ_MAX_BLOCK] = 0;
+        G g;
+        g.init(seed, p, gtid);
+        seedq_discard(g, p.offset, p);
+        u64 e = 0;
+        u64 meta = seedq_ldg(land + 1);
+        for (u64 j0 = 0;; j0 += SEEDQ_VOTE_EVERY) {
+            // Warp-uniform: lanes that survived or can no longer survive ride along.
+            if (seedq_ballot(live && !survived && j0 < stop) == 0) break;
+            const u64 jend = j0 + SEEDQ_VOTE_EVERY < stream_len ? j0 + SEEDQ_VOTE_EVERY : stream_len;
+#pragma unroll 1
+            for (u64 j = j0; j < jend; ++j) {
+                const u64 r = seedq_reduce<G>(g.next(), p);
+#pragma unroll 1
+                while ((meta >> 5) == j) {
+                    if (r == seedq_ldg(land + 2 * e)) {
+                        u16* c = mine + (meta & 31u) * SEEDQ_MAX_BLOCK;
+                        const u32 n = (u32)*c + 1u;
+                        *c = (u16)n;
+                        if (n > best) {
+                            best = n;
+                            stop = seedq_stop_output(p, best);
+                            if (best >= p.need) survived = true;
+                        }
+                    }
+                    ++e;
+                    meta = seedq_ldg(land + 2 * e + 1);
+                }
+            }
+        }
+        // Lanes past the end ran a dummy seed in step with the warp; they report nothing.
+        seedq_emit(p, live && survived, seed);
+    }
+}
+
+// mt19937 beyond output 226, constant skip: one seed per 32 lanes. The state (624 words) and
+// the tempered, reduced outputs of the current block of 624 sit in shared memory, so the twist
+// never leaves the chip. Twisting word i reads words i, i+1 and i+397 (mod 624); words 0..226
+// read old words only, 227..453 read new words 0..226, 454..623 new words 227..396 (and new
+// word 0), so each phase runs 32 words at a time with no dependency inside it.
+#define SEEDQ_MT_GROUPS (SEEDQ_MAX_BLOCK / 32u)
+
+// Twists words lo..hi-1 of `mt`, one phase (no word of it reads another word of it), and writes
+// reduce(temper(word)) of each new word to `res`. Every lane of the 32-lane group calls it.
+SEEDQ_DEV void seedq_mt_twist_phase(u32* mt, u32* res, u32 lane, u32 lo, u32 hi, const SeedqParams& p) {
+#pragma unroll 1
+    for (u32 at = lo; at < hi; at += 32u) {
+        const u32 i = at + lane;
+        const bool act = i < hi;
+        u32 v = 0;
+        if (act) {
+            const u32 i1 = i + 1 == SEEDQ_MT_N ? 0u : i + 1;
+            const u32 im = i + SEEDQ_MT_M >= SEEDQ_MT_N ? i + SEEDQ_MT_M - SEEDQ_MT_N : i + SEEDQ_MT_M;
+            v = seedq_mt_twist_word(mt[i], mt[i1], mt[im]);
+        }
+        // Every lane has read its words before any is overwritten (word i+1 of one lane is
+        // word i of the next).
+        seedq_syncwarp();
+        if (act) {
+            mt[i] = v;
+            res[i] = (u32)seedq_reduce<GenMtFull>(seedq_mt_temper(v), p);
+        }
+    }
+    seedq_syncwarp();
+}
+
+SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqParams& p) {
+    const u32 third = SEEDQ_MT_N - SEEDQ_MT_M; // 227
+    seedq_mt_twist_phase(mt, res, lane, 0u, third, p);
+    seedq_mt_twist_phase(mt, res, lane, third, 2u * third, p);
+    seedq_mt_twist_phase(mt, res, lane, 2u * third, SEEDQ_MT_N, p);
+}
+
+SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
+    SEEDQ_SHARED_ARRAY(u32, mt_all, SEEDQ_MT_N * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, res_all, SEEDQ_MT_N * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, count_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
+    const u32 lane = threadIdx.x & 31u;
+    const u32 group = threadIdx.x / 32u;
+    u32* mt = mt_all + group * SEEDQ_MT_N;
+    u32* res = res_all + group * SEEDQ_MT_N;
+    u32* count = count_all + group * SEEDQ_GROUP_SKIPS;
+    const u64 first = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32u;
+    const u64 groups = (u64)gridDim.x * blockDim.x / 32u;
+    const u64* list = (const u64*)p.seed_list;
+    const u64* land = (const u64*)p.landings;
+    const u32 nskips = p.skip_max - p.skip_min + 1;
+    for (u64 idx = first; idx < p.n_seeds; idx += groups) {
+        const u64 seed = list ? seedq_ldg(list + idx) : p.seed_start + idx;
+        // init_genrand is one serial chain: lane 0 writes it.
+        u32 x = (u32)seed;
+        if (lane == 0) mt[0] = x;
+#pragma unroll 8
+        for (u32 i = 1; i < SEEDQ_MT_N; ++i) {
+            x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + i;
+            if (lane == 0) mt[i] = x;
+        }
+        if (lane < nskips) count[lane] = 0;
+        seedq_syncwarp();
+        // Blocks of 624 outputs: block b holds outputs 624b .. 624b+623 (absolute).
+        u64 blk = 0;
+        const u64 first_blk = p.offset / SEEDQ_MT_N;
+        for (; blk < first_blk; ++blk) seedq_mt_twist_shared(mt, res, lane, p);
+        u32 best = 0;
+        bool survived = p.need == 0;
+        u64 e = 0;
+        for (; !survived && e < p.n_landings; ++blk) {
+            const u64 start = blk * SEEDQ_MT_N, end = start + SEEDQ_MT_N;
+            // Past the point where no skip can reach `need` (the first block starts at or
+            // before the offset, so it always runs).
+            if (start > p.offset && start - p.offset >= seedq_stop_output(p, best)) break;
+            seedq_mt_twist_shared(mt, res, lane, p);
+            u32 hits = 0;
+            // The landings of this block are the next ones in the list: 32 per round.
+            for (;;) {
+                const u64 my = e + lane;
+                const bool ok = my < p.n_landings;
+                const u64 meta = ok ? seedq_ldg(land + 2 * my + 1) : 0;
+                const u64 jabs = p.offset + (meta >> 5);
+                const bool in = ok && jabs < end;
+                const u32 taken = seedq_popc64(seedq_ballot32(in));
+                if (in && res[jabs - start] == seedq_ldg(land + 2 * my)) {
+                    seedq_atomic_add_shared_u32(count + (meta & 31u), 1u);
+                    hits = 1;
+                }
+                e += taken;
+                if (taken < 32u) break;
+            }
+            if (seedq_ballot32(hits != 0) != 0) {
+                seedq_syncwarp();
+                for (u32 s = 0; s < nskips; ++s) best = count[s] > best ? count[s] : best;
+                survived = best >= p.need;
+            }
+        }
+        // Lane 0 of the group stands for its seed; the other lanes report nothing.
+        seedq_emit(p, survived && lane == 0, seed);
+        seedq_syncwarp();
+    }
+}
+
 // lcg32, constant skip, seed range: SEEDQ_LCG32_BATCH consecutive seeds per thread. Every
 // output is affine in the seed (output_n(s + j) = output_n(s) + j*A_n mod m), so the seeds of a
 // batch cost one modular add each per draw instead of a multiply and a reduction; only the
@@ -714,6 +907,14 @@ SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
     }
 }
 
+template <class G>
+SEEDQ_DEV void seedq_sieve_stepping(const SeedqParams& p) {
+    if (p.flags & SEEDQ_FLAG_SHARED_STREAM)
+        seedq_sieve_shared_stream<G>(p);
+    else
+        seedq_sieve_body<G>(p);
+}
+
 #if !defined(SEEDQ_FAMILY_ONLY)
 #define SEEDQ_WANT(fam) 1
 #else
@@ -721,13 +922,13 @@ SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
 #endif
 
 #if SEEDQ_WANT(SEEDQ_XORSHIFT32)
-SEEDQ_KERNEL seedq_sieve_xorshift32(SeedqParams p) { seedq_sieve_body<GenXorshift32>(p); }
+SEEDQ_KERNEL seedq_sieve_xorshift32(SeedqParams p) { seedq_sieve_stepping<GenXorshift32>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_XORSHIFT64)
-SEEDQ_KERNEL seedq_sieve_xorshift64(SeedqParams p) { seedq_sieve_body<GenXorshift64>(p); }
+SEEDQ_KERNEL seedq_sieve_xorshift64(SeedqParams p) { seedq_sieve_stepping<GenXorshift64>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_XORSHIFT128)
-SEEDQ_KERNEL seedq_sieve_xorshift128(SeedqParams p) { seedq_sieve_body<GenXorshift128>(p); }
+SEEDQ_KERNEL seedq_sieve_xorshift128(SeedqParams p) { seedq_sieve_stepping<GenXorshift128>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_PCG32)
 SEEDQ_KERNEL seedq_sieve_pcg32(SeedqParams p) { seedq_sieve_body<GenPcg32>(p); }
@@ -747,16 +948,18 @@ SEEDQ_KERNEL seedq_sieve_java_lcg(SeedqParams p) { seedq_sieve_body<GenJavaLcg>(
 SEEDQ_KERNEL seedq_sieve_minstd(SeedqParams p) { seedq_sieve_body<GenMinstd>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_MT19937)
-// Two kernels: the stateless one for windows within outputs 0..226, the scratch one otherwise.
+// Three kernels: the stateless one for windows within outputs 0..226; beyond, the shared-state
+// stream for constant skip and the global-scratch one for variable skip.
 SEEDQ_KERNEL seedq_sieve_mt19937(SeedqParams p) { seedq_sieve_body<GenMtCapture>(p); }
 SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_body<GenMtFull>(p); }
+SEEDQ_KERNEL seedq_sieve_mt19937_stream(SeedqParams p) { seedq_sieve_mt_stream(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_XOSHIRO256PP)
-SEEDQ_KERNEL seedq_sieve_xoshiro256pp(SeedqParams p) { seedq_sieve_body<GenXoshiro256pp>(p); }
+SEEDQ_KERNEL seedq_sieve_xoshiro256pp(SeedqParams p) { seedq_sieve_stepping<GenXoshiro256pp>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_PHILOX4X32)
 SEEDQ_KERNEL seedq_sieve_philox4x32(SeedqParams p) { seedq_sieve_body<GenPhilox>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_SFC64)
-SEEDQ_KERNEL seedq_sieve_sfc64(SeedqParams p) { seedq_sieve_body<GenSfc64>(p); }
+SEEDQ_KERNEL seedq_sieve_sfc64(SeedqParams p) { seedq_sieve_stepping<GenSfc64>(p); }
 #endif
