@@ -517,6 +517,10 @@ SEEDQ_DISCARD_NO_PARAMS(GenSfc64)
 
 // ---------------------------------------------------------------------------------------------
 // Matching
+//
+// (`// est:NAME` marks a loop whose SASS/ISA body scripts/gpu-estimate.sh costs: it finds the
+// loop by the source line and multiplies its instructions by the trips the shape implies;
+// `// est:rare` marks the code of a match, left out of the per-trip cost.)
 
 // 64-bit outputs: Barrett with mod_inv = floor((2^64-1)/m), exact whenever 3m < 2^64 (the
 // estimate is at most 2 short and x - q*m < 3m does not wrap); a 64-bit `%` is a ~66-instruction
@@ -537,14 +541,14 @@ template <class G>
 SEEDQ_DEV bool seedq_constant_survives(const SeedqParams& p, u64 seed, u64 gtid) {
     const u64* window = (const u64*)p.window;
     const u32 k = p.k, need = p.need;
-    for (u64 t = p.skip_min; t <= (u64)p.skip_max; ++t) {
+    for (u64 t = p.skip_min; t <= (u64)p.skip_max; ++t) { // est:skip
         G g;
         g.init(seed, p, gtid);
         seedq_discard(g, p.offset + t, p);
         typename G::Jump gap = G::make_jump(t + 1, p);
         u64 o = g.next();
         u32 matches = 0;
-        for (u32 i = 0;;) {
+        for (u32 i = 0;;) { // est:draw
             if (seedq_reduce<G>(o, p) == seedq_ldg(window + i)) {
                 if (++matches >= need) return true;
             }
@@ -661,14 +665,17 @@ SEEDQ_DEV void seedq_sieve_body(const SeedqParams& p) {
 // Constant skip over one shared stream (SEEDQ_FLAG_SHARED_STREAM)
 //
 // The launch covers one skip group [skip_min, skip_max] of at most SEEDQ_GROUP_SKIPS skips.
-// `landings` holds n_landings pairs (draw, (j << 5) | s) sorted by j, then one sentinel whose j
+// `landings` holds n_landings pairs (draw, j | s << 48) sorted by j, then one sentinel whose j
 // is never reached: output j (after the offset) is compared with `draw` for skip skip_min + s.
+// The host keeps every stream below 2^48 - 1 outputs, so the sentinel's j stays out of reach.
 // The stream ends at output k*(skip_max+1) - 1, the last draw of the largest skip.
 //
 // Early exit without scanning the counters: every skip's final count is at most the best count
 // so far plus the draws the largest skip still has ahead (it has the most), so once output
 // j >= (k - need + best + 1) * (skip_max + 1) no skip can reach `need`.
 #define SEEDQ_GROUP_SKIPS 32u
+#define SEEDQ_LANDING_J 0xFFFFFFFFFFFFull
+#define SEEDQ_LANDING_SKIP_SHIFT 48
 // Outputs between two warp votes on whether any lane is still open.
 #define SEEDQ_VOTE_EVERY 64u
 
@@ -691,7 +698,7 @@ SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
     const u32 nskips = p.skip_max - p.skip_min + 1;
     const u64 stream_len = (u64)p.k * ((u64)p.skip_max + 1);
     u16* mine = counts + threadIdx.x;
-    for (u64 base = gtid - lane; base < p.n_seeds; base += stride) {
+    for (u64 base = gtid - lane; base < p.n_seeds; base += stride) { // est:stream_seed
         const u64 idx = base + lane;
         const bool live = idx < p.n_seeds;
         const u64 seed = live ? (list ? seedq_ldg(list + idx) : p.seed_start + idx) : 0;
@@ -702,30 +709,38 @@ SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
         G g;
         g.init(seed, p, gtid);
         seedq_discard(g, p.offset, p);
-        u64 e = 0;
-        u64 meta = seedq_ldg(land + 1);
+        const u64* at = land; // the next landing
+        u64 meta = seedq_ldg(at + 1);
         for (u64 j0 = 0;; j0 += SEEDQ_VOTE_EVERY) {
             // Warp-uniform: lanes that survived or can no longer survive ride along.
-            if (seedq_ballot(live && !survived && j0 < stop) == 0) break;
-            const u64 jend = j0 + SEEDQ_VOTE_EVERY < stream_len ? j0 + SEEDQ_VOTE_EVERY : stream_len;
+            if (seedq_ballot(live && !survived && j0 < stop) == 0) break; // est:vote
+            const u32 len = (u32)(stream_len - j0 < SEEDQ_VOTE_EVERY ? stream_len - j0 : SEEDQ_VOTE_EVERY);
+            // The next landing's output relative to j0, or len when it lies beyond the chunk:
+            // the per-output check is then one 32-bit compare.
+            u32 next = (meta & SEEDQ_LANDING_J) - j0 < len ? (u32)((meta & SEEDQ_LANDING_J) - j0) : len;
 #pragma unroll 1
-            for (u64 j = j0; j < jend; ++j) {
-                const u64 r = seedq_reduce<G>(g.next(), p);
+            for (u32 n = 0; n < len; ++n) { // est:output
+                const u64 o = g.next();
+                if (n != next) continue;
+                // Only outputs some draw lands on are reduced.
+                const u64 r = seedq_reduce<G>(o, p);
+                const u64 j = j0 + n;
 #pragma unroll 1
-                while ((meta >> 5) == j) {
-                    if (r == seedq_ldg(land + 2 * e)) {
-                        u16* c = mine + (meta & 31u) * SEEDQ_MAX_BLOCK;
-                        const u32 n = (u32)*c + 1u;
-                        *c = (u16)n;
-                        if (n > best) {
-                            best = n;
-                            stop = seedq_stop_output(p, best);
-                            if (best >= p.need) survived = true;
+                do {
+                    if (r == seedq_ldg(at)) {
+                        u16* c = mine + (u32)(meta >> SEEDQ_LANDING_SKIP_SHIFT) * SEEDQ_MAX_BLOCK; // est:rare
+                        const u32 cnt = (u32)*c + 1u; // est:rare
+                        *c = (u16)cnt; // est:rare
+                        if (cnt > best) { // est:rare
+                            best = cnt; // est:rare
+                            stop = seedq_stop_output(p, best); // est:rare
+                            if (best >= p.need) survived = true; // est:rare
                         }
                     }
-                    ++e;
-                    meta = seedq_ldg(land + 2 * e + 1);
-                }
+                    at += 2; // est:landing
+                    meta = seedq_ldg(at + 1);
+                } while ((meta & SEEDQ_LANDING_J) == j);
+                next = (meta & SEEDQ_LANDING_J) - j0 < len ? (u32)((meta & SEEDQ_LANDING_J) - j0) : len;
             }
         }
         // Lanes past the end ran a dummy seed in step with the warp; they report nothing.
@@ -740,18 +755,20 @@ SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
 // word 0), so each phase runs 32 words at a time with no dependency inside it.
 #define SEEDQ_MT_GROUPS (SEEDQ_MAX_BLOCK / 32u)
 
-// Twists words lo..hi-1 of `mt`, one phase (no word of it reads another word of it), and writes
-// reduce(temper(word)) of each new word to `res`. Every lane of the 32-lane group calls it.
-SEEDQ_DEV void seedq_mt_twist_phase(u32* mt, u32* res, u32 lane, u32 lo, u32 hi, const SeedqParams& p) {
+// Twists words LO..HI-1 of `mt`, one phase (no word of it reads another word of it), and writes
+// reduce(temper(word)) of each new word to `res`. Every lane of the 32-lane group calls it. The
+// phase fixes where word i's partner lies (FAR: i+397 or i-227), so no index wraps but the
+// last word's i+1 (word 0, in phase 3).
+template <u32 LO, u32 HI, int FAR>
+SEEDQ_DEV void seedq_mt_twist_phase(u32* mt, u32* res, u32 lane, const SeedqParams& p) {
 #pragma unroll 1
-    for (u32 at = lo; at < hi; at += 32u) {
+    for (u32 at = LO; at < HI; at += 32u) { // est:mt_phase
         const u32 i = at + lane;
-        const bool act = i < hi;
+        const bool act = i < HI;
         u32 v = 0;
         if (act) {
-            const u32 i1 = i + 1 == SEEDQ_MT_N ? 0u : i + 1;
-            const u32 im = i + SEEDQ_MT_M >= SEEDQ_MT_N ? i + SEEDQ_MT_M - SEEDQ_MT_N : i + SEEDQ_MT_M;
-            v = seedq_mt_twist_word(mt[i], mt[i1], mt[im]);
+            const u32 next = (HI == SEEDQ_MT_N && i == SEEDQ_MT_N - 1) ? mt[0] : mt[i + 1];
+            v = seedq_mt_twist_word(mt[i], next, mt[(int)i + FAR]);
         }
         // Every lane has read its words before any is overwritten (word i+1 of one lane is
         // word i of the next).
@@ -766,9 +783,9 @@ SEEDQ_DEV void seedq_mt_twist_phase(u32* mt, u32* res, u32 lane, u32 lo, u32 hi,
 
 SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqParams& p) {
     const u32 third = SEEDQ_MT_N - SEEDQ_MT_M; // 227
-    seedq_mt_twist_phase(mt, res, lane, 0u, third, p);
-    seedq_mt_twist_phase(mt, res, lane, third, 2u * third, p);
-    seedq_mt_twist_phase(mt, res, lane, 2u * third, SEEDQ_MT_N, p);
+    seedq_mt_twist_phase<0u, third, (int)SEEDQ_MT_M>(mt, res, lane, p);
+    seedq_mt_twist_phase<third, 2u * third, -(int)third>(mt, res, lane, p);
+    seedq_mt_twist_phase<2u * third, SEEDQ_MT_N, -(int)third>(mt, res, lane, p);
 }
 
 SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
@@ -785,13 +802,13 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
     const u64* list = (const u64*)p.seed_list;
     const u64* land = (const u64*)p.landings;
     const u32 nskips = p.skip_max - p.skip_min + 1;
-    for (u64 idx = first; idx < p.n_seeds; idx += groups) {
+    for (u64 idx = first; idx < p.n_seeds; idx += groups) { // est:mt_seed
         const u64 seed = list ? seedq_ldg(list + idx) : p.seed_start + idx;
         // init_genrand is one serial chain: lane 0 writes it.
         u32 x = (u32)seed;
         if (lane == 0) mt[0] = x;
 #pragma unroll 8
-        for (u32 i = 1; i < SEEDQ_MT_N; ++i) {
+        for (u32 i = 1; i < SEEDQ_MT_N; ++i) { // est:mt_init
             x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + i;
             if (lane == 0) mt[i] = x;
         }
@@ -804,7 +821,7 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
         u32 best = 0;
         bool survived = p.need == 0;
         u64 e = 0;
-        for (; !survived && e < p.n_landings; ++blk) {
+        for (; !survived && e < p.n_landings; ++blk) { // est:mt_block
             const u64 start = blk * SEEDQ_MT_N, end = start + SEEDQ_MT_N;
             // Past the point where no skip can reach `need` (the first block starts at or
             // before the offset, so it always runs).
@@ -813,14 +830,14 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
             u32 hits = 0;
             // The landings of this block are the next ones in the list: 32 per round.
             for (;;) {
-                const u64 my = e + lane;
+                const u64 my = e + lane; // est:mt_round
                 const bool ok = my < p.n_landings;
                 const u64 meta = ok ? seedq_ldg(land + 2 * my + 1) : 0;
-                const u64 jabs = p.offset + (meta >> 5);
+                const u64 jabs = p.offset + (meta & SEEDQ_LANDING_J);
                 const bool in = ok && jabs < end;
                 const u32 taken = seedq_popc64(seedq_ballot32(in));
                 if (in && res[jabs - start] == seedq_ldg(land + 2 * my)) {
-                    seedq_atomic_add_shared_u32(count + (meta & 31u), 1u);
+                    seedq_atomic_add_shared_u32(count + (u32)(meta >> SEEDQ_LANDING_SKIP_SHIFT), 1u); // est:rare
                     hits = 1;
                 }
                 e += taken;
@@ -828,8 +845,8 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
             }
             if (seedq_ballot32(hits != 0) != 0) {
                 seedq_syncwarp();
-                for (u32 s = 0; s < nskips; ++s) best = count[s] > best ? count[s] : best;
-                survived = best >= p.need;
+                for (u32 s = 0; s < nskips; ++s) best = count[s] > best ? count[s] : best; // est:rare
+                survived = best >= p.need; // est:rare
             }
         }
         // Lane 0 of the group stands for its seed; the other lanes report nothing.
@@ -858,7 +875,7 @@ SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 c
     GenLcg32 g;
     g.init(first, p, 0);
     const u32 s0 = g.s;
-    for (u64 t = p.skip_min; t <= (u64)p.skip_max && survived != valid; ++t) {
+    for (u64 t = p.skip_min; t <= (u64)p.skip_max && survived != valid; ++t) { // est:lcg_skip
         // State after offset+t steps, then one step: output offset+t (draw 0) of seed `first`,
         // and what one more seed adds to it. (offset+t+1 itself may not fit in 64 bits.)
         const GenLcg32::Jump lead = GenLcg32::make_jump(p.offset + t, p);
@@ -868,7 +885,7 @@ SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 c
         u32 matches[SEEDQ_LCG32_BATCH];
 #pragma unroll
         for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) matches[j] = 0;
-        for (u32 i = 0; i < k; ++i) {
+        for (u32 i = 0; i < k; ++i) { // est:lcg_draw
             const u64 draw = seedq_ldg(window + i);
             u32 o = base;
             u32 best_open = 0; // most matches among seeds still able and needing to survive

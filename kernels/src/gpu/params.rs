@@ -17,6 +17,9 @@ pub const MT_WORDS: u64 = 624;
 pub const GROUP_SKIPS: u32 = 32;
 /// The `landings` entry that ends the list: its output number is never reached.
 const LANDING_SENTINEL: [u64; 2] = [0, u64::MAX];
+/// The output-number bits of a landing (`SEEDQ_LANDING_J` in gpu/sieve.cu); the skip index sits
+/// above them.
+pub const LANDING_J: u64 = (1 << 48) - 1;
 
 /// Everything one pass (forward or reverse) launches with, except seeds and buffers.
 #[derive(Debug, Clone)]
@@ -135,7 +138,11 @@ pub const MT_STREAM_KERNEL: &str = "seedq_sieve_mt19937_stream";
 /// with a jump-ahead keep one jump per draw, which beats stepping through the skipped outputs.
 pub fn shared_stream(spec: &SieveSpec) -> bool {
     let family = spec.family.family();
+    // Streams of 2^48 - 1 outputs or more (absurd: k near 2^16 and skips near 2^32) keep the
+    // per-skip kernel, so no landing's j reaches the sentinel's.
+    let stream = spec.k() as u128 * (spec.skip_max as u128 + 1);
     matches!(spec.skip_mode, SkipMode::Constant)
+        && stream < LANDING_J as u128
         && match family {
             Family::Xorshift32
             | Family::Xorshift64
@@ -158,8 +165,9 @@ pub fn barrett_inverse(modulus: u64) -> u64 {
 }
 
 /// The landings of skips `lo..=hi` over `window`: for draw `i` of skip `t`, output
-/// `j = t + i*(t+1)` after the offset, as `(draw, (j << 5) | (t - lo))` sorted by `j` (then
-/// skip), followed by the sentinel. `j < 2^48` (k <= 2^16, t < 2^32), so the shift is lossless.
+/// `j = t + i*(t+1)` after the offset, as `(draw, j | (t - lo) << 48)` sorted by `j` (then
+/// skip), followed by the sentinel. [`shared_stream`] keeps `j` below [`LANDING_J`], the
+/// sentinel's `j`.
 pub fn landings(window: &[u64], lo: u32, hi: u32) -> Vec<u64> {
     debug_assert!(hi >= lo && hi - lo < GROUP_SKIPS);
     let mut entries: Vec<(u64, u64)> = Vec::with_capacity(window.len() * (hi - lo + 1) as usize);
@@ -167,10 +175,10 @@ pub fn landings(window: &[u64], lo: u32, hi: u32) -> Vec<u64> {
         let step = t as u64 + 1;
         for (i, &draw) in window.iter().enumerate() {
             let j = t as u64 + i as u64 * step;
-            entries.push(((j << 5) | (t - lo) as u64, draw));
+            entries.push((j | ((t - lo) as u64) << 48, draw));
         }
     }
-    entries.sort_unstable_by_key(|e| e.0);
+    entries.sort_unstable_by_key(|e| (e.0 & LANDING_J, e.0 >> 48));
     let mut flat: Vec<u64> = entries
         .into_iter()
         .flat_map(|(meta, draw)| [draw, meta])
