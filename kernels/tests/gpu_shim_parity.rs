@@ -380,3 +380,54 @@ fn fixed_parity_suite_passes_on_the_shim() {
     );
     assert_eq!(report.passed, cases.len());
 }
+
+/// The shared-stream kernels (stepping families, and mt19937 beyond output 226 with its state
+/// in shared memory): windows crossing 624-output twist boundaries, skip ranges wider than one
+/// group of 32 skips (several launches per pass), offsets inside and past the first twist
+/// block, and thresholds at the edge (need = matches of the planted seed, and one more).
+#[test]
+fn shared_stream_edges_match_reference() {
+    let backend = ShimBackend {
+        initial_capacity: 2,
+        ..ShimBackend::default()
+    };
+    for family in [
+        Family::Mt19937,
+        Family::Xorshift32,
+        Family::Xorshift64,
+        Family::Xorshift128,
+        Family::Xoshiro256pp,
+        Family::Sfc64,
+    ] {
+        let cfg = FamilyConfig::new(family);
+        let start = if family.seed_space_end() > 1 << 32 {
+            0xFFFF_FFFF_0000_0000
+        } else {
+            0x1234_0000
+        };
+        let planted = start + 21;
+        // (offset, planted skip, skip range, k): a window across twist blocks; 70 skips (three
+        // groups, the planted skip in the last); an offset past the first block; skip 0 only.
+        for (offset, t, (lo, hi), k) in [
+            (600u64, 5u32, (0u32, 9u32), 300usize),
+            (3, 66, (0, 69), 24),
+            (1300, 2, (1, 3), 200),
+            (0, 0, (0, 0), 700),
+        ] {
+            // Every 4th draw corrupted: the planted seed matches 3/4 of the window.
+            let draws = planted_draws(&cfg, planted, offset, t, k, 1 << 20, 4);
+            let matches = k - k / 4;
+            for threshold in [
+                format!("{}", matches as f64 / k as f64),
+                format!("{}", (matches + 1) as f64 / k as f64),
+                "0.01".to_string(),
+            ] {
+                let spec = forward_spec(cfg, draws.clone(), 1 << 20, offset, (lo, hi), &threshold);
+                assert_parity(&backend, &spec, &range(start, start + 64));
+                let mut reverse = spec.clone();
+                reverse.direction = Direction::Reverse;
+                assert_parity(&backend, &reverse, &SeedSet::List(vec![planted, start + 1]));
+            }
+        }
+    }
+}
