@@ -107,6 +107,11 @@ const PARAMS_FIELDS: &[(&str, &str, &str)] = &[
     ),
     ("u32", "n_strategies", "variable-skip strategies"),
     ("u32", "flags", "SEEDQ_FLAG_* bits"),
+    (
+        "u32",
+        "mod_inv32",
+        "floor((2^32-1)/modulus) when 3*modulus < 2^32 (Barrett for 32-bit outputs), else 0",
+    ),
 ];
 
 /// Launch flags: (name without the `SEEDQ_FLAG_` prefix, bit, comment).

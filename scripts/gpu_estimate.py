@@ -70,11 +70,20 @@ def trips(kernel, shape):
         return dict(stream_seed=1, vote=math.ceil(stream / 64), output=stream,
                     landing=k * nskips), 32
     if kernel == "mt_stream":
-        blocks = landings_per_block(shape, 624)
-        nblocks = max(blocks) + 1
-        rounds = sum(blocks[b] // 32 + 1 for b in range(nblocks))
-        return dict(mt_seed=1, mt_init=623 / 8, mt_block=nblocks, mt_phase=22 * nblocks,
-                    mt_round=rounds), 1
+        # Per block, each skip with draws left walks them 32 at a time; a round with 32 lanes
+        # in the block is followed by one more.
+        nblocks = math.ceil((shape["offset"] + stream) / 624) - shape["offset"] // 624
+        rounds = 0
+        for b in range(nblocks):
+            start, end = b * 624, b * 624 + 624
+            for t in range(shape["skip_min"], shape["skip_max"] + 1):
+                lo = max(0, math.ceil((start - shape["offset"] - t) / (t + 1)))
+                if lo >= k:
+                    continue
+                n = sum(1 for i in range(lo, k) if start <= shape["offset"] + t + i * (t + 1) < end)
+                rounds += n // 32 + 1
+        return dict(mt_seed=1, mt_init=623 / 8, mt_block=nblocks, mt_twist=20 * nblocks,
+                    mt_skip=nblocks * nskips, mt_round=rounds), 1
     if kernel == "jump":
         return dict(skip=nskips, draw=k * nskips), 32
     if kernel == "lcg_batch":
@@ -206,7 +215,9 @@ def blocks_of(insts, labels, target_of, arch_amd):
         last = insts[b].text
         out = []
         lab = target_of(last)
-        if lab and lab in labels:
+        # BRA.DIV leads to the fallback for a diverged warp (never taken by these warp-uniform
+        # loops): left out of the paths costed.
+        if lab and lab in labels and "BRA.DIV" not in last:
             out.append(index[labels[lab]])
         if not is_exit(last, arch_amd) and not (lab and is_unconditional(last, arch_amd)):
             if n + 1 < len(blocks):
@@ -228,15 +239,37 @@ def is_unconditional(text, amd):
 
 
 def natural_loops(blocks, succ):
-    """{header: body block set} from edges to a block laid out no later than the source."""
+    """{header: body block set} of the natural loops: back edges u -> h where h dominates u,
+    over the blocks reachable from the entry."""
+    n = len(blocks)
+    reach, stack = {0}, [0]
+    while stack:
+        x = stack.pop()
+        for y in succ[x]:
+            if y not in reach:
+                reach.add(y)
+                stack.append(y)
     pred = defaultdict(list)
-    for u, outs in enumerate(succ):
-        for v in outs:
+    for u in reach:
+        for v in succ[u]:
             pred[v].append(u)
+    order = sorted(reach)
+    dom = {x: set(reach) for x in reach}
+    dom[0] = {0}
+    changed = True
+    while changed:
+        changed = False
+        for x in order:
+            if x == 0:
+                continue
+            ps = [dom[p] for p in pred[x] if p in reach]
+            new = set.intersection(*ps) | {x} if ps else {x}
+            if new != dom[x]:
+                dom[x], changed = new, True
     loops_ = defaultdict(set)
-    for u, outs in enumerate(succ):
-        for h in outs:
-            if h <= u:
+    for u in order:
+        for h in succ[u]:
+            if h in dom[u]:
                 body, stack = {h, u}, [u]
                 while stack:
                     x = stack.pop()
@@ -247,6 +280,7 @@ def natural_loops(blocks, succ):
                             body.add(p)
                             stack.append(p)
                 loops_[h] |= body
+    del n
     return loops_
 
 
@@ -261,15 +295,22 @@ def loop_costs(insts, labels, target_of, tags, amd=False):
     def lines(body):
         return {insts[i].line for b in body for i in range(blocks[b][0], blocks[b][1] + 1)}
 
+    # Each loop takes the tag whose line has the most of its own instructions (those outside
+    # every loop nested in it), innermost loops first; a tag goes to one loop only.
     tagged = {}
-    for h, body in loops_.items():
-        ls = lines(body)
-        for ln, name in tags.items():
-            if name in ("rare", "NAME") or ln not in ls:
-                continue
-            # Innermost loop holding the tagged line's instructions.
-            if name not in tagged or len(body) < len(tagged[name]):
-                tagged[name] = body
+    for h, body in sorted(loops_.items(), key=lambda x: len(x[1])):
+        inner = set()
+        for h2, body2 in loops_.items():
+            if h2 != h and body2 < body:
+                inner |= body2
+        per_line = defaultdict(int)
+        for b in body - inner:
+            for i in range(blocks[b][0], blocks[b][1] + 1):
+                per_line[insts[i].line] += 1
+        found = [(per_line[ln], name) for ln, name in tags.items()
+                 if name not in ("rare", "NAME") and name not in tagged and per_line.get(ln)]
+        if found:
+            tagged[max(found)[1]] = body
     costs = {}
     for name, body in tagged.items():
         nested = set()

@@ -37,6 +37,7 @@ typedef unsigned long long u64;
 #if defined(SEEDQ_CUDA)
 #define SEEDQ_WARP_SIZE 32u
 SEEDQ_DEV u64 seedq_umul64hi(u64 a, u64 b) { return __umul64hi(a, b); }
+SEEDQ_DEV u32 seedq_umulhi32(u32 a, u32 b) { return __umulhi(a, b); }
 SEEDQ_DEV u32 seedq_popc64(u64 v) { return (u32)__popcll(v); }
 SEEDQ_DEV u32 seedq_ffs64(u64 v) { return (u32)__ffsll((long long)v); }
 SEEDQ_DEV u32 seedq_lane() { return threadIdx.x & 31u; }
@@ -53,6 +54,7 @@ SEEDQ_DEV u32 seedq_atomic_add_shared_u32(u32* p, u32 v) { return atomicAdd(p, v
 // RDNA (gfx10) runs wave32 by default, GCN wave64: use the compiled warp size.
 #define SEEDQ_WARP_SIZE ((u32)warpSize)
 SEEDQ_DEV u64 seedq_umul64hi(u64 a, u64 b) { return __umul64hi(a, b); }
+SEEDQ_DEV u32 seedq_umulhi32(u32 a, u32 b) { return __umulhi(a, b); }
 SEEDQ_DEV u32 seedq_popc64(u64 v) { return (u32)__popcll(v); }
 SEEDQ_DEV u32 seedq_ffs64(u64 v) { return (u32)__ffsll((unsigned long long)v); }
 SEEDQ_DEV u32 seedq_lane() { return (u32)__lane_id(); }

@@ -28,6 +28,7 @@ struct SeedqShimWarp {
 extern thread_local SeedqShimWarp* seedq_shim_warp;
 
 SEEDQ_DEV u64 seedq_umul64hi(u64 a, u64 b) { return (u64)(((unsigned __int128)a * b) >> 64); }
+SEEDQ_DEV u32 seedq_umulhi32(u32 a, u32 b) { return (u32)(((u64)a * b) >> 32); }
 SEEDQ_DEV u32 seedq_popc64(u64 v) { return (u32)__builtin_popcountll(v); }
 SEEDQ_DEV u32 seedq_ffs64(u64 v) { return (u32)__builtin_ffsll((long long)v); }
 SEEDQ_DEV u32 seedq_lane() { return threadIdx.x & 31u; }

@@ -529,6 +529,14 @@ template <class G>
 SEEDQ_DEV u64 seedq_reduce(u64 o, const SeedqParams& p) {
     if (G::BITS == 32) {
         if (p.modulus > 0xFFFFFFFFull) return o; // o < 2^32 <= modulus
+        if (p.mod_inv32 != 0) {
+            // 32-bit Barrett (exact for 3m < 2^32, as the 64-bit one): half the fastmod's work.
+            const u32 m = (u32)p.modulus;
+            u32 r = (u32)o - seedq_umulhi32((u32)o, p.mod_inv32) * m;
+            if (r >= m) r -= m;
+            if (r >= m) r -= m;
+            return r;
+        }
         return seedq_fastmod32((u32)o, p.mod_magic, (u32)p.modulus);
     }
     if (p.mod_inv != 0) return seedq_mod_barrett(o, p.modulus, p.mod_inv);
@@ -548,12 +556,12 @@ SEEDQ_DEV bool seedq_constant_survives(const SeedqParams& p, u64 seed, u64 gtid)
         typename G::Jump gap = G::make_jump(t + 1, p);
         u64 o = g.next();
         u32 matches = 0;
-        for (u32 i = 0;;) { // est:draw
+        for (u32 i = 0;;) {
             if (seedq_reduce<G>(o, p) == seedq_ldg(window + i)) {
                 if (++matches >= need) return true;
             }
             ++i;
-            if (matches + (k - i) < need) break; // also ends the window (matches < need)
+            if (matches + (k - i) < need) break; // est:draw (also ends the window: matches < need)
             o = g.skip_next(gap);
         }
     }
@@ -750,58 +758,52 @@ SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
 
 // mt19937 beyond output 226, constant skip: one seed per 32 lanes. The state (624 words) and
 // the tempered, reduced outputs of the current block of 624 sit in shared memory, so the twist
-// never leaves the chip. Twisting word i reads words i, i+1 and i+397 (mod 624); words 0..226
-// read old words only, 227..453 read new words 0..226, 454..623 new words 227..396 (and new
-// word 0), so each phase runs 32 words at a time with no dependency inside it.
+// never leaves the chip. Twisting word i reads old words i+1 and (below 227) i+397, and new
+// word i-227 (from 227 on) or new word 0 (for 623): in 32-word rounds taken in order, every new
+// word a round reads was written two or more rounds before, so a round only has to read before
+// it writes (word i+1 of one lane is word i of the next). The arrays are padded to 20 full
+// rounds; the padding lanes of the last round compute and store garbage nobody reads.
 #define SEEDQ_MT_GROUPS (SEEDQ_MAX_BLOCK / 32u)
+#define SEEDQ_MT_ROUNDS ((SEEDQ_MT_N + 31u) / 32u)
+#define SEEDQ_MT_RES_WORDS (SEEDQ_MT_ROUNDS * 32u)
+#define SEEDQ_MT_STATE_WORDS (SEEDQ_MT_RES_WORDS + 4u)
 
-// Twists words LO..HI-1 of `mt`, one phase (no word of it reads another word of it), and writes
-// reduce(temper(word)) of each new word to `res`. Every lane of the 32-lane group calls it. The
-// phase fixes where word i's partner lies (FAR: i+397 or i-227), so no index wraps but the
-// last word's i+1 (word 0, in phase 3).
-template <u32 LO, u32 HI, int FAR>
-SEEDQ_DEV void seedq_mt_twist_phase(u32* mt, u32* res, u32 lane, const SeedqParams& p) {
+// Twists `mt` in place and writes reduce(temper(word)) of every new word to `res`. Every lane of
+// the 32-lane group calls it; `lane` is 0..31.
+SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqParams& p) {
 #pragma unroll 1
-    for (u32 at = LO; at < HI; at += 32u) { // est:mt_phase
+    for (u32 at = 0; at < SEEDQ_MT_N; at += 32u) { // est:mt_twist
         const u32 i = at + lane;
-        const bool act = i < HI;
-        u32 v = 0;
-        if (act) {
-            const u32 next = (HI == SEEDQ_MT_N && i == SEEDQ_MT_N - 1) ? mt[0] : mt[i + 1];
-            v = seedq_mt_twist_word(mt[i], next, mt[(int)i + FAR]);
-        }
-        // Every lane has read its words before any is overwritten (word i+1 of one lane is
-        // word i of the next).
+        const u32 next = i == SEEDQ_MT_N - 1 ? 0u : i + 1;
+        const u32 far = i < SEEDQ_MT_N - SEEDQ_MT_M ? i + SEEDQ_MT_M : i - (SEEDQ_MT_N - SEEDQ_MT_M);
+        const u32 v = seedq_mt_twist_word(mt[i], mt[next], mt[far]);
         seedq_syncwarp();
-        if (act) {
-            mt[i] = v;
-            res[i] = (u32)seedq_reduce<GenMtFull>(seedq_mt_temper(v), p);
-        }
+        mt[i] = v;
+        res[i] = (u32)seedq_reduce<GenMtFull>(seedq_mt_temper(v), p);
     }
     seedq_syncwarp();
 }
 
-SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqParams& p) {
-    const u32 third = SEEDQ_MT_N - SEEDQ_MT_M; // 227
-    seedq_mt_twist_phase<0u, third, (int)SEEDQ_MT_M>(mt, res, lane, p);
-    seedq_mt_twist_phase<third, 2u * third, -(int)third>(mt, res, lane, p);
-    seedq_mt_twist_phase<2u * third, SEEDQ_MT_N, -(int)third>(mt, res, lane, p);
-}
-
+// The draws land arithmetically: skip t's draw i is output offset + t + i*(t+1), so per block
+// the group walks each skip's draws 32 at a time from where the previous block stopped (`next`,
+// one word per skip in shared memory), with no landing list to read.
 SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
-    SEEDQ_SHARED_ARRAY(u32, mt_all, SEEDQ_MT_N * SEEDQ_MT_GROUPS);
-    SEEDQ_SHARED_ARRAY(u32, res_all, SEEDQ_MT_N * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, mt_all, SEEDQ_MT_STATE_WORDS * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, res_all, SEEDQ_MT_RES_WORDS * SEEDQ_MT_GROUPS);
     SEEDQ_SHARED_ARRAY(u32, count_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, next_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
     const u32 lane = threadIdx.x & 31u;
     const u32 group = threadIdx.x / 32u;
-    u32* mt = mt_all + group * SEEDQ_MT_N;
-    u32* res = res_all + group * SEEDQ_MT_N;
+    u32* mt = mt_all + group * SEEDQ_MT_STATE_WORDS;
+    u32* res = res_all + group * SEEDQ_MT_RES_WORDS;
     u32* count = count_all + group * SEEDQ_GROUP_SKIPS;
+    u32* next = next_all + group * SEEDQ_GROUP_SKIPS;
     const u64 first = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32u;
     const u64 groups = (u64)gridDim.x * blockDim.x / 32u;
     const u64* list = (const u64*)p.seed_list;
-    const u64* land = (const u64*)p.landings;
+    const u64* window = (const u64*)p.window;
     const u32 nskips = p.skip_max - p.skip_min + 1;
+    const u32 k = p.k;
     for (u64 idx = first; idx < p.n_seeds; idx += groups) { // est:mt_seed
         const u64 seed = list ? seedq_ldg(list + idx) : p.seed_start + idx;
         // init_genrand is one serial chain: lane 0 writes it.
@@ -812,7 +814,10 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
             x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + i;
             if (lane == 0) mt[i] = x;
         }
-        if (lane < nskips) count[lane] = 0;
+        if (lane < nskips) {
+            count[lane] = 0;
+            next[lane] = 0;
+        }
         seedq_syncwarp();
         // Blocks of 624 outputs: block b holds outputs 624b .. 624b+623 (absolute).
         u64 blk = 0;
@@ -820,34 +825,39 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
         for (; blk < first_blk; ++blk) seedq_mt_twist_shared(mt, res, lane, p);
         u32 best = 0;
         bool survived = p.need == 0;
-        u64 e = 0;
-        for (; !survived && e < p.n_landings; ++blk) { // est:mt_block
+        for (; !survived; ++blk) { // est:mt_block
             const u64 start = blk * SEEDQ_MT_N, end = start + SEEDQ_MT_N;
-            // Past the point where no skip can reach `need` (the first block starts at or
-            // before the offset, so it always runs).
+            // Past the stream's end, or where no skip can reach `need` any more (the first
+            // block starts at or before the offset, so it always runs).
             if (start > p.offset && start - p.offset >= seedq_stop_output(p, best)) break;
             seedq_mt_twist_shared(mt, res, lane, p);
             u32 hits = 0;
-            // The landings of this block are the next ones in the list: 32 per round.
-            for (;;) {
-                const u64 my = e + lane; // est:mt_round
-                const bool ok = my < p.n_landings;
-                const u64 meta = ok ? seedq_ldg(land + 2 * my + 1) : 0;
-                const u64 jabs = p.offset + (meta & SEEDQ_LANDING_J);
-                const bool in = ok && jabs < end;
-                const u32 taken = seedq_popc64(seedq_ballot32(in));
-                if (in && res[jabs - start] == seedq_ldg(land + 2 * my)) {
-                    seedq_atomic_add_shared_u32(count + (u32)(meta >> SEEDQ_LANDING_SKIP_SHIFT), 1u); // est:rare
-                    hits = 1;
+            for (u32 s = 0; s < nskips; ++s) {
+                u32 i0 = next[s];
+                if (i0 >= k) continue; // this skip's window is done
+                const u64 step = (u64)p.skip_min + s + 1;
+                const u64 base = p.offset + step - 1; // est:mt_skip (output of draw 0)
+                for (;;) {
+                    const u32 i = i0 + lane;
+                    const u64 j = base + (u64)i * step; // est:mt_round
+                    const bool in = i < k && j < end;
+                    const u32 mask = seedq_ballot32(in);
+                    if (in && res[j - start] == seedq_ldg(window + i)) {
+                        seedq_atomic_add_shared_u32(count + s, 1u); // est:rare
+                        hits = 1;
+                    }
+                    // The lanes in the block are a prefix: the next draw follows them.
+                    i0 += seedq_popc64(mask);
+                    if (mask != 0xFFFFFFFFu) break;
                 }
-                e += taken;
-                if (taken < 32u) break;
+                if (lane == 0) next[s] = i0;
             }
             if (seedq_ballot32(hits != 0) != 0) {
                 seedq_syncwarp();
                 for (u32 s = 0; s < nskips; ++s) best = count[s] > best ? count[s] : best; // est:rare
                 survived = best >= p.need; // est:rare
             }
+            seedq_syncwarp();
         }
         // Lane 0 of the group stands for its seed; the other lanes report nothing.
         seedq_emit(p, survived && lane == 0, seed);

@@ -431,3 +431,37 @@ fn shared_stream_edges_match_reference() {
         }
     }
 }
+
+/// Every reduction path of the kernels: 32-bit Barrett (3m < 2^32), the 64-bit fastmod for
+/// 32-bit outputs above that, no reduction (m >= 2^32), 64-bit Barrett (3m < 2^64) and the
+/// `%` fallback above it, on stream, jump and mt19937 kernels.
+#[test]
+fn every_reduction_path_matches_reference() {
+    let backend = ShimBackend::default();
+    for family in [
+        Family::Xorshift32,
+        Family::Mt19937,
+        Family::Pcg32,
+        Family::Xorshift64,
+        Family::Sfc64,
+        Family::JavaLcg,
+    ] {
+        let cfg = FamilyConfig::new(family);
+        let start = 0x2000_0000u64;
+        let planted = start + 9;
+        for modulus in [
+            1000u64,
+            0x5555_5554,
+            0xC000_0001,
+            (1 << 32) - 5,
+            1 << 32,
+            1 << 40,
+            0x5555_5555_5555_5555,
+            u64::MAX - 10,
+        ] {
+            let draws = planted_draws(&cfg, planted, 230, 1, 40, modulus, 3);
+            let spec = forward_spec(cfg, draws, modulus, 230, (0, 3), "0.5");
+            assert_parity(&backend, &spec, &range(start, start + 32));
+        }
+    }
+}

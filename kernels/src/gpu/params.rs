@@ -89,6 +89,7 @@ impl PassPlan {
                 0
             },
             mod_inv: barrett_inverse(spec.modulus),
+            mod_inv32: barrett_inverse32(spec.modulus),
             offset: spec.offset,
             fam: family_words(spec.family.params()),
             k: spec.k() as u32,
@@ -159,6 +160,16 @@ pub fn shared_stream(spec: &SieveSpec) -> bool {
 pub fn barrett_inverse(modulus: u64) -> u64 {
     if modulus >= 2 && modulus <= u64::MAX / 3 {
         u64::MAX / modulus
+    } else {
+        0
+    }
+}
+
+/// `floor((2^32-1)/m)` when Barrett reduction of 32-bit outputs is exact for `m`
+/// (`3m < 2^32`), else 0 (the kernel uses the 64-bit fastmod, or nothing for `m >= 2^32`).
+pub fn barrett_inverse32(modulus: u64) -> u32 {
+    if modulus >= 2 && modulus <= u32::MAX as u64 / 3 {
+        (u32::MAX as u64 / modulus) as u32
     } else {
         0
     }

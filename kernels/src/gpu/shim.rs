@@ -183,6 +183,7 @@ mod tests {
                 std::mem::offset_of!(SeedqParams, n_strategies),
             ),
             ("flags", std::mem::offset_of!(SeedqParams, flags)),
+            ("mod_inv32", std::mem::offset_of!(SeedqParams, mod_inv32)),
         ]
         .into_iter()
         .map(|(n, o)| (n, o as u64))
