@@ -258,6 +258,7 @@ fn compile_hip(hipcc: &str, rocm_path: &str, arch: &str, object: &Path, include:
         .env("HIP_PATH", std::env::var("HIP_PATH").unwrap_or_else(|_| rocm_path.to_string()))
         .args(["-x", "hip", "--genco", "--no-gpu-bundle-output", "-O3", "-Wno-unused-command-line-argument"])
         .arg("-Rpass-analysis=kernel-resource-usage")
+        .arg("-std=c++17")
         .arg(format!("--offload-arch={arch}"))
         .arg("-I")
         .arg(include)

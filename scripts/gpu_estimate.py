@@ -40,8 +40,14 @@ DEVICES = {
 LAT = 4.0  # cycles of a dependent integer instruction (sm_86/sm_90 ~4, RDNA2 ~5 per wave)
 BLOCK = 256
 
-# The pipeline shape.
+# The pipeline shape. Its modulus is taken below 2^32/3 (a game's roll, say): the 32- or 64-bit
+# Barrett path, the one the stream kernels are compiled for with SEEDQ_ONLY_REDUCTION.
 SHAPE = dict(k=512, skip_min=0, skip_max=20, threshold=0.01, offset=0)
+BITS64 = {"xorshift64", "xoshiro256pp", "sfc64"}
+
+
+def reduction_define(family):
+    return f"-DSEEDQ_ONLY_REDUCTION={2 if family in BITS64 else 1}"
 
 
 def need(shape):
@@ -67,7 +73,9 @@ def trips(kernel, shape):
     nskips = shape["skip_max"] - shape["skip_min"] + 1
     stream = k * (shape["skip_max"] + 1)
     if kernel == "stream":
-        return dict(stream_seed=1, vote=math.ceil(stream / 64), output=stream,
+        hit = len({shape["offset"] + t + i * (t + 1)
+                   for t in range(shape["skip_min"], shape["skip_max"] + 1) for i in range(k)})
+        return dict(stream_seed=1, vote=math.ceil(stream / 64), output=stream, hit=hit,
                     landing=k * nskips), 32
     if kernel == "mt_stream":
         # Per block, each skip with draws left walks them 32 at a time; a round with 32 lanes
@@ -281,7 +289,7 @@ def natural_loops(blocks, succ):
                             stack.append(p)
                 loops_[h] |= body
     del n
-    return loops_
+    return loops_, dom
 
 
 def loop_costs(insts, labels, target_of, tags, amd=False):
@@ -289,7 +297,8 @@ def loop_costs(insts, labels, target_of, tags, amd=False):
     nested tagged loops excluded (costed under their own tag), nested untagged loops counted
     once, blocks on `est:rare` lines (a match, at most `need` times per seed) left out."""
     blocks, succ = blocks_of(insts, labels, target_of, amd)
-    loops_ = natural_loops(blocks, succ)
+    loops_, dom = natural_loops(blocks, succ)
+    hit_lines = {ln for ln, name in tags.items() if name == "hit"}
     rare = {ln for ln, name in tags.items() if name == "rare"}
 
     def lines(body):
@@ -308,7 +317,7 @@ def loop_costs(insts, labels, target_of, tags, amd=False):
             for i in range(blocks[b][0], blocks[b][1] + 1):
                 per_line[insts[i].line] += 1
         found = [(per_line[ln], name) for ln, name in tags.items()
-                 if name not in ("rare", "NAME") and name not in tagged and per_line.get(ln)]
+                 if name not in ("rare", "NAME", "hit") and name not in tagged and per_line.get(ln)]
         if found:
             tagged[max(found)[1]] = body
     costs = {}
@@ -317,16 +326,20 @@ def loop_costs(insts, labels, target_of, tags, amd=False):
         for other, obody in tagged.items():
             if other != name and obody < body:
                 nested |= obody
-        own = [i for b in body - nested for i in range(blocks[b][0], blocks[b][1] + 1)]
         own_blocks = body - nested
-        keep = []
+        # A path entered at an `est:hit` line: the blocks it dominates are costed under "hit".
+        entries = [b for b in own_blocks
+                   if any(insts[i].line in hit_lines for i in range(blocks[b][0], blocks[b][1] + 1))]
+        entry = min(entries, key=lambda b: len(dom.get(b, ())), default=None)
+        split = defaultdict(list)
         for b in own_blocks:
             idx = range(blocks[b][0], blocks[b][1] + 1)
             if sum(1 for i in idx if insts[i].line in rare) * 2 > len(idx):
                 continue
-            keep.extend(idx)
-        costs[name] = (len(keep), sum(1 for i in keep if is_mem(insts[i].text)))
-        del own
+            part = "hit" if entry is not None and entry in dom.get(b, ()) else name
+            split[part].extend(idx)
+        for part, keep in split.items():
+            costs[part] = (len(keep), sum(1 for i in keep if is_mem(insts[i].text)))
     return costs
 
 
@@ -425,7 +438,7 @@ def analyse_nvidia(arch, args, rows):
     cc = arch[3:]
     for family, entry, model in KERNELS:
         stem = os.path.join(args.src, f"{family}-sm_{cc}")
-        opts = [l.strip() for l in open(stem + ".opts") if l.strip()] + ["-lineinfo"]
+        opts = [l.strip() for l in open(stem + ".opts") if l.strip()] + ["-lineinfo", reduction_define(family)]
         ptx = os.path.join(args.work, f"{family}-{arch}.ptx")
         cubin = os.path.join(args.work, f"{family}-{arch}.cubin")
         try:
@@ -473,6 +486,7 @@ def analyse_amd(arch, args, rows):
         asm = os.path.join(args.work, f"{family}-{arch}.s")
         r = run([args.hipcc, "-x", "hip", "-O3", "-g", "-std=c++17", "--cuda-device-only", "-S",
                  f"--offload-arch={arch}", "-Rpass-analysis=kernel-resource-usage", *define,
+                 reduction_define(family),
                  src, "-o", asm], env={**os.environ, "ROCM_PATH": os.environ.get("ROCM_PATH", "/usr")})
         if r.returncode != 0:
             rows[(family, arch)] = dict(skipped=f"hipcc failed: {r.stderr.strip()[-300:]}")

@@ -520,7 +520,8 @@ SEEDQ_DISCARD_NO_PARAMS(GenSfc64)
 //
 // (`// est:NAME` marks a loop whose SASS/ISA body scripts/gpu-estimate.sh costs: it finds the
 // loop by the source line and multiplies its instructions by the trips the shape implies;
-// `// est:rare` marks the code of a match, left out of the per-trip cost.)
+// `// est:rare` marks the code of a match, left out of the per-trip cost; `// est:hit` the entry
+// of a path costed per trip of its own, here the outputs some draw lands on.)
 
 // 64-bit outputs: Barrett with mod_inv = floor((2^64-1)/m), exact whenever 3m < 2^64 (the
 // estimate is at most 2 short and x - q*m < 3m does not wrap); a 64-bit `%` is a ~66-instruction
@@ -541,6 +542,59 @@ SEEDQ_DEV u64 seedq_reduce(u64 o, const SeedqParams& p) {
     }
     if (p.mod_inv != 0) return seedq_mod_barrett(o, p.modulus, p.mod_inv);
     return o % p.modulus;
+}
+
+// The stream kernels are compiled once per reduction, chosen once per launch, so their
+// per-output loops carry one reduction and no uniform branch (SEEDQ_ONLY_REDUCTION, set by
+// scripts/gpu-estimate.sh only, instantiates just one, so the estimate costs that path alone).
+#define SEEDQ_RED_NONE 0      // 32-bit outputs, modulus >= 2^32: nothing to do
+#define SEEDQ_RED_BARRETT32 1 // 32-bit outputs, 3*modulus < 2^32
+#define SEEDQ_RED_BARRETT64 2 // 64-bit outputs, 3*modulus < 2^64
+#define SEEDQ_RED_GENERIC 3   // the rest: seedq_reduce's own choice
+#if defined(SEEDQ_ONLY_REDUCTION)
+#define SEEDQ_RED_WANT(r) (SEEDQ_ONLY_REDUCTION == (r))
+#else
+#define SEEDQ_RED_WANT(r) 1
+#endif
+
+template <class G>
+SEEDQ_DEV int seedq_reduction_kind(const SeedqParams& p) {
+    if (G::BITS == 32 && p.modulus > 0xFFFFFFFFull) return SEEDQ_RED_NONE;
+    if (G::BITS == 32 && p.mod_inv32 != 0) return SEEDQ_RED_BARRETT32;
+    if (G::BITS == 64 && p.mod_inv != 0) return SEEDQ_RED_BARRETT64;
+    return SEEDQ_RED_GENERIC;
+}
+
+template <class G, int R>
+SEEDQ_DEV u64 seedq_reduce_as(u64 o, const SeedqParams& p) {
+    if (R == SEEDQ_RED_NONE) return o;
+    if (R == SEEDQ_RED_BARRETT32) {
+        const u32 m = (u32)p.modulus;
+        u32 r = (u32)o - seedq_umulhi32((u32)o, p.mod_inv32) * m;
+        if (r >= m) r -= m;
+        if (r >= m) r -= m;
+        return r;
+    }
+    if (R == SEEDQ_RED_BARRETT64) return seedq_mod_barrett(o, p.modulus, p.mod_inv);
+    return seedq_reduce<G>(o, p);
+}
+
+// Calls F::template run<R>(p) with the launch's reduction kind R.
+template <class G, class F>
+SEEDQ_DEV void seedq_with_reduction(const SeedqParams& p) {
+    const int kind = seedq_reduction_kind<G>(p);
+    if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_NONE)) {
+        if (kind == SEEDQ_RED_NONE) return F::template run<SEEDQ_RED_NONE>(p);
+    }
+    if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_BARRETT32)) {
+        if (kind == SEEDQ_RED_BARRETT32) return F::template run<SEEDQ_RED_BARRETT32>(p);
+    }
+    if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_BARRETT64)) {
+        if (kind == SEEDQ_RED_BARRETT64) return F::template run<SEEDQ_RED_BARRETT64>(p);
+    }
+    if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_GENERIC)) {
+        return F::template run<SEEDQ_RED_GENERIC>(p);
+    }
 }
 
 // Constant skip: does some t in [skip_min, skip_max] reach `need` matches?
@@ -695,7 +749,7 @@ SEEDQ_DEV u64 seedq_stop_output(const SeedqParams& p, u32 best) {
 // counters are u16 in shared memory, [skip][thread] so a warp's lanes hit distinct banks. A
 // counter never has to hold more than need - 1 (reaching need ends the seed), so u16 suffices
 // for windows up to 65536 draws.
-template <class G>
+template <class G, int R>
 SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
     SEEDQ_SHARED_ARRAY(u16, counts, SEEDQ_GROUP_SKIPS * SEEDQ_MAX_BLOCK);
     const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -731,8 +785,8 @@ SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
                 const u64 o = g.next();
                 if (n != next) continue;
                 // Only outputs some draw lands on are reduced.
-                const u64 r = seedq_reduce<G>(o, p);
-                const u64 j = j0 + n;
+                const u64 r = seedq_reduce_as<G, R>(o, p);
+                const u64 j = j0 + n; // est:hit
 #pragma unroll 1
                 do {
                     if (r == seedq_ldg(at)) {
@@ -770,6 +824,7 @@ SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
 
 // Twists `mt` in place and writes reduce(temper(word)) of every new word to `res`. Every lane of
 // the 32-lane group calls it; `lane` is 0..31.
+template <int R>
 SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqParams& p) {
 #pragma unroll 1
     for (u32 at = 0; at < SEEDQ_MT_N; at += 32u) { // est:mt_twist
@@ -779,7 +834,7 @@ SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqPar
         const u32 v = seedq_mt_twist_word(mt[i], mt[next], mt[far]);
         seedq_syncwarp();
         mt[i] = v;
-        res[i] = (u32)seedq_reduce<GenMtFull>(seedq_mt_temper(v), p);
+        res[i] = (u32)seedq_reduce_as<GenMtFull, R>(seedq_mt_temper(v), p);
     }
     seedq_syncwarp();
 }
@@ -787,6 +842,7 @@ SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqPar
 // The draws land arithmetically: skip t's draw i is output offset + t + i*(t+1), so per block
 // the group walks each skip's draws 32 at a time from where the previous block stopped (`next`,
 // one word per skip in shared memory), with no landing list to read.
+template <int R>
 SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
     SEEDQ_SHARED_ARRAY(u32, mt_all, SEEDQ_MT_STATE_WORDS * SEEDQ_MT_GROUPS);
     SEEDQ_SHARED_ARRAY(u32, res_all, SEEDQ_MT_RES_WORDS * SEEDQ_MT_GROUPS);
@@ -822,7 +878,7 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
         // Blocks of 624 outputs: block b holds outputs 624b .. 624b+623 (absolute).
         u64 blk = 0;
         const u64 first_blk = p.offset / SEEDQ_MT_N;
-        for (; blk < first_blk; ++blk) seedq_mt_twist_shared(mt, res, lane, p);
+        for (; blk < first_blk; ++blk) seedq_mt_twist_shared<R>(mt, res, lane, p);
         u32 best = 0;
         bool survived = p.need == 0;
         for (; !survived; ++blk) { // est:mt_block
@@ -830,7 +886,7 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
             // Past the stream's end, or where no skip can reach `need` any more (the first
             // block starts at or before the offset, so it always runs).
             if (start > p.offset && start - p.offset >= seedq_stop_output(p, best)) break;
-            seedq_mt_twist_shared(mt, res, lane, p);
+            seedq_mt_twist_shared<R>(mt, res, lane, p);
             u32 hits = 0;
             for (u32 s = 0; s < nskips; ++s) {
                 u32 i0 = next[s];
@@ -935,9 +991,19 @@ SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
 }
 
 template <class G>
+struct SeedqSharedStream {
+    template <int R>
+    SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_shared_stream<G, R>(p); }
+};
+struct SeedqMtStream {
+    template <int R>
+    SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_mt_stream<R>(p); }
+};
+
+template <class G>
 SEEDQ_DEV void seedq_sieve_stepping(const SeedqParams& p) {
     if (p.flags & SEEDQ_FLAG_SHARED_STREAM)
-        seedq_sieve_shared_stream<G>(p);
+        seedq_with_reduction<G, SeedqSharedStream<G>>(p);
     else
         seedq_sieve_body<G>(p);
 }
@@ -979,7 +1045,7 @@ SEEDQ_KERNEL seedq_sieve_minstd(SeedqParams p) { seedq_sieve_body<GenMinstd>(p);
 // stream for constant skip and the global-scratch one for variable skip.
 SEEDQ_KERNEL seedq_sieve_mt19937(SeedqParams p) { seedq_sieve_body<GenMtCapture>(p); }
 SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_body<GenMtFull>(p); }
-SEEDQ_KERNEL seedq_sieve_mt19937_stream(SeedqParams p) { seedq_sieve_mt_stream(p); }
+SEEDQ_KERNEL seedq_sieve_mt19937_stream(SeedqParams p) { seedq_with_reduction<GenMtFull, SeedqMtStream>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_XOSHIRO256PP)
 SEEDQ_KERNEL seedq_sieve_xoshiro256pp(SeedqParams p) { seedq_sieve_stepping<GenXoshiro256pp>(p); }
