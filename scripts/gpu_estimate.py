@@ -81,8 +81,13 @@ def trips(kernel, shape):
         # Per block, each skip with draws left walks them 32 at a time; a round with 32 lanes
         # in the block is followed by one more.
         nblocks = math.ceil((shape["offset"] + stream) / 624) - shape["offset"] // 624
-        rounds = 0
+        rounds = skip_visits = 0
         for b in range(nblocks):
+            # Skips before the first unfinished one are not visited.
+            done = [shape["offset"] + (t + 1) * k - 1 < b * 624
+                    for t in range(shape["skip_min"], shape["skip_max"] + 1)]
+            first_open = next((n for n, d in enumerate(done) if not d), len(done))
+            skip_visits += len(done) - first_open
             start, end = b * 624, b * 624 + 624
             for t in range(shape["skip_min"], shape["skip_max"] + 1):
                 lo = max(0, math.ceil((start - shape["offset"] - t) / (t + 1)))
@@ -91,7 +96,7 @@ def trips(kernel, shape):
                 n = sum(1 for i in range(lo, k) if start <= shape["offset"] + t + i * (t + 1) < end)
                 rounds += n // 32 + 1
         return dict(mt_seed=1, mt_init=623 / 8, mt_block=nblocks, mt_twist=20 * nblocks,
-                    mt_skip=nblocks * nskips, mt_round=rounds), 1
+                    mt_skip=skip_visits, mt_round=rounds), 1
     if kernel == "jump":
         return dict(skip=nskips, draw=k * nskips), 32
     if kernel == "lcg_batch":
@@ -331,10 +336,14 @@ def loop_costs(insts, labels, target_of, tags, amd=False):
         entries = [b for b in own_blocks
                    if any(insts[i].line in hit_lines for i in range(blocks[b][0], blocks[b][1] + 1))]
         entry = min(entries, key=lambda b: len(dom.get(b, ())), default=None)
+        # A match's path: blocks mostly on `est:rare` lines, and every block they dominate.
+        rare_entries = {b for b in own_blocks
+                        if sum(1 for i in range(blocks[b][0], blocks[b][1] + 1) if insts[i].line in rare) * 2
+                        > blocks[b][1] - blocks[b][0] + 1}
         split = defaultdict(list)
         for b in own_blocks:
             idx = range(blocks[b][0], blocks[b][1] + 1)
-            if sum(1 for i in idx if insts[i].line in rare) * 2 > len(idx):
+            if rare_entries & dom.get(b, set()):
                 continue
             part = "hit" if entry is not None and entry in dom.get(b, ()) else name
             split[part].extend(idx)

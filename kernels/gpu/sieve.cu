@@ -559,6 +559,7 @@ SEEDQ_DEV u64 seedq_reduce(u64 o, const SeedqParams& p) {
 
 template <class G>
 SEEDQ_DEV int seedq_reduction_kind(const SeedqParams& p) {
+    if (p.flags & SEEDQ_FLAG_VARIABLE) return SEEDQ_RED_GENERIC; // compiled once
     if (G::BITS == 32 && p.modulus > 0xFFFFFFFFull) return SEEDQ_RED_NONE;
     if (G::BITS == 32 && p.mod_inv32 != 0) return SEEDQ_RED_BARRETT32;
     if (G::BITS == 64 && p.mod_inv != 0) return SEEDQ_RED_BARRETT64;
@@ -599,7 +600,7 @@ SEEDQ_DEV void seedq_with_reduction(const SeedqParams& p) {
 
 // Constant skip: does some t in [skip_min, skip_max] reach `need` matches?
 // Draw i is output offset + t + i*(t+1).
-template <class G>
+template <class G, int R>
 SEEDQ_DEV bool seedq_constant_survives(const SeedqParams& p, u64 seed, u64 gtid) {
     const u64* window = (const u64*)p.window;
     const u32 k = p.k, need = p.need;
@@ -611,7 +612,7 @@ SEEDQ_DEV bool seedq_constant_survives(const SeedqParams& p, u64 seed, u64 gtid)
         u64 o = g.next();
         u32 matches = 0;
         for (u32 i = 0;;) {
-            if (seedq_reduce<G>(o, p) == seedq_ldg(window + i)) {
+            if (seedq_reduce_as<G, R>(o, p) == seedq_ldg(window + i)) {
                 if (++matches >= need) return true;
             }
             ++i;
@@ -702,13 +703,21 @@ SEEDQ_DEV void seedq_emit(const SeedqParams& p, bool survived, u64 seed) {
     }
 }
 
-template <class G>
+// Variable skip is compiled with the generic reduction only (its launches choose it).
+template <class G, int R>
+SEEDQ_DEV bool seedq_survives(const SeedqParams& p, u64 seed, u64 gtid) {
+    if constexpr (R == SEEDQ_RED_GENERIC) {
+        if (p.flags & SEEDQ_FLAG_VARIABLE) return seedq_variable_survives<G>(p, seed, gtid);
+    }
+    return seedq_constant_survives<G, R>(p, seed, gtid);
+}
+
+template <class G, int R>
 SEEDQ_DEV void seedq_sieve_body(const SeedqParams& p) {
     const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     const u64 stride = (u64)gridDim.x * blockDim.x;
     const u64 lane = seedq_lane();
     const u64* list = (const u64*)p.seed_list;
-    const bool variable = (p.flags & SEEDQ_FLAG_VARIABLE) != 0;
     // base is the warp's first seed index: the same for every lane, so the loop (and the
     // ballot inside seedq_emit) stays convergent even when lanes exit their seed early.
     for (u64 base = gtid - lane; base < p.n_seeds; base += stride) {
@@ -717,7 +726,7 @@ SEEDQ_DEV void seedq_sieve_body(const SeedqParams& p) {
         u64 seed = 0;
         if (idx < p.n_seeds) {
             seed = list ? seedq_ldg(list + idx) : p.seed_start + idx;
-            survived = variable ? seedq_variable_survives<G>(p, seed, gtid) : seedq_constant_survives<G>(p, seed, gtid);
+            survived = seedq_survives<G, R>(p, seed, gtid);
         }
         seedq_emit(p, survived, seed);
     }
@@ -881,6 +890,9 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
         for (; blk < first_blk; ++blk) seedq_mt_twist_shared<R>(mt, res, lane, p);
         u32 best = 0;
         bool survived = p.need == 0;
+        // Skips finish in order (skip t's last draw is output offset + (t+1)k - 1): the ones
+        // before `first_open` are done and not visited again.
+        u32 first_open = 0;
         for (; !survived; ++blk) { // est:mt_block
             const u64 start = blk * SEEDQ_MT_N, end = start + SEEDQ_MT_N;
             // Past the stream's end, or where no skip can reach `need` any more (the first
@@ -888,7 +900,7 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
             if (start > p.offset && start - p.offset >= seedq_stop_output(p, best)) break;
             seedq_mt_twist_shared<R>(mt, res, lane, p);
             u32 hits = 0;
-            for (u32 s = 0; s < nskips; ++s) {
+            for (u32 s = first_open; s < nskips; ++s) {
                 u32 i0 = next[s];
                 if (i0 >= k) continue; // this skip's window is done
                 const u64 step = (u64)p.skip_min + s + 1;
@@ -907,6 +919,7 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
                     if (mask != 0xFFFFFFFFu) break;
                 }
                 if (lane == 0) next[s] = i0;
+                if (i0 >= k && s == first_open) ++first_open;
             }
             if (seedq_ballot32(hits != 0) != 0) {
                 seedq_syncwarp();
@@ -933,6 +946,7 @@ SEEDQ_DEV u32 seedq_lcg32_addmod(u32 x, u32 y, u32 m) {
 }
 
 // Bit j set: seed first + j survives (only j < count are evaluated).
+template <int R>
 SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 count) {
     const u64* window = (const u64*)p.window;
     const u32 k = p.k, need = p.need;
@@ -957,7 +971,7 @@ SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 c
             u32 best_open = 0; // most matches among seeds still able and needing to survive
 #pragma unroll
             for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) {
-                if (seedq_reduce<GenLcg32>(o, p) == draw) ++matches[j];
+                if (seedq_reduce_as<GenLcg32, R>(o, p) == draw) ++matches[j];
                 if (matches[j] >= need) survived |= (1u << j) & valid;
                 const bool open = ((valid & ~survived) >> j) & 1u;
                 if (open && matches[j] > best_open) best_open = matches[j];
@@ -972,6 +986,7 @@ SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 c
     return survived & valid;
 }
 
+template <int R>
 SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
     const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     const u64 stride = (u64)gridDim.x * blockDim.x;
@@ -983,7 +998,7 @@ SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
         const u64 first = b * SEEDQ_LCG32_BATCH;
         if (b < batches) {
             const u64 left = p.n_seeds - first;
-            survived = seedq_lcg32_batch_survivors(p, p.seed_start + first, left < SEEDQ_LCG32_BATCH ? (u32)left : SEEDQ_LCG32_BATCH);
+            survived = seedq_lcg32_batch_survivors<R>(p, p.seed_start + first, left < SEEDQ_LCG32_BATCH ? (u32)left : SEEDQ_LCG32_BATCH);
         }
         // Uniform across the warp: every lane emits SEEDQ_LCG32_BATCH times.
         for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) seedq_emit(p, (survived >> j) & 1u, p.seed_start + first + j);
@@ -995,6 +1010,20 @@ struct SeedqSharedStream {
     template <int R>
     SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_shared_stream<G, R>(p); }
 };
+template <class G>
+struct SeedqBody {
+    template <int R>
+    SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_body<G, R>(p); }
+};
+struct SeedqLcg32Batched {
+    template <int R>
+    SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_lcg32_batched<R>(p); }
+};
+// Every kernel but the stream ones: one reduction per launch, as for the streams.
+template <class G>
+SEEDQ_DEV void seedq_sieve_plain(const SeedqParams& p) {
+    seedq_with_reduction<G, SeedqBody<G>>(p);
+}
 struct SeedqMtStream {
     template <int R>
     SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_mt_stream<R>(p); }
@@ -1005,7 +1034,7 @@ SEEDQ_DEV void seedq_sieve_stepping(const SeedqParams& p) {
     if (p.flags & SEEDQ_FLAG_SHARED_STREAM)
         seedq_with_reduction<G, SeedqSharedStream<G>>(p);
     else
-        seedq_sieve_body<G>(p);
+        seedq_sieve_plain<G>(p);
 }
 
 #if !defined(SEEDQ_FAMILY_ONLY)
@@ -1024,34 +1053,34 @@ SEEDQ_KERNEL seedq_sieve_xorshift64(SeedqParams p) { seedq_sieve_stepping<GenXor
 SEEDQ_KERNEL seedq_sieve_xorshift128(SeedqParams p) { seedq_sieve_stepping<GenXorshift128>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_PCG32)
-SEEDQ_KERNEL seedq_sieve_pcg32(SeedqParams p) { seedq_sieve_body<GenPcg32>(p); }
+SEEDQ_KERNEL seedq_sieve_pcg32(SeedqParams p) { seedq_sieve_plain<GenPcg32>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_LCG32)
 SEEDQ_KERNEL seedq_sieve_lcg32(SeedqParams p) {
     if (p.seed_list == 0 && (p.flags & SEEDQ_FLAG_VARIABLE) == 0)
-        seedq_sieve_lcg32_batched(p);
+        seedq_with_reduction<GenLcg32, SeedqLcg32Batched>(p);
     else
-        seedq_sieve_body<GenLcg32>(p);
+        seedq_sieve_plain<GenLcg32>(p);
 }
 #endif
 #if SEEDQ_WANT(SEEDQ_JAVA_LCG)
-SEEDQ_KERNEL seedq_sieve_java_lcg(SeedqParams p) { seedq_sieve_body<GenJavaLcg>(p); }
+SEEDQ_KERNEL seedq_sieve_java_lcg(SeedqParams p) { seedq_sieve_plain<GenJavaLcg>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_MINSTD)
-SEEDQ_KERNEL seedq_sieve_minstd(SeedqParams p) { seedq_sieve_body<GenMinstd>(p); }
+SEEDQ_KERNEL seedq_sieve_minstd(SeedqParams p) { seedq_sieve_plain<GenMinstd>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_MT19937)
 // Three kernels: the stateless one for windows within outputs 0..226; beyond, the shared-state
 // stream for constant skip and the global-scratch one for variable skip.
-SEEDQ_KERNEL seedq_sieve_mt19937(SeedqParams p) { seedq_sieve_body<GenMtCapture>(p); }
-SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_body<GenMtFull>(p); }
+SEEDQ_KERNEL seedq_sieve_mt19937(SeedqParams p) { seedq_sieve_plain<GenMtCapture>(p); }
+SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_plain<GenMtFull>(p); }
 SEEDQ_KERNEL seedq_sieve_mt19937_stream(SeedqParams p) { seedq_with_reduction<GenMtFull, SeedqMtStream>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_XOSHIRO256PP)
 SEEDQ_KERNEL seedq_sieve_xoshiro256pp(SeedqParams p) { seedq_sieve_stepping<GenXoshiro256pp>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_PHILOX4X32)
-SEEDQ_KERNEL seedq_sieve_philox4x32(SeedqParams p) { seedq_sieve_body<GenPhilox>(p); }
+SEEDQ_KERNEL seedq_sieve_philox4x32(SeedqParams p) { seedq_sieve_plain<GenPhilox>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_SFC64)
 SEEDQ_KERNEL seedq_sieve_sfc64(SeedqParams p) { seedq_sieve_stepping<GenSfc64>(p); }
