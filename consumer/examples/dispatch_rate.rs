@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         draws: vec![1, 2, 3, 4, 5, 6, 7, 8],
         modulus: 1000,
         offset: 0,
+        offset_max: None,
         skip_min: 0,
         skip_max: 3,
         threshold: Threshold::parse(

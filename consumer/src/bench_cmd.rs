@@ -15,9 +15,13 @@ use seedq_kernels::{Direction, SieveBackend, SkipMode, Threshold};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Workload: s128, xs32-exact, mt-exact, java-exact, or custom (with the sieve flags below).
+    /// Workload: pipeline, s128, xs32-exact, mt-exact, java-exact, custom (with the sieve flags
+    /// below), or matrix (the pipeline's shape on every family, beside the reference).
     #[arg(long, default_value = "s128")]
     workload: String,
+    /// matrix: seconds each measurement should last (sized from a short probe).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
     /// Number of seeds to sieve.
     #[arg(long, default_value_t = 1_000_000)]
     seeds: u64,
@@ -70,6 +74,9 @@ pub struct BenchArgs {
     /// custom: outputs discarded before draw 0 (default 0).
     #[arg(long)]
     offset: Option<u64>,
+    /// custom: search every offset from --offset to this one in one pass.
+    #[arg(long)]
+    offset_max: Option<u64>,
     /// custom: draw modulus (default 1000).
     #[arg(long)]
     modulus: Option<u64>,
@@ -91,6 +98,7 @@ impl BenchArgs {
             || self.threshold.is_some()
             || self.reverse_threshold.is_some()
             || self.offset.is_some()
+            || self.offset_max.is_some()
             || self.modulus.is_some()
             || self.direction.is_some()
             || self.variable_skip
@@ -144,6 +152,7 @@ impl BenchArgs {
             threshold: threshold(&self.threshold)?.unwrap_or(Threshold::parse("1")?),
             reverse_threshold: threshold(&self.reverse_threshold)?,
             offset: self.offset.unwrap_or(0),
+            offset_max: self.offset_max,
             modulus: self.modulus.unwrap_or(1000),
             direction,
             skip_mode: if self.variable_skip {
@@ -192,6 +201,9 @@ impl BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.workload == "matrix" {
+        return run_matrix(&args);
+    }
     let workload = args.workload()?;
     let (backend, threads) = args.backend()?;
     if args.seeds == 0 {
@@ -262,6 +274,58 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "the planted seed {} is {} the survivors, unlike in the reference: the backend is wrong",
             report.planted_seed,
             if report.found { "among" } else { "not among" }
+        );
+    }
+    Ok(())
+}
+
+/// `--workload matrix`: every family at the pipeline's shape, the backend beside the reference.
+fn run_matrix(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.has_custom_flags() {
+        bail!("sieve flags (--prng, --window, ...) do not apply to --workload matrix");
+    }
+    if !(args.seconds > 0.0 && args.seconds <= 600.0) {
+        bail!("--seconds must be in (0, 600], got {}", args.seconds);
+    }
+    let (backend, threads) = args.backend()?;
+    let families = seedq_kernels::family::Family::ALL;
+    if !args.json {
+        println!(
+            "matrix: k=512, skips 0..=20, threshold 0.01, modulus 1000 on {}; reference single-threaded, same run",
+            backend.describe()
+        );
+        println!(
+            "{:<13} {:>14} {:>14} {:>8}",
+            "family", "seeds/s", "reference", "ratio"
+        );
+    }
+    let mut rows = Vec::new();
+    for family in families {
+        let row = bench::matrix(backend.as_ref(), threads, &[family], args.seconds)
+            .with_context(|| format!("measuring {}", family.name()))?
+            .remove(0);
+        if args.json {
+            println!("{}", serde_json::to_string(&row)?);
+        } else {
+            println!(
+                "{:<13} {:>14.0} {:>14.0} {:>7.1}x{}",
+                row.family,
+                row.seeds_per_sec,
+                row.reference_seeds_per_sec,
+                row.ratio,
+                if row.planted_ok {
+                    ""
+                } else {
+                    "  PLANTED SEED MISSED"
+                }
+            );
+        }
+        rows.push(row);
+    }
+    if let Some(bad) = rows.iter().find(|r| !r.planted_ok) {
+        bail!(
+            "{}: the planted seed was missed: the backend is wrong",
+            bad.family
         );
     }
     Ok(())

@@ -127,6 +127,7 @@ fn spec() -> SieveSpec {
         draws: vec![3, 1, 4, 1],
         modulus: 5,
         offset: 0,
+        offset_max: None,
         skip_min: 0,
         skip_max: 3,
         threshold: Threshold::parse("0.75").unwrap(),

@@ -176,6 +176,7 @@ mod tests {
             draws: vec![0; window],
             modulus,
             offset: 0,
+            offset_max: None,
             skip_min: skips.0,
             skip_max: skips.1,
             threshold: Threshold::parse(threshold).unwrap(),

@@ -8,6 +8,13 @@
 //! counted. The pass result is the smallest `t` with the most matches. The seed survives the pass
 //! when that count is at least `threshold.min_matches(k)` (an exact integer).
 //!
+//! # Offset ranges
+//!
+//! With `offset_max`, every offset `o` in `[offset, offset_max]` is searched as if it were the
+//! spec's offset, and the pass result is the best over all `(o, t)`: the most matches, ties to
+//! the smallest offset, then (constant skip) the smallest skip or (variable skip) the first
+//! strategy. The result names the winning offset in `best_offset`.
+//!
 //! # Reverse and bidirectional
 //!
 //! The reverse pass is the same computation against the reversed window, with
@@ -205,24 +212,28 @@ impl<'a> Prepared<'a> {
 }
 
 fn constant_pass(spec: &SieveSpec, stream: &mut OutputStream, window: &[u64]) -> PassResult {
-    let mut best: Option<(u32, u32)> = None; // (matches, skip)
-    for t in spec.skip_min..=spec.skip_max {
-        let step = t as u64 + 1;
-        let matches = window
-            .iter()
-            .enumerate()
-            .filter(|&(i, &draw)| stream.residue(t as u64 + i as u64 * step) == draw)
-            .count() as u32;
-        // Strictly greater: the smallest skip wins ties.
-        if best.is_none_or(|(m, _)| matches > m) {
-            best = Some((matches, t));
+    let mut best: Option<(u32, u64, u32)> = None; // (matches, offset, skip)
+    for o in spec.offsets() {
+        let base = o - spec.offset;
+        for t in spec.skip_min..=spec.skip_max {
+            let step = t as u64 + 1;
+            let matches = window
+                .iter()
+                .enumerate()
+                .filter(|&(i, &draw)| stream.residue(base + t as u64 + i as u64 * step) == draw)
+                .count() as u32;
+            // Strictly greater: the smallest offset, then the smallest skip, wins ties.
+            if best.is_none_or(|(m, _, _)| matches > m) {
+                best = Some((matches, o, t));
+            }
         }
     }
-    let (matches, skip) = best.expect("skip range is non-empty");
+    let (matches, offset, skip) = best.expect("offset and skip ranges are non-empty");
     PassResult {
         matches,
         total: window.len() as u32,
         best_skip: Some(skip),
+        best_offset: spec.offset_max.map(|_| offset),
         strategy: None,
         skip_pattern: None,
     }
@@ -236,16 +247,24 @@ pub fn run_strategy(
     reverse: bool,
 ) -> (u32, Vec<u32>) {
     let mut stream = OutputStream::new(spec, seed);
-    run_strategy_on(spec, strategy, &mut stream, &spec.window(reverse))
+    run_strategy_on(
+        spec,
+        strategy,
+        &mut stream,
+        &spec.window(reverse),
+        spec.offset,
+    )
 }
 
+/// One strategy from offset `at` (one of [`SieveSpec::offsets`]).
 fn run_strategy_on(
     spec: &SieveSpec,
     strategy: &Strategy,
     stream: &mut OutputStream,
     window: &[u64],
+    at: u64,
 ) -> (u32, Vec<u32>) {
-    let mut pos: u64 = 0; // relative to the offset
+    let mut pos: u64 = at - spec.offset; // relative to the spec's (smallest) offset
     let mut expected = spec.skip_min;
     let mut misses = 0u32;
     let mut ended = false;
@@ -289,19 +308,22 @@ fn variable_pass(
     stream: &mut OutputStream,
     window: &[u64],
 ) -> PassResult {
-    let mut best: Option<(u32, &Strategy, Vec<u32>)> = None;
-    for strategy in strategies {
-        let (matches, pattern) = run_strategy_on(spec, strategy, stream, window);
-        // Strictly greater: the first strategy in order wins ties.
-        if best.as_ref().is_none_or(|(m, _, _)| matches > *m) {
-            best = Some((matches, strategy, pattern));
+    let mut best: Option<(u32, u64, &Strategy, Vec<u32>)> = None;
+    for o in spec.offsets() {
+        for strategy in strategies {
+            let (matches, pattern) = run_strategy_on(spec, strategy, stream, window, o);
+            // Strictly greater: the smallest offset, then the first strategy in order, wins ties.
+            if best.as_ref().is_none_or(|(m, _, _, _)| matches > *m) {
+                best = Some((matches, o, strategy, pattern));
+            }
         }
     }
-    let (matches, strategy, pattern) = best.expect("validated: at least one strategy");
+    let (matches, offset, strategy, pattern) = best.expect("validated: at least one strategy");
     PassResult {
         matches,
         total: window.len() as u32,
         best_skip: None,
+        best_offset: spec.offset_max.map(|_| offset),
         strategy: Some(strategy.name.clone()),
         skip_pattern: Some(pattern),
     }

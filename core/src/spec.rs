@@ -80,6 +80,14 @@ pub enum SieveError {
         /// That output number.
         needed: u128,
     },
+    /// `offset_max` below `offset`, or more offsets than [`SieveSpec::MAX_OFFSETS`].
+    #[error("offset range [{offset}, {offset_max}] is invalid: offset_max must be at least offset and the range at most {max} offsets wide", max = SieveSpec::MAX_OFFSETS)]
+    InvalidOffsetRange {
+        /// The smallest offset.
+        offset: u64,
+        /// The largest offset asked for.
+        offset_max: u64,
+    },
     /// A device or backend failure while sieving (driver, allocation, launch); the message says which.
     #[error("backend failure: {0}")]
     Backend(String),
@@ -260,8 +268,13 @@ pub struct SieveSpec {
     pub draws: Vec<u64>,
     /// Draws and generator outputs are compared mod this (>= 2).
     pub modulus: u64,
-    /// Generator outputs discarded before draw 0 (applied once).
+    /// Generator outputs discarded before draw 0 (applied once). With [`Self::offset_max`] the
+    /// smallest offset searched.
     pub offset: u64,
+    /// Searches every offset in `[offset, offset_max]` in one pass over each seed's stream; a
+    /// pass result then carries the best `(offset, skip)` (`None`: `offset` alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_max: Option<u64>,
     /// Smallest skip `t`: outputs discarded before each compared one (draw `i` is output
     /// `offset + t + i*(t+1)`).
     pub skip_min: u32,
@@ -283,6 +296,8 @@ pub struct SieveSpec {
 impl SieveSpec {
     /// Longest window a backend must support (GPU kernels keep no per-draw arrays).
     pub const MAX_WINDOW: usize = 1 << 16;
+    /// Most offsets one job may search ([`Self::offset_max`]).
+    pub const MAX_OFFSETS: u64 = 1 << 16;
 
     /// Checks everything that does not depend on the seeds.
     pub fn validate(&self) -> Result<(), SieveError> {
@@ -300,6 +315,14 @@ impl SieveSpec {
                 min: self.skip_min,
                 max: self.skip_max,
             });
+        }
+        if let Some(offset_max) = self.offset_max {
+            if offset_max < self.offset || offset_max - self.offset >= Self::MAX_OFFSETS {
+                return Err(SieveError::InvalidOffsetRange {
+                    offset: self.offset,
+                    offset_max,
+                });
+            }
         }
         let needed = self.max_output_index();
         if needed > u64::MAX as u128 {
@@ -322,11 +345,21 @@ impl SieveSpec {
     }
 
     /// The highest generator output number any pass may read:
-    /// `offset + skip_max + (k-1)*(skip_max+1)` (constant and variable skip alike).
+    /// `last_offset + skip_max + (k-1)*(skip_max+1)` (constant and variable skip alike).
     pub fn max_output_index(&self) -> u128 {
         let k = self.draws.len().max(1) as u128;
         let t = self.skip_max as u128;
-        self.offset as u128 + t + (k - 1) * (t + 1)
+        self.last_offset() as u128 + t + (k - 1) * (t + 1)
+    }
+
+    /// The largest offset searched: `offset_max`, or `offset` without a range.
+    pub fn last_offset(&self) -> u64 {
+        self.offset_max.unwrap_or(self.offset).max(self.offset)
+    }
+
+    /// The offsets searched, smallest first.
+    pub fn offsets(&self) -> std::ops::RangeInclusive<u64> {
+        self.offset..=self.last_offset()
     }
 
     /// The integer match count a pass must reach: forward uses `threshold`, reverse uses
@@ -421,9 +454,12 @@ pub struct PassResult {
     pub matches: u32,
     /// Draws compared: the window length `k`.
     pub total: u32,
-    /// Constant skip: the smallest skip with the most matches.
+    /// Constant skip: the smallest skip with the most matches (at [`Self::best_offset`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_skip: Option<u32>,
+    /// With an offset range: the smallest offset reaching the most matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_offset: Option<u64>,
     /// Variable skip: the winning strategy (first in order on ties).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,

@@ -73,6 +73,7 @@ impl Job {
             draws: self.draws.clone(),
             modulus: 10,
             offset: 0,
+            offset_max: None,
             skip_min: 0,
             skip_max: self.skip_max,
             threshold: Threshold::parse("0.5").unwrap(),

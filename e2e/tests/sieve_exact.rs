@@ -1,5 +1,6 @@
 //! Planted seeds are found through the whole system (producer -> RabbitMQ -> consumer -> Redis
-//! -> results) for every family, forward, reverse, bidirectional and variable skip, and the
+//! -> results) for every family, forward, reverse, bidirectional, variable skip and offset
+//! ranges, and the
 //! survivors equal what the sieve engine (`kernels::reference::sieve`) returns for the same spec.
 //!
 //! The thresholds are low on purpose (8 draws mod 10, half must match): besides the planted seed
@@ -38,6 +39,7 @@ struct Case {
     end: u64,
     modulus: u64,
     threshold: &'static str,
+    offset_max: Option<u64>,
 }
 
 impl Case {
@@ -58,7 +60,7 @@ impl Case {
         } else {
             (MODULUS, "0.5")
         };
-        let mut draws = planted_draws(&fam, seed, modulus);
+        let mut draws = planted_draws(&fam, seed, modulus, 0);
         match direction {
             Direction::Forward => {}
             Direction::Reverse => draws.reverse(),
@@ -85,7 +87,18 @@ impl Case {
             end: seed + SPAN / 2,
             modulus,
             threshold,
+            offset_max: None,
         }
+    }
+
+    /// A forward case searching offsets `0..=offset_max`, its draws planted at offset `at`.
+    fn offset_range(ns: &Namespace, family: Family, salt: u64, at: u64, offset_max: u64) -> Case {
+        let mut case = Case::new(ns, family, salt, Direction::Forward, false);
+        let fam = FamilyConfig::new(family);
+        let draws: Vec<u64> = planted_draws(&fam, case.seed, case.modulus, at);
+        std::fs::write(&case.draws_file, serde_json::to_vec(&draws).unwrap()).unwrap();
+        case.offset_max = Some(offset_max);
+        case
     }
 
     fn args(&self) -> Vec<String> {
@@ -119,6 +132,9 @@ impl Case {
         if self.variable {
             a.push("--variable-skip".into());
         }
+        if let Some(m) = self.offset_max {
+            a.extend(["--offset-max".into(), m.to_string()]);
+        }
         a
     }
 
@@ -129,6 +145,7 @@ impl Case {
             draws: serde_json::from_str(&text).unwrap(),
             modulus: self.modulus,
             offset: 0,
+            offset_max: self.offset_max,
             skip_min: SKIP_MIN,
             skip_max: SKIP_MAX,
             threshold: Threshold::parse(self.threshold).unwrap(),
@@ -145,10 +162,12 @@ impl Case {
     }
 }
 
-/// Draw i = output `PLANT_SKIP + i*(PLANT_SKIP+1)` mod `modulus` (the sieve's numbering, offset 0).
-fn planted_draws(fam: &FamilyConfig, seed: u64, modulus: u64) -> Vec<u64> {
+/// Draw i = output `at + PLANT_SKIP + i*(PLANT_SKIP+1)` mod `modulus` (the sieve's numbering).
+fn planted_draws(fam: &FamilyConfig, seed: u64, modulus: u64, at: u64) -> Vec<u64> {
     (0..K as u64)
-        .map(|i| fam.output_at(seed, PLANT_SKIP as u64 + i * (PLANT_SKIP as u64 + 1)) % modulus)
+        .map(|i| {
+            fam.output_at(seed, at + PLANT_SKIP as u64 + i * (PLANT_SKIP as u64 + 1)) % modulus
+        })
         .collect()
 }
 
@@ -176,6 +195,9 @@ fn expected_rows(case: &Case) -> Vec<Value> {
                 "total": primary.total,
                 "best_skip": primary.best_skip,
             });
+            if let Some(o) = primary.best_offset {
+                v["best_offset"] = o.into();
+            }
             if let Some(st) = &primary.strategy {
                 v["strategy"] = st.clone().into();
                 v["skip_pattern"] = serde_json::json!(primary.skip_pattern);
@@ -287,6 +309,17 @@ fn every_family_variable_skip() {
             .iter()
             .enumerate()
             .map(|(i, f)| Case::new(ns, *f, 300 + i as u64, Direction::Forward, true))
+            .collect()
+    });
+}
+
+#[test]
+fn every_family_offset_range() {
+    run_cases("offs", |ns| {
+        Family::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Case::offset_range(ns, *f, 400 + i as u64, 3 + i as u64 % 4, 9))
             .collect()
     });
 }

@@ -37,6 +37,8 @@ pub struct Workload {
     pub reverse_threshold: Option<Threshold>,
     /// Generator outputs before the window.
     pub offset: u64,
+    /// Largest offset searched (`None`: `offset` alone).
+    pub offset_max: Option<u64>,
     /// Draws' modulus.
     pub modulus: u64,
     /// Forward, reverse or bidirectional.
@@ -46,7 +48,7 @@ pub struct Workload {
 }
 
 /// The names [`Workload::named`] knows (plus `custom`, built by the caller).
-pub const NAMES: [&str; 4] = ["s128", "xs32-exact", "mt-exact", "java-exact"];
+pub const NAMES: [&str; 5] = ["pipeline", "s128", "xs32-exact", "mt-exact", "java-exact"];
 
 impl Workload {
     fn constant(name: &str, family: Family, k: usize, skip_max: u32, threshold: &str) -> Workload {
@@ -59,6 +61,7 @@ impl Workload {
             threshold: Threshold::parse(threshold).expect("valid built-in threshold"),
             reverse_threshold: None,
             offset: 0,
+            offset_max: None,
             modulus: 1000,
             direction: Direction::Forward,
             skip_mode: SkipMode::Constant,
@@ -67,6 +70,9 @@ impl Workload {
 
     /// A built-in workload:
     ///
+    /// * `pipeline`: mt19937, k = 512, skips 0..=20, threshold 0.01, offset 0, modulus 1000: the
+    ///   lab pipeline's default search (its outputs reach number 10,751, far past the partial
+    ///   state, so every seed runs the full 624-word state).
     /// * `s128`: lcg32 (default parameters), k = 512, skips 0..=20, threshold 0.01, offset 0:
     ///   the configuration the original cluster was measured on.
     /// * `xs32-exact`: xorshift32 (13, 17, 5), k = 16, skip 0, threshold 1.0.
@@ -74,6 +80,7 @@ impl Workload {
     /// * `java-exact`: java_lcg, k = 16, skip 0, threshold 1.0.
     pub fn named(name: &str) -> Option<Workload> {
         Some(match name {
+            "pipeline" => Workload::constant(name, Family::Mt19937, 512, 20, "0.01"),
             "s128" => Workload::constant(name, Family::Lcg32, 512, 20, "0.01"),
             "xs32-exact" => Workload::constant(name, Family::Xorshift32, 16, 0, "1"),
             "mt-exact" => Workload::constant(name, Family::Mt19937, 8, 0, "1"),
@@ -115,6 +122,7 @@ impl Workload {
             draws: Vec::new(),
             modulus: self.modulus,
             offset: self.offset,
+            offset_max: self.offset_max,
             skip_min: self.skip_min,
             skip_max: self.skip_max,
             threshold: self.threshold,
@@ -149,7 +157,10 @@ impl Workload {
 
     /// Nominal evaluations for `seeds` seeds (see the module doc).
     pub fn nominal_evaluations(&self, seeds: u64) -> f64 {
-        seeds as f64 * (self.skip_max - self.skip_min + 1) as f64 * self.k as f64
+        let offsets = self
+            .offset_max
+            .map_or(1, |m| m.saturating_sub(self.offset) + 1);
+        seeds as f64 * (self.skip_max - self.skip_min + 1) as f64 * self.k as f64 * offsets as f64
     }
 }
 
@@ -256,6 +267,62 @@ pub fn run(
     })
 }
 
+/// One family of `bench --workload matrix`: the pipeline's shape on the fast backend and on the
+/// reference, measured one after the other in the same process.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixRow {
+    /// Family name.
+    pub family: String,
+    /// The fast backend's description (SIMD level and threads, for the CPU).
+    pub backend: String,
+    /// Seeds the fast backend sieved, and its rate.
+    pub seeds: u64,
+    /// Fast backend seeds per second.
+    pub seeds_per_sec: f64,
+    /// Seeds the reference sieved.
+    pub reference_seeds: u64,
+    /// Reference seeds per second (single-threaded).
+    pub reference_seeds_per_sec: f64,
+    /// `seeds_per_sec / reference_seeds_per_sec`.
+    pub ratio: f64,
+    /// Both found the planted seed.
+    pub planted_ok: bool,
+}
+
+/// Measures `backend` and the reference on [`Workload::calibration`]'s shape (the pipeline's:
+/// k = 512, skips 0..=20, threshold 0.01) for each family. Each measurement is sized from a short
+/// probe to last about `secs` seconds (the reference about half that).
+pub fn matrix(
+    backend: &dyn SieveBackend,
+    threads: usize,
+    families: &[Family],
+    secs: f64,
+) -> Result<Vec<MatrixRow>, SieveError> {
+    let sized = |b: &dyn SieveBackend, threads: usize, w: &Workload, probe: u64, secs: f64| {
+        let start = 1_000_000u64;
+        let first = run(b, threads, w, start, probe, default_planted(start, probe))?;
+        let n = ((probe as f64 * secs / first.secs) as u64).clamp(probe, 1 << 30);
+        run(b, threads, w, start, n, default_planted(start, n))
+    };
+    let mut rows = Vec::new();
+    for &family in families {
+        let w = Workload::calibration(family);
+        let fast = sized(backend, threads, &w, 2048, secs)?;
+        let slow = sized(&crate::reference::ReferenceBackend, 1, &w, 128, secs / 2.0)?;
+        rows.push(MatrixRow {
+            family: family.name().to_string(),
+            backend: fast.backend.clone(),
+            seeds: fast.seeds,
+            seeds_per_sec: fast.seeds_per_sec,
+            reference_seeds: slow.seeds,
+            reference_seeds_per_sec: slow.seeds_per_sec,
+            ratio: fast.seeds_per_sec / slow.seeds_per_sec,
+            planted_ok: fast.planted_ok() && slow.planted_ok(),
+        });
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +333,11 @@ mod tests {
     fn every_named_workload_finds_its_planted_seed_on_both_backends() {
         for name in NAMES {
             let w = Workload::named(name).unwrap();
-            let seeds = if name == "s128" { 300 } else { 20_000 };
+            let seeds = if matches!(name, "s128" | "pipeline") {
+                300
+            } else {
+                20_000
+            };
             let planted = default_planted(1_000_000, seeds);
             let cpu = run(&CpuBackend::new(2), 2, &w, 1_000_000, seeds, planted).unwrap();
             let reference = run(&ReferenceBackend, 1, &w, 1_000_000, seeds, planted).unwrap();
@@ -274,6 +345,25 @@ mod tests {
             assert_eq!(cpu.survivors, reference.survivors, "{name}");
         }
         assert!(Workload::named("nope").is_none());
+    }
+
+    #[test]
+    fn the_matrix_measures_each_family_against_the_reference() {
+        let rows = matrix(
+            &CpuBackend::new(1),
+            1,
+            &[Family::Xorshift32, Family::Mt19937],
+            0.01,
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            assert!(
+                r.planted_ok && r.seeds >= 2048 && r.reference_seeds >= 128,
+                "{r:?}"
+            );
+            assert!(r.ratio > 0.0 && r.ratio.is_finite(), "{r:?}");
+        }
     }
 
     #[test]

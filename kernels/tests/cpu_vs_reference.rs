@@ -2,7 +2,7 @@
 //!
 //! Property tests draw random families, parameters, windows (planted from a real seed, then
 //! partly corrupted so thresholds bite), offsets, skip ranges, thresholds, directions, skip modes,
-//! seed ranges and candidate lists, thread counts and SIMD levels (AVX-512, AVX2, portable lanes,
+//! offset ranges, seed ranges and candidate lists, thread counts and SIMD levels (AVX-512, AVX2, portable lanes,
 //! scalar), with and without the algebraic shortcuts, and compare the whole `SieveOutcome`.
 
 use proptest::prelude::*;
@@ -143,6 +143,10 @@ fn case() -> impl proptest::strategy::Strategy<Value = Case> {
                     draws,
                     modulus,
                     offset,
+                    // A quarter of the cases search an offset range around the planted one.
+                    offset_max: (salt >> 40)
+                        .is_multiple_of(4)
+                        .then(|| offset + (salt >> 42) % 6),
                     skip_min,
                     skip_max,
                     threshold: threshold(th_f, k, salt),
@@ -236,6 +240,7 @@ fn spec(
         draws,
         modulus,
         offset,
+        offset_max: None,
         skip_min: 0,
         skip_max: skip.max(1),
         threshold: Threshold::parse(threshold).unwrap(),
@@ -427,4 +432,87 @@ fn results_do_not_depend_on_thread_count_or_chunking() {
         assert_eq!(CpuBackend::new(threads).sieve(&s, &seeds).unwrap(), one);
     }
     assert_eq!(reference::sieve(&s, &seeds), one);
+}
+
+/// Full-state mt19937 (windows past output 226) on the shared-stream lanes: windows and offsets
+/// that cross the 624-output twist boundaries, the pipeline's skip span, thresholds at the edge,
+/// and planted seeds on either side of a lane-group boundary (8 and 16 lanes).
+#[test]
+fn mt19937_full_state_lanes_across_twists_and_lane_boundaries() {
+    let family = FamilyConfig::new(Family::Mt19937);
+    let base = 1_000_000u64;
+    for (k, skip, skip_max, offset, threshold) in [
+        (512usize, 7u32, 20u32, 0u64, "0.01"),
+        (300, 1, 3, 600, "0.5"),
+        (100, 0, 0, 1240, "1"),
+        (64, 9, 12, 620, "0.02"),
+        (700, 0, 1, 3, "0.1"),
+    ] {
+        for planted in [base + 7, base + 8, base + 15, base + 16, base + 31] {
+            let draws = reference::planted_window(&family, planted, offset, skip, k, 1000);
+            let s = SieveSpec {
+                family,
+                draws,
+                modulus: 1000,
+                offset,
+                offset_max: None,
+                skip_min: 0,
+                skip_max,
+                threshold: Threshold::parse(threshold).unwrap(),
+                reverse_threshold: None,
+                direction: Direction::Forward,
+                skip_mode: SkipMode::Constant,
+            };
+            let seeds = SeedSet::Range {
+                start: base + 3,
+                end: base + 45,
+            };
+            check_all_paths(&s, &seeds, Some(planted));
+        }
+    }
+}
+
+/// An offset range finds the planted offset and skip, for every family, in one pass.
+#[test]
+fn offset_ranges_report_the_best_offset_and_skip() {
+    for family in Family::ALL {
+        let family = FamilyConfig::new(family);
+        let planted = 40_123u64;
+        for (offset, offset_max, at, skip, skip_max, k, threshold) in [
+            (0u64, 100u64, 37u64, 3u32, 5u32, 24usize, "0.9"),
+            (10, 12, 12, 0, 2, 40, "0.2"),
+            (5, 5, 5, 1, 1, 16, "1"),
+            (0, 30, 0, 0, 0, 8, "1"),
+        ] {
+            let draws = reference::planted_window(&family, planted, at, skip, k, 1000);
+            let s = SieveSpec {
+                family,
+                draws,
+                modulus: 1000,
+                offset,
+                offset_max: Some(offset_max),
+                skip_min: 0,
+                skip_max,
+                threshold: Threshold::parse(threshold).unwrap(),
+                reverse_threshold: None,
+                direction: Direction::Forward,
+                skip_mode: SkipMode::Constant,
+            };
+            let seeds = SeedSet::Range {
+                start: planted - 700,
+                end: planted + 300,
+            };
+            let want = reference::sieve(&s, &seeds);
+            let hit = want
+                .survivors
+                .iter()
+                .find(|x| x.seed == planted)
+                .expect("the planted seed survives");
+            let f = hit.forward.as_ref().unwrap();
+            assert_eq!(f.matches, k as u32, "{family:?}");
+            // Another (offset, skip) may tie only at an earlier offset or a smaller skip.
+            assert!(f.best_offset.unwrap() <= at, "{family:?} {f:?}");
+            check_all_paths(&s, &seeds, Some(planted));
+        }
+    }
 }

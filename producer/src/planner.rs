@@ -378,6 +378,7 @@ mod tests {
             draws: vec![1; k],
             modulus: 1000,
             offset: 0,
+            offset_max: None,
             skip_min,
             skip_max,
             threshold: Threshold::parse("0.5").unwrap(),

@@ -5,7 +5,8 @@
 //! reverse one for reverse-only jobs. Bidirectional jobs add `forward_rate`, `reverse_rate`,
 //! their `mean_rate`, and the reverse pass's `reverse_matches` and `reverse_best_skip`;
 //! variable-skip jobs add `strategy` and `skip_pattern` (and `reverse_strategy` /
-//! `reverse_skip_pattern` when bidirectional).
+//! `reverse_skip_pattern` when bidirectional). Jobs that search an offset range add
+//! `best_offset` (and `reverse_best_offset`): the offset of the best (offset, skip).
 //!
 //! Correlation / analysis jobs ([`AnalysisResults`]) print, as JSON, one object
 //! `{"job_id", "kind", "summary", "flagged"}`: `summary` is the sum of every chunk's summary
@@ -46,6 +47,10 @@ pub struct ResultRow {
     pub reverse_strategy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reverse_skip_pattern: Option<Vec<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverse_best_offset: Option<u64>,
 }
 
 /// Why a stored survivor cannot be shown (a record without the pass its job asked for).
@@ -88,6 +93,8 @@ pub fn row(survivor: &Survivor, direction: Direction) -> Result<ResultRow, Missi
         skip_pattern: primary.skip_pattern.clone(),
         reverse_strategy: None,
         reverse_skip_pattern: None,
+        best_offset: primary.best_offset,
+        reverse_best_offset: None,
     };
     if let Some(rev) = secondary {
         let (f, b) = (primary.match_rate(), rev.match_rate());
@@ -98,6 +105,7 @@ pub fn row(survivor: &Survivor, direction: Direction) -> Result<ResultRow, Missi
         r.reverse_best_skip = rev.best_skip;
         r.reverse_strategy = rev.strategy;
         r.reverse_skip_pattern = rev.skip_pattern;
+        r.reverse_best_offset = rev.best_offset;
     }
     Ok(r)
 }
@@ -115,7 +123,7 @@ pub fn rows(survivors: &[Survivor], direction: Direction) -> Result<Vec<ResultRo
     Ok(out)
 }
 
-pub const CSV_HEADER: &str = "seed,matches,total,match_rate,best_skip,forward_rate,reverse_rate,mean_rate,reverse_matches,reverse_best_skip,strategy,skip_pattern,reverse_strategy,reverse_skip_pattern";
+pub const CSV_HEADER: &str = "seed,matches,total,match_rate,best_skip,forward_rate,reverse_rate,mean_rate,reverse_matches,reverse_best_skip,strategy,skip_pattern,reverse_strategy,reverse_skip_pattern,best_offset,reverse_best_offset";
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(|x| x.to_string()).unwrap_or_default()
@@ -135,7 +143,7 @@ fn pattern(p: &Option<Vec<u32>>) -> String {
 
 pub fn csv_line(r: &ResultRow) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         r.seed,
         r.matches,
         r.total,
@@ -150,6 +158,8 @@ pub fn csv_line(r: &ResultRow) -> String {
         pattern(&r.skip_pattern),
         opt(&r.reverse_strategy),
         pattern(&r.reverse_skip_pattern),
+        opt(&r.best_offset),
+        opt(&r.reverse_best_offset),
     )
 }
 
@@ -295,6 +305,7 @@ mod tests {
             matches,
             total,
             best_skip,
+            best_offset: None,
             strategy: None,
             skip_pattern: None,
         }
@@ -310,12 +321,32 @@ mod tests {
         let out = rows(&[s(9), s(2), s(9)], Direction::Forward).unwrap();
         assert_eq!(out.iter().map(|r| r.seed).collect::<Vec<_>>(), vec![2, 9]);
         assert_eq!(out[0].match_rate, 0.75);
-        assert_eq!(csv_line(&out[0]), "2,3,4,0.75,1,,,,,,,,,");
+        assert_eq!(csv_line(&out[0]), "2,3,4,0.75,1,,,,,,,,,,,");
         let json = serde_json::to_value(&out[0]).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"seed": 2, "matches": 3, "total": 4, "match_rate": 0.75, "best_skip": 1})
         );
+    }
+
+    #[test]
+    fn offset_range_rows_name_the_best_offsets() {
+        let mut f = pass(4, 4, Some(2));
+        f.best_offset = Some(37);
+        let mut b = pass(3, 4, Some(0));
+        b.best_offset = Some(40);
+        let r = row(
+            &Survivor {
+                seed: 8,
+                forward: Some(f),
+                reverse: Some(b),
+            },
+            Direction::Bidirectional,
+        )
+        .unwrap();
+        assert_eq!((r.best_offset, r.reverse_best_offset), (Some(37), Some(40)));
+        assert!(csv_line(&r).ends_with(",37,40"), "{}", csv_line(&r));
+        assert_eq!(serde_json::to_value(&r).unwrap()["best_offset"], 37);
     }
 
     #[test]
@@ -354,7 +385,7 @@ mod tests {
         };
         let r = row(&s, Direction::Reverse).unwrap();
         assert_eq!(r.strategy.as_deref(), Some("strict_continuous"));
-        assert_eq!(csv_line(&r), "1,3,3,1,,,,,,,strict_continuous,1 2 2,,");
+        assert_eq!(csv_line(&r), "1,3,3,1,,,,,,,strict_continuous,1 2 2,,,,");
         assert!(to_csv(&[r]).starts_with("seed,matches,total,match_rate,best_skip,"));
     }
 

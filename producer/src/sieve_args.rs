@@ -61,6 +61,10 @@ pub struct SieveArgs {
     /// Generator outputs discarded before draw 0 (applied once).
     #[arg(long, default_value_t = 0)]
     pub offset: u64,
+    /// Search every offset from --offset to this one in one pass over each seed's stream;
+    /// results name the best offset.
+    #[arg(long)]
+    pub offset_max: Option<u64>,
     #[arg(long, default_value_t = 0)]
     pub skip_min: u32,
     #[arg(long, default_value_t = 20)]
@@ -368,6 +372,7 @@ impl SieveArgs {
             draws: window,
             modulus: self.modulus,
             offset: self.offset,
+            offset_max: self.offset_max,
             skip_min: self.skip_min,
             skip_max: self.skip_max,
             threshold,

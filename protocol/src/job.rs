@@ -99,11 +99,13 @@ fn family_of_value(v: &serde_json::Value) -> Option<String> {
 }
 
 /// Work units of one seed of a sieve: draw comparisons, `k x skip span` for constant skip and
-/// `k x sum of min(2*tolerance+1, span)` over the strategies for variable skip. Learned
+/// `k x sum of min(2*tolerance+1, span)` over the strategies for variable skip, times the
+/// number of offsets of an offset range. Learned
 /// throughput is kept in these units per second, so one measurement sizes chunks for any window
 /// and skip range. (The producer's planner and the consumer's EMA samples both use this.)
 pub fn sieve_work_per_seed(spec: &SieveSpec) -> f64 {
-    let k = spec.k() as f64;
+    // Every offset of a range multiplies the tests (the stream itself is generated once).
+    let k = spec.k() as f64 * (spec.last_offset() - spec.offset + 1) as f64;
     let span = (spec.skip_max as u64 - spec.skip_min as u64 + 1) as f64;
     match &spec.skip_mode {
         seedq_core::SkipMode::Constant => k * span,
@@ -251,8 +253,12 @@ impl Job {
                 "{chunks} chunks is too many: use a larger chunk size"
             ))
         })?;
+        let v = match &spec {
+            JobSpec::Sieve(s) if s.offset_max.is_some() => crate::OFFSET_RANGE_VERSION,
+            _ => PROTOCOL_VERSION,
+        };
         let job = Job {
-            v: PROTOCOL_VERSION,
+            v,
             job_id: job_id.into(),
             spec,
             seeds: Some(seeds),
@@ -293,6 +299,8 @@ impl Job {
         let seeds = self.chunk_seeds(index)?;
         let mut msg = crate::ChunkMessage::new(self.job_id.clone(), self.kind(), index, seeds);
         msg.epoch = self.epoch;
+        // The job's version: a build that cannot run the job refuses its chunks too.
+        msg.v = self.v;
         Some(msg)
     }
 
@@ -497,6 +505,7 @@ mod tests {
             draws: vec![1, 2, 3, 4],
             modulus: 1000,
             offset: 0,
+            offset_max: None,
             skip_min: 0,
             skip_max: 3,
             threshold: Threshold::parse("0.5").unwrap(),

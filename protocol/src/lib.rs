@@ -65,8 +65,16 @@ pub use script::{ScriptJob, ScriptOutput, ScriptResult};
 pub use status::{FailureEvent, JobProgress, NodeHeartbeat, SeedRecord, SlotState};
 pub use topology::{headers, Topology};
 
-/// Version written in the `v` field of every message this build produces.
+/// Version written in the `v` field of every message this build produces, but for the jobs of
+/// [`OFFSET_RANGE_VERSION`].
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The `v` of a sieve job that searches an offset range: a build that only knows version 1
+/// would ignore `offset_max` and search one offset, so it must refuse the job instead.
+pub const OFFSET_RANGE_VERSION: u32 = 2;
+
+/// Highest `v` this build reads.
+pub const MAX_READ_VERSION: u32 = OFFSET_RANGE_VERSION;
 
 /// Namespace used when none is given (`--namespace` / `SEEDQ_NAMESPACE`).
 pub const DEFAULT_NAMESPACE: &str = "seedq";
@@ -83,8 +91,8 @@ pub enum ProtocolError {
     /// The body is not JSON of the expected shape (syntax, missing field, wrong type).
     #[error("malformed message: {0}")]
     Malformed(#[from] serde_json::Error),
-    /// The `v` field is above [`PROTOCOL_VERSION`]: written by a newer build.
-    #[error("message version {found} is newer than this build understands (max {PROTOCOL_VERSION}); upgrade this binary")]
+    /// The `v` field is above [`MAX_READ_VERSION`]: written by a newer build.
+    #[error("message version {found} is newer than this build understands (max {MAX_READ_VERSION}); upgrade this binary")]
     UnsupportedVersion {
         /// The `v` the message carries.
         found: u32,
@@ -108,7 +116,7 @@ pub enum ProtocolError {
 
 /// Refuses messages from a newer protocol major version.
 pub fn check_version(v: u32) -> Result<(), ProtocolError> {
-    if v > PROTOCOL_VERSION {
+    if v > MAX_READ_VERSION {
         return Err(ProtocolError::UnsupportedVersion { found: v });
     }
     Ok(())
@@ -180,6 +188,7 @@ mod tests {
     #[test]
     fn versions() {
         assert!(check_version(1).is_ok());
-        assert!(check_version(PROTOCOL_VERSION + 1).is_err());
+        assert!(check_version(OFFSET_RANGE_VERSION).is_ok());
+        assert!(check_version(MAX_READ_VERSION + 1).is_err());
     }
 }

@@ -9,6 +9,7 @@
 //!   varint (seed - previous seed - 1)          (records 2..n: seeds strictly increase)
 //!   per pass the job runs (forward, then reverse):
 //!     varint matches
+//!     with an offset range: varint (best_offset - offset)
 //!     constant skip: varint best_skip
 //!     variable skip: varint strategy index (in the spec's order) · k varints skip pattern
 //! ```
@@ -54,6 +55,9 @@ pub struct RecordShape {
     forward: bool,
     reverse: bool,
     k: u32,
+    /// `Some(offset)` when the job searches an offset range: records carry their best offset,
+    /// stored relative to this smallest one.
+    offsets: Option<u64>,
     /// `Some` for variable skip: the strategy names in the spec's order.
     strategies: Option<Vec<String>>,
 }
@@ -65,6 +69,7 @@ impl RecordShape {
             forward: spec.direction != Direction::Reverse,
             reverse: spec.direction != Direction::Forward,
             k: spec.k() as u32,
+            offsets: spec.offset_max.map(|_| spec.offset),
             strategies: match &spec.skip_mode {
                 SkipMode::Constant => None,
                 SkipMode::Variable { strategies } => {
@@ -113,6 +118,16 @@ fn encode_record(shape: &RecordShape, s: &Survivor, out: &mut Vec<u8>) -> Result
             what: "a pass the job runs is missing",
         })?;
         put_varint(out, pass.matches as u64);
+        if let Some(first) = shape.offsets {
+            let best = pass
+                .best_offset
+                .filter(|&o| o >= first)
+                .ok_or(CodecError::Shape {
+                    seed: s.seed,
+                    what: "an offset-range job's result without a best_offset in its range",
+                })?;
+            put_varint(out, best - first);
+        }
         match &shape.strategies {
             None => put_varint(
                 out,
@@ -225,9 +240,18 @@ pub fn decode(shape: &RecordShape, piece: &[u8]) -> Result<Vec<Survivor>, CodecE
                 matches,
                 total: shape.k,
                 best_skip: None,
+                best_offset: None,
                 strategy: None,
                 skip_pattern: None,
             };
+            if let Some(first) = shape.offsets {
+                let rel = get_varint(piece, &mut pos)?;
+                pass.best_offset = Some(
+                    first
+                        .checked_add(rel)
+                        .ok_or(CodecError::Corrupt("best offset overflows u64"))?,
+                );
+            }
             match &shape.strategies {
                 None => pass.best_skip = Some(get_varint(piece, &mut pos)? as u32),
                 Some(names) => {
@@ -336,6 +360,7 @@ mod tests {
             draws: vec![1, 2, 3, 4],
             modulus: 10,
             offset: 0,
+            offset_max: None,
             skip_min: 0,
             skip_max: 5,
             threshold: Threshold::parse("0.5").unwrap(),
@@ -356,6 +381,7 @@ mod tests {
             matches,
             total: 4,
             best_skip: (!variable).then_some(salt % 6),
+            best_offset: None,
             strategy: variable.then(|| Strategy::presets()[salt as usize % 5].name.clone()),
             skip_pattern: variable.then(|| vec![salt % 6, 1, 0, 5]),
         }
@@ -398,6 +424,35 @@ mod tests {
                 }
                 assert_eq!(back, records, "{direction:?} variable {variable}");
             }
+        }
+    }
+
+    #[test]
+    fn offset_range_records_carry_their_best_offset() {
+        for variable in [false, true] {
+            let mut s = spec(Direction::Bidirectional, variable);
+            s.offset = 1000;
+            s.offset_max = Some(1100);
+            let shape = RecordShape::of(&s);
+            let mut records = survivors(Direction::Bidirectional, variable, 5_000, 7);
+            for (i, r) in records.iter_mut().enumerate() {
+                r.forward.as_mut().unwrap().best_offset = Some(1000 + i as u64 % 101);
+                r.reverse.as_mut().unwrap().best_offset = Some(1100 - i as u64 % 13);
+            }
+            let back: Vec<Survivor> = encode(&shape, &records)
+                .unwrap()
+                .iter()
+                .flat_map(|p| decode(&shape, p).unwrap())
+                .collect();
+            assert_eq!(back, records);
+            // A result without its offset, or below the range, does not fit the job.
+            records[3].forward.as_mut().unwrap().best_offset = None;
+            assert!(matches!(
+                encode(&shape, &records),
+                Err(CodecError::Shape { .. })
+            ));
+            records[3].forward.as_mut().unwrap().best_offset = Some(999);
+            assert!(encode(&shape, &records).is_err());
         }
     }
 

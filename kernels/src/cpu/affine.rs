@@ -445,6 +445,8 @@ fn chunk_body<F: AffineFam, const SHIFTED: bool, const AVX512: bool>(
                     seed: start + idx as u64,
                     matches: b[l],
                     best_skip: bs[l],
+                    // The affine engine runs one offset: the pass sets it.
+                    best_offset: 0,
                 });
             }
         }

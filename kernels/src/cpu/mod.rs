@@ -213,11 +213,12 @@ fn ordered_chunks<S: Send, T: Send>(
     out
 }
 
-fn pass_result(hit: &Hit, k: u32) -> PassResult {
+fn pass_result(hit: &Hit, k: u32, ranged: bool) -> PassResult {
     PassResult {
         matches: hit.matches,
         total: k,
         best_skip: Some(hit.best_skip),
+        best_offset: ranged.then_some(hit.best_offset),
         strategy: None,
         skip_pattern: None,
     }
@@ -226,13 +227,15 @@ fn pass_result(hit: &Hit, k: u32) -> PassResult {
 impl CpuBackend {
     fn constant_skip(&self, spec: &SieveSpec, seeds: &Seeds) -> Vec<Survivor> {
         let k = spec.k() as u32;
+        let ranged = spec.offset_max.is_some();
+        let pass_result = |h: &Hit| pass_result(h, k, ranged);
         match spec.direction {
             Direction::Forward => self
                 .pass(spec, false, seeds)
                 .iter()
                 .map(|h| Survivor {
                     seed: h.seed,
-                    forward: Some(pass_result(h, k)),
+                    forward: Some(pass_result(h)),
                     reverse: None,
                 })
                 .collect(),
@@ -242,7 +245,7 @@ impl CpuBackend {
                 .map(|h| Survivor {
                     seed: h.seed,
                     forward: None,
-                    reverse: Some(pass_result(h, k)),
+                    reverse: Some(pass_result(h)),
                 })
                 .collect(),
             Direction::Bidirectional => {
@@ -261,8 +264,8 @@ impl CpuBackend {
                     let fh = f.next().expect("reverse survivors are forward survivors");
                     out.push(Survivor {
                         seed: r.seed,
-                        forward: Some(pass_result(fh, k)),
-                        reverse: Some(pass_result(r, k)),
+                        forward: Some(pass_result(fh)),
+                        reverse: Some(pass_result(r)),
                     });
                 }
                 out
@@ -280,33 +283,75 @@ impl CpuBackend {
             skip_min: spec.skip_min,
             skip_max: spec.skip_max,
             offset: spec.offset,
+            offset_max: spec.last_offset(),
         };
+        if ctx.offset_max > ctx.offset {
+            if self.simd != SimdLevel::Scalar {
+                if let Some(hits) = self.fast_pass(spec, &ctx, seeds) {
+                    return hits;
+                }
+            }
+            return self.pass_per_offset(spec, reverse, seeds);
+        }
+        let mut hits = self.single_offset_pass(spec, &ctx, reverse, seeds);
+        for h in &mut hits {
+            h.best_offset = spec.offset;
+        }
+        hits
+    }
+
+    /// An offset range one offset at a time (when the shared-stream engine cannot take it: the
+    /// scalar level, or a plan too large to hold), keeping per seed the best, earliest offset.
+    fn pass_per_offset(&self, spec: &SieveSpec, reverse: bool, seeds: &Seeds) -> Vec<Hit> {
+        let mut best: std::collections::BTreeMap<u64, Hit> = Default::default();
+        for offset in spec.offsets() {
+            let one = SieveSpec {
+                offset,
+                offset_max: None,
+                ..spec.clone()
+            };
+            for h in self.pass(&one, reverse, seeds) {
+                let e = best.entry(h.seed).or_insert(h);
+                if h.matches > e.matches {
+                    *e = h;
+                }
+            }
+        }
+        best.into_values().collect()
+    }
+
+    /// A pass at the one offset `ctx.offset`.
+    fn single_offset_pass(
+        &self,
+        spec: &SieveSpec,
+        ctx: &PassCtx,
+        reverse: bool,
+        seeds: &Seeds,
+    ) -> Vec<Hit> {
         if self.shortcuts {
             if let Seeds::Range(start, end) = *seeds {
-                if let Some(candidates) = shortcut::candidates(spec, &ctx, reverse, start, end) {
+                if let Some(candidates) = shortcut::candidates(spec, ctx, reverse, start, end) {
                     let list = Seeds::List(candidates);
-                    return with_gen(
-                        &spec.family,
-                        ScalarVisitor {
-                            ctx: &ctx,
-                            seeds: &list,
-                        },
-                    );
+                    return with_gen(&spec.family, ScalarVisitor { ctx, seeds: &list });
                 }
             }
         }
         if self.simd != SimdLevel::Scalar {
-            if let Some(hits) = self.fast_pass(spec, &ctx, seeds) {
+            if let Some(hits) = self.fast_pass(spec, ctx, seeds) {
                 return hits;
             }
         }
-        with_gen(&spec.family, ScalarVisitor { ctx: &ctx, seeds })
+        with_gen(&spec.family, ScalarVisitor { ctx, seeds })
     }
 
     /// The SIMD engines, or `None` when none applies to this family and job.
     fn fast_pass(&self, spec: &SieveSpec, ctx: &PassCtx, seeds: &Seeds) -> Option<Vec<Hit>> {
         let nskips = (ctx.skip_max - ctx.skip_min) as u64 + 1;
         let level = self.simd;
+        let ranged = ctx.offset_max > ctx.offset;
+        if ranged {
+            return self.shared_pass(spec, ctx, seeds);
+        }
         if let Seeds::Range(start, end) = *seeds {
             if nskips * ctx.k() as u64 <= AffinePlan::<JavaAff>::MAX_ENTRIES {
                 match spec.family.params() {
@@ -355,35 +400,41 @@ impl CpuBackend {
         if nskips > 1 << 16 {
             return None;
         }
-        // Lanes recompute the stream per skip; the scalar evaluator shares it between skips.
-        // Prefer lanes unless that recomputation costs more than the SIMD width gains.
-        let k = ctx.k() as u64;
-        let per_skip: u64 = ctx.skips().map(|t| ctx.offset + (t as u64 + 1) * k).sum();
-        let shared = ctx.offset + (ctx.skip_max as u64 + 1) * k + nskips * k;
-        let stepping_ok = per_skip <= 8 * shared;
-        let top = spec.max_output_index() as u64;
+        // Stepping families and philox share one stream between skips; the LCG-type families
+        // jump per draw, which costs the same per skip and exits earlier.
+        let top = spec.max_output_index();
+        let stepping = !matches!(
+            spec.family.params(),
+            FamilyParams::Pcg32 { .. }
+                | FamilyParams::JavaLcg { .. }
+                | FamilyParams::Lcg32 { .. }
+                | FamilyParams::Minstd { .. }
+        );
+        if stepping && (nskips > 1 || top > lanes::MtL::<64>::MAX_OUTPUT as u128) {
+            if let Some(hits) = self.shared_pass(spec, ctx, seeds) {
+                return Some(hits);
+            }
+        }
         match spec.family.params() {
-            FamilyParams::Xorshift32 { a, b, c } if stepping_ok => Some(lane_pass::<_, 32>(
+            FamilyParams::Xorshift32 { a, b, c } => Some(lane_pass::<_, 32>(
                 level,
                 lanes::Xs32L::new(a, b, c),
                 ctx,
                 seeds,
             )),
-            FamilyParams::Xorshift64 if stepping_ok => {
+            FamilyParams::Xorshift64 => {
                 Some(lane_pass::<_, 16>(level, lanes::Xs64L::new(), ctx, seeds))
             }
-            FamilyParams::Xorshift128 if stepping_ok => {
+            FamilyParams::Xorshift128 => {
                 Some(lane_pass::<_, 32>(level, lanes::Xs128L::new(), ctx, seeds))
             }
-            FamilyParams::Xoshiro256pp if stepping_ok => Some(lane_pass::<_, 16>(
+            FamilyParams::Xoshiro256pp => Some(lane_pass::<_, 16>(
                 level,
                 lanes::XoshiroL::new(),
                 ctx,
                 seeds,
             )),
-            FamilyParams::Sfc64 if stepping_ok => {
-                Some(lane_pass::<_, 16>(level, lanes::SfcL::new(), ctx, seeds))
-            }
+            FamilyParams::Sfc64 => Some(lane_pass::<_, 16>(level, lanes::SfcL::new(), ctx, seeds)),
             FamilyParams::Pcg32 { inc, mult } => Some(lane_pass::<_, 16>(
                 level,
                 lanes::PcgL::new(inc, mult),
@@ -405,12 +456,77 @@ impl CpuBackend {
             FamilyParams::Minstd { a, m } => {
                 lanes::Lcg31L::new(a, 0, m, true).map(|g| lane_pass::<_, 16>(level, g, ctx, seeds))
             }
-            FamilyParams::Mt19937 if top <= lanes::MtL::<64>::MAX_OUTPUT => {
-                Some(lane_pass::<_, 64>(level, lanes::MtL::new(top), ctx, seeds))
-            }
-            _ => None,
+            FamilyParams::Mt19937 if top <= lanes::MtL::<64>::MAX_OUTPUT as u128 => Some(
+                lane_pass::<_, 64>(level, lanes::MtL::new(top as u64), ctx, seeds),
+            ),
+            FamilyParams::Mt19937 => None,
         }
     }
+
+    /// The shared-stream engine (one stream per seed for every skip and offset of the pass), or
+    /// `None` when no lane generator serves the family or its plan is too large.
+    fn shared_pass(&self, spec: &SieveSpec, ctx: &PassCtx, seeds: &Seeds) -> Option<Vec<Hit>> {
+        let level = self.simd;
+        let top = spec.max_output_index();
+        match spec.family.params() {
+            FamilyParams::Xorshift32 { a, b, c } => {
+                shared_lanes::<_, 32>(level, lanes::Xs32L::new(a, b, c), ctx, seeds)
+            }
+            FamilyParams::Xorshift64 => {
+                shared_lanes::<_, 16>(level, lanes::Xs64L::new(), ctx, seeds)
+            }
+            FamilyParams::Xorshift128 => {
+                shared_lanes::<_, 32>(level, lanes::Xs128L::new(), ctx, seeds)
+            }
+            FamilyParams::Xoshiro256pp => {
+                shared_lanes::<_, 16>(level, lanes::XoshiroL::new(), ctx, seeds)
+            }
+            FamilyParams::Sfc64 => shared_lanes::<_, 16>(level, lanes::SfcL::new(), ctx, seeds),
+            FamilyParams::Philox4x32 => {
+                shared_lanes::<_, 16>(level, lanes::PhiloxL::new(), ctx, seeds)
+            }
+            FamilyParams::Pcg32 { inc, mult } => {
+                shared_lanes::<_, 16>(level, lanes::PcgL::new(inc, mult), ctx, seeds)
+            }
+            FamilyParams::JavaLcg { a, c } => {
+                shared_lanes::<_, 16>(level, lanes::JavaL::new(a, c), ctx, seeds)
+            }
+            FamilyParams::Lcg32 { a, c, m } => lanes::Lcg31L::new(a, c, m, false)
+                .and_then(|g| shared_lanes::<_, 16>(level, g, ctx, seeds)),
+            FamilyParams::Minstd { a, m } => lanes::Lcg31L::new(a, 0, m, true)
+                .and_then(|g| shared_lanes::<_, 16>(level, g, ctx, seeds)),
+            FamilyParams::Mt19937 if top <= lanes::MtL::<64>::MAX_OUTPUT as u128 => {
+                shared_lanes::<_, 64>(level, lanes::MtL::new(top as u64), ctx, seeds)
+            }
+            // The full state is 624 words per lane: 8 lanes (20 KB) stay in L1 beside the plan;
+            // AVX-512 takes 16 (40 KB) to fill its registers.
+            FamilyParams::Mt19937 if level == SimdLevel::Avx512 => {
+                shared_lanes::<_, 16>(level, lanes::MtFullL::new(), ctx, seeds)
+            }
+            FamilyParams::Mt19937 => shared_lanes::<_, 8>(level, lanes::MtFullL::new(), ctx, seeds),
+        }
+    }
+}
+
+/// The shared-stream engine over a seed set, in parallel, or `None` when the plan is too large.
+fn shared_lanes<G: Lanes<L>, const L: usize>(
+    level: SimdLevel,
+    proto: G,
+    ctx: &PassCtx,
+    seeds: &Seeds,
+) -> Option<Vec<Hit>> {
+    let plan = lanes::SharedCtx::new(&proto, ctx)?;
+    let size = (seeds.len() / (rayon::current_num_threads() as u64 * 16)).clamp(L as u64, 1 << 16);
+    let size = size.next_multiple_of(L as u64);
+    Some(ordered_chunks(
+        seeds.len().div_ceil(size),
+        || (proto.clone(), plan.rows::<L>()),
+        |(g, cnt), ci| {
+            let mut out = Vec::new();
+            lanes::run_shared(level, g, &plan, cnt, seeds.chunk(ci, size), &mut out);
+            out
+        },
+    ))
 }
 
 fn lane_pass<G: Lanes<L>, const L: usize>(

@@ -21,7 +21,10 @@ pub(crate) struct PassCtx {
     pub need: u32,
     pub skip_min: u32,
     pub skip_max: u32,
+    /// The smallest offset; `offset_max` the largest (equal without an offset range). Only the
+    /// lane engines' shared stream searches a range; other paths get one offset at a time.
     pub offset: u64,
+    pub offset_max: u64,
 }
 
 impl PassCtx {
@@ -39,12 +42,13 @@ impl PassCtx {
     }
 }
 
-/// A survivor of one pass: its best match count and the smallest skip reaching it.
+/// A survivor of one pass: its best match count and the smallest (offset, skip) reaching it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hit {
     pub seed: u64,
     pub matches: u32,
     pub best_skip: u32,
+    pub best_offset: u64,
 }
 
 /// Longest output stream kept per seed for sharing between skips.
@@ -165,6 +169,7 @@ impl<'a, G: Gen> ScalarPass<'a, G> {
             seed,
             matches: best,
             best_skip,
+            best_offset: ctx.offset,
         })
     }
 

@@ -247,6 +247,23 @@ pub fn run_pass(
     reverse: bool,
     seeds: &SeedSet,
 ) -> Result<Vec<u64>, SieveError> {
+    if spec.offset_max.is_some_and(|m| m > spec.offset) {
+        // A seed survives an offset range when it survives at one of its offsets; `complete`
+        // then finds its best (offset, skip) on the host. One launch series per offset: exact,
+        // and each offset's launches run the shared-stream kernels.
+        let mut survivors = Vec::new();
+        for offset in spec.offsets() {
+            let one = SieveSpec {
+                offset,
+                offset_max: None,
+                ..spec.clone()
+            };
+            survivors.extend(run_pass(launcher, &one, reverse, seeds)?);
+        }
+        survivors.sort_unstable();
+        survivors.dedup();
+        return Ok(survivors);
+    }
     // Exact searches of GF(2)-linear families: solve for the few candidates instead of trying
     // every seed (the kernel then verifies them).
     let prefiltered = linear::candidates(spec, reverse, seeds);

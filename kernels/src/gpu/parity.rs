@@ -76,6 +76,7 @@ pub fn forward_spec(
         draws,
         modulus,
         offset,
+        offset_max: None,
         skip_min: skips.0,
         skip_max: skips.1,
         threshold: Threshold::parse(threshold).expect("literal"),
@@ -165,6 +166,7 @@ pub fn cases(scale: u64) -> Vec<ParityCase> {
             modulus: 2,
             threshold: Threshold::parse("0.6").expect("literal"),
             offset: 0,
+            offset_max: None,
             skip_max: 1,
             ..spec
         };

@@ -140,6 +140,7 @@ impl GpuRuntime {
             draws,
             modulus: 1000,
             offset: 0,
+            offset_max: None,
             skip_min: 0,
             skip_max: 0,
             threshold: Threshold::parse("1").unwrap(),

@@ -22,6 +22,7 @@ pub fn spec(
         draws,
         modulus: 1000,
         offset,
+        offset_max: None,
         skip_min,
         skip_max,
         threshold: Threshold::parse(threshold).unwrap(),

@@ -75,6 +75,7 @@ mod tests {
             draws,
             modulus: 1000,
             offset: 0,
+            offset_max: None,
             skip_min: 0,
             skip_max: 3,
             threshold: Threshold::parse("0.5").unwrap(),

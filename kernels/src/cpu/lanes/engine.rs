@@ -164,6 +164,7 @@ fn block<G: Lanes<L>, const L: usize>(
                 seed: seeds[l],
                 matches: best[l],
                 best_skip: best_skip[l],
+                best_offset: c.offset,
             });
         }
     }

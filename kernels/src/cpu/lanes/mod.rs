@@ -10,9 +10,10 @@
 //! best count (which starts at `need - 1`): with threshold 1.0 a block usually ends after one
 //! output. Survivors carry their exact best count and smallest best skip.
 //!
-//! Modules: [`engine`] (the block loop and its three compilations), then the lane generators
-//! by kind: [`stepping`] (xorshift32/64/128, xoshiro256++, sfc64), [`lcg`] (pcg32, java_lcg,
-//! lcg32/minstd), [`philox`] and [`mt`] (mt19937's partial state).
+//! Modules: [`engine`] (the per-skip block loop and its three compilations), [`shared`] (the
+//! shared-stream block loop: one stream per seed for every skip and offset), then the lane
+//! generators by kind: [`stepping`] (xorshift32/64/128, xoshiro256++, sfc64), [`lcg`] (pcg32,
+//! java_lcg, lcg32/minstd), [`philox`] and [`mt`] (mt19937's partial and full state).
 
 // Lane loops index several same-length arrays by lane on purpose: that is the shape LLVM
 // vectorises best.
@@ -141,6 +142,7 @@ pub(crate) struct LaneCtx<W: Word, J> {
     test: W::Test,
     need: u32,
     skip_min: u32,
+    offset: u64,
     starts: Vec<J>,
     steps: Vec<J>,
 }
@@ -167,6 +169,7 @@ impl<W: Word, J: Copy> LaneCtx<W, J> {
             test: W::test(ctx.modulus),
             need: ctx.need,
             skip_min: ctx.skip_min,
+            offset: ctx.offset,
             starts: ctx
                 .skips()
                 .map(|t| proto.jump_for(ctx.offset + t as u64))
@@ -202,10 +205,12 @@ mod engine;
 mod lcg;
 mod mt;
 mod philox;
+mod shared;
 mod stepping;
 
 pub(crate) use engine::run;
 pub(crate) use lcg::{JavaL, Lcg31L, PcgL};
-pub(crate) use mt::MtL;
+pub(crate) use mt::{MtFullL, MtL};
 pub(crate) use philox::PhiloxL;
+pub(crate) use shared::{run_shared, SharedCtx};
 pub(crate) use stepping::{SfcL, XoshiroL, Xs128L, Xs32L, Xs64L};

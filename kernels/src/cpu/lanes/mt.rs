@@ -106,3 +106,118 @@ impl<const L: usize> MtL<L> {
         }
     }
 }
+
+/// Words of the MT19937 state.
+const MT_N: usize = 624;
+/// The twist's middle offset.
+const MT_M: usize = 397;
+
+/// MT19937 with its whole 624-word state per lane, for windows past output 226.
+///
+/// The state of a lane group (624 × `L` words: 20 KB at 8 lanes) stays in L1. The twist is
+/// done lazily, one word per output, in order: new word `i` reads words `i + 1` (still of the
+/// old generation, or new word 0 for `i = 623`) and `i + 397` (old for `i < 227`, already new
+/// after), exactly what the in-place twist of the whole state reads, so the outputs are the
+/// reference's. Output `n` is the tempered word `n mod 624` of generation `n / 624 + 1`.
+#[derive(Clone)]
+pub(crate) struct MtFullL<const L: usize> {
+    mt: Vec<[u32; L]>,
+    seeds: [u32; L],
+    /// Next word to twist and output.
+    pos: usize,
+    /// Whether `mt` is the freshly seeded state (nothing consumed since `prepare`).
+    fresh: bool,
+}
+
+impl<const L: usize> MtFullL<L> {
+    pub fn new() -> Self {
+        MtFullL {
+            mt: vec![[0; L]; MT_N],
+            seeds: [0; L],
+            pos: 0,
+            fresh: false,
+        }
+    }
+
+    /// `init_genrand` of every lane.
+    #[inline(always)]
+    fn seed_state(&mut self) {
+        let mut x = self.seeds;
+        self.mt[0] = x;
+        for i in 1..MT_N {
+            for l in 0..L {
+                x[l] = MT_INIT_MULTIPLIER
+                    .wrapping_mul(x[l] ^ (x[l] >> 30))
+                    .wrapping_add(i as u32);
+            }
+            self.mt[i] = x;
+        }
+        self.pos = 0;
+        self.fresh = true;
+    }
+
+    /// Twists word `pos` in place and moves on: the untempered new word.
+    #[inline(always)]
+    fn twist_one(&mut self) -> [u32; L] {
+        let i = self.pos;
+        let i1 = if i + 1 == MT_N { 0 } else { i + 1 };
+        let im = if i + MT_M < MT_N {
+            i + MT_M
+        } else {
+            i + MT_M - MT_N
+        };
+        let (a, b, h) = (self.mt[i], self.mt[i1], self.mt[im]);
+        let mut v = [0u32; L];
+        for l in 0..L {
+            let y = (a[l] & 0x8000_0000) | (b[l] & 0x7FFF_FFFF);
+            v[l] = h[l] ^ (y >> 1) ^ ((y & 1).wrapping_neg() & MT_MATRIX_A);
+        }
+        self.mt[i] = v;
+        self.pos = i1;
+        self.fresh = false;
+        v
+    }
+}
+
+impl<const L: usize> Lanes<L> for MtFullL<L> {
+    type W = u32;
+    type J = u64;
+    #[inline(always)]
+    fn prepare(&mut self, seeds: &[u64; L]) {
+        for l in 0..L {
+            self.seeds[l] = seeds[l] as u32;
+        }
+        self.seed_state();
+    }
+    #[inline(always)]
+    fn prepare_range(&mut self, start: u64) {
+        for l in 0..L {
+            self.seeds[l] = (start as u32).wrapping_add(l as u32);
+        }
+        self.seed_state();
+    }
+    #[inline(always)]
+    fn restart(&mut self) {
+        if !self.fresh {
+            self.seed_state();
+        }
+    }
+    #[inline(always)]
+    fn next(&mut self) -> [u32; L] {
+        let v = self.twist_one();
+        let mut out = [0u32; L];
+        for l in 0..L {
+            out[l] = crate::cpu::gen::temper(v[l]);
+        }
+        out
+    }
+    fn jump_for(&self, n: u64) -> u64 {
+        n
+    }
+    #[inline(always)]
+    fn jump(&mut self, n: &u64) {
+        for _ in 0..*n {
+            self.twist_one();
+        }
+    }
+}
