@@ -321,10 +321,13 @@ def loop_costs(insts, labels, target_of, tags, amd=False):
         for b in body - inner:
             for i in range(blocks[b][0], blocks[b][1] + 1):
                 per_line[insts[i].line] += 1
-        found = [(per_line[ln], name) for ln, name in tags.items()
-                 if name not in ("rare", "NAME", "hit") and name not in tagged and per_line.get(ln)]
-        if found:
-            tagged[max(found)[1]] = body
+        # A tag may sit on several lines: its weight is their instructions together.
+        weight = defaultdict(int)
+        for ln, name in tags.items():
+            if name not in ("rare", "NAME", "hit") and name not in tagged and per_line.get(ln):
+                weight[name] += per_line[ln]
+        if weight:
+            tagged[max(weight, key=lambda n: (weight[n], n))] = body
     costs = {}
     for name, body in tagged.items():
         nested = set()
@@ -336,6 +339,9 @@ def loop_costs(insts, labels, target_of, tags, amd=False):
         entries = [b for b in own_blocks
                    if any(insts[i].line in hit_lines for i in range(blocks[b][0], blocks[b][1] + 1))]
         entry = min(entries, key=lambda b: len(dom.get(b, ())), default=None)
+        # A path is a part of the loop: an entry dominating the whole loop is no split.
+        if entry is not None and all(entry in dom.get(b, ()) for b in own_blocks):
+            entry = None
         # A match's path: blocks mostly on `est:rare` lines, and every block they dominate.
         rare_entries = {b for b in own_blocks
                         if sum(1 for i in range(blocks[b][0], blocks[b][1] + 1) if insts[i].line in rare) * 2

@@ -798,7 +798,7 @@ SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
                 const u64 j = j0 + n; // est:hit
 #pragma unroll 1
                 do {
-                    if (r == seedq_ldg(at)) {
+                    if (r == seedq_ldg(at)) { // est:landing
                         u16* c = mine + (u32)(meta >> SEEDQ_LANDING_SKIP_SHIFT) * SEEDQ_MAX_BLOCK; // est:rare
                         const u32 cnt = (u32)*c + 1u; // est:rare
                         *c = (u16)cnt; // est:rare
@@ -903,19 +903,19 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
             for (u32 s = first_open; s < nskips; ++s) {
                 u32 i0 = next[s];
                 if (i0 >= k) continue; // this skip's window is done
-                const u64 step = (u64)p.skip_min + s + 1;
+                const u64 step = (u64)p.skip_min + s + 1; // est:mt_skip
                 const u64 base = p.offset + step - 1; // est:mt_skip (output of draw 0)
                 for (;;) {
                     const u32 i = i0 + lane;
                     const u64 j = base + (u64)i * step; // est:mt_round
-                    const bool in = i < k && j < end;
+                    const bool in = i < k && j < end; // est:mt_round
                     const u32 mask = seedq_ballot32(in);
                     if (in && res[j - start] == seedq_ldg(window + i)) {
                         seedq_atomic_add_shared_u32(count + s, 1u); // est:rare
                         hits = 1;
                     }
                     // The lanes in the block are a prefix: the next draw follows them.
-                    i0 += seedq_popc64(mask);
+                    i0 += seedq_popc64(mask); // est:mt_round
                     if (mask != 0xFFFFFFFFu) break;
                 }
                 if (lane == 0) next[s] = i0;
@@ -966,7 +966,7 @@ SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 c
 #pragma unroll
         for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) matches[j] = 0;
         for (u32 i = 0; i < k; ++i) { // est:lcg_draw
-            const u64 draw = seedq_ldg(window + i);
+            const u64 draw = seedq_ldg(window + i); // est:lcg_draw
             u32 o = base;
             u32 best_open = 0; // most matches among seeds still able and needing to survive
 #pragma unroll
@@ -978,7 +978,7 @@ SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 c
                 o = seedq_lcg32_addmod(o, inc, g.m);
             }
             if ((survived & valid) == valid) break;
-            if (best_open + (k - 1 - i) < need) break; // no open seed can reach need at this t
+            if (best_open + (k - 1 - i) < need) break; // est:lcg_draw (no open seed can reach need at this t)
             base = g.reduce((u64)gap.A * base + gap.C);
             inc = g.reduce((u64)gap.A * inc);
         }

@@ -465,3 +465,38 @@ fn every_reduction_path_matches_reference() {
         }
     }
 }
+
+/// Offset ranges (`offset_max`): every offset searched, best (offset, skip) per survivor, on
+/// the shared-stream, mt19937 and jump kernels (the driver runs the range offset by offset).
+#[test]
+fn offset_ranges_match_reference() {
+    let backend = ShimBackend {
+        initial_capacity: 2,
+        ..ShimBackend::default()
+    };
+    for family in [
+        Family::Mt19937,
+        Family::Xorshift32,
+        Family::Xoshiro256pp,
+        Family::Pcg32,
+        Family::Lcg32,
+    ] {
+        let cfg = FamilyConfig::new(family);
+        let start = 0x3000_0000u64;
+        let planted = start + 17;
+        // The planted seed's true offset lies inside the range, near a twist boundary.
+        for (offset, true_offset, offset_max, t) in [
+            (600u64, 619u64, 630u64, 1u32),
+            (0, 2, 6, 0),
+            (40, 40, 41, 3),
+        ] {
+            let draws = planted_draws(&cfg, planted, true_offset, t, 60, 1000, 6);
+            let mut spec = forward_spec(cfg, draws, 1000, offset, (0, 3), "0.8");
+            spec.offset_max = Some(offset_max);
+            assert_parity(&backend, &spec, &range(start, start + 40));
+            spec.direction = Direction::Bidirectional;
+            spec.reverse_threshold = Some(Threshold::parse("0.3").unwrap());
+            assert_parity(&backend, &spec, &SeedSet::List(vec![planted, start + 2]));
+        }
+    }
+}

@@ -158,7 +158,7 @@ pub fn shared_stream(spec: &SieveSpec) -> bool {
 /// `floor((2^64-1)/m)` when Barrett reduction of 64-bit outputs is exact for `m` (`3m < 2^64`:
 /// the remainder estimate stays below 2^64), else 0 (the kernel falls back to `%`).
 pub fn barrett_inverse(modulus: u64) -> u64 {
-    if modulus >= 2 && modulus <= u64::MAX / 3 {
+    if (2..=u64::MAX / 3).contains(&modulus) {
         u64::MAX / modulus
     } else {
         0
@@ -168,7 +168,7 @@ pub fn barrett_inverse(modulus: u64) -> u64 {
 /// `floor((2^32-1)/m)` when Barrett reduction of 32-bit outputs is exact for `m`
 /// (`3m < 2^32`), else 0 (the kernel uses the 64-bit fastmod, or nothing for `m >= 2^32`).
 pub fn barrett_inverse32(modulus: u64) -> u32 {
-    if modulus >= 2 && modulus <= u32::MAX as u64 / 3 {
+    if (2..=u32::MAX as u64 / 3).contains(&modulus) {
         (u32::MAX as u64 / modulus) as u32
     } else {
         0
