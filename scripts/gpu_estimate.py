@@ -453,19 +453,26 @@ def analyse_nvidia(arch, args, rows):
     cc = arch[3:]
     for family, entry, model in KERNELS:
         stem = os.path.join(args.src, f"{family}-sm_{cc}")
-        opts = [l.strip() for l in open(stem + ".opts") if l.strip()] + ["-lineinfo", reduction_define(family)]
-        ptx = os.path.join(args.work, f"{family}-{arch}.ptx")
-        cubin = os.path.join(args.work, f"{family}-{arch}.cubin")
-        try:
-            nvrtc_compile(args.nvrtc, stem + ".cu", opts, ptx)
-        except Exception as e:  # noqa: BLE001 - reported as the row's reason
-            rows[(family, arch)] = dict(skipped=f"NVRTC failed: {e}")
+        base = [l.strip() for l in open(stem + ".opts") if l.strip()]
+        # Twice: as the backend compiles it (registers, shared memory, spills: what runs), and
+        # with only the shape's reduction instantiated and line info (the loops costed).
+        builds = {}
+        for kind, opts in (("full", base), ("costed", base + ["-lineinfo", reduction_define(family)])):
+            ptx = os.path.join(args.work, f"{family}-{arch}-{kind}.ptx")
+            cubin = os.path.join(args.work, f"{family}-{arch}-{kind}.cubin")
+            try:
+                nvrtc_compile(args.nvrtc, stem + ".cu", opts, ptx)
+            except Exception as e:  # noqa: BLE001 - reported as the row's reason
+                builds[kind] = f"NVRTC failed: {e}"
+                continue
+            r = run([args.ptxas, "-v", "-lineinfo", "--gpu-name", arch, "-o", cubin, ptx])
+            builds[kind] = (ptx, cubin, r) if r.returncode == 0 else f"ptxas failed: {r.stderr[-300:]}"
+        if any(isinstance(b, str) for b in builds.values()):
+            rows[(family, arch)] = dict(skipped="; ".join(b for b in builds.values() if isinstance(b, str)))
             continue
-        r = run([args.ptxas, "-v", "-lineinfo", "--gpu-name", arch, "-o", cubin, ptx])
-        if r.returncode != 0:
-            rows[(family, arch)] = dict(skipped=f"ptxas failed: {r.stderr[-300:]}")
-            continue
-        resources = ptxas_resources(r.stderr)
+        ptx, _, full = builds["full"]
+        _, cubin, _ = builds["costed"]
+        resources = ptxas_resources(full.stderr)
         sass = run([args.nvdisasm, "-g", "-c", cubin]).stdout
         spills = {f: v[2] for f, v in resources.items() if v[2]}
         regs, smem, _ = resources.get(entry, [0, 0, 0])
@@ -499,14 +506,17 @@ def analyse_amd(arch, args, rows):
         define = [l.strip() for l in open(os.path.join(args.src, f"{family}-sm_90.opts"))
                   if l.strip().startswith("-D")]
         asm = os.path.join(args.work, f"{family}-{arch}.s")
-        r = run([args.hipcc, "-x", "hip", "-O3", "-g", "-std=c++17", "--cuda-device-only", "-S",
-                 f"--offload-arch={arch}", "-Rpass-analysis=kernel-resource-usage", *define,
-                 reduction_define(family),
-                 src, "-o", asm], env={**os.environ, "ROCM_PATH": os.environ.get("ROCM_PATH", "/usr")})
-        if r.returncode != 0:
-            rows[(family, arch)] = dict(skipped=f"hipcc failed: {r.stderr.strip()[-300:]}")
+        env = {**os.environ, "ROCM_PATH": os.environ.get("ROCM_PATH", "/usr")}
+        hip = [args.hipcc, "-x", "hip", "-O3", "-std=c++17", "--cuda-device-only", "-S",
+               f"--offload-arch={arch}", "-Rpass-analysis=kernel-resource-usage", *define, src]
+        # As build.rs compiles it (resources), then the shape's reduction only, with line info.
+        full = run(hip + ["-o", asm + ".full"], env=env)
+        r = run(hip + ["-g", reduction_define(family), "-o", asm], env=env)
+        if full.returncode != 0 or r.returncode != 0:
+            bad = full if full.returncode != 0 else r
+            rows[(family, arch)] = dict(skipped=f"hipcc failed: {bad.stderr.strip()[-300:]}")
             continue
-        res = hip_resources(r.stderr).get(entry, {})
+        res = hip_resources(full.stderr).get(entry, {})
         vgprs = res.get("VGPRs", 0)
         lds = res.get("LDS Size [bytes/block]", 0)
         scratch = res.get("ScratchSize [bytes/lane]", 0)

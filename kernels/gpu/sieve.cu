@@ -580,21 +580,23 @@ SEEDQ_DEV u64 seedq_reduce_as(u64 o, const SeedqParams& p) {
     return seedq_reduce<G>(o, p);
 }
 
-// Calls F::template run<R>(p) with the launch's reduction kind R.
-template <class G, class F>
-SEEDQ_DEV void seedq_with_reduction(const SeedqParams& p) {
+// Calls F::template run<R>(p, a...) with the launch's reduction kind R. Shared arrays are
+// declared by the kernel and passed in `a`: declared inside the templates, every instantiation
+// would get its own, and the kernel would hold them all.
+template <class G, class F, class... A>
+SEEDQ_DEV void seedq_with_reduction(const SeedqParams& p, A... a) {
     const int kind = seedq_reduction_kind<G>(p);
     if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_NONE)) {
-        if (kind == SEEDQ_RED_NONE) return F::template run<SEEDQ_RED_NONE>(p);
+        if (kind == SEEDQ_RED_NONE) return F::template run<SEEDQ_RED_NONE>(p, a...);
     }
     if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_BARRETT32)) {
-        if (kind == SEEDQ_RED_BARRETT32) return F::template run<SEEDQ_RED_BARRETT32>(p);
+        if (kind == SEEDQ_RED_BARRETT32) return F::template run<SEEDQ_RED_BARRETT32>(p, a...);
     }
     if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_BARRETT64)) {
-        if (kind == SEEDQ_RED_BARRETT64) return F::template run<SEEDQ_RED_BARRETT64>(p);
+        if (kind == SEEDQ_RED_BARRETT64) return F::template run<SEEDQ_RED_BARRETT64>(p, a...);
     }
     if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_GENERIC)) {
-        return F::template run<SEEDQ_RED_GENERIC>(p);
+        return F::template run<SEEDQ_RED_GENERIC>(p, a...);
     }
 }
 
@@ -759,8 +761,7 @@ SEEDQ_DEV u64 seedq_stop_output(const SeedqParams& p, u32 best) {
 // counter never has to hold more than need - 1 (reaching need ends the seed), so u16 suffices
 // for windows up to 65536 draws.
 template <class G, int R>
-SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p) {
-    SEEDQ_SHARED_ARRAY(u16, counts, SEEDQ_GROUP_SKIPS * SEEDQ_MAX_BLOCK);
+SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p, u16* counts) {
     const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     const u64 stride = (u64)gridDim.x * blockDim.x;
     const u64 lane = seedq_lane();
@@ -851,12 +852,18 @@ SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqPar
 // The draws land arithmetically: skip t's draw i is output offset + t + i*(t+1), so per block
 // the group walks each skip's draws 32 at a time from where the previous block stopped (`next`,
 // one word per skip in shared memory), with no landing list to read.
+// The block's shared arrays: per 32-lane group the state, the block's residues, the per-skip
+// counts and the per-skip next draw.
+struct SeedqMtShared {
+    u32 *mt_all, *res_all, *count_all, *next_all;
+};
+
 template <int R>
-SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p) {
-    SEEDQ_SHARED_ARRAY(u32, mt_all, SEEDQ_MT_STATE_WORDS * SEEDQ_MT_GROUPS);
-    SEEDQ_SHARED_ARRAY(u32, res_all, SEEDQ_MT_RES_WORDS * SEEDQ_MT_GROUPS);
-    SEEDQ_SHARED_ARRAY(u32, count_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
-    SEEDQ_SHARED_ARRAY(u32, next_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
+SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p, SeedqMtShared sh) {
+    u32* mt_all = sh.mt_all;
+    u32* res_all = sh.res_all;
+    u32* count_all = sh.count_all;
+    u32* next_all = sh.next_all;
     const u32 lane = threadIdx.x & 31u;
     const u32 group = threadIdx.x / 32u;
     u32* mt = mt_all + group * SEEDQ_MT_STATE_WORDS;
@@ -1008,7 +1015,7 @@ SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
 template <class G>
 struct SeedqSharedStream {
     template <int R>
-    SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_shared_stream<G, R>(p); }
+    SEEDQ_DEV static void run(const SeedqParams& p, u16* counts) { seedq_sieve_shared_stream<G, R>(p, counts); }
 };
 template <class G>
 struct SeedqBody {
@@ -1026,13 +1033,15 @@ SEEDQ_DEV void seedq_sieve_plain(const SeedqParams& p) {
 }
 struct SeedqMtStream {
     template <int R>
-    SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_mt_stream<R>(p); }
+    SEEDQ_DEV static void run(const SeedqParams& p, SeedqMtShared sh) { seedq_sieve_mt_stream<R>(p, sh); }
 };
 
 template <class G>
 SEEDQ_DEV void seedq_sieve_stepping(const SeedqParams& p) {
+    // Per skip and thread: [skip][thread], so a warp's lanes hit distinct banks.
+    SEEDQ_SHARED_ARRAY(u16, counts, SEEDQ_GROUP_SKIPS * SEEDQ_MAX_BLOCK);
     if (p.flags & SEEDQ_FLAG_SHARED_STREAM)
-        seedq_with_reduction<G, SeedqSharedStream<G>>(p);
+        seedq_with_reduction<G, SeedqSharedStream<G>>(p, counts);
     else
         seedq_sieve_plain<G>(p);
 }
@@ -1074,7 +1083,13 @@ SEEDQ_KERNEL seedq_sieve_minstd(SeedqParams p) { seedq_sieve_plain<GenMinstd>(p)
 // stream for constant skip and the global-scratch one for variable skip.
 SEEDQ_KERNEL seedq_sieve_mt19937(SeedqParams p) { seedq_sieve_plain<GenMtCapture>(p); }
 SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_plain<GenMtFull>(p); }
-SEEDQ_KERNEL seedq_sieve_mt19937_stream(SeedqParams p) { seedq_with_reduction<GenMtFull, SeedqMtStream>(p); }
+SEEDQ_KERNEL seedq_sieve_mt19937_stream(SeedqParams p) {
+    SEEDQ_SHARED_ARRAY(u32, mt_all, SEEDQ_MT_STATE_WORDS * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, res_all, SEEDQ_MT_RES_WORDS * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, count_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, next_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
+    seedq_with_reduction<GenMtFull, SeedqMtStream>(p, SeedqMtShared{mt_all, res_all, count_all, next_all});
+}
 #endif
 #if SEEDQ_WANT(SEEDQ_XOSHIRO256PP)
 SEEDQ_KERNEL seedq_sieve_xoshiro256pp(SeedqParams p) { seedq_sieve_stepping<GenXoshiro256pp>(p); }
