@@ -57,6 +57,21 @@ const PARAMS_FIELDS: &[(&str, &str, &str)] = &[
     ),
     (
         "u64",
+        "landings",
+        "SEEDQ_FLAG_SHARED_STREAM: device address of 2*n_landings u64, (draw, (j << 5) | skip index) sorted by j",
+    ),
+    (
+        "u64",
+        "n_landings",
+        "entries in landings (k times the skips of the launch's skip group)",
+    ),
+    (
+        "u64",
+        "mod_inv",
+        "floor((2^64-1)/modulus) when 3*modulus < 2^64 (Barrett for 64-bit outputs), else 0",
+    ),
+    (
+        "u64",
         "strategies",
         "variable skip: device address of 2*n_strategies u32 (misses, tolerance)",
     ),
@@ -92,6 +107,11 @@ const PARAMS_FIELDS: &[(&str, &str, &str)] = &[
     ),
     ("u32", "n_strategies", "variable-skip strategies"),
     ("u32", "flags", "SEEDQ_FLAG_* bits"),
+    (
+        "u32",
+        "mod_inv32",
+        "floor((2^32-1)/modulus) when 3*modulus < 2^32 (Barrett for 32-bit outputs), else 0",
+    ),
 ];
 
 /// Launch flags: (name without the `SEEDQ_FLAG_` prefix, bit, comment).
@@ -105,6 +125,11 @@ const FLAGS: &[(&str, u32, &str)] = &[
         "MT_FULL",
         2,
         "mt19937 needs outputs >= 227: full state in `scratch`",
+    ),
+    (
+        "SHARED_STREAM",
+        4,
+        "constant skip: one stream per seed shared by the skips, tested through `landings`",
     ),
 ];
 
@@ -233,6 +258,7 @@ fn compile_hip(hipcc: &str, rocm_path: &str, arch: &str, object: &Path, include:
         .env("HIP_PATH", std::env::var("HIP_PATH").unwrap_or_else(|_| rocm_path.to_string()))
         .args(["-x", "hip", "--genco", "--no-gpu-bundle-output", "-O3", "-Wno-unused-command-line-argument"])
         .arg("-Rpass-analysis=kernel-resource-usage")
+        .arg("-std=c++17")
         .arg(format!("--offload-arch={arch}"))
         .arg("-I")
         .arg(include)

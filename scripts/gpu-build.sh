@@ -39,5 +39,8 @@ for bin in seedq-consumer gpu_cuda_parity gpu_nvrtc; do
   strip "$OUT/$bin" 2>/dev/null || true
 done
 chmod +x "$OUT/gpu-check.sh"
+# The paper predictions gpu-check.sh prints beside the measured rates (best effort: without the
+# tools gpu-check.sh prints "-" in that column).
+scripts/gpu-estimate.sh --json "$OUT/gpu-estimate.json" >&2 || echo "no gpu-estimate.json: scripts/gpu-estimate.sh failed" >&2
 du -sh "$OUT"/* >&2
 echo "$OUT"

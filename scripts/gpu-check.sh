@@ -8,7 +8,10 @@
 #    mode and direction, lists, long windows, large skips, overflowing survivor buffers);
 # 2. NVRTC on this machine's CUDA: PTX per family, then `ptxas -v` registers/spills when ptxas exists;
 # 3. `seedq-consumer bench --backend cuda` on s128, xs32-exact, mt-exact, java-exact (the bench
-#    fails when the planted seed is not found), printed as a table against the targets.
+#    fails when the planted seed is not found), printed as a table against the targets, with the
+#    paper prediction of the family's kernel beside it when gpu-estimate.json lies next to this
+#    script (`scripts/gpu-estimate.sh --json out/gpu-check/gpu-estimate.json`; the prediction is
+#    for the pipeline shape, which the bench workloads only approach).
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DEVICE="${1:-0}"
@@ -55,25 +58,29 @@ else
 fi
 
 echo "== 3. bench (seedq-consumer bench --backend cuda --device $DEVICE)"
-printf '%-11s %14s %9s %18s %18s %s\n' workload seeds secs seeds/s target verdict
-run_bench() { # workload seeds target
+printf '%-11s %14s %9s %18s %18s %22s %s\n' workload seeds secs seeds/s target "predicted sm_$CC" verdict
+run_bench() { # workload seeds target family
   local json
   if json="$("$HERE/seedq-consumer" bench --backend cuda --device "$DEVICE" --workload "$1" --seeds "$2" --json 2>"$WORK/bench-$1.err")"; then
-    python3 - "$1" "$3" "$json" <<'PY' || echo "$json"
-import json, sys
-name, target, raw = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    python3 - "$1" "$3" "$json" "$4" "$HERE/gpu-estimate.json" "sm_$CC" <<'PY' || echo "$json"
+import json, os, sys
+name, target, raw, family, est, arch = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 r = json.loads(raw.strip().splitlines()[-1])
 rate = r["seeds_per_sec"]
 shown = f"{target:,.0f}" if target else "-"
-print(f'{name:<11} {r["seeds"]:>14} {r["secs"]:>9.3f} {rate:>18,.0f} {shown:>18} {"ok" if rate >= target else "BELOW TARGET"}')
+predicted = "-"
+if os.path.exists(est):
+    row = json.load(open(est)).get(f"{family}/{arch}", {})
+    predicted = f'{float(row["rate"]):,.0f}' if "rate" in row else "-"
+print(f'{name:<11} {r["seeds"]:>14} {r["secs"]:>9.3f} {rate:>18,.0f} {shown:>18} {predicted:>22} {"ok" if rate >= target else "BELOW TARGET"}')
 PY
   else
     echo "$1: FAILED"; tail -5 "$WORK/bench-$1.err"; status=1
   fi
 }
-run_bench s128 $((268435456 * SCALE)) 50000000
-run_bench xs32-exact 4294967296 200000000000
-run_bench mt-exact 4294967296 5000000000
-run_bench java-exact $((4294967296 * SCALE)) 0
+run_bench s128 $((268435456 * SCALE)) 50000000 lcg32
+run_bench xs32-exact 4294967296 200000000000 xorshift32
+run_bench mt-exact 4294967296 5000000000 mt19937
+run_bench java-exact $((4294967296 * SCALE)) 0 java_lcg
 rm -rf "$WORK"
 exit $status

@@ -28,6 +28,7 @@ struct SeedqShimWarp {
 extern thread_local SeedqShimWarp* seedq_shim_warp;
 
 SEEDQ_DEV u64 seedq_umul64hi(u64 a, u64 b) { return (u64)(((unsigned __int128)a * b) >> 64); }
+SEEDQ_DEV u32 seedq_umulhi32(u32 a, u32 b) { return (u32)(((u64)a * b) >> 32); }
 SEEDQ_DEV u32 seedq_popc64(u64 v) { return (u32)__builtin_popcountll(v); }
 SEEDQ_DEV u32 seedq_ffs64(u64 v) { return (u32)__builtin_ffsll((long long)v); }
 SEEDQ_DEV u32 seedq_lane() { return threadIdx.x & 31u; }
@@ -50,6 +51,22 @@ SEEDQ_DEV u64 seedq_shfl_u64(u64 v, u32 src) {
     return r;
 }
 SEEDQ_DEV u64 seedq_atomic_add_u64(u64* p, u64 v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+SEEDQ_DEV u32 seedq_atomic_add_shared_u32(u32* p, u32 v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+SEEDQ_DEV void seedq_syncwarp() { seedq_shim_warp->bar.arrive_and_wait(); }
+
+// Shared memory: one buffer per emulated block (shim.cpp allocates it and resets the cursor
+// before each thread starts). Every thread makes the same allocations in the same order, so
+// all threads of a block get the same addresses, as with `__shared__` arrays on a device.
+#define SEEDQ_SHIM_SHARED_BYTES (64u * 1024u)
+extern thread_local unsigned char* seedq_shim_smem;
+extern thread_local unsigned long long seedq_shim_smem_used;
+inline void* seedq_shim_shared(unsigned long long bytes) {
+    unsigned long long at = (seedq_shim_smem_used + 15u) & ~15ull;
+    if (at + bytes > SEEDQ_SHIM_SHARED_BYTES) __builtin_trap(); // a kernel outgrew the shim's block
+    seedq_shim_smem_used = at + bytes;
+    return seedq_shim_smem + at;
+}
+#define SEEDQ_SHARED_ARRAY(T, name, n) T* name = (T*)seedq_shim_shared(sizeof(T) * (n))
 SEEDQ_DEV u64 seedq_ldg(const u64* p) { return *p; }
 SEEDQ_DEV u32 seedq_ldg32(const u32* p) { return *p; }
 

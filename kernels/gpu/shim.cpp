@@ -16,6 +16,8 @@
 
 thread_local seedq_dim3 threadIdx, blockIdx, blockDim, gridDim;
 thread_local SeedqShimWarp* seedq_shim_warp;
+thread_local unsigned char* seedq_shim_smem;
+thread_local unsigned long long seedq_shim_smem_used;
 
 typedef void (*SeedqKernelFn)(SeedqParams);
 
@@ -32,6 +34,7 @@ static const struct {
     {"seedq_sieve_minstd", seedq_sieve_minstd},
     {"seedq_sieve_mt19937", seedq_sieve_mt19937},
     {"seedq_sieve_mt19937_full", seedq_sieve_mt19937_full},
+    {"seedq_sieve_mt19937_stream", seedq_sieve_mt19937_stream},
     {"seedq_sieve_xoshiro256pp", seedq_sieve_xoshiro256pp},
     {"seedq_sieve_philox4x32", seedq_sieve_philox4x32},
     {"seedq_sieve_sfc64", seedq_sieve_sfc64},
@@ -49,18 +52,20 @@ extern "C" unsigned long long seedq_shim_params_offsets(unsigned long long* out,
     return n;
 }
 
-// Returns 0 on success; -1 unknown kernel, -2 block size not a positive multiple of 32,
-// -3 a thread could not be started.
+// Returns 0 on success; -1 unknown kernel, -2 block size not a positive multiple of 32 or above
+// SEEDQ_MAX_BLOCK (the kernels' shared arrays are sized for it).
 extern "C" int seedq_shim_launch(const char* name, unsigned grid, unsigned block, const SeedqParams* params) {
     SeedqKernelFn fn = nullptr;
     for (const auto& k : kSeedqKernels) {
         if (std::strcmp(k.name, name) == 0) fn = k.fn;
     }
     if (!fn) return -1;
-    if (block == 0 || block % 32 != 0) return -2;
+    if (block == 0 || block % 32 != 0 || block > SEEDQ_MAX_BLOCK) return -2;
     const SeedqParams p = *params;
     for (unsigned b = 0; b < grid; ++b) {
         std::vector<std::unique_ptr<SeedqShimWarp>> warps;
+        std::unique_ptr<unsigned char[]> smem(new unsigned char[SEEDQ_SHIM_SHARED_BYTES]());
+        unsigned char* smem_base = smem.get();
         for (unsigned w = 0; w < block / 32; ++w) warps.emplace_back(new SeedqShimWarp());
         std::vector<std::thread> threads;
         try {
@@ -72,6 +77,8 @@ extern "C" int seedq_shim_launch(const char* name, unsigned grid, unsigned block
                     blockDim = {block, 1, 1};
                     gridDim = {grid, 1, 1};
                     seedq_shim_warp = warp;
+                    seedq_shim_smem = smem_base;
+                    seedq_shim_smem_used = 0;
                     fn(p);
                 });
             }

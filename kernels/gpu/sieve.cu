@@ -6,6 +6,14 @@
 // Seeds come from the thread index (range launches) or from a candidate list (list launches:
 // the reverse pass of a bidirectional job, prefiltered candidates, explicit seed lists).
 //
+// Constant skip runs one generator stream per seed, shared by every skip of the launch's skip
+// group (at most SEEDQ_GROUP_SKIPS skips; the host cuts wider ranges into groups): draw i of
+// skip t is output j = t + i*(t+1) after the offset, so the host lists every (j, skip, draw)
+// "landing" of the group sorted by j (`landings`), and the kernel walks its stream once,
+// testing each output against the landings on it. Match counts per skip live on chip (shared
+// memory). mt19937 beyond output 226 gives each seed a warp: its 624-word state sits in shared
+// memory and the twist runs 32 words at a time in its three dependency-free phases.
+//
 // The kernel answers one question per seed: does some skip (constant mode) or some strategy
 // (variable mode) reach `need` matches? It stops at the first that does, and gives up on a skip
 // or strategy as soon as the remaining draws cannot reach `need` (early exit both ways). The
@@ -27,7 +35,7 @@
 // ---------------------------------------------------------------------------------------------
 // Arithmetic helpers
 
-// x mod m for x < 2^64 and 2 <= m < 2^32, with minv = floor((2^64-1)/m): the quotient
+// x mod m for x < 2^64 and 2 <= m with 3m < 2^64, minv = floor((2^64-1)/m): the quotient
 // estimate is at most 2 short, so two conditional subtractions finish the job.
 SEEDQ_DEV u64 seedq_mod_barrett(u64 x, u64 m, u64 minv) {
     u64 q = seedq_umul64hi(x, minv);
@@ -509,23 +517,96 @@ SEEDQ_DISCARD_NO_PARAMS(GenSfc64)
 
 // ---------------------------------------------------------------------------------------------
 // Matching
+//
+// (`// est:NAME` marks a loop whose SASS/ISA body scripts/gpu-estimate.sh costs: it finds the
+// loop by the source line and multiplies its instructions by the trips the shape implies;
+// `// est:rare` marks the code of a match, left out of the per-trip cost; `// est:hit` the entry
+// of a path costed per trip of its own, here the outputs some draw lands on.)
 
+// 64-bit outputs: Barrett with mod_inv = floor((2^64-1)/m), exact whenever 3m < 2^64 (the
+// estimate is at most 2 short and x - q*m < 3m does not wrap); a 64-bit `%` is a ~66-instruction
+// call on NVIDIA, so it is left to the moduli above that.
 template <class G>
 SEEDQ_DEV u64 seedq_reduce(u64 o, const SeedqParams& p) {
     if (G::BITS == 32) {
         if (p.modulus > 0xFFFFFFFFull) return o; // o < 2^32 <= modulus
+        if (p.mod_inv32 != 0) {
+            // 32-bit Barrett (exact for 3m < 2^32, as the 64-bit one): half the fastmod's work.
+            const u32 m = (u32)p.modulus;
+            u32 r = (u32)o - seedq_umulhi32((u32)o, p.mod_inv32) * m;
+            if (r >= m) r -= m;
+            if (r >= m) r -= m;
+            return r;
+        }
         return seedq_fastmod32((u32)o, p.mod_magic, (u32)p.modulus);
     }
+    if (p.mod_inv != 0) return seedq_mod_barrett(o, p.modulus, p.mod_inv);
     return o % p.modulus;
+}
+
+// The stream kernels are compiled once per reduction, chosen once per launch, so their
+// per-output loops carry one reduction and no uniform branch (SEEDQ_ONLY_REDUCTION, set by
+// scripts/gpu-estimate.sh only, instantiates just one, so the estimate costs that path alone).
+#define SEEDQ_RED_NONE 0      // 32-bit outputs, modulus >= 2^32: nothing to do
+#define SEEDQ_RED_BARRETT32 1 // 32-bit outputs, 3*modulus < 2^32
+#define SEEDQ_RED_BARRETT64 2 // 64-bit outputs, 3*modulus < 2^64
+#define SEEDQ_RED_GENERIC 3   // the rest: seedq_reduce's own choice
+#if defined(SEEDQ_ONLY_REDUCTION)
+#define SEEDQ_RED_WANT(r) (SEEDQ_ONLY_REDUCTION == (r))
+#else
+#define SEEDQ_RED_WANT(r) 1
+#endif
+
+template <class G>
+SEEDQ_DEV int seedq_reduction_kind(const SeedqParams& p) {
+    if (p.flags & SEEDQ_FLAG_VARIABLE) return SEEDQ_RED_GENERIC; // compiled once
+    if (G::BITS == 32 && p.modulus > 0xFFFFFFFFull) return SEEDQ_RED_NONE;
+    if (G::BITS == 32 && p.mod_inv32 != 0) return SEEDQ_RED_BARRETT32;
+    if (G::BITS == 64 && p.mod_inv != 0) return SEEDQ_RED_BARRETT64;
+    return SEEDQ_RED_GENERIC;
+}
+
+template <class G, int R>
+SEEDQ_DEV u64 seedq_reduce_as(u64 o, const SeedqParams& p) {
+    if (R == SEEDQ_RED_NONE) return o;
+    if (R == SEEDQ_RED_BARRETT32) {
+        const u32 m = (u32)p.modulus;
+        u32 r = (u32)o - seedq_umulhi32((u32)o, p.mod_inv32) * m;
+        if (r >= m) r -= m;
+        if (r >= m) r -= m;
+        return r;
+    }
+    if (R == SEEDQ_RED_BARRETT64) return seedq_mod_barrett(o, p.modulus, p.mod_inv);
+    return seedq_reduce<G>(o, p);
+}
+
+// Calls F::template run<R>(p, a...) with the launch's reduction kind R. Shared arrays are
+// declared by the kernel and passed in `a`: declared inside the templates, every instantiation
+// would get its own, and the kernel would hold them all.
+template <class G, class F, class... A>
+SEEDQ_DEV void seedq_with_reduction(const SeedqParams& p, A... a) {
+    const int kind = seedq_reduction_kind<G>(p);
+    if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_NONE)) {
+        if (kind == SEEDQ_RED_NONE) return F::template run<SEEDQ_RED_NONE>(p, a...);
+    }
+    if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_BARRETT32)) {
+        if (kind == SEEDQ_RED_BARRETT32) return F::template run<SEEDQ_RED_BARRETT32>(p, a...);
+    }
+    if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_BARRETT64)) {
+        if (kind == SEEDQ_RED_BARRETT64) return F::template run<SEEDQ_RED_BARRETT64>(p, a...);
+    }
+    if constexpr (SEEDQ_RED_WANT(SEEDQ_RED_GENERIC)) {
+        return F::template run<SEEDQ_RED_GENERIC>(p, a...);
+    }
 }
 
 // Constant skip: does some t in [skip_min, skip_max] reach `need` matches?
 // Draw i is output offset + t + i*(t+1).
-template <class G>
+template <class G, int R>
 SEEDQ_DEV bool seedq_constant_survives(const SeedqParams& p, u64 seed, u64 gtid) {
     const u64* window = (const u64*)p.window;
     const u32 k = p.k, need = p.need;
-    for (u64 t = p.skip_min; t <= (u64)p.skip_max; ++t) {
+    for (u64 t = p.skip_min; t <= (u64)p.skip_max; ++t) { // est:skip
         G g;
         g.init(seed, p, gtid);
         seedq_discard(g, p.offset + t, p);
@@ -533,11 +614,11 @@ SEEDQ_DEV bool seedq_constant_survives(const SeedqParams& p, u64 seed, u64 gtid)
         u64 o = g.next();
         u32 matches = 0;
         for (u32 i = 0;;) {
-            if (seedq_reduce<G>(o, p) == seedq_ldg(window + i)) {
+            if (seedq_reduce_as<G, R>(o, p) == seedq_ldg(window + i)) {
                 if (++matches >= need) return true;
             }
             ++i;
-            if (matches + (k - i) < need) break; // also ends the window (matches < need)
+            if (matches + (k - i) < need) break; // est:draw (also ends the window: matches < need)
             o = g.skip_next(gap);
         }
     }
@@ -624,13 +705,21 @@ SEEDQ_DEV void seedq_emit(const SeedqParams& p, bool survived, u64 seed) {
     }
 }
 
-template <class G>
+// Variable skip is compiled with the generic reduction only (its launches choose it).
+template <class G, int R>
+SEEDQ_DEV bool seedq_survives(const SeedqParams& p, u64 seed, u64 gtid) {
+    if constexpr (R == SEEDQ_RED_GENERIC) {
+        if (p.flags & SEEDQ_FLAG_VARIABLE) return seedq_variable_survives<G>(p, seed, gtid);
+    }
+    return seedq_constant_survives<G, R>(p, seed, gtid);
+}
+
+template <class G, int R>
 SEEDQ_DEV void seedq_sieve_body(const SeedqParams& p) {
     const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     const u64 stride = (u64)gridDim.x * blockDim.x;
     const u64 lane = seedq_lane();
     const u64* list = (const u64*)p.seed_list;
-    const bool variable = (p.flags & SEEDQ_FLAG_VARIABLE) != 0;
     // base is the warp's first seed index: the same for every lane, so the loop (and the
     // ballot inside seedq_emit) stays convergent even when lanes exit their seed early.
     for (u64 base = gtid - lane; base < p.n_seeds; base += stride) {
@@ -639,9 +728,216 @@ SEEDQ_DEV void seedq_sieve_body(const SeedqParams& p) {
         u64 seed = 0;
         if (idx < p.n_seeds) {
             seed = list ? seedq_ldg(list + idx) : p.seed_start + idx;
-            survived = variable ? seedq_variable_survives<G>(p, seed, gtid) : seedq_constant_survives<G>(p, seed, gtid);
+            survived = seedq_survives<G, R>(p, seed, gtid);
         }
         seedq_emit(p, survived, seed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Constant skip over one shared stream (SEEDQ_FLAG_SHARED_STREAM)
+//
+// The launch covers one skip group [skip_min, skip_max] of at most SEEDQ_GROUP_SKIPS skips.
+// `landings` holds n_landings pairs (draw, j | s << 48) sorted by j, then one sentinel whose j
+// is never reached: output j (after the offset) is compared with `draw` for skip skip_min + s.
+// The host keeps every stream below 2^48 - 1 outputs, so the sentinel's j stays out of reach.
+// The stream ends at output k*(skip_max+1) - 1, the last draw of the largest skip.
+//
+// Early exit without scanning the counters: every skip's final count is at most the best count
+// so far plus the draws the largest skip still has ahead (it has the most), so once output
+// j >= (k - need + best + 1) * (skip_max + 1) no skip can reach `need`.
+#define SEEDQ_GROUP_SKIPS 32u
+#define SEEDQ_LANDING_J 0xFFFFFFFFFFFFull
+#define SEEDQ_LANDING_SKIP_SHIFT 48
+// Outputs between two warp votes on whether any lane is still open.
+#define SEEDQ_VOTE_EVERY 64u
+
+SEEDQ_DEV u64 seedq_stop_output(const SeedqParams& p, u32 best) {
+    return ((u64)(p.k - p.need) + best + 1) * ((u64)p.skip_max + 1);
+}
+
+// One thread per seed (register-state families): the stream is stepped once; the per-skip
+// counters are u16 in shared memory, [skip][thread] so a warp's lanes hit distinct banks. A
+// counter never has to hold more than need - 1 (reaching need ends the seed), so u16 suffices
+// for windows up to 65536 draws.
+template <class G, int R>
+SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p, u16* counts) {
+    const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    const u64 lane = seedq_lane();
+    const u64* list = (const u64*)p.seed_list;
+    const u64* land = (const u64*)p.landings;
+    const u32 nskips = p.skip_max - p.skip_min + 1;
+    const u64 stream_len = (u64)p.k * ((u64)p.skip_max + 1);
+    u16* mine = counts + threadIdx.x;
+    for (u64 base = gtid - lane; base < p.n_seeds; base += stride) { // est:stream_seed
+        const u64 idx = base + lane;
+        const bool live = idx < p.n_seeds;
+        const u64 seed = live ? (list ? seedq_ldg(list + idx) : p.seed_start + idx) : 0;
+        bool survived = live && p.need == 0;
+        u32 best = 0;
+        u64 stop = seedq_stop_output(p, 0);
+        for (u32 s = 0; s < nskips; ++s) mine[s * SEEDQ_MAX_BLOCK] = 0;
+        G g;
+        g.init(seed, p, gtid);
+        seedq_discard(g, p.offset, p);
+        const u64* at = land; // the next landing
+        u64 meta = seedq_ldg(at + 1);
+        for (u64 j0 = 0;; j0 += SEEDQ_VOTE_EVERY) {
+            // Warp-uniform: lanes that survived or can no longer survive ride along.
+            if (seedq_ballot(live && !survived && j0 < stop) == 0) break; // est:vote
+            const u32 len = (u32)(stream_len - j0 < SEEDQ_VOTE_EVERY ? stream_len - j0 : SEEDQ_VOTE_EVERY);
+            // The next landing's output relative to j0, or len when it lies beyond the chunk:
+            // the per-output check is then one 32-bit compare.
+            u32 next = (meta & SEEDQ_LANDING_J) - j0 < len ? (u32)((meta & SEEDQ_LANDING_J) - j0) : len;
+#pragma unroll 1
+            for (u32 n = 0; n < len; ++n) { // est:output
+                const u64 o = g.next();
+                if (n != next) continue;
+                // Only outputs some draw lands on are reduced.
+                const u64 r = seedq_reduce_as<G, R>(o, p);
+                const u64 j = j0 + n; // est:hit
+#pragma unroll 1
+                do {
+                    if (r == seedq_ldg(at)) { // est:landing
+                        u16* c = mine + (u32)(meta >> SEEDQ_LANDING_SKIP_SHIFT) * SEEDQ_MAX_BLOCK; // est:rare
+                        const u32 cnt = (u32)*c + 1u; // est:rare
+                        *c = (u16)cnt; // est:rare
+                        if (cnt > best) { // est:rare
+                            best = cnt; // est:rare
+                            stop = seedq_stop_output(p, best); // est:rare
+                            if (best >= p.need) survived = true; // est:rare
+                        }
+                    }
+                    at += 2; // est:landing
+                    meta = seedq_ldg(at + 1);
+                } while ((meta & SEEDQ_LANDING_J) == j);
+                next = (meta & SEEDQ_LANDING_J) - j0 < len ? (u32)((meta & SEEDQ_LANDING_J) - j0) : len;
+            }
+        }
+        // Lanes past the end ran a dummy seed in step with the warp; they report nothing.
+        seedq_emit(p, live && survived, seed);
+    }
+}
+
+// mt19937 beyond output 226, constant skip: one seed per 32 lanes. The state (624 words) and
+// the tempered, reduced outputs of the current block of 624 sit in shared memory, so the twist
+// never leaves the chip. Twisting word i reads old words i+1 and (below 227) i+397, and new
+// word i-227 (from 227 on) or new word 0 (for 623): in 32-word rounds taken in order, every new
+// word a round reads was written two or more rounds before, so a round only has to read before
+// it writes (word i+1 of one lane is word i of the next). The arrays are padded to 20 full
+// rounds; the padding lanes of the last round compute and store garbage nobody reads.
+#define SEEDQ_MT_GROUPS (SEEDQ_MAX_BLOCK / 32u)
+#define SEEDQ_MT_ROUNDS ((SEEDQ_MT_N + 31u) / 32u)
+#define SEEDQ_MT_RES_WORDS (SEEDQ_MT_ROUNDS * 32u)
+#define SEEDQ_MT_STATE_WORDS (SEEDQ_MT_RES_WORDS + 4u)
+
+// Twists `mt` in place and writes reduce(temper(word)) of every new word to `res`. Every lane of
+// the 32-lane group calls it; `lane` is 0..31.
+template <int R>
+SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqParams& p) {
+#pragma unroll 1
+    for (u32 at = 0; at < SEEDQ_MT_N; at += 32u) { // est:mt_twist
+        const u32 i = at + lane;
+        const u32 next = i == SEEDQ_MT_N - 1 ? 0u : i + 1;
+        const u32 far = i < SEEDQ_MT_N - SEEDQ_MT_M ? i + SEEDQ_MT_M : i - (SEEDQ_MT_N - SEEDQ_MT_M);
+        const u32 v = seedq_mt_twist_word(mt[i], mt[next], mt[far]);
+        seedq_syncwarp();
+        mt[i] = v;
+        res[i] = (u32)seedq_reduce_as<GenMtFull, R>(seedq_mt_temper(v), p);
+    }
+    seedq_syncwarp();
+}
+
+// The draws land arithmetically: skip t's draw i is output offset + t + i*(t+1), so per block
+// the group walks each skip's draws 32 at a time from where the previous block stopped (`next`,
+// one word per skip in shared memory), with no landing list to read.
+// The block's shared arrays: per 32-lane group the state, the block's residues, the per-skip
+// counts and the per-skip next draw.
+struct SeedqMtShared {
+    u32 *mt_all, *res_all, *count_all, *next_all;
+};
+
+template <int R>
+SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p, SeedqMtShared sh) {
+    u32* mt_all = sh.mt_all;
+    u32* res_all = sh.res_all;
+    u32* count_all = sh.count_all;
+    u32* next_all = sh.next_all;
+    const u32 lane = threadIdx.x & 31u;
+    const u32 group = threadIdx.x / 32u;
+    u32* mt = mt_all + group * SEEDQ_MT_STATE_WORDS;
+    u32* res = res_all + group * SEEDQ_MT_RES_WORDS;
+    u32* count = count_all + group * SEEDQ_GROUP_SKIPS;
+    u32* next = next_all + group * SEEDQ_GROUP_SKIPS;
+    const u64 first = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32u;
+    const u64 groups = (u64)gridDim.x * blockDim.x / 32u;
+    const u64* list = (const u64*)p.seed_list;
+    const u64* window = (const u64*)p.window;
+    const u32 nskips = p.skip_max - p.skip_min + 1;
+    const u32 k = p.k;
+    for (u64 idx = first; idx < p.n_seeds; idx += groups) { // est:mt_seed
+        const u64 seed = list ? seedq_ldg(list + idx) : p.seed_start + idx;
+        // init_genrand is one serial chain: lane 0 writes it.
+        u32 x = (u32)seed;
+        if (lane == 0) mt[0] = x;
+#pragma unroll 8
+        for (u32 i = 1; i < SEEDQ_MT_N; ++i) { // est:mt_init
+            x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + i;
+            if (lane == 0) mt[i] = x;
+        }
+        if (lane < nskips) {
+            count[lane] = 0;
+            next[lane] = 0;
+        }
+        seedq_syncwarp();
+        // Blocks of 624 outputs: block b holds outputs 624b .. 624b+623 (absolute).
+        u64 blk = 0;
+        const u64 first_blk = p.offset / SEEDQ_MT_N;
+        for (; blk < first_blk; ++blk) seedq_mt_twist_shared<R>(mt, res, lane, p);
+        u32 best = 0;
+        bool survived = p.need == 0;
+        // Skips finish in order (skip t's last draw is output offset + (t+1)k - 1): the ones
+        // before `first_open` are done and not visited again.
+        u32 first_open = 0;
+        for (; !survived; ++blk) { // est:mt_block
+            const u64 start = blk * SEEDQ_MT_N, end = start + SEEDQ_MT_N;
+            // Past the stream's end, or where no skip can reach `need` any more (the first
+            // block starts at or before the offset, so it always runs).
+            if (start > p.offset && start - p.offset >= seedq_stop_output(p, best)) break;
+            seedq_mt_twist_shared<R>(mt, res, lane, p);
+            u32 hits = 0;
+            for (u32 s = first_open; s < nskips; ++s) {
+                u32 i0 = next[s];
+                if (i0 >= k) continue; // this skip's window is done
+                const u64 step = (u64)p.skip_min + s + 1; // est:mt_skip
+                const u64 base = p.offset + step - 1; // est:mt_skip (output of draw 0)
+                for (;;) {
+                    const u32 i = i0 + lane;
+                    const u64 j = base + (u64)i * step; // est:mt_round
+                    const bool in = i < k && j < end; // est:mt_round
+                    const u32 mask = seedq_ballot32(in);
+                    if (in && res[j - start] == seedq_ldg(window + i)) {
+                        seedq_atomic_add_shared_u32(count + s, 1u); // est:rare
+                        hits = 1;
+                    }
+                    // The lanes in the block are a prefix: the next draw follows them.
+                    i0 += seedq_popc64(mask); // est:mt_round
+                    if (mask != 0xFFFFFFFFu) break;
+                }
+                if (lane == 0) next[s] = i0;
+                if (i0 >= k && s == first_open) ++first_open;
+            }
+            if (seedq_ballot32(hits != 0) != 0) {
+                seedq_syncwarp();
+                for (u32 s = 0; s < nskips; ++s) best = count[s] > best ? count[s] : best; // est:rare
+                survived = best >= p.need; // est:rare
+            }
+            seedq_syncwarp();
+        }
+        // Lane 0 of the group stands for its seed; the other lanes report nothing.
+        seedq_emit(p, survived && lane == 0, seed);
+        seedq_syncwarp();
     }
 }
 
@@ -657,6 +953,7 @@ SEEDQ_DEV u32 seedq_lcg32_addmod(u32 x, u32 y, u32 m) {
 }
 
 // Bit j set: seed first + j survives (only j < count are evaluated).
+template <int R>
 SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 count) {
     const u64* window = (const u64*)p.window;
     const u32 k = p.k, need = p.need;
@@ -665,7 +962,7 @@ SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 c
     GenLcg32 g;
     g.init(first, p, 0);
     const u32 s0 = g.s;
-    for (u64 t = p.skip_min; t <= (u64)p.skip_max && survived != valid; ++t) {
+    for (u64 t = p.skip_min; t <= (u64)p.skip_max && survived != valid; ++t) { // est:lcg_skip
         // State after offset+t steps, then one step: output offset+t (draw 0) of seed `first`,
         // and what one more seed adds to it. (offset+t+1 itself may not fit in 64 bits.)
         const GenLcg32::Jump lead = GenLcg32::make_jump(p.offset + t, p);
@@ -675,20 +972,20 @@ SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 c
         u32 matches[SEEDQ_LCG32_BATCH];
 #pragma unroll
         for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) matches[j] = 0;
-        for (u32 i = 0; i < k; ++i) {
-            const u64 draw = seedq_ldg(window + i);
+        for (u32 i = 0; i < k; ++i) { // est:lcg_draw
+            const u64 draw = seedq_ldg(window + i); // est:lcg_draw
             u32 o = base;
             u32 best_open = 0; // most matches among seeds still able and needing to survive
 #pragma unroll
             for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) {
-                if (seedq_reduce<GenLcg32>(o, p) == draw) ++matches[j];
+                if (seedq_reduce_as<GenLcg32, R>(o, p) == draw) ++matches[j];
                 if (matches[j] >= need) survived |= (1u << j) & valid;
                 const bool open = ((valid & ~survived) >> j) & 1u;
                 if (open && matches[j] > best_open) best_open = matches[j];
                 o = seedq_lcg32_addmod(o, inc, g.m);
             }
             if ((survived & valid) == valid) break;
-            if (best_open + (k - 1 - i) < need) break; // no open seed can reach need at this t
+            if (best_open + (k - 1 - i) < need) break; // est:lcg_draw (no open seed can reach need at this t)
             base = g.reduce((u64)gap.A * base + gap.C);
             inc = g.reduce((u64)gap.A * inc);
         }
@@ -696,6 +993,7 @@ SEEDQ_DEV u32 seedq_lcg32_batch_survivors(const SeedqParams& p, u64 first, u32 c
     return survived & valid;
 }
 
+template <int R>
 SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
     const u64 gtid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     const u64 stride = (u64)gridDim.x * blockDim.x;
@@ -707,11 +1005,45 @@ SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
         const u64 first = b * SEEDQ_LCG32_BATCH;
         if (b < batches) {
             const u64 left = p.n_seeds - first;
-            survived = seedq_lcg32_batch_survivors(p, p.seed_start + first, left < SEEDQ_LCG32_BATCH ? (u32)left : SEEDQ_LCG32_BATCH);
+            survived = seedq_lcg32_batch_survivors<R>(p, p.seed_start + first, left < SEEDQ_LCG32_BATCH ? (u32)left : SEEDQ_LCG32_BATCH);
         }
         // Uniform across the warp: every lane emits SEEDQ_LCG32_BATCH times.
         for (u32 j = 0; j < SEEDQ_LCG32_BATCH; ++j) seedq_emit(p, (survived >> j) & 1u, p.seed_start + first + j);
     }
+}
+
+template <class G>
+struct SeedqSharedStream {
+    template <int R>
+    SEEDQ_DEV static void run(const SeedqParams& p, u16* counts) { seedq_sieve_shared_stream<G, R>(p, counts); }
+};
+template <class G>
+struct SeedqBody {
+    template <int R>
+    SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_body<G, R>(p); }
+};
+struct SeedqLcg32Batched {
+    template <int R>
+    SEEDQ_DEV static void run(const SeedqParams& p) { seedq_sieve_lcg32_batched<R>(p); }
+};
+// Every kernel but the stream ones: one reduction per launch, as for the streams.
+template <class G>
+SEEDQ_DEV void seedq_sieve_plain(const SeedqParams& p) {
+    seedq_with_reduction<G, SeedqBody<G>>(p);
+}
+struct SeedqMtStream {
+    template <int R>
+    SEEDQ_DEV static void run(const SeedqParams& p, SeedqMtShared sh) { seedq_sieve_mt_stream<R>(p, sh); }
+};
+
+template <class G>
+SEEDQ_DEV void seedq_sieve_stepping(const SeedqParams& p) {
+    // Per skip and thread: [skip][thread], so a warp's lanes hit distinct banks.
+    SEEDQ_SHARED_ARRAY(u16, counts, SEEDQ_GROUP_SKIPS * SEEDQ_MAX_BLOCK);
+    if (p.flags & SEEDQ_FLAG_SHARED_STREAM)
+        seedq_with_reduction<G, SeedqSharedStream<G>>(p, counts);
+    else
+        seedq_sieve_plain<G>(p);
 }
 
 #if !defined(SEEDQ_FAMILY_ONLY)
@@ -721,42 +1053,50 @@ SEEDQ_DEV void seedq_sieve_lcg32_batched(const SeedqParams& p) {
 #endif
 
 #if SEEDQ_WANT(SEEDQ_XORSHIFT32)
-SEEDQ_KERNEL seedq_sieve_xorshift32(SeedqParams p) { seedq_sieve_body<GenXorshift32>(p); }
+SEEDQ_KERNEL seedq_sieve_xorshift32(SeedqParams p) { seedq_sieve_stepping<GenXorshift32>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_XORSHIFT64)
-SEEDQ_KERNEL seedq_sieve_xorshift64(SeedqParams p) { seedq_sieve_body<GenXorshift64>(p); }
+SEEDQ_KERNEL seedq_sieve_xorshift64(SeedqParams p) { seedq_sieve_stepping<GenXorshift64>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_XORSHIFT128)
-SEEDQ_KERNEL seedq_sieve_xorshift128(SeedqParams p) { seedq_sieve_body<GenXorshift128>(p); }
+SEEDQ_KERNEL seedq_sieve_xorshift128(SeedqParams p) { seedq_sieve_stepping<GenXorshift128>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_PCG32)
-SEEDQ_KERNEL seedq_sieve_pcg32(SeedqParams p) { seedq_sieve_body<GenPcg32>(p); }
+SEEDQ_KERNEL seedq_sieve_pcg32(SeedqParams p) { seedq_sieve_plain<GenPcg32>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_LCG32)
 SEEDQ_KERNEL seedq_sieve_lcg32(SeedqParams p) {
     if (p.seed_list == 0 && (p.flags & SEEDQ_FLAG_VARIABLE) == 0)
-        seedq_sieve_lcg32_batched(p);
+        seedq_with_reduction<GenLcg32, SeedqLcg32Batched>(p);
     else
-        seedq_sieve_body<GenLcg32>(p);
+        seedq_sieve_plain<GenLcg32>(p);
 }
 #endif
 #if SEEDQ_WANT(SEEDQ_JAVA_LCG)
-SEEDQ_KERNEL seedq_sieve_java_lcg(SeedqParams p) { seedq_sieve_body<GenJavaLcg>(p); }
+SEEDQ_KERNEL seedq_sieve_java_lcg(SeedqParams p) { seedq_sieve_plain<GenJavaLcg>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_MINSTD)
-SEEDQ_KERNEL seedq_sieve_minstd(SeedqParams p) { seedq_sieve_body<GenMinstd>(p); }
+SEEDQ_KERNEL seedq_sieve_minstd(SeedqParams p) { seedq_sieve_plain<GenMinstd>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_MT19937)
-// Two kernels: the stateless one for windows within outputs 0..226, the scratch one otherwise.
-SEEDQ_KERNEL seedq_sieve_mt19937(SeedqParams p) { seedq_sieve_body<GenMtCapture>(p); }
-SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_body<GenMtFull>(p); }
+// Three kernels: the stateless one for windows within outputs 0..226; beyond, the shared-state
+// stream for constant skip and the global-scratch one for variable skip.
+SEEDQ_KERNEL seedq_sieve_mt19937(SeedqParams p) { seedq_sieve_plain<GenMtCapture>(p); }
+SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_plain<GenMtFull>(p); }
+SEEDQ_KERNEL seedq_sieve_mt19937_stream(SeedqParams p) {
+    SEEDQ_SHARED_ARRAY(u32, mt_all, SEEDQ_MT_STATE_WORDS * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, res_all, SEEDQ_MT_RES_WORDS * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, count_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, next_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
+    seedq_with_reduction<GenMtFull, SeedqMtStream>(p, SeedqMtShared{mt_all, res_all, count_all, next_all});
+}
 #endif
 #if SEEDQ_WANT(SEEDQ_XOSHIRO256PP)
-SEEDQ_KERNEL seedq_sieve_xoshiro256pp(SeedqParams p) { seedq_sieve_body<GenXoshiro256pp>(p); }
+SEEDQ_KERNEL seedq_sieve_xoshiro256pp(SeedqParams p) { seedq_sieve_stepping<GenXoshiro256pp>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_PHILOX4X32)
-SEEDQ_KERNEL seedq_sieve_philox4x32(SeedqParams p) { seedq_sieve_body<GenPhilox>(p); }
+SEEDQ_KERNEL seedq_sieve_philox4x32(SeedqParams p) { seedq_sieve_plain<GenPhilox>(p); }
 #endif
 #if SEEDQ_WANT(SEEDQ_SFC64)
-SEEDQ_KERNEL seedq_sieve_sfc64(SeedqParams p) { seedq_sieve_body<GenSfc64>(p); }
+SEEDQ_KERNEL seedq_sieve_sfc64(SeedqParams p) { seedq_sieve_stepping<GenSfc64>(p); }
 #endif

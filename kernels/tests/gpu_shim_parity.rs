@@ -380,3 +380,123 @@ fn fixed_parity_suite_passes_on_the_shim() {
     );
     assert_eq!(report.passed, cases.len());
 }
+
+/// The shared-stream kernels (stepping families, and mt19937 beyond output 226 with its state
+/// in shared memory): windows crossing 624-output twist boundaries, skip ranges wider than one
+/// group of 32 skips (several launches per pass), offsets inside and past the first twist
+/// block, and thresholds at the edge (need = matches of the planted seed, and one more).
+#[test]
+fn shared_stream_edges_match_reference() {
+    let backend = ShimBackend {
+        initial_capacity: 2,
+        ..ShimBackend::default()
+    };
+    for family in [
+        Family::Mt19937,
+        Family::Xorshift32,
+        Family::Xorshift64,
+        Family::Xorshift128,
+        Family::Xoshiro256pp,
+        Family::Sfc64,
+    ] {
+        let cfg = FamilyConfig::new(family);
+        let start = if family.seed_space_end() > 1 << 32 {
+            0xFFFF_FFFF_0000_0000
+        } else {
+            0x1234_0000
+        };
+        let planted = start + 21;
+        // (offset, planted skip, skip range, k): a window across twist blocks; 70 skips (three
+        // groups, the planted skip in the last); an offset past the first block; skip 0 only.
+        for (offset, t, (lo, hi), k) in [
+            (600u64, 5u32, (0u32, 9u32), 300usize),
+            (3, 66, (0, 69), 24),
+            (1300, 2, (1, 3), 200),
+            (0, 0, (0, 0), 700),
+        ] {
+            // Every 4th draw corrupted: the planted seed matches 3/4 of the window.
+            let draws = planted_draws(&cfg, planted, offset, t, k, 1 << 20, 4);
+            let matches = k - k / 4;
+            for threshold in [
+                format!("{}", matches as f64 / k as f64),
+                format!("{}", (matches + 1) as f64 / k as f64),
+                "0.01".to_string(),
+            ] {
+                let spec = forward_spec(cfg, draws.clone(), 1 << 20, offset, (lo, hi), &threshold);
+                assert_parity(&backend, &spec, &range(start, start + 64));
+                let mut reverse = spec.clone();
+                reverse.direction = Direction::Reverse;
+                assert_parity(&backend, &reverse, &SeedSet::List(vec![planted, start + 1]));
+            }
+        }
+    }
+}
+
+/// Every reduction path of the kernels: 32-bit Barrett (3m < 2^32), the 64-bit fastmod for
+/// 32-bit outputs above that, no reduction (m >= 2^32), 64-bit Barrett (3m < 2^64) and the
+/// `%` fallback above it, on stream, jump and mt19937 kernels.
+#[test]
+fn every_reduction_path_matches_reference() {
+    let backend = ShimBackend::default();
+    for family in [
+        Family::Xorshift32,
+        Family::Mt19937,
+        Family::Pcg32,
+        Family::Xorshift64,
+        Family::Sfc64,
+        Family::JavaLcg,
+    ] {
+        let cfg = FamilyConfig::new(family);
+        let start = 0x2000_0000u64;
+        let planted = start + 9;
+        for modulus in [
+            1000u64,
+            0x5555_5554,
+            0xC000_0001,
+            (1 << 32) - 5,
+            1 << 32,
+            1 << 40,
+            0x5555_5555_5555_5555,
+            u64::MAX - 10,
+        ] {
+            let draws = planted_draws(&cfg, planted, 230, 1, 40, modulus, 3);
+            let spec = forward_spec(cfg, draws, modulus, 230, (0, 3), "0.5");
+            assert_parity(&backend, &spec, &range(start, start + 32));
+        }
+    }
+}
+
+/// Offset ranges (`offset_max`): every offset searched, best (offset, skip) per survivor, on
+/// the shared-stream, mt19937 and jump kernels (the driver runs the range offset by offset).
+#[test]
+fn offset_ranges_match_reference() {
+    let backend = ShimBackend {
+        initial_capacity: 2,
+        ..ShimBackend::default()
+    };
+    for family in [
+        Family::Mt19937,
+        Family::Xorshift32,
+        Family::Xoshiro256pp,
+        Family::Pcg32,
+        Family::Lcg32,
+    ] {
+        let cfg = FamilyConfig::new(family);
+        let start = 0x3000_0000u64;
+        let planted = start + 17;
+        // The planted seed's true offset lies inside the range, near a twist boundary.
+        for (offset, true_offset, offset_max, t) in [
+            (600u64, 619u64, 630u64, 1u32),
+            (0, 2, 6, 0),
+            (40, 40, 41, 3),
+        ] {
+            let draws = planted_draws(&cfg, planted, true_offset, t, 60, 1000, 6);
+            let mut spec = forward_spec(cfg, draws, 1000, offset, (0, 3), "0.8");
+            spec.offset_max = Some(offset_max);
+            assert_parity(&backend, &spec, &range(start, start + 40));
+            spec.direction = Direction::Bidirectional;
+            spec.reverse_threshold = Some(Threshold::parse("0.3").unwrap());
+            assert_parity(&backend, &spec, &SeedSet::List(vec![planted, start + 2]));
+        }
+    }
+}

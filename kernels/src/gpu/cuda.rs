@@ -266,6 +266,7 @@ impl Launcher for CudaBackend {
             || -> Result<LaunchResult, cudarc::driver::DriverError> {
                 let window = stream.clone_htod(layout.window())?;
                 let strategies = stream.clone_htod(layout.strategies())?;
+                let landings = stream.clone_htod(layout.landings())?;
                 let list = layout
                     .seed_list()
                     .map(|list| stream.clone_htod(list))
@@ -277,6 +278,7 @@ impl Launcher for CudaBackend {
                 let params = layout.params(&BufferAddresses {
                     window: window.device_ptr(stream).0,
                     strategies: strategies.device_ptr(stream).0,
+                    landings: landings.device_ptr(stream).0,
                     seed_list: list.as_ref().map_or(0, |list| list.device_ptr(stream).0),
                     out_seeds: out.device_ptr(stream).0,
                     out_count: counter.device_ptr(stream).0,
@@ -296,7 +298,7 @@ impl Launcher for CudaBackend {
                 let count = stream.clone_dtoh(&counter)?[0];
                 let mut seeds_out = stream.clone_dtoh(&out)?;
                 seeds_out.truncate(layout.survivors_stored(count));
-                drop((window, strategies, scratch, list));
+                drop((window, strategies, landings, scratch, list));
                 Ok(LaunchResult {
                     count,
                     seeds: seeds_out,

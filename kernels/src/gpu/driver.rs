@@ -11,6 +11,10 @@ use rayon::prelude::*;
 
 use crate::gpu::linear;
 use crate::gpu::params::{PassPlan, SeedqParams, FLAG_VARIABLE, MT_WORDS};
+
+/// Placeholder landings for launches that do not read them (just the sentinel), so the
+/// address in the parameters is valid everywhere.
+const NO_LANDINGS: &[u64] = &[0, u64::MAX];
 use crate::reference;
 use crate::spec::{Direction, SeedSet, SieveError, SieveOutcome, SieveSpec, Survivor};
 
@@ -76,11 +80,12 @@ const BLOCKS_PER_COMPUTE_UNIT: u32 = 8;
 /// all), which bounds the grid far below what the device could run.
 pub const MT_FULL_THREADS: u32 = 1 << 16;
 
-/// Blocks of [`DEVICE_BLOCK`] threads for a device launch over `seeds` seeds: one thread per
-/// seed, at most enough blocks to fill `compute_units`, and fewer for passes with per-thread
-/// scratch.
+/// Blocks of [`DEVICE_BLOCK`] threads for a device launch over `seeds` seeds: one thread (or,
+/// for the mt19937 stream kernel, one warp) per seed, at most enough blocks to fill
+/// `compute_units`, and fewer for passes with per-thread scratch.
 pub fn device_grid(plan: &PassPlan, seeds: u64, compute_units: u32) -> u32 {
-    let needed = seeds.div_ceil(DEVICE_BLOCK as u64).min(u32::MAX as u64) as u32;
+    let seeds_per_block = (DEVICE_BLOCK / plan.threads_per_seed()) as u64;
+    let needed = seeds.div_ceil(seeds_per_block).min(u32::MAX as u64) as u32;
     let cap = if plan.needs_scratch() {
         MT_FULL_THREADS / DEVICE_BLOCK
     } else {
@@ -101,6 +106,8 @@ pub struct BufferAddresses {
     /// The uploaded candidates of a list launch; 0 for a range launch (the kernel tells the
     /// two apart by it).
     pub seed_list: u64,
+    /// The shared-stream landings (see [`LaunchLayout::landings`]).
+    pub landings: u64,
     pub out_seeds: u64,
     pub out_count: u64,
     /// The MT19937 scratch (never read when [`LaunchLayout::scratch_words`] is 0).
@@ -147,6 +154,15 @@ impl<'a> LaunchLayout<'a> {
         }
     }
 
+    /// The landings to upload (never empty: the sentinel alone when the kernel reads none).
+    pub fn landings(&self) -> &'a [u64] {
+        if self.plan.landings.is_empty() {
+            NO_LANDINGS
+        } else {
+            &self.plan.landings
+        }
+    }
+
     /// The candidates to upload, for a list launch.
     pub fn seed_list(&self) -> Option<&'a [u64]> {
         match self.seeds {
@@ -176,6 +192,7 @@ impl<'a> LaunchLayout<'a> {
         let mut params = self.plan.params;
         params.window = at.window;
         params.strategies = at.strategies;
+        params.landings = at.landings;
         params.out_seeds = at.out_seeds;
         params.out_count = at.out_count;
         params.out_cap = self.capacity;
@@ -232,7 +249,8 @@ pub fn run_pass(
 ) -> Result<Vec<u64>, SieveError> {
     if spec.offset_max.is_some_and(|m| m > spec.offset) {
         // A seed survives an offset range when it survives at one of its offsets; `complete`
-        // then finds its best (offset, skip) on the host. One launch series per offset.
+        // then finds its best (offset, skip) on the host. One launch series per offset: exact,
+        // and each offset's launches run the shared-stream kernels.
         let mut survivors = Vec::new();
         for offset in spec.offsets() {
             let one = SieveSpec {
@@ -246,15 +264,30 @@ pub fn run_pass(
         survivors.dedup();
         return Ok(survivors);
     }
-    let plan = PassPlan::new(spec, reverse);
     // Exact searches of GF(2)-linear families: solve for the few candidates instead of trying
     // every seed (the kernel then verifies them).
     let prefiltered = linear::candidates(spec, reverse, seeds);
     let seeds = prefiltered.as_ref().unwrap_or(seeds);
-    let per_launch = seeds_per_launch(&plan, launcher.evaluations_per_launch())
+    let mut survivors = Vec::new();
+    // A seed passes when it passes in any of the pass's skip groups.
+    for plan in PassPlan::for_pass(spec, reverse) {
+        run_plan(launcher, &plan, seeds, &mut survivors)?;
+    }
+    survivors.sort_unstable();
+    survivors.dedup();
+    Ok(survivors)
+}
+
+/// Every launch of one plan over `seeds`, survivors appended to `survivors`.
+fn run_plan(
+    launcher: &dyn Launcher,
+    plan: &PassPlan,
+    seeds: &SeedSet,
+    survivors: &mut Vec<u64>,
+) -> Result<(), SieveError> {
+    let per_launch = seeds_per_launch(plan, launcher.evaluations_per_launch())
         .min(launcher.max_seeds_per_launch())
         .max(1);
-    let mut survivors = Vec::new();
     match seeds {
         SeedSet::Range { start, end } => {
             let mut at = *start;
@@ -262,7 +295,7 @@ pub fn run_pass(
                 let count = (*end - at).min(per_launch);
                 survivors.extend(launch_exact(
                     launcher,
-                    &plan,
+                    plan,
                     LaunchSeeds::Range { start: at, count },
                 )?);
                 at += count;
@@ -270,21 +303,30 @@ pub fn run_pass(
         }
         SeedSet::List(list) => {
             for chunk in list.chunks(per_launch.min(usize::MAX as u64) as usize) {
-                survivors.extend(launch_exact(launcher, &plan, LaunchSeeds::List(chunk))?);
+                survivors.extend(launch_exact(launcher, plan, LaunchSeeds::List(chunk))?);
             }
         }
     }
-    survivors.sort_unstable();
-    survivors.dedup();
-    Ok(survivors)
+    Ok(())
 }
 
 /// Seeds a launch may take for `plan` within `budget` draw evaluations, from a worst-case cost
-/// per seed (constant skip: skips x k; variable skip: about 8 outputs per draw per strategy;
-/// full-state mt19937 pays 624 words of seeding per skip on top).
+/// per seed (constant skip: skips x k; shared stream: the stream's k x (skip_max+1) outputs,
+/// counted twice for mt19937, whose outputs cost about twice a draw test (twist, temper and
+/// reduction), plus the 624-word seeding; variable skip: about 8 outputs per draw per
+/// strategy; full-state mt19937 pays 624 words of seeding per skip on top).
 pub fn seeds_per_launch(plan: &PassPlan, budget: u64) -> u64 {
     let p = &plan.params;
     let k = (p.k as u64).max(1);
+    if plan.shared_stream() {
+        let outputs = k.saturating_mul(p.skip_max as u64 + 1);
+        let per_seed = if plan.threads_per_seed() > 1 {
+            outputs.saturating_mul(2).saturating_add(MT_WORDS)
+        } else {
+            outputs.saturating_add(k.saturating_mul((p.skip_max - p.skip_min) as u64 + 1))
+        };
+        return (budget / per_seed.max(1)).max(1 << 12);
+    }
     let mut per_seed = if p.flags & FLAG_VARIABLE != 0 {
         k.saturating_mul(8)
             .saturating_mul(p.n_strategies.max(1) as u64)

@@ -309,6 +309,7 @@ impl Launcher for HipBackend {
         let layout = LaunchLayout::new(plan, seeds, capacity, grid as u64 * DEVICE_BLOCK as u64);
         let window = DeviceBuffer::upload(layout.window())?;
         let strategies = DeviceBuffer::upload(layout.strategies())?;
+        let landings = DeviceBuffer::upload(layout.landings())?;
         let list = layout.seed_list().map(DeviceBuffer::upload).transpose()?;
         let out = DeviceBuffer::alloc(layout.out_slots() * size_of::<u64>())?;
         let counter = DeviceBuffer::zeroed(size_of::<u64>())?;
@@ -319,6 +320,7 @@ impl Launcher for HipBackend {
         let mut params = layout.params(&BufferAddresses {
             window: window.addr(),
             strategies: strategies.addr(),
+            landings: landings.addr(),
             seed_list: list.as_ref().map_or(0, DeviceBuffer::addr),
             out_seeds: out.addr(),
             out_count: counter.addr(),

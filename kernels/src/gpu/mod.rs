@@ -22,8 +22,9 @@ pub(crate) mod params;
 pub mod parity;
 #[cfg(feature = "shim")]
 pub mod shim;
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) mod source;
+/// The single-file CUDA source and NVRTC options (public for the `gpu_source` example, which
+/// hands them to scripts/gpu-estimate.sh).
+pub mod source;
 
 pub use params::{all_kernel_names, kernel_name};
 pub use seedq_core::Backend;

@@ -12,6 +12,14 @@ include!(concat!(env!("OUT_DIR"), "/seedq_params.rs"));
 pub const MT_STATELESS_OUTPUTS: u128 = 227;
 /// Words of MT19937 state per thread in the scratch buffer.
 pub const MT_WORDS: u64 = 624;
+/// Skips one shared-stream launch covers (`SEEDQ_GROUP_SKIPS` in gpu/sieve.cu: the depth of
+/// the per-skip match counters on chip). Wider constant-skip ranges run as several groups.
+pub const GROUP_SKIPS: u32 = 32;
+/// The `landings` entry that ends the list: its output number is never reached.
+const LANDING_SENTINEL: [u64; 2] = [0, u64::MAX];
+/// The output-number bits of a landing (`SEEDQ_LANDING_J` in gpu/sieve.cu); the skip index sits
+/// above them.
+pub const LANDING_J: u64 = (1 << 48) - 1;
 
 /// Everything one pass (forward or reverse) launches with, except seeds and buffers.
 #[derive(Debug, Clone)]
@@ -25,11 +33,41 @@ pub struct PassPlan {
     pub window: Vec<u64>,
     /// `(max_consecutive_misses, skip_tolerance)` per strategy, flattened; empty for constant.
     pub strategies: Vec<u32>,
+    /// Shared-stream launches: `(draw, (j << 5) | skip index)` per landing sorted by output `j`,
+    /// then a sentinel; empty otherwise.
+    pub landings: Vec<u64>,
     /// Template: every scalar field set, addresses and seed fields zero.
     pub params: SeedqParams,
 }
 
 impl PassPlan {
+    /// The launches' plans for one pass: one plan, or for a shared-stream pass one plan per group
+    /// of at most [`GROUP_SKIPS`] consecutive skips (a seed passes when it passes in any group,
+    /// as the pass's best skip lies in one of them).
+    pub fn for_pass(spec: &SieveSpec, reverse: bool) -> Vec<PassPlan> {
+        let whole = PassPlan::new(spec, reverse);
+        if !shared_stream(spec) {
+            return vec![whole];
+        }
+        let mut plans = Vec::new();
+        let mut lo = spec.skip_min as u64;
+        while lo <= spec.skip_max as u64 {
+            let hi = (lo + GROUP_SKIPS as u64 - 1).min(spec.skip_max as u64);
+            let mut plan = whole.clone();
+            plan.params.skip_min = lo as u32;
+            plan.params.skip_max = hi as u32;
+            plan.params.flags |= FLAG_SHARED_STREAM;
+            if plan.family == Family::Mt19937 {
+                plan.kernel = MT_STREAM_KERNEL;
+            }
+            plan.landings = landings(&plan.window, lo as u32, hi as u32);
+            plan.params.n_landings = (plan.landings.len() / 2 - 1) as u64;
+            plans.push(plan);
+            lo = hi + 1;
+        }
+        plans
+    }
+
     pub fn new(spec: &SieveSpec, reverse: bool) -> PassPlan {
         let family = spec.family.family();
         let mt_full = family == Family::Mt19937 && spec.max_output_index() >= MT_STATELESS_OUTPUTS;
@@ -50,6 +88,8 @@ impl PassPlan {
             } else {
                 0
             },
+            mod_inv: barrett_inverse(spec.modulus),
+            mod_inv32: barrett_inverse32(spec.modulus),
             offset: spec.offset,
             fam: family_words(spec.family.params()),
             k: spec.k() as u32,
@@ -66,7 +106,22 @@ impl PassPlan {
             kernel: kernel_name(family, mt_full),
             window: spec.window(reverse),
             strategies,
+            landings: Vec::new(),
             params,
+        }
+    }
+
+    /// Whether launches run the shared-stream kernel (one group of skips, `landings` set).
+    pub fn shared_stream(&self) -> bool {
+        self.params.flags & FLAG_SHARED_STREAM != 0
+    }
+
+    /// Seeds per 32 lanes of the launch: the mt19937 stream kernel gives each seed a warp.
+    pub fn threads_per_seed(&self) -> u32 {
+        if self.kernel == MT_STREAM_KERNEL {
+            32
+        } else {
+            1
         }
     }
 
@@ -74,6 +129,73 @@ impl PassPlan {
     pub fn needs_scratch(&self) -> bool {
         self.params.flags & FLAG_MT_FULL != 0
     }
+}
+
+/// The mt19937 kernel for constant skip beyond output 226 (state in shared memory).
+pub const MT_STREAM_KERNEL: &str = "seedq_sieve_mt19937_stream";
+
+/// Whether a pass runs one stream per seed shared by its skips: constant skip, for the families
+/// without a cheap jump (stepping ones, and mt19937 beyond its stateless outputs). The families
+/// with a jump-ahead keep one jump per draw, which beats stepping through the skipped outputs.
+pub fn shared_stream(spec: &SieveSpec) -> bool {
+    let family = spec.family.family();
+    // Streams of 2^48 - 1 outputs or more (absurd: k near 2^16 and skips near 2^32) keep the
+    // per-skip kernel, so no landing's j reaches the sentinel's.
+    let stream = spec.k() as u128 * (spec.skip_max as u128 + 1);
+    matches!(spec.skip_mode, SkipMode::Constant)
+        && stream < LANDING_J as u128
+        && match family {
+            Family::Xorshift32
+            | Family::Xorshift64
+            | Family::Xorshift128
+            | Family::Xoshiro256pp
+            | Family::Sfc64 => true,
+            Family::Mt19937 => spec.max_output_index() >= MT_STATELESS_OUTPUTS,
+            _ => false,
+        }
+}
+
+/// `floor((2^64-1)/m)` when Barrett reduction of 64-bit outputs is exact for `m` (`3m < 2^64`:
+/// the remainder estimate stays below 2^64), else 0 (the kernel falls back to `%`).
+pub fn barrett_inverse(modulus: u64) -> u64 {
+    if (2..=u64::MAX / 3).contains(&modulus) {
+        u64::MAX / modulus
+    } else {
+        0
+    }
+}
+
+/// `floor((2^32-1)/m)` when Barrett reduction of 32-bit outputs is exact for `m`
+/// (`3m < 2^32`), else 0 (the kernel uses the 64-bit fastmod, or nothing for `m >= 2^32`).
+pub fn barrett_inverse32(modulus: u64) -> u32 {
+    if (2..=u32::MAX as u64 / 3).contains(&modulus) {
+        (u32::MAX as u64 / modulus) as u32
+    } else {
+        0
+    }
+}
+
+/// The landings of skips `lo..=hi` over `window`: for draw `i` of skip `t`, output
+/// `j = t + i*(t+1)` after the offset, as `(draw, j | (t - lo) << 48)` sorted by `j` (then
+/// skip), followed by the sentinel. [`shared_stream`] keeps `j` below [`LANDING_J`], the
+/// sentinel's `j`.
+pub fn landings(window: &[u64], lo: u32, hi: u32) -> Vec<u64> {
+    debug_assert!(hi >= lo && hi - lo < GROUP_SKIPS);
+    let mut entries: Vec<(u64, u64)> = Vec::with_capacity(window.len() * (hi - lo + 1) as usize);
+    for t in lo..=hi {
+        let step = t as u64 + 1;
+        for (i, &draw) in window.iter().enumerate() {
+            let j = t as u64 + i as u64 * step;
+            entries.push((j | ((t - lo) as u64) << 48, draw));
+        }
+    }
+    entries.sort_unstable_by_key(|e| (e.0 & LANDING_J, e.0 >> 48));
+    let mut flat: Vec<u64> = entries
+        .into_iter()
+        .flat_map(|(meta, draw)| [draw, meta])
+        .collect();
+    flat.extend_from_slice(&LANDING_SENTINEL);
+    flat
 }
 
 /// Entry point names in gpu/sieve.cu.
@@ -98,6 +220,7 @@ pub fn kernel_name(family: Family, mt_full: bool) -> &'static str {
 pub fn all_kernel_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Family::ALL.iter().map(|f| kernel_name(*f, false)).collect();
     names.push(kernel_name(Family::Mt19937, true));
+    names.push(MT_STREAM_KERNEL);
     names
 }
 

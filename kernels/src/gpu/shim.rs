@@ -47,7 +47,8 @@ pub fn kernel_params_offsets() -> Vec<u64> {
 pub struct ShimBackend {
     /// Emulated blocks per launch.
     pub grid: u32,
-    /// Emulated threads per block (a multiple of 32: whole warps).
+    /// Emulated threads per block (a multiple of 32: whole warps; at most 256, the block size
+    /// the kernels' shared arrays are sized for).
     pub block: u32,
     /// Survivor slots a launch starts with (tiny values exercise the overflow re-run).
     pub initial_capacity: u64,
@@ -101,9 +102,13 @@ impl Launcher for ShimBackend {
         seeds: LaunchSeeds<'_>,
         capacity: u64,
     ) -> Result<LaunchResult, SieveError> {
-        if self.block == 0 || !self.block.is_multiple_of(32) || self.grid == 0 {
+        if self.block == 0
+            || !self.block.is_multiple_of(32)
+            || self.block > driver::DEVICE_BLOCK
+            || self.grid == 0
+        {
             return Err(SieveError::Backend(format!(
-                "shim grid {}x{}: the block size must be a positive multiple of 32",
+                "shim grid {}x{}: the block size must be a positive multiple of 32, at most 256",
                 self.grid, self.block
             )));
         }
@@ -115,6 +120,7 @@ impl Launcher for ShimBackend {
         let params = layout.params(&BufferAddresses {
             window: layout.window().as_ptr() as u64,
             strategies: layout.strategies().as_ptr() as u64,
+            landings: layout.landings().as_ptr() as u64,
             seed_list: layout.seed_list().map_or(0, |list| list.as_ptr() as u64),
             out_seeds: out.as_mut_ptr() as u64,
             out_count: &mut count as *mut u64 as u64,
@@ -122,7 +128,8 @@ impl Launcher for ShimBackend {
         });
         let name = CString::new(plan.kernel).expect("kernel names have no NUL");
         // SAFETY: every address in `params` points into a live buffer of the size the kernel
-        // reads or writes (window k, strategies 2*n, list n_seeds, out capacity, one counter,
+        // reads or writes (window k, strategies 2*n, landings 2*(n_landings+1), list n_seeds,
+        // out capacity, one counter,
         // scratch MT_WORDS per emulated thread), all outliving the synchronous call.
         let rc = unsafe { seedq_shim_launch(name.as_ptr(), self.grid, self.block, &params) };
         drop(scratch);
@@ -154,6 +161,9 @@ mod tests {
             ("out_seeds", std::mem::offset_of!(SeedqParams, out_seeds)),
             ("out_count", std::mem::offset_of!(SeedqParams, out_count)),
             ("scratch", std::mem::offset_of!(SeedqParams, scratch)),
+            ("landings", std::mem::offset_of!(SeedqParams, landings)),
+            ("n_landings", std::mem::offset_of!(SeedqParams, n_landings)),
+            ("mod_inv", std::mem::offset_of!(SeedqParams, mod_inv)),
             ("strategies", std::mem::offset_of!(SeedqParams, strategies)),
             ("modulus", std::mem::offset_of!(SeedqParams, modulus)),
             ("mod_magic", std::mem::offset_of!(SeedqParams, mod_magic)),
@@ -173,6 +183,7 @@ mod tests {
                 std::mem::offset_of!(SeedqParams, n_strategies),
             ),
             ("flags", std::mem::offset_of!(SeedqParams, flags)),
+            ("mod_inv32", std::mem::offset_of!(SeedqParams, mod_inv32)),
         ]
         .into_iter()
         .map(|(n, o)| (n, o as u64))
