@@ -63,7 +63,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
+use seedq_protocol::signing::SIGNATURE_HEADER;
 use seedq_protocol::topology::headers as h;
+use seedq_protocol::JobKey;
 use seedq_protocol::{BrokerSettings, ChunkMessage, Job, ScriptJob, Topology};
 
 mod endpoints;
@@ -137,6 +139,18 @@ pub enum BrokerError {
     },
 }
 
+impl BrokerError {
+    /// The broker refused the operation for lack of permission (`403 ACCESS_REFUSED`): the
+    /// user's configure, write or read permission does not cover the name. Waiting or retrying
+    /// does not change that.
+    pub fn is_access_refused(&self) -> bool {
+        match self {
+            BrokerError::Amqp { source, .. } => source.to_string().contains("ACCESS_REFUSED"),
+            _ => false,
+        }
+    }
+}
+
 /// `Result` with [`BrokerError`] as the default error.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
@@ -163,6 +177,8 @@ pub struct Broker {
     connection_name: String,
     /// The URL connected to, password redacted.
     address: String,
+    /// Signs every publish when set (see `seedq_protocol::signing`).
+    job_key: Option<JobKey>,
 }
 
 impl Broker {
@@ -182,7 +198,21 @@ impl Broker {
             topology: Topology::new(namespace),
             connection_name: connection_name.to_string(),
             address: seedq_telemetry::redact(url),
+            job_key: None,
         })
+    }
+
+    /// Signs every message this connection publishes with `key` from now on (`None`: unsigned).
+    /// A signature header already on the headers given is always replaced, so a republished
+    /// message is signed by the node that republishes it or not at all.
+    pub fn with_job_key(mut self, key: Option<JobKey>) -> Broker {
+        self.job_key = key;
+        self
+    }
+
+    /// The key publishes are signed with, if any.
+    pub fn job_key(&self) -> Option<&JobKey> {
+        self.job_key.as_ref()
     }
 
     /// The queue and exchange names of this broker's namespace.
@@ -466,6 +496,7 @@ impl Broker {
     // ----- publishing -----------------------------------------------------------------------
 
     async fn start_publish(
+        &self,
         channel: &lapin::Channel,
         exchange: &str,
         routing_key: &str,
@@ -473,10 +504,15 @@ impl Broker {
         headers: &Headers,
         expiration_ms: Option<u64>,
     ) -> Result<lapin::PublisherConfirm> {
+        let mut headers = without_broker_headers(headers);
+        headers.remove(SIGNATURE_HEADER);
+        if let Some(key) = &self.job_key {
+            headers.insert(SIGNATURE_HEADER.to_string(), key.sign(body));
+        }
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_headers(to_table(&without_broker_headers(headers)));
+            .with_headers(to_table(&headers));
         if let Some(ms) = expiration_ms {
             props = props.with_expiration(ms.max(1).to_string().into());
         }
@@ -511,8 +547,9 @@ impl Broker {
         expiration_ms: Option<u64>,
     ) -> Result<()> {
         let channel = self.publisher().await?;
-        let confirm =
-            Self::start_publish(&channel, exchange, queue, body, headers, expiration_ms).await?;
+        let confirm = self
+            .start_publish(&channel, exchange, queue, body, headers, expiration_ms)
+            .await?;
         let result = Self::finish_publish(confirm, queue).await;
         self.after_confirm(&channel, result).await
     }
@@ -543,8 +580,10 @@ impl Broker {
             for msg in window {
                 let body = msg.to_json();
                 let headers = chunk_headers(job, msg);
-                pending
-                    .push(Self::start_publish(&channel, "", &queue, &body, &headers, None).await?);
+                pending.push(
+                    self.start_publish(&channel, "", &queue, &body, &headers, None)
+                        .await?,
+                );
             }
             // Every confirm is awaited, so that a nack anywhere in the window is seen.
             let mut result = Ok(());
@@ -580,15 +619,16 @@ impl Broker {
         headers.insert(h::SOURCE_QUEUE.to_string(), target_queue.to_string());
         let exchange = self.topology.retry_exchange();
         let channel = self.publisher().await?;
-        let confirm = Self::start_publish(
-            &channel,
-            &exchange,
-            target_queue,
-            body,
-            &headers,
-            Some(delay_ms),
-        )
-        .await?;
+        let confirm = self
+            .start_publish(
+                &channel,
+                &exchange,
+                target_queue,
+                body,
+                &headers,
+                Some(delay_ms),
+            )
+            .await?;
         let result = Self::finish_publish(confirm, &self.topology.retry_queue()).await;
         self.after_confirm(&channel, result).await
     }

@@ -374,11 +374,22 @@ pub struct PrivateRedis {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// `requirepass` (the `default` user's password), when started with one.
+    password: Option<String>,
+    /// More `redis-server` arguments (ACL users, ...).
+    extra_args: Vec<String>,
 }
 
 impl PrivateRedis {
     /// `None` when `redis-server` is not installed (the caller skips, saying so).
     pub fn start() -> Option<PrivateRedis> {
+        Self::start_with(None, &[])
+    }
+
+    /// With the `default` user's password set to `password` (and more server arguments, such as
+    /// `--aclfile`). [`PrivateRedis::url`] then carries the password, written as given (unencoded,
+    /// the way an operator may type it).
+    pub fn start_with(password: Option<&str>, extra_args: &[&str]) -> Option<PrivateRedis> {
         let found = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -398,13 +409,33 @@ impl PrivateRedis {
             port,
             dir,
             child: None,
+            password: password.map(str::to_string),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         redis.restart();
         Some(redis)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(pw) => format!("redis://default:{pw}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// The URL with another user's credentials (ACL users), as given.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("redis://{user}:{password}@127.0.0.1:{}/", self.port)
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its directory (for ACL files and logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// SIGKILL, no shutdown save: what the append-only file holds is what survives.
@@ -438,6 +469,12 @@ impl PrivateRedis {
                 "--dir",
                 self.dir.to_str().unwrap(),
             ])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|pw| ["--requirepass".to_string(), pw.clone()]),
+            )
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -457,6 +494,19 @@ impl PrivateRedis {
         };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 5];
+        if let Some(pw) = &self.password {
+            let mut ok = [0u8; 5];
+            let auth = format!(
+                "*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n${}\r\n{pw}\r\n",
+                pw.len()
+            );
+            if conn.write_all(auth.as_bytes()).is_err()
+                || conn.read_exact(&mut ok).is_err()
+                || &ok != b"+OK\r\n"
+            {
+                return false;
+            }
+        }
         // -LOADING while the append-only file is replayed; +PONG when ready.
         conn.write_all(b"PING\r\n").is_ok()
             && conn.read_exact(&mut reply).is_ok()

@@ -387,6 +387,9 @@ pub struct RunRequest {
     /// ([`private_output_dir`]); the runner creates it.
     pub output_dir: PathBuf,
     pub timeout: Duration,
+    /// The job's own variables (its `env`, already checked against the node's
+    /// `script_env_allow`): set before [`RunRequest::env`], which wins over them.
+    pub job_env: Vec<(String, String)>,
     /// Extra environment: GPU binding, ROCm and allocator settings from the node's config.
     pub env: Vec<(String, String)>,
     /// Bytes of stdout and stderr kept (each), the last ones.
@@ -659,7 +662,8 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
     // A script starts from a cleared environment: what the consumer itself holds (the broker and
     // Redis URLs with their passwords, anything else of the service's) never reaches a job, its
     // output or its log tails. Only the basics a program needs pass through, then the request's
-    // own variables (GPU binding, the node's `[nodes.env]`).
+    // own variables: the job's allowed `env`, then the GPU binding and the node's `[nodes.env]`,
+    // which a job cannot override.
     command
         .env_clear()
         .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(inherited_variable)))
@@ -667,6 +671,12 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         .args(request.args.iter().map(|arg| substitute(arg, &private)))
         .current_dir(root.path())
         .env("PYTHONUNBUFFERED", "1")
+        .envs(
+            request
+                .job_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
         .envs(request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         // Last, so that no `[nodes.env]` entry can point two runs at one directory.
         .env("SEEDQ_OUTPUT_DIR", &private)
@@ -935,6 +945,7 @@ mod tests {
                 expected_output: output.into(),
                 output_dir: private_output_dir("batch", "task", 1),
                 timeout: Duration::from_millis(timeout_ms),
+                job_env: vec![],
                 env: vec![("CUDA_VISIBLE_DEVICES".into(), "1".into())],
                 tail_bytes: 64,
                 max_output_bytes: 1 << 20,
@@ -991,6 +1002,24 @@ mod tests {
             names.contains(&"PATH") && names.contains(&"CUDA_VISIBLE_DEVICES"),
             "{names:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_jobs_variables_reach_the_script_but_never_override_the_nodes() {
+        let fx = Fixture::new("jobenv");
+        fx.script("env.sh", "env > env.txt; echo '{}' > o.json\n");
+        let mut request = fx.request("env.sh", "o.json", 5_000);
+        request.job_env = vec![
+            ("OMP_NUM_THREADS".into(), "3".into()),
+            ("CUDA_VISIBLE_DEVICES".into(), "7".into()),
+        ];
+        let report = run(&fx.root, &request).await;
+        assert_eq!(code(&report), "ok", "{report:?}");
+        let dumped = std::fs::read_to_string(fx.root.path().join("env.txt")).unwrap();
+        let lines: Vec<&str> = dumped.lines().collect();
+        assert!(lines.contains(&"OMP_NUM_THREADS=3"), "{lines:?}");
+        assert!(lines.contains(&"CUDA_VISIBLE_DEVICES=1"), "{lines:?}");
+        assert!(!lines.contains(&"CUDA_VISIBLE_DEVICES=7"), "{lines:?}");
     }
 
     #[tokio::test]
