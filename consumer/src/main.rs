@@ -264,15 +264,14 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to RabbitMQ at {endpoints}"))?;
         tracing::info!(address = %broker.address(), "connected to RabbitMQ");
-        match broker.declare_topology(&cluster.broker).await {
-            Ok(()) => {}
-            // A least-privilege consumer user (configure permission on its own pinned queue
-            // only) may not declare the namespace's queues: the producer or operator has.
-            Err(e) if e.is_access_refused() => tracing::info!(
-                "this broker user may not declare the namespace's queues; consuming the ones \
-                 the producer declared"
-            ),
-            Err(e) => return Err(anyhow::Error::from(e).context("declaring queues")),
+        // A least-privilege consumer user may not declare the namespace's queues: it consumes
+        // the ones an administrator declared (`seedq-producer declare`).
+        if !broker
+            .ensure_topology(&cluster.broker)
+            .await
+            .context("declaring queues")?
+        {
+            tracing::info!("this broker user may not declare the namespace's queues; consuming the declared ones");
         }
         if !args.no_calibrate {
             seed_throughput_estimates(&store, &workers).await;

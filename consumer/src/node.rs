@@ -129,16 +129,11 @@ async fn connection_watchdog(ctx: Arc<NodeContext>) {
 async fn reconnect(ctx: &NodeContext, name: &str) -> Option<Broker> {
     let attempt = || async {
         let broker = Broker::connect_any(ctx.endpoints(), name, ctx.namespace()).await?;
-        match broker.declare_topology(&ctx.cluster().broker).await {
-            // A least-privilege consumer user may not declare (see README, "Security"): the
-            // producer or the operator has declared the queues it consumes.
-            Err(e) if e.is_access_refused() => Ok(broker),
-            Err(e) => {
-                broker.close().await;
-                Err(e)
-            }
-            Ok(()) => Ok(broker),
+        if let Err(e) = broker.ensure_topology(&ctx.cluster().broker).await {
+            broker.close().await;
+            return Err(e);
         }
+        Ok(broker)
     };
     let mut stop = ctx.shutdown_signal();
     tokio::select! {

@@ -374,8 +374,9 @@ pub struct PrivateRedis {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
-    /// `requirepass` (the `default` user's password), when started with one.
-    password: Option<String>,
+    /// The user and password [`PrivateRedis::url`] carries (and the readiness check uses), when
+    /// started with one.
+    auth: Option<(String, String)>,
     /// More `redis-server` arguments (ACL users, ...).
     extra_args: Vec<String>,
 }
@@ -386,10 +387,11 @@ impl PrivateRedis {
         Self::start_with(None, &[])
     }
 
-    /// With the `default` user's password set to `password` (and more server arguments, such as
-    /// `--aclfile`). [`PrivateRedis::url`] then carries the password, written as given (unencoded,
-    /// the way an operator may type it).
-    pub fn start_with(password: Option<&str>, extra_args: &[&str]) -> Option<PrivateRedis> {
+    /// Authenticated as `auth` (user, password): for the `default` user its password becomes
+    /// `requirepass`; any other user must come from `extra_args` (e.g. `--aclfile`).
+    /// [`PrivateRedis::url`] then carries the credentials as given (unencoded, the way an
+    /// operator may type them).
+    pub fn start_with(auth: Option<(&str, &str)>, extra_args: &[&str]) -> Option<PrivateRedis> {
         let found = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -409,7 +411,7 @@ impl PrivateRedis {
             port,
             dir,
             child: None,
-            password: password.map(str::to_string),
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         redis.restart();
@@ -417,8 +419,8 @@ impl PrivateRedis {
     }
 
     pub fn url(&self) -> String {
-        match &self.password {
-            Some(pw) => format!("redis://default:{pw}@127.0.0.1:{}/", self.port),
+        match &self.auth {
+            Some((user, pw)) => format!("redis://{user}:{pw}@127.0.0.1:{}/", self.port),
             None => format!("redis://127.0.0.1:{}/", self.port),
         }
     }
@@ -470,9 +472,10 @@ impl PrivateRedis {
                 self.dir.to_str().unwrap(),
             ])
             .args(
-                self.password
+                self.auth
                     .iter()
-                    .flat_map(|pw| ["--requirepass".to_string(), pw.clone()]),
+                    .filter(|(user, _)| user == "default")
+                    .flat_map(|(_, pw)| ["--requirepass".to_string(), pw.clone()]),
             )
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -494,10 +497,11 @@ impl PrivateRedis {
         };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 5];
-        if let Some(pw) = &self.password {
+        if let Some((user, pw)) = &self.auth {
             let mut ok = [0u8; 5];
             let auth = format!(
-                "*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n${}\r\n{pw}\r\n",
+                "*3\r\n$4\r\nAUTH\r\n${}\r\n{user}\r\n${}\r\n{pw}\r\n",
+                user.len(),
                 pw.len()
             );
             if conn.write_all(auth.as_bytes()).is_err()
@@ -720,6 +724,16 @@ impl Mgmt {
         }
     }
 
+    /// `POST path` with a JSON body (e.g. `/api/definitions`); `Err` unless it succeeds.
+    pub fn post(&self, path: &str, body: &str) -> anyhow::Result<()> {
+        let (code, reply) = mgmt_http("127.0.0.1", self.port, "POST", path, body)?;
+        anyhow::ensure!(
+            (200..300).contains(&code),
+            "POST {path}: HTTP {code}: {reply}"
+        );
+        Ok(())
+    }
+
     /// Consumer tags subscribed to `queue`.
     pub fn consumer_tags(&self, queue: &str) -> Vec<String> {
         self.get("/api/consumers")
@@ -763,6 +777,11 @@ impl PrivateRabbit {
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
     pub fn url(&self) -> String {
         self.nodes.url(1)
+    }
+
+    /// Its AMQP port (127.0.0.1).
+    pub fn amqp_port(&self) -> u16 {
+        self.nodes.node(1).amqp_port
     }
 
     pub fn mgmt(&self) -> Mgmt {

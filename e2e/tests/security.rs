@@ -161,7 +161,7 @@ with open(sys.argv[1], "w") as f:
 
 #[test]
 fn scripts_see_no_credentials_and_no_secret_reaches_logs_records_or_metrics() {
-    let Some(redis) = PrivateRedis::start_with(Some(REDIS_PASSWORD), &[]) else {
+    let Some(redis) = PrivateRedis::start_with(Some(("default", REDIS_PASSWORD)), &[]) else {
         skip(
             "scripts_see_no_credentials_and_no_secret_reaches_logs_records_or_metrics",
             "redis-server is not installed",

@@ -92,6 +92,9 @@ enum Command {
     Dlq(cmd::dlq::DlqArgs),
     /// Write draws generated from a known (planted) seed.
     GenDraws(cmd::gen_draws::GenDrawsArgs),
+    /// Declare the namespace's queues and exchanges (an administrator, once: the least-privilege
+    /// producer and consumer users may not).
+    Declare(cmd::declare::DeclareArgs),
     /// Delete every queue, exchange and Redis key of the namespace (tests, demos).
     Teardown(cmd::teardown::TeardownArgs),
 }
@@ -203,6 +206,7 @@ fn run(cli: Cli, job_key_text: Option<&str>) -> anyhow::Result<i32> {
             Command::Wait(args) => cmd::wait::run(&env, args).await,
             Command::Results(args) => cmd::results::run(&env, args).await,
             Command::Teardown(args) => cmd::teardown::run(&env, args).await,
+            Command::Declare(args) => cmd::declare::run(&env, args).await,
             Command::Scripts(args) => cmd::scripts::run(&env, args).await,
             Command::Collect(args) => cmd::collect::run(&env, args).await,
             Command::Nodes(args) => cmd::nodes::run(&env, args).await,

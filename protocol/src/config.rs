@@ -369,6 +369,10 @@ pub struct NodeConfig {
     /// in `*`). Empty by default: a job that sets any variable is refused (`env_not_allowed`).
     /// `SEEDQ_*` names are never allowed.
     pub script_env_allow: Vec<String>,
+    /// Largest file a script job may write, bytes (RLIMIT_FSIZE on its processes: a write past
+    /// it stops the script, dead-lettered as `output_too_large`), so that a runaway job cannot
+    /// fill the node's disk. 0: no limit. Default 4 GiB.
+    pub script_max_file_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -385,6 +389,7 @@ impl Default for NodeConfig {
             cpu_threads: 2,
             env: BTreeMap::new(),
             script_env_allow: Vec::new(),
+            script_max_file_bytes: 4 << 30,
         }
     }
 }

@@ -233,7 +233,7 @@ async fn subscribe(
         // This node's own queue: (re)declared here, so a deleted one comes back.
         let settings = &shared.ctx.cluster().broker;
         broker
-            .declare_node_scripts_queue(&shared.node, settings)
+            .ensure_node_scripts_queue(&shared.node, settings)
             .await
             .context("declaring this node's pinned script queue")?;
     }
@@ -510,6 +510,7 @@ async fn process_task(
         env,
         tail_bytes: RunRequest::DEFAULT_TAIL_BYTES,
         max_output_bytes: RunRequest::DEFAULT_MAX_OUTPUT_BYTES,
+        max_file_bytes: Some(shared.ctx.node_config().script_max_file_bytes).filter(|&b| b > 0),
         kill_grace: Duration::from_secs(5),
     };
     tracing::info!(task = %job.task_id, batch = %job.batch_id, attempt = job.attempt, gpu = ?lease.gpu(), "running script job");

@@ -221,7 +221,7 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
                         if queue.starts_with(&format!("{}.scripts.", env.namespace)) {
                             let node = &queue[env.namespace.len() + ".scripts.".len()..];
                             broker
-                                .declare_node_scripts_queue(node, &env.cluster.broker)
+                                .ensure_node_scripts_queue(node, &env.cluster.broker)
                                 .await?;
                         }
                         // Reopened before the publish, so a quick second failure of the replayed
