@@ -152,8 +152,12 @@ else
 # seedq-consumer.service). Mode 600: it holds the broker and Redis passwords. Written once by
 # scripts/install-node.sh from a template and never overwritten; edit the CHANGE-ME values,
 # then `systemctl restart seedq-consumer`. The consumer never logs these passwords.
-SEEDQ_AMQP_URL=amqp://seedq:CHANGE-ME@coordinator:5672/%2f
-SEEDQ_REDIS_URL=redis://:CHANGE-ME@coordinator:6379/
+# The consumer role's URLs and the job key, from scripts/init-secrets.sh on the coordinator
+# (secrets/consumer.amqp-url, consumer.redis-url, job.key; README "Security"). Or point
+# SEEDQ_AMQP_URL_FILE, SEEDQ_REDIS_URL_FILE and SEEDQ_JOB_KEY_FILE at files holding them.
+SEEDQ_AMQP_URL=amqp://seedq-consumer:CHANGE-ME@coordinator:5672/%2f
+SEEDQ_REDIS_URL=redis://seedq-consumer:CHANGE-ME@coordinator:6379/
+SEEDQ_JOB_KEY=CHANGE-ME
 SEEDQ_NAMESPACE=seedq
 # Metrics for deploy/prometheus (targets/seedq-consumers.yml scrapes port 9477). 127.0.0.1
 # keeps them on this host; put this node's LAN address here for the monitoring host to scrape.

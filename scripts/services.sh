@@ -41,11 +41,15 @@ redis_up() {
   fi
 }
 
+# The development services (docker-compose.dev.yml over docker-compose.yml): guest and no Redis
+# password, every port on 127.0.0.1 only. A deployment uses docker-compose.yml alone.
 compose() {
+  export SEEDQ_AMQP_PUBLISH=127.0.0.1:5672
+  local files=(-f docker-compose.yml -f docker-compose.dev.yml)
   if docker compose version >/dev/null 2>&1; then
-    (cd "$ROOT" && docker compose "$@")
+    (cd "$ROOT" && docker compose "${files[@]}" "$@")
   elif command -v docker-compose >/dev/null; then
-    (cd "$ROOT" && docker-compose "$@")
+    (cd "$ROOT" && docker-compose "${files[@]}" "$@")
   else
     log "no running service, no local server and no docker compose: install rabbitmq-server and redis-server, or docker"
     return 1

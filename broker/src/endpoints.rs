@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use seedq_protocol::JobKey;
 use seedq_telemetry::{redact, Secrets};
 
 use crate::{Broker, BrokerError, Result};
@@ -28,6 +29,9 @@ pub struct Endpoints {
     urls: Arc<[String]>,
     /// Index of the address the last successful connection used.
     last_good: Arc<AtomicUsize>,
+    /// Every connection made from these addresses signs its publishes with it
+    /// ([`Broker::with_job_key`]).
+    job_key: Option<JobKey>,
 }
 
 impl Endpoints {
@@ -50,7 +54,19 @@ impl Endpoints {
         Ok(Endpoints {
             urls: urls.into(),
             last_good: Arc::new(AtomicUsize::new(0)),
+            job_key: None,
         })
+    }
+
+    /// Connections made from these addresses sign what they publish with `key`.
+    pub fn with_job_key(mut self, key: Option<JobKey>) -> Endpoints {
+        self.job_key = key;
+        self
+    }
+
+    /// The key connections sign with, if any.
+    pub fn job_key(&self) -> Option<&JobKey> {
+        self.job_key.as_ref()
     }
 
     /// The URLs as given (with their credentials: never log these, see [`Endpoints::redacted`]).
@@ -125,7 +141,7 @@ impl Broker {
                         tracing::info!(address = %broker.address(), "connected to RabbitMQ at another address of the list");
                     }
                     endpoints.mark_good(index);
-                    return Ok(broker);
+                    return Ok(broker.with_job_key(endpoints.job_key.clone()));
                 }
                 // The namespace is wrong whatever the address.
                 Err(e @ BrokerError::Protocol(_)) => return Err(e),

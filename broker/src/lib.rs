@@ -14,6 +14,7 @@
 //!   .declare_topology(&BrokerSettings)        durable quorum work queues (x-delivery-limit, DLX), the
 //!                                             retry exchange/queue, DLX + DLQ. Idempotent.
 //!   .declare_node_scripts_queue(node, &BrokerSettings)          `<ns>.scripts.<node>` (pinned jobs)
+//!   .ensure_topology / .ensure_node_scripts_queue   the same, a permission refusal tolerated
 //!   .publish_chunk(&Job, &ChunkMessage)       -> <ns>.seeds, confirmed
 //!   .publish_chunks(&Job, &[ChunkMessage])    many, confirms pipelined in windows of PUBLISH_WINDOW
 //!   .publish_script(&ScriptJob)               -> <ns>.scripts or <ns>.scripts.<node>
@@ -32,9 +33,13 @@
 //! confirm: a nack, or an ack that comes with a returned (unroutable) message, is an error
 //! ([`BrokerError::Unroutable`], [`BrokerError::Nacked`]); nothing is dropped silently.
 
-//! All publishes go through the default exchange (routing key = queue name) except retries,
-//! which go through the `<ns>.delay` fanout exchange so that the delay queue can dead-letter each
-//! message back to the queue named by its own routing key (see `seedq_protocol::topology`).
+//! Publishes to work queues go through the namespace's `<ns>.work` direct exchange (routing key =
+//! queue name), dead letters through `<ns>.dlx`, so that broker permissions on those names confine
+//! a user to its namespace (the default exchange reaches every queue). Retries go through the
+//! `<ns>.delay` fanout exchange so that the delay queue can dead-letter each message back to the
+//! queue named by its own routing key (see `seedq_protocol::topology`).
+//!
+//! With a job key ([`Broker::with_job_key`]) every publish carries `x-seedq-signature`.
 //!
 //! Header values are AMQP long strings (readable in the management UI without a decoder).
 //!
@@ -63,7 +68,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
+use seedq_protocol::signing::SIGNATURE_HEADER;
 use seedq_protocol::topology::headers as h;
+use seedq_protocol::JobKey;
 use seedq_protocol::{BrokerSettings, ChunkMessage, Job, ScriptJob, Topology};
 
 mod endpoints;
@@ -137,6 +144,18 @@ pub enum BrokerError {
     },
 }
 
+impl BrokerError {
+    /// The broker refused the operation for lack of permission (`403 ACCESS_REFUSED`): the
+    /// user's configure, write or read permission does not cover the name. Waiting or retrying
+    /// does not change that.
+    pub fn is_access_refused(&self) -> bool {
+        match self {
+            BrokerError::Amqp { source, .. } => source.to_string().contains("ACCESS_REFUSED"),
+            _ => false,
+        }
+    }
+}
+
 /// `Result` with [`BrokerError`] as the default error.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
@@ -163,6 +182,8 @@ pub struct Broker {
     connection_name: String,
     /// The URL connected to, password redacted.
     address: String,
+    /// Signs every publish when set (see `seedq_protocol::signing`).
+    job_key: Option<JobKey>,
 }
 
 impl Broker {
@@ -182,7 +203,21 @@ impl Broker {
             topology: Topology::new(namespace),
             connection_name: connection_name.to_string(),
             address: seedq_telemetry::redact(url),
+            job_key: None,
         })
+    }
+
+    /// Signs every message this connection publishes with `key` from now on (`None`: unsigned).
+    /// A signature header already on the headers given is always replaced, so a republished
+    /// message is signed by the node that republishes it or not at all.
+    pub fn with_job_key(mut self, key: Option<JobKey>) -> Broker {
+        self.job_key = key;
+        self
+    }
+
+    /// The key publishes are signed with, if any.
+    pub fn job_key(&self) -> Option<&JobKey> {
+        self.job_key.as_ref()
     }
 
     /// The queue and exchange names of this broker's namespace.
@@ -341,7 +376,15 @@ impl Broker {
         )
         .await
         .map_err(amqp(format!("bind {}", t.dlq())))?;
-        // Work queues.
+        // Work queues, behind the namespace's work exchange.
+        ch.exchange_declare(
+            t.work_exchange().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp(format!("declare exchange {}", t.work_exchange())))?;
         for q in [t.seeds_queue(), t.scripts_queue()] {
             ch.queue_declare(
                 q.as_str().into(),
@@ -350,6 +393,15 @@ impl Broker {
             )
             .await
             .map_err(amqp(format!("declare queue {q}")))?;
+            ch.queue_bind(
+                q.as_str().into(),
+                t.work_exchange().into(),
+                q.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp(format!("bind {q}")))?;
         }
         // Retry: fanout exchange -> quorum delay queue that dead-letters to the default exchange
         // with the message's own routing key (= the work queue it came from), at least once: an
@@ -415,8 +467,50 @@ impl Broker {
         )
         .await
         .map_err(amqp(format!("declare queue {q}")))?;
+        ch.queue_bind(
+            q.as_str().into(),
+            self.topology.work_exchange().into(),
+            q.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp(format!("bind {q}")))?;
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
+    }
+
+    /// [`Broker::declare_topology`] for processes that only need the topology to exist: a broker
+    /// user without configure permission (the least-privilege producer and consumer roles, see
+    /// README "Security") cannot declare, and then the topology an administrator declared
+    /// (`seedq-producer declare`) is used as it is; a part that is missing makes the first
+    /// publish or consume fail, naming it. `Ok(false)` when the declare was refused.
+    pub async fn ensure_topology(&self, settings: &BrokerSettings) -> Result<bool> {
+        match self.declare_topology(settings).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_access_refused() => {
+                tracing::debug!(error = %e, "not allowed to declare the topology; using the declared one");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Broker::declare_node_scripts_queue`], tolerating a refusal like
+    /// [`Broker::ensure_topology`].
+    pub async fn ensure_node_scripts_queue(
+        &self,
+        node: &str,
+        settings: &BrokerSettings,
+    ) -> Result<bool> {
+        match self.declare_node_scripts_queue(node, settings).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_access_refused() => {
+                tracing::debug!(error = %e, node, "not allowed to declare the node's pinned queue; using the declared one");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the namespace's queues (including `<ns>.scripts.<node>` for `nodes`) and
@@ -431,7 +525,12 @@ impl Broker {
                 .await
                 .map_err(amqp(format!("delete queue {q}")))?;
         }
-        for x in [t.retry_exchange(), t.legacy_retry(), t.dlx()] {
+        for x in [
+            t.retry_exchange(),
+            t.legacy_retry(),
+            t.dlx(),
+            t.work_exchange(),
+        ] {
             ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
                 .await
                 .map_err(amqp(format!("delete exchange {x}")))?;
@@ -466,6 +565,7 @@ impl Broker {
     // ----- publishing -----------------------------------------------------------------------
 
     async fn start_publish(
+        &self,
         channel: &lapin::Channel,
         exchange: &str,
         routing_key: &str,
@@ -473,10 +573,15 @@ impl Broker {
         headers: &Headers,
         expiration_ms: Option<u64>,
     ) -> Result<lapin::PublisherConfirm> {
+        let mut headers = without_broker_headers(headers);
+        headers.remove(SIGNATURE_HEADER);
+        if let Some(key) = &self.job_key {
+            headers.insert(SIGNATURE_HEADER.to_string(), key.sign(body));
+        }
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_headers(to_table(&without_broker_headers(headers)));
+            .with_headers(to_table(&headers));
         if let Some(ms) = expiration_ms {
             props = props.with_expiration(ms.max(1).to_string().into());
         }
@@ -511,15 +616,17 @@ impl Broker {
         expiration_ms: Option<u64>,
     ) -> Result<()> {
         let channel = self.publisher().await?;
-        let confirm =
-            Self::start_publish(&channel, exchange, queue, body, headers, expiration_ms).await?;
+        let confirm = self
+            .start_publish(&channel, exchange, queue, body, headers, expiration_ms)
+            .await?;
         let result = Self::finish_publish(confirm, queue).await;
         self.after_confirm(&channel, result).await
     }
 
     /// Publishes any body to a queue (default exchange), confirmed and mandatory.
     pub async fn publish_raw(&self, queue: &str, body: &[u8], headers: &Headers) -> Result<()> {
-        self.publish("", queue, body, headers, None).await
+        let exchange = self.topology.exchange_for(queue);
+        self.publish(&exchange, queue, body, headers, None).await
     }
 
     /// Publishes one chunk of `job` to `<ns>.seeds`.
@@ -537,14 +644,17 @@ impl Broker {
     /// harmless: results are applied once).
     pub async fn publish_chunks(&self, job: &Job, msgs: &[ChunkMessage]) -> Result<()> {
         let queue = self.topology.seeds_queue();
+        let exchange = self.topology.work_exchange();
         for window in msgs.chunks(PUBLISH_WINDOW) {
             let channel = self.publisher().await?;
             let mut pending = Vec::with_capacity(window.len());
             for msg in window {
                 let body = msg.to_json();
                 let headers = chunk_headers(job, msg);
-                pending
-                    .push(Self::start_publish(&channel, "", &queue, &body, &headers, None).await?);
+                pending.push(
+                    self.start_publish(&channel, &exchange, &queue, &body, &headers, None)
+                        .await?,
+                );
             }
             // Every confirm is awaited, so that a nack anywhere in the window is seen.
             let mut result = Ok(());
@@ -580,15 +690,16 @@ impl Broker {
         headers.insert(h::SOURCE_QUEUE.to_string(), target_queue.to_string());
         let exchange = self.topology.retry_exchange();
         let channel = self.publisher().await?;
-        let confirm = Self::start_publish(
-            &channel,
-            &exchange,
-            target_queue,
-            body,
-            &headers,
-            Some(delay_ms),
-        )
-        .await?;
+        let confirm = self
+            .start_publish(
+                &channel,
+                &exchange,
+                target_queue,
+                body,
+                &headers,
+                Some(delay_ms),
+            )
+            .await?;
         let result = Self::finish_publish(confirm, &self.topology.retry_queue()).await;
         self.after_confirm(&channel, result).await
     }

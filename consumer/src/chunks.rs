@@ -1,7 +1,8 @@
 //! The seed-slot consumer: one channel per slot with prefetch 1 on `<ns>.seeds`, and the life of
 //! one delivery.
 //!
-//! Per delivery: parse (bad message: dead-letter with the reason, ack; never crash) -> load the
+//! Per delivery: check the signature (with a job key configured; missing or wrong: dead letter
+//! `bad_signature`) -> parse (bad message: dead-letter with the reason, ack; never crash) -> load the
 //! job (cached) -> check the chunk against the job's plan and seed space -> skip it if the job
 //! is cancelled -> run it on the slot thread -> `apply_chunk_result` (exactly once, one EVALSHA,
 //! throughput EMA folded in) -> ONLY THEN ack, and check that the ack went out.
@@ -283,7 +284,12 @@ struct Handler<'a> {
 impl Handler<'_> {
     /// Handles one delivery. `Err` only when the broker channel is unusable.
     async fn handle(&self, inbound: Inbound) -> anyhow::Result<()> {
-        let msg = match crate::jobs::parse_chunk(inbound.body()) {
+        let signed = crate::jobs::check_signature(
+            self.ctx.endpoints().job_key(),
+            inbound.body(),
+            &inbound.headers(),
+        );
+        let msg = match signed.and_then(|()| crate::jobs::parse_chunk(inbound.body())) {
             Ok(m) => m,
             Err(r) => {
                 return self

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use seedq_kernels::analysis::{AnalysisKind, AnalysisSpec};
 use seedq_kernels::{Family, SeedSet, SieveError, SieveSpec};
-use seedq_protocol::{ChunkMessage, FailureReason, Job, JobSpec, ProtocolError};
+use seedq_protocol::{ChunkMessage, FailureReason, Job, JobKey, JobSpec, ProtocolError};
 use seedq_store::{Store, StoreError};
 
 /// Why a message cannot be run, ever (goes to the dead-letter queue at once).
@@ -138,6 +138,26 @@ fn unknown_family_in(spec: &serde_json::Value) -> Option<Rejection> {
     Family::parse(name)
         .err()
         .map(|e| Rejection::new(FailureReason::UnknownFamily, e.to_string()))
+}
+
+/// With a job key configured, the delivery must carry a valid signature of its body before
+/// anything of it is parsed or run (see `seedq_protocol::signing`); without one, every delivery
+/// passes (the node warned at start that jobs are unauthenticated).
+pub fn check_signature(
+    key: Option<&JobKey>,
+    body: &[u8],
+    headers: &seedq_broker::Headers,
+) -> Result<(), Rejection> {
+    let Some(key) = key else {
+        return Ok(());
+    };
+    key.verify(
+        body,
+        headers
+            .get(seedq_protocol::signing::SIGNATURE_HEADER)
+            .map(String::as_str),
+    )
+    .map_err(|e| Rejection::new(FailureReason::BadSignature, e.to_string()))
 }
 
 /// Parses a seed-queue body; every failure is a [`Rejection`] naming what is wrong.

@@ -129,6 +129,11 @@ struct RunArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `SEEDQ_*_FILE` secrets become their variables before clap reads the environment.
+    if let Err(e) = seedq_telemetry::load_secret_files() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench(args)) => bench_cmd::run(args),
@@ -155,12 +160,16 @@ fn load_cluster(explicit: Option<&PathBuf>) -> anyhow::Result<ClusterConfig> {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut urls: Vec<&str> = args.amqp_url.iter().map(String::as_str).collect();
     urls.push(&args.redis_url);
-    logging::init(
-        args.log_format,
-        logging::Secrets::from_urls(&urls),
-        "info,lapin=warn",
+    let job_key = std::env::var(seedq_protocol::signing::KEY_ENV).ok();
+    let secrets = logging::Secrets::from_urls(&urls).with(
+        job_key
+            .as_deref()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .as_slice(),
     );
-    match run_node(args.clone()) {
+    logging::init(args.log_format, secrets.clone(), "info,lapin=warn");
+    match run_node(args.clone(), job_key.as_deref()) {
         Ok(()) => Ok(()),
         // A JSON stream stays JSON to the last line: the fatal error is a log event, not
         // the plain "Error: ..." that returning it from main would print.
@@ -168,11 +177,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::error!(error = %format!("{e:#}"), "seedq-consumer cannot run");
             std::process::exit(1);
         }
-        Err(e) => Err(e),
+        // Printed here rather than returned: main's own "Error: {e:?}" would bypass the
+        // scrubbing every log line gets, and a client library's error can quote a URL.
+        Err(e) => {
+            eprintln!("Error: {}", secrets.scrub(&format!("{e:#}")));
+            std::process::exit(1);
+        }
     }
 }
 
-fn run_node(args: RunArgs) -> anyhow::Result<()> {
+fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
     for url in args
         .amqp_url
         .iter()
@@ -182,7 +196,19 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
         logging::check_url("--amqp-url", url)?;
     }
     logging::check_url("--redis-url", &args.redis_url)?;
-    let endpoints = Endpoints::new(&args.amqp_url).context("--amqp-url")?;
+    let job_key = job_key
+        .map(|text| seedq_protocol::JobKey::new(text, seedq_protocol::signing::KEY_ENV))
+        .transpose()?;
+    match &job_key {
+        Some(_) => tracing::info!("job key set: only signed jobs run on this node"),
+        None => tracing::warn!(
+            "no job key (SEEDQ_JOB_KEY or SEEDQ_JOB_KEY_FILE): jobs are unauthenticated, and \
+             anyone who can publish to the broker can run scripts on this node"
+        ),
+    }
+    let endpoints = Endpoints::new(&args.amqp_url)
+        .context("--amqp-url")?
+        .with_job_key(job_key);
     let cluster = load_cluster(args.config.as_ref())?;
     // Node names go into queue names and Redis keys: dots are fine, anything else is not.
     let node_name = args.node.clone().unwrap_or_else(seedq_protocol::hostname);
@@ -238,10 +264,15 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to RabbitMQ at {endpoints}"))?;
         tracing::info!(address = %broker.address(), "connected to RabbitMQ");
-        broker
-            .declare_topology(&cluster.broker)
+        // A least-privilege consumer user may not declare the namespace's queues: it consumes
+        // the ones an administrator declared (`seedq-producer declare`).
+        if !broker
+            .ensure_topology(&cluster.broker)
             .await
-            .context("declaring queues")?;
+            .context("declaring queues")?
+        {
+            tracing::info!("this broker user may not declare the namespace's queues; consuming the declared ones");
+        }
         if !args.no_calibrate {
             seed_throughput_estimates(&store, &workers).await;
         }

@@ -129,7 +129,7 @@ async fn connection_watchdog(ctx: Arc<NodeContext>) {
 async fn reconnect(ctx: &NodeContext, name: &str) -> Option<Broker> {
     let attempt = || async {
         let broker = Broker::connect_any(ctx.endpoints(), name, ctx.namespace()).await?;
-        if let Err(e) = broker.declare_topology(&ctx.cluster().broker).await {
+        if let Err(e) = broker.ensure_topology(&ctx.cluster().broker).await {
             broker.close().await;
             return Err(e);
         }

@@ -374,11 +374,24 @@ pub struct PrivateRedis {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// The user and password [`PrivateRedis::url`] carries (and the readiness check uses), when
+    /// started with one.
+    auth: Option<(String, String)>,
+    /// More `redis-server` arguments (ACL users, ...).
+    extra_args: Vec<String>,
 }
 
 impl PrivateRedis {
     /// `None` when `redis-server` is not installed (the caller skips, saying so).
     pub fn start() -> Option<PrivateRedis> {
+        Self::start_with(None, &[])
+    }
+
+    /// Authenticated as `auth` (user, password): for the `default` user its password becomes
+    /// `requirepass`; any other user must come from `extra_args` (e.g. `--aclfile`).
+    /// [`PrivateRedis::url`] then carries the credentials as given (unencoded, the way an
+    /// operator may type them).
+    pub fn start_with(auth: Option<(&str, &str)>, extra_args: &[&str]) -> Option<PrivateRedis> {
         let found = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -398,13 +411,33 @@ impl PrivateRedis {
             port,
             dir,
             child: None,
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         redis.restart();
         Some(redis)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.auth {
+            Some((user, pw)) => format!("redis://{user}:{pw}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// The URL with another user's credentials (ACL users), as given.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("redis://{user}:{password}@127.0.0.1:{}/", self.port)
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its directory (for ACL files and logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// SIGKILL, no shutdown save: what the append-only file holds is what survives.
@@ -438,6 +471,13 @@ impl PrivateRedis {
                 "--dir",
                 self.dir.to_str().unwrap(),
             ])
+            .args(
+                self.auth
+                    .iter()
+                    .filter(|(user, _)| user == "default")
+                    .flat_map(|(_, pw)| ["--requirepass".to_string(), pw.clone()]),
+            )
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -457,6 +497,20 @@ impl PrivateRedis {
         };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 5];
+        if let Some((user, pw)) = &self.auth {
+            let mut ok = [0u8; 5];
+            let auth = format!(
+                "*3\r\n$4\r\nAUTH\r\n${}\r\n{user}\r\n${}\r\n{pw}\r\n",
+                user.len(),
+                pw.len()
+            );
+            if conn.write_all(auth.as_bytes()).is_err()
+                || conn.read_exact(&mut ok).is_err()
+                || &ok != b"+OK\r\n"
+            {
+                return false;
+            }
+        }
         // -LOADING while the append-only file is replayed; +PONG when ready.
         conn.write_all(b"PING\r\n").is_ok()
             && conn.read_exact(&mut reply).is_ok()
@@ -670,6 +724,16 @@ impl Mgmt {
         }
     }
 
+    /// `POST path` with a JSON body (e.g. `/api/definitions`); `Err` unless it succeeds.
+    pub fn post(&self, path: &str, body: &str) -> anyhow::Result<()> {
+        let (code, reply) = mgmt_http("127.0.0.1", self.port, "POST", path, body)?;
+        anyhow::ensure!(
+            (200..300).contains(&code),
+            "POST {path}: HTTP {code}: {reply}"
+        );
+        Ok(())
+    }
+
     /// Consumer tags subscribed to `queue`.
     pub fn consumer_tags(&self, queue: &str) -> Vec<String> {
         self.get("/api/consumers")
@@ -713,6 +777,11 @@ impl PrivateRabbit {
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
     pub fn url(&self) -> String {
         self.nodes.url(1)
+    }
+
+    /// Its AMQP port (127.0.0.1).
+    pub fn amqp_port(&self) -> u16 {
+        self.nodes.node(1).amqp_port
     }
 
     pub fn mgmt(&self) -> Mgmt {

@@ -28,6 +28,11 @@
 //! would not allow: RabbitMQ closes the channel of a delivery left unacked longer than its
 //! `consumer_timeout`, and a script job stays unacked while it runs.
 //!
+//! **Environment.** A script starts from a cleared environment (see the consumer's runner). A job
+//! may set variables with `"env": {"OMP_NUM_THREADS": "4"}`; a node runs it only when its
+//! `script_env_allow` in cluster.toml lists every name, and `SEEDQ_*`, `LD_*` and `PATH` are
+//! refused here already.
+//!
 //! Script and fixed output paths are NOT judged here: they are relative to each node's script
 //! root (an absolute path inside a node's root is legitimate), and only the node can resolve
 //! them, symlinks included. A path that leaves the root fails on the node as
@@ -52,6 +57,9 @@ pub struct ScriptJobEntry {
     pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_id: Option<u32>,
+    /// Variables set for the script (`env`); each node decides which it allows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
     /// Fields seedq does not interpret, kept verbatim.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
@@ -262,6 +270,41 @@ fn parse_entry(entry: Value) -> Result<ScriptJobEntry, (Option<String>, Vec<Stri
             None
         }
     };
+    let env = match object.remove("env") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(vars)) => vars
+            .into_iter()
+            .filter_map(|(name, value)| {
+                if !seedq_protocol::script::valid_env_name(&name) {
+                    errors.push(format!(
+                        "env: '{name}' is not a variable name (letters, digits and _)"
+                    ));
+                    return None;
+                }
+                if seedq_protocol::script::reserved_env_name(&name) {
+                    errors.push(format!(
+                        "env: '{name}' is reserved (SEEDQ_*, LD_*, PATH): no job may set it"
+                    ));
+                    return None;
+                }
+                match value {
+                    Value::String(s) => Some((name, s)),
+                    Value::Number(n) => Some((name, n.to_string())),
+                    Value::Bool(b) => Some((name, b.to_string())),
+                    other => {
+                        errors.push(format!("env: '{name}' must be a string, got {other}"));
+                        None
+                    }
+                }
+            })
+            .collect(),
+        Some(other) => {
+            errors.push(format!(
+                "'env' must be an object of variable names and values, got {other}"
+            ));
+            BTreeMap::new()
+        }
+    };
     if !errors.is_empty() {
         return Err((job_id, errors));
     }
@@ -273,6 +316,7 @@ fn parse_entry(entry: Value) -> Result<ScriptJobEntry, (Option<String>, Vec<Stri
         timeout_secs: timeout_secs.expect("checked"),
         node,
         gpu_id,
+        env,
         extra: object,
     })
 }
@@ -482,6 +526,37 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not valid JSON"));
+    }
+
+    #[test]
+    fn env_takes_plain_names_and_refuses_seedq_and_loader_variables() {
+        let ok = parse(
+            r#"[{"job_id": "a", "script": "s.py", "expected_output": "o", "timeout": 1,
+                 "env": {"OMP_NUM_THREADS": 4, "MODE": "fast"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(ok[0].env["OMP_NUM_THREADS"], "4");
+        assert_eq!(ok[0].env["MODE"], "fast");
+        let text = r#"[{"job_id": "b", "script": "s.py", "expected_output": "o", "timeout": 1,
+                 "env": {"SEEDQ_AMQP_URL": "x", "LD_PRELOAD": "/tmp/x.so", "A=B": "1", "PATH": "/tmp", "N": []}}]"#;
+        let messages: Vec<String> = parse(text)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        for needle in [
+            "'SEEDQ_AMQP_URL' is reserved",
+            "'LD_PRELOAD' is reserved",
+            "'PATH' is reserved",
+            "'A=B' is not a variable name",
+            "'N' must be a string",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.contains(needle)),
+                "{needle}: {messages:?}"
+            );
+        }
     }
 
     #[test]

@@ -92,33 +92,55 @@ enum Command {
     Dlq(cmd::dlq::DlqArgs),
     /// Write draws generated from a known (planted) seed.
     GenDraws(cmd::gen_draws::GenDrawsArgs),
+    /// Declare the namespace's queues and exchanges (an administrator, once: the least-privilege
+    /// producer and consumer users may not).
+    Declare(cmd::declare::DeclareArgs),
     /// Delete every queue, exchange and Redis key of the namespace (tests, demos).
     Teardown(cmd::teardown::TeardownArgs),
 }
 
 fn main() -> ExitCode {
+    // `SEEDQ_*_FILE` secrets become their variables before clap reads the environment.
+    if let Err(e) = seedq_telemetry::load_secret_files() {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
-    seedq_telemetry::init(
-        cli.log_format,
-        seedq_telemetry::Secrets::from_urls(
-            &cli.amqp_url
-                .iter()
-                .chain([&cli.redis_url])
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        ),
-        "warn,seedq_producer=info",
+    let job_key = std::env::var(seedq_protocol::signing::KEY_ENV).ok();
+    let secrets = seedq_telemetry::Secrets::from_urls(
+        &cli.amqp_url
+            .iter()
+            .chain([&cli.redis_url])
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .with(
+        job_key
+            .as_deref()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .as_slice(),
     );
-    match run(cli) {
+    seedq_telemetry::init(cli.log_format, secrets.clone(), "warn,seedq_producer=info");
+    match run(cli, job_key.as_deref()) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error chain can quote a client library's message, which can quote a URL: the
+            // same scrubbing as every log line.
+            eprintln!("error: {}", secrets.scrub(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<i32> {
+/// The job key from `SEEDQ_JOB_KEY` (or `SEEDQ_JOB_KEY_FILE`), for commands that publish.
+fn job_key(text: Option<&str>) -> anyhow::Result<Option<seedq_protocol::JobKey>> {
+    text.map(|t| seedq_protocol::JobKey::new(t, seedq_protocol::signing::KEY_ENV))
+        .transpose()
+        .map_err(anyhow::Error::from)
+}
+
+fn run(cli: Cli, job_key_text: Option<&str>) -> anyhow::Result<i32> {
     // A URL without `scheme://` would be echoed whole, password included, by the clients.
     for url in cli
         .amqp_url
@@ -144,9 +166,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(p) => tracing::debug!("cluster model from {}", p.display()),
         None => tracing::debug!("no config/cluster.toml: one-machine defaults"),
     }
+    let key = job_key(job_key_text)?;
+    let publishes = matches!(
+        cli.command,
+        Command::Sieve(_)
+            | Command::Correlation(_)
+            | Command::Analysis(_)
+            | Command::Scripts(_)
+            | Command::Resume(_)
+            | Command::Dlq(_)
+    );
+    if key.is_none() && publishes {
+        tracing::warn!(
+            "no job key (SEEDQ_JOB_KEY or SEEDQ_JOB_KEY_FILE): jobs are published unsigned, and \
+             anyone who can publish to the broker can run work on the nodes"
+        );
+    }
     let env = Env {
         namespace,
-        endpoints: seedq_broker::Endpoints::new(&cli.amqp_url)?,
+        endpoints: seedq_broker::Endpoints::new(&cli.amqp_url)?.with_job_key(key),
         redis_url: cli.redis_url,
         cluster,
         config_path,
@@ -168,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Wait(args) => cmd::wait::run(&env, args).await,
             Command::Results(args) => cmd::results::run(&env, args).await,
             Command::Teardown(args) => cmd::teardown::run(&env, args).await,
+            Command::Declare(args) => cmd::declare::run(&env, args).await,
             Command::Scripts(args) => cmd::scripts::run(&env, args).await,
             Command::Collect(args) => cmd::collect::run(&env, args).await,
             Command::Nodes(args) => cmd::nodes::run(&env, args).await,

@@ -81,7 +81,7 @@ impl ChunkPublisher {
     pub async fn connect(env: &Env) -> anyhow::Result<ChunkPublisher> {
         let broker = env.broker().await?;
         broker
-            .declare_topology(&env.cluster.broker)
+            .ensure_topology(&env.cluster.broker)
             .await
             .context("declaring the queues")?;
         Ok(ChunkPublisher {
@@ -97,7 +97,7 @@ impl ChunkPublisher {
             return Ok(());
         }
         self.broker
-            .declare_node_scripts_queue(node, &self.env.cluster.broker)
+            .ensure_node_scripts_queue(node, &self.env.cluster.broker)
             .await
             .with_context(|| format!("declaring the pinned script queue of node {node}"))?;
         self.pinned.push(node.to_string());
@@ -132,12 +132,12 @@ impl ChunkPublisher {
         tracing::warn!(address = %self.broker.address(), %error, "RabbitMQ connection lost while publishing; failing over");
         let broker = self.env.broker().await?;
         broker
-            .declare_topology(&self.env.cluster.broker)
+            .ensure_topology(&self.env.cluster.broker)
             .await
             .context("declaring the queues after failing over")?;
         for node in &self.pinned {
             broker
-                .declare_node_scripts_queue(node, &self.env.cluster.broker)
+                .ensure_node_scripts_queue(node, &self.env.cluster.broker)
                 .await
                 .with_context(|| format!("declaring the pinned script queue of node {node}"))?;
         }

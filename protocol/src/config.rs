@@ -365,6 +365,14 @@ pub struct NodeConfig {
     /// Environment set before any GPU library is touched and passed to scripts
     /// (HSA_OVERRIDE_GFX_VERSION, HSA_ENABLE_SDMA, ROCM_PATH, HIP_PATH, PYTORCH_HIP_ALLOC_CONF...).
     pub env: BTreeMap<String, String>,
+    /// Variables a script job may set through the jobs file's `env` (names, or prefixes ending
+    /// in `*`). Empty by default: a job that sets any variable is refused (`env_not_allowed`).
+    /// `SEEDQ_*` names are never allowed.
+    pub script_env_allow: Vec<String>,
+    /// Largest file a script job may write, bytes (RLIMIT_FSIZE on its processes: a write past
+    /// it stops the script, dead-lettered as `output_too_large`), so that a runaway job cannot
+    /// fill the node's disk. 0: no limit. Default 4 GiB.
+    pub script_max_file_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -380,11 +388,25 @@ impl Default for NodeConfig {
             cpu_slots: 1,
             cpu_threads: 2,
             env: BTreeMap::new(),
+            script_env_allow: Vec::new(),
+            script_max_file_bytes: 4 << 30,
         }
     }
 }
 
 impl NodeConfig {
+    /// Whether a script job may set variable `name` on this node (see `script_env_allow`).
+    pub fn allows_script_env(&self, name: &str) -> bool {
+        !crate::script::reserved_env_name(name)
+            && self
+                .script_env_allow
+                .iter()
+                .any(|allowed| match allowed.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => allowed == name,
+                })
+    }
+
     /// The node's GPUs, indexed from 0 (models default to `gpu_type`).
     pub fn gpu_list(&self) -> Vec<GpuConfig> {
         match &self.gpus {
@@ -471,5 +493,24 @@ mod tests {
         assert_eq!(r.backoff_ms(3, 1.0), 200);
         assert_eq!(r.backoff_ms(10, 1.0), 1000);
         assert_eq!(r.backoff_ms(3, 0.0), 100);
+    }
+
+    #[test]
+    fn script_env_allow_takes_names_and_prefixes_but_never_seedq_or_the_loader() {
+        let node = NodeConfig {
+            script_env_allow: vec![
+                "OMP_NUM_THREADS".into(),
+                "MYAPP_*".into(),
+                "SEEDQ_*".into(),
+                "LD_PRELOAD".into(),
+            ],
+            ..NodeConfig::default()
+        };
+        assert!(node.allows_script_env("OMP_NUM_THREADS"));
+        assert!(node.allows_script_env("MYAPP_MODE"));
+        assert!(!node.allows_script_env("OMP_THREAD_LIMIT"));
+        assert!(!node.allows_script_env("SEEDQ_AMQP_URL"));
+        assert!(!node.allows_script_env("LD_PRELOAD"));
+        assert!(!NodeConfig::default().allows_script_env("OMP_NUM_THREADS"));
     }
 }

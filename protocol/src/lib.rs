@@ -10,6 +10,7 @@
 //! | [`chunk`] | [`ChunkMessage`] (one unit of seed work on `<ns>.seeds`) and [`ChunkResult`] (what a consumer writes to Redis for it). |
 //! | [`script`] | [`ScriptJob`] (one script task on `<ns>.scripts` or `<ns>.scripts.<node>`) and [`ScriptResult`]. |
 //! | [`status`] | records read back from Redis: [`JobProgress`], [`NodeHeartbeat`], [`SeedRecord`], [`FailureEvent`]. |
+//! | [`signing`] | [`JobKey`]: HMAC-SHA256 signatures of message bodies (`x-seedq-signature`). |
 //! | [`reason`] | [`FailureReason`]: the closed set of failure reasons and their stable texts. |
 //! | [`topology`] | queue / exchange names for a namespace ([`Topology`]), message header names ([`headers`]), queue arguments. |
 //! | [`keys`] | the Redis key schema. |
@@ -47,6 +48,7 @@ pub mod job;
 pub mod keys;
 pub mod reason;
 pub mod script;
+pub mod signing;
 pub mod status;
 pub mod survivors;
 pub mod topology;
@@ -62,6 +64,7 @@ pub use job::{
 };
 pub use reason::{FailureReason, ReasonClass};
 pub use script::{ScriptJob, ScriptOutput, ScriptResult};
+pub use signing::{JobKey, SigningError};
 pub use status::{FailureEvent, JobProgress, NodeHeartbeat, SeedRecord, SlotState};
 pub use topology::{headers, Topology};
 

@@ -124,6 +124,11 @@ reasons! {
     StatusError = "status_error" => Retryable,
     /// A local I/O error around the run.
     IoError = "io_error" => Retryable,
+    /// A script job sets an environment variable its node does not allow (`script_env_allow`).
+    EnvNotAllowed = "env_not_allowed" => Refused,
+    /// A node that requires signed jobs got a message whose signature is missing or wrong:
+    /// nothing of it ran.
+    BadSignature = "bad_signature" => Refused,
     /// A text this build does not know (written by another build).
     Other = "other" => Retryable,
 }
@@ -195,5 +200,7 @@ mod tests {
         assert_eq!(FailureReason::StaleMessage.as_str(), "stale_message");
         assert_eq!(FailureReason::ExitStatus.as_str(), "exit_status");
         assert_eq!(FailureReason::Cancelled.class(), ReasonClass::Settled);
+        assert_eq!(FailureReason::BadSignature.as_str(), "bad_signature");
+        assert_eq!(FailureReason::BadSignature.class(), ReasonClass::Refused);
     }
 }

@@ -30,6 +30,10 @@ pub struct ScriptJob {
     /// Wall-clock limit of one attempt, seconds (the consumer clamps it below the broker's
     /// consumer timeout and kills the script's whole process group when it passes).
     pub timeout_secs: u64,
+    /// Variables the job sets for its script (the jobs file's `env`); a node runs it only if its
+    /// `script_env_allow` lists every name (see [`crate::NodeConfig::allows_script_env`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
     /// Pin to a GPU index on the node (the jobs file's `gpu_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_id: Option<u32>,
@@ -51,6 +55,22 @@ pub struct ScriptJob {
     /// Unknown jobs-file fields, kept.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Names no job may set, whatever a node allows: seedq's own (`SEEDQ_*`, credentials among
+/// them, and the run's `SEEDQ_OUTPUT_DIR`) and the dynamic loader's, which would run code of the
+/// job's choosing inside the interpreter before the script.
+pub fn reserved_env_name(name: &str) -> bool {
+    name.starts_with("SEEDQ_") || name.starts_with("LD_") || name == "PATH"
+}
+
+/// Whether `name` is usable as an environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
+pub fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn version() -> u32 {

@@ -133,6 +133,29 @@ impl Topology {
         format!("{}.dlq", self.namespace)
     }
 
+    /// Direct exchange every work-queue publish goes through (routing key = queue name), bound
+    /// to the seeds, scripts and pinned script queues. Why not the default exchange: a broker
+    /// user allowed to publish to the default exchange may publish to every queue of every
+    /// namespace; permissions on `<ns>.work` confine a user to its namespace.
+    pub fn work_exchange(&self) -> String {
+        format!("{}.work", self.namespace)
+    }
+
+    /// The exchange a publish to `queue` goes through: [`Topology::work_exchange`] for the
+    /// namespace's work queues, [`Topology::dlx`] for its DLQ, the default exchange otherwise.
+    pub fn exchange_for(&self, queue: &str) -> String {
+        if queue == self.seeds_queue()
+            || queue == self.scripts_queue()
+            || self.node_of_scripts_queue(queue).is_some()
+        {
+            self.work_exchange()
+        } else if queue == self.dlq() {
+            self.dlx()
+        } else {
+            String::new()
+        }
+    }
+
     /// Fanout exchange the work queues dead-letter into (delivery limit); bound to the DLQ.
     pub fn dlx(&self) -> String {
         format!("{}.dlx", self.namespace)
@@ -204,6 +227,17 @@ mod tests {
         assert_eq!(t.script_queue_for(None), "t1.scripts");
         assert_eq!(t.dlq(), "t1.dlq");
         assert_eq!(Topology::slot_consumer_tag("zeus", "gpu1"), "zeus/gpu1");
+        assert_eq!(t.work_exchange(), "t1.work");
+        for q in [
+            t.seeds_queue(),
+            t.scripts_queue(),
+            t.node_scripts_queue("rig-1.lab"),
+        ] {
+            assert_eq!(t.exchange_for(&q), "t1.work", "{q}");
+        }
+        assert_eq!(t.exchange_for(&t.dlq()), "t1.dlx");
+        assert_eq!(t.exchange_for("t2.seeds"), "");
+        assert_eq!(t.exchange_for(&t.retry_queue()), "");
     }
 
     #[test]
@@ -231,22 +265,31 @@ mod tests {
         }
     }
 
+    /// `config/definitions.json` with the namespace filled in as `scripts/init-secrets.sh` does.
+    fn definitions(ns: &str) -> serde_json::Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/definitions.json");
+        let text = std::fs::read_to_string(path)
+            .unwrap()
+            .replace("@NS_RE@", &ns.replace('.', "\\\\."))
+            .replace("@NS@", ns);
+        serde_json::from_str(&text).unwrap()
+    }
+
     #[test]
     fn the_delivery_limit_policy_covers_every_work_queue_and_nothing_else() {
-        // config/definitions.json is what docker-compose's broker loads; its pattern must match
-        // the names this module makes (the pinned per-node script queues included) and must
-        // leave the retry and dead-letter queues alone (a limit there would drop messages).
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/definitions.json");
-        let defs: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let policy = defs["policies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["definition"].get("delivery-limit").is_some())
-            .unwrap();
-        let pattern = regex::Regex::new(policy["pattern"].as_str().unwrap()).unwrap();
+        // config/definitions.json is what the deployment's broker loads (rendered per namespace
+        // by scripts/init-secrets.sh); its pattern must match the names this module makes (the
+        // pinned per-node script queues included) and must leave the retry and dead-letter
+        // queues alone (a limit there would drop messages).
         for ns in ["seedq", "seedq-lab", "seedq.v2"] {
+            let defs = definitions(ns);
+            let policy = defs["policies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["definition"].get("delivery-limit").is_some())
+                .unwrap();
+            let pattern = regex::Regex::new(policy["pattern"].as_str().unwrap()).unwrap();
             let t = Topology::new(ns);
             for q in [
                 t.seeds_queue(),
@@ -258,6 +301,59 @@ mod tests {
             }
             for q in [t.retry_queue(), t.legacy_retry(), t.dlq()] {
                 assert!(!pattern.is_match(&q), "{q} must not get a delivery limit");
+            }
+            // Another namespace's queues are not this one's.
+            assert!(!pattern.is_match(&format!("{ns}x.seeds")));
+        }
+    }
+
+    #[test]
+    fn role_permissions_stay_inside_the_namespace() {
+        let ns = "seedq.v2";
+        let defs = definitions(ns);
+        let t = Topology::new(ns);
+        let other = Topology::new("seedq");
+        let perm = |user: &str, kind: &str| {
+            let p = defs["permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["user"] == format!("{ns}-{user}"))
+                .unwrap()[kind]
+                .as_str()
+                .unwrap()
+                .to_string();
+            regex::Regex::new(&p).unwrap()
+        };
+        // The producer publishes through the work exchange and reads dead letters; it cannot
+        // consume work or configure anything.
+        assert!(perm("producer", "write").is_match(&t.work_exchange()));
+        assert!(!perm("producer", "write").is_match("amq.default"));
+        assert!(!perm("producer", "read").is_match(&t.seeds_queue()));
+        assert!(!perm("producer", "configure").is_match(&t.seeds_queue()));
+        // The consumer consumes work, configures only pinned queues (never the shared ones).
+        let consumer_configure = perm("consumer", "configure");
+        assert!(consumer_configure.is_match(&t.node_scripts_queue("zeus")));
+        for q in [t.seeds_queue(), t.scripts_queue(), t.dlq(), t.retry_queue()] {
+            assert!(!consumer_configure.is_match(&q), "{q}");
+        }
+        assert!(perm("consumer", "read").is_match(&t.seeds_queue()));
+        for x in [t.retry_exchange(), t.dlx(), t.work_exchange()] {
+            assert!(perm("consumer", "write").is_match(&x), "{x}");
+        }
+        // Nothing of another namespace, for any role.
+        for user in ["producer", "consumer", "operator"] {
+            for kind in ["configure", "write", "read"] {
+                let p = perm(user, kind);
+                for name in [
+                    other.seeds_queue(),
+                    other.work_exchange(),
+                    other.dlq(),
+                    other.node_scripts_queue("zeus"),
+                    "amq.default".to_string(),
+                ] {
+                    assert!(!p.is_match(&name), "{user} {kind} {name}");
+                }
             }
         }
     }

@@ -59,6 +59,24 @@ impl Secrets {
         Secrets(all.into())
     }
 
+    /// These secrets and `extra` (e.g. the job key) as they are written and escaped.
+    pub fn with(self, extra: &[&str]) -> Secrets {
+        let mut all: Vec<String> = self.0.iter().cloned().collect();
+        for secret in extra {
+            let escaped = secret
+                .chars()
+                .flat_map(char::escape_default)
+                .collect::<String>();
+            for variant in [secret.to_string(), escaped] {
+                if variant.len() >= MIN_SECRET_LEN && !all.contains(&variant) {
+                    all.push(variant);
+                }
+            }
+        }
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Secrets(all.into())
+    }
+
     /// `text` with every secret replaced by `***`.
     pub fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         if !self.0.iter().any(|s| text.contains(s.as_str())) {
@@ -162,9 +180,14 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// `scheme://user:secret@host` -> `scheme://user:***@host`, for messages that name a URL.
+/// Total: the LAST `@` ends the user info (a password may hold `@` and `:` unencoded), and a
+/// value without `scheme://` that holds an `@` loses everything before it.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_string(),
+        };
     };
     let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_string();
@@ -202,6 +225,70 @@ pub struct BadUrl {
     pub flag: &'static str,
 }
 
+/// The secrets a process may take from a file instead of its environment, as docker and
+/// systemd mount them: `<NAME>_FILE` names a file whose content (without the final newline) is
+/// the value of `<NAME>`.
+pub const SECRET_VARIABLES: &[&str] = &["SEEDQ_AMQP_URL", "SEEDQ_REDIS_URL", "SEEDQ_JOB_KEY"];
+
+/// A `<NAME>_FILE` that could not be used (the file's content is never shown).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// Both the variable and its file variable are set: which one wins would be a guess.
+    #[error("both {name} and {name}_FILE are set: unset one of them")]
+    Both {
+        /// The variable.
+        name: &'static str,
+    },
+    /// The file cannot be read.
+    #[error("{name}_FILE names {path}, which cannot be read ({source}): check the path and that this user may read it")]
+    Unreadable {
+        /// The variable.
+        name: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is empty.
+    #[error("{name}_FILE names {path}, which is empty")]
+    Empty {
+        /// The variable.
+        name: &'static str,
+        /// The file.
+        path: String,
+    },
+}
+
+/// For each of [`SECRET_VARIABLES`] whose `_FILE` variable is set, reads the file and sets the
+/// variable itself from it, so that the command line parser (which reads the environment) sees
+/// it like any other. Call first thing in `main`, before any other thread exists (setting the
+/// environment is not thread-safe).
+pub fn load_secret_files() -> Result<(), SecretFileError> {
+    for &name in SECRET_VARIABLES {
+        let file_var = format!("{name}_FILE");
+        let Some(path) = std::env::var_os(&file_var) else {
+            continue;
+        };
+        if std::env::var_os(name).is_some() {
+            return Err(SecretFileError::Both { name });
+        }
+        let shown = path.to_string_lossy().into_owned();
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| SecretFileError::Unreadable {
+                name,
+                path: shown.clone(),
+                source,
+            })?;
+        let value = text.trim();
+        if value.is_empty() {
+            return Err(SecretFileError::Empty { name, path: shown });
+        }
+        std::env::set_var(name, value);
+        std::env::remove_var(&file_var);
+    }
+    Ok(())
+}
+
 /// Redacts every URL-looking word of a command line (job labels keep the producer's command).
 pub fn redact_args(line: &str) -> String {
     line.split(' ')
@@ -234,6 +321,58 @@ mod tests {
         assert_eq!(redact("amqp://user@h/"), "amqp://user@h/");
         // An unencoded '@' in the password must not leave its tail visible.
         assert_eq!(redact("amqp://u:p@ss@h/"), "amqp://u:***@h/");
+        // ':' and '@' together, and more than one of each.
+        assert_eq!(
+            redact("amqp://seedq:p@ss:w0rd@x:y@rabbit:5672/%2f"),
+            "amqp://seedq:***@rabbit:5672/%2f"
+        );
+        assert_eq!(
+            redact("redis://default:a:b:c@h:6379/"),
+            "redis://default:***@h:6379/"
+        );
+        // Malformed: no scheme, a port that is not one, a whole list in one string.
+        assert_eq!(redact("seedq:hunter22@rabbit:5672"), "***@rabbit:5672");
+        assert_eq!(
+            redact("redis://default:hunter22@h:notaport/"),
+            "redis://default:***@h:notaport/"
+        );
+        let list = redact("amqp://a:hunter22@h1/%2f,amqp://b:hunter33@h2/%2f");
+        assert!(!list.contains("hunter"), "{list}");
+        assert_eq!(
+            redact_args("seedq-producer --amqp-url amqp://u:hunter22@h/ sieve"),
+            "seedq-producer --amqp-url amqp://u:***@h/ sieve"
+        );
+    }
+
+    #[test]
+    fn error_chains_are_scrubbed_of_every_password_shape() {
+        let secrets = Secrets::from_urls(&[
+            "amqp://seedq:p@ss:w0rd-1@rabbit/%2f",
+            "redis://default:r3dis%3Apw%40x@127.0.0.1:6379/",
+        ])
+        .with(&["job-key-0123456789abcdef"]);
+        let chain = anyhow_like_chain(&[
+            "connecting to RabbitMQ at amqp://seedq:***@rabbit/%2f",
+            "Invalid URL: 'amqp://seedq:p@ss:w0rd-1@rabbit/%2f'",
+            "AUTH failed: WRONGPASS r3dis:pw@x",
+            "signing with job-key-0123456789abcdef",
+            r#"{"detail":"p@ss:w0rd-1 "r3dis:pw@x""}"#,
+        ]);
+        let scrubbed = secrets.scrub(&chain);
+        for secret in [
+            "p@ss:w0rd-1",
+            "r3dis:pw@x",
+            "r3dis%3Apw%40x",
+            "job-key-0123456789abcdef",
+        ] {
+            assert!(!scrubbed.contains(secret), "{secret} in {scrubbed}");
+        }
+        assert!(scrubbed.contains("connecting to RabbitMQ"), "{scrubbed}");
+    }
+
+    /// `{e:#}` of an anyhow chain: the messages joined by ": ".
+    fn anyhow_like_chain(parts: &[&str]) -> String {
+        parts.join(": ")
     }
 
     #[test]

@@ -21,8 +21,9 @@
 //!
 //! # One job
 //!
-//! 1. Parse ([`ScriptJob::from_json`]); a malformed message goes to the dead-letter queue at once.
-//!    A job pinned to another node is forwarded to its queue.
+//! 1. Check the signature when the node has a job key (missing or wrong: dead letter
+//!    `bad_signature`, nothing run); parse ([`ScriptJob::from_json`]); a malformed message goes
+//!    to the dead-letter queue at once. A job pinned to another node is forwarded to its queue.
 //! 2. Skip it (ack, settled as `cancelled`) when the batch is cancelled; ack without running
 //!    when the task is already done (redelivery after a crash between write and ack); refuse it
 //!    when the batch does not exist in Redis.
@@ -232,7 +233,7 @@ async fn subscribe(
         // This node's own queue: (re)declared here, so a deleted one comes back.
         let settings = &shared.ctx.cluster().broker;
         broker
-            .declare_node_scripts_queue(&shared.node, settings)
+            .ensure_node_scripts_queue(&shared.node, settings)
             .await
             .context("declaring this node's pinned script queue")?;
     }
@@ -290,6 +291,13 @@ async fn handle(shared: Arc<Shared>, inbound: Inbound) {
 /// Decides how the delivery ends; the subject is `Some` once the message is known to belong to
 /// the live batch (only then may the batch's records hear of it).
 async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle) {
+    if let Err(r) = crate::jobs::check_signature(
+        shared.ctx.endpoints().job_key(),
+        inbound.body(),
+        &inbound.headers(),
+    ) {
+        return (None, Settle::dead(r.reason, r.detail));
+    }
     let msg = match ScriptJob::from_json(inbound.body()) {
         Ok(job) => job,
         Err(e) => {
@@ -344,6 +352,26 @@ async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle
         member: job.member(),
         attempt: job.attempt,
     };
+    // Checked before any wait: a job this node will never run goes at once.
+    let refused: Vec<&str> = job
+        .env
+        .keys()
+        .filter(|name| !shared.ctx.node_config().allows_script_env(name))
+        .map(String::as_str)
+        .collect();
+    if !refused.is_empty() {
+        let detail = format!(
+            "the job sets {} in its env, which node {} does not allow (list the names in \
+             script_env_allow of its [[nodes]] entry in cluster.toml; SEEDQ_*, LD_* and PATH are \
+             never allowed)",
+            refused.join(", "),
+            shared.node
+        );
+        return (
+            Some(subject),
+            Settle::dead(FailureReason::EnvNotAllowed, detail),
+        );
+    }
     let outcome = process_task(shared, inbound, job, msg.finished).await;
     (Some(subject), outcome)
 }
@@ -474,9 +502,15 @@ async fn process_task(
         expected_output: job.expected_output.clone().unwrap_or_default(),
         output_dir: runner::private_output_dir(&job.batch_id, &job.task_id, job.attempt),
         timeout,
+        job_env: job
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         env,
         tail_bytes: RunRequest::DEFAULT_TAIL_BYTES,
         max_output_bytes: RunRequest::DEFAULT_MAX_OUTPUT_BYTES,
+        max_file_bytes: Some(shared.ctx.node_config().script_max_file_bytes).filter(|&b| b > 0),
         kill_grace: Duration::from_secs(5),
     };
     tracing::info!(task = %job.task_id, batch = %job.batch_id, attempt = job.attempt, gpu = ?lease.gpu(), "running script job");

@@ -75,6 +75,8 @@ pub enum RunFailure {
     OutputEmpty { path: String },
     #[error("expected output '{path}' is larger than the {limit}-byte limit ({size} bytes)")]
     OutputTooLarge { path: String, size: u64, limit: u64 },
+    #[error("tried to write a file over the node's {limit}-byte limit (script_max_file_bytes) and was stopped")]
+    FileTooLarge { limit: u64 },
     #[error("expected output '{path}' is not valid JSON: {detail}")]
     OutputInvalidJson { path: String, detail: String },
     #[error("the script reported an error in its output: {message}")]
@@ -99,7 +101,9 @@ impl RunFailure {
             RunFailure::OutputMissing { .. } => R::MissingOutput,
             RunFailure::OutputStale { .. } => R::StaleOutput,
             RunFailure::OutputEmpty { .. } => R::EmptyOutput,
-            RunFailure::OutputTooLarge { .. } => R::OutputTooLarge,
+            RunFailure::OutputTooLarge { .. } | RunFailure::FileTooLarge { .. } => {
+                R::OutputTooLarge
+            }
             RunFailure::OutputInvalidJson { .. } => R::InvalidJsonOutput,
             RunFailure::StatusError { .. } => R::StatusError,
             RunFailure::Io { .. } => R::IoError,
@@ -387,12 +391,18 @@ pub struct RunRequest {
     /// ([`private_output_dir`]); the runner creates it.
     pub output_dir: PathBuf,
     pub timeout: Duration,
+    /// The job's own variables (its `env`, already checked against the node's
+    /// `script_env_allow`): set before [`RunRequest::env`], which wins over them.
+    pub job_env: Vec<(String, String)>,
     /// Extra environment: GPU binding, ROCm and allocator settings from the node's config.
     pub env: Vec<(String, String)>,
     /// Bytes of stdout and stderr kept (each), the last ones.
     pub tail_bytes: usize,
     /// Outputs above this size are refused rather than loaded into Redis.
     pub max_output_bytes: u64,
+    /// No file the script writes may grow past this (RLIMIT_FSIZE: the kernel stops the write
+    /// with SIGXFSZ), so a runaway output cannot fill the node's disk; `None`: no limit.
+    pub max_file_bytes: Option<u64>,
     /// Time between SIGTERM and SIGKILL to the process group on timeout.
     pub kill_grace: Duration,
 }
@@ -577,9 +587,34 @@ mod signals {
     use std::os::raw::c_int;
     extern "C" {
         fn killpg(pgrp: c_int, sig: c_int) -> c_int;
+        fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
     }
     pub const SIGTERM: c_int = 15;
     pub const SIGKILL: c_int = 9;
+    /// Sent by the kernel to a process writing past RLIMIT_FSIZE (Linux).
+    pub const SIGXFSZ: c_int = 25;
+    const RLIMIT_FSIZE: c_int = 1;
+
+    #[repr(C)]
+    struct Rlimit {
+        cur: u64,
+        max: u64,
+    }
+
+    /// Caps the size of every file this process (and its children) writes. Called between fork
+    /// and exec: async-signal-safe (one system call).
+    pub fn limit_file_size(bytes: u64) -> std::io::Result<()> {
+        let limit = Rlimit {
+            cur: bytes,
+            max: bytes,
+        };
+        // SAFETY: `limit` is a valid rlimit for the duration of the call.
+        if unsafe { setrlimit(RLIMIT_FSIZE, &limit) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
 
     /// Sends `sig` to every process in group `pgid`. Returns false when the group is empty.
     pub fn kill_group(pgid: u32, sig: c_int) -> bool {
@@ -659,7 +694,8 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
     // A script starts from a cleared environment: what the consumer itself holds (the broker and
     // Redis URLs with their passwords, anything else of the service's) never reaches a job, its
     // output or its log tails. Only the basics a program needs pass through, then the request's
-    // own variables (GPU binding, the node's `[nodes.env]`).
+    // own variables: the job's allowed `env`, then the GPU binding and the node's `[nodes.env]`,
+    // which a job cannot override.
     command
         .env_clear()
         .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(inherited_variable)))
@@ -667,6 +703,12 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         .args(request.args.iter().map(|arg| substitute(arg, &private)))
         .current_dir(root.path())
         .env("PYTHONUNBUFFERED", "1")
+        .envs(
+            request
+                .job_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
         .envs(request.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         // Last, so that no `[nodes.env]` entry can point two runs at one directory.
         .env("SEEDQ_OUTPUT_DIR", &private)
@@ -675,6 +717,12 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(limit) = request.max_file_bytes {
+        // SAFETY: the closure makes one async-signal-safe system call and allocates nothing.
+        unsafe {
+            command.pre_exec(move || signals::limit_file_size(limit));
+        }
+    }
 
     let start_wall = SystemTime::now();
     let start = Instant::now();
@@ -761,8 +809,21 @@ pub async fn run(root: &ScriptRoot, request: &RunRequest) -> RunReport {
         Err(RunFailure::Timeout {
             secs: request.timeout.as_secs(),
         })
+    } else if let (Some(signals::SIGXFSZ), Some(limit)) =
+        (report.exit.signal, request.max_file_bytes)
+    {
+        Err(RunFailure::FileTooLarge { limit })
     } else if let Some(signal) = report.exit.signal {
         Err(RunFailure::Signalled { signal })
+    } else if report.exit.code != Some(0)
+        && request.max_file_bytes.is_some()
+        && report.stderr_tail.contains("File too large")
+    {
+        // Python (and others) ignore SIGXFSZ: the write fails with EFBIG, whose message the
+        // script's traceback carries, and the script exits non-zero.
+        Err(RunFailure::FileTooLarge {
+            limit: request.max_file_bytes.unwrap_or_default(),
+        })
     } else if report.exit.code != Some(0) {
         Err(RunFailure::NonZeroExit {
             code: report.exit.code.unwrap_or(-1),
@@ -935,9 +996,11 @@ mod tests {
                 expected_output: output.into(),
                 output_dir: private_output_dir("batch", "task", 1),
                 timeout: Duration::from_millis(timeout_ms),
+                job_env: vec![],
                 env: vec![("CUDA_VISIBLE_DEVICES".into(), "1".into())],
                 tail_bytes: 64,
                 max_output_bytes: 1 << 20,
+                max_file_bytes: None,
                 kill_grace: Duration::from_millis(300),
             }
         }
@@ -991,6 +1054,48 @@ mod tests {
             names.contains(&"PATH") && names.contains(&"CUDA_VISIBLE_DEVICES"),
             "{names:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_script_writing_past_the_file_limit_is_stopped_with_a_reason() {
+        let fx = Fixture::new("fsize");
+        // 8 MiB into the output, against a 1 MiB file limit: the write stops at the limit.
+        fx.script("big.sh", "exec head -c 8388608 /dev/zero > o.json\n");
+        let mut request = fx.request("big.sh", "o.json", 10_000);
+        request.max_file_bytes = Some(1 << 20);
+        let report = run(&fx.root, &request).await;
+        assert_eq!(code(&report), "output_too_large", "{report:?}");
+        let written = std::fs::metadata(fx.root.path().join("o.json"))
+            .unwrap()
+            .len();
+        assert!(written <= 1 << 20, "{written} bytes written");
+        // Python ignores SIGXFSZ: its write fails (EFBIG) and it exits 1, saying why.
+        fx.script(
+            "big.py.sh",
+            "exec python3 -c \"open('p.json','wb').write(b'0' * 8388608)\"\n",
+        );
+        let mut request = fx.request("big.py.sh", "p.json", 10_000);
+        request.max_file_bytes = Some(1 << 20);
+        let report = run(&fx.root, &request).await;
+        assert_eq!(code(&report), "output_too_large", "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn a_jobs_variables_reach_the_script_but_never_override_the_nodes() {
+        let fx = Fixture::new("jobenv");
+        fx.script("env.sh", "env > env.txt; echo '{}' > o.json\n");
+        let mut request = fx.request("env.sh", "o.json", 5_000);
+        request.job_env = vec![
+            ("OMP_NUM_THREADS".into(), "3".into()),
+            ("CUDA_VISIBLE_DEVICES".into(), "7".into()),
+        ];
+        let report = run(&fx.root, &request).await;
+        assert_eq!(code(&report), "ok", "{report:?}");
+        let dumped = std::fs::read_to_string(fx.root.path().join("env.txt")).unwrap();
+        let lines: Vec<&str> = dumped.lines().collect();
+        assert!(lines.contains(&"OMP_NUM_THREADS=3"), "{lines:?}");
+        assert!(lines.contains(&"CUDA_VISIBLE_DEVICES=1"), "{lines:?}");
+        assert!(!lines.contains(&"CUDA_VISIBLE_DEVICES=7"), "{lines:?}");
     }
 
     #[tokio::test]

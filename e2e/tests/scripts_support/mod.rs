@@ -32,6 +32,8 @@ pub struct Cluster {
     pub redis_url: String,
     /// The shared broker by default; a test's own [`seedq_e2e::PrivateRabbit`] to restart it.
     pub amqp_url: String,
+    /// More environment for every consumer and producer this cluster starts (a job key, ...).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -71,6 +73,7 @@ impl Cluster {
             consumers: Vec::new(),
             redis_url: redis_url(),
             amqp_url: amqp_url(),
+            extra_env: Vec::new(),
         }
     }
 
@@ -79,8 +82,20 @@ impl Cluster {
     }
 
     pub fn start(&mut self, node: &str) {
+        self.start_with(node, &[]);
+    }
+
+    /// [`Cluster::start`] with more consumer flags (`--metrics-port`, ...).
+    pub fn start_with(&mut self, node: &str, extra: &[&str]) {
+        self.start_with_unset(node, extra, &[]);
+    }
+
+    /// [`Cluster::start_with`] without the variables `unset` (e.g. `SEEDQ_REDIS_URL`, for a
+    /// consumer that reads it from `SEEDQ_REDIS_URL_FILE`).
+    pub fn start_with_unset(&mut self, node: &str, extra: &[&str], unset: &[&str]) {
         let log = std::fs::File::create(self.ns.path(&format!("{node}.log"))).unwrap();
-        let child = Command::new(consumer_bin())
+        let mut command = Command::new(consumer_bin());
+        command
             .args([
                 "--config",
                 self.config.to_str().unwrap(),
@@ -93,10 +108,16 @@ impl Cluster {
                 "--cpu-threads",
                 "1",
             ])
+            .args(extra)
             .env("SEEDQ_NAMESPACE", &self.ns.name)
             .env("SEEDQ_AMQP_URL", &self.amqp_url)
             .env("SEEDQ_REDIS_URL", &self.redis_url)
-            .env("RUST_LOG", "info")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info");
+        for name in unset {
+            command.env_remove(name);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -112,6 +133,7 @@ impl Cluster {
             .env("SEEDQ_NAMESPACE", &self.ns.name)
             .env("SEEDQ_AMQP_URL", &self.amqp_url)
             .env("SEEDQ_REDIS_URL", &self.redis_url)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run seedq-producer")
     }

@@ -133,6 +133,11 @@ fn replay_target(
     if letter.reason == FailureReason::StaleMessage.as_str() {
         return None;
     }
+    // A replay is signed with this producer's key: replaying a message that came without a
+    // valid signature would vouch for whoever published it. It stays in the dead-letter queue.
+    if letter.reason == FailureReason::BadSignature.as_str() {
+        return None;
+    }
     match parse_body(data) {
         Body::Chunk(mut chunk) => {
             chunk.attempt = 1;
@@ -216,7 +221,7 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
                         if queue.starts_with(&format!("{}.scripts.", env.namespace)) {
                             let node = &queue[env.namespace.len() + ".scripts.".len()..];
                             broker
-                                .declare_node_scripts_queue(node, &env.cluster.broker)
+                                .ensure_node_scripts_queue(node, &env.cluster.broker)
                                 .await?;
                         }
                         // Reopened before the publish, so a quick second failure of the replayed
@@ -349,5 +354,9 @@ mod tests {
             replay_target(&topology, &letter, &Headers::new(), &script.to_json()).unwrap();
         assert_eq!(queue, "t1.scripts.zeus");
         assert_eq!(ScriptJob::from_json(&body).unwrap().attempt, 1);
+        // A letter refused for its signature is never re-signed by a replay.
+        let unsigned = Headers::from([(h::ERROR.to_string(), "bad_signature".to_string())]);
+        let letter = describe(&unsigned, &script.to_json());
+        assert!(replay_target(&topology, &letter, &unsigned, &script.to_json()).is_none());
     }
 }

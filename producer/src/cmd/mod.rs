@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod cancel;
 pub mod collect;
+pub mod declare;
 pub mod dlq;
 pub mod gen_draws;
 pub mod nodes;

@@ -171,7 +171,7 @@ async fn republish_tasks(
     chosen: &[&String],
 ) -> anyhow::Result<usize> {
     let broker = env.broker().await?;
-    broker.declare_topology(&env.cluster.broker).await?;
+    broker.ensure_topology(&env.cluster.broker).await?;
     for member in chosen {
         let task_id = member.strip_prefix("t:").unwrap_or(member);
         // The stored definition with the batch's epoch and the attempt reset.
@@ -180,7 +180,7 @@ async fn republish_tasks(
             .context("task vanished from the batch")?;
         if let Some(node) = &task.node {
             broker
-                .declare_node_scripts_queue(node, &env.cluster.broker)
+                .ensure_node_scripts_queue(node, &env.cluster.broker)
                 .await?;
         }
         broker.publish_script(&task).await?;

@@ -154,6 +154,7 @@ fn to_task(entry: &ScriptJobEntry) -> ScriptJob {
         expected_output: Some(entry.expected_output.clone()),
         timeout_secs: entry.timeout_secs,
         gpu_id: entry.gpu_id,
+        env: entry.env.clone(),
         node: entry.node.clone(),
         attempt: 1,
         epoch: 0,
@@ -348,6 +349,7 @@ mod tests {
             timeout_secs: 60,
             node: node.map(str::to_string),
             gpu_id,
+            env: Default::default(),
             extra: Default::default(),
         }
     }

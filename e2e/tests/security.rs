@@ -1,0 +1,609 @@
+//! Security end to end, against the real services and binaries: what a script sees of its node
+//! (a cleared environment: no broker, Redis or job-key credential, nothing of the consumer's own
+//! environment beyond the allowlist), secrets kept out of every log line, error, status,
+//! heartbeat, metric and Redis record, credentials read from `SEEDQ_*_FILE`, and signed jobs
+//! (unsigned or wrongly signed messages dead-lettered as `bad_signature` with nothing run, while
+//! the retry path keeps signed jobs running).
+//!
+//! The secrets used here have the shapes redaction must survive: a Redis password with `@` and
+//! `:` written unencoded in the URL, a job key, and a variable of the consumer's environment
+//! that no script may see.
+
+mod scripts_support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use scripts_support::{Cluster, NodeSpec};
+use seedq_e2e::{skip, PrivateRedis};
+
+const REDIS_PASSWORD: &str = "p@ss:w0rd-R3dis-S3CRET";
+const JOB_KEY: &str = "job-key-S3CRET-0123456789abcdef";
+const DECOY: &str = "decoy-S3CRET-token-42";
+
+/// Every form of a secret that must never show (as written, percent-encoded, and the parts
+/// around an `@` a naive redaction would leave visible).
+fn forbidden() -> Vec<&'static str> {
+    vec![
+        REDIS_PASSWORD,
+        "w0rd-R3dis-S3CRET",
+        "p%40ss",
+        JOB_KEY,
+        "S3CRET-0123456789",
+        DECOY,
+        "guest:guest",
+    ]
+}
+
+fn assert_clean(what: &str, text: &str) {
+    for secret in forbidden() {
+        assert!(
+            !text.contains(secret),
+            "{what} shows the secret {secret:?}:\n{text}"
+        );
+    }
+}
+
+/// Everything Redis holds under the namespace, as text.
+fn redis_dump(url: &str, namespace: &str) -> String {
+    let mut conn = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect to the private Redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{namespace}*"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(!keys.is_empty(), "nothing stored under {namespace}");
+    let mut out = String::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).unwrap();
+        let value: redis::Value = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&key).query(&mut conn),
+            "hash" => redis::cmd("HGETALL").arg(&key).query(&mut conn),
+            "list" => redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn),
+            "set" => redis::cmd("SMEMBERS").arg(&key).query(&mut conn),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(&mut conn),
+            "stream" => redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query(&mut conn),
+            _ => Ok(redis::Value::Nil),
+        }
+        .unwrap();
+        out.push_str(&format!("{key} = {value:?}\n"));
+        if let redis::Value::BulkString(bytes) = &value {
+            out.push_str(&String::from_utf8_lossy(bytes));
+        }
+    }
+    out
+}
+
+/// Runs `cmd` for up to `limit`, then stops it; its exit status (if it ended) and its stdout
+/// and stderr.
+fn run_briefly(
+    mut cmd: std::process::Command,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    (status, text)
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+const ENV_DUMP: &str = r#"import json, os, sys
+env = dict(os.environ)
+print(json.dumps(env))
+print(json.dumps(env), file=sys.stderr)
+os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)
+with open(sys.argv[1], "w") as f:
+    json.dump({"status": "ok", "env": env}, f)
+"#;
+
+#[test]
+fn scripts_see_no_credentials_and_no_secret_reaches_logs_records_or_metrics() {
+    let Some(redis) = PrivateRedis::start_with(Some(("default", REDIS_PASSWORD)), &[]) else {
+        skip(
+            "scripts_see_no_credentials_and_no_secret_reaches_logs_records_or_metrics",
+            "redis-server is not installed",
+        );
+        return;
+    };
+    let mut cluster = Cluster::new(
+        "sec-env",
+        &[NodeSpec {
+            name: "sec-a",
+            limit: 2,
+            gpus: 0,
+        }],
+        1,
+    );
+    // The node lets jobs set OMP_NUM_THREADS, nothing else.
+    let toml = std::fs::read_to_string(&cluster.config).unwrap().replace(
+        "python_env = \"python3\"\n",
+        "python_env = \"python3\"\nscript_env_allow = [\"OMP_NUM_THREADS\"]\n",
+    );
+    std::fs::write(&cluster.config, toml).unwrap();
+    std::fs::write(cluster.root("sec-a").join("envdump.py"), ENV_DUMP).unwrap();
+    // The consumer gets its Redis URL from a file (as a docker secret is mounted), the producer
+    // from the variable; both hold the job key, and the consumer a variable of its own.
+    let url_file = cluster.ns.path("redis-url.secret");
+    std::fs::write(&url_file, format!("{}\n", redis.url())).unwrap();
+    cluster.redis_url = redis.url();
+    cluster.extra_env = vec![
+        ("SEEDQ_JOB_KEY".into(), JOB_KEY.into()),
+        ("DECOY_TOKEN".into(), DECOY.into()),
+    ];
+    let metrics_port = free_port();
+    // The consumer: SEEDQ_REDIS_URL_FILE instead of SEEDQ_REDIS_URL.
+    cluster.extra_env.push((
+        "SEEDQ_REDIS_URL_FILE".into(),
+        url_file.display().to_string(),
+    ));
+    cluster.start_with_unset(
+        "sec-a",
+        &["--metrics-port", &metrics_port.to_string()],
+        &["SEEDQ_REDIS_URL"],
+    );
+    cluster.extra_env.pop();
+    cluster.wait_for_script_consumers(&["sec-a"]);
+
+    let jobs = json!([
+        {"job_id": "dump", "script": "envdump.py", "args": ["out/dump.json"],
+         "expected_output": "out/dump.json", "timeout": 60, "env": {"OMP_NUM_THREADS": "3"}},
+        {"job_id": "forbidden", "script": "envdump.py", "args": ["out/forbidden.json"],
+         "expected_output": "out/forbidden.json", "timeout": 60, "env": {"NOT_ALLOWED": "1"}},
+    ]);
+    let file = cluster.jobs_file("env_jobs.json", &jobs);
+    let out = cluster.producer(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(3), "one job is refused:\n{stderr}");
+    assert_clean("the producer's stderr", &stderr);
+    let batch = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // The job that set a variable its node does not allow never ran.
+    let dlq: Value =
+        serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))
+            .unwrap();
+    let reasons: BTreeMap<String, String> = dlq["letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["member"].as_str().unwrap().to_string(),
+                l["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeMap::from([("t:forbidden".to_string(), "env_not_allowed".to_string())]),
+        "{dlq}"
+    );
+    assert!(!cluster.root("sec-a").join("out/forbidden.json").exists());
+
+    // The script's own view of its environment: the allowlist, its binding, its job's variable.
+    let collected = cluster.ns.path("collected");
+    let out = cluster.producer(&[
+        "collect",
+        &batch,
+        "--output-dir",
+        collected.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let dumped: Value =
+        serde_json::from_slice(&std::fs::read(collected.join("dump.json")).unwrap()).unwrap();
+    let env = dumped["env"].as_object().unwrap();
+    assert_eq!(env["OMP_NUM_THREADS"], "3", "{env:?}");
+    assert_eq!(env["SEEDQ_TASK_ID"], "dump");
+    for name in env.keys() {
+        assert!(
+            ![
+                "SEEDQ_AMQP_URL",
+                "SEEDQ_REDIS_URL",
+                "SEEDQ_REDIS_URL_FILE",
+                "SEEDQ_JOB_KEY",
+                "DECOY_TOKEN",
+                "NOT_ALLOWED"
+            ]
+            .contains(&name.as_str()),
+            "{name} reached the script: {env:?}"
+        );
+    }
+    let allowed_seedq = [
+        "SEEDQ_NODE",
+        "SEEDQ_BATCH_ID",
+        "SEEDQ_TASK_ID",
+        "SEEDQ_ATTEMPT",
+        "SEEDQ_OUTPUT_DIR",
+    ];
+    for name in env.keys().filter(|n| n.starts_with("SEEDQ_")) {
+        assert!(allowed_seedq.contains(&name.as_str()), "{name}: {env:?}");
+    }
+    let collected_text: String = std::fs::read_dir(&collected)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert_clean("the collected outputs", &collected_text);
+
+    // Nothing of the secrets in Redis (log tails included), status, heartbeats, metrics, logs.
+    let stored = redis_dump(&redis.url(), &cluster.ns.name);
+    assert!(stored.contains("OMP_NUM_THREADS"), "the tails were stored");
+    assert_clean("Redis", &stored);
+    assert_clean(
+        "status",
+        &cluster.producer_ok(&["status", &batch, "--json"]),
+    );
+    assert_clean("nodes", &cluster.producer_ok(&["nodes", "--json"]));
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(metrics.contains("seedq_"), "{metrics}");
+    assert_clean("the metrics", &metrics);
+    let log = std::fs::read_to_string(cluster.ns.path("sec-a.log")).unwrap();
+    assert!(log.contains("job key set"), "{log}");
+    assert_clean("the consumer log", &log);
+}
+
+#[test]
+fn secrets_stay_out_of_errors_whatever_the_url_looks_like() {
+    let ns = seedq_e2e::Namespace::new("sec-errors");
+    let bad: Vec<(&str, String, String)> = vec![
+        // Unreachable, password with '@' and ':' unencoded.
+        (
+            "redis unreachable",
+            format!("redis://default:{REDIS_PASSWORD}@127.0.0.1:1/"),
+            seedq_e2e::amqp_url(),
+        ),
+        // Not a number as the port: the parser's own error.
+        (
+            "redis bad port",
+            format!("redis://default:{REDIS_PASSWORD}@127.0.0.1:notaport/"),
+            seedq_e2e::amqp_url(),
+        ),
+        // No scheme: a client would echo the whole value.
+        (
+            "redis no scheme",
+            format!("default:{REDIS_PASSWORD}@127.0.0.1:6379"),
+            seedq_e2e::amqp_url(),
+        ),
+        (
+            "amqp unreachable",
+            seedq_e2e::redis_url(),
+            format!("amqp://seedq:{REDIS_PASSWORD}@127.0.0.1:1/%2f"),
+        ),
+        (
+            "amqp bad port",
+            seedq_e2e::redis_url(),
+            format!("amqp://seedq:{REDIS_PASSWORD}@127.0.0.1:notaport/%2f"),
+        ),
+        (
+            "amqp list, one bad",
+            seedq_e2e::redis_url(),
+            format!(
+                "amqp://seedq:{REDIS_PASSWORD}@127.0.0.1:1/%2f,amqp://x:{JOB_KEY}@127.0.0.1:2/%2f"
+            ),
+        ),
+    ];
+    for (what, redis_url, amqp_url) in &bad {
+        // Redis cases fail at once; the broker is retried for a minute, so a broker case is
+        // read for a few seconds (its retry warnings quote the client's error) and stopped.
+        let command: &[&str] = if what.starts_with("redis") {
+            &["status"]
+        } else {
+            &["dlq", "list"]
+        };
+        let mut cmd = ns.producer_cmd(command);
+        cmd.env("SEEDQ_REDIS_URL", redis_url)
+            .env("SEEDQ_AMQP_URL", amqp_url)
+            .env("SEEDQ_JOB_KEY", JOB_KEY)
+            .env("RUST_LOG", "debug");
+        let (status, text) = run_briefly(cmd, Duration::from_secs(4));
+        // A process still retrying when stopped has said nothing final; one that ended must
+        // have failed and said why.
+        if let Some(status) = status {
+            assert!(!status.success(), "{what}: {command:?} succeeded");
+            assert!(text.contains("error"), "{what}: {text}");
+        }
+        assert_clean(what, &text);
+    }
+    // A consumer that cannot start says why, without the secret.
+    let out = std::process::Command::new(seedq_e2e::consumer_bin())
+        .args(["--backend", "cpu", "--slots", "1", "--no-calibrate"])
+        .env("SEEDQ_NAMESPACE", &ns.name)
+        .env(
+            "SEEDQ_REDIS_URL",
+            format!("redis://default:{REDIS_PASSWORD}@127.0.0.1:notaport/"),
+        )
+        .env("SEEDQ_JOB_KEY", JOB_KEY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("Redis"), "{text}");
+    assert_clean("the consumer's fatal error", &text);
+
+    // Secret files: unreadable, empty, or set twice: a clear error naming the variable.
+    let empty = ns.path("empty.secret");
+    std::fs::write(&empty, "\n").unwrap();
+    for (file_var, value, also_plain, needle) in [
+        (
+            "SEEDQ_REDIS_URL_FILE",
+            "/nonexistent/secret",
+            false,
+            "cannot be read",
+        ),
+        (
+            "SEEDQ_JOB_KEY_FILE",
+            empty.to_str().unwrap(),
+            false,
+            "is empty",
+        ),
+        (
+            "SEEDQ_AMQP_URL_FILE",
+            empty.to_str().unwrap(),
+            true,
+            "unset one of them",
+        ),
+    ] {
+        let mut cmd = ns.producer_cmd(&["status"]);
+        cmd.env(file_var, value);
+        if !also_plain {
+            cmd.env_remove(file_var.trim_end_matches("_FILE"));
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file_var}");
+        assert!(text.contains(file_var) && text.contains(needle), "{text}");
+    }
+    // A key too short to be one.
+    let out = ns
+        .producer_cmd(&["status"])
+        .env("SEEDQ_JOB_KEY", "short")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("openssl rand"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries() {
+    let mut cluster = Cluster::new(
+        "sec-sign",
+        &[NodeSpec {
+            name: "sec-s",
+            limit: 2,
+            gpus: 0,
+        }],
+        2,
+    );
+    cluster.extra_env = vec![("SEEDQ_JOB_KEY".into(), JOB_KEY.into())];
+    cluster.start("sec-s");
+    cluster.wait_for_script_consumers(&["sec-s"]);
+    let root = cluster.root("sec-s").to_path_buf();
+    let job = |id: &str, mode: &str| {
+        let output = format!("out/{id}.json");
+        json!({"job_id": id, "script": "job.py", "args": [mode, output, "0.1", "/dev/null"],
+               "expected_output": output, "timeout": 60})
+    };
+
+    // Signed: one succeeds; one fails twice, its second attempt republished (and signed again)
+    // by the node through the delay queue, and runs.
+    let file = cluster.jobs_file(
+        "signed.json",
+        &json!([job("signed_ok", "sleep"), job("signed_fails", "fail")]),
+    );
+    let out = cluster.producer(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signed_batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let collected = cluster.ns.path("signed-collected");
+    cluster.producer(&[
+        "collect",
+        &signed_batch,
+        "--output-dir",
+        collected.to_str().unwrap(),
+    ]);
+    assert!(
+        collected.join("signed_ok.json").exists(),
+        "the signed job ran"
+    );
+    let dlq: Value = serde_json::from_str(&cluster.producer_ok(&[
+        "--json",
+        "dlq",
+        "list",
+        "--job",
+        &signed_batch,
+    ]))
+    .unwrap();
+    let letters = dlq["letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{dlq}");
+    assert_eq!(letters[0]["reason"], "exit_status", "{dlq}");
+    assert_eq!(letters[0]["attempt"], "2", "the retry ran: {dlq}");
+
+    // Unsigned (a producer without the key) and wrongly signed (another key): dead letters
+    // `bad_signature`, and the scripts never ran. Such a message cannot be trusted to name the
+    // job it claims, so it touches none of the job's records: the dead-letter queue shows it.
+    for (tag, key) in [
+        ("unsigned", None),
+        ("forged", Some("another-key-0123456789abcdef")),
+    ] {
+        let id = format!("{tag}_job");
+        let file = cluster.jobs_file(&format!("{tag}.json"), &json!([job(&id, "sleep")]));
+        let mut cmd = unkeyed_producer(&cluster, &["scripts", "--jobs-file", &file]);
+        if let Some(key) = key {
+            cmd.env("SEEDQ_JOB_KEY", key);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{tag}: {stderr}");
+        if key.is_none() {
+            assert!(stderr.contains("unsigned"), "the producer warns: {stderr}");
+        }
+        let batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let letters = dead_letters(&cluster, &batch, 1);
+        assert_eq!(letters[0]["reason"], "bad_signature", "{tag}: {letters:?}");
+        assert!(
+            !root.join(format!("out/{id}.json")).exists(),
+            "{tag}: the script ran"
+        );
+        // Replaying it would sign it with the replaying producer's key: refused, it stays.
+        cluster.producer_ok(&["dlq", "replay", "--job", &batch]);
+        assert_eq!(dead_letters(&cluster, &batch, 1).len(), 1);
+    }
+
+    // Seed chunks published without the key run nothing either.
+    let draws = seedq_e2e::write_json(&cluster.ns, "d.json", &json!([1, 2, 3]));
+    let out = unkeyed_producer(
+        &cluster,
+        &[
+            "sieve",
+            "--json",
+            "--prng",
+            "xorshift32",
+            "--draws",
+            &draws,
+            "--threshold",
+            "1",
+            "--seed-start",
+            "1",
+            "--seed-end",
+            "2001",
+            "--chunk-size",
+            "1000",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sieve: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job_id = sieve["job_id"].as_str().unwrap();
+    let letters = dead_letters(&cluster, job_id, 2);
+    assert!(
+        letters.iter().all(|l| l["reason"] == "bad_signature"),
+        "{letters:?}"
+    );
+    let status: Value =
+        serde_json::from_str(&cluster.producer_ok(&["status", job_id, "--json"])).unwrap();
+    assert_eq!(status["seeds_done"].as_u64(), Some(0), "{status}");
+}
+
+/// `seedq-producer ARGS` of the cluster's namespace without its job key.
+fn unkeyed_producer(cluster: &Cluster, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(seedq_e2e::producer_bin());
+    cmd.args(["--config", cluster.config.to_str().unwrap()])
+        .args(args)
+        .env("SEEDQ_NAMESPACE", &cluster.ns.name)
+        .env("SEEDQ_AMQP_URL", &cluster.amqp_url)
+        .env("SEEDQ_REDIS_URL", &cluster.redis_url)
+        .env_remove("SEEDQ_JOB_KEY");
+    cmd
+}
+
+/// Waits until the job has `n` dead letters and returns them (`dlq list --json`).
+fn dead_letters(cluster: &Cluster, job: &str, n: usize) -> Vec<Value> {
+    let mut letters = Vec::new();
+    seedq_e2e::eventually(
+        &format!("{n} dead letter(s) of {job}"),
+        Duration::from_secs(60),
+        || {
+            let dlq: Value = serde_json::from_str(
+                &cluster.producer_ok(&["--json", "dlq", "list", "--job", job]),
+            )
+            .unwrap();
+            letters = dlq["letters"].as_array().cloned().unwrap_or_default();
+            letters.len() >= n
+        },
+    );
+    assert_eq!(letters.len(), n, "{letters:?}");
+    letters
+}
