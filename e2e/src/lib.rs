@@ -330,6 +330,17 @@ impl Consumer {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a node frozen mid-job, its deliveries held.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(child) = &self.child {
+            let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
     /// SIGTERM and wait for the drain to finish; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

@@ -126,29 +126,38 @@ fn chunks_done(ns: &Namespace, job_id: &str) -> u64 {
     ns.status(job_id)["chunks_done"].as_u64().unwrap_or(0)
 }
 
-/// One chunk of 20M seeds that runs for seconds (so that its consumer can be stopped while it
-/// runs); threshold 1 keeps its survivors few. Returns the job id.
+/// Seeds of [`one_long_chunk`].
+const LONG_SEEDS: u64 = 6_000_000;
+
+/// One chunk that runs for tens of seconds on one thread (so that its consumer can be stopped
+/// while it runs): the lab pipeline's shape (mt19937, 512 draws mod 1000, skips 0..=20, threshold
+/// 0.01), which no early exit shortens, over [`LONG_SEEDS`] seeds; its survivors are chance ones,
+/// about one in 3,000 seeds. Returns the job id.
 fn one_long_chunk(ns: &Namespace) -> String {
-    let job = Job::with_skips(ns, 7, 1, 20_000_001, 150);
+    let fam = FamilyConfig::new(Family::Mt19937);
+    let draws: Vec<u64> = (0..512).map(|i| fam.output_at(99, i) % 1000).collect();
+    let draws_file = seedq_e2e::write_json(ns, "long-draws.json", &json!(draws));
+    let end = (1 + LONG_SEEDS).to_string();
+    let size = LONG_SEEDS.to_string();
     ns.sieve(&[
         "--prng",
-        "xorshift32",
+        "mt19937",
         "--draws",
-        &job.draws_file,
+        &draws_file,
         "--modulus",
-        "10",
+        "1000",
         "--skip-min",
         "0",
         "--skip-max",
-        "150",
+        "20",
         "--threshold",
-        "1",
+        "0.01",
         "--seed-start",
         "1",
         "--seed-end",
-        "20000001",
+        &end,
         "--chunk-size",
-        "20000000",
+        &size,
     ])
 }
 
@@ -374,13 +383,22 @@ fn a_redis_outage_mid_job_is_ridden_out() {
 fn a_cancelled_job_resumed_completes_exactly() {
     let mut ns = Namespace::new("cancelresume");
     let base = ns.name.clone();
-    ns.start_consumer(&format!("{base}-node"), 1, 1);
+    let node = ns.start_consumer(&format!("{base}-node"), 1, 1);
     let job = Job::with_skips(&ns, 2024, 1, 400_001, 150);
-    let id = ns.sieve(&job.args("1", "400001", "2000"));
+    // 4,000 chunks: their round trips alone last seconds, however fast the kernels are.
+    let id = ns.sieve(&job.args("1", "400001", "100"));
     eventually("some chunks to finish", Duration::from_secs(300), || {
         chunks_done(&ns, &id) >= 3
     });
-    ns.producer_ok(&["cancel", &id]);
+    // Frozen while the cancel lands, however fast the kernels are: chunks remain to be skipped.
+    ns.consumer(node).freeze(true);
+    let cancelled = ns.producer(&["cancel", &id]);
+    ns.consumer(node).freeze(false);
+    assert!(
+        cancelled.status.success(),
+        "cancel: {}",
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
     let waited = ns.producer(&["wait", &id, "--timeout", "600"]);
     assert_eq!(
         waited.status.code(),
@@ -445,7 +463,7 @@ fn a_chunk_that_keeps_killing_its_consumer_is_dead_lettered_with_the_reason_and_
     ns.wait(&id, 900);
     assert!(ns.consumer(second).is_running());
     let status = ns.status(&id);
-    assert_eq!(status["seeds_done"].as_u64(), Some(20_000_000), "{status}");
+    assert_eq!(status["seeds_done"].as_u64(), Some(LONG_SEEDS), "{status}");
     assert_eq!(status["dead_lettered"].as_u64().unwrap_or(0), 0, "{status}");
 }
 
@@ -561,7 +579,7 @@ fn drained_hand_backs_do_not_use_up_the_delivery_limit() {
     ns.start_consumer(&format!("{base}-last"), 1, 1);
     ns.wait(&id, 900);
     let status = ns.status(&id);
-    assert_eq!(status["seeds_done"].as_u64(), Some(20_000_000), "{status}");
+    assert_eq!(status["seeds_done"].as_u64(), Some(LONG_SEEDS), "{status}");
     assert_eq!(
         status["dead_lettered"].as_u64().unwrap_or(0),
         0,
