@@ -287,7 +287,7 @@ impl CpuBackend {
         };
         if ctx.offset_max > ctx.offset {
             if self.simd != SimdLevel::Scalar {
-                if let Some(hits) = self.fast_pass(spec, &ctx, seeds) {
+                if let Some(hits) = self.shared_pass(spec, &ctx, seeds) {
                     return hits;
                 }
             }
@@ -344,14 +344,10 @@ impl CpuBackend {
         with_gen(&spec.family, ScalarVisitor { ctx, seeds })
     }
 
-    /// The SIMD engines, or `None` when none applies to this family and job.
+    /// The SIMD engines at one offset, or `None` when none applies to this family and job.
     fn fast_pass(&self, spec: &SieveSpec, ctx: &PassCtx, seeds: &Seeds) -> Option<Vec<Hit>> {
         let nskips = (ctx.skip_max - ctx.skip_min) as u64 + 1;
         let level = self.simd;
-        let ranged = ctx.offset_max > ctx.offset;
-        if ranged {
-            return self.shared_pass(spec, ctx, seeds);
-        }
         if let Seeds::Range(start, end) = *seeds {
             if nskips * ctx.k() as u64 <= AffinePlan::<JavaAff>::MAX_ENTRIES {
                 match spec.family.params() {
@@ -504,6 +500,13 @@ impl CpuBackend {
     }
 }
 
+/// Seeds per parallel chunk of a lane engine: about 16 chunks per thread, whole lane groups.
+fn lane_chunk_size<const L: usize>(seeds: &Seeds) -> u64 {
+    (seeds.len() / (rayon::current_num_threads() as u64 * 16))
+        .clamp(L as u64, 1 << 16)
+        .next_multiple_of(L as u64)
+}
+
 /// The shared-stream engine over a seed set, in parallel, or `None` when the plan is too large.
 fn shared_lanes<G: Lanes<L>, const L: usize>(
     level: SimdLevel,
@@ -512,8 +515,7 @@ fn shared_lanes<G: Lanes<L>, const L: usize>(
     seeds: &Seeds,
 ) -> Option<Vec<Hit>> {
     let plan = lanes::SharedCtx::new(&proto, ctx)?;
-    let size = (seeds.len() / (rayon::current_num_threads() as u64 * 16)).clamp(L as u64, 1 << 16);
-    let size = size.next_multiple_of(L as u64);
+    let size = lane_chunk_size::<L>(seeds);
     Some(ordered_chunks(
         seeds.len().div_ceil(size),
         || (proto.clone(), plan.rows::<L>()),
@@ -532,8 +534,7 @@ fn lane_pass<G: Lanes<L>, const L: usize>(
     seeds: &Seeds,
 ) -> Vec<Hit> {
     let lctx = LaneCtx::new(&proto, ctx);
-    let size = (seeds.len() / (rayon::current_num_threads() as u64 * 16)).clamp(L as u64, 1 << 16);
-    let size = size.next_multiple_of(L as u64);
+    let size = lane_chunk_size::<L>(seeds);
     ordered_chunks(
         seeds.len().div_ceil(size),
         || proto.clone(),

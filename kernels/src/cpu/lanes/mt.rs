@@ -32,6 +32,16 @@ impl<const L: usize> MtL<L> {
     }
 }
 
+/// One step of `init_genrand` in every lane: `x` becomes state word `i`.
+#[inline(always)]
+fn step<const L: usize>(x: &mut [u32; L], i: usize) {
+    for l in 0..L {
+        x[l] = MT_INIT_MULTIPLIER
+            .wrapping_mul(x[l] ^ (x[l] >> 30))
+            .wrapping_add(i as u32);
+    }
+}
+
 impl<const L: usize> Lanes<L> for MtL<L> {
     type W = u32;
     type J = u64;
@@ -81,14 +91,6 @@ impl<const L: usize> MtL<L> {
     /// Runs `init_genrand` from the seeds in `x`, keeping the words the outputs need.
     #[inline(always)]
     fn chain(&mut self, mut x: [u32; L]) {
-        #[inline(always)]
-        fn step<const L: usize>(x: &mut [u32; L], i: usize) {
-            for l in 0..L {
-                x[l] = MT_INIT_MULTIPLIER
-                    .wrapping_mul(x[l] ^ (x[l] >> 30))
-                    .wrapping_add(i as u32);
-            }
-        }
         // Three loops rather than one with a branch: the middle one, which keeps nothing, is
         // the bulk of the work (the low words end at 228 at most, the high ones start at 397).
         let nlow = self.low.len();
@@ -142,11 +144,7 @@ impl<const L: usize> MtFullL<L> {
         let mut x = self.seeds;
         self.mt[0] = x;
         for i in 1..MT_N {
-            for l in 0..L {
-                x[l] = MT_INIT_MULTIPLIER
-                    .wrapping_mul(x[l] ^ (x[l] >> 30))
-                    .wrapping_add(i as u32);
-            }
+            step(&mut x, i);
             self.mt[i] = x;
         }
         self.pos = MT_N;
