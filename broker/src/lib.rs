@@ -643,12 +643,19 @@ impl Broker {
     /// after every one is confirmed; on error some may have been published (republishing them is
     /// harmless: results are applied once).
     pub async fn publish_chunks(&self, job: &Job, msgs: &[ChunkMessage]) -> Result<()> {
+        let batch: Vec<(&Job, &ChunkMessage)> = msgs.iter().map(|m| (job, m)).collect();
+        self.publish_chunk_batch(&batch).await
+    }
+
+    /// Publishes chunks of several jobs in the given order (the scheduler interleaves jobs), as
+    /// [`Broker::publish_chunks`] does for one.
+    pub async fn publish_chunk_batch(&self, batch: &[(&Job, &ChunkMessage)]) -> Result<()> {
         let queue = self.topology.seeds_queue();
         let exchange = self.topology.work_exchange();
-        for window in msgs.chunks(PUBLISH_WINDOW) {
+        for window in batch.chunks(PUBLISH_WINDOW) {
             let channel = self.publisher().await?;
             let mut pending = Vec::with_capacity(window.len());
-            for msg in window {
+            for (job, msg) in window {
                 let body = msg.to_json();
                 let headers = chunk_headers(job, msg);
                 pending.push(

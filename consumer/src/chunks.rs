@@ -60,6 +60,7 @@ pub async fn run_slot(
     })
     .await;
     ctx.stats.set_busy(&worker.name, None);
+    ctx.stats.set_prefetch(&worker.name, 0);
     tracing::info!(slot = %worker.name, "slot stopped");
 }
 
@@ -77,6 +78,7 @@ async fn consume(
     let tag = Topology::slot_consumer_tag(ctx.node_name(), &worker.name);
     let mut prefetch = opts.prefetch.initial();
     let mut subscription = Subscription::open(&broker, &queue, &tag, prefetch).await?;
+    ctx.stats.set_prefetch(&worker.name, prefetch);
     tracing::info!(slot = %worker.name, backend = %worker.backend, queue = %queue, tag = %tag, prefetch, "slot subscribed");
     let mut shutdown = ctx.shutdown_signal();
     let mut timings = Timings::new();
@@ -120,6 +122,7 @@ async fn consume(
                 // The old subscription delivered everything it had prefetched: resubscribe.
                 draining_old_consumer = false;
                 subscription.resume(prefetch).await?;
+                ctx.stats.set_prefetch(&worker.name, prefetch);
                 tracing::debug!(slot = %worker.name, prefetch, "slot resubscribed with a new prefetch");
                 continue;
             }

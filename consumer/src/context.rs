@@ -12,6 +12,8 @@
 //! * `broker()`: the CURRENT broker connection. The node's supervisor replaces it after a
 //!   connection loss; long-running users re-read it (or wait with [`NodeContext::broker_changed`]).
 //! * `metrics()`: Prometheus counters (`crate::metrics`).
+//! * `feeder()`: the scheduler's publisher (`seedq_scheduler::Feeder`): run after every settled
+//!   chunk and on every heartbeat, it publishes the next window of seed work.
 //! * `shutdown_signal()`: a watch that turns `true` on SIGINT/SIGTERM: stop taking work, finish or
 //!   requeue what is in flight, return.
 //! * `stats`: live per-slot state and counters for the heartbeat.
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use seedq_broker::{Broker, Endpoints};
 use seedq_protocol::{ClusterConfig, NodeConfig, SlotState};
+use seedq_scheduler::Feeder;
 use seedq_store::Store;
 use tokio::sync::watch;
 
@@ -37,6 +40,7 @@ pub struct NodeContext {
     /// `(generation, broker)`; the generation grows with every reconnection.
     broker: watch::Sender<(u64, Arc<Broker>)>,
     metrics: Arc<Metrics>,
+    feeder: Feeder,
     shutdown: watch::Sender<bool>,
     pub started_at_ms: u64,
     pub stats: NodeStats,
@@ -48,6 +52,9 @@ pub struct NodeStats {
     pub chunks_done: AtomicU64,
     pub chunks_failed: AtomicU64,
     pub slots: Mutex<Vec<SlotState>>,
+    /// Each subscribed seed slot's current prefetch: what the node can hold at once, which the
+    /// heartbeat reports to the scheduler as the node's capacity.
+    pub prefetch: Mutex<std::collections::BTreeMap<String, u16>>,
 }
 
 impl NodeStats {
@@ -64,6 +71,22 @@ impl NodeStats {
         if let Some(s) = slots.iter_mut().find(|s| s.slot == slot) {
             s.chunks_done += 1;
         }
+    }
+
+    /// Records a seed slot's prefetch (0 when it is not subscribed).
+    pub fn set_prefetch(&self, slot: &str, prefetch: u16) {
+        let mut map = self.prefetch.lock().unwrap_or_else(|p| p.into_inner());
+        if prefetch == 0 {
+            map.remove(slot);
+        } else {
+            map.insert(slot.to_string(), prefetch);
+        }
+    }
+
+    /// Chunks the node's seed slots hold at once.
+    pub fn seed_capacity(&self) -> u64 {
+        let map = self.prefetch.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(|p| u64::from(*p)).sum()
     }
 
     pub fn chunk_failed(&self) {
@@ -85,7 +108,9 @@ impl NodeContext {
     ) -> Arc<NodeContext> {
         let (broker, _) = watch::channel((1, broker));
         let (shutdown, _) = watch::channel(false);
+        let feeder = Feeder::new(store.clone(), cluster.scheduler.clone());
         Arc::new(NodeContext {
+            feeder,
             node: node_config.name.clone(),
             node_config,
             cluster,
@@ -169,6 +194,10 @@ impl NodeContext {
             generation = *g;
         });
         generation
+    }
+
+    pub fn feeder(&self) -> &Feeder {
+        &self.feeder
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {

@@ -76,6 +76,9 @@ pub async fn run(ctx: Arc<NodeContext>, plan: NodePlan) -> anyhow::Result<()> {
     }
     watchdog.abort();
     heartbeat.abort();
+    if let Err(e) = ctx.store().clear_capacity(ctx.node_name()).await {
+        tracing::warn!(error = %e, "could not withdraw the node's seed capacity");
+    }
     if let Err(e) = ctx.store().clear_heartbeat(ctx.node_name()).await {
         tracing::warn!(error = %e, "could not clear the heartbeat");
     }
@@ -181,6 +184,34 @@ async fn run_scripts(ctx: Arc<NodeContext>) {
     }
 }
 
+/// The scheduler's share of the heartbeat: report what this node's seed slots hold at once
+/// (the capacity, expiring with the heartbeat), publish again any window whose publisher died,
+/// and publish what the queue has room for. This is what keeps jobs moving after the producer
+/// that enqueued them has exited, and after a settle's own fill failed.
+async fn feed(ctx: &NodeContext, ttl: u64) {
+    if ctx.is_shutting_down() {
+        return;
+    }
+    let broker = ctx.broker();
+    let capacity = ctx.stats.seed_capacity();
+    let result = async {
+        ctx.store()
+            .set_capacity(ctx.node_name(), capacity, ttl)
+            .await?;
+        let stale = ctx.feeder().republish_stale(&broker).await?;
+        let fed = ctx.feeder().fill(&broker).await?;
+        Ok::<_, seedq_scheduler::FeedError>((stale, fed.total()))
+    }
+    .await;
+    match result {
+        Ok((stale, fed)) if stale + fed > 0 => {
+            tracing::debug!(stale, fed, capacity, "heartbeat published seed chunks")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "heartbeat could not feed the seed queue"),
+    }
+}
+
 /// Writes the heartbeat every few seconds (TTL from cluster.toml).
 async fn heartbeat_loop(
     ctx: Arc<NodeContext>,
@@ -236,6 +267,7 @@ async fn heartbeat_loop(
             }
             Err(_) => {}
         }
+        feed(&ctx, ttl).await;
         tokio::time::sleep(interval).await;
     }
 }

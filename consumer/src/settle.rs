@@ -185,6 +185,7 @@ impl Settler {
         outcome: Settle,
     ) -> anyhow::Result<()> {
         let broker = self.ctx.broker();
+        let done = matches!(outcome, Settle::Ack);
         match outcome {
             Settle::Ack => {}
             Settle::HandBack(why) => {
@@ -272,9 +273,27 @@ impl Settler {
                     .publish_dead_letter(inbound.queue(), inbound.body(), &headers, reason, &detail)
                     .await
                     .context("publishing to the dead-letter queue")?;
+                self.feed(&broker, inbound).await;
             }
         }
+        if done {
+            self.feed(&broker, inbound).await;
+        }
         inbound.ack().await.map_err(anyhow::Error::new)
+    }
+
+    /// After a seed chunk settled for good (done, skipped, dead-lettered) and before its ack:
+    /// publishes the next window of seed work, so the slot's next message is queued before the
+    /// slot's credit comes back. A failure here loses nothing (the claim stays and the heartbeat's
+    /// feeder publishes it once stale, or the room is claimed again later), so it is logged and
+    /// the settlement goes on.
+    async fn feed(&self, broker: &Broker, inbound: &Inbound) {
+        if inbound.queue() != broker.topology().seeds_queue() {
+            return;
+        }
+        if let Err(e) = self.ctx.feeder().fill(broker).await {
+            tracing::warn!(slot = %self.slot, error = %e, "could not publish the next seed chunks; the heartbeat tries again");
+        }
     }
 
     /// Writes the failure record. `Err(detail)` when Redis is not taking writes now (park);

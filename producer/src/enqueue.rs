@@ -10,24 +10,26 @@
 //! 3. The job (spec, seeds and chunk plan) is created in Redis idempotently. If it already
 //!    exists with the same identity, ITS stored chunk plan is used, so chunk `i` always means the
 //!    same seeds; a different spec under the same id is refused.
-//! 4. Chunks are published in index order with publisher confirms; a watermark of confirmed
-//!    chunks (`published_upto` in the job's totals hash, [`crate::publish`]) is advanced as
-//!    confirms arrive. A re-run after a crash mid-publish continues from the watermark and skips
-//!    chunks already done. Anything published twice is harmless: the store applies a chunk's
-//!    result once (done-set guard), so counters and survivors stay exact.
+//! 4. The job is registered with the scheduler at its priority (`--priority`, else
+//!    `scheduler.default_priority`), and this command publishes what the seed queue has room for
+//!    now ([`crate::publish::ChunkPublisher::feed`]); the consumers publish the rest as work
+//!    settles, most urgent job first and round robin within a priority (`seedq_scheduler`). A
+//!    re-run registers the job again (changing its priority if asked) and publishes nothing a
+//!    first run already claimed. Anything published twice is harmless: the store applies a
+//!    chunk's result once (done-set guard), so counters and survivors stay exact.
 //!
 //! Chunks are sized by work per seed ([`crate::planner`]): draw comparisons for a sieve,
 //! `AnalysisSpec::units_per_seed` for correlation / analysis. Learned throughput is read under
 //! the key the consumer records it under ([`seedq_protocol::throughput_family_key`]: the family
 //! for sieves, `<kind>:<family>` for the statistical jobs, whose units differ).
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use anyhow::Context;
 use seedq_core::estimate::SurvivorEstimate;
-use seedq_protocol::{Job, JobKind, JobSeeds, JobSpec};
-use seedq_store::{CreateOutcome, Store};
+use seedq_protocol::{Job, JobKind, JobSeeds, JobSpec, Priority};
+use seedq_scheduler::Feeder;
+use seedq_store::{CreateOutcome, Scheduled, Store};
 use serde::Serialize;
 
 use crate::context::Env;
@@ -46,9 +48,12 @@ struct EnqueueReport {
     chunks: u64,
     chunk_size: u64,
     seeds: String,
-    /// Chunks published by this run.
+    /// The job's priority with the scheduler.
+    priority: Priority,
+    /// Chunks of this job published by this run (the first window; the consumers publish the
+    /// rest as work settles).
     published: u64,
-    /// Chunks skipped because they were already done.
+    /// Chunks already done when this run started.
     already_done: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     plan: Option<ChunkPlan>,
@@ -90,6 +95,9 @@ pub struct SeedJobRequest {
     pub count_only: bool,
     /// Sieves: the survivor estimate, printed with the plan.
     pub estimate: Option<SurvivorEstimate>,
+    /// `--priority`; `None` takes `scheduler.default_priority` for a new job and keeps an
+    /// existing job's.
+    pub priority: Option<Priority>,
 }
 
 impl SeedJobRequest {
@@ -115,6 +123,7 @@ impl SeedJobRequest {
             timeout: flags.timeout,
             count_only: false,
             estimate: None,
+            priority: flags.priority,
         }
     }
 }
@@ -221,9 +230,13 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
         );
     }
 
-    let done = store.done_members(&job.job_id).await?;
-    let published_from = crate::publish::published_upto(env, &job.job_id).await?;
-    let (published, already_done) = publish_chunks(env, &job, &done, published_from).await?;
+    let already_done = store.done_members(&job.job_id).await?.len() as u64;
+    let (current, _) = store.job_schedule(&job.job_id).await?;
+    let priority = request
+        .priority
+        .or(current)
+        .unwrap_or(env.cluster.scheduler.default_priority);
+    let published = schedule_and_feed(env, &store, &job, priority).await?;
 
     let report = EnqueueReport {
         job_id: job.job_id.clone(),
@@ -236,6 +249,7 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
             Some(JobSeeds::List(l)) => format!("list of {}", l.len()),
             None => String::new(),
         },
+        priority,
         published,
         already_done,
         plan,
@@ -260,7 +274,7 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
     }
     if !created {
         eprintln!(
-            "job {} already exists: published {published} chunk(s) not yet enqueued, {already_done} already done",
+            "job {} already exists (priority {priority}): published {published} chunk(s) now, {already_done} already done",
             job.job_id
         );
     }
@@ -282,25 +296,31 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
     Ok(0)
 }
 
-/// Publishes chunks `[from, chunk_count)` that are not done; returns (published, skipped done).
-async fn publish_chunks(
+/// Registers the job with the scheduler at `priority` and publishes what the seed queue has
+/// room for now; returns how many of this job's chunks went out.
+async fn schedule_and_feed(
     env: &Env,
+    store: &Store,
     job: &Job,
-    done: &HashSet<String>,
-    from: u64,
-) -> anyhow::Result<(u64, u64)> {
-    let todo: Vec<u64> = (from..job.chunk_count)
-        .filter(|i| !done.contains(&seedq_protocol::chunk_member(*i)))
-        .collect();
-    let already_done = (from..job.chunk_count).count() as u64 - todo.len() as u64;
-    if todo.is_empty() {
-        crate::publish::set_published_upto(env, &job.job_id, job.chunk_count).await?;
-        return Ok((0, already_done));
+    priority: Priority,
+) -> anyhow::Result<u64> {
+    match store.schedule_job(&job.job_id, priority).await? {
+        Scheduled::UnknownJob => anyhow::bail!(
+            "job {} vanished from Redis before it could be scheduled (expired or deleted?); run the command again",
+            job.job_id
+        ),
+        Scheduled::AllPublished | Scheduled::Queued => {}
     }
+    let feeder = Feeder::new(store.clone(), env.cluster.scheduler.clone());
     let mut publisher = ChunkPublisher::connect(env).await?;
-    let published = publisher.publish_job_chunks(job, &todo).await?;
+    let fed = publisher.feed(&feeder).await.with_context(|| {
+        format!(
+            "job {} is created and scheduled; running consumers publish its chunks once the broker takes them",
+            job.job_id
+        )
+    })?;
     publisher.close().await;
-    Ok((published, already_done))
+    Ok(fed.for_job(&job.job_id))
 }
 
 /// This command line, kept as the job's label.

@@ -1,10 +1,12 @@
-//! Publishing a job's chunks and a batch's script tasks: one named connection, publisher
-//! confirms, the publish watermark, and failover.
+//! Publishing a seed job's first window and a batch's script tasks: one named connection,
+//! publisher confirms, the publish watermark, and failover.
 //!
-//! The watermark (`published_upto` in the job's totals hash, `keys::totals`) is the number of
-//! leading chunks the broker has confirmed. It is advanced only after the confirms arrive, so a
-//! producer killed mid-publish loses nothing: a re-run continues from the watermark (and may
-//! republish a few chunks confirmed after the last update; the store applies each chunk once).
+//! Seed chunks go out through the scheduler ([`ChunkPublisher::feed`], `seedq_scheduler`): the
+//! producer registers the job and publishes what the queue has room for now; the consumers
+//! publish the rest as work settles. `published_upto` in a seed job's totals is the scheduler's
+//! cursor. For a script batch it is the watermark of leading tasks the broker has confirmed,
+//! advanced only after the confirms arrive, so a producer killed mid-publish loses nothing: a
+//! re-run continues from the watermark.
 //!
 //! Failover: when the connection dies under a publish (the broker restarting, the cluster node
 //! it was on gone), the publisher connects again (the next addresses of `--amqp-url`, with
@@ -22,6 +24,7 @@ use backon::{BackoffBuilder, ExponentialBackoff};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use redis::AsyncCommands;
 use seedq_protocol::{keys, ChunkMessage, Job, ScriptJob};
+use seedq_scheduler::{Fed, FeedError, Feeder};
 
 use crate::context::Env;
 
@@ -146,8 +149,8 @@ impl ChunkPublisher {
         Ok(())
     }
 
-    /// Publishes the given chunk indexes (ascending) of `job`, waiting for every confirm, and
-    /// advances the watermark as contiguous prefixes are confirmed. Returns the count published.
+    /// Publishes the given chunk indexes of `job` again (`resume`: dead-lettered or lost
+    /// chunks, all below the scheduler's cursor), waiting for every confirm. Returns the count.
     pub async fn publish_job_chunks(&mut self, job: &Job, indexes: &[u64]) -> anyhow::Result<u64> {
         let bar = publish_bar(indexes.len() as u64, !self.env.json);
         let mut published = 0u64;
@@ -169,13 +172,32 @@ impl ChunkPublisher {
             }
             published += window.len() as u64;
             bar.inc(window.len() as u64);
-            // Every chunk up to the end of this window is confirmed (or was done before).
-            let upto = window[window.len() - 1] + 1;
-            set_published_upto(&self.env, &job.job_id, upto).await?;
         }
         bar.finish_and_clear();
-        set_published_upto(&self.env, &job.job_id, job.chunk_count).await?;
         Ok(published)
+    }
+
+    /// Runs the scheduler once from here: publishes windows whose publisher died, then what the
+    /// seed queue has room for (the most urgent jobs' chunks, not only this command's job),
+    /// failing over like the other publishes. Claims of a failed attempt are published again by
+    /// whoever feeds once they are stale, so a retry here never loses or doubles a chunk's count.
+    pub async fn feed(&mut self, feeder: &Feeder) -> anyhow::Result<Fed> {
+        let mut recovery = recovery_backoff();
+        loop {
+            let attempt = async {
+                feeder.republish_stale(&self.broker).await?;
+                feeder.fill(&self.broker).await
+            }
+            .await;
+            match attempt {
+                Ok(fed) => return Ok(fed),
+                Err(FeedError::Broker(e)) => self
+                    .recover(e, &mut recovery)
+                    .await
+                    .context("publishing the first seed chunks")?,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Publishes one script task (confirmed), failing over like the chunks.

@@ -124,6 +124,11 @@ pub struct SeedJobFlags {
     /// With --wait: give up after this many seconds.
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// high, normal or low (default: `scheduler.default_priority` in the config, normal). A slot
+    /// always takes the most urgent work waiting; jobs of one priority share the cluster evenly.
+    /// Re-running the command with another priority changes the job's.
+    #[arg(long)]
+    pub priority: Option<seedq_protocol::Priority>,
 }
 
 impl SeedJobFlags {

@@ -56,6 +56,8 @@ pub struct ClusterConfig {
     pub retry: RetryConfig,
     /// `[jobs]`: result and heartbeat lifetimes in Redis.
     pub jobs: JobsConfig,
+    /// `[scheduler]`: priorities and how much seed work waits in the queue.
+    pub scheduler: crate::SchedulerConfig,
     /// Throughput profiles by GPU type (matched by substring of a node's `gpu_type`).
     pub profiles: BTreeMap<String, GpuProfile>,
     /// `[[nodes]]`: the machines that run consumers (names unique).
@@ -70,6 +72,7 @@ impl Default for ClusterConfig {
             chunking: ChunkingConfig::default(),
             retry: RetryConfig::default(),
             jobs: JobsConfig::default(),
+            scheduler: crate::SchedulerConfig::default(),
             profiles: BTreeMap::new(),
             nodes: Vec::new(),
         }
@@ -114,6 +117,18 @@ impl ClusterConfig {
                     node.name
                 )));
             }
+        }
+        let sched = &self.scheduler;
+        if !(sched.queued_per_slot.is_finite() && (0.0..=64.0).contains(&sched.queued_per_slot)) {
+            return Err(ConfigError::Invalid(format!(
+                "scheduler.queued_per_slot = {} is out of range: use a number from 0 to 64",
+                sched.queued_per_slot
+            )));
+        }
+        if sched.min_queued == 0 || sched.claim_stale_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "scheduler.min_queued and scheduler.claim_stale_secs must be at least 1".into(),
+            ));
         }
         if self.retry.max_attempts == 0 {
             return Err(ConfigError::Invalid(

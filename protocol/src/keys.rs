@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `jobs(ns)` | zset | job id -> created_at_ms (index; stale ids pruned on read) |
 //! | `job_spec(ns, id)` | string | [`crate::Job`] JSON (immutable) |
-//! | `totals(ns, id)` | hash | `chunks_total`, `seeds_total`, `created_at_ms`, `ttl_secs`, `chunks_done`, `seeds_done`, `busy_us`, `survivors` (survivors or flagged seeds recorded), `started_at_ms`, `updated_at_ms`, `finished_at_ms`, `node:<name>` -> chunks, `published_upto` (the producer's watermark: chunks below it were confirmed by the broker; `resume` republishes from it) |
+//! | `totals(ns, id)` | hash | `chunks_total`, `seeds_total`, `created_at_ms`, `ttl_secs`, `chunks_done`, `seeds_done`, `busy_us`, `survivors` (survivors or flagged seeds recorded), `started_at_ms`, `updated_at_ms`, `finished_at_ms`, `node:<name>` -> chunks, `priority` (rank, 0 = high), `published_upto` (seed jobs: the scheduler's cursor, chunks below it were claimed for publishing and `sched_claims` holds the ones not yet confirmed; script batches: the producer's confirmed watermark) |
 //! | `done(ns, id)` | set | done members (`c<index>`, `t:<task>`): the exactly-once guard |
 //! | `survivors(ns, id)` | hash | flagged seed (decimal) -> record JSON, correlation/analysis (first write wins: dedup by seed) |
 //! | `survivor_pieces(ns, id)` | hash | `c<chunk>.<token>.<i>` -> compact survivor piece (sieve jobs) |
@@ -19,6 +19,11 @@
 //! | `heartbeat(ns, node)` | string | [`crate::NodeHeartbeat`] JSON with a TTL |
 //! | `nodes(ns)` | zset | node -> last heartbeat ms |
 //! | `throughput_hash(ns)` | hash | `throughput_field(model, family)` -> EMA units/s |
+//! | `sched_queue(ns)` | zset | job id with chunks not yet published -> `rank * 2^40 + turn` (lowest first: most urgent, then least recently served) |
+//! | `sched_live(ns)` | set | job ids that may have chunks in flight (published, not settled) |
+//! | `sched_turn(ns)` | string | counter of picks, the round robin's clock |
+//! | `sched_claims(ns)` | zset | `<job>\t<from>\t<to>` claimed chunk windows not yet confirmed by the broker -> claimed_at_ms |
+//! | `sched_capacity(ns)` | hash | node -> `<chunks it can hold> <expires_at_ms>` |
 //!
 //! When a job finishes (every chunk done or dead-lettered) all its keys get the job TTL.
 
@@ -146,6 +151,31 @@ pub fn throughput_field(gpu_model: &str, family: &str) -> String {
 /// `(key, field)` of the learned throughput of `(gpu_model, family)`.
 pub fn throughput(ns: &str, gpu_model: &str, family: &str) -> (String, String) {
     (throughput_hash(ns), throughput_field(gpu_model, family))
+}
+
+/// Jobs with chunks still to publish, ordered by priority then turn (see [`crate::schedule`]).
+pub fn sched_queue(ns: &str) -> String {
+    format!("{ns}:sched:queue")
+}
+
+/// Jobs that may have chunks in flight (the scheduler sums them to know how full the queue is).
+pub fn sched_live(ns: &str) -> String {
+    format!("{ns}:sched:live")
+}
+
+/// The scheduler's pick counter (round robin among jobs of one priority).
+pub fn sched_turn(ns: &str) -> String {
+    format!("{ns}:sched:turn")
+}
+
+/// Claimed windows not yet confirmed by the broker: republished when they go stale.
+pub fn sched_claims(ns: &str) -> String {
+    format!("{ns}:sched:claims")
+}
+
+/// Live nodes' seed capacity (chunks their slots hold at once), each with an expiry.
+pub fn sched_capacity(ns: &str) -> String {
+    format!("{ns}:sched:capacity")
 }
 
 /// Pattern matching every key of a namespace (teardown, test cleanup), and no other's: a

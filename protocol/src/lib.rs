@@ -12,6 +12,7 @@
 //! | [`status`] | records read back from Redis: [`JobProgress`], [`NodeHeartbeat`], [`SeedRecord`], [`FailureEvent`]. |
 //! | [`signing`] | [`JobKey`]: HMAC-SHA256 signatures of message bodies (`x-seedq-signature`). |
 //! | [`reason`] | [`FailureReason`]: the closed set of failure reasons and their stable texts. |
+//! | [`schedule`] | [`Priority`] and `[scheduler]` ([`SchedulerConfig`]): how seed chunks are published in windows, most urgent job first. |
 //! | [`topology`] | queue / exchange names for a namespace ([`Topology`]), message header names ([`headers`]), queue arguments. |
 //! | [`keys`] | the Redis key schema. |
 //! | [`config`] | [`ClusterConfig`]: `config/cluster.toml` (nodes, GPUs, profiles, chunking, retry, TTLs). |
@@ -47,6 +48,7 @@ pub mod config;
 pub mod job;
 pub mod keys;
 pub mod reason;
+pub mod schedule;
 pub mod script;
 pub mod signing;
 pub mod status;
@@ -63,6 +65,7 @@ pub use job::{
     ScriptBatch,
 };
 pub use reason::{FailureReason, ReasonClass};
+pub use schedule::{Priority, SchedulerConfig};
 pub use script::{ScriptJob, ScriptOutput, ScriptResult};
 pub use signing::{JobKey, SigningError};
 pub use status::{FailureEvent, JobProgress, NodeHeartbeat, SeedRecord, SlotState};

@@ -22,6 +22,9 @@
 //! learning  record_throughput(model, family, units_per_sec, alpha) -> new EMA,
 //!           seed_throughput(model, family, units_per_sec) -> bool (only where nothing is learned),
 //!           throughput(model, family) -> Option<f64>, all_throughput() -> Vec<(model, family, f64)>
+//! schedule  schedule_job(id, Priority) -> Scheduled, claim_chunks(&SchedulerConfig, most) -> Claimed,
+//!           take_stale_claims(&SchedulerConfig, most), release_claims(&[Claim]), pending_claims(),
+//!           set_capacity(node, chunks, ttl_secs), clear_capacity(node), job_schedule(id)
 //! tests     purge_namespace() -> keys deleted
 //! ```
 //!
@@ -60,6 +63,9 @@ use seedq_protocol::{
 };
 
 mod lua;
+mod schedule;
+
+pub use schedule::{Claim, Claimed, Pick, Scheduled};
 
 static APPLY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::APPLY));
 static RECORD_FAILURE: std::sync::LazyLock<Script> =

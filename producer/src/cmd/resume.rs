@@ -9,8 +9,9 @@
 //! member is
 //! - done: skipped;
 //! - dead-lettered: in no work queue any more, republished with the attempt count reset;
-//! - at or past the watermark and not settled: never published (producer crash mid-publish),
-//!   republished;
+//! - at or past the watermark and not settled: never published. A script task is republished
+//!   (producer crash mid-publish); a seed chunk is the scheduler's to publish (the watermark is
+//!   its cursor): the job is registered with the scheduler again and the room there is is filled;
 //! - below the watermark and not settled: queued, in flight or waiting in the retry queue (the
 //!   broker keeps it until it settles, across consumer crashes), left alone. `--outstanding`
 //!   republishes these too, for a queue deleted or purged by hand; that is always safe because
@@ -96,7 +97,11 @@ pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     };
     let published_upto = crate::publish::published_upto(env, &args.job).await?;
     let plan = plan_resume(&all, &done, &dead, published_upto);
-    let mut chosen: Vec<&String> = plan.dead_lettered.iter().chain(&plan.unpublished).collect();
+    let is_script = matches!(job.spec, JobSpec::Scripts(_));
+    let mut chosen: Vec<&String> = plan.dead_lettered.iter().collect();
+    if is_script {
+        chosen.extend(&plan.unpublished);
+    }
     if args.outstanding {
         chosen.extend(&plan.outstanding);
     }
@@ -108,7 +113,7 @@ pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     }
     let republished = match &job.spec {
         JobSpec::Scripts(batch) => republish_tasks(env, &job, batch, &plan, &chosen).await,
-        _ => republish_chunks(env, &job, &chosen).await,
+        _ => republish_chunks(env, &store, &job, &chosen).await,
     };
     let published = match republished {
         Ok(n) => n,
@@ -193,9 +198,15 @@ async fn republish_tasks(
 }
 
 /// Republishes the chosen chunks of a seed job through the same confirmed publisher as
-/// `sieve` ([`ChunkPublisher`]), which also advances the publish watermark.
-async fn republish_chunks(env: &Env, job: &Job, chosen: &[&String]) -> anyhow::Result<usize> {
-    let mut indexes = chosen
+/// `sieve` ([`ChunkPublisher`]), registers the job with the scheduler again (its priority kept)
+/// and publishes what the seed queue has room for.
+async fn republish_chunks(
+    env: &Env,
+    store: &seedq_store::Store,
+    job: &Job,
+    chosen: &[&String],
+) -> anyhow::Result<usize> {
+    let indexes = chosen
         .iter()
         .map(|member| {
             let index: u64 = member
@@ -206,16 +217,25 @@ async fn republish_chunks(env: &Env, job: &Job, chosen: &[&String]) -> anyhow::R
             Ok(index)
         })
         .collect::<anyhow::Result<Vec<u64>>>()?;
-    // The publisher moves the watermark past each window it has confirmed, which is exact only
-    // in ascending order: every chunk below a window is then done, confirmed before (below the
-    // old watermark) or in an earlier window.
-    indexes.sort_unstable();
     let mut publisher = ChunkPublisher::connect(env).await?;
     if !indexes.is_empty() {
         publisher.publish_job_chunks(job, &indexes).await?;
     }
+    let (priority, _) = store.job_schedule(&job.job_id).await?;
+    store
+        .schedule_job(
+            &job.job_id,
+            priority.unwrap_or(env.cluster.scheduler.default_priority),
+        )
+        .await?;
+    let fed = publisher
+        .feed(&seedq_scheduler::Feeder::new(
+            store.clone(),
+            env.cluster.scheduler.clone(),
+        ))
+        .await?;
     publisher.close().await;
-    Ok(indexes.len())
+    Ok(indexes.len() + fed.for_job(&job.job_id) as usize)
 }
 
 #[cfg(test)]

@@ -1,0 +1,184 @@
+#![warn(missing_docs)]
+//! seedq-scheduler: publishes seed chunks in windows, most urgent job first, round robin among
+//! the jobs of one priority.
+//!
+//! Nobody publishes a whole job any more: a job is registered with the scheduler
+//! (`Store::schedule_job`) and its chunks go out a few at a time, so `<ns>.seeds` holds about
+//! what the slots can take next (the capacity, see `seedq_store`'s `schedule` module). Which job
+//! a chunk comes from is decided when it is published, which is what makes priorities and fair
+//! share work on one FIFO quorum queue (`docs/scheduling.md`).
+//!
+//! A [`Feeder`] is the one publisher. It runs
+//! - in the producer when a job is enqueued or resumed (the first window goes out at once);
+//! - in every consumer after each settled chunk, before the ack, so a slot's next message is in
+//!   the queue before the slot asks for one, and on every heartbeat, which also republishes
+//!   stale claims: so the next window of a job is published whether or not the producer that
+//!   started it is still running.
+//!
+//! Each fill claims in Redis first (atomic: two feeders never pick the same chunk), publishes
+//! with confirms, then releases the claim. A feeder that dies in between leaves the claim, which
+//! the next heartbeat's feeder publishes again once it is stale ([`Feeder::republish_stale`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use seedq_broker::{Broker, BrokerError};
+use seedq_protocol::{ChunkMessage, Job, SchedulerConfig};
+use seedq_store::{Claim, Pick, Store, StoreError};
+
+/// Why a fill did not complete. Claims it made stay in Redis and are published again later.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// Redis refused or was unreachable.
+    #[error("scheduler state in Redis: {0}")]
+    Store(#[from] StoreError),
+    /// The broker did not confirm the publish.
+    #[error("publishing scheduled chunks: {0}")]
+    Broker(#[from] BrokerError),
+}
+
+/// What one fill published.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fed {
+    /// Chunks published per job.
+    pub per_job: BTreeMap<String, u64>,
+}
+
+impl Fed {
+    /// Chunks published for `job`.
+    pub fn for_job(&self, job: &str) -> u64 {
+        self.per_job.get(job).copied().unwrap_or(0)
+    }
+
+    /// Chunks published in all.
+    pub fn total(&self) -> u64 {
+        self.per_job.values().sum()
+    }
+}
+
+/// Most chunks one fill claims (the capacity bounds it first; this bounds one publish batch).
+const MOST_PER_FILL: u64 = 4096;
+
+/// Most stale windows one call takes.
+const MOST_STALE: u64 = 64;
+
+/// Jobs kept parsed between fills; past this the cache starts over.
+const JOB_CACHE: usize = 256;
+
+/// Claims chunks and publishes them (see the crate doc). Cheap to share behind an `Arc`.
+pub struct Feeder {
+    store: Store,
+    config: SchedulerConfig,
+    /// Parsed jobs by id, checked against the stored epoch before each use (a job id may be
+    /// reused by a new job after the old one expired).
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+}
+
+impl Feeder {
+    /// A feeder over `store`'s namespace with the cluster's `[scheduler]` settings.
+    pub fn new(store: Store, config: SchedulerConfig) -> Feeder {
+        Feeder {
+            store,
+            config,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes what the queue has room for now. Safe to call at any time and from any number
+    /// of places at once: the claim is atomic and bounded by the capacity.
+    pub async fn fill(&self, broker: &Broker) -> Result<Fed, FeedError> {
+        let claimed = self.store.claim_chunks(&self.config, MOST_PER_FILL).await?;
+        if claimed.picks.is_empty() {
+            return Ok(Fed::default());
+        }
+        let fed = self.publish(broker, &claimed.picks).await?;
+        self.store.release_claims(&claimed.claims).await?;
+        Ok(fed)
+    }
+
+    /// Publishes again the windows whose publisher never released them (see
+    /// `Store::take_stale_claims`). Returns how many chunks went out.
+    pub async fn republish_stale(&self, broker: &Broker) -> Result<u64, FeedError> {
+        let stale = self
+            .store
+            .take_stale_claims(&self.config, MOST_STALE)
+            .await?;
+        let mut published = 0;
+        for claim in &stale {
+            tracing::warn!(job = %claim.job_id, from = claim.from, to = claim.to, "publishing a stale claimed window again (its publisher stopped before the broker confirmed it)");
+            let picks: Vec<Pick> = claim
+                .chunks()
+                .map(|chunk| Pick {
+                    job_id: claim.job_id.clone(),
+                    chunk,
+                })
+                .collect();
+            published += self.publish(broker, &picks).await?.total();
+            self.store
+                .release_claims(std::slice::from_ref(claim))
+                .await?;
+        }
+        Ok(published)
+    }
+
+    /// Publishes `picks` in order, confirmed. Picks of a job that no longer exists are dropped
+    /// (nothing is left to run them for).
+    async fn publish(&self, broker: &Broker, picks: &[Pick]) -> Result<Fed, FeedError> {
+        let mut jobs: HashMap<&str, Option<Arc<Job>>> = HashMap::new();
+        for pick in picks {
+            if !jobs.contains_key(pick.job_id.as_str()) {
+                let job = self.job(&pick.job_id).await?;
+                jobs.insert(&pick.job_id, job);
+            }
+        }
+        let mut messages: Vec<(Arc<Job>, ChunkMessage)> = Vec::with_capacity(picks.len());
+        let mut fed = Fed::default();
+        for pick in picks {
+            let Some(job) = jobs.get(pick.job_id.as_str()).cloned().flatten() else {
+                continue;
+            };
+            if let Some(msg) = job.chunk_message(pick.chunk) {
+                *fed.per_job.entry(pick.job_id.clone()).or_default() += 1;
+                messages.push((job, msg));
+            }
+        }
+        let batch: Vec<(&Job, &ChunkMessage)> = messages.iter().map(|(j, m)| (&**j, m)).collect();
+        broker.publish_chunk_batch(&batch).await?;
+        Ok(fed)
+    }
+
+    /// The job, from the cache when its epoch still matches the stored one.
+    async fn job(&self, id: &str) -> Result<Option<Arc<Job>>, FeedError> {
+        let cached = self.cache().get(id).cloned();
+        if let Some(job) = cached {
+            if self.store.job_epoch(id).await? == Some(job.epoch) {
+                return Ok(Some(job));
+            }
+        }
+        let Some(job) = self.store.load_job(id).await? else {
+            self.cache().remove(id);
+            return Ok(None);
+        };
+        let job = Arc::new(job);
+        let mut cache = self.cache();
+        if cache.len() >= JOB_CACHE {
+            cache.clear();
+        }
+        cache.insert(id.to_string(), job.clone());
+        Ok(Some(job))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store this feeder claims in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The windows still claimed (for tests and operators).
+    pub async fn pending(&self) -> Result<Vec<Claim>, FeedError> {
+        Ok(self.store.pending_claims().await?)
+    }
+}

@@ -1,0 +1,257 @@
+//! The scheduler's Redis state against the real Redis: capacity, priority order, round robin,
+//! in-flight accounting from the done set and the dead hash, cancels, and stale claims. Each
+//! test uses its own namespace and purges it.
+
+use seedq_core::{Family, FamilyConfig, SieveSpec, Threshold};
+use seedq_protocol::{
+    ChunkResult, FailureEvent, FailureReason, Job, JobSeeds, JobSpec, Priority, SchedulerConfig,
+    PROTOCOL_VERSION,
+};
+use seedq_store::{Pick, Scheduled, Store};
+
+fn redis_url() -> String {
+    std::env::var("SEEDQ_REDIS_URL")
+        .unwrap_or_else(|_| seedq_protocol::DEFAULT_REDIS_URL.to_string())
+}
+
+async fn store(tag: &str) -> Store {
+    let ns = format!(
+        "t-sched-{tag}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    Store::connect(&redis_url(), &ns)
+        .await
+        .expect("redis reachable")
+}
+
+/// A job of `chunks` chunks of 10 seeds.
+async fn job(s: &Store, id: &str, chunks: u64) -> Job {
+    let spec = SieveSpec {
+        family: FamilyConfig::new(Family::Xorshift32),
+        draws: vec![1, 2, 3],
+        modulus: 1000,
+        offset: 0,
+        offset_max: None,
+        skip_min: 0,
+        skip_max: 2,
+        threshold: Threshold::parse("1").unwrap(),
+        reverse_threshold: None,
+        direction: Default::default(),
+        skip_mode: Default::default(),
+    };
+    let job = Job::new_seed_job(
+        id,
+        JobSpec::Sieve(spec),
+        JobSeeds::Range {
+            start: 0,
+            end: u128::from(chunks) * 10,
+        },
+        10,
+    )
+    .unwrap();
+    s.create_job(&job).await.unwrap();
+    job
+}
+
+fn config(min_queued: u64) -> SchedulerConfig {
+    SchedulerConfig {
+        min_queued,
+        queued_per_slot: 0.5,
+        ..SchedulerConfig::default()
+    }
+}
+
+fn done(job: &Job, chunk: u64) -> ChunkResult {
+    ChunkResult {
+        v: PROTOCOL_VERSION,
+        job_id: job.job_id.clone(),
+        chunk,
+        attempt: 1,
+        epoch: job.epoch,
+        seeds_tested: 10,
+        survivor_pieces: vec![],
+        survivor_count: 0,
+        counts: None,
+        flagged: vec![],
+        summary: None,
+        duration_secs: 0.1,
+        units_per_sec: None,
+        node: "n1".into(),
+        slot: "cpu0".into(),
+        backend: "cpu".into(),
+        gpu_model: "cpu".into(),
+        finished_at_ms: seedq_protocol::now_ms(),
+    }
+}
+
+fn ids(picks: &[Pick]) -> Vec<String> {
+    picks
+        .iter()
+        .map(|p| format!("{}{}", p.job_id, p.chunk))
+        .collect()
+}
+
+#[tokio::test]
+async fn capacity_bounds_what_is_claimed_and_settling_frees_room() {
+    let s = store("cap").await;
+    let a = job(&s, "a", 100).await;
+    assert_eq!(
+        s.schedule_job("a", Priority::Normal).await.unwrap(),
+        Scheduled::Queued
+    );
+    assert_eq!(
+        s.schedule_job("nope", Priority::Normal).await.unwrap(),
+        Scheduled::UnknownJob
+    );
+    // No live node: min_queued.
+    let first = s.claim_chunks(&config(3), 1000).await.unwrap();
+    assert_eq!(ids(&first.picks), ["a0", "a1", "a2"]);
+    assert_eq!(first.claims.len(), 1);
+    assert!(
+        s.claim_chunks(&config(3), 1000)
+            .await
+            .unwrap()
+            .picks
+            .is_empty(),
+        "full"
+    );
+    // A node with 4 slots: 4 + max(3, ceil(4 * 0.5)) = 7 in flight.
+    s.set_capacity("n1", 4, 30).await.unwrap();
+    let more = s.claim_chunks(&config(3), 1000).await.unwrap();
+    assert_eq!(more.picks.len(), 4);
+    // A settled chunk (done) and a dead-lettered one free two places; a retried one does not.
+    s.apply_chunk_result(&done(&a, 0), None).await.unwrap();
+    let dead = FailureEvent {
+        member: "c1".into(),
+        reason: FailureReason::BackendError,
+        detail: "x".into(),
+        dead_lettered: true,
+        node: "n1".into(),
+        attempt: 3,
+        at_ms: seedq_protocol::now_ms(),
+    };
+    s.record_failure("a", a.epoch, &dead).await.unwrap();
+    let retry = FailureEvent {
+        member: "c2".into(),
+        dead_lettered: false,
+        ..dead.clone()
+    };
+    s.record_failure("a", a.epoch, &retry).await.unwrap();
+    let after = s.claim_chunks(&config(3), 1000).await.unwrap();
+    assert_eq!(ids(&after.picks), ["a7", "a8"]);
+    // A reopened dead chunk is in flight again: no room.
+    s.reopen("a", &["c1".to_string()]).await.unwrap();
+    assert!(s
+        .claim_chunks(&config(3), 1000)
+        .await
+        .unwrap()
+        .picks
+        .is_empty());
+    // The node leaves: its capacity goes with it.
+    s.clear_capacity("n1").await.unwrap();
+    assert!(s
+        .claim_chunks(&config(3), 1000)
+        .await
+        .unwrap()
+        .picks
+        .is_empty());
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn higher_priority_first_and_round_robin_within_one() {
+    let s = store("prio").await;
+    let low = job(&s, "low", 50).await;
+    job(&s, "n1", 50).await;
+    job(&s, "n2", 3).await;
+    s.schedule_job("low", Priority::Low).await.unwrap();
+    let picks = s.claim_chunks(&config(2), 1000).await.unwrap().picks;
+    assert_eq!(ids(&picks), ["low0", "low1"], "alone, the low job runs");
+    s.schedule_job("n1", Priority::Normal).await.unwrap();
+    s.schedule_job("n2", Priority::Normal).await.unwrap();
+    for c in 0..2 {
+        s.apply_chunk_result(&done(&low, c), None).await.unwrap();
+    }
+    s.set_capacity("node", 6, 30).await.unwrap();
+    // Room for 6 + 3 = 9: the normal jobs alternate, n2 runs out after 3, the low job waits.
+    let picks = s.claim_chunks(&config(2), 1000).await.unwrap();
+    let picked = ids(&picks.picks);
+    let n1: Vec<_> = picked.iter().filter(|p| p.starts_with("n1")).collect();
+    let n2: Vec<_> = picked.iter().filter(|p| p.starts_with("n2")).collect();
+    assert_eq!(n2.len(), 3, "{picked:?}");
+    assert_eq!(n1.len(), 6, "{picked:?}");
+    assert!(picked.iter().all(|p| !p.starts_with("low")), "{picked:?}");
+    assert_eq!(&picked[..4], ["n10", "n20", "n11", "n21"], "interleaved");
+    // A high job jumps ahead of both once room frees up.
+    job(&s, "hi", 5).await;
+    s.schedule_job("hi", Priority::High).await.unwrap();
+    let n1_job = s.load_job("n1").await.unwrap().unwrap();
+    s.apply_chunk_result(&done(&n1_job, 0), None).await.unwrap();
+    let picks = s.claim_chunks(&config(2), 1000).await.unwrap().picks;
+    assert_eq!(ids(&picks), ["hi0"]);
+    // Changing a priority takes effect at the next pick.
+    s.schedule_job("low", Priority::High).await.unwrap();
+    s.apply_chunk_result(&done(&n1_job, 1), None).await.unwrap();
+    s.apply_chunk_result(&done(&n1_job, 2), None).await.unwrap();
+    let picks = s.claim_chunks(&config(2), 1000).await.unwrap().picks;
+    assert_eq!(
+        ids(&picks),
+        ["low2", "hi1"],
+        "round robin among the high ones"
+    );
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelled_jobs_are_skipped_until_resumed() {
+    let s = store("cancel").await;
+    job(&s, "a", 10).await;
+    job(&s, "b", 10).await;
+    s.schedule_job("a", Priority::Normal).await.unwrap();
+    s.schedule_job("b", Priority::Normal).await.unwrap();
+    s.cancel("a").await.unwrap();
+    let picks = s.claim_chunks(&config(3), 1000).await.unwrap().picks;
+    assert_eq!(ids(&picks), ["b0", "b1", "b2"]);
+    s.uncancel("a").await.unwrap();
+    s.schedule_job("a", Priority::Normal).await.unwrap();
+    s.set_capacity("node", 2, 30).await.unwrap();
+    let picks = s.claim_chunks(&config(3), 1000).await.unwrap().picks;
+    assert_eq!(ids(&picks)[0], "a0", "{picks:?}");
+    assert_eq!(
+        s.job_schedule("a").await.unwrap(),
+        (Some(Priority::Normal), 1)
+    );
+    s.purge_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreleased_claims_go_stale_and_are_taken_once() {
+    let s = store("stale").await;
+    job(&s, "a", 10).await;
+    s.schedule_job("a", Priority::Normal).await.unwrap();
+    let claimed = s.claim_chunks(&config(4), 1000).await.unwrap();
+    assert_eq!(claimed.claims.len(), 1);
+    assert_eq!(s.pending_claims().await.unwrap(), claimed.claims);
+    let fresh = SchedulerConfig {
+        claim_stale_secs: 3600,
+        ..config(4)
+    };
+    assert!(
+        s.take_stale_claims(&fresh, 10).await.unwrap().is_empty(),
+        "not stale yet"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let stale = SchedulerConfig {
+        claim_stale_secs: 1,
+        ..config(4)
+    };
+    let taken = s.take_stale_claims(&stale, 10).await.unwrap();
+    assert_eq!(taken, claimed.claims);
+    assert!(
+        s.take_stale_claims(&stale, 10).await.unwrap().is_empty(),
+        "a taker re-stamps what it took"
+    );
+    s.release_claims(&taken).await.unwrap();
+    assert!(s.pending_claims().await.unwrap().is_empty());
+    s.purge_namespace().await.unwrap();
+}
