@@ -313,12 +313,14 @@ fn correlation_and_analysis_jobs_equal_the_direct_run() {
             "{}: needs several chunks, got {report}",
             case.label
         );
-        assert_eq!(
-            report["published"].as_u64(),
-            Some(chunks),
+        // The first window goes out at once; the consumers publish the rest as work settles.
+        let published = report["published"].as_u64().unwrap();
+        assert!(
+            (1..=chunks).contains(&published),
             "{}: {report}",
             case.label
         );
+        assert_eq!(report["priority"], "normal", "{}: {report}", case.label);
         jobs.push(job);
     }
 

@@ -17,7 +17,12 @@ pub struct ProgressView {
     pub state: String,
     /// True once every chunk is done or dead-lettered (nothing more will happen).
     pub finished: bool,
+    /// Seed jobs: `high`, `normal` or `low` (the scheduler's order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<seedq_protocol::Priority>,
     pub chunks_total: u64,
+    /// Chunks published so far (the scheduler publishes a seed job in windows).
+    pub chunks_published: u64,
     pub chunks_done: u64,
     pub seeds_total: u128,
     pub seeds_done: u64,
@@ -78,7 +83,9 @@ pub fn view(progress: &JobProgress, job: Option<&Job>, now_ms: u64) -> ProgressV
         family: job.and_then(|j| j.spec.family_name()),
         state: state.to_string(),
         finished,
+        priority: progress.priority,
         chunks_total: progress.chunks_total,
+        chunks_published: progress.published.min(progress.chunks_total),
         chunks_done: progress.chunks_done,
         seeds_total: progress.seeds_total,
         seeds_done: progress.seeds_done,
@@ -159,6 +166,12 @@ impl ProgressView {
             self.seeds_total,
             self.survivors,
         );
+        if let Some(priority) = self.priority {
+            out += &format!(
+                "  priority {priority} ({}/{} chunks published)\n",
+                self.chunks_published, self.chunks_total
+            );
+        }
         if let Some(rate) = self.rate_seeds_per_sec {
             out += &format!("  rate    {} seeds/s", human_count(rate));
             match self.eta_secs {
@@ -308,7 +321,9 @@ mod tests {
             family: Some("mt19937".into()),
             state: "finished_with_failures".into(),
             finished: true,
+            priority: Some(seedq_protocol::Priority::Low),
             chunks_total: 4,
+            chunks_published: 4,
             chunks_done: 3,
             seeds_total: 400,
             seeds_done: 300,
@@ -326,6 +341,10 @@ mod tests {
         assert!(text.contains("dead-lettered chunks: 1 [2]"), "{text}");
         assert!(text.contains("invalid spec"), "{text}");
         assert!(!text.contains("ETA"), "no ETA once finished: {text}");
+        assert!(
+            text.contains("priority low (4/4 chunks published)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             default_priority: Priority::Normal,
             queued_per_slot: 0.5,
-            min_queued: 4,
+            min_queued: 2,
             claim_stale_secs: 30,
         }
     }

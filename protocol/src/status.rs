@@ -40,6 +40,13 @@ pub struct JobProgress {
     pub finished_at_ms: Option<u64>,
     /// The job has been cancelled (its remaining chunks are skipped).
     pub cancelled: bool,
+    /// Seed jobs: the scheduler priority (`None` for script batches and unregistered jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<crate::Priority>,
+    /// Seed jobs: chunks published so far (the scheduler's cursor); script batches: tasks the
+    /// broker confirmed.
+    #[serde(default)]
+    pub published: u64,
 }
 
 impl JobProgress {

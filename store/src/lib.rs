@@ -76,6 +76,7 @@ static SAVE_ATTEMPT: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(lua::SAVE_ATTEMPT));
 static EMA: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::EMA));
 static REOPEN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::REOPEN));
+static CANCEL: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::CANCEL));
 static MARK_DEAD: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(lua::MARK_DEAD));
 
@@ -498,14 +499,22 @@ impl Store {
         Ok(live.into_iter().map(|(id, _)| id).collect())
     }
 
-    /// Marks the job cancelled: consumers skip its remaining chunks.
+    /// Marks the job cancelled: consumers skip its remaining chunks, the scheduler publishes no
+    /// more of them, and the job counts as finished once what was published has settled (see
+    /// `lua::CANCEL`). A cancel of an unknown job writes nothing.
     pub async fn cancel(&self, id: &str) -> Result<()> {
-        let key = keys::cancelled(&self.ns, id);
-        self.run(|mut c| {
-            let k = key.clone();
-            async move { Ok(c.set::<_, _, ()>(k, 1).await?) }
-        })
-        .await
+        let mut script = CANCEL.prepare_invoke();
+        for k in keys::all_job_keys(&self.ns, id) {
+            script.key(k);
+        }
+        script.arg(seedq_protocol::now_ms());
+        let _: i64 = self
+            .run(|mut c| {
+                let s = &script;
+                async move { Ok(s.invoke_async(&mut c).await?) }
+            })
+            .await?;
+        Ok(())
     }
 
     /// Lifts a cancel (`resume` of a cancelled job); chunks skipped meanwhile stay dead-lettered
@@ -861,6 +870,10 @@ impl Store {
             updated_at_ms: num("updated_at_ms"),
             finished_at_ms: num("finished_at_ms"),
             cancelled,
+            priority: num("priority")
+                .and_then(|r| u8::try_from(r).ok())
+                .and_then(seedq_protocol::Priority::from_rank),
+            published: num("published_upto").unwrap_or(0),
         }))
     }
 

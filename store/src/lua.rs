@@ -49,6 +49,12 @@ local function settle(now)
   local total = tonumber(redis.call('HGET', KEYS[2], 'chunks_total') or '-1')
   if total < 0 then return end
   local settled = redis.call('SCARD', KEYS[3]) + redis.call('HLEN', KEYS[8])
+  if settled < total and redis.call('EXISTS', KEYS[10]) == 1 then
+    -- Cancelled: what was never published (the scheduler's cursor, or a batch's confirmed
+    -- watermark) will not run either, so it is settled too.
+    local published = tonumber(redis.call('HGET', KEYS[2], 'published_upto') or '0')
+    if published < total then settled = settled + total - published end
+  end
   if settled < total then return end
   redis.call('HSETNX', KEYS[2], 'finished_at_ms', now)
   local ttl = tonumber(redis.call('HGET', KEYS[2], 'ttl_secs') or '0')
@@ -140,6 +146,20 @@ if ARGV[3] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 then
 end
 settle(ARGV[4])
 notify(ARGV[1])
+return 1
+"#
+);
+
+/// Cancels a job: consumers skip its published chunks (each recorded dead as `cancelled`), the
+/// scheduler publishes no more, and the job is finished once nothing published is unsettled.
+/// ARGV: 1 now_ms. Returns 1, or -1 for an unknown job.
+pub const CANCEL: &str = concat!(
+    finish_fn!(),
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('SET', KEYS[10], '1')
+settle(ARGV[1])
+notify('cancelled')
 return 1
 "#
 );

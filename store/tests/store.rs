@@ -330,7 +330,16 @@ async fn cancel_flag() {
     assert!(!s.is_cancelled("j5").await.unwrap());
     s.cancel("j5").await.unwrap();
     assert!(s.is_cancelled("j5").await.unwrap());
-    assert!(s.progress("j5").await.unwrap().unwrap().cancelled);
+    let p = s.progress("j5").await.unwrap().unwrap();
+    assert!(p.cancelled);
+    assert!(
+        p.finished(),
+        "nothing was published, so nothing is left to skip: the cancelled job is over"
+    );
+    // `resume`: the cancel lifted and the job reopened (no dead members) runs again.
+    s.uncancel("j5").await.unwrap();
+    s.reopen("j5", &[]).await.unwrap();
+    assert!(!s.progress("j5").await.unwrap().unwrap().finished());
     s.purge_namespace().await.unwrap();
 }
 

@@ -108,7 +108,9 @@ pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     // Reopened before the publish (the job must read as running until the republished work
     // settles, and a quick second failure must not be erased by a later reopen); if the publish
     // fails, they are marked dead again, so nothing is left neither dead nor queued.
-    if !plan.dead_lettered.is_empty() {
+    // A cancelled job may be finished with nothing dead-lettered (only unpublished chunks
+    // left): reopening with no members still clears `finished_at` for the scheduler's chunks.
+    if !plan.dead_lettered.is_empty() || was_cancelled {
         store.reopen(&job.job_id, &plan.dead_lettered).await?;
     }
     let republished = match &job.spec {

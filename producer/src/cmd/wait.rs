@@ -151,11 +151,22 @@ pub async fn wait_for_job(
         .filter_map(|(m, r)| Some((chunk_index(m)?, r)))
         .collect();
     dead.sort_unstable();
-    let mut msg = format!(
-        "job {job_id} finished with {} of {} chunks dead-lettered (their seeds were NOT searched):",
-        final_progress.dead_lettered.len(),
-        final_progress.chunks_total
-    );
+    let settled = final_progress.chunks_done + final_progress.dead_lettered.len() as u64;
+    let never_published = final_progress.chunks_total.saturating_sub(settled);
+    let mut msg = if final_progress.cancelled {
+        format!(
+            "job {job_id} was cancelled: {} of {} chunks done, {} skipped, {never_published} never published (their seeds were NOT searched):",
+            final_progress.chunks_done,
+            final_progress.chunks_total,
+            final_progress.dead_lettered.len(),
+        )
+    } else {
+        format!(
+            "job {job_id} finished with {} of {} chunks dead-lettered (their seeds were NOT searched):",
+            final_progress.dead_lettered.len(),
+            final_progress.chunks_total
+        )
+    };
     for (index, reason) in dead.iter().take(50) {
         let seeds = job
             .as_ref()
