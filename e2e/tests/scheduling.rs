@@ -109,9 +109,9 @@ fn a_high_priority_job_overtakes_a_running_low_one() {
     small_queue(&mut ns);
     let node = format!("{}-node", ns.name);
     ns.start_consumer(&node, 2, 1);
-    ns.wait_for_consumers(2, Duration::from_secs(60));
+    ns.wait_for_consumers(1, Duration::from_secs(60));
     // The lab's case: a 2^32-seed low-priority sieve holding every slot.
-    let low = pipeline_job(&ns, "low", 1 << 32, 7, "low");
+    let low = pipeline_job(&ns, "low", (1 << 32) - 1, 7, "low");
     eventually(
         "the low job to run steadily",
         Duration::from_secs(300),
@@ -177,7 +177,7 @@ fn two_jobs_of_one_priority_progress_side_by_side() {
     small_queue(&mut ns);
     let node = format!("{}-node", ns.name);
     ns.start_consumer(&node, 2, 1);
-    ns.wait_for_consumers(2, Duration::from_secs(60));
+    ns.wait_for_consumers(1, Duration::from_secs(60));
     // The big job first; the small one minutes (here: chunks) later.
     let big = pipeline_job(&ns, "big", 60 * CHUNK, 21, "normal");
     eventually(
@@ -230,11 +230,12 @@ fn a_window_claimed_by_a_publisher_that_died_is_published_by_the_consumers() {
     let mut ns = Namespace::new("staleclaim");
     small_queue(&mut ns);
     // No consumer yet: the producer publishes min_queued chunks and leaves the rest scheduled.
+    let draws = seedq_e2e::write_json(&ns, "draws.json", &json!([1, 2, 3, 4]));
     let job = ns.sieve(&[
         "--prng",
         "xorshift32",
         "--draws",
-        "[1,2,3,4]",
+        &draws,
         "--modulus",
         "1000",
         "--threshold",
