@@ -293,6 +293,7 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
                 backend: w.backend.clone(),
                 busy_with: None,
                 chunks_done: 0,
+                quarantined: None,
             })
             .collect();
         let ctx = NodeContext::new(
