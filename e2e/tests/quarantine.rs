@@ -226,7 +226,7 @@ fn backend_errors_in_a_row_quarantine_the_slot_until_its_self_test_passes() {
     );
     ns.wait_for_consumers(1, Duration::from_secs(60));
     let job = Job::new(&ns, 4_242);
-    let (start, end) = (1, 400_001);
+    let (start, end) = (1, 1_000_001);
     let id = job.enqueue(&ns, start, end, 5_000);
 
     // The quarantine shows in the heartbeat with its reason while it lasts.
@@ -291,9 +291,9 @@ fn backend_errors_in_a_row_quarantine_the_slot_until_its_self_test_passes() {
         "cpu0 never quarantined"
     );
     let before = chunks_done_of(&ns, &node, "cpu1");
-    let id2 = job.enqueue(&ns, 500_001, 900_001, 5_000);
+    let id2 = job.enqueue(&ns, 1_000_001, 1_400_001, 5_000);
     ns.wait(&id2, 300);
-    assert_exact(&ns, &id2, &job, 500_001, 900_001);
+    assert_exact(&ns, &id2, &job, 1_000_001, 1_400_001);
     wait_until("cpu1 took chunks again", Duration::from_secs(30), || {
         chunks_done_of(&ns, &node, "cpu1") > before
     });
