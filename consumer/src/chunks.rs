@@ -93,6 +93,10 @@ async fn consume(
     health: &SlotHealth,
     broker: Arc<Broker>,
 ) -> anyhow::Result<()> {
+    // A quarantine whose hand-back failed with the channel: the slot must not subscribe again.
+    if health.has_pending() {
+        return Ok(());
+    }
     let queue = broker.topology().seeds_queue();
     let tag = Topology::slot_consumer_tag(ctx.node_name(), &worker.name);
     let mut prefetch = opts.prefetch.initial();
