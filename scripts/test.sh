@@ -25,14 +25,19 @@ if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "test.sh: could not install prometheus: the monitoring check will be skipped"
 fi
 
+# The test-only fault-injecting backend (`seedq-consumer --inject-fault`, e2e quarantine.rs):
+# every cargo command below takes the same features, so the binaries, the tests and clippy see
+# one build. A release package is built without it (demo.sh, install-node.sh, the Dockerfiles).
+FEATURES=(--features seedq-consumer/fault-injection)
+
 # Format and lints first: quick, and a red run should say so before the long build.
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --release -- -D warnings
+cargo clippy --workspace --all-targets --release "${FEATURES[@]}" -- -D warnings
 
 # One profile for everything: the e2e tests sieve millions of seeds and time nothing, but the
 # distribution-overhead check (scripts/bench-e2e.sh) needs release code anyway.
-cargo build --workspace --bins --release
-cargo test --workspace --release -- ${SEEDQ_TEST_ARGS:-}
+cargo build --workspace --bins --release "${FEATURES[@]}"
+cargo test --workspace --release "${FEATURES[@]}" -- ${SEEDQ_TEST_ARGS:-}
 
 # A short fault-injection soak (kills and broker-side disconnects during a job).
 SEEDQ_SOAK_ROUNDS="${SEEDQ_SOAK_ROUNDS:-1}" "$ROOT/scripts/soak.sh" --short

@@ -29,6 +29,7 @@ use seedq_protocol::{
 use seedq_store::{ApplyOutcome, RecordOutcome, ThroughputSample};
 
 use crate::context::NodeContext;
+use crate::health::{HealthOptions, SlotHealth};
 use crate::jobs::{prepare, JobCache, Prepared};
 use crate::settle::{keep_subscribed, HandBack, Settle, Settler, Subject};
 use crate::slot::{SlotWorker, Work};
@@ -44,6 +45,8 @@ pub struct SeedOptions {
     pub prefetch: Prefetch,
     /// After shutdown starts, how long an in-flight chunk may still run before it is requeued.
     pub drain_timeout: Duration,
+    /// Self-tests and quarantine (`crate::health`).
+    pub health: HealthOptions,
 }
 
 /// Runs one slot until shutdown, across broker reconnections.
@@ -55,25 +58,46 @@ pub async fn run_slot(
 ) {
     let settler = Settler::new(Arc::clone(&ctx), &worker.name).with_max_attempts(opts.max_attempts);
     let what = format!("slot {}", worker.name);
-    keep_subscribed(&ctx, &what, |broker| {
-        consume(&ctx, &worker, &cache, &opts, &settler, broker)
-    })
-    .await;
+    let health = SlotHealth::new(opts.health.clone());
+    // The known-answer check before the first chunk: a slot that fails it never subscribes.
+    let mut quarantine = health.self_test(&ctx, &worker).await.err();
+    loop {
+        if let Some(q) = quarantine.take() {
+            if !health.sit_out(&ctx, &worker, q).await {
+                break;
+            }
+        }
+        keep_subscribed(&ctx, &what, |broker| {
+            consume(&ctx, &worker, &cache, &opts, &settler, &health, broker)
+        })
+        .await;
+        // The session ended cleanly: a drain, or a quarantine that handed everything back.
+        match health.take_pending() {
+            Some(q) if !ctx.is_shutting_down() => quarantine = Some(q),
+            _ => break,
+        }
+    }
     ctx.stats.set_busy(&worker.name, None);
     ctx.stats.set_prefetch(&worker.name, 0);
     tracing::info!(slot = %worker.name, "slot stopped");
 }
 
-/// One subscription on one channel. `Ok` after a clean drain; `Err` when the channel or
-/// connection failed.
+/// One subscription on one channel. `Ok` after a clean drain or when the slot is quarantined
+/// (having handed back what it held; `health` then has the quarantine); `Err` when the channel
+/// or connection failed.
 async fn consume(
     ctx: &Arc<NodeContext>,
     worker: &SlotWorker,
     cache: &JobCache,
     opts: &SeedOptions,
     settler: &Settler,
+    health: &SlotHealth,
     broker: Arc<Broker>,
 ) -> anyhow::Result<()> {
+    // A quarantine whose hand-back failed with the channel: the slot must not subscribe again.
+    if health.has_pending() {
+        return Ok(());
+    }
     let queue = broker.topology().seeds_queue();
     let tag = Topology::slot_consumer_tag(ctx.node_name(), &worker.name);
     let mut prefetch = opts.prefetch.initial();
@@ -93,21 +117,7 @@ async fn consume(
             next = subscription.next() => Some(next),
         };
         let inbound = match next {
-            None => {
-                let _ = subscription.cancel().await;
-                // What arrived before the cancel took effect (a chunk handed back on the drain
-                // timeout may come straight back here) is handed back as a fresh message: closing
-                // the channel would return it with a delivery counted against the limit.
-                while let Ok(Some(Ok(d))) =
-                    tokio::time::timeout(Duration::from_millis(500), subscription.next()).await
-                {
-                    settler
-                        .settle(&d, None, Settle::HandBack(HandBack::Drain))
-                        .await?;
-                }
-                subscription.close("draining").await;
-                return Ok(());
-            }
+            None => return leave(subscription, settler, HandBack::Drain).await,
             Some(Some(Ok(d))) if draining_old_consumer && prefetch == 1 => {
                 // Leaving burst mode because chunks got long: what the old subscription still
                 // holds goes back to the queue for any free slot instead of waiting here.
@@ -133,6 +143,17 @@ async fn consume(
             }
         };
         timings.wait += waiting.elapsed();
+        // The periodic known-answer check runs while the slot has work, before the chunk it
+        // holds: a failure hands that chunk back untouched.
+        if health.self_test_due() {
+            if let Err(q) = health.self_test(ctx, worker).await {
+                health.set_pending(q);
+                settler
+                    .settle(&inbound, None, Settle::HandBack(HandBack::Quarantine))
+                    .await?;
+                return leave(subscription, settler, HandBack::Quarantine).await;
+            }
+        }
         let busy_started = Instant::now();
         let handler = Handler {
             ctx,
@@ -140,12 +161,16 @@ async fn consume(
             cache,
             opts,
             settler,
+            health,
             timings: std::sync::Mutex::new(Phases::default()),
         };
         let handled = handler.handle(inbound).await;
         timings.add(*handler.timings.lock().unwrap_or_else(|p| p.into_inner()));
         timings.maybe_log(&worker.name);
         handled?;
+        if health.has_pending() {
+            return leave(subscription, settler, HandBack::Quarantine).await;
+        }
         let busy = busy_started.elapsed().as_secs_f64();
         let ema = busy_ema.map_or(busy, |e| 0.2 * busy + 0.8 * e);
         busy_ema = Some(ema);
@@ -160,6 +185,30 @@ async fn consume(
             }
         }
     }
+}
+
+/// Ends a subscription without losing a delivery: cancels the consumer, hands back as fresh
+/// messages whatever arrives before the cancel took effect (a chunk handed back on the drain
+/// timeout may come straight back here; a burst prefetch holds several), then closes the channel
+/// (closing with deliveries in hand would return them with a delivery counted against the limit).
+async fn leave(
+    mut subscription: Subscription,
+    settler: &Settler,
+    why: HandBack,
+) -> anyhow::Result<()> {
+    let _ = subscription.cancel().await;
+    while let Ok(Some(Ok(d))) =
+        tokio::time::timeout(Duration::from_millis(500), subscription.next()).await
+    {
+        settler.settle(&d, None, Settle::HandBack(why)).await?;
+    }
+    subscription
+        .close(match why {
+            HandBack::Quarantine => "slot quarantined",
+            _ => "draining",
+        })
+        .await;
+    Ok(())
 }
 
 /// A slot's prefetch policy.
@@ -281,6 +330,7 @@ struct Handler<'a> {
     cache: &'a JobCache,
     opts: &'a SeedOptions,
     settler: &'a Settler,
+    health: &'a SlotHealth,
     timings: std::sync::Mutex<Phases>,
 }
 
@@ -313,6 +363,20 @@ impl Handler<'_> {
             .set_busy(&self.worker.name, Some(label.clone()));
         self.ctx.metrics().chunk_started(&self.worker.name);
         let (trusted, outcome) = self.process(&inbound, &msg).await;
+        // The error that makes the slot's backend fail `--quarantine-after-errors` chunks in a
+        // row quarantines the slot: the chunk goes back without using an attempt (the slot is
+        // the suspect now, not the chunk).
+        let outcome = match outcome {
+            Settle::Retry {
+                reason: FailureReason::BackendError,
+                ref detail,
+                ..
+            } if self.health.backend_failed(detail) => {
+                tracing::warn!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, detail, "backend error; quarantining the slot and handing the chunk back");
+                Settle::HandBack(HandBack::Quarantine)
+            }
+            other => other,
+        };
         self.ctx.stats.set_busy(&self.worker.name, None);
         self.ctx.metrics().slot_idle(&self.worker.name);
         let ack_started = Instant::now();
@@ -499,7 +563,10 @@ impl Handler<'_> {
             }
         };
         let output = match output {
-            Ok(o) => o,
+            Ok(o) => {
+                self.health.kernel_ok();
+                o
+            }
             Err(seedq_kernels::SieveError::Backend(detail)) => {
                 let mut next = msg.clone();
                 next.attempt += 1;

@@ -89,6 +89,14 @@ impl NodeStats {
         map.values().map(|p| u64::from(*p)).sum()
     }
 
+    /// Shows (or, with `None`, clears) a slot's quarantine in the heartbeat.
+    pub fn set_quarantined(&self, slot: &str, quarantined: Option<seedq_protocol::SlotQuarantine>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slots.iter_mut().find(|s| s.slot == slot) {
+            s.quarantined = quarantined;
+        }
+    }
+
     pub fn chunk_failed(&self) {
         self.chunks_failed.fetch_add(1, Ordering::Relaxed);
     }

@@ -9,10 +9,14 @@
 mod bench_cmd;
 mod chunks;
 mod context;
+#[cfg(feature = "fault-injection")]
+mod fault;
+mod health;
 mod jobs;
 mod metrics;
 mod node;
 mod scripts;
+mod selftest;
 mod settle;
 mod slot;
 
@@ -126,6 +130,30 @@ struct RunArgs {
     /// Do not consume script jobs on this node.
     #[arg(long)]
     no_scripts: bool,
+    /// Seconds between a busy slot's known-answer self-tests (each slot also runs one at start;
+    /// 0: before every chunk).
+    #[arg(long, env = "SEEDQ_SELF_TEST_INTERVAL", default_value_t = 300.0, value_parser = parse_secs)]
+    self_test_interval: f64,
+    /// Backend errors in a row that quarantine a slot (0: never).
+    #[arg(long, env = "SEEDQ_QUARANTINE_AFTER_ERRORS", default_value_t = 3)]
+    quarantine_after_errors: u32,
+    /// Seconds before a quarantined slot retries its self-test; the delay doubles after each
+    /// failure, up to 16 times this.
+    #[arg(long, env = "SEEDQ_SELF_TEST_RETRY", default_value_t = 60.0, value_parser = parse_secs)]
+    self_test_retry: f64,
+    /// Test builds only (feature `fault-injection`): make slot SLOT's backend misbehave, e.g.
+    /// `cpu1=drop:0.01,after:11` or `cpu1=error:1,until:20` (see `fault.rs`). Repeatable.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, value_name = "SLOT=SPEC")]
+    inject_fault: Vec<fault::SlotFault>,
+}
+
+/// A non-negative number of seconds.
+fn parse_secs(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| format!("a number of seconds, not '{text}'"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -239,6 +267,8 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
             .context("applying the node's ROCm environment")?;
     }
     let (workers, backend_kind) = build_slots(&args, &node_config)?;
+    // The self-tests' reference answers, once for every slot (a few ms).
+    selftest::prepare();
     node_config.cpu_slots = workers.iter().filter(|w| w.name.starts_with("cpu")).count() as u32;
     let max_attempts = args
         .max_attempts
@@ -293,6 +323,7 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
                 backend: w.backend.clone(),
                 busy_with: None,
                 chunks_done: 0,
+                quarantined: None,
             })
             .collect();
         let ctx = NodeContext::new(
@@ -313,6 +344,12 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
                     max_attempts,
                     prefetch: args.prefetch,
                     drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+                    health: health::HealthOptions {
+                        self_test_interval: Duration::from_secs_f64(args.self_test_interval),
+                        quarantine_after_errors: args.quarantine_after_errors,
+                        // A retry in a tight loop would only burn the device: at least 100 ms.
+                        retry_first: Duration::from_secs_f64(args.self_test_retry.max(0.1)),
+                    },
                 },
                 metrics_addr: args
                     .metrics_port
@@ -411,14 +448,13 @@ fn build_slots(
         let mut failure = None;
         for gpu in &gpus {
             let device = gpu.index as usize;
-            let factory: BackendFactory =
-                Box::new(move || seedq_kernels::gpu::open_backend(kind, device));
-            match SlotWorker::spawn(
-                format!("gpu{}", gpu.index),
-                gpu.model.clone(),
-                threads,
-                factory,
-            ) {
+            let name = format!("gpu{}", gpu.index);
+            let factory: BackendFactory = with_fault(
+                args,
+                &name,
+                Box::new(move || seedq_kernels::gpu::open_backend(kind, device)),
+            );
+            match SlotWorker::spawn(name, gpu.model.clone(), threads, factory) {
                 Ok(w) => {
                     tracing::info!(slot = %w.name, backend = %w.backend, "GPU slot ready");
                     workers.push(Arc::new(w));
@@ -442,15 +478,40 @@ fn build_slots(
     let slots = args.slots.unwrap_or(node.cpu_slots).max(1);
     let mut workers = Vec::new();
     for i in 0..slots {
-        let factory: BackendFactory = Box::new(move || {
-            Ok(Box::new(seedq_kernels::cpu::CpuBackend::new(threads)) as Box<dyn SieveBackend>)
-        });
-        let w = SlotWorker::spawn(format!("cpu{i}"), "cpu".into(), threads, factory)
+        let name = format!("cpu{i}");
+        let factory: BackendFactory = with_fault(
+            args,
+            &name,
+            Box::new(move || {
+                Ok(Box::new(seedq_kernels::cpu::CpuBackend::new(threads)) as Box<dyn SieveBackend>)
+            }),
+        );
+        let w = SlotWorker::spawn(name, "cpu".into(), threads, factory)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(slot = %w.name, backend = %w.backend, "CPU slot ready");
         workers.push(Arc::new(w));
     }
     Ok((workers, "cpu".into()))
+}
+
+/// The slot's backend factory, wrapped in the fault `--inject-fault` names for it.
+#[cfg(feature = "fault-injection")]
+fn with_fault(args: &RunArgs, slot: &str, factory: BackendFactory) -> BackendFactory {
+    match args.inject_fault.iter().find(|f| f.slot == slot).cloned() {
+        Some(f) => {
+            tracing::warn!(slot, fault = ?f, "injecting a fault into this slot's backend (test build)");
+            Box::new(move || {
+                Ok(Box::new(fault::FaultyBackend::new(factory()?, f)) as Box<dyn SieveBackend>)
+            })
+        }
+        None => factory,
+    }
+}
+
+/// Without the test-only feature there is nothing to inject.
+#[cfg(not(feature = "fault-injection"))]
+fn with_fault(_args: &RunArgs, _slot: &str, factory: BackendFactory) -> BackendFactory {
+    factory
 }
 
 fn parse_prefetch(text: &str) -> Result<chunks::Prefetch, String> {

@@ -95,6 +95,14 @@ struct Inner {
     scripts_ok: u64,
     scripts_failed: u64,
     script_durations: Histogram,
+    /// Slot -> quarantined now.
+    quarantined: BTreeMap<String, bool>,
+    /// (slot, reason) -> quarantines.
+    quarantines: BTreeMap<(String, &'static str), u64>,
+    /// (slot, "pass" | "fail") -> self-tests run.
+    self_tests: BTreeMap<(String, &'static str), u64>,
+    /// Slot -> duration of its last passed self-test, seconds.
+    self_test_secs: BTreeMap<String, f64>,
 }
 
 /// The node's metrics. Cheap to update from any task or thread.
@@ -131,6 +139,10 @@ impl Metrics {
     pub fn register_slot(&self, slot: &str) {
         self.with(|m| {
             m.busy.entry(slot.to_string()).or_insert(false);
+            m.quarantined.entry(slot.to_string()).or_insert(false);
+            for result in ["pass", "fail"] {
+                m.self_tests.entry((slot.to_string(), result)).or_default();
+            }
             for counter in [&mut m.chunks_started, &mut m.chunks_finished, &mut m.seeds] {
                 counter.entry(slot.to_string()).or_default();
             }
@@ -178,6 +190,34 @@ impl Metrics {
     pub fn slot_idle(&self, slot: &str) {
         self.with(|m| {
             m.busy.insert(slot.to_string(), false);
+        });
+    }
+
+    /// A self-test ran on `slot` (`secs`: its duration, when it passed).
+    pub fn self_test(&self, slot: &str, passed: bool, secs: f64) {
+        self.with(|m| {
+            let result = if passed { "pass" } else { "fail" };
+            *m.self_tests.entry((slot.to_string(), result)).or_default() += 1;
+            if passed {
+                m.self_test_secs.insert(slot.to_string(), secs);
+            }
+        });
+    }
+
+    /// `slot` was quarantined for `reason`.
+    pub fn slot_quarantined(&self, slot: &str, reason: seedq_protocol::QuarantineReason) {
+        self.with(|m| {
+            m.quarantined.insert(slot.to_string(), true);
+            *m.quarantines
+                .entry((slot.to_string(), reason.as_str()))
+                .or_default() += 1;
+        });
+    }
+
+    /// `slot` passed its self-test and is back in service.
+    pub fn slot_released(&self, slot: &str) {
+        self.with(|m| {
+            m.quarantined.insert(slot.to_string(), false);
         });
     }
 
@@ -358,7 +398,77 @@ impl Metrics {
             "Wall time of script job attempts.",
         );
         script_durations.render(&mut out, "seedq_script_duration_seconds");
+        self.render_health(&mut out);
         out
+    }
+
+    /// Quarantine and self-test series (`crate::health`).
+    fn render_health(&self, out: &mut String) {
+        let (quarantined, quarantines, self_tests, self_test_secs) = self.with(|m| {
+            (
+                m.quarantined.clone(),
+                m.quarantines.clone(),
+                m.self_tests.clone(),
+                m.self_test_secs.clone(),
+            )
+        });
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        };
+        family(
+            out,
+            "seedq_slot_quarantined",
+            "gauge",
+            "1 while the slot is quarantined (failed self-test or backend errors in a row).",
+        );
+        for (slot, q) in &quarantined {
+            let _ = writeln!(
+                out,
+                "seedq_slot_quarantined{{slot=\"{}\"}} {}",
+                escape(slot),
+                u8::from(*q)
+            );
+        }
+        family(
+            out,
+            "seedq_slot_quarantines_total",
+            "counter",
+            "Times a slot was quarantined, by slot and reason.",
+        );
+        for ((slot, reason), n) in &quarantines {
+            let _ = writeln!(
+                out,
+                "seedq_slot_quarantines_total{{slot=\"{}\",reason=\"{reason}\"}} {n}",
+                escape(slot)
+            );
+        }
+        family(
+            out,
+            "seedq_self_tests_total",
+            "counter",
+            "Known-answer self-tests run, by slot and result (pass, fail).",
+        );
+        for ((slot, result), n) in &self_tests {
+            let _ = writeln!(
+                out,
+                "seedq_self_tests_total{{slot=\"{}\",result=\"{result}\"}} {n}",
+                escape(slot)
+            );
+        }
+        family(
+            out,
+            "seedq_self_test_seconds",
+            "gauge",
+            "Duration of the slot's last passed self-test.",
+        );
+        for (slot, secs) in &self_test_secs {
+            let _ = writeln!(
+                out,
+                "seedq_self_test_seconds{{slot=\"{}\"}} {secs}",
+                escape(slot)
+            );
+        }
     }
 
     /// Serves `/metrics` on `addr` until the task is dropped. The address is the operator's
@@ -525,6 +635,8 @@ mod tests {
             "seedq_chunks_started_total{slot=\"gpu1\"} 1",
             "seedq_slots_busy 1",
             "seedq_script_limit 1",
+            "seedq_slot_quarantined{slot=\"gpu0\"} 0",
+            "seedq_self_tests_total{slot=\"gpu0\",result=\"fail\"} 0",
             "# TYPE process_start_time_seconds gauge",
         ] {
             assert!(
@@ -538,6 +650,24 @@ mod tests {
             .and_then(|v| v.parse().ok())
             .expect("process_start_time_seconds has a value");
         assert!(start > 1.6e9, "a Unix time, not {start}");
+        metrics.self_test("gpu1", false, 0.0);
+        metrics.slot_quarantined("gpu1", seedq_protocol::QuarantineReason::SelfTestFailed);
+        let text = metrics.render();
+        for line in [
+            "seedq_slot_quarantined{slot=\"gpu1\"} 1",
+            "seedq_slot_quarantines_total{slot=\"gpu1\",reason=\"self_test_failed\"} 1",
+            "seedq_self_tests_total{slot=\"gpu1\",result=\"fail\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        metrics.slot_released("gpu1");
+        assert!(metrics
+            .render()
+            .lines()
+            .any(|l| l == "seedq_slot_quarantined{slot=\"gpu1\"} 0"));
         // Every sample belongs to a family announced with # TYPE (Prometheus rejects a scrape
         // otherwise only in strict parsers, but promtool and the dashboard rely on the types).
         let typed: Vec<&str> = text

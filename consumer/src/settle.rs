@@ -62,6 +62,8 @@ pub enum HandBack {
     Drain,
     /// The node had no free permit within the job's time budget.
     NoPermit,
+    /// The slot was quarantined (`crate::health`): the chunk goes to a healthy slot.
+    Quarantine,
 }
 
 impl HandBack {
@@ -70,6 +72,7 @@ impl HandBack {
             HandBack::LeavingBurst => "leaving_burst",
             HandBack::Drain => "drain",
             HandBack::NoPermit => "no_permit",
+            HandBack::Quarantine => "quarantine",
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum Work {
     },
     /// Time the backend on [`Workload::calibration`] for each family (see [`calibrate`]).
     Calibrate { families: Vec<Family> },
+    /// The known-answer check (`crate::selftest`).
+    SelfTest,
 }
 
 /// What a slot returns for one chunk.
@@ -51,6 +53,8 @@ pub struct Output {
     pub summary: Option<seedq_kernels::analysis::Summary>,
     /// `Work::Calibrate`: work units per second by family.
     pub calibration: Vec<(Family, f64)>,
+    /// `Work::SelfTest`: its verdict.
+    pub self_test: Option<Result<crate::selftest::Passed, crate::selftest::Failed>>,
     /// Kernel wall time.
     pub duration: Duration,
 }
@@ -198,6 +202,10 @@ fn execute(
     match work {
         Work::Calibrate { families } => Ok(Output {
             calibration: calibrate(backend, &families),
+            ..Default::default()
+        }),
+        Work::SelfTest => Ok(Output {
+            self_test: Some(crate::selftest::run(backend)),
             ..Default::default()
         }),
         Work::Sieve {

@@ -254,7 +254,12 @@ pub fn active_slots(cluster: &ClusterConfig, live: &[NodeHeartbeat]) -> Vec<(Str
     };
     if !live.is_empty() {
         for hb in live {
-            let seed_slots = hb.slots.iter().filter(|s| s.slot != "scripts").count() as u64;
+            // A quarantined slot takes no work: chunks sized for it would wait for the others.
+            let seed_slots = hb
+                .slots
+                .iter()
+                .filter(|s| s.slot != "scripts" && s.quarantined.is_none())
+                .count() as u64;
             let model = if hb.gpu_model.is_empty() {
                 "cpu".to_string()
             } else {
@@ -564,6 +569,7 @@ mod tests {
                     backend: "cpu".into(),
                     busy_with: None,
                     chunks_done: 0,
+                    quarantined: None,
                 })
                 .collect(),
             busy_slots: 0,

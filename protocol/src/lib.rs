@@ -68,7 +68,10 @@ pub use reason::{FailureReason, ReasonClass};
 pub use schedule::{Priority, SchedulerConfig};
 pub use script::{ScriptJob, ScriptOutput, ScriptResult};
 pub use signing::{JobKey, SigningError};
-pub use status::{FailureEvent, JobProgress, NodeHeartbeat, SeedRecord, SlotState};
+pub use status::{
+    FailureEvent, JobProgress, NodeHeartbeat, QuarantineReason, SeedRecord, SlotQuarantine,
+    SlotState,
+};
 pub use topology::{headers, Topology};
 
 /// Version written in the `v` field of every message this build produces, but for the jobs of

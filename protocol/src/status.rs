@@ -81,6 +81,54 @@ pub struct SlotState {
     pub busy_with: Option<String>,
     /// Chunks this slot has completed since the node started.
     pub chunks_done: u64,
+    /// Set while the slot is out of service (a failed known-answer self-test, or backend errors
+    /// in a row): it takes no seed work until its retried self-test passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<SlotQuarantine>,
+}
+
+/// Why a seed slot was taken out of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineReason {
+    /// Its backend's answer to the known-answer chunk differed from the reference (or the run
+    /// failed).
+    SelfTestFailed,
+    /// Its backend failed this many chunks in a row (`--quarantine-after-errors`).
+    BackendErrors,
+}
+
+impl QuarantineReason {
+    /// The name in heartbeats, metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineReason::SelfTestFailed => "self_test_failed",
+            QuarantineReason::BackendErrors => "backend_errors",
+        }
+    }
+}
+
+impl std::fmt::Display for QuarantineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A quarantined slot's record, in its [`SlotState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotQuarantine {
+    /// Why it was quarantined.
+    pub reason: QuarantineReason,
+    /// What failed (the family and the difference, or the backend's error).
+    pub detail: String,
+    /// When the slot was quarantined, ms since the epoch.
+    pub since_ms: u64,
+    /// When its self-test runs again, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_test_at_ms: Option<u64>,
+    /// Self-tests failed since it was quarantined (the first one included, if that is the cause).
+    #[serde(default)]
+    pub failed_tests: u32,
 }
 
 /// A node's heartbeat (`keys::heartbeat`, with a TTL).

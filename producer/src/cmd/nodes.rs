@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use clap::Args;
-use seedq_protocol::NodeHeartbeat;
+use seedq_protocol::{NodeHeartbeat, SlotQuarantine};
 use serde::Serialize;
 
 use crate::context::Env;
@@ -21,6 +21,47 @@ struct NodeView {
     heartbeat_age_secs: f64,
     /// Learned throughput of the node's GPU model, family -> units per second.
     throughput: BTreeMap<String, f64>,
+}
+
+/// `quarantined: backend_errors since 2026-12-07 04:31:07 UTC (95 s ago), next self-test in
+/// 25 s, 1 failed: <detail>`.
+fn quarantine_line(q: &SlotQuarantine, now_ms: u64) -> String {
+    let next = match q.next_test_at_ms {
+        Some(at) => format!(
+            ", next self-test in {} s",
+            at.saturating_sub(now_ms).div_ceil(1000)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "quarantined: {} since {} ({} s ago){next}, {} failed self-test(s): {}",
+        q.reason,
+        utc(q.since_ms),
+        now_ms.saturating_sub(q.since_ms) / 1000,
+        q.failed_tests,
+        q.detail
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of ms since the epoch (civil-from-days, no date crate needed).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 pub async fn run(env: &Env, _args: NodesArgs) -> anyhow::Result<i32> {
@@ -88,7 +129,33 @@ pub async fn run(env: &Env, _args: NodesArgs) -> anyhow::Result<i32> {
             if let Some(busy) = &slot.busy_with {
                 println!("    {:<10} {} busy with {busy}", slot.slot, slot.backend);
             }
+            if let Some(q) = &slot.quarantined {
+                println!("    {:<10} {}", slot.slot, quarantine_line(q, now));
+            }
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_lines_say_why_since_when_and_what_next() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_796_617_867_000), "2026-12-07 04:31:07 UTC");
+        let q = SlotQuarantine {
+            reason: seedq_protocol::QuarantineReason::BackendErrors,
+            detail: "3 backend errors in a row".into(),
+            since_ms: 1_796_617_867_000,
+            next_test_at_ms: Some(1_796_617_867_000 + 60_000),
+            failed_tests: 0,
+        };
+        assert_eq!(
+            quarantine_line(&q, 1_796_617_867_000 + 35_000),
+            "quarantined: backend_errors since 2026-12-07 04:31:07 UTC (35 s ago), next self-test \
+             in 25 s, 0 failed self-test(s): 3 backend errors in a row"
+        );
+    }
 }

@@ -169,9 +169,10 @@ async fn snapshot(
         let slots = hb
             .slots
             .iter()
-            .map(|s| match &s.busy_with {
-                Some(work) => format!("{}:busy({work})", s.slot),
-                None => format!("{}:idle", s.slot),
+            .map(|s| match (&s.quarantined, &s.busy_with) {
+                (Some(q), _) => format!("{}:quarantined({})", s.slot, q.reason),
+                (None, Some(work)) => format!("{}:busy({work})", s.slot),
+                (None, None) => format!("{}:idle", s.slot),
             })
             .collect::<Vec<_>>()
             .join(" ");
