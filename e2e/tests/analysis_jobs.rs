@@ -313,13 +313,10 @@ fn correlation_and_analysis_jobs_equal_the_direct_run() {
             "{}: needs several chunks, got {report}",
             case.label
         );
-        // The first window goes out at once; the consumers publish the rest as work settles.
+        // What the seed queue has room for goes out at once (nothing, when the jobs enqueued
+        // before fill it); the consumers publish the rest as work settles.
         let published = report["published"].as_u64().unwrap();
-        assert!(
-            (1..=chunks).contains(&published),
-            "{}: {report}",
-            case.label
-        );
+        assert!(published <= chunks, "{}: {report}", case.label);
         assert_eq!(report["priority"], "normal", "{}: {report}", case.label);
         jobs.push(job);
     }
