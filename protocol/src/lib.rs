@@ -51,6 +51,7 @@ pub mod script;
 pub mod signing;
 pub mod status;
 pub mod survivors;
+pub mod tls;
 pub mod topology;
 
 pub use chunk::{ChunkMessage, ChunkResult, FlaggedSeed};
@@ -66,6 +67,7 @@ pub use reason::{FailureReason, ReasonClass};
 pub use script::{ScriptJob, ScriptOutput, ScriptResult};
 pub use signing::{JobKey, SigningError};
 pub use status::{FailureEvent, JobProgress, NodeHeartbeat, SeedRecord, SlotState};
+pub use tls::{CaCert, CaFileError};
 pub use topology::{headers, Topology};
 
 /// Version written in the `v` field of every message this build produces, but for the jobs of
