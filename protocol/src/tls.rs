@@ -31,7 +31,8 @@ pub struct CaCert {
 #[derive(Debug, thiserror::Error)]
 pub enum CaFileError {
     /// The file cannot be read.
-    #[error("--tls-ca-file ({CA_FILE_ENV}) names {path}, which cannot be read ({source}): check the path and that this user may read it")]
+    // The reason comes as the error's source (an error chain prints it after this text once).
+    #[error("--tls-ca-file ({CA_FILE_ENV}) names {path}, which cannot be read (check the path and that this user may read it)")]
     Unreadable {
         /// The file.
         path: String,

@@ -363,7 +363,7 @@ impl Store {
         // One bound for the connection, its retries and the PING: a Redis that takes the TCP
         // connection but never answers (a TLS port spoken to in plain text, a hung server, a
         // firewall that drops) would otherwise hold a command for minutes without a word.
-        let last = std::sync::Mutex::new(None::<String>);
+        let last = std::sync::Mutex::new(None::<redis::RedisError>);
         match tokio::time::timeout(CONNECT_GIVE_UP, Store::connect_client(client, ns, &last)).await
         {
             Ok(Ok(store)) => Ok(store),
@@ -381,7 +381,7 @@ impl Store {
     async fn connect_client(
         client: redis::Client,
         ns: &str,
-        last: &std::sync::Mutex<Option<String>>,
+        last: &std::sync::Mutex<Option<redis::RedisError>>,
     ) -> Result<Store> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -396,11 +396,9 @@ impl Store {
         .retry(backoff())
         .when(is_transient)
         .notify(|e, _| {
-            let text = match e {
-                StoreError::Redis(e) => e.to_string(),
-                other => other.to_string(),
-            };
-            *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+            if let StoreError::Redis(e) = e {
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            }
         })
         .await?;
         let store = Store {

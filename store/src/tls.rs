@@ -73,33 +73,35 @@ pub(crate) fn connect_error(url: &str, e: redis::RedisError) -> StoreError {
     if !connection_level {
         return StoreError::Redis(e);
     }
-    // Refused: nothing listens; a TLS mismatch shows as a dropped or silent connection.
-    let hint = match (is_tls_url(url), e.is_connection_refusal()) {
-        (_, true) => HINT_DOWN,
-        (true, false) => HINT_TLS_AT_PLAIN,
-        (false, false) => HINT_PLAIN_AT_TLS,
-    };
     StoreError::Connect {
         address,
         detail,
-        hint,
+        hint: hint_for(url, Some(&e)),
         permanent: false,
     }
 }
 
+/// Refused: nothing listens there; a TLS mismatch shows as a dropped or silent connection.
+fn hint_for(url: &str, e: Option<&redis::RedisError>) -> &'static str {
+    match (
+        is_tls_url(url),
+        e.is_some_and(|e| e.is_connection_refusal()),
+    ) {
+        (_, true) => HINT_DOWN,
+        (true, false) => HINT_TLS_AT_PLAIN,
+        (false, false) => HINT_PLAIN_AT_TLS,
+    }
+}
+
 /// [`CONNECT_GIVE_UP`] passed: `last` is the last connection error seen, if any.
-pub(crate) fn no_answer(url: &str, last: Option<String>) -> StoreError {
+pub(crate) fn no_answer(url: &str, last: Option<redis::RedisError>) -> StoreError {
     let waited = format!("no answer within {CONNECT_GIVE_UP:?}");
     StoreError::Connect {
         address: seedq_telemetry_free_redact(url),
+        hint: hint_for(url, last.as_ref()),
         detail: match last {
             Some(last) => format!("{waited} (last error: {last})"),
             None => waited,
-        },
-        hint: if is_tls_url(url) {
-            HINT_TLS_AT_PLAIN
-        } else {
-            HINT_PLAIN_AT_TLS
         },
         permanent: false,
     }
@@ -139,7 +141,9 @@ mod tests {
             ("rediss://h:6380/", "rediss://h:6380/"),
         ] {
             assert_eq!(seedq_telemetry_free_redact(url), shown);
-            let text = no_answer(url, Some("connection dropped".into())).to_string();
+            let dropped =
+                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            let text = no_answer(url, Some(dropped)).to_string();
             assert!(text.contains(shown), "{text}");
             assert!(
                 !text.contains("hunter22") && !text.contains("p@ss"),
@@ -167,5 +171,11 @@ mod tests {
         assert_eq!(err.class(), crate::ErrorClass::Permanent);
         let text = no_answer("rediss://h:1/", None).to_string();
         assert!(text.contains("redis:// URL"), "{text}");
+        // Refused until the end: Redis is down, whatever the scheme.
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let text = no_answer("redis://h:1/", Some(refused)).to_string();
+        assert!(text.contains("is Redis running and reachable"), "{text}");
+        assert!(!text.contains("rediss://"), "{text}");
     }
 }
