@@ -14,6 +14,14 @@
 # Env: SEEDQ_SECRETS_AMQP_HOST/PORT (rabbitmq/5672), SEEDQ_SECRETS_REDIS_HOST/PORT (redis/6379):
 # the addresses written into the URL files (docker-compose's service names by default).
 #
+# TLS (off by default): SEEDQ_TLS=1 also makes a private CA and one server certificate for both
+# services, writes amqps:// (port 5671) and rediss:// URLs instead of plain ones, and sets
+# COMPOSE_FILE in FILE so that `docker compose` applies docker-compose.tls.yml (TLS-only
+# listeners) with no further switch. The certificate names rabbitmq, redis, localhost, 127.0.0.1
+# and the comma-separated SEEDQ_TLS_HOSTS (e.g. the coordinator's name and address as the rigs
+# reach it: SEEDQ_TLS_HOSTS=zeus,192.168.1.10). Clients trust it with --tls-ca-file
+# (SEEDQ_TLS_CA_FILE) pointing at DIR/tls/ca.pem.
+#
 # Writes, in DIR:
 #   rabbitmq-definitions.json   users <ns>-admin (administrator), <ns>-producer, <ns>-consumer,
 #                               <ns>-operator (monitoring), their permissions and the
@@ -24,6 +32,10 @@
 #   <role>.password             each role's password (mode 600)
 #   <role>.amqp-url, <role>.redis-url   each role's URLs (mode 600), for SEEDQ_*_URL_FILE
 #   job.key                     the job-signing key (SEEDQ_JOB_KEY_FILE; mode 600)
+#   tls/ca.pem, tls/ca.key      with SEEDQ_TLS=1: the CA (give ca.pem to every client; ca.key,
+#                               mode 600, only signs new server certificates)
+#   tls/server.pem, tls/server.key   the services' certificate and key (read by the broker and
+#                               Redis inside their containers)
 # and in FILE the compose variables (the namespace and the admin password for the management UI).
 #
 # Needs openssl, sha256sum and base64 (coreutils).
@@ -44,8 +56,34 @@ while [ $# -gt 0 ]; do
     *) echo "init-secrets.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+TLS="${SEEDQ_TLS:-0}"
+case "$TLS" in
+  0|1) ;;
+  *) echo "init-secrets.sh: SEEDQ_TLS must be 0 (plain, the default) or 1 (TLS-only services), not '$TLS'" >&2; exit 2 ;;
+esac
+if [ "$TLS" = 1 ]; then
+  AMQP_SCHEME=amqps REDIS_SCHEME=rediss DEFAULT_AMQP_PORT=5671
+  # The names the server certificate is valid for, checked before anything is written.
+  san="DNS:rabbitmq,DNS:redis,DNS:localhost,IP:127.0.0.1"
+  IFS=',' read -r -a extra_hosts <<<"${SEEDQ_TLS_HOSTS:-}"
+  for host in "${extra_hosts[@]}"; do
+    host="${host// /}"
+    [ -n "$host" ] || continue
+    if ! [[ "$host" =~ ^[A-Za-z0-9.:-]+$ ]]; then
+      echo "init-secrets.sh: SEEDQ_TLS_HOSTS entry '$host' is not a host name or an IP address" >&2
+      exit 2
+    fi
+    if [[ "$host" =~ ^[0-9.]+$ || "$host" == *:* ]]; then
+      san="$san,IP:$host"
+    else
+      san="$san,DNS:$host"
+    fi
+  done
+else
+  AMQP_SCHEME=amqp REDIS_SCHEME=redis DEFAULT_AMQP_PORT=5672
+fi
 AMQP_HOST="${SEEDQ_SECRETS_AMQP_HOST:-rabbitmq}"
-AMQP_PORT="${SEEDQ_SECRETS_AMQP_PORT:-5672}"
+AMQP_PORT="${SEEDQ_SECRETS_AMQP_PORT:-$DEFAULT_AMQP_PORT}"
 REDIS_HOST="${SEEDQ_SECRETS_REDIS_HOST:-redis}"
 REDIS_PORT="${SEEDQ_SECRETS_REDIS_PORT:-6379}"
 
@@ -86,8 +124,8 @@ declare -A PW
 for role in admin producer consumer operator; do
   PW[$role]="$(new_password)"
   printf '%s\n' "${PW[$role]}" > "$OUT/$role.password"
-  printf 'amqp://%s-%s:%s@%s:%s/%%2f\n' "$NS" "$role" "${PW[$role]}" "$AMQP_HOST" "$AMQP_PORT" > "$OUT/$role.amqp-url"
-  printf 'redis://%s-%s:%s@%s:%s/\n' "$NS" "$role" "${PW[$role]}" "$REDIS_HOST" "$REDIS_PORT" > "$OUT/$role.redis-url"
+  printf '%s://%s-%s:%s@%s:%s/%%2f\n' "$AMQP_SCHEME" "$NS" "$role" "${PW[$role]}" "$AMQP_HOST" "$AMQP_PORT" > "$OUT/$role.amqp-url"
+  printf '%s://%s-%s:%s@%s:%s/\n' "$REDIS_SCHEME" "$NS" "$role" "${PW[$role]}" "$REDIS_HOST" "$REDIS_PORT" > "$OUT/$role.redis-url"
 done
 openssl rand -hex 32 > "$OUT/job.key"
 
@@ -111,9 +149,36 @@ render "$ROOT/config/definitions.json" > "$OUT/rabbitmq-definitions.json"
 render "$ROOT/config/redis-users.acl" > "$OUT/redis-users.acl"
 chmod 644 "$OUT/rabbitmq-definitions.json" "$OUT/redis-users.acl"
 
+# A private CA and one certificate for both services (they sit behind one compose network and,
+# for the rigs, one host name). ECDSA P-256: what every client and server here speaks.
+if [ "$TLS" = 1 ]; then
+  mkdir -p "$OUT/tls"
+  openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -sha256 \
+    -days 3650 -subj "/CN=seedq CA ($NS)" -keyout "$OUT/tls/ca.key" -out "$OUT/tls/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    2>/dev/null
+  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -sha256 \
+    -subj "/CN=seedq services" -keyout "$OUT/tls/server.key" -out "$OUT/tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' "$san" \
+    > "$OUT/tls/server.ext"
+  openssl x509 -req -in "$OUT/tls/server.csr" -CA "$OUT/tls/ca.pem" -CAkey "$OUT/tls/ca.key" \
+    -CAcreateserial -days 825 -sha256 -extfile "$OUT/tls/server.ext" -out "$OUT/tls/server.pem" \
+    2>/dev/null
+  rm -f "$OUT/tls/server.csr" "$OUT/tls/server.ext" "$OUT/tls/ca.srl"
+  # The broker and Redis run as their own uids inside their containers: the server key must be
+  # readable to them, in a directory only the owner may enter (as the rendered users files).
+  chmod 755 "$OUT/tls"
+  chmod 644 "$OUT/tls/ca.pem" "$OUT/tls/server.pem" "$OUT/tls/server.key"
+  chmod 600 "$OUT/tls/ca.key"
+fi
+
 if [ "$ENV_FILE" != "-" ]; then
   {
     echo "# Written by scripts/init-secrets.sh: never commit."
+    if [ "$TLS" = 1 ]; then
+      # docker compose reads this: every `docker compose` command applies the TLS override.
+      echo "COMPOSE_FILE=docker-compose.yml:docker-compose.tls.yml"
+    fi
     echo "SEEDQ_NAMESPACE=$NS"
     echo "RABBITMQ_ADMIN_USER=$NS-admin"
     echo "RABBITMQ_ADMIN_PASSWORD=${PW[admin]}"
@@ -122,3 +187,6 @@ if [ "$ENV_FILE" != "-" ]; then
   } > "$ENV_FILE"
 fi
 echo "init-secrets.sh: wrote the secrets of namespace '$NS' to $OUT${ENV_FILE:+ and $ENV_FILE}" >&2
+if [ "$TLS" = 1 ]; then
+  echo "init-secrets.sh: TLS on: clients need --tls-ca-file $OUT/tls/ca.pem (SEEDQ_TLS_CA_FILE)" >&2
+fi

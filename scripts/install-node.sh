@@ -159,6 +159,9 @@ SEEDQ_AMQP_URL=amqp://seedq-consumer:CHANGE-ME@coordinator:5672/%2f
 SEEDQ_REDIS_URL=redis://seedq-consumer:CHANGE-ME@coordinator:6379/
 SEEDQ_JOB_KEY=CHANGE-ME
 SEEDQ_NAMESPACE=seedq
+# With TLS (SEEDQ_TLS=1 scripts/init-secrets.sh on the coordinator): amqps://...:5671 and
+# rediss:// URLs above, and a copy of the coordinator's secrets/tls/ca.pem here.
+#SEEDQ_TLS_CA_FILE=/etc/seedq/ca.pem
 # Metrics for deploy/prometheus (targets/seedq-consumers.yml scrapes port 9477). 127.0.0.1
 # keeps them on this host; put this node's LAN address here for the monitoring host to scrape.
 SEEDQ_METRICS_PORT=9477

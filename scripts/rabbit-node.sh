@@ -27,6 +27,9 @@
 #   SEEDQ_RABBIT_BOOT_TIMEOUT  seconds to wait for a start (default 120)
 #   SEEDQ_RABBIT_ADVANCED  Erlang terms for the node's advanced.config, written at its start
 #                        (e.g. a short dead-letter worker retry for a test); kept for restarts
+#   SEEDQ_RABBIT_TLS_DIR  a directory holding ca.pem, server.pem and server.key: the node's AMQP
+#                        port then speaks TLS only (amqps://, no plain listener); remembered
+#                        for restarts like the ports
 #
 # Why a private epmd rather than none: Erlang's epmd-less mode (-erl_epmd_port) assumes every
 # node listens on the same distribution port, which nodes sharing one host cannot; a private
@@ -156,8 +159,27 @@ EOF
   fi
   : >"$RABBITMQ_CONF_ENV_FILE"
   echo "[rabbitmq_management]." >"$RABBITMQ_ENABLED_PLUGINS_FILE"
+  local tls_dir="${SEEDQ_RABBIT_TLS_DIR:-}" listeners
+  if [ -n "$tls_dir" ]; then
+    echo "$tls_dir" >"$dir/tls.dir"
+  elif [ -f "$dir/tls.dir" ]; then
+    tls_dir="$(cat "$dir/tls.dir")"
+  fi
+  if [ -n "$tls_dir" ]; then
+    # The environment's port would add a plain listener back beside the TLS one.
+    unset RABBITMQ_NODE_IP_ADDRESS RABBITMQ_NODE_PORT
+    listeners="listeners.tcp = none
+listeners.ssl.default = 127.0.0.1:$AMQP_PORT
+ssl_options.cacertfile = $tls_dir/ca.pem
+ssl_options.certfile = $tls_dir/server.pem
+ssl_options.keyfile = $tls_dir/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false"
+  else
+    listeners="listeners.tcp.default = 127.0.0.1:$AMQP_PORT"
+  fi
   cat >"$RABBITMQ_CONFIG_FILE" <<EOF
-listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+$listeners
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $MGMT_PORT
 # Light on a small shared machine: no message rate history.
@@ -258,7 +280,13 @@ case "$command" in
   kill) [ $# -eq 1 ] || usage; cmd_kill "$1" ;;
   join) [ $# -eq 2 ] || usage; cmd_join "$1" "$2" ;;
   ctl) [ $# -ge 2 ] || usage; need_rabbit; ctl "$@" ;;
-  url) [ $# -eq 1 ] || usage; node_env "$1"; echo "amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f" ;;
+  url)
+    [ $# -eq 1 ] || usage
+    node_env "$1"
+    scheme=amqp
+    [ -f "$(node_dir "$1")/tls.dir" ] && scheme=amqps
+    echo "$scheme://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
+    ;;
   ports) [ $# -eq 1 ] || usage; cat "$(node_dir "$1")/ports" ;;
   clean) [ $# -le 1 ] || usage; cmd_clean "${1:-}" ;;
   -h | --help | help) usage ;;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use seedq_protocol::JobKey;
+use seedq_protocol::{CaCert, JobKey};
 use seedq_telemetry::{redact, Secrets};
 
 use crate::{Broker, BrokerError, Result};
@@ -32,6 +32,8 @@ pub struct Endpoints {
     /// Every connection made from these addresses signs its publishes with it
     /// ([`Broker::with_job_key`]).
     job_key: Option<JobKey>,
+    /// `--tls-ca-file`: what `amqps://` addresses trust besides the system's roots.
+    tls_ca: Option<CaCert>,
 }
 
 impl Endpoints {
@@ -55,7 +57,19 @@ impl Endpoints {
             urls: urls.into(),
             last_good: Arc::new(AtomicUsize::new(0)),
             job_key: None,
+            tls_ca: None,
         })
+    }
+
+    /// `amqps://` connections made from these addresses also trust `ca` (`--tls-ca-file`).
+    pub fn with_tls_ca(mut self, ca: Option<CaCert>) -> Endpoints {
+        self.tls_ca = ca;
+        self
+    }
+
+    /// The CA file `amqps://` connections trust, if any.
+    pub fn tls_ca(&self) -> Option<&CaCert> {
+        self.tls_ca.as_ref()
     }
 
     /// Connections made from these addresses sign what they publish with `key`.
@@ -125,7 +139,7 @@ impl Broker {
             let url = &endpoints.urls()[index];
             let attempt = tokio::time::timeout(
                 CONNECT_TIMEOUT,
-                Broker::connect(url, connection_name, namespace),
+                Broker::connect_with_ca(url, connection_name, namespace, endpoints.tls_ca.as_ref()),
             )
             .await
             .unwrap_or_else(|_| {
@@ -151,6 +165,7 @@ impl Broker {
         if failures.len() == 1 {
             return Err(failures.pop().expect("one failure").1);
         }
+        let permanent = failures.iter().all(|(_, e)| e.is_permanent());
         let tried = failures
             .iter()
             .map(|(index, e)| {
@@ -163,11 +178,13 @@ impl Broker {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        Err(BrokerError::Unreachable { tried })
+        Err(BrokerError::Unreachable { tried, permanent })
     }
 
     /// [`Broker::connect_any`] again and again, with exponential backoff and jitter between
-    /// passes, for up to `give_up_after`.
+    /// passes, for up to `give_up_after`; an error waiting does not fix
+    /// ([`BrokerError::is_permanent`]: a bad namespace, a TLS mismatch, an untrusted
+    /// certificate) ends it at once.
     pub async fn connect_with_retry(
         endpoints: &Endpoints,
         connection_name: &str,
@@ -176,7 +193,7 @@ impl Broker {
     ) -> Result<Broker> {
         (|| Broker::connect_any(endpoints, connection_name, namespace))
             .retry(connect_backoff(Some(give_up_after)))
-            .when(|e| !matches!(e, BrokerError::Protocol(_)))
+            .when(|e| !e.is_permanent())
             .notify(
                 |e, d| tracing::warn!(error = %e, retry_in = ?d, "cannot reach RabbitMQ; retrying"),
             )

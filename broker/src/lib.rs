@@ -65,16 +65,18 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
 use seedq_protocol::signing::SIGNATURE_HEADER;
 use seedq_protocol::topology::headers as h;
-use seedq_protocol::JobKey;
 use seedq_protocol::{BrokerSettings, ChunkMessage, Job, ScriptJob, Topology};
+use seedq_protocol::{CaCert, JobKey};
 
 mod endpoints;
 mod inbound;
+mod tls;
 
 pub use endpoints::{connect_backoff, Endpoints, CONNECT_TIMEOUT};
 pub use inbound::{Inbound, Reader, Subscription};
@@ -124,9 +126,38 @@ pub enum BrokerError {
     Unreachable {
         /// `url: error; url: error...`
         tried: String,
+        /// Every address failed for a reason waiting does not fix ([`BrokerError::is_permanent`]).
+        permanent: bool,
+    },
+    /// The TLS handshake of an `amqps://` connection refused the server's certificate (unknown
+    /// CA, a host name the certificate does not name, expired). Waiting does not change it.
+    #[error("RabbitMQ at {address}: the server's TLS certificate is not trusted ({detail}): pass the CA certificate that signed it with --tls-ca-file (SEEDQ_TLS_CA_FILE), and check that the URL's host is one the certificate names")]
+    Certificate {
+        /// The URL, password redacted.
+        address: String,
+        /// The TLS library's reason, scrubbed of the password.
+        detail: String,
+    },
+    /// An `amqps://` connection whose server does not speak TLS on that port (a plain AMQP
+    /// listener answers the handshake with AMQP or not at all).
+    #[error("RabbitMQ at {address} did not complete a TLS handshake ({detail}): that port does not seem to speak TLS: use amqp:// for a plain listener (5672 by default), or the broker's TLS port (5671 by default) with amqps://")]
+    TlsHandshake {
+        /// The URL, password redacted.
+        address: String,
+        /// The client's reason, scrubbed of the password.
+        detail: String,
+    },
+    /// A plain `amqp://` connection that the server dropped or answered with something that is
+    /// not AMQP before the handshake: what a TLS-only listener does with plain text.
+    #[error("RabbitMQ at {address} did not answer in AMQP ({detail}): if that port is a TLS listener (5671 by default), use an amqps:// URL (with --tls-ca-file (SEEDQ_TLS_CA_FILE) for a private CA)")]
+    NotAmqp {
+        /// The URL, password redacted.
+        address: String,
+        /// The client's reason, scrubbed of the password.
+        detail: String,
     },
     /// An address did not take the connection in time.
-    #[error("connecting to RabbitMQ at {address} took longer than {after:?}")]
+    #[error("connecting to RabbitMQ at {address} took longer than {after:?} (for an amqps:// URL: is the port a TLS listener?)")]
     ConnectTimeout {
         /// The URL, password redacted.
         address: String,
@@ -151,6 +182,20 @@ impl BrokerError {
     pub fn is_access_refused(&self) -> bool {
         match self {
             BrokerError::Amqp { source, .. } => source.to_string().contains("ACCESS_REFUSED"),
+            _ => false,
+        }
+    }
+
+    /// A connection error that trying again will not fix: a bad namespace, or a TLS mismatch
+    /// (an untrusted certificate, TLS against a plain port or plain against a TLS port). A
+    /// command stops at once on these instead of retrying for a minute.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            BrokerError::Protocol(_)
+            | BrokerError::Certificate { .. }
+            | BrokerError::TlsHandshake { .. }
+            | BrokerError::NotAmqp { .. } => true,
+            BrokerError::Unreachable { permanent, .. } => *permanent,
             _ => false,
         }
     }
@@ -188,14 +233,33 @@ pub struct Broker {
 
 impl Broker {
     /// Connects once. `connection_name` shows in the management UI
-    /// (`seedq-consumer@<node>`, `seedq-producer@<host>`).
+    /// (`seedq-consumer@<node>`, `seedq-producer@<host>`). An `amqps://` URL trusts the
+    /// system's roots only; see [`Broker::connect_with_ca`].
     pub async fn connect(url: &str, connection_name: &str, namespace: &str) -> Result<Broker> {
+        Broker::connect_with_ca(url, connection_name, namespace, None).await
+    }
+
+    /// [`Broker::connect`], an `amqps://` URL also trusting the certificates of `ca`
+    /// (`--tls-ca-file`). A TLS mismatch or an untrusted certificate is a
+    /// [`BrokerError::Certificate`], [`BrokerError::TlsHandshake`] or [`BrokerError::NotAmqp`]
+    /// saying which URL or file to change.
+    pub async fn connect_with_ca(
+        url: &str,
+        connection_name: &str,
+        namespace: &str,
+        ca: Option<&CaCert>,
+    ) -> Result<Broker> {
         seedq_protocol::validate_identifier("namespace", namespace)
             .map_err(BrokerError::Protocol)?;
         let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-        let connection = Connection::connect(url, props)
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: ca.map(|ca| ca.pem().to_string()),
+        };
+        let runtime = lapin::runtime::default_runtime().map_err(amqp("connect"))?;
+        let connection = Connection::connect_with_config(url, props, tls, runtime)
             .await
-            .map_err(amqp("connect"))?;
+            .map_err(|source| tls::classify_connect_error(url, source))?;
         let publisher = confirm_channel(&connection).await?;
         Ok(Broker {
             connection,

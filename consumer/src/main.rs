@@ -104,6 +104,10 @@ struct RunArgs {
     amqp_url: Vec<String>,
     #[arg(long, env = "SEEDQ_REDIS_URL", default_value = seedq_protocol::DEFAULT_REDIS_URL, hide_env_values = true)]
     redis_url: String,
+    /// CA certificate (PEM) that `amqps://` and `rediss://` connections trust: for servers whose
+    /// certificates a private CA signed (`scripts/init-secrets.sh` with SEEDQ_TLS=1 makes one).
+    #[arg(long, env = "SEEDQ_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
     /// Serve Prometheus metrics on this port (none by default).
     #[arg(long, env = "SEEDQ_METRICS_PORT")]
     metrics_port: Option<u16>,
@@ -234,9 +238,11 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
              anyone who can publish to the broker can run scripts on this node"
         ),
     }
+    let tls_ca = seedq_protocol::CaCert::load_optional(args.tls_ca_file.as_deref())?;
     let endpoints = Endpoints::new(&args.amqp_url)
         .context("--amqp-url")?
-        .with_job_key(job_key);
+        .with_job_key(job_key)
+        .with_tls_ca(tls_ca.clone());
     let cluster = load_cluster(args.config.as_ref())?;
     // Node names go into queue names and Redis keys: dots are fine, anything else is not.
     let node_name = args.node.clone().unwrap_or_else(seedq_protocol::hostname);
@@ -280,7 +286,7 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
         .thread_name("seedq-io")
         .build()?;
     runtime.block_on(async move {
-        let store = Store::connect(&args.redis_url, &namespace)
+        let store = Store::connect_with_ca(&args.redis_url, &namespace, tls_ca.as_ref())
             .await
             .with_context(|| format!("connecting to Redis at {}", redact(&args.redis_url)))?
             .with_job_ttl(cluster.jobs.result_ttl_secs);

@@ -93,6 +93,9 @@ pub struct Namespace {
     /// The cluster model every process of this namespace reads (`config/local.toml` unless a test
     /// writes its own, e.g. with a different delivery limit).
     pub config: PathBuf,
+    /// `SEEDQ_TLS_CA_FILE` of its producers and consumers (none unless a test talks TLS to
+    /// private servers whose certificates its own CA signed).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Namespace {
@@ -114,6 +117,7 @@ impl Namespace {
             redis_url: redis_url(),
             amqp_url: amqp_url(),
             config: workspace_root().join("config/local.toml"),
+            tls_ca_file: None,
         }
     }
 
@@ -130,6 +134,7 @@ impl Namespace {
             redis_url: self.redis_url.clone(),
             amqp_url: self.amqp_url.clone(),
             config: self.config.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
         }
     }
 
@@ -177,7 +182,16 @@ impl Namespace {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             );
+        self.tls_env(&mut cmd);
         cmd
+    }
+
+    /// `SEEDQ_TLS_CA_FILE` as this namespace says (never inherited from the test's environment).
+    fn tls_env(&self, cmd: &mut Command) {
+        match &self.tls_ca_file {
+            Some(ca) => cmd.env("SEEDQ_TLS_CA_FILE", ca),
+            None => cmd.env_remove("SEEDQ_TLS_CA_FILE"),
+        };
     }
 
     /// Starts a CPU consumer named `node` with `slots` slots of `threads` CPU threads each.
@@ -203,7 +217,9 @@ impl Namespace {
             .append(true)
             .open(&log_path)
             .expect("consumer log");
-        let child = Command::new(consumer_bin())
+        let mut cmd = Command::new(consumer_bin());
+        self.tls_env(&mut cmd);
+        let child = cmd
             .args(["--config", self.config.to_str().unwrap(), "--node", node])
             .args(extra)
             .env("SEEDQ_NAMESPACE", &self.name)
@@ -390,6 +406,9 @@ pub struct PrivateRedis {
     auth: Option<(String, String)>,
     /// More `redis-server` arguments (ACL users, ...).
     extra_args: Vec<String>,
+    /// A directory with `ca.pem`, `server.pem` and `server.key`: the port then speaks TLS only
+    /// ([`PrivateRedis::start_tls`]).
+    tls: Option<PathBuf>,
 }
 
 impl PrivateRedis {
@@ -424,15 +443,31 @@ impl PrivateRedis {
             child: None,
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            tls: None,
         };
         redis.restart();
         Some(redis)
     }
 
+    /// Its one port speaks TLS only (no plain port), with the certificate and key of `tls_dir`
+    /// (`server.pem`, `server.key`, `ca.pem`); clients need no certificate of their own.
+    /// [`PrivateRedis::url`] is then `rediss://`.
+    pub fn start_tls(auth: Option<(&str, &str)>, tls_dir: &Path) -> Option<PrivateRedis> {
+        let mut redis = PrivateRedis::start_with(auth, &[])?;
+        redis.tls = Some(tls_dir.to_path_buf());
+        redis.restart();
+        Some(redis)
+    }
+
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.auth {
-            Some((user, pw)) => format!("redis://{user}:{pw}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some((user, pw)) => format!("{scheme}://{user}:{pw}@127.0.0.1:{}/", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/", self.port),
         }
     }
 
@@ -463,17 +498,30 @@ impl PrivateRedis {
     pub fn restart(&mut self) {
         self.kill();
         let log = std::fs::File::create(self.dir.join("redis.log")).expect("redis log");
+        let port = self.port.to_string();
+        let listen: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(dir) => {
+                let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+                vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port,
+                    "--tls-cert-file".into(),
+                    file("server.pem"),
+                    "--tls-key-file".into(),
+                    file("server.key"),
+                    "--tls-ca-cert-file".into(),
+                    file("ca.pem"),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ]
+            }
+        };
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-            ])
+            .args(&listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
             .args([
                 "--appendfsync",
                 "always",
@@ -506,6 +554,10 @@ impl PrivateRedis {
         let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls.is_some() {
+            // No TLS client here: a fresh server that accepts is ready (nothing to replay).
+            return true;
+        }
         let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 5];
         if let Some((user, pw)) = &self.auth {
@@ -574,6 +626,8 @@ struct RabbitNodes {
     nodes: Vec<RabbitNode>,
     /// The nodes' `advanced.config` (Erlang terms), if any.
     advanced: Option<String>,
+    /// `SEEDQ_RABBIT_TLS_DIR`: the nodes' AMQP ports speak TLS only.
+    tls: Option<PathBuf>,
 }
 
 impl RabbitNodes {
@@ -586,6 +640,7 @@ impl RabbitNodes {
             dir,
             nodes: Vec::new(),
             advanced: None,
+            tls: None,
         }
     }
 
@@ -630,6 +685,9 @@ impl RabbitNodes {
         if let Some(advanced) = &self.advanced {
             env.push(("SEEDQ_RABBIT_ADVANCED", advanced.clone()));
         }
+        if let Some(tls) = &self.tls {
+            env.push(("SEEDQ_RABBIT_TLS_DIR", tls.to_string_lossy().into_owned()));
+        }
         self.nodes.push(RabbitNode {
             index,
             amqp_port: amqp,
@@ -656,8 +714,9 @@ impl RabbitNodes {
     }
 
     fn url(&self, index: u32) -> String {
+        let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
         format!(
-            "amqp://guest:guest@127.0.0.1:{}/%2f",
+            "{scheme}://guest:guest@127.0.0.1:{}/%2f",
             self.node(index).amqp_port
         )
     }
@@ -785,7 +844,17 @@ impl PrivateRabbit {
         Ok(PrivateRabbit { nodes })
     }
 
-    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
+    /// Like [`PrivateRabbit::start`], its AMQP port speaking TLS only (`listeners.tcp = none`)
+    /// with the certificate and key of `tls_dir` (`server.pem`, `server.key`, `ca.pem`);
+    /// [`PrivateRabbit::url`] is then `amqps://`.
+    pub fn start_tls(tls_dir: &Path) -> Result<PrivateRabbit, String> {
+        let mut nodes = RabbitNodes::new("tls");
+        nodes.tls = Some(tls_dir.to_path_buf());
+        nodes.add(1)?;
+        Ok(PrivateRabbit { nodes })
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f` (`amqps://` for a TLS node).
     pub fn url(&self) -> String {
         self.nodes.url(1)
     }

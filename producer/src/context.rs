@@ -19,6 +19,8 @@ pub struct Env {
     /// The broker's addresses (`--amqp-url`: one URL, or a cluster's nodes).
     pub endpoints: Endpoints,
     pub redis_url: String,
+    /// `--tls-ca-file`: what `rediss://` trusts (the broker's copy lives in `endpoints`).
+    pub tls_ca: Option<seedq_protocol::CaCert>,
     /// `--config`, else `config/cluster.toml` when present, else one-machine defaults.
     pub cluster: ClusterConfig,
     /// Where the cluster model came from (for messages); `None` for the built-in defaults.
@@ -62,7 +64,7 @@ impl Env {
     /// The job store of the namespace. Commands that create jobs add the configured expiry
     /// (`with_job_ttl`); readers need none.
     pub async fn store(&self) -> anyhow::Result<Store> {
-        Store::connect(&self.redis_url, &self.namespace)
+        Store::connect_with_ca(&self.redis_url, &self.namespace, self.tls_ca.as_ref())
             .await
             .with_context(|| format!("connecting to Redis at {}", self.redis_url_redacted()))
     }
@@ -88,6 +90,12 @@ impl Env {
         Broker::connect_any(&self.endpoints, &self.connection_name(), &self.namespace)
             .await
             .with_context(|| format!("connecting to RabbitMQ at {}", self.amqp_url_redacted()))
+    }
+
+    /// A Redis client for the commands' own short connections, with the store's TLS trust.
+    pub fn redis_client(&self) -> anyhow::Result<redis::Client> {
+        seedq_store::client(&self.redis_url, self.tls_ca.as_ref())
+            .with_context(|| format!("Redis at {}", self.redis_url_redacted()))
     }
 
     fn connection_name(&self) -> String {

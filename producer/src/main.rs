@@ -46,9 +46,13 @@ struct Cli {
     /// tried in order from the last one that worked.
     #[arg(long, global = true, env = "SEEDQ_AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true, value_delimiter = ',')]
     amqp_url: Vec<String>,
-    /// Redis URL.
+    /// Redis URL (`rediss://` for TLS).
     #[arg(long, global = true, env = "SEEDQ_REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
     redis_url: String,
+    /// CA certificate (PEM) that `amqps://` and `rediss://` connections trust: for servers whose
+    /// certificates a private CA signed (`scripts/init-secrets.sh` with SEEDQ_TLS=1 makes one).
+    #[arg(long, global = true, env = "SEEDQ_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
     /// Prefix of every queue and Redis key [default: seedq].
     #[arg(long, global = true, env = "SEEDQ_NAMESPACE")]
     namespace: Option<String>,
@@ -182,10 +186,14 @@ fn run(cli: Cli, job_key_text: Option<&str>) -> anyhow::Result<i32> {
              anyone who can publish to the broker can run work on the nodes"
         );
     }
+    let tls_ca = seedq_protocol::CaCert::load_optional(cli.tls_ca_file.as_deref())?;
     let env = Env {
         namespace,
-        endpoints: seedq_broker::Endpoints::new(&cli.amqp_url)?.with_job_key(key),
+        endpoints: seedq_broker::Endpoints::new(&cli.amqp_url)?
+            .with_job_key(key)
+            .with_tls_ca(tls_ca.clone()),
         redis_url: cli.redis_url,
+        tls_ca,
         cluster,
         config_path,
         json: cli.json,

@@ -32,7 +32,7 @@ use crate::context::Env;
 pub const PUBLISHED_UPTO_FIELD: &str = "published_upto";
 
 async fn redis_conn(env: &Env) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(env.redis_url.as_str())?;
+    let client = env.redis_client()?;
     client
         .get_multiplexed_async_connection()
         .await

@@ -53,6 +53,7 @@ pub mod script;
 pub mod signing;
 pub mod status;
 pub mod survivors;
+pub mod tls;
 pub mod topology;
 
 pub use chunk::{ChunkMessage, ChunkResult, FlaggedSeed};
@@ -72,6 +73,7 @@ pub use status::{
     FailureEvent, JobProgress, NodeHeartbeat, QuarantineReason, SeedRecord, SlotQuarantine,
     SlotState,
 };
+pub use tls::{CaCert, CaFileError};
 pub use topology::{headers, Topology};
 
 /// Version written in the `v` field of every message this build produces, but for the jobs of

@@ -58,14 +58,16 @@ use redis::{AsyncCommands, Script};
 use seedq_core::Survivor;
 use seedq_protocol::survivors::{decode, RecordShape};
 use seedq_protocol::{
-    keys, ChunkResult, FailureEvent, Job, JobProgress, NodeHeartbeat, ProtocolError, ScriptResult,
-    SeedRecord,
+    keys, CaCert, ChunkResult, FailureEvent, Job, JobProgress, NodeHeartbeat, ProtocolError,
+    ScriptResult, SeedRecord,
 };
 
 mod lua;
 mod schedule;
+mod tls;
 
 pub use schedule::{Claim, Claimed, Pick, Scheduled};
+pub use tls::{client, CONNECT_GIVE_UP};
 
 static APPLY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::APPLY));
 static RECORD_FAILURE: std::sync::LazyLock<Script> =
@@ -86,6 +88,27 @@ pub enum StoreError {
     /// A Redis command or connection failed (after the store's retries for transient errors).
     #[error("redis error: {0} (is Redis running and reachable at the --redis-url?)")]
     Redis(#[from] redis::RedisError),
+    /// [`Store::connect`] could not get an answer from Redis; `hint` says what to change.
+    #[error("cannot connect to Redis at {address}: {detail}: {hint}")]
+    Connect {
+        /// The URL, password redacted.
+        address: String,
+        /// What failed, scrubbed of the password.
+        detail: String,
+        /// The likely fix (a TLS mismatch, an untrusted certificate, or Redis down).
+        hint: &'static str,
+        /// Waiting will not fix it (a TLS mismatch or an untrusted certificate).
+        permanent: bool,
+    },
+    /// `--tls-ca-file` given with a URL that is not `rediss://` is fine (it is for the broker
+    /// too), but a CA Redis cannot parse is refused before any connection.
+    #[error("--tls-ca-file {path}: {detail}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// The client's reason.
+        detail: String,
+    },
     /// An invalid namespace or job, refused before anything is written.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -158,6 +181,13 @@ impl StoreError {
                     || e.is_connection_refusal() =>
             {
                 ErrorClass::Unreachable
+            }
+            StoreError::Connect { permanent, .. } => {
+                if *permanent {
+                    ErrorClass::Permanent
+                } else {
+                    ErrorClass::Unreachable
+                }
             }
             StoreError::Redis(e) if busy_reply(e) => ErrorClass::Busy,
             StoreError::Redis(e)
@@ -294,6 +324,8 @@ const FAILURE_LOG_CAP: usize = 1000;
 
 fn is_transient(e: &StoreError) -> bool {
     match e {
+        // A certificate the client does not trust comes as an I/O error: no retry changes it.
+        StoreError::Redis(e) if tls::is_certificate_error(e) => false,
         StoreError::Redis(e) => {
             e.is_io_error()
                 || e.is_timeout()
@@ -321,10 +353,42 @@ fn backoff() -> ExponentialBuilder {
 }
 
 impl Store {
-    /// Connects (with retries) and checks the server answers.
+    /// Connects (with retries) and checks the server answers, within [`CONNECT_GIVE_UP`]. A
+    /// `rediss://` URL trusts the system's roots; see [`Store::connect_with_ca`].
     pub async fn connect(url: &str, ns: &str) -> Result<Store> {
+        Store::connect_with_ca(url, ns, None).await
+    }
+
+    /// [`Store::connect`], a `rediss://` URL trusting the certificates of `ca` (`--tls-ca-file`)
+    /// instead of the system's roots. A failure is a [`StoreError::Connect`] naming the address
+    /// (password redacted) and the likely fix: a TLS mismatch between the scheme and the port,
+    /// an untrusted certificate, or a Redis that does not answer.
+    pub async fn connect_with_ca(url: &str, ns: &str, ca: Option<&CaCert>) -> Result<Store> {
         seedq_protocol::validate_identifier("namespace", ns)?;
-        let client = redis::Client::open(url)?;
+        let client = client(url, ca)?;
+        // One bound for the connection, its retries and the PING: a Redis that takes the TCP
+        // connection but never answers (a TLS port spoken to in plain text, a hung server, a
+        // firewall that drops) would otherwise hold a command for minutes without a word.
+        let last = std::sync::Mutex::new(None::<redis::RedisError>);
+        match tokio::time::timeout(CONNECT_GIVE_UP, Store::connect_client(client, ns, &last)).await
+        {
+            Ok(Ok(store)) => Ok(store),
+            Ok(Err(StoreError::Redis(e))) => Err(tls::connect_error(url, e)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(tls::no_answer(
+                url,
+                last.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            )),
+        }
+    }
+
+    /// The connection and its first PING; `last` keeps the latest retried error, for the
+    /// message of a connection that runs out of time.
+    async fn connect_client(
+        client: redis::Client,
+        ns: &str,
+        last: &std::sync::Mutex<Option<redis::RedisError>>,
+    ) -> Result<Store> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(10)))
@@ -337,6 +401,11 @@ impl Store {
         })
         .retry(backoff())
         .when(is_transient)
+        .notify(|e, _| {
+            if let StoreError::Redis(e) = e {
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            }
+        })
         .await?;
         let store = Store {
             client,

@@ -318,6 +318,19 @@ mod tests {
             "redis://:***@redis:6379/"
         );
         assert_eq!(redact("redis://redis:6379/"), "redis://redis:6379/");
+        // The TLS schemes are URLs like any other.
+        assert_eq!(
+            redact("amqps://seedq:s3cret@rabbit:5671/%2f"),
+            "amqps://seedq:***@rabbit:5671/%2f"
+        );
+        assert_eq!(
+            redact("rediss://default:p@ss:w@redis:6379/"),
+            "rediss://default:***@redis:6379/"
+        );
+        assert_eq!(
+            redact_args("seedq-producer --redis-url rediss://u:hunter22@h/ status"),
+            "seedq-producer --redis-url rediss://u:***@h/ status"
+        );
         assert_eq!(redact("amqp://user@h/"), "amqp://user@h/");
         // An unencoded '@' in the password must not leave its tail visible.
         assert_eq!(redact("amqp://u:p@ss@h/"), "amqp://u:***@h/");
@@ -378,6 +391,8 @@ mod tests {
     #[test]
     fn secrets_cover_encoded_decoded_and_escaped_forms() {
         let secrets = Secrets::from_urls(&[
+            "amqps://seedq:tls-pw-amqps@rabbit:5671/%2f",
+            "rediss://default:tls-pw-rediss@redis:6379/",
             "amqp://seedq:pa%40ss%22word@rabbit:5672/%2f",
             "redis://default:r3dis-pw@127.0.0.1:6379/",
             "redis://127.0.0.1:6379/",
@@ -388,10 +403,18 @@ mod tests {
             "decoded pa@ss\"word here",
             r#"{"error":"auth pa@ss\"word failed"}"#,
             "redis r3dis-pw",
+            "invalid peer certificate at amqps://seedq:tls-pw-amqps@rabbit",
+            "WRONGPASS tls-pw-rediss",
         ] {
             let scrubbed = secrets.scrub(line);
             assert!(scrubbed.contains("***"), "{line} -> {scrubbed}");
-            for forbidden in ["pa%40ss", "pa@ss", "r3dis-pw"] {
+            for forbidden in [
+                "pa%40ss",
+                "pa@ss",
+                "r3dis-pw",
+                "tls-pw-amqps",
+                "tls-pw-rediss",
+            ] {
                 assert!(!scrubbed.contains(forbidden), "{line} -> {scrubbed}");
             }
         }

@@ -42,7 +42,7 @@ pub async fn run(env: &Env, args: TeardownArgs) -> anyhow::Result<i32> {
     // Node names whose pinned script queues may exist: configured, every node seen, and (nodes
     // that shut down cleanly left the node index, but their queues stay) whatever the
     // management API lists under the namespace's pinned-queue name, when it is there.
-    let client = redis::Client::open(env.redis_url.as_str())?;
+    let client = env.redis_client()?;
     let mut redis = client
         .get_multiplexed_async_connection()
         .await
