@@ -321,6 +321,9 @@ fn the_node_leading_the_seeds_queue_dies_and_the_job_completes_exactly() {
     };
     eprintln!("three-node cluster up after {:?}", began.elapsed());
     let mut ns = Namespace::new("failover-cluster");
+    // The producer publishes the whole job itself (room for every chunk), so that the kill
+    // lands in the middle of its publish: this test is about the publisher's failover.
+    ns.use_config(|text| format!("{text}\n[scheduler]\nmin_queued = 1000000\n"));
     ns.amqp_url = rabbit.urls().join(",");
     let node = format!("{}-node", ns.name);
     let consumer = ns.start_consumer(&node, 2, 1);

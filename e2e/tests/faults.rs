@@ -340,6 +340,9 @@ fn a_redis_outage_mid_job_is_ridden_out() {
     };
     let mut ns = Namespace::new("redisdown");
     ns.redis_url = redis.url();
+    // Every chunk queued from the start (as before windows): the outage must meet chunks in
+    // flight, however fast they run.
+    ns.use_config(|text| format!("{text}\n[scheduler]\nmin_queued = 1000\n"));
     let node = format!("{}-node", ns.name);
     let consumer = ns.start_consumer(&node, 2, 1);
     let job = Job::with_skips(&ns, 31_337, 1, 400_001, 150);
@@ -414,8 +417,12 @@ fn a_cancelled_job_resumed_completes_exactly() {
     // `cancelled` (if the slot meets them after the cancel), the rest were never published.
     let status = ns.status(&id);
     assert_eq!(status["state"], "cancelled", "{status}");
-    let settled = status["chunks_done"].as_u64().unwrap() + status["dead_lettered"].as_u64().unwrap();
-    assert!(settled < 4000, "work was left when the cancel landed: {status}");
+    let settled =
+        status["chunks_done"].as_u64().unwrap() + status["dead_lettered"].as_u64().unwrap();
+    assert!(
+        settled < 4000,
+        "work was left when the cancel landed: {status}"
+    );
     assert!(
         status["chunks_published"].as_u64().unwrap() < 4000,
         "the cancel stopped the publishing: {status}"
@@ -520,7 +527,24 @@ fn a_deterministic_store_error_dead_letters_chunks_with_its_own_reason() {
     let id = ns.sieve(&job.args("1", "10001", "2000"));
     seedq_e2e::store_job_of_a_newer_build(&redis.url(), &ns.name, &id);
     ns.start_consumer(&format!("{}-node", ns.name), 1, 1);
-    seedq_e2e::expect_dead_letters(&ns.name, 5, "corrupt_job");
+    // The first window (min_queued = 2 with no consumer alive) reaches the consumer, which
+    // dead-letters it; the scheduler cannot read the job to publish the rest, and records those
+    // dead with the same reason, so the job settles.
+    seedq_e2e::expect_dead_letters(&ns.name, 2, "corrupt_job");
+    let mut conn = redis::Client::open(redis.url().as_str())
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    eventually(
+        "all five chunks dead in the job's record",
+        Duration::from_secs(120),
+        || {
+            let dead: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+                .arg(seedq_protocol::keys::dead(&ns.name, &id))
+                .query(&mut conn)
+                .unwrap();
+            dead.len() == 5 && dead.values().all(|r| r == "corrupt_job")
+        },
+    );
 }
 
 #[test]

@@ -41,6 +41,8 @@ fn header<'a>(message: &'a Value, name: &str) -> Option<&'a str> {
 #[test]
 fn the_management_ui_shows_slots_headers_and_dead_letter_reasons() {
     let mut ns = Namespace::new("mgmtview");
+    // With no consumer alive the scheduler publishes `min_queued` chunks: room for all three.
+    ns.use_config(|text| format!("{text}\n[scheduler]\nmin_queued = 3\n"));
     let node = format!("{}-node", ns.name);
     let topology = Topology::new(&ns.name);
     let seeds = topology.seeds_queue();

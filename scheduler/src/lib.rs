@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use seedq_broker::{Broker, BrokerError};
-use seedq_protocol::{ChunkMessage, Job, SchedulerConfig};
+use seedq_protocol::{ChunkMessage, FailureEvent, Job, SchedulerConfig};
 use seedq_store::{Claim, Pick, Store, StoreError};
 
 /// Why a fill did not complete. Claims it made stay in Redis and are published again later.
@@ -122,12 +122,21 @@ impl Feeder {
     }
 
     /// Publishes `picks` in order, confirmed. Picks of a job that no longer exists are dropped
-    /// (nothing is left to run them for).
+    /// (nothing is left to run them for); picks of a job no build of this version can read (a
+    /// corrupt or newer-version record) are dead-lettered in the job's record with the store's
+    /// reason, as a consumer would, so the job still settles and frees its places.
     async fn publish(&self, broker: &Broker, picks: &[Pick]) -> Result<Fed, FeedError> {
         let mut jobs: HashMap<&str, Option<Arc<Job>>> = HashMap::new();
         for pick in picks {
             if !jobs.contains_key(pick.job_id.as_str()) {
-                let job = self.job(&pick.job_id).await?;
+                let job = match self.job(&pick.job_id).await {
+                    Ok(job) => job,
+                    Err(FeedError::Store(e)) if !e.is_unavailable() => {
+                        self.dead_letter(&pick.job_id, picks, &e).await?;
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
                 jobs.insert(&pick.job_id, job);
             }
         }
@@ -145,6 +154,30 @@ impl Feeder {
         let batch: Vec<(&Job, &ChunkMessage)> = messages.iter().map(|(j, m)| (&**j, m)).collect();
         broker.publish_chunk_batch(&batch).await?;
         Ok(fed)
+    }
+
+    /// Records `job`'s picks dead with `error`'s reason (see [`Feeder::publish`]).
+    async fn dead_letter(
+        &self,
+        job: &str,
+        picks: &[Pick],
+        error: &StoreError,
+    ) -> Result<(), FeedError> {
+        tracing::error!(job, %error, "cannot read the job to publish its chunks; dead-lettering them in its record");
+        let epoch = self.store.job_epoch(job).await?.unwrap_or(0);
+        for pick in picks.iter().filter(|p| p.job_id == job) {
+            let event = FailureEvent {
+                member: seedq_protocol::chunk_member(pick.chunk),
+                reason: error.reason(),
+                detail: error.to_string(),
+                dead_lettered: true,
+                node: "scheduler".into(),
+                attempt: 0,
+                at_ms: seedq_protocol::now_ms(),
+            };
+            self.store.record_failure(job, epoch, &event).await?;
+        }
+        Ok(())
     }
 
     /// The job, from the cache when its epoch still matches the stored one.
