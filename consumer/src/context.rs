@@ -12,8 +12,8 @@
 //! * `broker()`: the CURRENT broker connection. The node's supervisor replaces it after a
 //!   connection loss; long-running users re-read it (or wait with [`NodeContext::broker_changed`]).
 //! * `metrics()`: Prometheus counters (`crate::metrics`).
-//! * `feeder()`: the scheduler's publisher (`seedq_scheduler::Feeder`): run after every settled
-//!   chunk and on every heartbeat, it publishes the next window of seed work.
+//! * `feeder()`: the scheduler's publisher (`seedq_scheduler::Feeder`), run by the node's feeder
+//!   task when `request_feed()` asks (after every settled chunk, on every heartbeat).
 //! * `shutdown_signal()`: a watch that turns `true` on SIGINT/SIGTERM: stop taking work, finish or
 //!   requeue what is in flight, return.
 //! * `stats`: live per-slot state and counters for the heartbeat.
@@ -41,6 +41,8 @@ pub struct NodeContext {
     broker: watch::Sender<(u64, Arc<Broker>)>,
     metrics: Arc<Metrics>,
     feeder: Feeder,
+    /// Wakes the node's feeder task (`crate::node::feed_loop`).
+    feed_wanted: tokio::sync::Notify,
     shutdown: watch::Sender<bool>,
     pub started_at_ms: u64,
     pub stats: NodeStats,
@@ -119,6 +121,7 @@ impl NodeContext {
         let feeder = Feeder::new(store.clone(), cluster.scheduler.clone());
         Arc::new(NodeContext {
             feeder,
+            feed_wanted: tokio::sync::Notify::new(),
             node: node_config.name.clone(),
             node_config,
             cluster,
@@ -206,6 +209,16 @@ impl NodeContext {
 
     pub fn feeder(&self) -> &Feeder {
         &self.feeder
+    }
+
+    /// Asks the feeder task for a fill (coalesced: many requests during one fill make one more).
+    pub fn request_feed(&self) {
+        self.feed_wanted.notify_one();
+    }
+
+    /// Waits for [`NodeContext::request_feed`].
+    pub async fn feed_requested(&self) {
+        self.feed_wanted.notified().await;
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {

@@ -49,6 +49,7 @@ pub async fn run(ctx: Arc<NodeContext>, plan: NodePlan) -> anyhow::Result<()> {
         plan.workers.clone(),
         plan.backend_kind.clone(),
     ));
+    let feeder = tokio::spawn(feed_loop(ctx.clone()));
     let watchdog = tokio::spawn(connection_watchdog(ctx.clone()));
     if let Some(addr) = plan.metrics_addr {
         let metrics = ctx.metrics();
@@ -76,6 +77,7 @@ pub async fn run(ctx: Arc<NodeContext>, plan: NodePlan) -> anyhow::Result<()> {
     }
     watchdog.abort();
     heartbeat.abort();
+    feeder.abort();
     if let Err(e) = ctx.store().clear_capacity(ctx.node_name()).await {
         tracing::warn!(error = %e, "could not withdraw the node's seed capacity");
     }
@@ -186,8 +188,8 @@ async fn run_scripts(ctx: Arc<NodeContext>) {
 
 /// The scheduler's share of the heartbeat: report what this node's seed slots hold at once
 /// (the capacity, expiring with the heartbeat), publish again any window whose publisher died,
-/// and publish what the queue has room for. This is what keeps jobs moving after the producer
-/// that enqueued them has exited, and after a settle's own fill failed.
+/// and ask for a fill. This is what keeps jobs moving after the producer that enqueued them has
+/// exited, and after a fill failed.
 async fn feed(ctx: &NodeContext, ttl: u64) {
     if ctx.is_shutting_down() {
         return;
@@ -198,17 +200,38 @@ async fn feed(ctx: &NodeContext, ttl: u64) {
         ctx.store()
             .set_capacity(ctx.node_name(), capacity, ttl)
             .await?;
-        let stale = ctx.feeder().republish_stale(&broker).await?;
-        let fed = ctx.feeder().fill(&broker).await?;
-        Ok::<_, seedq_scheduler::FeedError>((stale, fed.total()))
+        ctx.feeder().republish_stale(&broker).await
     }
     .await;
     match result {
-        Ok((stale, fed)) if stale + fed > 0 => {
-            tracing::debug!(stale, fed, capacity, "heartbeat published seed chunks")
+        Ok(stale) if stale > 0 => {
+            tracing::debug!(stale, capacity, "heartbeat republished stale windows")
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "heartbeat could not feed the seed queue"),
+    }
+    ctx.request_feed();
+}
+
+/// The node's one feeder task: a fill whenever a slot settled a seed chunk (or the heartbeat
+/// asks), off the slots' path, so a slot's settle costs no claim or publish round trip and
+/// settles arriving during a fill are served together by the next one.
+async fn feed_loop(ctx: Arc<NodeContext>) {
+    loop {
+        ctx.feed_requested().await;
+        if ctx.is_shutting_down() {
+            return;
+        }
+        let broker = ctx.broker();
+        match ctx.feeder().fill(&broker).await {
+            Ok(fed) if fed.total() > 0 => {
+                tracing::trace!(fed = fed.total(), "published seed chunks")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not publish the next seed chunks; the heartbeat asks again");
+            }
+        }
     }
 }
 

@@ -285,17 +285,14 @@ impl Settler {
         inbound.ack().await.map_err(anyhow::Error::new)
     }
 
-    /// After a seed chunk settled for good (done, skipped, dead-lettered) and before its ack:
-    /// publishes the next window of seed work, so the slot's next message is queued before the
-    /// slot's credit comes back. A failure here loses nothing (the claim stays and the heartbeat's
-    /// feeder publishes it once stale, or the room is claimed again later), so it is logged and
-    /// the settlement goes on.
+    /// After a seed chunk settled for good (done, skipped, dead-lettered): asks the node's
+    /// feeder task (`crate::node`) to publish the next window of seed work. The fill runs beside
+    /// the slots, not in their path: settles that land while one fill runs are served by the
+    /// next in one claim and one confirmed batch. Nothing depends on it finishing before the ack
+    /// (a claim is recorded before its publish, and the queue keeps a few chunks waiting).
     async fn feed(&self, broker: &Broker, inbound: &Inbound) {
-        if inbound.queue() != broker.topology().seeds_queue() {
-            return;
-        }
-        if let Err(e) = self.ctx.feeder().fill(broker).await {
-            tracing::warn!(slot = %self.slot, error = %e, "could not publish the next seed chunks; the heartbeat tries again");
+        if inbound.queue() == broker.topology().seeds_queue() {
+            self.ctx.request_feed();
         }
     }
 

@@ -10,9 +10,8 @@
 //!
 //! A [`Feeder`] is the one publisher. It runs
 //! - in the producer when a job is enqueued or resumed (the first window goes out at once);
-//! - in every consumer after each settled chunk, before the ack, so a slot's next message is in
-//!   the queue before the slot asks for one, and on every heartbeat, which also republishes
-//!   stale claims: so the next window of a job is published whether or not the producer that
+//! - in every consumer's feeder task, woken after each settled chunk (fills are coalesced, off
+//!   the slots' path) and on every heartbeat, which also republishes stale claims: so the next window of a job is published whether or not the producer that
 //!   started it is still running.
 //!
 //! Each fill claims in Redis first (atomic: two feeders never pick the same chunk), publishes
