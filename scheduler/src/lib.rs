@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use seedq_broker::{Broker, BrokerError};
 use seedq_protocol::{ChunkMessage, FailureEvent, Job, SchedulerConfig};
-use seedq_store::{Claim, Pick, Store, StoreError};
+use seedq_store::{Pick, Store, StoreError};
 
 /// Why a fill did not complete. Claims it made stay in Redis and are published again later.
 #[derive(Debug, thiserror::Error)]
@@ -202,15 +202,5 @@ impl Feeder {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The store this feeder claims in.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The windows still claimed (for tests and operators).
-    pub async fn pending(&self) -> Result<Vec<Claim>, FeedError> {
-        Ok(self.store.pending_claims().await?)
     }
 }
