@@ -24,15 +24,16 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use seedq_broker::{Broker, Inbound, Subscription};
 use seedq_protocol::{
-    ChunkMessage, ChunkResult, FailureEvent, FailureReason, Topology, PROTOCOL_VERSION,
+    CheckOrder, ChunkMessage, ChunkResult, Eligibility, FailureEvent, FailureReason,
+    QuarantineReason, SlotRef, Topology, PROTOCOL_VERSION,
 };
-use seedq_store::{ApplyOutcome, RecordOutcome, ThroughputSample};
+use seedq_store::{ApplyOutcome, CheckResolution, RecordOutcome, Resolve, ThroughputSample};
 
 use crate::context::NodeContext;
 use crate::health::{HealthOptions, SlotHealth};
 use crate::jobs::{prepare, JobCache, Prepared};
 use crate::settle::{keep_subscribed, HandBack, Settle, Settler, Subject};
-use crate::slot::{SlotWorker, Work};
+use crate::slot::{Output, SlotWorker, Work};
 
 /// Chunks shorter than this give no throughput sample (fixed costs dominate them). Kept low:
 /// a planner that underestimates a fast backend makes short chunks, and those must still teach
@@ -47,6 +48,8 @@ pub struct SeedOptions {
     pub drain_timeout: Duration,
     /// Self-tests and quarantine (`crate::health`).
     pub health: HealthOptions,
+    /// Decides verifications whose two runs differ (`crate::verify`).
+    pub referee: crate::verify::Referee,
 }
 
 /// Runs one slot until shutdown, across broker reconnections.
@@ -441,6 +444,10 @@ impl Handler<'_> {
         }
         let member = msg.member();
         if let Some(deliveries) = self.settler.past_delivery_limit(inbound) {
+            if msg.check.is_some() {
+                tracing::warn!(job = %msg.job_id, chunk = msg.chunk, deliveries, "a check past the delivery limit: giving it up as unverified");
+                return (false, self.give_up_check(msg).await);
+            }
             // A chunk done meanwhile is simply acked on its last delivery.
             return match store.is_done(&msg.job_id, &member).await {
                 Ok(true) => (true, Settle::Ack),
@@ -506,6 +513,15 @@ impl Handler<'_> {
         if let Err(r) = prepared.check_seeds(&msg.seeds) {
             return (true, Settle::dead(r.reason, r.detail));
         }
+        let count_only = cached.job.count_only;
+        if let Some(order) = &msg.check {
+            // A check's chunk is done already: nothing about it is recorded against the job.
+            self.phase(|p| p.prepare = prepare_started.elapsed());
+            return (
+                false,
+                self.process_check(msg, order, &prepared, count_only).await,
+            );
+        }
 
         if inbound.redelivered() && store.is_done(&msg.job_id, &member).await.unwrap_or(false) {
             tracing::debug!(job = %msg.job_id, chunk = msg.chunk, "redelivered chunk already applied; acking");
@@ -535,85 +551,12 @@ impl Handler<'_> {
             }
         }
 
-        let work = match &prepared {
-            Prepared::Sieve(spec) => Work::Sieve {
-                spec: spec.clone(),
-                seeds: msg.seeds.clone(),
-                count_only: cached.job.count_only,
-            },
-            Prepared::Analysis(kind, spec) => Work::Analysis {
-                kind: *kind,
-                spec: spec.clone(),
-                seeds: msg.seeds.clone(),
-            },
-        };
         self.phase(|p| p.prepare = prepare_started.elapsed());
-        let run_started = Instant::now();
-        let output = {
-            let run = self.worker.run(work);
-            tokio::pin!(run);
-            let drain_expired = drain_expired(self.ctx.shutdown_signal(), self.opts.drain_timeout);
-            tokio::pin!(drain_expired);
-            tokio::select! {
-                r = &mut run => r,
-                _ = &mut drain_expired => {
-                    tracing::warn!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, "drain timeout: returning the in-flight chunk to the queue");
-                    return (true, Settle::HandBack(HandBack::Drain));
-                }
-            }
+        let result = match self.run(msg, &prepared, count_only).await {
+            Ok(r) => r,
+            Err(settle) => return (true, settle),
         };
-        let output = match output {
-            Ok(o) => {
-                self.health.kernel_ok();
-                o
-            }
-            Err(seedq_kernels::SieveError::Backend(detail)) => {
-                let mut next = msg.clone();
-                next.attempt += 1;
-                return (
-                    true,
-                    Settle::Retry {
-                        reason: FailureReason::BackendError,
-                        detail,
-                        next: next.to_json(),
-                        parked: None,
-                    },
-                );
-            }
-            Err(e) => {
-                return (
-                    true,
-                    Settle::dead(FailureReason::InvalidSpec, e.to_string()),
-                )
-            }
-        };
-        self.phase(|p| {
-            p.run = run_started.elapsed();
-            p.kernel = output.duration;
-        });
-        let secs = output.duration.as_secs_f64();
-        let units_per_sec = (secs >= MIN_SAMPLE_SECS)
-            .then(|| output.seeds_tested as f64 * prepared.work_per_seed() / secs);
-        let result = ChunkResult {
-            v: PROTOCOL_VERSION,
-            job_id: msg.job_id.clone(),
-            chunk: msg.chunk,
-            attempt: msg.attempt,
-            epoch: msg.epoch,
-            seeds_tested: output.seeds_tested,
-            survivor_pieces: output.survivor_pieces,
-            survivor_count: output.survivor_count,
-            counts: output.counts,
-            flagged: output.flagged,
-            summary: output.summary,
-            duration_secs: secs,
-            units_per_sec,
-            node: self.ctx.node_name().to_string(),
-            slot: self.worker.name.clone(),
-            backend: self.worker.backend.clone(),
-            gpu_model: self.worker.gpu_model.clone(),
-            finished_at_ms: seedq_protocol::now_ms(),
-        };
+        let (secs, units_per_sec) = (result.duration_secs, result.units_per_sec);
         let sample = match (units_per_sec, &cached.family_key) {
             (Some(units), Some(family)) => Some(ThroughputSample {
                 gpu_model: self.worker.gpu_model.clone(),
@@ -632,6 +575,11 @@ impl Handler<'_> {
         self.phase(|p| p.apply = apply_started.elapsed());
         match applied {
             ApplyOutcome::Applied => {}
+            ApplyOutcome::AppliedToVerify => {
+                tracing::debug!(job = %msg.job_id, chunk = msg.chunk, "chunk drawn for verification");
+                self.publish_checks(&[(msg.job_id.clone(), msg.chunk)]).await;
+            }
+            ApplyOutcome::SlotFlagged => return (true, self.flagged().await),
             ApplyOutcome::AlreadyDone => {
                 tracing::debug!(job = %msg.job_id, chunk = msg.chunk, "chunk was already applied (duplicate delivery)");
             }
@@ -676,6 +624,297 @@ impl Handler<'_> {
             .chunk_finished(&self.worker.name, result.seeds_tested, secs);
         self.ctx.stats.chunk_done(&self.worker.name);
         (true, Settle::Ack)
+    }
+
+    /// Runs the chunk on the slot and makes its result; `Err` is how the delivery ends instead
+    /// (the drain timeout, a backend error to retry, a spec the backend refuses).
+    async fn run(
+        &self,
+        msg: &ChunkMessage,
+        prepared: &Prepared,
+        count_only: bool,
+    ) -> Result<ChunkResult, Settle> {
+        let run_started = Instant::now();
+        let output = {
+            let run = self.worker.run(work_of(prepared, msg, count_only));
+            tokio::pin!(run);
+            let drain_expired = drain_expired(self.ctx.shutdown_signal(), self.opts.drain_timeout);
+            tokio::pin!(drain_expired);
+            tokio::select! {
+                r = &mut run => r,
+                _ = &mut drain_expired => {
+                    tracing::warn!(job = %msg.job_id, chunk = msg.chunk, slot = %self.worker.name, "drain timeout: returning the in-flight chunk to the queue");
+                    return Err(Settle::HandBack(HandBack::Drain));
+                }
+            }
+        };
+        let output = match output {
+            Ok(o) => {
+                self.health.kernel_ok();
+                o
+            }
+            Err(seedq_kernels::SieveError::Backend(detail)) => {
+                let mut next = msg.clone();
+                next.attempt += 1;
+                return Err(Settle::Retry {
+                    reason: FailureReason::BackendError,
+                    detail,
+                    next: next.to_json(),
+                    parked: None,
+                });
+            }
+            Err(e) => return Err(Settle::dead(FailureReason::InvalidSpec, e.to_string())),
+        };
+        self.phase(|p| {
+            p.run = run_started.elapsed();
+            p.kernel = output.duration;
+        });
+        let secs = output.duration.as_secs_f64();
+        let units_per_sec = (secs >= MIN_SAMPLE_SECS)
+            .then(|| output.seeds_tested as f64 * prepared.work_per_seed() / secs);
+        Ok(result_of(
+            msg,
+            output,
+            self.ctx.node_name(),
+            self.worker,
+            units_per_sec,
+        ))
+    }
+
+    /// This slot, as results and check orders name it.
+    fn slot_ref(&self) -> SlotRef {
+        SlotRef {
+            node: self.ctx.node_name().to_string(),
+            slot: self.worker.name.clone(),
+            backend: self.worker.backend.clone(),
+        }
+    }
+
+    /// A check message (`seedq_protocol::check`): run here if this slot may, and settle it with
+    /// the store. Never recorded against the job (its chunk is done): the check is settled,
+    /// given up, passed on to another slot, or handed back.
+    async fn process_check(
+        &self,
+        msg: &ChunkMessage,
+        order: &CheckOrder,
+        prepared: &Prepared,
+        count_only: bool,
+    ) -> Settle {
+        let store = self.ctx.store();
+        // The stored order is the truth: a check settled meanwhile is not run again.
+        match store.check_order(&msg.job_id, msg.chunk).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Settle::Ack,
+            Err(e) => return Settle::store_failed(&e, None),
+        }
+        // A cancelled job finishes with its checks pending: nothing to decide.
+        if self.cache.is_cancelled(&msg.job_id).await.unwrap_or(false) {
+            return Settle::Ack;
+        }
+        let pass_on = || {
+            let mut next = msg.clone();
+            if let Some(o) = next.check.as_mut() {
+                o.hops += 1;
+            }
+            Settle::PassOn(next.to_json())
+        };
+        match order.eligibility(&self.slot_ref()) {
+            Eligibility::Run => {}
+            Eligibility::PassOn => return pass_on(),
+            Eligibility::GiveUp => return self.give_up_check(msg).await,
+        }
+        let result = match self.run(msg, prepared, count_only).await {
+            Ok(r) => r,
+            // This slot's backend failed: another slot may run the check.
+            Err(Settle::Retry {
+                reason: FailureReason::BackendError,
+                detail,
+                ..
+            }) => {
+                if self.health.backend_failed(&detail) {
+                    return Settle::HandBack(HandBack::Quarantine);
+                }
+                return pass_on();
+            }
+            Err(other) => return other,
+        };
+        let reason = format!(
+            "chunk {} of job '{}' differed from the CPU reference ({} run of {}'s result on {}/{})",
+            msg.chunk,
+            msg.job_id,
+            order.kind,
+            order.avoid.key(),
+            self.ctx.node_name(),
+            self.worker.name
+        );
+        let resolved = match store
+            .resolve_check(Resolve::Run(&result), &order.avoid, &reason)
+            .await
+        {
+            Ok(CheckResolution::Mismatch) => {
+                tracing::warn!(job = %msg.job_id, chunk = msg.chunk, checked = %order.avoid.key(), slot = %self.worker.name, "verification mismatch: deciding the chunk with the CPU reference");
+                match self.referee(msg, prepared, count_only, &result).await {
+                    Ok(reference) => {
+                        store
+                            .resolve_check(
+                                Resolve::Referee {
+                                    reference: &reference,
+                                    verifier: &result,
+                                },
+                                &order.avoid,
+                                &reason,
+                            )
+                            .await
+                    }
+                    Err(detail) => {
+                        tracing::error!(job = %msg.job_id, chunk = msg.chunk, detail, "the CPU referee failed; passing the check on");
+                        return pass_on();
+                    }
+                }
+            }
+            other => other,
+        };
+        match resolved {
+            Ok(CheckResolution::Settled {
+                first_wrong,
+                verifier_wrong,
+                redo,
+            }) => {
+                if first_wrong || verifier_wrong {
+                    tracing::error!(job = %msg.job_id, chunk = msg.chunk, checked = %order.avoid.key(), first_wrong, verifier_wrong, redo = redo.len(), "verification decided by the CPU reference: the wrong result is replaced and the wrong slot quarantined");
+                } else {
+                    tracing::debug!(job = %msg.job_id, chunk = msg.chunk, kind = %order.kind, "check settled");
+                }
+                self.publish_checks(&redo).await;
+                if verifier_wrong {
+                    self.health.set_pending(crate::health::quarantine(
+                        QuarantineReason::VerifyMismatch,
+                        reason,
+                    ));
+                }
+                Settle::Ack
+            }
+            Ok(CheckResolution::SlotFlagged) => self.flagged().await,
+            Ok(CheckResolution::Mismatch) => {
+                // The referee call never answers a mismatch; settle nothing and try again.
+                pass_on()
+            }
+            Ok(
+                CheckResolution::NotPending | CheckResolution::Stale | CheckResolution::UnknownJob,
+            ) => Settle::Ack,
+            Err(e) => Settle::store_failed(&e, None),
+        }
+    }
+
+    /// Runs the chunk on the node's CPU referee (`crate::verify`).
+    async fn referee(
+        &self,
+        msg: &ChunkMessage,
+        prepared: &Prepared,
+        count_only: bool,
+        verifier: &ChunkResult,
+    ) -> Result<ChunkResult, String> {
+        let (worker, output) = self
+            .opts
+            .referee
+            .run(work_of(prepared, msg, count_only))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reference = result_of(msg, output, self.ctx.node_name(), &worker, None);
+        reference.attempt = verifier.attempt;
+        Ok(reference)
+    }
+
+    /// Settles a check nobody can run as unverified.
+    async fn give_up_check(&self, msg: &ChunkMessage) -> Settle {
+        let how = Resolve::GiveUp {
+            job_id: &msg.job_id,
+            chunk: msg.chunk,
+            epoch: msg.epoch,
+        };
+        let avoid = msg
+            .check
+            .as_ref()
+            .map_or_else(|| self.slot_ref(), |o| o.avoid.clone());
+        match self.ctx.store().resolve_check(how, &avoid, "").await {
+            Ok(_) => Settle::Ack,
+            Err(e) => Settle::store_failed(&e, None),
+        }
+    }
+
+    /// Publishes check messages the store created (a draw or a referee's redo list). A publish
+    /// that fails leaves their claims, which a heartbeat publishes once stale.
+    async fn publish_checks(&self, checks: &[(String, u64)]) {
+        if checks.is_empty() {
+            return;
+        }
+        let broker = self.ctx.broker();
+        if let Err(e) = self.ctx.feeder().publish_checks(&broker, checks).await {
+            tracing::warn!(error = %e, checks = checks.len(), "publishing checks failed; the heartbeat publishes them once their claims are stale");
+        }
+    }
+
+    /// The store refused this slot's result: a verification found the slot wrong. It
+    /// quarantines itself and the chunk goes back to the queue.
+    async fn flagged(&self) -> Settle {
+        let key = self.slot_ref().key();
+        let detail = match self.ctx.store().bad_slots().await {
+            Ok(mut bad) => bad.remove(&key),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| "a verification found a result of this slot wrong".into());
+        tracing::error!(slot = %self.worker.name, detail, "a verification found this slot wrong: quarantining it");
+        self.health.set_pending(crate::health::quarantine(
+            QuarantineReason::VerifyMismatch,
+            detail,
+        ));
+        Settle::HandBack(HandBack::Quarantine)
+    }
+}
+
+/// The slot work a chunk message asks for.
+fn work_of(prepared: &Prepared, msg: &ChunkMessage, count_only: bool) -> Work {
+    match prepared {
+        Prepared::Sieve(spec) => Work::Sieve {
+            spec: spec.clone(),
+            seeds: msg.seeds.clone(),
+            count_only,
+        },
+        Prepared::Analysis(kind, spec) => Work::Analysis {
+            kind: *kind,
+            spec: spec.clone(),
+            seeds: msg.seeds.clone(),
+        },
+    }
+}
+
+/// A chunk's result from a slot's output.
+fn result_of(
+    msg: &ChunkMessage,
+    output: Output,
+    node: &str,
+    worker: &SlotWorker,
+    units_per_sec: Option<f64>,
+) -> ChunkResult {
+    ChunkResult {
+        v: PROTOCOL_VERSION,
+        job_id: msg.job_id.clone(),
+        chunk: msg.chunk,
+        attempt: msg.attempt,
+        epoch: msg.epoch,
+        seeds_tested: output.seeds_tested,
+        survivor_pieces: output.survivor_pieces,
+        survivor_count: output.survivor_count,
+        counts: output.counts,
+        flagged: output.flagged,
+        summary: output.summary,
+        duration_secs: output.duration.as_secs_f64(),
+        units_per_sec,
+        node: node.to_string(),
+        slot: worker.name.clone(),
+        backend: worker.backend.clone(),
+        gpu_model: worker.gpu_model.clone(),
+        finished_at_ms: seedq_protocol::now_ms(),
     }
 }
 

@@ -10,9 +10,13 @@
 //! its self-test with exponential backoff (`--self-test-retry`, doubling up to 16 times that) and
 //! takes work again once one passes. The node's other slots never stop.
 //!
-//! What this cannot promise: a slot that silently drops survivors between two self-tests
-//! settles wrong chunk results until its next self-test catches it (at most one interval of its
-//! chunks). Only running chunks twice on different slots would catch those.
+//! A slot whose result a verification by redundancy found wrong (`crate::verify`,
+//! `docs/verification.md`) is flagged in Redis; its next result is refused and it quarantines
+//! itself the same way (`verify_mismatch`). The self-test that ends a quarantine clears the flag.
+//!
+//! What the self-test alone cannot promise: a slot that silently drops survivors only now and
+//! then may pass it. Verification catches such a slot at its first verified mismatch, and every
+//! chunk it completed since its last passed verification runs again elsewhere.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -48,7 +52,8 @@ struct State {
     pending: Option<SlotQuarantine>,
 }
 
-fn quarantine(reason: QuarantineReason, detail: String) -> SlotQuarantine {
+/// A quarantine for `reason`, starting now.
+pub fn quarantine(reason: QuarantineReason, detail: String) -> SlotQuarantine {
     SlotQuarantine {
         reason,
         detail,
@@ -186,6 +191,16 @@ impl SlotHealth {
             }
             match self.self_test(ctx, worker).await {
                 Ok(()) => {
+                    // A verification's flag on the slot ends with its quarantine, or its next
+                    // result would be refused again (`seedq_store::ApplyOutcome::SlotFlagged`).
+                    let me = seedq_protocol::SlotRef {
+                        node: ctx.node_name().to_string(),
+                        slot: worker.name.clone(),
+                        backend: worker.backend.clone(),
+                    };
+                    if let Err(e) = ctx.store().slot_checked(&me, true).await {
+                        tracing::warn!(slot = %worker.name, error = %e, "cannot clear the slot's verification flag; it quarantines itself again at its next result");
+                    }
                     tracing::info!(slot = %worker.name, quarantined_secs = seedq_protocol::now_ms().saturating_sub(q.since_ms) / 1000, "self-test passed: slot back in service");
                     ctx.stats.set_quarantined(&worker.name, None);
                     ctx.metrics().slot_released(&worker.name);

@@ -19,6 +19,7 @@ mod scripts;
 mod selftest;
 mod settle;
 mod slot;
+mod verify;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -356,6 +357,7 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
                         // A retry in a tight loop would only burn the device: at least 100 ms.
                         retry_first: Duration::from_secs_f64(args.self_test_retry.max(0.1)),
                     },
+                    referee: verify::Referee::default(),
                 },
                 metrics_addr: args
                     .metrics_port

@@ -106,6 +106,9 @@ pub enum Settle {
     },
     /// Back to its work queue as a fresh message (not a fault: no delivery counted).
     HandBack(HandBack),
+    /// A check this slot may not run (`seedq_protocol::check`): back to its work queue as
+    /// `body` (the order with one more hop), for a better-placed slot.
+    PassOn(Vec<u8>),
     /// Belongs on another queue (a script job pinned to another node): publish it there, ack.
     Forward { queue: String },
 }
@@ -206,6 +209,21 @@ impl Settler {
                     )
                     .await
                     .context("handing the message back to its queue")?;
+            }
+            Settle::PassOn(body) => {
+                tracing::debug!(
+                    queue = inbound.queue(),
+                    "passing a check on to another slot"
+                );
+                broker
+                    .publish_retry(
+                        inbound.queue(),
+                        &body,
+                        &inbound.headers(),
+                        HAND_BACK_DELAY.as_millis() as u64,
+                    )
+                    .await
+                    .context("passing the check on")?;
             }
             Settle::Forward { queue } => {
                 broker

@@ -98,6 +98,9 @@ pub struct SeedJobRequest {
     /// `--priority`; `None` takes `scheduler.default_priority` for a new job and keeps an
     /// existing job's.
     pub priority: Option<Priority>,
+    /// `--verify-fraction`; `None` takes `scheduler.verify_fraction` for a new job and keeps an
+    /// existing job's.
+    pub verify_fraction: Option<f64>,
 }
 
 impl SeedJobRequest {
@@ -124,6 +127,7 @@ impl SeedJobRequest {
             count_only: false,
             estimate: None,
             priority: flags.priority,
+            verify_fraction: flags.verify_fraction,
         }
     }
 }
@@ -231,12 +235,16 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
     }
 
     let already_done = store.done_members(&job.job_id).await?.len() as u64;
-    let (current, _) = store.job_schedule(&job.job_id).await?;
+    let current = store.job_schedule(&job.job_id).await?;
     let priority = request
         .priority
-        .or(current)
+        .or(current.priority)
         .unwrap_or(env.cluster.scheduler.default_priority);
-    let published = schedule_and_feed(env, &store, &job, priority).await?;
+    let verify_fraction = request
+        .verify_fraction
+        .or(current.verify_fraction)
+        .unwrap_or(env.cluster.scheduler.verify_fraction);
+    let published = schedule_and_feed(env, &store, &job, priority, verify_fraction).await?;
 
     let report = EnqueueReport {
         job_id: job.job_id.clone(),
@@ -303,8 +311,12 @@ async fn schedule_and_feed(
     store: &Store,
     job: &Job,
     priority: Priority,
+    verify_fraction: f64,
 ) -> anyhow::Result<u64> {
-    match store.schedule_job(&job.job_id, priority).await? {
+    match store
+        .schedule_job(&job.job_id, priority, verify_fraction)
+        .await?
+    {
         Scheduled::UnknownJob => anyhow::bail!(
             "job {} vanished from Redis before it could be scheduled (expired or deleted?); run the command again",
             job.job_id

@@ -33,6 +33,8 @@ pub struct ProgressView {
     /// Failure events (retries and dead letters) by reason.
     pub failures: BTreeMap<String, u64>,
     pub chunks_by_node: BTreeMap<String, u64>,
+    /// Verification by redundancy (all zero when the job verifies nothing).
+    pub verification: Verification,
     /// Seeds per second since the first result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_seeds_per_sec: Option<f64>,
@@ -41,6 +43,40 @@ pub struct ProgressView {
     pub created_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_secs: Option<f64>,
+}
+
+/// A job's verification by redundancy (`docs/verification.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// Chunks whose second run matched.
+    pub verified: u64,
+    /// Verifications whose two runs differed (each decided by the CPU reference).
+    pub mismatches: u64,
+    /// Applied results replaced by a re-decided one.
+    pub corrected: u64,
+    /// Chunks run again because the slot that completed them was found wrong.
+    pub redone: u64,
+    /// Verifications no other slot could run.
+    pub unverified: u64,
+    /// Checks not yet settled (the job finishes once none is left).
+    pub pending: u64,
+}
+
+impl Verification {
+    fn of(p: &JobProgress) -> Verification {
+        Verification {
+            verified: p.verified,
+            mismatches: p.mismatches,
+            corrected: p.corrected,
+            redone: p.redone,
+            unverified: p.unverified,
+            pending: p.checks_pending,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Verification::default()
+    }
 }
 
 /// Chunk index of a done-set member (`c17` -> 17).
@@ -94,6 +130,7 @@ pub fn view(progress: &JobProgress, job: Option<&Job>, now_ms: u64) -> ProgressV
         dead_lettered_chunks: dead,
         failures: progress.failures.clone(),
         chunks_by_node: progress.chunks_by_node.clone(),
+        verification: Verification::of(progress),
         rate_seeds_per_sec: rate,
         eta_secs: if finished { Some(0.0) } else { eta },
         created_at_ms: progress.created_at_ms,
@@ -170,6 +207,13 @@ impl ProgressView {
             out += &format!(
                 "  priority {priority} ({}/{} chunks published)\n",
                 self.chunks_published, self.chunks_total
+            );
+        }
+        if !self.verification.is_empty() {
+            let v = self.verification;
+            out += &format!(
+                "  verified {} chunks, {} mismatches ({} corrected, {} redone), {} unverified, {} checks pending\n",
+                v.verified, v.mismatches, v.corrected, v.redone, v.unverified, v.pending
             );
         }
         if let Some(rate) = self.rate_seeds_per_sec {
@@ -332,6 +376,14 @@ mod tests {
             dead_lettered_chunks: vec![2],
             failures: [("invalid spec".to_string(), 1)].into_iter().collect(),
             chunks_by_node: Default::default(),
+            verification: Verification {
+                verified: 5,
+                mismatches: 1,
+                corrected: 1,
+                redone: 3,
+                unverified: 0,
+                pending: 2,
+            },
             rate_seeds_per_sec: Some(100.0),
             eta_secs: Some(1.0),
             created_at_ms: 0,
@@ -343,6 +395,12 @@ mod tests {
         assert!(!text.contains("ETA"), "no ETA once finished: {text}");
         assert!(
             text.contains("priority low (4/4 chunks published)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "verified 5 chunks, 1 mismatches (1 corrected, 3 redone), 0 unverified, 2 checks pending"
+            ),
             "{text}"
         );
     }

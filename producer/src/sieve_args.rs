@@ -129,6 +129,22 @@ pub struct SeedJobFlags {
     /// Re-running the command with another priority changes the job's.
     #[arg(long)]
     pub priority: Option<seedq_protocol::Priority>,
+    /// The fraction of the job's chunks (0 to 1) run a second time on another node or backend
+    /// and compared; a mismatch is decided by the CPU reference and the wrong slot quarantined
+    /// (default: `scheduler.verify_fraction` in the config, 0.01; 0 turns it off).
+    #[arg(long, value_parser = parse_fraction)]
+    pub verify_fraction: Option<f64>,
+}
+
+/// `--verify-fraction`: a number from 0 to 1.
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| {
+            format!("'{text}' is not a fraction from 0 to 1 (0.01 verifies one chunk in 100; 0 turns verification off)")
+        })
 }
 
 impl SeedJobFlags {

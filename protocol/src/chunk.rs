@@ -33,6 +33,10 @@ pub struct ChunkMessage {
     /// The job's epoch ([`crate::Job::epoch`]): a chunk of another life of the job id is stale.
     #[serde(default)]
     pub epoch: u64,
+    /// Set on a chunk run a second time (verification by redundancy, `crate::check`): what to
+    /// do with its result and which slot's result it checks. Absent on first runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::check::CheckOrder>,
 }
 
 fn one() -> u32 {
@@ -51,6 +55,7 @@ impl ChunkMessage {
             attempt: 1,
             spec: None,
             epoch: 0,
+            check: None,
         }
     }
 

@@ -125,6 +125,12 @@ impl ClusterConfig {
                 sched.queued_per_slot
             )));
         }
+        if !(sched.verify_fraction.is_finite() && (0.0..=1.0).contains(&sched.verify_fraction)) {
+            return Err(ConfigError::Invalid(format!(
+                "scheduler.verify_fraction = {} is out of range: use a fraction from 0 (off) to 1",
+                sched.verify_fraction
+            )));
+        }
         if sched.min_queued == 0 || sched.claim_stale_secs == 0 {
             return Err(ConfigError::Invalid(
                 "scheduler.min_queued and scheduler.claim_stale_secs must be at least 1".into(),

@@ -105,6 +105,31 @@ pub fn survivor_index(ns: &str, job: &str) -> String {
     job_key(ns, job, "piece_index")
 }
 
+/// Verification facts of each applied chunk (jobs that verify): field `c<chunk>` ->
+/// `<digest> <survivors> <node/slot> <flagged seeds, comma-separated or ->`: what a second run
+/// is compared with, and what a correction takes back.
+pub fn chunk_facts(ns: &str, job: &str) -> String {
+    job_key(ns, job, "facts")
+}
+
+/// Pending checks (`crate::check`): field `c<chunk>` -> [`crate::CheckOrder`] JSON. The job is
+/// not finished while one is pending.
+pub fn checks(ns: &str, job: &str) -> String {
+    job_key(ns, job, "checks")
+}
+
+/// Slots found wrong by a verification: field `<node>/<slot>` -> why. A flagged slot's results
+/// are refused until its self-test passes again, which clears the flag.
+pub fn bad_slots(ns: &str) -> String {
+    format!("{ns}:bad_slots")
+}
+
+/// What a slot completed since its last passed check (self-test or verification), oldest
+/// first: `<job>\t<member>` entries, so a slot found wrong has them run again.
+pub fn slot_log(ns: &str, slot: &str) -> String {
+    format!("{ns}:slot_log:{slot}")
+}
+
 /// The field of piece `i` of a chunk's attempt `token` in [`survivor_pieces`].
 pub fn piece_field(chunk: u64, token: &str, i: usize) -> String {
     format!("c{chunk}.{token}.{i}")
@@ -125,6 +150,8 @@ pub fn all_job_keys(ns: &str, job: &str) -> Vec<String> {
         cancelled(ns, job),
         survivor_pieces(ns, job),
         survivor_index(ns, job),
+        chunk_facts(ns, job),
+        checks(ns, job),
     ]
 }
 

@@ -43,6 +43,7 @@
 //! Every queue, exchange and key starts with a namespace (default [`DEFAULT_NAMESPACE`]), so
 //! tests and several clusters can share one broker and one Redis.
 
+pub mod check;
 pub mod chunk;
 pub mod config;
 pub mod job;
@@ -56,6 +57,7 @@ pub mod survivors;
 pub mod tls;
 pub mod topology;
 
+pub use check::{result_digest, CheckKind, CheckOrder, Eligibility, SlotRef};
 pub use chunk::{ChunkMessage, ChunkResult, FlaggedSeed};
 pub use config::{
     BrokerSettings, ChunkingConfig, ClusterConfig, ConfigError, GpuConfig, GpuProfile, JobsConfig,

@@ -87,6 +87,10 @@ pub struct SchedulerConfig {
     /// A claimed window not confirmed by the broker after this long is published again by
     /// whoever runs the scheduler next (its publisher died between the claim and the confirm).
     pub claim_stale_secs: u64,
+    /// The fraction of a seed job's chunks run a second time on another node or backend and
+    /// compared (`--verify-fraction`; 0 turns verification off). Drawn at random as each result
+    /// is applied, so no slot knows in advance which of its chunks are checked.
+    pub verify_fraction: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -96,6 +100,7 @@ impl Default for SchedulerConfig {
             queued_per_slot: 0.5,
             min_queued: 2,
             claim_stale_secs: 30,
+            verify_fraction: 0.01,
         }
     }
 }

@@ -47,6 +47,24 @@ pub struct JobProgress {
     /// broker confirmed.
     #[serde(default)]
     pub published: u64,
+    /// Verification by redundancy (`crate::check`): chunks whose second run matched.
+    #[serde(default)]
+    pub verified: u64,
+    /// Verified chunks whose two runs differed (each decided by the CPU reference).
+    #[serde(default)]
+    pub mismatches: u64,
+    /// Applied results replaced by a re-decided one (a mismatch's loser, or a redo that differed).
+    #[serde(default)]
+    pub corrected: u64,
+    /// Chunks re-run because the slot that completed them was found wrong.
+    #[serde(default)]
+    pub redone: u64,
+    /// Verifications no other slot could run (a cluster of one slot) or that failed for good.
+    #[serde(default)]
+    pub unverified: u64,
+    /// Checks (verify or redo) not yet settled; the job is not finished while any is pending.
+    #[serde(default)]
+    pub checks_pending: u64,
 }
 
 impl JobProgress {
@@ -96,6 +114,8 @@ pub enum QuarantineReason {
     SelfTestFailed,
     /// Its backend failed this many chunks in a row (`--quarantine-after-errors`).
     BackendErrors,
+    /// A chunk it completed was run again elsewhere and the CPU reference found its result wrong.
+    VerifyMismatch,
 }
 
 impl QuarantineReason {
@@ -104,6 +124,7 @@ impl QuarantineReason {
         match self {
             QuarantineReason::SelfTestFailed => "self_test_failed",
             QuarantineReason::BackendErrors => "backend_errors",
+            QuarantineReason::VerifyMismatch => "verify_mismatch",
         }
     }
 }

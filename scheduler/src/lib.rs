@@ -17,13 +17,15 @@
 //! Each fill claims in Redis first (atomic: two feeders never pick the same chunk), publishes
 //! with confirms, then releases the claim. A feeder that dies in between leaves the claim, which
 //! the next heartbeat's feeder publishes again once it is stale ([`Feeder::republish_stale`]).
+//! Check messages (verification by redundancy, `docs/verification.md`) go the same way: the
+//! store claims them where it draws them, [`Feeder::publish_checks`] publishes and releases.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use seedq_broker::{Broker, BrokerError};
 use seedq_protocol::{ChunkMessage, FailureEvent, Job, SchedulerConfig};
-use seedq_store::{Pick, Store, StoreError};
+use seedq_store::{Claim, Pick, Store, StoreError};
 
 /// Why a fill did not complete. Claims it made stay in Redis and are published again later.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +106,13 @@ impl Feeder {
             .await?;
         let mut published = 0;
         for claim in &stale {
-            tracing::warn!(job = %claim.job_id, from = claim.from, to = claim.to, "publishing a stale claimed window again (its publisher stopped before the broker confirmed it)");
+            tracing::warn!(job = %claim.job_id, from = claim.from, to = claim.to, check = claim.check, "publishing a stale claimed window again (its publisher stopped before the broker confirmed it)");
+            if claim.check {
+                published += self
+                    .publish_checks(broker, &[(claim.job_id.clone(), claim.from)])
+                    .await?;
+                continue;
+            }
             let picks: Vec<Pick> = claim
                 .chunks()
                 .map(|chunk| Pick {
@@ -118,6 +126,38 @@ impl Feeder {
                 .await?;
         }
         Ok(published)
+    }
+
+    /// Publishes the check messages of `(job, chunk)` pairs whose checks the store recorded
+    /// (`seedq_protocol::check`: a chunk drawn for verification or a redo), confirmed, then
+    /// releases their claims. A check settled meanwhile, or of a job gone, is not published.
+    /// Returns how many went out.
+    pub async fn publish_checks(
+        &self,
+        broker: &Broker,
+        checks: &[(String, u64)],
+    ) -> Result<u64, FeedError> {
+        let mut messages: Vec<(Arc<Job>, ChunkMessage)> = Vec::with_capacity(checks.len());
+        for (job_id, chunk) in checks {
+            let Some(order) = self.store.check_order(job_id, *chunk).await? else {
+                continue;
+            };
+            let Some(job) = self.job(job_id).await? else {
+                continue;
+            };
+            if let Some(mut msg) = job.chunk_message(*chunk) {
+                msg.check = Some(order);
+                messages.push((job, msg));
+            }
+        }
+        let batch: Vec<(&Job, &ChunkMessage)> = messages.iter().map(|(j, m)| (&**j, m)).collect();
+        broker.publish_chunk_batch(&batch).await?;
+        let claims: Vec<Claim> = checks
+            .iter()
+            .map(|(job, chunk)| Claim::of_check(job, *chunk))
+            .collect();
+        self.store.release_claims(&claims).await?;
+        Ok(messages.len() as u64)
     }
 
     /// Publishes `picks` in order, confirmed. Picks of a job that no longer exists are dropped

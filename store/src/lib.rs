@@ -22,9 +22,12 @@
 //! learning  record_throughput(model, family, units_per_sec, alpha) -> new EMA,
 //!           seed_throughput(model, family, units_per_sec) -> bool (only where nothing is learned),
 //!           throughput(model, family) -> Option<f64>, all_throughput() -> Vec<(model, family, f64)>
-//! schedule  schedule_job(id, Priority) -> Scheduled, claim_chunks(&SchedulerConfig, most) -> Claimed,
+//! schedule  schedule_job(id, Priority, verify_fraction) -> Scheduled, claim_chunks(&SchedulerConfig, most) -> Claimed,
 //!           take_stale_claims(&SchedulerConfig, most), release_claims(&[Claim]), pending_claims(),
-//!           set_capacity(node, chunks, ttl_secs), clear_capacity(node), job_schedule(id)
+//!           set_capacity(node, chunks, ttl_secs), clear_capacity(node), job_schedule(id) -> JobSchedule
+//! checks    check_order(job, chunk), resolve_check(Resolve, &SlotRef, reason) -> CheckResolution,
+//!           slot_checked(&SlotRef, ends_quarantine), bad_slots(), slot_log(&SlotRef)
+//!           (verification by redundancy: `check` module)
 //! tests     purge_namespace() -> keys deleted
 //! ```
 //!
@@ -62,11 +65,13 @@ use seedq_protocol::{
     ScriptResult, SeedRecord,
 };
 
+mod check;
 mod lua;
 mod schedule;
 mod tls;
 
-pub use schedule::{Claim, Claimed, Pick, Scheduled};
+pub use check::{CheckResolution, Resolve};
+pub use schedule::{Claim, Claimed, JobSchedule, Pick, Scheduled};
 pub use tls::{client, CONNECT_GIVE_UP};
 
 static APPLY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::APPLY));
@@ -245,8 +250,15 @@ pub enum CreateOutcome {
 pub enum ApplyOutcome {
     /// First time: counted.
     Applied,
+    /// First time, counted, and drawn for verification: the check's claim is recorded; the
+    /// caller publishes the check message ([`Store::check_order`] has its order) and releases
+    /// the claim.
+    AppliedToVerify,
     /// The member was already done: nothing changed (redelivery or duplicate).
     AlreadyDone,
+    /// The slot that ran it has been found wrong by a verification: nothing written. The slot
+    /// must quarantine itself; the chunk goes back to the queue.
+    SlotFlagged,
     /// No such job in Redis (never created, expired or purged): nothing written.
     UnknownJob,
     /// The job exists but the result belongs to another life of its id (another epoch) or to a
@@ -699,11 +711,38 @@ impl Store {
     ) -> Result<ApplyOutcome> {
         let member = seedq_protocol::chunk_member(result.chunk);
         let records = result.seed_records();
-        let summary = match (&result.summary, &result.counts) {
-            (Some(s), _) => serde_json::to_string(s).expect("summary serializes"),
-            (None, Some(c)) => serde_json::to_string(c).expect("counts serialize"),
-            (None, None) => String::new(),
-        };
+        let summary = summary_json(result);
+        let index_entry = self.write_pieces(result).await?;
+        let busy_us = (result.duration_secs.max(0.0) * 1e6).round() as u64;
+        let outcome = self
+            .apply(ApplyArgs {
+                job_id: &result.job_id,
+                epoch: result.epoch,
+                member: &member,
+                seeds: result.seeds_tested,
+                busy_us,
+                now_ms: result.finished_at_ms,
+                node: &result.node,
+                summary: &summary,
+                throughput,
+                script: None,
+                survivors: (&index_entry, result.survivor_count),
+                records: &records,
+                seed_chunk: Some(result),
+            })
+            .await;
+        // A duplicate's pieces are dropped by the apply script itself, which alone can tell a
+        // duplicate from a retried call of this very attempt whose first reply was lost (its
+        // pieces are the ones the index names and must stay). After an error nothing is dropped:
+        // the apply may have gone through; pieces of an attempt that did not win are garbage that
+        // expires with the job's keys.
+        outcome
+    }
+
+    /// Writes a seed chunk's survivor pieces under a fresh token, pipelined, one bounded `HSET`
+    /// each; returns the survivor index entry naming them (`<token> <pieces> <survivors>`, or ''
+    /// for none). Only a script that records the entry makes them the chunk's.
+    async fn write_pieces(&self, result: &ChunkResult) -> Result<String> {
         let pieces_key = keys::survivor_pieces(&self.ns, &result.job_id);
         let token = uuid::Uuid::new_v4().simple().to_string();
         let fields: Vec<String> = (0..result.survivor_pieces.len())
@@ -725,29 +764,7 @@ impl Store {
         } else {
             format!("{token} {} {}", fields.len(), result.survivor_count)
         };
-        let busy_us = (result.duration_secs.max(0.0) * 1e6).round() as u64;
-        let outcome = self
-            .apply(ApplyArgs {
-                job_id: &result.job_id,
-                epoch: result.epoch,
-                member: &member,
-                seeds: result.seeds_tested,
-                busy_us,
-                now_ms: result.finished_at_ms,
-                node: &result.node,
-                summary: &summary,
-                throughput,
-                script: None,
-                survivors: (&index_entry, result.survivor_count),
-                records: &records,
-            })
-            .await;
-        // A duplicate's pieces are dropped by the apply script itself, which alone can tell a
-        // duplicate from a retried call of this very attempt whose first reply was lost (its
-        // pieces are the ones the index names and must stay). After an error nothing is dropped:
-        // the apply may have gone through; pieces of an attempt that did not win are garbage that
-        // expires with the job's keys.
-        outcome
+        Ok(index_entry)
     }
 
     /// Applies a script task's result exactly once; only call it for a result that ends the task
@@ -769,6 +786,7 @@ impl Store {
             script: Some((&result.task_id, &json)),
             survivors: ("", 0),
             records: &[],
+            seed_chunk: None,
         })
         .await
     }
@@ -779,6 +797,18 @@ impl Store {
             script.key(k);
         }
         script.key(keys::throughput_hash(&self.ns));
+        let slot = a
+            .seed_chunk
+            .map(|r| check::slot_of(r).key())
+            .unwrap_or_default();
+        script
+            .key(keys::bad_slots(&self.ns))
+            .key(keys::slot_log(&self.ns, &slot))
+            .key(keys::sched_claims(&self.ns));
+        let (facts, order) = match a.seed_chunk {
+            Some(r) => (check::facts(r), check::verify_order(r)),
+            None => (String::new(), String::new()),
+        };
         let (tp_field, tp_value, tp_alpha) = match a.throughput {
             Some(t) if t.units_per_sec.is_finite() && t.units_per_sec > 0.0 => (
                 keys::throughput_field(&t.gpu_model, &t.family),
@@ -803,6 +833,11 @@ impl Store {
             .arg(a.survivors.0)
             .arg(a.survivors.1)
             .arg(a.epoch)
+            .arg(&slot)
+            .arg(facts)
+            .arg(check::draw())
+            .arg(order)
+            .arg(a.job_id)
             .arg(a.records.len());
         for (seed, json) in a.records {
             script.arg(*seed).arg(json);
@@ -815,8 +850,10 @@ impl Store {
             .await?;
         Ok(match code {
             1 => ApplyOutcome::Applied,
+            2 => ApplyOutcome::AppliedToVerify,
             0 => ApplyOutcome::AlreadyDone,
             -2 => ApplyOutcome::Stale,
+            -4 => ApplyOutcome::SlotFlagged,
             _ => ApplyOutcome::UnknownJob,
         })
     }
@@ -897,15 +934,17 @@ impl Store {
             .hgetall(keys::failures(ns, id))
             .hgetall(keys::dead(ns, id))
             .exists(keys::cancelled(ns, id))
-            .exists(keys::job_spec(ns, id));
+            .exists(keys::job_spec(ns, id))
+            .hlen(keys::checks(ns, id));
         type Reply = (
             BTreeMap<String, String>,
             BTreeMap<String, u64>,
             BTreeMap<String, String>,
             bool,
             bool,
+            u64,
         );
-        let (totals, failures, dead, cancelled, exists): Reply = self
+        let (totals, failures, dead, cancelled, exists, checks_pending): Reply = self
             .run(|mut c| {
                 let p = pipe.clone();
                 async move { Ok(p.query_async(&mut c).await?) }
@@ -943,6 +982,12 @@ impl Store {
                 .and_then(|r| u8::try_from(r).ok())
                 .and_then(seedq_protocol::Priority::from_rank),
             published: num("published_upto").unwrap_or(0),
+            verified: num("verified").unwrap_or(0),
+            mismatches: num("mismatches").unwrap_or(0),
+            corrected: num("corrected").unwrap_or(0),
+            redone: num("redone").unwrap_or(0),
+            unverified: num("unverified").unwrap_or(0),
+            checks_pending,
         }))
     }
 
@@ -1364,6 +1409,16 @@ impl SurvivorPieces<'_> {
     }
 }
 
+/// What the summaries hash keeps for a seed chunk: the correlation / analysis summary, or a
+/// count-only sieve's counts ('' for neither).
+fn summary_json(result: &ChunkResult) -> String {
+    match (&result.summary, &result.counts) {
+        (Some(s), _) => serde_json::to_string(s).expect("summary serializes"),
+        (None, Some(c)) => serde_json::to_string(c).expect("counts serialize"),
+        (None, None) => String::new(),
+    }
+}
+
 struct ApplyArgs<'a> {
     job_id: &'a str,
     epoch: u64,
@@ -1378,4 +1433,6 @@ struct ApplyArgs<'a> {
     /// Survivor index entry (or '') and the survivors it holds.
     survivors: (&'a str, u64),
     records: &'a [(u64, String)],
+    /// A seed chunk's result: its slot, facts and verification draw go to the script too.
+    seed_chunk: Option<&'a ChunkResult>,
 }

@@ -38,13 +38,14 @@ use crate::{Result, Store, StoreError};
 /// Scores in `sched_queue` are `rank * TURN_SPAN + turn`.
 const TURN_SPAN: &str = "1099511627776";
 
-/// KEYS: 1 queue, 2 live, 3 the job's totals. ARGV: 1 job id, 2 rank.
+/// KEYS: 1 queue, 2 live, 3 the job's totals. ARGV: 1 job id, 2 rank, 3 span, 4 the fraction
+/// of its chunks to verify.
 /// Returns 1 queued with chunks to publish, 0 nothing left to publish, -1 unknown job.
 const REGISTER: &str = r#"
 local span = tonumber(ARGV[3])
 if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 local rank = tonumber(ARGV[2])
-redis.call('HSET', KEYS[3], 'priority', rank)
+redis.call('HSET', KEYS[3], 'priority', rank, 'verify_fraction', ARGV[4])
 redis.call('SADD', KEYS[2], ARGV[1])
 local v = redis.call('HMGET', KEYS[3], 'published_upto', 'chunks_total')
 if tonumber(v[1] or '0') >= tonumber(v[2] or '0') then
@@ -162,12 +163,30 @@ pub struct Claim {
     pub from: u64,
     /// One past the last chunk index.
     pub to: u64,
+    /// A check message of chunk `from` (its order is the job's pending check,
+    /// `Store::check_order`), not the chunks' first publish.
+    pub check: bool,
 }
 
 impl Claim {
-    /// The member of `sched_claims` for this window.
+    /// The claim of chunk `chunk`'s check message.
+    pub fn of_check(job_id: &str, chunk: u64) -> Claim {
+        Claim {
+            job_id: job_id.to_string(),
+            from: chunk,
+            to: chunk + 1,
+            check: true,
+        }
+    }
+
+    /// The member of `sched_claims` for this window (`<job>\t<from>\t<to>`, then `\tcheck`
+    /// for a check, as the Lua scripts write it).
     pub fn member(&self) -> String {
-        format!("{}\t{}\t{}", self.job_id, self.from, self.to)
+        let mut m = format!("{}\t{}\t{}", self.job_id, self.from, self.to);
+        if self.check {
+            m.push_str("\tcheck");
+        }
+        m
     }
 
     /// Reads a `sched_claims` member back.
@@ -176,7 +195,17 @@ impl Claim {
         let job_id = parts.next()?.to_string();
         let from = parts.next()?.parse().ok()?;
         let to = parts.next()?.parse().ok()?;
-        (parts.next().is_none() && from < to).then_some(Claim { job_id, from, to })
+        let check = match parts.next() {
+            None => false,
+            Some("check") => true,
+            Some(_) => return None,
+        };
+        (parts.next().is_none() && from < to).then_some(Claim {
+            job_id,
+            from,
+            to,
+            check,
+        })
     }
 
     /// The chunk indexes of the window.
@@ -209,6 +238,7 @@ impl Claimed {
                 job_id: job.to_string(),
                 from,
                 to,
+                check: false,
             })
             .collect();
         Claimed { picks, claims }
@@ -227,10 +257,16 @@ pub enum Scheduled {
 }
 
 impl Store {
-    /// Registers a seed job with the scheduler at `priority`, or changes the priority of one
+    /// Registers a seed job with the scheduler at `priority`, verifying `verify_fraction` of
+    /// the chunks applied from now on (`seedq_protocol::check`), or changes both for a job
     /// already registered (its turn is kept). Call it after the job is created and whenever it
     /// may publish again (`resume`).
-    pub async fn schedule_job(&self, id: &str, priority: Priority) -> Result<Scheduled> {
+    pub async fn schedule_job(
+        &self,
+        id: &str,
+        priority: Priority,
+        verify_fraction: f64,
+    ) -> Result<Scheduled> {
         let mut script = REGISTER_SCRIPT.prepare_invoke();
         script
             .key(keys::sched_queue(&self.ns))
@@ -238,7 +274,8 @@ impl Store {
             .key(keys::totals(&self.ns, id))
             .arg(id)
             .arg(priority.rank())
-            .arg(TURN_SPAN);
+            .arg(TURN_SPAN)
+            .arg(verify_fraction.clamp(0.0, 1.0));
         let code: i64 = self
             .run(|mut c| {
                 let s = &script;
@@ -403,10 +440,11 @@ impl Store {
         .await
     }
 
-    /// A job's scheduling state: its priority (`None` before it is registered) and cursor.
-    pub async fn job_schedule(&self, id: &str) -> Result<(Option<Priority>, u64)> {
+    /// A job's scheduling state: its priority (`None` before it is registered), cursor and
+    /// verification fraction.
+    pub async fn job_schedule(&self, id: &str) -> Result<JobSchedule> {
         let key = keys::totals(&self.ns, id);
-        let (rank, cursor): (Option<u8>, Option<u64>) = self
+        let (rank, cursor, verify): (Option<u8>, Option<u64>, Option<f64>) = self
             .run(|mut c| {
                 let k = key.clone();
                 async move {
@@ -414,13 +452,29 @@ impl Store {
                         .arg(k)
                         .arg("priority")
                         .arg("published_upto")
+                        .arg("verify_fraction")
                         .query_async(&mut c)
                         .await?)
                 }
             })
             .await?;
-        Ok((rank.and_then(Priority::from_rank), cursor.unwrap_or(0)))
+        Ok(JobSchedule {
+            priority: rank.and_then(Priority::from_rank),
+            published: cursor.unwrap_or(0),
+            verify_fraction: verify,
+        })
     }
+}
+
+/// What [`Store::job_schedule`] reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobSchedule {
+    /// `None` before the job is registered.
+    pub priority: Option<Priority>,
+    /// The scheduler's cursor: chunks below it were claimed for publishing.
+    pub published: u64,
+    /// The fraction of its chunks verified (`None` before the job is registered).
+    pub verify_fraction: Option<f64>,
 }
 
 #[cfg(test)]
@@ -433,8 +487,13 @@ mod tests {
             job_id: "sieve-mt-1".into(),
             from: 3,
             to: 9,
+            check: false,
         };
         assert_eq!(Claim::parse(&c.member()), Some(c.clone()));
+        let check = Claim::of_check("sieve-mt-1", 7);
+        assert_eq!(check.member(), "sieve-mt-1\t7\t8\tcheck");
+        assert_eq!(Claim::parse(&check.member()), Some(check));
+        assert_eq!(Claim::parse("a\t1\t2\tother"), None);
         assert_eq!(Claim::parse("a\t5\t5"), None, "empty window");
         assert_eq!(Claim::parse("a\t5"), None);
         assert_eq!(Claim::parse("a\t1\t2\t3"), None);
@@ -454,12 +513,14 @@ mod tests {
                 Claim {
                     job_id: "a".into(),
                     from: 4,
-                    to: 6
+                    to: 6,
+                    check: false,
                 },
                 Claim {
                     job_id: "b".into(),
                     from: 0,
-                    to: 2
+                    to: 2,
+                    check: false,
                 }
             ]
         );

@@ -96,11 +96,11 @@ async fn capacity_bounds_what_is_claimed_and_settling_frees_room() {
     let s = store("cap").await;
     let a = job(&s, "a", 100).await;
     assert_eq!(
-        s.schedule_job("a", Priority::Normal).await.unwrap(),
+        s.schedule_job("a", Priority::Normal, 0.0).await.unwrap(),
         Scheduled::Queued
     );
     assert_eq!(
-        s.schedule_job("nope", Priority::Normal).await.unwrap(),
+        s.schedule_job("nope", Priority::Normal, 0.0).await.unwrap(),
         Scheduled::UnknownJob
     );
     // No live node: min_queued.
@@ -164,11 +164,11 @@ async fn higher_priority_first_and_round_robin_within_one() {
     let low = job(&s, "low", 50).await;
     job(&s, "n1", 50).await;
     job(&s, "n2", 3).await;
-    s.schedule_job("low", Priority::Low).await.unwrap();
+    s.schedule_job("low", Priority::Low, 0.0).await.unwrap();
     let picks = s.claim_chunks(&config(2), 1000).await.unwrap().picks;
     assert_eq!(ids(&picks), ["low0", "low1"], "alone, the low job runs");
-    s.schedule_job("n1", Priority::Normal).await.unwrap();
-    s.schedule_job("n2", Priority::Normal).await.unwrap();
+    s.schedule_job("n1", Priority::Normal, 0.0).await.unwrap();
+    s.schedule_job("n2", Priority::Normal, 0.0).await.unwrap();
     for c in 0..2 {
         s.apply_chunk_result(&done(&low, c), None).await.unwrap();
     }
@@ -184,13 +184,13 @@ async fn higher_priority_first_and_round_robin_within_one() {
     assert_eq!(&picked[..4], ["n10", "n20", "n11", "n21"], "interleaved");
     // A high job jumps ahead of both once room frees up.
     job(&s, "hi", 5).await;
-    s.schedule_job("hi", Priority::High).await.unwrap();
+    s.schedule_job("hi", Priority::High, 0.0).await.unwrap();
     let n1_job = s.load_job("n1").await.unwrap().unwrap();
     s.apply_chunk_result(&done(&n1_job, 0), None).await.unwrap();
     let picks = s.claim_chunks(&config(2), 1000).await.unwrap().picks;
     assert_eq!(ids(&picks), ["hi0"]);
     // Changing a priority takes effect at the next pick.
-    s.schedule_job("low", Priority::High).await.unwrap();
+    s.schedule_job("low", Priority::High, 0.0).await.unwrap();
     s.apply_chunk_result(&done(&n1_job, 1), None).await.unwrap();
     s.apply_chunk_result(&done(&n1_job, 2), None).await.unwrap();
     let picks = s.claim_chunks(&config(2), 1000).await.unwrap().picks;
@@ -207,19 +207,20 @@ async fn cancelled_jobs_are_skipped_until_resumed() {
     let s = store("cancel").await;
     job(&s, "a", 10).await;
     job(&s, "b", 10).await;
-    s.schedule_job("a", Priority::Normal).await.unwrap();
-    s.schedule_job("b", Priority::Normal).await.unwrap();
+    s.schedule_job("a", Priority::Normal, 0.0).await.unwrap();
+    s.schedule_job("b", Priority::Normal, 0.0).await.unwrap();
     s.cancel("a").await.unwrap();
     let picks = s.claim_chunks(&config(3), 1000).await.unwrap().picks;
     assert_eq!(ids(&picks), ["b0", "b1", "b2"]);
     s.uncancel("a").await.unwrap();
-    s.schedule_job("a", Priority::Normal).await.unwrap();
+    s.schedule_job("a", Priority::Normal, 0.0).await.unwrap();
     s.set_capacity("node", 2, 30).await.unwrap();
     let picks = s.claim_chunks(&config(3), 1000).await.unwrap().picks;
     assert_eq!(ids(&picks)[0], "a0", "{picks:?}");
+    let sched = s.job_schedule("a").await.unwrap();
     assert_eq!(
-        s.job_schedule("a").await.unwrap(),
-        (Some(Priority::Normal), 1)
+        (sched.priority, sched.published, sched.verify_fraction),
+        (Some(Priority::Normal), 1, Some(0.0))
     );
     s.purge_namespace().await.unwrap();
 }
@@ -228,7 +229,7 @@ async fn cancelled_jobs_are_skipped_until_resumed() {
 async fn unreleased_claims_go_stale_and_are_taken_once() {
     let s = store("stale").await;
     job(&s, "a", 10).await;
-    s.schedule_job("a", Priority::Normal).await.unwrap();
+    s.schedule_job("a", Priority::Normal, 0.0).await.unwrap();
     let claimed = s.claim_chunks(&config(4), 1000).await.unwrap();
     assert_eq!(claimed.claims.len(), 1);
     assert_eq!(s.pending_claims().await.unwrap(), claimed.claims);

@@ -656,10 +656,16 @@ async fn settle_result(
     };
     let Some(reason) = result.failure.filter(|_| !result.success) else {
         return match shared.store.apply_script_result(&result).await {
-            Ok(ApplyOutcome::Applied | ApplyOutcome::AlreadyDone) => {
+            Ok(ApplyOutcome::Applied | ApplyOutcome::AppliedToVerify | ApplyOutcome::AlreadyDone) => {
                 tracing::info!(task = %job.task_id, batch = %job.batch_id, node = %shared.node, gpu = ?result.gpu, attempt = job.attempt, secs = result.duration_secs, "script job done");
                 Settle::Ack
             }
+            // A script's result names no seed slot, so the store never refuses it as a flagged
+            // slot's; should it ever, the finished result waits and is applied again.
+            Ok(ApplyOutcome::SlotFlagged) => Settle::Park {
+                detail: "the store refused the result as a flagged slot's".into(),
+                body: parked(),
+            },
             Ok(ApplyOutcome::UnknownJob) => Settle::dead(
                 FailureReason::UnknownJob,
                 "the batch vanished from Redis while the task ran (expired or deleted)",

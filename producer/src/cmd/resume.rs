@@ -223,11 +223,16 @@ async fn republish_chunks(
     if !indexes.is_empty() {
         publisher.publish_job_chunks(job, &indexes).await?;
     }
-    let (priority, _) = store.job_schedule(&job.job_id).await?;
+    let current = store.job_schedule(&job.job_id).await?;
     store
         .schedule_job(
             &job.job_id,
-            priority.unwrap_or(env.cluster.scheduler.default_priority),
+            current
+                .priority
+                .unwrap_or(env.cluster.scheduler.default_priority),
+            current
+                .verify_fraction
+                .unwrap_or(env.cluster.scheduler.verify_fraction),
         )
         .await?;
     let fed = publisher
