@@ -683,11 +683,7 @@ impl Handler<'_> {
 
     /// This slot, as results and check orders name it.
     fn slot_ref(&self) -> SlotRef {
-        SlotRef {
-            node: self.ctx.node_name().to_string(),
-            slot: self.worker.name.clone(),
-            backend: self.worker.backend.clone(),
-        }
+        crate::health::slot_ref(self.ctx, self.worker)
     }
 
     /// A check message (`seedq_protocol::check`): run here if this slot may, and settle it with

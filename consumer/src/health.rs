@@ -16,7 +16,7 @@
 //!
 //! What the self-test alone cannot promise: a slot that silently drops survivors only now and
 //! then may pass it. Verification catches such a slot at its first verified mismatch, and every
-//! chunk it completed since its last passed verification runs again elsewhere.
+//! chunk it completed since its last passed self-test runs again elsewhere.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -50,6 +50,15 @@ struct State {
     errors_in_row: u32,
     /// A quarantine decided while handling a chunk, carried out by the consumer loop.
     pending: Option<SlotQuarantine>,
+}
+
+/// The slot as results and check orders name it.
+pub fn slot_ref(ctx: &NodeContext, worker: &SlotWorker) -> seedq_protocol::SlotRef {
+    seedq_protocol::SlotRef {
+        node: ctx.node_name().to_string(),
+        slot: worker.name.clone(),
+        backend: worker.backend.clone(),
+    }
 }
 
 /// A quarantine for `reason`, starting now.
@@ -107,6 +116,15 @@ impl SlotHealth {
             Ok(passed) => {
                 ctx.metrics()
                     .self_test(&worker.name, true, passed.duration.as_secs_f64());
+                // What the slot completed so far is vouched for: a mismatch found later redoes
+                // only what it completed after this test (`docs/verification.md`).
+                if let Err(e) = ctx
+                    .store()
+                    .slot_checked(&slot_ref(ctx, worker), false)
+                    .await
+                {
+                    tracing::debug!(slot = %worker.name, error = %e, "cannot clear the slot's verification log");
+                }
                 tracing::debug!(slot = %worker.name, survivors = passed.survivors, ms = passed.duration.as_secs_f64() * 1e3, "self-test passed");
                 Ok(())
             }
@@ -193,12 +211,7 @@ impl SlotHealth {
                 Ok(()) => {
                     // A verification's flag on the slot ends with its quarantine, or its next
                     // result would be refused again (`seedq_store::ApplyOutcome::SlotFlagged`).
-                    let me = seedq_protocol::SlotRef {
-                        node: ctx.node_name().to_string(),
-                        slot: worker.name.clone(),
-                        backend: worker.backend.clone(),
-                    };
-                    if let Err(e) = ctx.store().slot_checked(&me, true).await {
+                    if let Err(e) = ctx.store().slot_checked(&slot_ref(ctx, worker), true).await {
                         tracing::warn!(slot = %worker.name, error = %e, "cannot clear the slot's verification flag; it quarantines itself again at its next result");
                     }
                     tracing::info!(slot = %worker.name, quarantined_secs = seedq_protocol::now_ms().saturating_sub(q.since_ms) / 1000, "self-test passed: slot back in service");

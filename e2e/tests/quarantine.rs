@@ -9,11 +9,16 @@
 //!   passes, and takes work again; the other slot never stops, and the job's survivors equal
 //!   the reference exactly.
 //! * A slot that silently drops 1 survivor in 100 is caught by its next periodic self-test.
-//!   Between two self-tests it may have settled chunks with survivors missing: point 3 cannot
-//!   prevent that (only running chunks twice can), so that test checks what it can: the results
+//!   With verification off, it may have settled chunks with survivors missing between two
+//!   self-tests: the self-test cannot prevent that, so that test checks what it can: the results
 //!   hold no survivor the reference lacks, and the healthy slot finishes the job.
 //!
-//! Without a consumer built with the feature both tests print SKIP with the reason.
+//! * A slot that drops survivors between self-tests is caught by verification by redundancy
+//!   (`--verify-fraction`): a verified chunk's two runs differ, the CPU reference decides, the
+//!   slot is quarantined (`verify_mismatch`), and every chunk it completed since its last passed
+//!   self-test is run again elsewhere, so the job's survivors equal the reference exactly.
+//!
+//! Without a consumer built with the feature the tests print SKIP with the reason.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -108,8 +113,19 @@ impl Job {
     }
 
     fn enqueue(&self, ns: &Namespace, start: u64, end: u64, chunk: u64) -> String {
+        self.enqueue_with(ns, start, end, chunk, &[])
+    }
+
+    fn enqueue_with(
+        &self,
+        ns: &Namespace,
+        start: u64,
+        end: u64,
+        chunk: u64,
+        extra: &[&str],
+    ) -> String {
         let (start, end, chunk) = (start.to_string(), end.to_string(), chunk.to_string());
-        ns.sieve(&[
+        let mut args = vec![
             "--prng",
             "xorshift32",
             "--draws",
@@ -128,7 +144,9 @@ impl Job {
             &end,
             "--chunk-size",
             &chunk,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        ns.sieve(&args)
     }
 
     fn expected_seeds(&self, start: u64, end: u64) -> Vec<u64> {
@@ -337,7 +355,8 @@ fn a_slot_dropping_survivors_is_caught_by_its_next_self_test() {
     ns.wait_for_consumers(1, Duration::from_secs(60));
     let job = Job::new(&ns, 777);
     let (start, end) = (1, 6_000_001);
-    let id = job.enqueue(&ns, start, end, 5_000);
+    // Verification off: this test is about what the self-test alone catches.
+    let id = job.enqueue_with(&ns, start, end, 5_000, &["--verify-fraction", "0"]);
 
     let mut seen = None;
     wait_until(
@@ -380,8 +399,8 @@ fn a_slot_dropping_survivors_is_caught_by_its_next_self_test() {
         || chunks_done_of(&ns, &node, "cpu0") + cpu1_done == total,
     );
     assert_eq!(chunks_done_of(&ns, &node, "cpu1"), cpu1_done);
-    // What point 3 cannot prevent: chunks cpu1 settled before its self-test may miss survivors;
-    // it never invents one.
+    // What the self-test alone cannot prevent: chunks cpu1 settled before its self-test may miss
+    // survivors; it never invents one.
     let expected = job.expected_seeds(start, end);
     let got = seeds_of(&ns, &id);
     assert!(
@@ -394,5 +413,88 @@ fn a_slot_dropping_survivors_is_caught_by_its_next_self_test() {
          caught it; {} of {} survivors missing",
         expected.len() - got.len(),
         expected.len()
+    );
+}
+
+#[test]
+fn a_slot_dropping_survivors_is_caught_by_verification_and_every_wrong_chunk_is_redone() {
+    if !fault_injection_available(
+        "a_slot_dropping_survivors_is_caught_by_verification_and_every_wrong_chunk_is_redone",
+    ) {
+        return;
+    }
+    let mut ns = Namespace::new("quar-verify");
+    let bad_node = format!("{}-rig", ns.name);
+    let good_node = format!("{}-zeus", ns.name);
+    // The rig's slot drops 1 survivor in 20 from its first chunk on, and its periodic
+    // self-test is an hour away: only verification can catch it. Zeus is sound.
+    let common = [
+        "--backend",
+        "cpu",
+        "--slots",
+        "1",
+        "--cpu-threads",
+        "1",
+        "--prefetch",
+        "1",
+        "--no-calibrate",
+        "--no-scripts",
+        "--self-test-interval",
+        "3600",
+        "--self-test-retry",
+        "600",
+    ];
+    let mut bad_args = common.to_vec();
+    bad_args.extend(["--inject-fault", "cpu0=drop:0.05,after:11"]);
+    ns.start_consumer_with(&bad_node, &bad_args);
+    ns.start_consumer_with(&good_node, &common);
+    ns.wait_for_consumers(2, Duration::from_secs(60));
+    let job = Job::new(&ns, 4242);
+    let (start, end) = (1, 4_000_001);
+    let started = Instant::now();
+    let id = job.enqueue_with(&ns, start, end, 5_000, &["--verify-fraction", "0.2"]);
+
+    let mut seen = None;
+    wait_until(
+        "the rig's slot quarantined by a verification",
+        Duration::from_secs(240),
+        || {
+            seen = slot_state(&ns, &bad_node, "cpu0").and_then(|s| s.get("quarantined").cloned());
+            seen.is_some()
+        },
+    );
+    let to_quarantine = started.elapsed();
+    let q = seen.unwrap();
+    assert_eq!(q["reason"], "verify_mismatch", "{q}");
+    let bad_done = chunks_done_of(&ns, &bad_node, "cpu0");
+
+    ns.wait(&id, 600);
+    // Every chunk the rig completed is decided again (by the reference or a redo on zeus), so
+    // the results equal the reference exactly, each chunk counted once.
+    assert_exact(&ns, &id, &job, start, end);
+    let status = ns.status(&id);
+    let v = &status["verification"];
+    assert!(v["mismatches"].as_u64().unwrap() >= 1, "{status}");
+    assert!(v["corrected"].as_u64().unwrap() >= 1, "{status}");
+    // With the rig out, zeus' own chunks have no other node to verify them: given up.
+    let drawn = ["verified", "mismatches", "unverified"]
+        .map(|k| v[k].as_u64().unwrap())
+        .iter()
+        .sum::<u64>();
+    assert!(drawn >= 1, "{status}");
+    assert_eq!(v["pending"].as_u64(), Some(0), "{status}");
+    // The healthy node never stopped.
+    assert!(
+        slot_state(&ns, &good_node, "cpu0")
+            .is_some_and(|s| s.get("quarantined").is_none_or(Value::is_null)),
+        "zeus stays in service"
+    );
+    let text = String::from_utf8_lossy(&ns.producer(&["status", &id]).stdout).to_string();
+    assert!(text.contains("mismatches"), "{text}");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "verification: the rig's slot (drops 1 survivor in 20, 20% of chunks verified) was \
+         quarantined {:.1} s after the enqueue, having settled {bad_done} chunks; {v}",
+        to_quarantine.as_secs_f64()
     );
 }

@@ -4,7 +4,7 @@
 //! drawn at random when each result is applied, is run again on another node or backend
 //! ([`CheckKind::Verify`]) and the two results are compared by [`result_digest`]. A mismatch is
 //! decided by the CPU reference; the wrong slot is quarantined and every chunk it completed
-//! since its last passed check is run again elsewhere ([`CheckKind::Redo`]), replacing what it
+//! since its last passed self-test is run again elsewhere ([`CheckKind::Redo`]), replacing what it
 //! had applied. `docs/verification.md` has the design and its guarantees.
 
 use serde::{Deserialize, Serialize};

@@ -8,11 +8,12 @@
 //!   (`keys::checks`) and claimed in the scheduler's claims, in the same script, so the check
 //!   message is published even if the applier dies (a heartbeat republishes stale claims).
 //! - **The settle** ([`Store::resolve_check`], `lua::RESOLVE_CHECK`): a verification that
-//!   matches counts `verified` and vouches for the first slot's log up to that chunk; one that
-//!   differs is decided by the CPU reference, whose result replaces the applied one if that was
+//!   matches counts `verified` (and vouches for that chunk only: a slot that drops a survivor
+//!   now and then gets most chunks right); one that differs is decided by the CPU reference, whose result replaces the applied one if that was
 //!   wrong (the correction path moves the job's totals by the difference, so every chunk still
-//!   counts once), flags the wrong slot(s) in `keys::bad_slots`, and turns every chunk the
-//!   wrong first slot completed since its last passed check into a redo check. A redo's result
+//!   counts once), flags the wrong slot(s) in `keys::bad_slots`, and turns every chunk a
+//!   wrong slot completed since its last passed self-test (its log, which
+//!   [`Store::slot_checked`] clears) into a redo check. A redo's result
 //!   replaces the applied one when it differs.
 //! - **The flag** makes the next apply of the slot fail (`ApplyOutcome::SlotFlagged`), so it
 //!   quarantines itself; its self-test passing again clears it ([`Store::slot_checked`]).
@@ -269,7 +270,8 @@ impl Store {
         })
     }
 
-    /// A slot passed its self-test: its log of chunks since the last check starts over.
+    /// A slot passed its known-answer self-test: its log of chunks since the last one starts
+    /// over.
     /// `ends_quarantine` also clears its flag (the self-test that lets a quarantined slot back);
     /// otherwise a flagged slot keeps flag and log. Returns whether the log was cleared.
     pub async fn slot_checked(&self, slot: &SlotRef, ends_quarantine: bool) -> Result<bool> {
@@ -298,7 +300,7 @@ impl Store {
         .await
     }
 
-    /// The chunks a slot completed since its last passed check (`(job, member)`, oldest first).
+    /// The chunks a slot completed since its last passed self-test (`(job, member)`, oldest first).
     pub async fn slot_log(&self, slot: &SlotRef) -> Result<Vec<(String, String)>> {
         let key = keys::slot_log(&self.ns, &slot.key());
         let entries: Vec<String> = self

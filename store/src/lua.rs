@@ -333,7 +333,7 @@ end
 
 local function jk(job, part) return ARGV[12] .. ':job:' .. job .. ':' .. part end
 
--- Every chunk the wrong slot completed since its last passed check (its log, `log`) runs
+-- Every chunk the wrong slot completed since its last passed self-test (its log, `log`) runs
 -- again elsewhere, under the redo order `order`.
 local function fan_out(bad_slot, log, order, now)
   local parts = {}
@@ -382,11 +382,10 @@ if ARGV[2] == 'giveup' then
 elseif ARGV[2] == 'run' and kind == 'verify' then
   drop_pieces(ARGV[1], ARGV[5])
   if ARGV[3] ~= old_digest then return {3} end
+  -- One matching chunk vouches for itself only: a slot that drops a survivor now and then
+  -- gets most chunks right, so its log is cleared by a passed self-test alone (SLOT_CHECKED).
   redis.call('HINCRBY', t, 'verified', 1)
   redis.call('HINCRBY', t, 'busy_us', ARGV[10])
-  -- A passed check: what the slot completed up to this chunk is vouched for.
-  local pos = redis.call('LPOS', KEYS[17], ARGV[11] .. '\t' .. ARGV[1])
-  if pos then redis.call('LTRIM', KEYS[17], pos + 1, -1) end
 elseif ARGV[2] == 'run' then
   redis.call('HINCRBY', t, 'redone', 1)
   redis.call('HINCRBY', t, 'busy_us', ARGV[10])
@@ -420,8 +419,8 @@ return out
 "#
 );
 
-/// A slot passed a check (its self-test): what it completed so far is vouched for, so its log
-/// starts over. A slot still flagged bad keeps its flag and log unless `ARGV[2]` is '1' (the
+/// A slot passed its known-answer self-test, the check that vouches for what it completed so
+/// far: its log starts over. A slot still flagged bad keeps its flag and log unless `ARGV[2]` is '1' (the
 /// self-test that ends its quarantine).
 /// KEYS: 1 bad slots, 2 the slot's log. ARGV: 1 `<node>/<slot>`, 2 '1' to clear the flag.
 /// Returns 1 when the log was cleared.

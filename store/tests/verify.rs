@@ -192,7 +192,16 @@ async fn the_draw_follows_the_fraction_and_a_pending_check_holds_the_job_open() 
     assert_eq!((p.verified, p.mismatches, p.checks_pending), (3, 0, 0));
     assert_eq!(p.survivors, 3);
     assert!(p.finished());
-    assert!(s.slot_log(&a).await.unwrap().is_empty());
+    assert_eq!(
+        s.slot_log(&a).await.unwrap().len(),
+        3,
+        "a matching verification vouches for its own chunk only"
+    );
+    assert!(s.slot_checked(&a, false).await.unwrap());
+    assert!(
+        s.slot_log(&a).await.unwrap().is_empty(),
+        "a passed self-test vouches for the slot's log"
+    );
     assert_eq!(seeds_of(&s, "all").await, vec![7, 107, 207]);
     s.purge_namespace().await.unwrap();
 }
