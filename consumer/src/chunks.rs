@@ -703,9 +703,10 @@ impl Handler<'_> {
             Ok(None) => return Settle::Ack,
             Err(e) => return Settle::store_failed(&e, None),
         }
-        // A cancelled job finishes with its checks pending: nothing to decide.
+        // A cancelled job's check is given up (counted unverified): its message is gone then,
+        // so a `resume` must not find it pending and wait for it.
         if self.cache.is_cancelled(&msg.job_id).await.unwrap_or(false) {
-            return Settle::Ack;
+            return self.give_up_check(msg).await;
         }
         let pass_on = || {
             let mut next = msg.clone();

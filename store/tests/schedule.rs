@@ -2,43 +2,21 @@
 //! in-flight accounting from the done set and the dead hash, cancels, and stale claims. Each
 //! test uses its own namespace and purges it.
 
-use seedq_core::{Family, FamilyConfig, SieveSpec, Threshold};
+mod common;
+
 use seedq_protocol::{
     ChunkResult, FailureEvent, FailureReason, Job, JobSeeds, JobSpec, Priority, SchedulerConfig,
     PROTOCOL_VERSION,
 };
 use seedq_store::{Pick, Scheduled, Store};
 
-fn redis_url() -> String {
-    std::env::var("SEEDQ_REDIS_URL")
-        .unwrap_or_else(|_| seedq_protocol::DEFAULT_REDIS_URL.to_string())
-}
-
 async fn store(tag: &str) -> Store {
-    let ns = format!(
-        "t-sched-{tag}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    Store::connect(&redis_url(), &ns)
-        .await
-        .expect("redis reachable")
+    common::store("sched", tag).await
 }
 
 /// A job of `chunks` chunks of 10 seeds.
 async fn job(s: &Store, id: &str, chunks: u64) -> Job {
-    let spec = SieveSpec {
-        family: FamilyConfig::new(Family::Xorshift32),
-        draws: vec![1, 2, 3],
-        modulus: 1000,
-        offset: 0,
-        offset_max: None,
-        skip_min: 0,
-        skip_max: 2,
-        threshold: Threshold::parse("1").unwrap(),
-        reverse_threshold: None,
-        direction: Default::default(),
-        skip_mode: Default::default(),
-    };
+    let spec = common::spec();
     let job = Job::new_seed_job(
         id,
         JobSpec::Sieve(spec),

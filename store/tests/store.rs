@@ -2,7 +2,10 @@
 //! application, job idempotency, failure settling, throughput EMA, heartbeats. Each test uses its
 //! own namespace and purges it.
 
-use seedq_core::{Family, FamilyConfig, PassResult, SieveSpec, Survivor, Threshold};
+mod common;
+
+use common::spec;
+use seedq_core::{PassResult, Survivor};
 use seedq_protocol::survivors::RecordShape;
 use seedq_protocol::{
     ChunkResult, FailureEvent, FailureReason, Job, JobSeeds, JobSpec, NodeHeartbeat,
@@ -12,40 +15,13 @@ use seedq_store::{
     ApplyOutcome, CreateOutcome, RecordOutcome, Store, StoreError, ThroughputSample,
 };
 
+/// A store with a 600-s job expiry.
+async fn store(tag: &str) -> Store {
+    common::store("store", tag).await.with_job_ttl(600)
+}
+
 /// The epoch of every test job (a fixed one, so results made apart from the job match it).
 const EPOCH: u64 = 4242;
-
-fn redis_url() -> String {
-    std::env::var("SEEDQ_REDIS_URL")
-        .unwrap_or_else(|_| seedq_protocol::DEFAULT_REDIS_URL.to_string())
-}
-
-async fn store(tag: &str) -> Store {
-    let ns = format!(
-        "t-store-{tag}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    Store::connect(&redis_url(), &ns)
-        .await
-        .expect("redis reachable")
-        .with_job_ttl(600)
-}
-
-fn spec() -> SieveSpec {
-    SieveSpec {
-        family: FamilyConfig::new(Family::Xorshift32),
-        draws: vec![1, 2, 3],
-        modulus: 1000,
-        offset: 0,
-        offset_max: None,
-        skip_min: 0,
-        skip_max: 2,
-        threshold: Threshold::parse("1").unwrap(),
-        reverse_threshold: None,
-        direction: Default::default(),
-        skip_mode: Default::default(),
-    }
-}
 
 fn job(id: &str, end: u128, chunk: u64) -> Job {
     Job::new_seed_job(
@@ -376,7 +352,7 @@ async fn reopening_a_dead_lettered_job_runs_it_again_until_the_replay_settles() 
         "a dead letter publishes an event"
     );
     assert!(s.progress("j4").await.unwrap().unwrap().finished());
-    let client = redis::Client::open(redis_url()).unwrap();
+    let client = redis::Client::open(common::redis_url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let totals = seedq_protocol::keys::totals(s.namespace(), "j4");
     let ttl: i64 = redis::cmd("TTL")
@@ -550,7 +526,7 @@ async fn redis_errors_are_classified_by_what_waiting_does() {
     use seedq_store::ErrorClass;
     // Real error replies from the server, as the client parses them (a Lua error_reply carries
     // the same code as Redis's own OOM or BUSY refusals).
-    let client = redis::Client::open(redis_url()).unwrap();
+    let client = redis::Client::open(common::redis_url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     let reply = |code: &'static str| {
         let script = format!("return redis.error_reply('{code} refused for the test')");

@@ -3,43 +3,15 @@
 //! and its chunks since its last passed check turned into redo checks), a wrong verifier, a
 //! give-up, and the flag's end. Each test uses its own namespace and purges it.
 
-use seedq_core::{Family, FamilyConfig, PassResult, SieveSpec, Survivor, Threshold};
+mod common;
+
+use common::spec;
+use seedq_core::{PassResult, Survivor};
 use seedq_protocol::survivors::RecordShape;
 use seedq_protocol::{
     CheckKind, ChunkResult, Job, JobSeeds, JobSpec, Priority, SlotRef, PROTOCOL_VERSION,
 };
 use seedq_store::{ApplyOutcome, CheckResolution, Claim, Resolve, Store};
-
-fn redis_url() -> String {
-    std::env::var("SEEDQ_REDIS_URL")
-        .unwrap_or_else(|_| seedq_protocol::DEFAULT_REDIS_URL.to_string())
-}
-
-async fn store(tag: &str) -> Store {
-    let ns = format!(
-        "t-verify-{tag}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    Store::connect(&redis_url(), &ns)
-        .await
-        .expect("redis reachable")
-}
-
-fn spec() -> SieveSpec {
-    SieveSpec {
-        family: FamilyConfig::new(Family::Xorshift32),
-        draws: vec![1, 2, 3],
-        modulus: 1000,
-        offset: 0,
-        offset_max: None,
-        skip_min: 0,
-        skip_max: 2,
-        threshold: Threshold::parse("1").unwrap(),
-        reverse_threshold: None,
-        direction: Default::default(),
-        skip_mode: Default::default(),
-    }
-}
 
 /// A job of `chunks` chunks of 100 seeds, verifying `fraction` of them.
 async fn job(s: &Store, id: &str, chunks: u64, fraction: f64) -> Job {
@@ -122,7 +94,7 @@ async fn seeds_of(s: &Store, id: &str) -> Vec<u64> {
 
 #[tokio::test]
 async fn the_draw_follows_the_fraction_and_a_pending_check_holds_the_job_open() {
-    let s = store("draw").await;
+    let s = common::store("verify", "draw").await;
     let a = slot("n1", "cpu0");
     let none = job(&s, "none", 4, 0.0).await;
     for c in 0..4 {
@@ -208,7 +180,7 @@ async fn the_draw_follows_the_fraction_and_a_pending_check_holds_the_job_open() 
 
 #[tokio::test]
 async fn a_mismatch_replaces_the_wrong_result_flags_its_slot_and_redoes_its_chunks() {
-    let s = store("mismatch").await;
+    let s = common::store("verify", "mismatch").await;
     let bad = slot("rig1", "gpu3");
     let good = slot("zeus", "gpu0");
     // A fraction that logs every chunk but (in practice) draws none, until the test says so.
@@ -378,7 +350,7 @@ async fn a_mismatch_replaces_the_wrong_result_flags_its_slot_and_redoes_its_chun
 
 #[tokio::test]
 async fn a_wrong_verifier_is_flagged_and_the_applied_result_stands() {
-    let s = store("verifier").await;
+    let s = common::store("verify", "verifier").await;
     let first = slot("zeus", "gpu0");
     let wrong = slot("rig2", "gpu5");
     let j = job(&s, "j", 1, 1.0).await;
@@ -421,7 +393,7 @@ async fn a_wrong_verifier_is_flagged_and_the_applied_result_stands() {
 
 #[tokio::test]
 async fn a_check_nobody_can_run_is_given_up_as_unverified() {
-    let s = store("giveup").await;
+    let s = common::store("verify", "giveup").await;
     let a = slot("n1", "cpu0");
     let j = job(&s, "j", 1, 1.0).await;
     s.apply_chunk_result(&result(&j, 0, &[7], &a), None)
