@@ -713,7 +713,10 @@ impl Handler<'_> {
             if let Some(o) = next.check.as_mut() {
                 o.hops += 1;
             }
-            Settle::PassOn(next.to_json())
+            Settle::PassOn {
+                body: next.to_json(),
+                delay: pass_on_delay(order.hops),
+            }
         };
         match order.eligibility(&self.slot_ref()) {
             Eligibility::Run => {}
@@ -869,6 +872,15 @@ impl Handler<'_> {
     }
 }
 
+/// How long a check waits before it is offered again after its `hops`-th hand-back: 100 ms
+/// more each hop, up to 1 s. Which free slot the broker offers it to is luck: in a cluster of
+/// two nodes it comes back to the avoided one half the time, so it takes many short hops (12,
+/// `seedq_protocol::check::CHECK_HOPS_ANY`, 7.5 s in all) before a verification is given up,
+/// and a job's end waits a few tenths of a second for its last checks, not seconds.
+fn pass_on_delay(hops: u32) -> Duration {
+    Duration::from_millis(100 * u64::from(hops.min(9) + 1))
+}
+
 /// The slot work a chunk message asks for.
 fn work_of(prepared: &Prepared, msg: &ChunkMessage, count_only: bool) -> Work {
     match prepared {
@@ -926,6 +938,17 @@ async fn drain_expired(mut shutdown: tokio::sync::watch::Receiver<bool>, timeout
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_passed_on_waits_longer_each_hop() {
+        assert_eq!(pass_on_delay(0), Duration::from_millis(100));
+        assert_eq!(pass_on_delay(3), Duration::from_millis(400));
+        assert_eq!(pass_on_delay(40), Duration::from_secs(1), "capped");
+        let total: Duration = (0..seedq_protocol::check::CHECK_HOPS_ANY)
+            .map(pass_on_delay)
+            .sum();
+        assert_eq!(total, Duration::from_millis(7_500));
+    }
 
     #[test]
     fn prefetch_bursts_only_for_tiny_chunks() {

@@ -107,8 +107,8 @@ pub enum Settle {
     /// Back to its work queue as a fresh message (not a fault: no delivery counted).
     HandBack(HandBack),
     /// A check this slot may not run (`seedq_protocol::check`): back to its work queue as
-    /// `body` (the order with one more hop), for a better-placed slot.
-    PassOn(Vec<u8>),
+    /// `body` (the order with one more hop) after `delay`, for a better-placed slot.
+    PassOn { body: Vec<u8>, delay: Duration },
     /// Belongs on another queue (a script job pinned to another node): publish it there, ack.
     Forward { queue: String },
 }
@@ -210,9 +210,10 @@ impl Settler {
                     .await
                     .context("handing the message back to its queue")?;
             }
-            Settle::PassOn(body) => {
+            Settle::PassOn { body, delay } => {
                 tracing::debug!(
                     queue = inbound.queue(),
+                    delay_ms = delay.as_millis() as u64,
                     "passing a check on to another slot"
                 );
                 broker
@@ -220,7 +221,7 @@ impl Settler {
                         inbound.queue(),
                         &body,
                         &inbound.headers(),
-                        HAND_BACK_DELAY.as_millis() as u64,
+                        delay.as_millis() as u64,
                     )
                     .await
                     .context("passing the check on")?;

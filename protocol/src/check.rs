@@ -58,10 +58,10 @@ impl SlotRef {
 }
 
 /// Hand-backs after which a check takes any other slot, not only another node or backend.
-pub const CHECK_HOPS_OTHER_SLOT: u32 = 3;
+pub const CHECK_HOPS_OTHER_SLOT: u32 = 6;
 /// Hand-backs after which a verification nobody else can run is given up as unverifiable
 /// (a cluster of one slot), and a redo runs on any slot.
-pub const CHECK_HOPS_ANY: u32 = 6;
+pub const CHECK_HOPS_ANY: u32 = 12;
 
 /// The order a check message carries: what to do and whom to avoid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
