@@ -121,7 +121,9 @@ bench, e2e = statistics.median(benches), statistics.median(e2es)
 ratio = e2e / bench
 t0, tpub, t1 = runs["auto"]
 rate = n / (t1 - t0)
-pub_rate = n / (tpub - t0)
+# The enqueue command creates the job and publishes its first window (the consumers publish
+# the rest as slots settle), so this is its latency, not a publish rate of every chunk.
+enqueue_secs = tpub - t0
 p1 = runs["1"]
 rate_p1 = n / (p1[2] - p1[0])
 report = {
@@ -129,7 +131,7 @@ report = {
     "s128_bench_runs": benches, "s128_end_to_end_runs": e2es, "s128_chunks": chunks,
     "overhead_bar": 1.10, "overhead_ok": ratio <= 1.10,
     "dispatch_chunks": n, "dispatch_secs": round(t1 - t0, 3), "dispatch_chunks_per_sec": round(rate),
-    "publish_chunks_per_sec": round(pub_rate), "dispatch_bar": 2000, "dispatch_ok": rate >= 2000,
+    "enqueue_secs": round(enqueue_secs, 3), "dispatch_bar": 2000, "dispatch_ok": rate >= 2000,
     "dispatch_prefetch1_chunks_per_sec": round(rate_p1), "dispatch_prefetch1_ok": rate_p1 >= 2000,
 }
 if as_json:
@@ -137,7 +139,7 @@ if as_json:
 else:
     print(f"distribution overhead: median of {len(benches)} alternating runs: bench {bench:.3f} s, end to end {e2e:.3f} s ({chunks} chunks), ratio {ratio:.3f} (bar <= 1.10: {'OK' if ratio <= 1.10 else 'MISSED'})")
     print(f"  bench runs {benches}; end-to-end runs {e2es}")
-    print(f"dispatch: {n} one-seed chunks in {t1 - t0:.2f} s = {rate:,.0f} chunks/s with --prefetch auto (publish alone {pub_rate:,.0f}/s; bar >= 2,000: {'OK' if rate >= 2000 else 'MISSED'})")
+    print(f"dispatch: {n} one-seed chunks in {t1 - t0:.2f} s = {rate:,.0f} chunks/s with --prefetch auto (the enqueue command took {enqueue_secs:.2f} s; bar >= 2,000: {'OK' if rate >= 2000 else 'MISSED'})")
     print(f"          {rate_p1:,.0f} chunks/s with --prefetch 1 ({'OK' if rate_p1 >= 2000 else 'MISSED'})")
 PY
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use seedq_broker::{Broker, Inbound, Subscription};
+use seedq_protocol::check::{CHECK_HOPS_ANY, CHECK_HOPS_OTHER_SLOT};
 use seedq_protocol::{
     CheckOrder, ChunkMessage, ChunkResult, Eligibility, FailureEvent, FailureReason,
     QuarantineReason, SlotRef, Topology, PROTOCOL_VERSION,
@@ -50,6 +51,8 @@ pub struct SeedOptions {
     pub health: HealthOptions,
     /// Decides verifications whose two runs differ (`crate::verify`).
     pub referee: crate::verify::Referee,
+    /// Whether another node could take a check (`crate::verify`).
+    pub peers: crate::verify::Peers,
 }
 
 /// Runs one slot until shutdown, across broker reconnections.
@@ -718,7 +721,17 @@ impl Handler<'_> {
                 delay: pass_on_delay(order.hops),
             }
         };
-        match order.eligibility(&self.slot_ref()) {
+        let mut view = order.clone();
+        if view.hops < CHECK_HOPS_ANY && !self.opts.peers.other_node_alive(self.ctx).await {
+            // Alone: another slot of this node is the best there is; with no other slot in
+            // service a verification cannot be run at all.
+            view.hops = if self.ctx.stats.seed_slots_in_service() > 1 {
+                view.hops.max(CHECK_HOPS_OTHER_SLOT)
+            } else {
+                CHECK_HOPS_ANY
+            };
+        }
+        match view.eligibility(&self.slot_ref()) {
             Eligibility::Run => {}
             Eligibility::PassOn => return pass_on(),
             Eligibility::GiveUp => return self.give_up_check(msg).await,

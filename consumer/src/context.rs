@@ -85,6 +85,14 @@ impl NodeStats {
         }
     }
 
+    /// Seed slots subscribed now (in service).
+    pub fn seed_slots_in_service(&self) -> usize {
+        self.prefetch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Chunks the node's seed slots hold at once.
     pub fn seed_capacity(&self) -> u64 {
         let map = self.prefetch.lock().unwrap_or_else(|p| p.into_inner());

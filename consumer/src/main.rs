@@ -358,6 +358,7 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
                         retry_first: Duration::from_secs_f64(args.self_test_retry.max(0.1)),
                     },
                     referee: verify::Referee::default(),
+                    peers: verify::Peers::default(),
                 },
                 metrics_addr: args
                     .metrics_port
