@@ -766,7 +766,7 @@ impl Handler<'_> {
         {
             Ok(CheckResolution::Mismatch) => {
                 tracing::warn!(job = %msg.job_id, chunk = msg.chunk, checked = %order.avoid.key(), slot = %self.worker.name, "verification mismatch: deciding the chunk with the CPU reference");
-                match self.referee(msg, prepared, count_only, &result).await {
+                match self.referee(msg, prepared, count_only).await {
                     Ok(reference) => {
                         store
                             .resolve_check(
@@ -825,7 +825,6 @@ impl Handler<'_> {
         msg: &ChunkMessage,
         prepared: &Prepared,
         count_only: bool,
-        verifier: &ChunkResult,
     ) -> Result<ChunkResult, String> {
         let (worker, output) = self
             .opts
@@ -833,9 +832,7 @@ impl Handler<'_> {
             .run(work_of(prepared, msg, count_only))
             .await
             .map_err(|e| e.to_string())?;
-        let mut reference = result_of(msg, output, self.ctx.node_name(), &worker, None);
-        reference.attempt = verifier.attempt;
-        Ok(reference)
+        Ok(result_of(msg, output, self.ctx.node_name(), &worker, None))
     }
 
     /// Settles a check nobody can run as unverified.
