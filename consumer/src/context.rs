@@ -43,6 +43,8 @@ pub struct NodeContext {
     feeder: Feeder,
     /// Wakes the node's feeder task (`crate::node::feed_loop`).
     feed_wanted: tokio::sync::Notify,
+    /// A fill of the scripts lane is wanted too (a script settled, or the heartbeat).
+    script_feed_wanted: std::sync::atomic::AtomicBool,
     shutdown: watch::Sender<bool>,
     pub started_at_ms: u64,
     pub stats: NodeStats,
@@ -130,6 +132,7 @@ impl NodeContext {
         Arc::new(NodeContext {
             feeder,
             feed_wanted: tokio::sync::Notify::new(),
+            script_feed_wanted: std::sync::atomic::AtomicBool::new(false),
             node: node_config.name.clone(),
             node_config,
             cluster,
@@ -222,6 +225,19 @@ impl NodeContext {
     /// Asks the feeder task for a fill (coalesced: many requests during one fill make one more).
     pub fn request_feed(&self) {
         self.feed_wanted.notify_one();
+    }
+
+    /// Asks the feeder task for a fill of the scripts lane as well.
+    pub fn request_script_feed(&self) {
+        self.script_feed_wanted
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.feed_wanted.notify_one();
+    }
+
+    /// Whether a scripts fill was asked for since the last call.
+    pub fn take_script_feed_request(&self) -> bool {
+        self.script_feed_wanted
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Waits for [`NodeContext::request_feed`].

@@ -44,10 +44,17 @@ pub async fn run(ctx: Arc<NodeContext>, plan: NodePlan) -> anyhow::Result<()> {
     if plan.scripts {
         tasks.spawn(run_scripts(ctx.clone()));
     }
+    // The script consumer runs at least one script at a time; a node without one runs none.
+    let script_limit = if plan.scripts {
+        ctx.node_config().max_script_jobs.max(1)
+    } else {
+        0
+    };
     let heartbeat = tokio::spawn(heartbeat_loop(
         ctx.clone(),
         plan.workers.clone(),
         plan.backend_kind.clone(),
+        script_limit,
     ));
     let feeder = tokio::spawn(feed_loop(ctx.clone()));
     let watchdog = tokio::spawn(connection_watchdog(ctx.clone()));
@@ -79,7 +86,7 @@ pub async fn run(ctx: Arc<NodeContext>, plan: NodePlan) -> anyhow::Result<()> {
     heartbeat.abort();
     feeder.abort();
     if let Err(e) = ctx.store().clear_capacity(ctx.node_name()).await {
-        tracing::warn!(error = %e, "could not withdraw the node's seed capacity");
+        tracing::warn!(error = %e, "could not withdraw the node's capacity");
     }
     if let Err(e) = ctx.store().clear_heartbeat(ctx.node_name()).await {
         tracing::warn!(error = %e, "could not clear the heartbeat");
@@ -186,19 +193,21 @@ async fn run_scripts(ctx: Arc<NodeContext>) {
     }
 }
 
-/// The scheduler's share of the heartbeat: report what this node's seed slots hold at once
-/// (the capacity, expiring with the heartbeat), publish again any window whose publisher died,
-/// and ask for a fill. This is what keeps jobs moving after the producer that enqueued them has
-/// exited, and after a fill failed.
-async fn feed(ctx: &NodeContext, ttl: u64) {
+/// The scheduler's share of the heartbeat: report what this node's seed slots hold at once and
+/// how many scripts it runs at once (the capacities, expiring with the heartbeat), publish again
+/// any window whose publisher died, and ask for a fill of both lanes. This is what keeps jobs
+/// and batches moving after the producer that enqueued them has exited, and after a fill failed.
+async fn feed(ctx: &NodeContext, ttl: u64, script_limit: u32) {
     if ctx.is_shutting_down() {
         return;
     }
     let broker = ctx.broker();
     let capacity = ctx.stats.seed_capacity();
     let result = async {
-        ctx.store()
-            .set_capacity(ctx.node_name(), capacity, ttl)
+        let store = ctx.store();
+        store.set_capacity(ctx.node_name(), capacity, ttl).await?;
+        store
+            .set_script_capacity(ctx.node_name(), u64::from(script_limit), ttl)
             .await?;
         ctx.feeder().republish_stale(&broker).await
     }
@@ -208,14 +217,16 @@ async fn feed(ctx: &NodeContext, ttl: u64) {
             tracing::debug!(stale, capacity, "heartbeat republished stale windows")
         }
         Ok(_) => {}
-        Err(e) => tracing::debug!(error = %e, "heartbeat could not feed the seed queue"),
+        Err(e) => tracing::debug!(error = %e, "heartbeat could not feed the queues"),
     }
     ctx.request_feed();
+    ctx.request_script_feed();
 }
 
-/// The node's one feeder task: a fill whenever a slot settled a seed chunk (or the heartbeat
-/// asks), off the slots' path, so a slot's settle costs no claim or publish round trip and
-/// settles arriving during a fill are served together by the next one.
+/// The node's one feeder task: a fill whenever a slot settled a seed chunk or a script task
+/// (or the heartbeat asks), off the slots' path, so a slot's settle costs no claim or publish
+/// round trip and settles arriving during a fill are served together by the next one. The
+/// scripts lane is filled only when a script settled or the heartbeat asked.
 async fn feed_loop(ctx: Arc<NodeContext>) {
     loop {
         ctx.feed_requested().await;
@@ -232,6 +243,17 @@ async fn feed_loop(ctx: Arc<NodeContext>) {
                 tracing::warn!(error = %e, "could not publish the next seed chunks; the heartbeat asks again");
             }
         }
+        if ctx.take_script_feed_request() {
+            match ctx.feeder().fill_scripts(&broker).await {
+                Ok(fed) if fed.total() > 0 => {
+                    tracing::debug!(fed = fed.total(), "published script tasks")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not publish the next script tasks; the heartbeat asks again");
+                }
+            }
+        }
     }
 }
 
@@ -240,6 +262,7 @@ async fn heartbeat_loop(
     ctx: Arc<NodeContext>,
     workers: Vec<Arc<SlotWorker>>,
     backend_kind: String,
+    script_limit: u32,
 ) {
     let ttl = ctx.cluster().jobs.heartbeat_ttl_secs.max(3);
     let interval = Duration::from_secs((ttl / 3).clamp(1, 5));
@@ -276,7 +299,7 @@ async fn heartbeat_loop(
                 .chunks_failed
                 .load(std::sync::atomic::Ordering::Relaxed),
             scripts_running: ctx.metrics().scripts_running().min(u32::MAX as u64) as u32,
-            script_limit: ctx.node_config().max_script_jobs,
+            script_limit,
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             started_at_ms: ctx.started_at_ms,
@@ -290,7 +313,7 @@ async fn heartbeat_loop(
             }
             Err(_) => {}
         }
-        feed(&ctx, ttl).await;
+        feed(&ctx, ttl, script_limit).await;
         tokio::time::sleep(interval).await;
     }
 }

@@ -304,14 +304,20 @@ impl Settler {
         inbound.ack().await.map_err(anyhow::Error::new)
     }
 
-    /// After a seed chunk settled for good (done, skipped, dead-lettered): asks the node's
-    /// feeder task (`crate::node`) to publish the next window of seed work. The fill runs beside
-    /// the slots, not in their path: settles that land while one fill runs are served by the
-    /// next in one claim and one confirmed batch. Nothing depends on it finishing before the ack
-    /// (a claim is recorded before its publish, and the queue keeps a few chunks waiting).
+    /// After a seed chunk or script task settled for good (done, skipped, dead-lettered): asks
+    /// the node's feeder task (`crate::node`) to publish the next window of that lane's work.
+    /// The fill runs beside the slots, not in their path: settles that land while one fill runs
+    /// are served by the next in one claim and one confirmed batch. Nothing depends on it
+    /// finishing before the ack (a claim is recorded before its publish, and the queues keep a
+    /// few messages waiting).
     async fn feed(&self, broker: &Broker, inbound: &Inbound) {
-        if inbound.queue() == broker.topology().seeds_queue() {
+        let topology = broker.topology();
+        if inbound.queue() == topology.seeds_queue() {
             self.ctx.request_feed();
+        } else if inbound.queue() == topology.scripts_queue()
+            || topology.node_of_scripts_queue(inbound.queue()).is_some()
+        {
+            self.ctx.request_script_feed();
         }
     }
 

@@ -859,3 +859,74 @@ fn a_message_of_an_earlier_life_of_a_batch_is_dead_lettered_without_running() {
         runs_of("new-life")
     );
 }
+
+/// `scripts --priority`: with a low batch holding the node's only permit, a high batch's tasks
+/// start as soon as the task queued ahead of them is through, run back to back, and the low
+/// batch resumes only after them. The scheduler keeps one task queued (`min_queued = 1`).
+#[test]
+fn a_high_priority_batch_overtakes_a_low_one_at_the_next_free_permit() {
+    let mut cluster = Cluster::new(
+        "scripts-priority",
+        &[NodeSpec {
+            name: "node-a",
+            limit: 1,
+            gpus: 0,
+        }],
+        3,
+    );
+    let mut toml = std::fs::read_to_string(&cluster.config).unwrap();
+    toml.push_str("[scheduler]\nmin_queued = 1\nqueued_per_slot = 0.0\n");
+    std::fs::write(&cluster.config, toml).unwrap();
+    cluster.start("node-a");
+    cluster.wait_for_script_consumers(&["node-a"]);
+    let log = cluster.ns.path("timeline.log").display().to_string();
+    let task_secs = 1.0;
+    let batch = |name: &str, prefix: &str, n: usize| {
+        let jobs: Vec<Value> = (0..n)
+            .map(|i| sleep_job(&format!("{prefix}{i}"), task_secs, &log))
+            .collect();
+        cluster.jobs_file(name, &json!({ "jobs": jobs }))
+    };
+    let (low_file, high_file) = (batch("low.json", "low", 6), batch("high.json", "high", 2));
+    let low = cluster.producer_ok(&["scripts", "--jobs-file", &low_file, "--priority", "low"]);
+    let low = low.lines().next().unwrap().trim().to_string();
+    eventually("the low batch running", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("start"))
+    });
+    let enqueued = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    cluster.producer_ok(&[
+        "scripts",
+        "--jobs-file",
+        &high_file,
+        "--priority",
+        "high",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    cluster.producer_ok(&["wait", &low, "--timeout", "120"]);
+    let mut runs = intervals(&std::fs::read_to_string(&log).unwrap());
+    runs.sort_by(|a, b| a.2.partial_cmp(&b.2).unwrap());
+    let order: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(runs.len(), 8, "each task ran once: {order:?}");
+    let first_high = order.iter().position(|t| t.starts_with("high")).unwrap();
+    // Ahead of the high batch: the low task running at its enqueue and at most the one queued.
+    assert!(first_high <= 2, "{order:?}");
+    assert!(
+        order[first_high + 1].starts_with("high"),
+        "back to back: {order:?}"
+    );
+    assert!(
+        order[first_high + 2..].iter().all(|t| t.starts_with("low")),
+        "the low batch resumed only after the high one: {order:?}"
+    );
+    let high_start = runs[first_high].2;
+    println!(
+        "FIGURE scripts priority: first high task started {:.2} task durations after its enqueue, behind {} low task(s); order {order:?}",
+        (high_start - enqueued) / task_secs,
+        first_high
+    );
+}

@@ -204,8 +204,13 @@ impl ProgressView {
             self.survivors,
         );
         if let Some(priority) = self.priority {
+            let unit = if self.kind == "scripts" {
+                "tasks"
+            } else {
+                "chunks"
+            };
             out += &format!(
-                "  priority {priority} ({}/{} chunks published)\n",
+                "  priority {priority} ({}/{} {unit} published)\n",
                 self.chunks_published, self.chunks_total
             );
         }

@@ -1,12 +1,11 @@
-//! Publishing a seed job's first window and a batch's script tasks: one named connection,
-//! publisher confirms, the publish watermark, and failover.
+//! Publishing from the producer: one named connection, publisher confirms, and failover.
 //!
-//! Seed chunks go out through the scheduler ([`ChunkPublisher::feed`], `seedq_scheduler`): the
-//! producer registers the job and publishes what the queue has room for now; the consumers
-//! publish the rest as work settles. `published_upto` in a seed job's totals is the scheduler's
-//! cursor. For a script batch it is the watermark of leading tasks the broker has confirmed,
-//! advanced only after the confirms arrive, so a producer killed mid-publish loses nothing: a
-//! re-run continues from the watermark.
+//! Seed chunks and script tasks go out through the scheduler ([`ChunkPublisher::feed`],
+//! `seedq_scheduler`): the producer registers the job or batch and publishes what the queues
+//! have room for now; the consumers publish the rest as work settles. `published_upto` in the
+//! job's totals is the scheduler's cursor (claims not confirmed are published again by the
+//! scheduler, so a producer killed mid-publish loses nothing). `resume` and `dlq replay`
+//! publish chosen members directly.
 //!
 //! Failover: when the connection dies under a publish (the broker restarting, the cluster node
 //! it was on gone), the publisher connects again (the next addresses of `--amqp-url`, with
@@ -22,48 +21,10 @@ use std::time::Duration;
 use anyhow::Context;
 use backon::{BackoffBuilder, ExponentialBackoff};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use redis::AsyncCommands;
-use seedq_protocol::{keys, ChunkMessage, Job, ScriptJob};
+use seedq_protocol::{ChunkMessage, Job, ScriptJob};
 use seedq_scheduler::{Fed, FeedError, Feeder};
 
 use crate::context::Env;
-
-/// Field of the job's totals hash holding the publish watermark.
-pub const PUBLISHED_UPTO_FIELD: &str = "published_upto";
-
-async fn redis_conn(env: &Env) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-    let client = env.redis_client()?;
-    client
-        .get_multiplexed_async_connection()
-        .await
-        .with_context(|| format!("connecting to Redis at {}", env.redis_url_redacted()))
-}
-
-/// Leading chunks already confirmed by the broker (0 for a new job).
-pub async fn published_upto(env: &Env, job_id: &str) -> anyhow::Result<u64> {
-    let mut c = redis_conn(env).await?;
-    let v: Option<u64> = c
-        .hget(keys::totals(&env.namespace, job_id), PUBLISHED_UPTO_FIELD)
-        .await?;
-    Ok(v.unwrap_or(0))
-}
-
-/// Advances the watermark (never moves it back: two producers may race on one job).
-pub async fn set_published_upto(env: &Env, job_id: &str, upto: u64) -> anyhow::Result<()> {
-    let mut c = redis_conn(env).await?;
-    let key = keys::totals(&env.namespace, job_id);
-    let _: i64 = redis::Script::new(
-        "local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') \
-         if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(ARGV[2]) > cur then \
-           redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1 end return 0",
-    )
-    .key(key)
-    .arg(PUBLISHED_UPTO_FIELD)
-    .arg(upto)
-    .invoke_async(&mut c)
-    .await?;
-    Ok(())
-}
 
 /// How many publishes may await their confirm at once: enough to keep the pipe full, small
 /// enough that a crash re-publishes little.
@@ -178,7 +139,8 @@ impl ChunkPublisher {
     }
 
     /// Runs the scheduler once from here: publishes windows whose publisher died, then what the
-    /// seed queue has room for (the most urgent jobs' chunks, not only this command's job),
+    /// seed queue and the script queues have room for (the most urgent jobs' chunks and
+    /// batches' tasks, not only this command's job),
     /// failing over like the other publishes. Claims of a failed attempt are published again by
     /// whoever feeds once they are stale, so a retry here never loses or doubles a chunk's count.
     pub async fn feed(&mut self, feeder: &Feeder) -> anyhow::Result<Fed> {
@@ -186,7 +148,10 @@ impl ChunkPublisher {
         loop {
             let attempt = async {
                 feeder.republish_stale(&self.broker).await?;
-                feeder.fill(&self.broker).await
+                let mut fed = feeder.fill(&self.broker).await?;
+                fed.per_job
+                    .extend(feeder.fill_scripts(&self.broker).await?.per_job);
+                Ok::<Fed, FeedError>(fed)
             }
             .await;
             match attempt {
@@ -194,7 +159,7 @@ impl ChunkPublisher {
                 Err(FeedError::Broker(e)) => self
                     .recover(e, &mut recovery)
                     .await
-                    .context("publishing the first seed chunks")?,
+                    .context("publishing the first chunks or tasks")?,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `jobs(ns)` | zset | job id -> created_at_ms (index; stale ids pruned on read) |
 //! | `job_spec(ns, id)` | string | [`crate::Job`] JSON (immutable) |
-//! | `totals(ns, id)` | hash | `chunks_total`, `seeds_total`, `created_at_ms`, `ttl_secs`, `chunks_done`, `seeds_done`, `busy_us`, `survivors` (survivors or flagged seeds recorded), `started_at_ms`, `updated_at_ms`, `finished_at_ms`, `node:<name>` -> chunks, `priority` (rank, 0 = high), `published_upto` (seed jobs: the scheduler's cursor, chunks below it were claimed for publishing and `sched_claims` holds the ones not yet confirmed; script batches: the producer's confirmed watermark) |
+//! | `totals(ns, id)` | hash | `chunks_total`, `seeds_total`, `created_at_ms`, `ttl_secs`, `chunks_done`, `seeds_done`, `busy_us`, `survivors` (survivors or flagged seeds recorded), `started_at_ms`, `updated_at_ms`, `finished_at_ms`, `node:<name>` -> chunks, `priority` (rank, 0 = high), `published_upto` (seed jobs: the scheduler's cursor, chunks below it were claimed for publishing and `sched_claims` holds the ones not yet confirmed; script batches: the same cursor over the batch's tasks) |
 //! | `done(ns, id)` | set | done members (`c<index>`, `t:<task>`): the exactly-once guard |
 //! | `survivors(ns, id)` | hash | flagged seed (decimal) -> record JSON, correlation/analysis (first write wins: dedup by seed) |
 //! | `survivor_pieces(ns, id)` | hash | `c<chunk>.<token>.<i>` -> compact survivor piece (sieve jobs) |
@@ -24,6 +24,7 @@
 //! | `sched_turn(ns)` | string | counter of picks, the round robin's clock |
 //! | `sched_claims(ns)` | zset | `<job>\t<from>\t<to>` claimed chunk windows not yet confirmed by the broker -> claimed_at_ms |
 //! | `sched_capacity(ns)` | hash | node -> `<chunks it can hold> <expires_at_ms>` |
+//! | `sched_script_queue(ns)`, `sched_script_live(ns)`, `sched_script_capacity(ns)` | zset, set, hash | the same for script batches (their tasks in the batch's order; capacity = script permits) |
 //!
 //! When a job finishes (every chunk done or dead-lettered) all its keys get the job TTL.
 
@@ -203,6 +204,21 @@ pub fn sched_claims(ns: &str) -> String {
 /// Live nodes' seed capacity (chunks their slots hold at once), each with an expiry.
 pub fn sched_capacity(ns: &str) -> String {
     format!("{ns}:sched:capacity")
+}
+
+/// Script batches with tasks still to publish (the scripts lane's [`sched_queue`]).
+pub fn sched_script_queue(ns: &str) -> String {
+    format!("{ns}:sched:scripts:queue")
+}
+
+/// Script batches that may have tasks in flight (the scripts lane's [`sched_live`]).
+pub fn sched_script_live(ns: &str) -> String {
+    format!("{ns}:sched:scripts:live")
+}
+
+/// Live nodes' script capacity (tasks they run at once), each with an expiry.
+pub fn sched_script_capacity(ns: &str) -> String {
+    format!("{ns}:sched:scripts:capacity")
 }
 
 /// Pattern matching every key of a namespace (teardown, test cleanup), and no other's: a

@@ -40,11 +40,10 @@ pub struct JobProgress {
     pub finished_at_ms: Option<u64>,
     /// The job has been cancelled (its remaining chunks are skipped).
     pub cancelled: bool,
-    /// Seed jobs: the scheduler priority (`None` for script batches and unregistered jobs).
+    /// The scheduler priority (`None` for jobs not registered with the scheduler).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<crate::Priority>,
-    /// Seed jobs: chunks published so far (the scheduler's cursor); script batches: tasks the
-    /// broker confirmed.
+    /// Chunks (a script batch's tasks) published so far: the scheduler's cursor.
     #[serde(default)]
     pub published: u64,
     /// Verification by redundancy (`crate::check`): chunks whose second run matched.

@@ -17,6 +17,8 @@
 //! Each fill claims in Redis first (atomic: two feeders never pick the same chunk), publishes
 //! with confirms, then releases the claim. A feeder that dies in between leaves the claim, which
 //! the next heartbeat's feeder publishes again once it is stale ([`Feeder::republish_stale`]).
+//! Script batches go the same way in their own lane ([`Feeder::fill_scripts`]): their tasks,
+//! in the batch's order, against the live nodes' script permits.
 //! Check messages (verification by redundancy, `docs/verification.md`) go the same way: the
 //! store claims them where it draws them, [`Feeder::publish_checks`] publishes and releases.
 
@@ -24,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use seedq_broker::{Broker, BrokerError};
-use seedq_protocol::{ChunkMessage, FailureEvent, Job, SchedulerConfig};
+use seedq_protocol::{ChunkMessage, FailureEvent, Job, JobSpec, SchedulerConfig, ScriptJob};
 use seedq_store::{Claim, Pick, Store, StoreError};
 
 /// Why a fill did not complete. Claims it made stay in Redis and are published again later.
@@ -89,6 +91,19 @@ impl Feeder {
     /// of places at once: the claim is atomic and bounded by the capacity.
     pub async fn fill(&self, broker: &Broker) -> Result<Fed, FeedError> {
         let claimed = self.store.claim_chunks(&self.config, MOST_PER_FILL).await?;
+        if claimed.picks.is_empty() {
+            return Ok(Fed::default());
+        }
+        let fed = self.publish(broker, &claimed.picks).await?;
+        self.store.release_claims(&claimed.claims).await?;
+        Ok(fed)
+    }
+
+    /// [`Feeder::fill`] for script batches: publishes the tasks the live nodes' script permits
+    /// have room for, most urgent batch first, each to its queue (shared or the node it is
+    /// pinned to).
+    pub async fn fill_scripts(&self, broker: &Broker) -> Result<Fed, FeedError> {
+        let claimed = self.store.claim_tasks(&self.config, MOST_PER_FILL).await?;
         if claimed.picks.is_empty() {
             return Ok(Fed::default());
         }
@@ -180,18 +195,37 @@ impl Feeder {
             }
         }
         let mut messages: Vec<(Arc<Job>, ChunkMessage)> = Vec::with_capacity(picks.len());
+        let mut tasks: Vec<ScriptJob> = Vec::new();
         let mut fed = Fed::default();
         for pick in picks {
             let Some(job) = jobs.get(pick.job_id.as_str()).cloned().flatten() else {
                 continue;
             };
-            if let Some(msg) = job.chunk_message(pick.chunk) {
+            let published = match &job.spec {
+                // A batch's tasks are its chunks, in the batch's order; the message carries
+                // the batch's epoch.
+                JobSpec::Scripts(batch) => usize::try_from(pick.chunk)
+                    .ok()
+                    .and_then(|i| batch.tasks.get(i))
+                    .and_then(|task| job.task_message(&task.task_id))
+                    .map(|task| tasks.push(task))
+                    .is_some(),
+                _ => job
+                    .chunk_message(pick.chunk)
+                    .map(|msg| messages.push((job.clone(), msg)))
+                    .is_some(),
+            };
+            if published {
                 *fed.per_job.entry(pick.job_id.clone()).or_default() += 1;
-                messages.push((job, msg));
             }
         }
         let batch: Vec<(&Job, &ChunkMessage)> = messages.iter().map(|(j, m)| (&**j, m)).collect();
         broker.publish_chunk_batch(&batch).await?;
+        // Each confirmed before the next: batches are a few long tasks, and a pinned task's
+        // queue was declared by whoever enqueued the batch (and by its node).
+        for task in &tasks {
+            broker.publish_script(task).await?;
+        }
         Ok(fed)
     }
 

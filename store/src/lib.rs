@@ -23,8 +23,10 @@
 //!           seed_throughput(model, family, units_per_sec) -> bool (only where nothing is learned),
 //!           throughput(model, family) -> Option<f64>, all_throughput() -> Vec<(model, family, f64)>
 //! schedule  schedule_job(id, Priority, verify_fraction) -> Scheduled, claim_chunks(&SchedulerConfig, most) -> Claimed,
+//!           schedule_batch(id, Priority), claim_tasks(..) (script batches' lane),
 //!           take_stale_claims(&SchedulerConfig, most), release_claims(&[Claim]), pending_claims(),
-//!           set_capacity(node, chunks, ttl_secs), clear_capacity(node), job_schedule(id) -> JobSchedule
+//!           set_capacity(node, chunks, ttl_secs), set_script_capacity(node, tasks, ttl_secs),
+//!           clear_capacity(node), job_schedule(id) -> JobSchedule
 //! checks    check_order(job, chunk), resolve_check(Resolve, &SlotRef, reason) -> CheckResolution,
 //!           slot_checked(&SlotRef, ends_quarantine), bad_slots(), slot_log(&SlotRef)
 //!           (verification by redundancy: `check` module)
@@ -71,7 +73,7 @@ mod schedule;
 mod tls;
 
 pub use check::{CheckResolution, Resolve};
-pub use schedule::{Claim, Claimed, JobSchedule, Pick, Scheduled};
+pub use schedule::{Claim, Claimed, JobSchedule, Lane, Pick, Scheduled};
 pub use tls::{client, CONNECT_GIVE_UP};
 
 static APPLY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(lua::APPLY));

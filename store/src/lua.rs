@@ -63,8 +63,8 @@ local function settle(now)
   if total < 0 then return end
   local settled = redis.call('SCARD', KEYS[3]) + redis.call('HLEN', KEYS[8])
   if settled < total and redis.call('EXISTS', KEYS[10]) == 1 then
-    -- Cancelled: what was never published (the scheduler's cursor, or a batch's confirmed
-    -- watermark) will not run either, so it is settled too.
+    -- Cancelled: what was never published (past the scheduler's cursor) will not run either,
+    -- so it is settled too.
     local published = tonumber(redis.call('HGET', KEYS[2], 'published_upto') or '0')
     if published < total then settled = settled + total - published end
   end

@@ -24,6 +24,11 @@
 //!   lost. The price is a possible second copy of a window whose publisher was only slow; results
 //!   are applied once per chunk (the done set), so a copy costs a redundant run, never a count.
 //!
+//! Script batches are scheduled the same way in a lane of their own ([`Lane::Scripts`]): the
+//! same scripts over their own queue, live set and capacity (the script permits of the live
+//! nodes), a batch's tasks claimed in the batch's order. The turn counter and the claims are
+//! shared; a claim's job says which lane it came from.
+//!
 //! The scripts build a job's key names from the namespace (`<ns>:job:<id>:<part>`, as
 //! `seedq_protocol::keys` does), which a single Redis server allows; seedq does not run on
 //! Redis Cluster.
@@ -144,6 +149,40 @@ static REGISTER_SCRIPT: std::sync::LazyLock<Script> =
 static CLAIM_SCRIPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(CLAIM));
 static TAKE_STALE_SCRIPT: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(TAKE_STALE));
+
+/// Which work a scheduler call is about: seed jobs' chunks on `<ns>.seeds`, or script
+/// batches' tasks on the scripts queues. Each lane has its own queue of jobs, live set and
+/// capacity, so script permits never count as room for seed chunks or the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Seed jobs (sieve, correlation, analysis).
+    Seeds,
+    /// Script batches.
+    Scripts,
+}
+
+impl Lane {
+    fn queue(self, ns: &str) -> String {
+        match self {
+            Lane::Seeds => keys::sched_queue(ns),
+            Lane::Scripts => keys::sched_script_queue(ns),
+        }
+    }
+
+    fn live(self, ns: &str) -> String {
+        match self {
+            Lane::Seeds => keys::sched_live(ns),
+            Lane::Scripts => keys::sched_script_live(ns),
+        }
+    }
+
+    fn capacity(self, ns: &str) -> String {
+        match self {
+            Lane::Seeds => keys::sched_capacity(ns),
+            Lane::Scripts => keys::sched_script_capacity(ns),
+        }
+    }
+}
 
 /// One chunk the scheduler chose to publish now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,15 +306,33 @@ impl Store {
         priority: Priority,
         verify_fraction: f64,
     ) -> Result<Scheduled> {
+        self.register(Lane::Seeds, id, priority, verify_fraction.clamp(0.0, 1.0))
+            .await
+    }
+
+    /// Registers a script batch with the scheduler's scripts lane at `priority` (or changes the
+    /// priority of one registered), like [`Store::schedule_job`]. Its tasks are claimed in the
+    /// batch's order by [`Store::claim_tasks`].
+    pub async fn schedule_batch(&self, id: &str, priority: Priority) -> Result<Scheduled> {
+        self.register(Lane::Scripts, id, priority, 0.0).await
+    }
+
+    async fn register(
+        &self,
+        lane: Lane,
+        id: &str,
+        priority: Priority,
+        verify_fraction: f64,
+    ) -> Result<Scheduled> {
         let mut script = REGISTER_SCRIPT.prepare_invoke();
         script
-            .key(keys::sched_queue(&self.ns))
-            .key(keys::sched_live(&self.ns))
+            .key(lane.queue(&self.ns))
+            .key(lane.live(&self.ns))
             .key(keys::totals(&self.ns, id))
             .arg(id)
             .arg(priority.rank())
             .arg(TURN_SPAN)
-            .arg(verify_fraction.clamp(0.0, 1.0));
+            .arg(verify_fraction);
         let code: i64 = self
             .run(|mut c| {
                 let s = &script;
@@ -296,13 +353,24 @@ impl Store {
     /// Not idempotent: if the reply is lost and the call retried, the first call's windows are
     /// only published once stale ([`Store::take_stale_claims`]). Nothing is lost either way.
     pub async fn claim_chunks(&self, config: &SchedulerConfig, most: u64) -> Result<Claimed> {
+        self.claim(Lane::Seeds, config, most).await
+    }
+
+    /// [`Store::claim_chunks`] for script batches: the tasks to publish now, as many as the
+    /// live nodes' script permits leave room for (plus the few kept queued), most urgent batch
+    /// first. A pick's `chunk` is the task's index in its batch.
+    pub async fn claim_tasks(&self, config: &SchedulerConfig, most: u64) -> Result<Claimed> {
+        self.claim(Lane::Scripts, config, most).await
+    }
+
+    async fn claim(&self, lane: Lane, config: &SchedulerConfig, most: u64) -> Result<Claimed> {
         let mut script = CLAIM_SCRIPT.prepare_invoke();
         script
-            .key(keys::sched_queue(&self.ns))
-            .key(keys::sched_live(&self.ns))
+            .key(lane.queue(&self.ns))
+            .key(lane.live(&self.ns))
             .key(keys::sched_turn(&self.ns))
             .key(keys::sched_claims(&self.ns))
-            .key(keys::sched_capacity(&self.ns))
+            .key(lane.capacity(&self.ns))
             .arg(seedq_protocol::now_ms())
             .arg(&self.ns)
             .arg(config.min_queued)
@@ -316,7 +384,7 @@ impl Store {
             })
             .await?;
         let corrupt = |message: &str| StoreError::Corrupt {
-            key: keys::sched_queue(&self.ns),
+            key: lane.queue(&self.ns),
             message: message.to_string(),
         };
         let mut picks = Vec::with_capacity(flat.len() / 2);
@@ -401,9 +469,27 @@ impl Store {
     /// Says that `node`'s seed slots hold `chunks` at once, for `ttl_secs` (renewed with each
     /// heartbeat; a node that stops renewing stops counting).
     pub async fn set_capacity(&self, node: &str, chunks: u64, ttl_secs: u64) -> Result<()> {
-        let key = keys::sched_capacity(&self.ns);
+        self.set_lane_capacity(Lane::Seeds, node, chunks, ttl_secs)
+            .await
+    }
+
+    /// Says that `node` runs `tasks` scripts at once (its script permits; 0 without a script
+    /// consumer), for `ttl_secs`, like [`Store::set_capacity`].
+    pub async fn set_script_capacity(&self, node: &str, tasks: u64, ttl_secs: u64) -> Result<()> {
+        self.set_lane_capacity(Lane::Scripts, node, tasks, ttl_secs)
+            .await
+    }
+
+    async fn set_lane_capacity(
+        &self,
+        lane: Lane,
+        node: &str,
+        places: u64,
+        ttl_secs: u64,
+    ) -> Result<()> {
+        let key = lane.capacity(&self.ns);
         let value = format!(
-            "{chunks} {}",
+            "{places} {}",
             seedq_protocol::now_ms() + ttl_secs.max(1) * 1000
         );
         let node = node.to_string();
@@ -422,18 +508,21 @@ impl Store {
         .await
     }
 
-    /// Withdraws `node`'s capacity (clean shutdown).
+    /// Withdraws `node`'s capacity in both lanes (clean shutdown).
     pub async fn clear_capacity(&self, node: &str) -> Result<()> {
-        let key = keys::sched_capacity(&self.ns);
+        let keys = [
+            Lane::Seeds.capacity(&self.ns),
+            Lane::Scripts.capacity(&self.ns),
+        ];
         let node = node.to_string();
         self.run(|mut c| {
-            let (k, n) = (key.clone(), node.clone());
+            let (keys, n) = (keys.clone(), node.clone());
             async move {
-                redis::cmd("HDEL")
-                    .arg(k)
-                    .arg(n)
-                    .query_async::<i64>(&mut c)
-                    .await?;
+                let mut pipe = redis::pipe();
+                for k in keys {
+                    pipe.cmd("HDEL").arg(k).arg(&n).ignore();
+                }
+                pipe.query_async::<()>(&mut c).await?;
                 Ok(())
             }
         })

@@ -4,7 +4,7 @@
 //! or a Redis that does not answer each get a hint of their own ([`StoreError::Connect`]).
 //!
 //! Every client seedq makes goes through [`client`], so the producer's short-lived connections
-//! (the publish watermark, teardown) trust the same CA as the store's.
+//! (teardown) trust the same CA as the store's.
 
 use std::time::Duration;
 

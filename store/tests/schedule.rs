@@ -6,7 +6,7 @@ mod common;
 
 use seedq_protocol::{
     ChunkResult, FailureEvent, FailureReason, Job, JobSeeds, JobSpec, Priority, SchedulerConfig,
-    PROTOCOL_VERSION,
+    ScriptBatch, PROTOCOL_VERSION,
 };
 use seedq_store::{Pick, Scheduled, Store};
 
@@ -232,5 +232,115 @@ async fn unreleased_claims_go_stale_and_are_taken_once() {
     );
     s.release_claims(&taken).await.unwrap();
     assert!(s.pending_claims().await.unwrap().is_empty());
+    s.purge_namespace().await.unwrap();
+}
+
+/// A script batch of `tasks` tasks `<id>-0`, `<id>-1`...
+async fn batch(s: &Store, id: &str, tasks: usize) -> Job {
+    let tasks = (0..tasks)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "task_id": format!("{id}-{i}"), "script": "s.py", "timeout_secs": 60,
+            }))
+            .unwrap()
+        })
+        .collect();
+    let job = Job::new_script_batch(
+        id,
+        ScriptBatch {
+            tasks,
+            output_dir: None,
+            preserve_paths: false,
+        },
+    )
+    .unwrap();
+    s.create_job(&job).await.unwrap();
+    job
+}
+
+/// Settles task `index` of `job` (dead-lettered: settled like done, for the scheduler).
+async fn settle_task(s: &Store, job: &Job, index: usize) {
+    let JobSpec::Scripts(b) = &job.spec else {
+        unreachable!()
+    };
+    let event = FailureEvent {
+        member: b.tasks[index].member(),
+        reason: FailureReason::ExitStatus,
+        detail: "x".into(),
+        dead_lettered: true,
+        node: "n1".into(),
+        attempt: 1,
+        at_ms: seedq_protocol::now_ms(),
+    };
+    s.record_failure(&job.job_id, job.epoch, &event)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn script_batches_have_their_own_lane_by_priority_against_script_permits() {
+    let s = store("scripts").await;
+    let low = batch(&s, "low", 6).await;
+    job(&s, "seeds", 20).await;
+    s.schedule_job("seeds", Priority::Normal, 0.0)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.schedule_batch("low", Priority::Low).await.unwrap(),
+        Scheduled::Queued
+    );
+    // Script permits are room for scripts only, seed slots for chunks only.
+    s.set_script_capacity("n1", 2, 30).await.unwrap();
+    let tasks = s.claim_tasks(&config(1), 1000).await.unwrap();
+    assert_eq!(
+        ids(&tasks.picks),
+        ["low0", "low1", "low2"],
+        "2 permits + 1 queued"
+    );
+    let chunks = s.claim_chunks(&config(1), 1000).await.unwrap().picks;
+    assert_eq!(ids(&chunks), ["seeds0"], "no seed slots: min_queued only");
+    assert!(s
+        .claim_tasks(&config(1), 1000)
+        .await
+        .unwrap()
+        .picks
+        .is_empty());
+    // A high batch waits for the next free permit, then takes every one until it is out.
+    let high = batch(&s, "high", 2).await;
+    s.schedule_batch("high", Priority::High).await.unwrap();
+    assert!(s
+        .claim_tasks(&config(1), 1000)
+        .await
+        .unwrap()
+        .picks
+        .is_empty());
+    settle_task(&s, &low, 0).await;
+    assert_eq!(
+        ids(&s.claim_tasks(&config(1), 1000).await.unwrap().picks),
+        ["high0"]
+    );
+    settle_task(&s, &low, 1).await;
+    settle_task(&s, &low, 2).await;
+    assert_eq!(
+        ids(&s.claim_tasks(&config(1), 1000).await.unwrap().picks),
+        ["high1", "low3"]
+    );
+    // The cursor is the batch's published count, as for seed jobs; a node leaving takes its
+    // permits with it.
+    assert_eq!(s.job_schedule("low").await.unwrap().published, 4);
+    assert_eq!(
+        s.job_schedule("high").await.unwrap().priority,
+        Some(Priority::High)
+    );
+    settle_task(&s, &high, 0).await;
+    s.clear_capacity("n1").await.unwrap();
+    assert!(
+        s.claim_tasks(&config(1), 1000)
+            .await
+            .unwrap()
+            .picks
+            .is_empty(),
+        "3 out, room for min_queued 1"
+    );
     s.purge_namespace().await.unwrap();
 }

@@ -3,22 +3,22 @@
 //!
 //! On a cancelled job it first lifts the cancel, so the members skipped as `cancelled` run after
 //! all. What is known per member (chunk `c<i>` or script task `t:<id>`, in plan order): the done
-//! set and the dead-letter record (member -> reason) in the store, and the publish watermark
-//! `published_upto` in the job's totals (the number of leading members whose publish the broker
-//! confirmed; the publishers advance it only after the confirms, see [`crate::publish`]). So a
-//! member is
+//! set and the dead-letter record (member -> reason) in the store, and the watermark
+//! `published_upto` in the job's totals (the scheduler's cursor: leading members claimed for
+//! publishing, each published and confirmed, or to be published again by the scheduler if its
+//! publisher died, see [`crate::publish`]). So a member is
 //! - done: skipped;
 //! - dead-lettered: in no work queue any more, republished with the attempt count reset;
-//! - at or past the watermark and not settled: never published. A script task is republished
-//!   (producer crash mid-publish); a seed chunk is the scheduler's to publish (the watermark is
-//!   its cursor): the job is registered with the scheduler again and the room there is is filled;
+//! - at or past the watermark and not settled: never published, so the scheduler's to publish
+//!   (the watermark is its cursor): the job is registered with the scheduler again and the room
+//!   there is is filled;
 //! - below the watermark and not settled: queued, in flight or waiting in the retry queue (the
 //!   broker keeps it until it settles, across consumer crashes), left alone. `--outstanding`
 //!   republishes these too, for a queue deleted or purged by hand; that is always safe because
 //!   results are applied once per member, and costs duplicate work for those still queued.
 //!
-//! Chunks go out through the seed jobs' confirmed publisher ([`ChunkPublisher`]), script tasks
-//! one by one to their (possibly node-pinned) queue.
+//! Chunks and script tasks go out through the same confirmed publisher ([`ChunkPublisher`]),
+//! script tasks one by one to their (possibly node-pinned) queue.
 
 use std::collections::BTreeSet;
 
@@ -26,7 +26,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use seedq_protocol::{Job, JobSpec, ScriptBatch};
+use seedq_protocol::{Job, JobSpec};
 
 use crate::context::Env;
 use crate::publish::ChunkPublisher;
@@ -45,7 +45,7 @@ pub struct ResumeArgs {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ResumePlan {
     pub dead_lettered: Vec<String>,
-    /// At or past the publish watermark: never confirmed by the broker.
+    /// At or past the watermark: never claimed for publishing.
     pub unpublished: Vec<String>,
     /// Below the watermark and not settled: queued or in flight.
     pub outstanding: Vec<String>,
@@ -95,13 +95,9 @@ pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
             .map(seedq_protocol::chunk_member)
             .collect(),
     };
-    let published_upto = crate::publish::published_upto(env, &args.job).await?;
+    let published_upto = store.job_schedule(&args.job).await?.published;
     let plan = plan_resume(&all, &done, &dead, published_upto);
-    let is_script = matches!(job.spec, JobSpec::Scripts(_));
     let mut chosen: Vec<&String> = plan.dead_lettered.iter().collect();
-    if is_script {
-        chosen.extend(&plan.unpublished);
-    }
     if args.outstanding {
         chosen.extend(&plan.outstanding);
     }
@@ -114,7 +110,7 @@ pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
         store.reopen(&job.job_id, &plan.dead_lettered).await?;
     }
     let republished = match &job.spec {
-        JobSpec::Scripts(batch) => republish_tasks(env, &job, batch, &plan, &chosen).await,
+        JobSpec::Scripts(_) => republish_tasks(env, &store, &job, &chosen).await,
         _ => republish_chunks(env, &store, &job, &chosen).await,
     };
     let published = match republished {
@@ -169,34 +165,44 @@ pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Republishes the chosen script tasks of a batch, each to its queue, with the attempt reset.
+/// Republishes the chosen script tasks of a batch, each to its queue with the attempt reset,
+/// then registers the batch with the scheduler again (its priority kept) and publishes what the
+/// script queues have room for.
 async fn republish_tasks(
     env: &Env,
+    store: &seedq_store::Store,
     job: &Job,
-    batch: &ScriptBatch,
-    plan: &ResumePlan,
     chosen: &[&String],
 ) -> anyhow::Result<usize> {
-    let broker = env.broker().await?;
-    broker.ensure_topology(&env.cluster.broker).await?;
+    let JobSpec::Scripts(batch) = &job.spec else {
+        anyhow::bail!("job {} is not a script batch", job.job_id)
+    };
+    let mut publisher = ChunkPublisher::connect(env).await?;
+    for task in &batch.tasks {
+        if let Some(node) = &task.node {
+            publisher.declare_node_scripts_queue(node).await?;
+        }
+    }
     for member in chosen {
         let task_id = member.strip_prefix("t:").unwrap_or(member);
         // The stored definition with the batch's epoch and the attempt reset.
         let task = job
             .task_message(task_id)
             .context("task vanished from the batch")?;
-        if let Some(node) = &task.node {
-            broker
-                .ensure_node_scripts_queue(node, &env.cluster.broker)
-                .await?;
-        }
-        broker.publish_script(&task).await?;
+        publisher.publish_script(&task).await?;
     }
-    if !plan.unpublished.is_empty() {
-        crate::publish::set_published_upto(env, &job.job_id, batch.tasks.len() as u64).await?;
-    }
-    broker.close().await;
-    Ok(chosen.len())
+    let current = store.job_schedule(&job.job_id).await?;
+    store
+        .schedule_batch(
+            &job.job_id,
+            current
+                .priority
+                .unwrap_or(env.cluster.scheduler.default_priority),
+        )
+        .await?;
+    let fed = feed(env, store, &mut publisher).await?;
+    publisher.close().await;
+    Ok(chosen.len() + fed.for_job(&job.job_id) as usize)
 }
 
 /// Republishes the chosen chunks of a seed job through the same confirmed publisher as
@@ -235,28 +241,21 @@ async fn republish_chunks(
                 .unwrap_or(env.cluster.scheduler.verify_fraction),
         )
         .await?;
-    let fed = publisher
-        .feed(&seedq_scheduler::Feeder::new(
-            store.clone(),
-            env.cluster.scheduler.clone(),
-        ))
-        .await?;
+    let fed = feed(env, store, &mut publisher).await?;
     publisher.close().await;
     Ok(indexes.len() + fed.for_job(&job.job_id) as usize)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resume_plan_splits_dead_and_outstanding() {
-        let all: Vec<String> = (0..6).map(seedq_protocol::chunk_member).collect();
-        let done = BTreeSet::from(["c0".to_string(), "c3".to_string()]);
-        let dead = BTreeSet::from(["c1".to_string(), "c3".to_string(), "c5".to_string()]);
-        let plan = plan_resume(&all, &done, &dead, 4);
-        assert_eq!(plan.dead_lettered, vec!["c1", "c5"]);
-        assert_eq!(plan.outstanding, vec!["c2"]);
-        assert_eq!(plan.unpublished, vec!["c4"]);
-    }
+/// One run of the scheduler from here (the job just registered again included).
+async fn feed(
+    env: &Env,
+    store: &seedq_store::Store,
+    publisher: &mut ChunkPublisher,
+) -> anyhow::Result<seedq_scheduler::Fed> {
+    publisher
+        .feed(&seedq_scheduler::Feeder::new(
+            store.clone(),
+            env.cluster.scheduler.clone(),
+        ))
+        .await
 }

@@ -3,8 +3,10 @@
 //! The whole file is parsed and validated first ([`crate::jobs_file`]: nothing is published when
 //! anything is wrong), then the batch is stored as one job in Redis (the batch id is the job id;
 //! `--job-id`, else derived from the file's content so re-running the same file is the same job
-//! and nothing is counted twice), then one message per task is published with confirms: to
-//! `<ns>.scripts`, or to `<ns>.scripts.<node>` when the task is pinned to a node. A `gpu_id` pin
+//! and nothing is counted twice), then registered with the scheduler's scripts lane at
+//! `--priority`: the tasks go out in the batch's order as script permits free up, most urgent
+//! batch first (`docs/scheduling.md`), each confirmed, to `<ns>.scripts`, or to
+//! `<ns>.scripts.<node>` when the task is pinned to a node. A `gpu_id` pin
 //! without `node` is routed by [`route_gpu_pins`] so that only a node with that GPU can take it
 //! (or refused when that needs a choice of node). It prints the batch id. `--wait` follows the
 //! batch like `wait` does ([`crate::watch`]); with `--output-dir` the outputs are then collected
@@ -16,8 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use seedq_protocol::{Job, JobSpec, NodeConfig, ScriptBatch, ScriptJob, PROTOCOL_VERSION};
-use seedq_store::{CreateOutcome, Store};
+use seedq_protocol::{
+    Job, JobSpec, NodeConfig, Priority, ScriptBatch, ScriptJob, PROTOCOL_VERSION,
+};
+use seedq_scheduler::Feeder;
+use seedq_store::{CreateOutcome, Scheduled, Store};
 
 use crate::cmd::collect::{self, CollectArgs};
 use crate::cmd::{EXIT_DEAD_LETTERED, EXIT_TIMEOUT};
@@ -46,6 +51,11 @@ pub struct ScriptsArgs {
     /// the same file is the same batch and nothing runs twice.
     #[arg(long)]
     pub job_id: Option<String>,
+    /// high, normal or low (default: `scheduler.default_priority` in the config, normal). A
+    /// free script permit always takes the most urgent batch's next task; batches of one
+    /// priority take turns. Re-running the command with another priority changes the batch's.
+    #[arg(long)]
+    pub priority: Option<Priority>,
     /// Validate the jobs file and print what would be published, without publishing.
     #[arg(long)]
     pub dry_run: bool,
@@ -204,15 +214,7 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
     let JobSpec::Scripts(batch) = &job.spec else {
         bail!("job '{batch_id}' exists and is not a script batch")
     };
-    // A re-run continues after the publish watermark; settled tasks are never republished.
-    let done = store.done_members(&batch_id).await?;
-    let dead = store
-        .progress(&batch_id)
-        .await?
-        .map(|p| p.dead_lettered)
-        .unwrap_or_default();
-    let watermark = crate::publish::published_upto(env, &batch_id).await?;
-    // The chunks' publisher: confirmed publishes that fail over to another broker address.
+    // Pinned tasks' queues exist before any feeder (here or on a consumer) publishes to them.
     let mut broker = crate::publish::ChunkPublisher::connect(env).await?;
     let mut pinned_nodes: Vec<&str> = batch
         .tasks
@@ -224,24 +226,20 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
     for node in pinned_nodes {
         broker.declare_node_scripts_queue(node).await?;
     }
-    let mut published = 0u64;
-    for (index, task) in batch.tasks.iter().enumerate() {
-        let member = task.member();
-        if (index as u64) < watermark || done.contains(&member) || dead.contains_key(&member) {
-            continue;
-        }
-        // The message carries the batch's epoch: one left over from an earlier batch under this id
-        // is refused by the consumers.
-        let message = job
-            .task_message(&task.task_id)
-            .expect("the task is in the stored batch");
-        broker.publish_script(&message).await?;
-        published += 1;
-        if published.is_multiple_of(32) {
-            crate::publish::set_published_upto(env, &batch_id, index as u64 + 1).await?;
-        }
+    // The scheduler publishes the tasks, most urgent batch first, as script permits free up
+    // (a re-run only registers again, with this priority: nothing runs twice).
+    let priority = args
+        .priority
+        .unwrap_or(env.cluster.scheduler.default_priority);
+    if store.schedule_batch(&batch_id, priority).await? == Scheduled::UnknownJob {
+        bail!("batch {batch_id} vanished from Redis before it could be scheduled (expired or deleted?); run the command again");
     }
-    crate::publish::set_published_upto(env, &batch_id, batch.tasks.len() as u64).await?;
+    let feeder = Feeder::new(store.clone(), env.cluster.scheduler.clone());
+    let published = broker
+        .feed(&feeder)
+        .await
+        .with_context(|| format!("batch {batch_id} is created and scheduled; running consumers publish its tasks once the broker takes them"))?
+        .for_job(&batch_id);
     broker.close().await;
     if env.json {
         println!(
@@ -251,10 +249,9 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
     } else {
         println!("{batch_id}");
         eprintln!(
-            "{} {} script task(s) as batch {batch_id} ({} published now)",
+            "{} {} script task(s) as batch {batch_id} at priority {priority} ({published} published now, the rest as script permits free up)",
             if already { "resumed" } else { "enqueued" },
             batch.tasks.len(),
-            published
         );
     }
     if !args.wait {
