@@ -1148,6 +1148,25 @@ pub fn expect_dead_letters(namespace: &str, n: u64, reason: &str) {
     }
 }
 
+/// Waits until `job`'s record in Redis holds `n` dead members, each with `reason` (what the
+/// consumers dead-lettered plus what the scheduler could not publish).
+pub fn expect_dead_in_record(redis_url: &str, namespace: &str, job: &str, n: usize, reason: &str) {
+    let mut conn = redis::Client::open(redis_url)
+        .and_then(|c| c.get_connection())
+        .expect("connect to Redis");
+    eventually(
+        &format!("{n} members of {job} dead in its record with {reason}"),
+        Duration::from_secs(120),
+        || {
+            let dead: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+                .arg(seedq_protocol::keys::dead(namespace, job))
+                .query(&mut conn)
+                .unwrap();
+            dead.len() == n && dead.values().all(|r| r == reason)
+        },
+    );
+}
+
 /// The epoch of a stored job (0 when it has none), which every message of the job carries.
 pub fn job_epoch(redis_url: &str, namespace: &str, job: &str) -> u64 {
     let mut conn = redis::Client::open(redis_url)

@@ -531,20 +531,7 @@ fn a_deterministic_store_error_dead_letters_chunks_with_its_own_reason() {
     // dead-letters it; the scheduler cannot read the job to publish the rest, and records those
     // dead with the same reason, so the job settles.
     seedq_e2e::expect_dead_letters(&ns.name, 2, "corrupt_job");
-    let mut conn = redis::Client::open(redis.url().as_str())
-        .and_then(|c| c.get_connection())
-        .unwrap();
-    eventually(
-        "all five chunks dead in the job's record",
-        Duration::from_secs(120),
-        || {
-            let dead: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
-                .arg(seedq_protocol::keys::dead(&ns.name, &id))
-                .query(&mut conn)
-                .unwrap();
-            dead.len() == 5 && dead.values().all(|r| r == "corrupt_job")
-        },
-    );
+    seedq_e2e::expect_dead_in_record(&redis.url(), &ns.name, &id, 5, "corrupt_job");
 }
 
 #[test]

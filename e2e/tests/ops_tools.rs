@@ -156,7 +156,13 @@ fn cancel_stops_queued_tasks_and_lets_the_running_one_finish() {
     let runs = intervals(&std::fs::read_to_string(&log).unwrap());
     assert_eq!(runs.len(), 1, "only the task already running ran: {runs:?}");
     assert_eq!(status["chunks_done"], 1, "{status}");
-    assert_eq!(status["failures"]["cancelled"], 3, "{status}");
+    // The scheduler had published what the node's one permit leaves room for (the running task
+    // and the queued ones); those were skipped as cancelled, the rest never went out.
+    let skipped = status["failures"]["cancelled"].as_u64().unwrap();
+    let never_published = 4 - status["chunks_published"].as_u64().unwrap();
+    assert!(skipped >= 1, "{status}");
+    assert_eq!(skipped + never_published, 3, "{status}");
+    assert_eq!(status["state"], "cancelled", "{status}");
 }
 
 #[test]
@@ -175,7 +181,8 @@ fn resume_republishes_only_what_is_neither_done_nor_queued_and_nodes_shows_the_n
         .map(|i| sleep_job(&format!("r_{i}"), 0.2, &log))
         .collect();
     let file = cluster.jobs_file("resume.json", &Value::Array(jobs));
-    // No consumer yet: the tasks wait in the queue, so resume has nothing to do.
+    // No consumer yet: the scheduler publishes `min_queued` (2) tasks, which wait in the queue,
+    // and keeps the third; resume has nothing to do (the third is the scheduler's).
     let batch = cluster
         .producer_ok(&["scripts", "--jobs-file", &file])
         .trim()
@@ -184,9 +191,10 @@ fn resume_republishes_only_what_is_neither_done_nor_queued_and_nodes_shows_the_n
     assert_eq!(
         (
             nothing["republished"].as_u64(),
-            nothing["outstanding"].as_u64()
+            nothing["outstanding"].as_u64(),
+            nothing["unpublished"].as_u64()
         ),
-        (Some(0), Some(3)),
+        (Some(0), Some(2), Some(1)),
         "{nothing}"
     );
     // The queue is lost (purged by hand): --outstanding republishes what is not done.
@@ -198,7 +206,7 @@ fn resume_republishes_only_what_is_neither_done_nor_queued_and_nodes_shows_the_n
     .unwrap();
     assert!((200..300).contains(&code), "{code} {body}");
     let again = json_of(&cluster.producer_ok(&["--json", "resume", &batch, "--outstanding"]));
-    assert_eq!(again["republished"], 3, "{again}");
+    assert_eq!(again["republished"], 2, "{again}");
     cluster.start("resume-node");
     eventually(
         "the resumed batch to finish",

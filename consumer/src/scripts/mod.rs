@@ -327,7 +327,17 @@ async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle
                 ),
             )
         }
-        Err(e) => return (None, Settle::store_failed(&e, None)),
+        Err(e) => {
+            // An unreadable batch (not an outage): the task is settled in the batch's record,
+            // checked against its stored epoch, so the batch still finishes.
+            let subject = (!e.is_unavailable()).then(|| Subject {
+                job_id: msg.batch_id.clone(),
+                epoch: msg.epoch,
+                member: msg.member(),
+                attempt: msg.attempt,
+            });
+            return (subject, Settle::store_failed(&e, None));
+        }
     };
     // The stored definition is what runs; the message only says which task and attempt.
     let job = match batch.task_message(&msg.task_id) {
