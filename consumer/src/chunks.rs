@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use seedq_broker::{Broker, Inbound, Subscription};
-use seedq_protocol::check::{CHECK_HOPS_ANY, CHECK_HOPS_OTHER_SLOT};
+use seedq_protocol::check::{CheckKind, CHECK_HOPS_ANY, CHECK_HOPS_OTHER_SLOT};
 use seedq_protocol::{
     CheckOrder, ChunkMessage, ChunkResult, Eligibility, FailureEvent, FailureReason,
     QuarantineReason, SlotRef, Topology, PROTOCOL_VERSION,
@@ -760,10 +760,20 @@ impl Handler<'_> {
             self.ctx.node_name(),
             self.worker.name
         );
-        let resolved = match store
-            .resolve_check(Resolve::Run(&result), &order.avoid, &reason)
-            .await
-        {
+        // A verification is compared by digest: its survivors are written only for a redo.
+        let first = match order.kind {
+            CheckKind::Verify => Resolve::Verify(&result),
+            CheckKind::Redo => Resolve::Run(&result),
+        };
+        let first = match store.resolve_check(first, &order.avoid, &reason).await {
+            Ok(CheckResolution::NeedsResult) => {
+                store
+                    .resolve_check(Resolve::Run(&result), &order.avoid, &reason)
+                    .await
+            }
+            other => other,
+        };
+        let resolved = match first {
             Ok(CheckResolution::Mismatch) => {
                 tracing::warn!(job = %msg.job_id, chunk = msg.chunk, checked = %order.avoid.key(), slot = %self.worker.name, "verification mismatch: deciding the chunk with the CPU reference");
                 match self.referee(msg, prepared, count_only).await {
@@ -808,8 +818,8 @@ impl Handler<'_> {
                 Settle::Ack
             }
             Ok(CheckResolution::SlotFlagged) => self.flagged().await,
-            Ok(CheckResolution::Mismatch) => {
-                // The referee call never answers a mismatch; settle nothing and try again.
+            Ok(CheckResolution::Mismatch | CheckResolution::NeedsResult) => {
+                // Neither answers a full run or a referee call; settle nothing and try again.
                 pass_on()
             }
             Ok(

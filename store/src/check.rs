@@ -81,8 +81,13 @@ pub(crate) fn draw() -> f64 {
 /// How a check is settled.
 #[derive(Debug, Clone)]
 pub enum Resolve<'a> {
-    /// A second run's result (a verification compares it, a redo takes it).
+    /// A second run's result, written in full (a redo takes it where it differs; a
+    /// verification compares it).
     Run(&'a ChunkResult),
+    /// A verification run's result, compared by digest alone: its survivors are not written,
+    /// since a matching run is dropped and a differing one goes to the referee. Answered
+    /// [`CheckResolution::NeedsResult`] if the chunk's pending check has become a redo.
+    Verify(&'a ChunkResult),
     /// The CPU reference's result for a verification whose two runs differed, with the
     /// verifying run.
     Referee {
@@ -125,6 +130,9 @@ pub enum CheckResolution {
     Stale,
     /// The running slot has been found wrong: nothing settled, it must quarantine itself.
     SlotFlagged,
+    /// A [`Resolve::Verify`] met a redo (the chunk's slot was found wrong meanwhile): nothing
+    /// settled; settle it again with [`Resolve::Run`], which writes the result in full.
+    NeedsResult,
 }
 
 impl Store {
@@ -157,6 +165,7 @@ impl Store {
     ) -> Result<CheckResolution> {
         let (result, mode, verifier) = match how {
             Resolve::Run(r) => (Some(r), "run", None),
+            Resolve::Verify(r) => (Some(r), "verify", None),
             Resolve::Referee {
                 reference,
                 verifier,
@@ -175,7 +184,8 @@ impl Store {
             (_, Some(r)) => (r.job_id.clone(), r.chunk, r.epoch),
             (_, None) => unreachable!("every mode but a give-up has a result"),
         };
-        let entry = match result {
+        let full = !matches!(how, Resolve::Verify(_));
+        let entry = match result.filter(|_| full) {
             Some(r) => self.write_pieces(r).await?,
             None => String::new(),
         };
@@ -200,7 +210,10 @@ impl Store {
                 &self.ns,
                 &verifier_slot.as_ref().unwrap_or(checked).key(),
             ));
-        let records = result.map(ChunkResult::seed_records).unwrap_or_default();
+        let records = result
+            .filter(|_| full)
+            .map(ChunkResult::seed_records)
+            .unwrap_or_default();
         script
             .arg(&member)
             .arg(mode)
@@ -266,6 +279,7 @@ impl Store {
             0 => CheckResolution::NotPending,
             -2 => CheckResolution::Stale,
             -4 => CheckResolution::SlotFlagged,
+            -5 => CheckResolution::NeedsResult,
             _ => CheckResolution::UnknownJob,
         })
     }

@@ -270,7 +270,8 @@ return text
 ///
 /// KEYS: the job's 14, then 15 bad slots, 16 the scheduler's claims, 17 the log of the slot
 /// whose result is checked, 18 the verifier's log (`referee`; any key otherwise).
-/// ARGV: 1 member, 2 mode (`run`, `referee`, `giveup`), 3 this result's digest, 4 its facts
+/// ARGV: 1 member, 2 mode (`run`, `verify`: a run without its survivors, `referee`, `giveup`),
+/// 3 this result's digest, 4 its facts
 /// (`<digest> <survivors> <node/slot> <flagged seeds or ->`), 5 its survivor index entry or '',
 /// 6 its survivors (sieve), 7 now_ms, 8 the message's job epoch, 9 its summary json or '',
 /// 10 busy_us, 11 job id, 12 namespace, 13 the verifier's digest (`referee`), 14 the verifier's
@@ -281,7 +282,8 @@ return text
 /// Returns `{code, first wrong, verifier wrong, then redo picks job, member, ...}`: code 1
 /// settled, 3 the verification differs (decide it with the reference and call again in
 /// `referee` mode), 0 no such check pending (settled already), -1 unknown job, -2 another epoch,
-/// -4 the run's slot is flagged bad (nothing settled: it must quarantine itself).
+/// -4 the run's slot is flagged bad (nothing settled: it must quarantine itself), -5 a `verify`
+/// met a redo (nothing settled: call again in `run` mode).
 ///
 /// `referee` replaces the applied result when it differs from the reference's (the correction
 /// path: survivors, pieces, flagged seeds, summary and facts swapped, the job's totals moved by
@@ -366,7 +368,9 @@ if not current(ARGV[8], ARGV[1]) then drop_pieces(ARGV[1], ARGV[5]) return {-2} 
 local order = redis.call('HGET', KEYS[14], ARGV[1])
 if not order then drop_pieces(ARGV[1], ARGV[5]) return {0} end
 local kind = cjson.decode(order)['kind']
-if ARGV[2] == 'run' then
+-- A verification run's survivors are not sent (compared by digest only); a redo needs them.
+if ARGV[2] == 'verify' and kind ~= 'verify' then return {-5} end
+if ARGV[2] == 'run' or ARGV[2] == 'verify' then
   local _, _, runner = parse_facts(ARGV[4])
   if runner and redis.call('HEXISTS', KEYS[15], runner) == 1 then
     drop_pieces(ARGV[1], ARGV[5])
@@ -379,7 +383,7 @@ local old_digest, _, old_slot = parse_facts(redis.call('HGET', KEYS[13], ARGV[1]
 local first_wrong, verifier_wrong, picks = 0, 0, {}
 if ARGV[2] == 'giveup' then
   redis.call('HINCRBY', t, 'unverified', 1)
-elseif ARGV[2] == 'run' and kind == 'verify' then
+elseif (ARGV[2] == 'run' or ARGV[2] == 'verify') and kind == 'verify' then
   drop_pieces(ARGV[1], ARGV[5])
   if ARGV[3] ~= old_digest then return {3} end
   -- One matching chunk vouches for itself only: a slot that drops a survivor now and then

@@ -143,7 +143,7 @@ async fn the_draw_follows_the_fraction_and_a_pending_check_holds_the_job_open() 
     for c in 0..3 {
         let again = result(&all, c, &[c * 100 + 7], &b);
         assert_eq!(
-            s.resolve_check(Resolve::Run(&again), &a, "wrong")
+            s.resolve_check(Resolve::Verify(&again), &a, "wrong")
                 .await
                 .unwrap(),
             CheckResolution::Settled {
@@ -219,7 +219,7 @@ async fn a_mismatch_replaces_the_wrong_result_flags_its_slot_and_redoes_its_chun
     // The verification of chunk 3 finds seed 307: a mismatch, decided by the reference.
     let verifier = result(&k, 3, &[307], &good);
     assert_eq!(
-        s.resolve_check(Resolve::Run(&verifier), &bad, "dropped a survivor")
+        s.resolve_check(Resolve::Verify(&verifier), &bad, "dropped a survivor")
             .await
             .unwrap(),
         CheckResolution::Mismatch
@@ -303,6 +303,13 @@ async fn a_mismatch_replaces_the_wrong_result_flags_its_slot_and_redoes_its_chun
         CheckResolution::SlotFlagged
     );
 
+    // A verification's digest alone cannot settle a redo: its survivors are asked for.
+    assert_eq!(
+        s.resolve_check(Resolve::Verify(&result(&k, 1, &[107], &good)), &bad, "x")
+            .await
+            .unwrap(),
+        CheckResolution::NeedsResult
+    );
     // The redos on a good slot: chunk 1 finds seed 107 and replaces the applied result; the
     // others agree and change nothing but the count.
     for (jb, c, seeds) in [(&k, 1u64, vec![107u64]), (&k, 0, vec![7]), (&j, 0, vec![])] {
