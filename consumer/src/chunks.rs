@@ -586,6 +586,17 @@ impl Handler<'_> {
             ApplyOutcome::AlreadyDone => {
                 tracing::debug!(job = %msg.job_id, chunk = msg.chunk, "chunk was already applied (duplicate delivery)");
             }
+            // Only a script result counts against a batch's output cap; a chunk whose job id
+            // names a batch is not the batch's either.
+            ApplyOutcome::BatchOutputLimit => {
+                return (
+                    false,
+                    Settle::dead(
+                        FailureReason::StaleMessage,
+                        format!("job '{}' is a script batch, not this chunk's job", msg.job_id),
+                    ),
+                )
+            }
             ApplyOutcome::UnknownJob => {
                 return (
                     false,

@@ -290,7 +290,8 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
         let store = Store::connect_with_ca(&args.redis_url, &namespace, tls_ca.as_ref())
             .await
             .with_context(|| format!("connecting to Redis at {}", redact(&args.redis_url)))?
-            .with_job_ttl(cluster.jobs.result_ttl_secs);
+            .with_job_ttl(cluster.jobs.result_ttl_secs)
+            .with_batch_output_cap(cluster.jobs.max_batch_output_bytes);
         let connection_name = Topology::consumer_connection_name(&node_name);
         let broker = Broker::connect_with_retry(
             &endpoints,

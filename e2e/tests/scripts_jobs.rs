@@ -930,3 +930,69 @@ fn a_high_priority_batch_overtakes_a_low_one_at_the_next_free_permit() {
         first_high
     );
 }
+
+/// A batch keeps at most `[jobs] max_batch_output_bytes` of results in Redis: the task whose
+/// output would pass it is dead-lettered as `batch_output_limit` at once (no retry), the others
+/// are done and collected, and the node goes on.
+#[test]
+fn a_batch_past_its_output_cap_dead_letters_the_task_that_would_pass_it() {
+    let mut cluster = Cluster::new(
+        "scripts-outcap",
+        &[NodeSpec {
+            name: "capped",
+            limit: 1,
+            gpus: 0,
+        }],
+        3,
+    );
+    // Each output is 6,000 bytes (8,000 in base64 in its result): two fit in 20,000, not three.
+    let toml = std::fs::read_to_string(&cluster.config).unwrap().replace(
+        "heartbeat_ttl_secs = 30\n",
+        "heartbeat_ttl_secs = 30\nmax_batch_output_bytes = 20000\n",
+    );
+    std::fs::write(&cluster.config, toml).unwrap();
+    let source = cluster.ns.path("big.bin");
+    std::fs::write(&source, vec![b'x'; 6000]).unwrap();
+    let jobs: Vec<Value> = (0..3)
+        .map(|i| {
+            let output = format!("out/big_{i}.bin");
+            json!({"job_id": format!("big_{i}"), "script": "job.py",
+                   "args": ["copy", output, source.to_str().unwrap()],
+                   "expected_output": output, "timeout": 60})
+        })
+        .collect();
+    let file = cluster.jobs_file("big.json", &json!(jobs));
+    cluster.start("capped");
+    cluster.wait_for_script_consumers(&["capped"]);
+    let out = cluster.producer(&[
+        "scripts",
+        "--jobs-file",
+        &file,
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "wait reports the dead letter:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let dlq: Value =
+        serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))
+            .unwrap();
+    let letters = dlq["letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{dlq}");
+    assert_eq!(letters[0]["reason"], "batch_output_limit", "{dlq}");
+    assert_eq!(letters[0]["attempt"], "1", "refused, not retried: {dlq}");
+    assert!(
+        letters[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_batch_output_bytes")),
+        "{dlq}"
+    );
+    let status: Value =
+        serde_json::from_str(&cluster.producer_ok(&["--json", "status", &batch])).unwrap();
+    assert_eq!(status["chunks_done"], 2, "{status}");
+}

@@ -285,6 +285,11 @@ pub struct JobsConfig {
     /// (`--max-survivors` raises it per job; `--count-only` jobs keep no records). At 3-4 bytes
     /// a survivor in Redis, the default is ~100 MB.
     pub max_survivors: u64,
+    /// Most bytes of script results (output files and log tails) one batch keeps in Redis: a
+    /// task whose result would pass it is dead-lettered as `batch_output_limit` (a failed
+    /// attempt's record is kept without its output), so that a batch of many large outputs
+    /// cannot fill Redis. 0: no limit. Default 1 GiB.
+    pub max_batch_output_bytes: u64,
 }
 
 impl Default for JobsConfig {
@@ -293,6 +298,7 @@ impl Default for JobsConfig {
             result_ttl_secs: 7 * 24 * 3600,
             heartbeat_ttl_secs: 30,
             max_survivors: 25_000_000,
+            max_batch_output_bytes: 1 << 30,
         }
     }
 }

@@ -118,6 +118,8 @@ reasons! {
     EmptyOutput = "empty_output" => Retryable,
     /// The expected output is over the size limit.
     OutputTooLarge = "output_too_large" => Retryable,
+    /// The task's result would take its batch past `[jobs] max_batch_output_bytes` in Redis.
+    BatchOutputLimit = "batch_output_limit" => Refused,
     /// The expected output is not JSON.
     InvalidJsonOutput = "invalid_json_output" => Retryable,
     /// The output's JSON says the script failed.

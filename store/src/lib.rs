@@ -261,6 +261,9 @@ pub enum ApplyOutcome {
     /// The slot that ran it has been found wrong by a verification: nothing written. The slot
     /// must quarantine itself; the chunk goes back to the queue.
     SlotFlagged,
+    /// A script result that would take its batch's stored results past the cap
+    /// ([`Store::with_batch_output_cap`]): nothing written.
+    BatchOutputLimit,
     /// No such job in Redis (never created, expired or purged): nothing written.
     UnknownJob,
     /// The job exists but the result belongs to another life of its id (another epoch) or to a
@@ -302,6 +305,8 @@ pub struct Store {
     conn: ConnectionManager,
     ns: String,
     job_ttl_secs: u64,
+    /// `[jobs] max_batch_output_bytes`: most bytes of script results one batch keeps.
+    batch_output_cap: u64,
 }
 
 /// A subscription to one job's events (see [`Store::job_events`]).
@@ -426,6 +431,7 @@ impl Store {
             conn,
             ns: ns.to_string(),
             job_ttl_secs: seedq_protocol::JobsConfig::default().result_ttl_secs,
+            batch_output_cap: seedq_protocol::JobsConfig::default().max_batch_output_bytes,
         };
         store.ping().await?;
         Ok(store)
@@ -434,6 +440,13 @@ impl Store {
     /// TTL written into jobs this handle creates (from `jobs.result_ttl_secs`; 0 = never expire).
     pub fn with_job_ttl(mut self, secs: u64) -> Store {
         self.job_ttl_secs = secs;
+        self
+    }
+
+    /// Most bytes of script results one batch keeps in Redis (`[jobs] max_batch_output_bytes`;
+    /// 0 = no limit): see [`Store::apply_script_result`].
+    pub fn with_batch_output_cap(mut self, bytes: u64) -> Store {
+        self.batch_output_cap = bytes;
         self
     }
 
@@ -771,6 +784,8 @@ impl Store {
 
     /// Applies a script task's result exactly once; only call it for a result that ends the task
     /// (success). Failed attempts go through [`Store::save_script_attempt`] + [`Store::record_failure`].
+    /// A result that would take the batch's stored results past the cap is refused
+    /// ([`ApplyOutcome::BatchOutputLimit`]).
     pub async fn apply_script_result(&self, result: &ScriptResult) -> Result<ApplyOutcome> {
         let member = seedq_protocol::script_member(&result.task_id);
         let json = serde_json::to_string(result).expect("script result serializes");
@@ -840,7 +855,8 @@ impl Store {
             .arg(check::draw())
             .arg(order)
             .arg(a.job_id)
-            .arg(a.records.len());
+            .arg(a.records.len())
+            .arg(self.batch_output_cap);
         for (seed, json) in a.records {
             script.arg(*seed).arg(json);
         }
@@ -856,31 +872,49 @@ impl Store {
             0 => ApplyOutcome::AlreadyDone,
             -2 => ApplyOutcome::Stale,
             -4 => ApplyOutcome::SlotFlagged,
+            -6 => ApplyOutcome::BatchOutputLimit,
             _ => ApplyOutcome::UnknownJob,
         })
     }
 
     /// Keeps a failed script attempt's result (exit status, log tails) for operators, unless the
-    /// task is already done. Does not count the task as done.
-    pub async fn save_script_attempt(&self, result: &ScriptResult) -> Result<()> {
+    /// task is already done. Does not count the task as done. Returns `false` when it was kept
+    /// without its output, which would have taken the batch past the cap.
+    pub async fn save_script_attempt(&self, result: &ScriptResult) -> Result<bool> {
         let json = serde_json::to_string(result).expect("script result serializes");
+        let stripped = serde_json::to_string(&ScriptResult {
+            output: None,
+            ..result.clone()
+        })
+        .expect("script result serializes");
         let (ns, batch) = (self.ns.clone(), result.batch_id.clone());
         let member = seedq_protocol::script_member(&result.task_id);
-        self.run(|mut c| {
-            let (ns, batch, json, member) =
-                (ns.clone(), batch.clone(), json.clone(), member.clone());
-            async move {
-                Ok(SAVE_ATTEMPT
-                    .key(keys::done(&ns, &batch))
-                    .key(keys::script_results(&ns, &batch))
-                    .arg(member)
-                    .arg(&result.task_id)
-                    .arg(json)
-                    .invoke_async::<()>(&mut c)
-                    .await?)
-            }
-        })
-        .await
+        let cap = self.batch_output_cap;
+        let code: i64 = self
+            .run(|mut c| {
+                let (ns, batch, json, stripped, member) = (
+                    ns.clone(),
+                    batch.clone(),
+                    json.clone(),
+                    stripped.clone(),
+                    member.clone(),
+                );
+                async move {
+                    Ok(SAVE_ATTEMPT
+                        .key(keys::done(&ns, &batch))
+                        .key(keys::script_results(&ns, &batch))
+                        .key(keys::totals(&ns, &batch))
+                        .arg(member)
+                        .arg(&result.task_id)
+                        .arg(json)
+                        .arg(stripped)
+                        .arg(cap)
+                        .invoke_async(&mut c)
+                        .await?)
+                }
+            })
+            .await?;
+        Ok(code != 2)
     }
 
     /// Records a failed attempt of the job's life `epoch`: counts it by reason, appends it to the

@@ -101,11 +101,12 @@ return redis.call('GET', KEYS[1])
 /// 12 survivor index entry (`<token> <pieces> <survivors>`) or '', 13 survivors to count
 /// (sieve), 14 the job epoch of the message, 15 the slot (`<node>/<slot>`) or '' (scripts),
 /// 16 the chunk's facts (`<digest> <survivors> <node/slot> <flagged seeds or ->`) or '',
-/// 17 a uniform draw in [0, 1), 18 the verify order JSON, 19 the job id, 20 n, then n pairs
-/// (flagged seed, record json).
+/// 17 a uniform draw in [0, 1), 18 the verify order JSON, 19 the job id, 20 n, 21 the batch's
+/// cap on stored script results in bytes (0 none), then n pairs (flagged seed, record json).
 /// Returns 1 applied, 2 applied and drawn for verification (the caller publishes the check,
 /// whose claim is recorded), 0 already done, -1 unknown job, -2 another epoch or outside the
-/// plan, -4 the slot is flagged bad (nothing applied: it must quarantine itself).
+/// plan, -4 the slot is flagged bad (nothing applied: it must quarantine itself), -6 the script
+/// result would pass the batch's cap (nothing applied).
 /// When it does not apply, it drops the pieces this attempt wrote (unless they are the ones the
 /// survivor index already names: a retried call of the attempt that won).
 ///
@@ -123,6 +124,17 @@ if ARGV[15] ~= '' and redis.call('HEXISTS', KEYS[16], ARGV[15]) == 1 then
   drop_pieces(ARGV[1], ARGV[12])
   return -4
 end
+local out_delta = 0
+if ARGV[10] ~= '' then
+  -- A script result replaces the task's attempt record: the batch's stored bytes move by the
+  -- difference, and may not pass the cap (an already-done task is answered below).
+  out_delta = string.len(ARGV[11]) - redis.call('HSTRLEN', KEYS[9], ARGV[10])
+  local cap = tonumber(ARGV[21])
+  if cap > 0 and out_delta > 0 and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0
+     and tonumber(redis.call('HGET', KEYS[2], 'output_bytes') or '0') + out_delta > cap then
+    return -6
+  end
+end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then drop_pieces(ARGV[1], ARGV[12]) return 0 end
 local t = KEYS[2]
 redis.call('HINCRBY', t, 'chunks_done', 1)
@@ -133,12 +145,15 @@ redis.call('HSETNX', t, 'started_at_ms', ARGV[4])
 redis.call('HSET', t, 'updated_at_ms', ARGV[4])
 redis.call('HDEL', KEYS[8], ARGV[1])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[6]) end
-if ARGV[10] ~= '' then redis.call('HSET', KEYS[9], ARGV[10], ARGV[11]) end
+if ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[9], ARGV[10], ARGV[11])
+  redis.call('HINCRBY', t, 'output_bytes', out_delta)
+end
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[12], ARGV[1], ARGV[12]) end
 local added = tonumber(ARGV[13])
 local n = tonumber(ARGV[20])
 for i = 0, n - 1 do
-  added = added + redis.call('HSETNX', KEYS[4], ARGV[21 + 2 * i], ARGV[22 + 2 * i])
+  added = added + redis.call('HSETNX', KEYS[4], ARGV[22 + 2 * i], ARGV[23 + 2 * i])
 end
 if added > 0 then redis.call('HINCRBY', t, 'survivors', added) end
 if ARGV[7] ~= '' then
@@ -246,11 +261,21 @@ return marked
 "#
 );
 
-/// KEYS: done, script results. ARGV: member, task id, result json.
+/// KEYS: done, script results, totals. ARGV: member, task id, result json, the same without
+/// its output, the batch's cap on stored script results in bytes (0 none).
+/// Returns 0 the task is done (nothing kept), 1 kept, 2 kept without its output (the cap).
 pub const SAVE_ATTEMPT: &str = r#"
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return 1
+local old = redis.call('HSTRLEN', KEYS[2], ARGV[2])
+local json, code = ARGV[3], 1
+local cap = tonumber(ARGV[5])
+local used = tonumber(redis.call('HGET', KEYS[3], 'output_bytes') or '0')
+if cap > 0 and string.len(json) > old and used + string.len(json) - old > cap then
+  json, code = ARGV[4], 2
+end
+redis.call('HSET', KEYS[2], ARGV[2], json)
+redis.call('HINCRBY', KEYS[3], 'output_bytes', string.len(json) - old)
+return code
 "#;
 
 /// KEYS: throughput hash. ARGV: field, sample, alpha. Returns the new EMA as text.

@@ -6,7 +6,7 @@ mod common;
 
 use seedq_protocol::{
     ChunkResult, FailureEvent, FailureReason, Job, JobSeeds, JobSpec, Priority, SchedulerConfig,
-    ScriptBatch, PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use seedq_store::{Pick, Scheduled, Store};
 
@@ -235,29 +235,6 @@ async fn unreleased_claims_go_stale_and_are_taken_once() {
     s.purge_namespace().await.unwrap();
 }
 
-/// A script batch of `tasks` tasks `<id>-0`, `<id>-1`...
-async fn batch(s: &Store, id: &str, tasks: usize) -> Job {
-    let tasks = (0..tasks)
-        .map(|i| {
-            serde_json::from_value(serde_json::json!({
-                "task_id": format!("{id}-{i}"), "script": "s.py", "timeout_secs": 60,
-            }))
-            .unwrap()
-        })
-        .collect();
-    let job = Job::new_script_batch(
-        id,
-        ScriptBatch {
-            tasks,
-            output_dir: None,
-            preserve_paths: false,
-        },
-    )
-    .unwrap();
-    s.create_job(&job).await.unwrap();
-    job
-}
-
 /// Settles task `index` of `job` (dead-lettered: settled like done, for the scheduler).
 async fn settle_task(s: &Store, job: &Job, index: usize) {
     let JobSpec::Scripts(b) = &job.spec else {
@@ -280,7 +257,7 @@ async fn settle_task(s: &Store, job: &Job, index: usize) {
 #[tokio::test]
 async fn script_batches_have_their_own_lane_by_priority_against_script_permits() {
     let s = store("scripts").await;
-    let low = batch(&s, "low", 6).await;
+    let low = common::batch(&s, "low", 6).await;
     job(&s, "seeds", 20).await;
     s.schedule_job("seeds", Priority::Normal, 0.0)
         .await
@@ -306,7 +283,7 @@ async fn script_batches_have_their_own_lane_by_priority_against_script_permits()
         .picks
         .is_empty());
     // A high batch waits for the next free permit, then takes every one until it is out.
-    let high = batch(&s, "high", 2).await;
+    let high = common::batch(&s, "high", 2).await;
     s.schedule_batch("high", Priority::High).await.unwrap();
     assert!(s
         .claim_tasks(&config(1), 1000)

@@ -676,6 +676,15 @@ async fn settle_result(
                 detail: "the store refused the result as a flagged slot's".into(),
                 body: parked(),
             },
+            Ok(ApplyOutcome::BatchOutputLimit) => Settle::dead(
+                FailureReason::BatchOutputLimit,
+                format!(
+                    "the task's result ({} bytes) would take batch '{}' past [jobs] max_batch_output_bytes ({} bytes) in Redis: collect the batch's outputs and split it, or raise the limit",
+                    serde_json::to_string(&result).map_or(0, |j| j.len()),
+                    job.batch_id,
+                    shared.ctx.cluster().jobs.max_batch_output_bytes
+                ),
+            ),
             Ok(ApplyOutcome::UnknownJob) => Settle::dead(
                 FailureReason::UnknownJob,
                 "the batch vanished from Redis while the task ran (expired or deleted)",
@@ -687,11 +696,15 @@ async fn settle_result(
             Err(e) => Settle::store_failed(&e, parked()),
         };
     };
-    if let Err(e) = shared.store.save_script_attempt(&result).await {
-        if e.is_unavailable() {
-            return Settle::store_failed(&e, parked());
+    match shared.store.save_script_attempt(&result).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(task = %job.task_id, batch = %job.batch_id, "the failed attempt's output is not kept: the batch's results in Redis are at [jobs] max_batch_output_bytes")
         }
-        tracing::warn!(task = %job.task_id, error = %e, "could not keep the failed attempt's record");
+        Err(e) if e.is_unavailable() => return Settle::store_failed(&e, parked()),
+        Err(e) => {
+            tracing::warn!(task = %job.task_id, error = %e, "could not keep the failed attempt's record")
+        }
     }
     let detail = detail.unwrap_or_else(|| failure_detail(reason.as_str(), &result.stderr_tail));
     // A refused path or a missing script is a property of the job and the node's files: no

@@ -1,5 +1,8 @@
 //! What the store's integration tests share: the Redis they talk to, a store in a namespace of
-//! their own, and the small sieve their jobs run.
+//! their own, the small sieve their jobs run, and a script batch.
+
+// Each test file uses part of it.
+#![allow(dead_code)]
 
 use seedq_core::{Family, FamilyConfig, SieveSpec, Threshold};
 use seedq_store::Store;
@@ -36,4 +39,27 @@ pub fn spec() -> SieveSpec {
         direction: Default::default(),
         skip_mode: Default::default(),
     }
+}
+
+/// A script batch of `tasks` tasks `<id>-0`, `<id>-1`...
+pub async fn batch(s: &Store, id: &str, tasks: usize) -> seedq_protocol::Job {
+    let tasks = (0..tasks)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "task_id": format!("{id}-{i}"), "script": "s.py", "timeout_secs": 60,
+            }))
+            .unwrap()
+        })
+        .collect();
+    let job = seedq_protocol::Job::new_script_batch(
+        id,
+        seedq_protocol::ScriptBatch {
+            tasks,
+            output_dir: None,
+            preserve_paths: false,
+        },
+    )
+    .unwrap();
+    s.create_job(&job).await.unwrap();
+    job
 }
