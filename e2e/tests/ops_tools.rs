@@ -36,23 +36,9 @@ fn a_dead_letter_replayed_after_the_fix_completes_the_batch() {
     let file = cluster.jobs_file("replay.json", &jobs);
     cluster.start("ops-node");
     cluster.wait_for_script_consumers(&["ops-node"]);
-    let out = cluster.producer(&[
-        "scripts",
-        "--jobs-file",
-        &file,
-        "--wait",
-        "--timeout",
-        "120",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let batch = cluster.scripts_with_dead_letters(&file, 120);
 
-    let listed = json_of(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]));
+    let listed = cluster.dlq_of(&batch);
     assert_eq!(listed["matched"], 1, "{listed}");
     assert_eq!(listed["letters"][0]["reason"], "exit_status");
     assert!(
@@ -63,10 +49,7 @@ fn a_dead_letter_replayed_after_the_fix_completes_the_batch() {
         "{listed}"
     );
     // Listing does not consume.
-    assert_eq!(
-        json_of(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))["matched"],
-        1
-    );
+    assert_eq!(cluster.dlq_of(&batch)["matched"], 1);
 
     // The fix, then the replay.
     let bytes: Vec<u8> = (0..=255u8).rev().cycle().take(5000).collect();
@@ -115,10 +98,7 @@ fn a_dead_letter_replayed_after_the_fix_completes_the_batch() {
     );
     let after = json_of(&cluster.producer_ok(&["--json", "status", &batch]));
     assert_eq!(after["state"], "finished", "{after}");
-    assert_eq!(
-        json_of(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))["matched"],
-        0
-    );
+    assert_eq!(cluster.dlq_of(&batch)["matched"], 0);
 }
 
 #[test]

@@ -207,31 +207,8 @@ fn every_failure_mode_dead_letters_with_its_reason_and_never_blocks_the_node() {
     let file = cluster.jobs_file("failing_jobs.json", &jobs);
     cluster.start("solo");
     cluster.wait_for_script_consumers(&["solo"]);
-    let out = cluster.producer(&[
-        "scripts",
-        "--jobs-file",
-        &file,
-        "--wait",
-        "--timeout",
-        "180",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "wait reports the dead letters:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let batch = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-
-    let dlq: Value =
-        serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))
-            .unwrap();
+    let batch = cluster.scripts_with_dead_letters(&file, 180);
+    let dlq = cluster.dlq_of(&batch);
     let reasons: BTreeMap<String, String> = dlq["letters"]
         .as_array()
         .unwrap()
@@ -832,10 +809,7 @@ fn a_message_of_an_earlier_life_of_a_batch_is_dead_lettered_without_running() {
     let output: Value =
         serde_json::from_slice(&std::fs::read(collected.join("task.json")).unwrap()).unwrap();
     assert_eq!(output["tag"], "new-life");
-    let letters = || -> Value {
-        serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", "b2"]))
-            .unwrap()
-    };
+    let letters = || -> Value { cluster.dlq_of("b2") };
     eventually(
         "the old message to be dead-lettered",
         Duration::from_secs(60),
@@ -964,24 +938,8 @@ fn a_batch_past_its_output_cap_dead_letters_the_task_that_would_pass_it() {
     let file = cluster.jobs_file("big.json", &json!(jobs));
     cluster.start("capped");
     cluster.wait_for_script_consumers(&["capped"]);
-    let out = cluster.producer(&[
-        "scripts",
-        "--jobs-file",
-        &file,
-        "--wait",
-        "--timeout",
-        "120",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "wait reports the dead letter:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let dlq: Value =
-        serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))
-            .unwrap();
+    let batch = cluster.scripts_with_dead_letters(&file, 120);
+    let dlq = cluster.dlq_of(&batch);
     let letters = dlq["letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1, "{dlq}");
     assert_eq!(letters[0]["reason"], "batch_output_limit", "{dlq}");

@@ -234,9 +234,7 @@ fn scripts_see_no_credentials_and_no_secret_reaches_logs_records_or_metrics() {
         .to_string();
 
     // The job that set a variable its node does not allow never ran.
-    let dlq: Value =
-        serde_json::from_str(&cluster.producer_ok(&["--json", "dlq", "list", "--job", &batch]))
-            .unwrap();
+    let dlq = cluster.dlq_of(&batch);
     let reasons: BTreeMap<String, String> = dlq["letters"]
         .as_array()
         .unwrap()
@@ -467,21 +465,7 @@ fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries()
         "signed.json",
         &json!([job("signed_ok", "sleep"), job("signed_fails", "fail")]),
     );
-    let out = cluster.producer(&[
-        "scripts",
-        "--jobs-file",
-        &file,
-        "--wait",
-        "--timeout",
-        "120",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let signed_batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let signed_batch = cluster.scripts_with_dead_letters(&file, 120);
     let collected = cluster.ns.path("signed-collected");
     cluster.producer(&[
         "collect",
@@ -596,10 +580,7 @@ fn dead_letters(cluster: &Cluster, job: &str, n: usize) -> Vec<Value> {
         &format!("{n} dead letter(s) of {job}"),
         Duration::from_secs(60),
         || {
-            let dlq: Value = serde_json::from_str(
-                &cluster.producer_ok(&["--json", "dlq", "list", "--job", job]),
-            )
-            .unwrap();
+            let dlq = cluster.dlq_of(job);
             letters = dlq["letters"].as_array().cloned().unwrap_or_default();
             letters.len() >= n
         },

@@ -149,6 +149,33 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `scripts --jobs-file FILE --wait` for a batch some of whose tasks fail for good: asserts
+    /// that the wait reports dead letters (exit 3) and returns the batch id.
+    pub fn scripts_with_dead_letters(&self, file: &str, timeout_secs: u32) -> String {
+        let timeout = timeout_secs.to_string();
+        let out = self.producer(&[
+            "scripts",
+            "--jobs-file",
+            file,
+            "--wait",
+            "--timeout",
+            &timeout,
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "wait reports the dead letters:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout.lines().next().unwrap().trim().to_string()
+    }
+
+    /// `dlq list --job BATCH` as JSON.
+    pub fn dlq_of(&self, batch: &str) -> Value {
+        serde_json::from_str(&self.producer_ok(&["--json", "dlq", "list", "--job", batch])).unwrap()
+    }
+
     pub fn jobs_file(&self, name: &str, jobs: &Value) -> String {
         let path = self.ns.path(name);
         std::fs::write(&path, serde_json::to_vec_pretty(jobs).unwrap()).unwrap();
