@@ -588,3 +588,44 @@ fn dead_letters(cluster: &Cluster, job: &str, n: usize) -> Vec<Value> {
     assert_eq!(letters.len(), n, "{letters:?}");
     letters
 }
+
+/// The shipped deployment as files: every published port but authenticated AMQP is on
+/// 127.0.0.1, Redis runs with an ACL file and protected mode, the broker's users are the
+/// namespace's role users (no `guest`), and the secrets `init-secrets.sh` writes are ignored
+/// by git. (No container runtime is assumed here; `scripts/services.sh` runs the services.)
+#[test]
+fn the_shipped_deployment_publishes_nothing_unauthenticated_beyond_loopback() {
+    let root = seedq_e2e::workspace_root();
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let compose = read("docker-compose.yml");
+    let mut ports = 0;
+    let mut lines = compose.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim() != "ports:" {
+            continue;
+        }
+        while let Some(entry) = lines.next_if(|l| l.trim_start().starts_with("- ")) {
+            ports += 1;
+            let mapping = entry.trim().trim_start_matches("- ").trim_matches('"');
+            assert!(
+                mapping.starts_with("127.0.0.1:") || mapping.ends_with(":5672"),
+                "published beyond loopback: {mapping}"
+            );
+        }
+    }
+    assert!(ports >= 3, "found {ports} published ports");
+    assert!(compose.contains("--aclfile"), "Redis without its ACL users");
+    let redis_conf = read("config/redis.conf");
+    assert!(redis_conf.contains("protected-mode yes"));
+    let definitions: Value = serde_json::from_str(&read("config/definitions.json")).unwrap();
+    let users: Vec<&str> = definitions["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert!(!users.is_empty() && !users.contains(&"guest"), "{users:?}");
+    assert!(users.iter().all(|u| u.starts_with("@NS@-")), "{users:?}");
+    let ignored = read(".gitignore");
+    assert!(ignored.lines().any(|l| l == "/secrets/") && ignored.lines().any(|l| l == "/.env"));
+}

@@ -292,3 +292,20 @@ fn a_job_runs_over_amqps_and_rediss_and_tls_mistakes_fail_clearly() {
     drop(redis);
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// An empty `SEEDQ_TLS_CA_FILE` (what an env file writes for an unused setting) is no CA file,
+/// not a missing value.
+#[test]
+fn an_empty_ca_file_variable_means_none() {
+    let ns = Namespace::new("tls-empty-ca");
+    let out = ns
+        .producer_cmd(&["status"])
+        .env("SEEDQ_TLS_CA_FILE", "")
+        .output()
+        .expect("run seedq-producer");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -259,11 +259,20 @@ pub enum SecretFileError {
     },
 }
 
+/// Optional settings read from the environment for which an empty value means "not set" (a
+/// deployment's env file or compose `${VAR:-}` writes `VAR=` for an unused one).
+pub const OPTIONAL_VARIABLES: &[&str] = &["SEEDQ_TLS_CA_FILE"];
+
 /// For each of [`SECRET_VARIABLES`] whose `_FILE` variable is set, reads the file and sets the
 /// variable itself from it, so that the command line parser (which reads the environment) sees
-/// it like any other. Call first thing in `main`, before any other thread exists (setting the
-/// environment is not thread-safe).
+/// it like any other; and unsets each of [`OPTIONAL_VARIABLES`] that is empty. Call first thing
+/// in `main`, before any other thread exists (setting the environment is not thread-safe).
 pub fn load_secret_files() -> Result<(), SecretFileError> {
+    for &name in OPTIONAL_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
     for &name in SECRET_VARIABLES {
         let file_var = format!("{name}_FILE");
         let Some(path) = std::env::var_os(&file_var) else {
