@@ -954,3 +954,70 @@ fn a_batch_past_its_output_cap_dead_letters_the_task_that_would_pass_it() {
         serde_json::from_str(&cluster.producer_ok(&["--json", "status", &batch])).unwrap();
     assert_eq!(status["chunks_done"], 2, "{status}");
 }
+
+/// Fair share between script batches of one priority: a small batch enqueued while a big one
+/// holds the node's only permit takes turns with it, task by task, instead of waiting behind
+/// the big one's remaining tasks.
+#[test]
+fn two_batches_of_one_priority_take_turns() {
+    let mut cluster = Cluster::new(
+        "scripts-fair",
+        &[NodeSpec {
+            name: "node-a",
+            limit: 1,
+            gpus: 0,
+        }],
+        3,
+    );
+    let mut toml = std::fs::read_to_string(&cluster.config).unwrap();
+    toml.push_str("[scheduler]\nmin_queued = 1\nqueued_per_slot = 0.0\n");
+    std::fs::write(&cluster.config, toml).unwrap();
+    cluster.start("node-a");
+    cluster.wait_for_script_consumers(&["node-a"]);
+    let log = cluster.ns.path("timeline.log").display().to_string();
+    let batch = |name: &str, prefix: &str, n: usize| {
+        let jobs: Vec<Value> = (0..n)
+            .map(|i| sleep_job(&format!("{prefix}{i}"), 0.5, &log))
+            .collect();
+        cluster.jobs_file(name, &json!({ "jobs": jobs }))
+    };
+    let (big_file, small_file) = (
+        batch("big.json", "big", 10),
+        batch("small.json", "small", 4),
+    );
+    let big = cluster.producer_ok(&["scripts", "--jobs-file", &big_file]);
+    let big = big.lines().next().unwrap().trim().to_string();
+    eventually("the big batch running", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("start"))
+    });
+    cluster.producer_ok(&[
+        "scripts",
+        "--jobs-file",
+        &small_file,
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    cluster.producer_ok(&["wait", &big, "--timeout", "120"]);
+    let mut runs = intervals(&std::fs::read_to_string(&log).unwrap());
+    runs.sort_by(|a, b| a.2.partial_cmp(&b.2).unwrap());
+    let order: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(runs.len(), 14, "each task ran once: {order:?}");
+    // From the small batch's first task to its last, the two alternate: besides the big tasks
+    // running or queued at its enqueue (at most 2), each small task is followed by at most one
+    // big one.
+    let first = order.iter().position(|t| t.starts_with("small")).unwrap();
+    let last = order.iter().rposition(|t| t.starts_with("small")).unwrap();
+    assert!(first <= 2, "{order:?}");
+    let big_between = order[first..=last]
+        .iter()
+        .filter(|t| t.starts_with("big"))
+        .count();
+    assert!(
+        big_between <= 3,
+        "the small batch waited behind the big one: {order:?}"
+    );
+    println!(
+        "FIGURE scripts fair share: between the small batch's first and last task, 4 small and {big_between} big tasks ran; order {order:?}"
+    );
+}
