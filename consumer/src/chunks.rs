@@ -340,6 +340,16 @@ struct Handler<'a> {
     timings: std::sync::Mutex<Phases>,
 }
 
+/// The chunk as the job's records know it.
+fn subject_of(msg: &ChunkMessage) -> Subject {
+    Subject {
+        job_id: msg.job_id.clone(),
+        epoch: msg.epoch,
+        member: msg.member(),
+        attempt: msg.attempt,
+    }
+}
+
 impl Handler<'_> {
     /// Handles one delivery. `Err` only when the broker channel is unusable.
     async fn handle(&self, inbound: Inbound) -> anyhow::Result<()> {
@@ -351,18 +361,17 @@ impl Handler<'_> {
         let msg = match signed.and_then(|()| crate::jobs::parse_chunk(inbound.body())) {
             Ok(m) => m,
             Err(r) => {
+                let subject = match r.reason {
+                    FailureReason::BadSignature => self.unsealed_subject(inbound.body()).await,
+                    _ => None,
+                };
                 return self
                     .settler
-                    .settle(&inbound, None, Settle::dead(r.reason, r.detail))
-                    .await
+                    .settle(&inbound, subject.as_ref(), Settle::dead(r.reason, r.detail))
+                    .await;
             }
         };
-        let subject = Subject {
-            job_id: msg.job_id.clone(),
-            epoch: msg.epoch,
-            member: msg.member(),
-            attempt: msg.attempt,
-        };
+        let subject = subject_of(&msg);
         let label = format!("{}/c{}", msg.job_id, msg.chunk);
         self.ctx
             .stats
@@ -392,6 +401,19 @@ impl Handler<'_> {
             .await;
         self.phase(|p| p.ack = ack_started.elapsed());
         settled
+    }
+
+    /// The subject of an unsigned or wrongly signed chunk whose job's record the key did not
+    /// seal either (a job enqueued without the key): its own record hears of the refusal, so
+    /// the job settles and frees its scheduler places. A message naming a sealed job touches
+    /// nothing: it would be a forgery aimed at a real job.
+    async fn unsealed_subject(&self, body: &[u8]) -> Option<Subject> {
+        let msg = crate::jobs::parse_chunk(body).ok()?;
+        let cached = self.cache.get(&msg.job_id, msg.epoch).await.ok()??;
+        (cached.sealed.is_err()
+            && cached.job.is_current_epoch(msg.epoch)
+            && msg.chunk < cached.job.chunk_count)
+            .then(|| subject_of(&msg))
     }
 
     fn phase(&self, f: impl FnOnce(&mut Phases)) {
@@ -443,6 +465,14 @@ impl Handler<'_> {
                         msg.chunk, msg.job_id, msg.epoch, cached.job.epoch
                     ),
                 ),
+            );
+        }
+        // A record the key did not seal runs nothing: it cannot be trusted to say what the job
+        // is. Its own record hears of it, so the job settles and frees its scheduler places.
+        if let Err(r) = &cached.sealed {
+            return (
+                msg.chunk < cached.job.chunk_count,
+                Settle::dead(r.reason, r.detail.clone()),
             );
         }
         let member = msg.member();

@@ -160,6 +160,18 @@ pub fn check_signature(
     .map_err(|e| Rejection::new(FailureReason::BadSignature, e.to_string()))
 }
 
+/// With a job key configured, the job's record must carry a valid seal: a message signed by a
+/// node's scheduler names a job, and the record says what runs, so a record written or edited
+/// without the key runs nothing (see `seedq_protocol::signing`).
+pub fn check_seal(key: Option<&JobKey>, job: &Job) -> Result<(), Rejection> {
+    match key {
+        Some(key) => key
+            .verify_job(job)
+            .map_err(|e| Rejection::new(FailureReason::BadSignature, e.to_string())),
+        None => Ok(()),
+    }
+}
+
 /// Parses a seed-queue body; every failure is a [`Rejection`] naming what is wrong.
 pub fn parse_chunk(body: &[u8]) -> Result<ChunkMessage, Rejection> {
     match ChunkMessage::from_json(body) {
@@ -206,6 +218,8 @@ pub fn parse_chunk(body: &[u8]) -> Result<ChunkMessage, Rejection> {
 /// A job as a node uses it.
 pub struct CachedJob {
     pub job: Arc<Job>,
+    /// With a job key: whether the record's seal holds (`check_seal`), checked once per load.
+    pub sealed: Result<(), Rejection>,
     pub prepared: Result<Prepared, Rejection>,
     /// Learned-throughput family key.
     pub family_key: Option<String>,
@@ -214,6 +228,7 @@ pub struct CachedJob {
 /// Per-node cache of jobs and their cancelled flags.
 pub struct JobCache {
     store: Store,
+    key: Option<JobKey>,
     jobs: Mutex<HashMap<String, Arc<CachedJob>>>,
     cancelled: Mutex<HashMap<String, (bool, Instant)>>,
 }
@@ -224,9 +239,10 @@ const CANCEL_REFRESH: Duration = Duration::from_secs(1);
 const MAX_CACHED_JOBS: usize = 1024;
 
 impl JobCache {
-    pub fn new(store: Store) -> JobCache {
+    pub fn new(store: Store, key: Option<JobKey>) -> JobCache {
         JobCache {
             store,
+            key,
             jobs: Mutex::new(HashMap::new()),
             cancelled: Mutex::new(HashMap::new()),
         }
@@ -244,8 +260,11 @@ impl JobCache {
         let Some(job) = self.store.load_job(id).await? else {
             return Ok(None);
         };
-        // Preparing a spec costs time in its sizes: off the runtime's threads.
+        // Preparing a spec (and sealing a long seed list) costs time in its sizes: off the
+        // runtime's threads.
+        let key = self.key.clone();
         let cached = tokio::task::spawn_blocking(move || CachedJob {
+            sealed: check_seal(key.as_ref(), &job),
             prepared: prepare(&job.spec),
             family_key: seedq_protocol::throughput_family_key(&job.spec),
             job: Arc::new(job),

@@ -30,7 +30,10 @@ pub struct NodePlan {
 
 /// Runs the node until SIGINT/SIGTERM and a completed drain.
 pub async fn run(ctx: Arc<NodeContext>, plan: NodePlan) -> anyhow::Result<()> {
-    let cache = Arc::new(JobCache::new(ctx.store().clone()));
+    let cache = Arc::new(JobCache::new(
+        ctx.store().clone(),
+        ctx.endpoints().job_key().cloned(),
+    ));
     let opts = Arc::new(plan.seed_options);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in &plan.workers {

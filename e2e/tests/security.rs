@@ -450,7 +450,42 @@ fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries()
         2,
     );
     cluster.extra_env = vec![("SEEDQ_JOB_KEY".into(), JOB_KEY.into())];
+
+    // A signed job whose record is edited in Redis before a node reads it: its seal no longer
+    // holds, so nothing of it runs, though every message of it is signed.
+    let draws = seedq_e2e::write_json(&cluster.ns, "d.json", &json!([1, 2, 3]));
+    let args = sieve_args("edited", &draws);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sieve: Value = serde_json::from_str(&cluster.producer_ok(&args)).unwrap();
+    let edited_job = sieve["job_id"].as_str().unwrap().to_string();
+    let mut redis = redis::Client::open(cluster.redis_url.as_str())
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    let spec_key = seedq_protocol::keys::job_spec(&cluster.ns.name, &edited_job);
+    let record: String = redis::cmd("GET").arg(&spec_key).query(&mut redis).unwrap();
+    let edited = record.replacen("[1,2,3]", "[1,2,4]", 1);
+    assert_ne!(edited, record, "the draws are in the record: {record}");
+    let _: () = redis::cmd("SET")
+        .arg(&spec_key)
+        .arg(&edited)
+        .query(&mut redis)
+        .unwrap();
+
     cluster.start("sec-s");
+    refused_everywhere(
+        &cluster,
+        &edited_job,
+        4,
+        sieve["published"].as_u64().unwrap(),
+    );
+    let letters = cluster.dlq_of(&edited_job)["letters"].clone();
+    assert!(
+        letters.as_array().unwrap().iter().all(|l| l["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not match its seal")),
+        "{letters}"
+    );
     cluster.wait_for_script_consumers(&["sec-s"]);
     let root = cluster.root("sec-s").to_path_buf();
     let job = |id: &str, mode: &str| {
@@ -493,12 +528,19 @@ fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries()
     // Unsigned (a producer without the key) and wrongly signed (another key): dead letters
     // `bad_signature`, and the scripts never ran. Such a message cannot be trusted to name the
     // job it claims, so it touches none of the job's records: the dead-letter queue shows it.
+    // Each batch has more tasks than the node's permits and queue allow at once: the node's
+    // scheduler, which holds the key, publishes the rest (signed), and they run nothing either,
+    // because the batch's record carries no seal of the key.
+    const TASKS: usize = 6;
     for (tag, key) in [
         ("unsigned", None),
         ("forged", Some("another-key-0123456789abcdef")),
     ] {
-        let id = format!("{tag}_job");
-        let file = cluster.jobs_file(&format!("{tag}.json"), &json!([job(&id, "sleep")]));
+        let ids: Vec<String> = (0..TASKS).map(|i| format!("{tag}_job{i}")).collect();
+        let file = cluster.jobs_file(
+            &format!("{tag}.json"),
+            &Value::Array(ids.iter().map(|id| job(id, "sleep")).collect()),
+        );
         let mut cmd = unkeyed_producer(&cluster, &["scripts", "--jobs-file", &file]);
         if let Some(key) = key {
             cmd.env("SEEDQ_JOB_KEY", key);
@@ -509,41 +551,32 @@ fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries()
         if key.is_none() {
             assert!(stderr.contains("unsigned"), "the producer warns: {stderr}");
         }
-        let batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let letters = dead_letters(&cluster, &batch, 1);
-        assert_eq!(letters[0]["reason"], "bad_signature", "{tag}: {letters:?}");
+        let published: usize = stderr
+            .split_once("script task(s) as batch")
+            .and_then(|(_, rest)| rest.split_once('(')?.1.split_once(" published now"))
+            .and_then(|(n, _)| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{tag}: how many the producer published: {stderr}"));
         assert!(
-            !root.join(format!("out/{id}.json")).exists(),
-            "{tag}: the script ran"
+            published < TASKS,
+            "{tag}: the producer published them all: {stderr}"
         );
-        // Replaying it would sign it with the replaying producer's key: refused, it stays.
+        let batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        refused_everywhere(&cluster, &batch, TASKS, published as u64);
+        for id in &ids {
+            assert!(
+                !root.join(format!("out/{id}.json")).exists(),
+                "{tag}: the script {id} ran"
+            );
+        }
+        // Replaying them would sign them with the replaying producer's key: refused, they stay.
         cluster.producer_ok(&["dlq", "replay", "--job", &batch]);
-        assert_eq!(dead_letters(&cluster, &batch, 1).len(), 1);
+        assert_eq!(dead_letters(&cluster, &batch, published).len(), published);
     }
 
-    // Seed chunks published without the key run nothing either.
-    let draws = seedq_e2e::write_json(&cluster.ns, "d.json", &json!([1, 2, 3]));
-    let out = unkeyed_producer(
-        &cluster,
-        &[
-            "sieve",
-            "--json",
-            "--prng",
-            "xorshift32",
-            "--draws",
-            &draws,
-            "--threshold",
-            "1",
-            "--seed-start",
-            "1",
-            "--seed-end",
-            "2001",
-            "--chunk-size",
-            "1000",
-        ],
-    )
-    .output()
-    .unwrap();
+    // Seed chunks of a job enqueued without the key run nothing either, whoever publishes them.
+    let args = sieve_args("unsigned", &draws);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = unkeyed_producer(&cluster, &args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -551,14 +584,61 @@ fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries()
     );
     let sieve: Value = serde_json::from_slice(&out.stdout).unwrap();
     let job_id = sieve["job_id"].as_str().unwrap();
-    let letters = dead_letters(&cluster, job_id, 2);
+    refused_everywhere(&cluster, job_id, 4, sieve["published"].as_u64().unwrap());
+    // A producer with the key will not publish it again either, and says why.
+    let out = cluster.producer(&["resume", job_id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("created without the job key"),
+        "{stderr}"
+    );
+}
+
+/// A job the key did not seal (enqueued without it, or edited in Redis) runs nothing and still
+/// settles, so it holds no scheduler places: each of its `n` chunks or tasks ends dead in its
+/// record with `bad_signature`, those its producer published refused by the node (so in the
+/// dead-letter queue too), the rest by the node's scheduler, which publishes nothing of it.
+fn refused_everywhere(cluster: &Cluster, job: &str, n: usize, published: u64) {
+    seedq_e2e::expect_dead_in_record(
+        &cluster.redis_url,
+        &cluster.ns.name,
+        job,
+        n,
+        "bad_signature",
+    );
+    let letters = dead_letters(cluster, job, published as usize);
     assert!(
         letters.iter().all(|l| l["reason"] == "bad_signature"),
         "{letters:?}"
     );
     let status: Value =
-        serde_json::from_str(&cluster.producer_ok(&["status", job_id, "--json"])).unwrap();
-    assert_eq!(status["seeds_done"].as_u64(), Some(0), "{status}");
+        serde_json::from_str(&cluster.producer_ok(&["status", job, "--json"])).unwrap();
+    assert_eq!(status["chunks_done"].as_u64(), Some(0), "{status}");
+    assert_eq!(status["state"], "finished_with_failures", "{status}");
+}
+
+/// A sieve of 4 chunks as job `id` (`--json`).
+fn sieve_args(id: &str, draws: &str) -> Vec<String> {
+    [
+        "sieve",
+        "--job-id",
+        id,
+        "--json",
+        "--prng",
+        "xorshift32",
+        "--draws",
+        draws,
+        "--threshold",
+        "1",
+        "--seed-start",
+        "1",
+        "--seed-end",
+        "4001",
+        "--chunk-size",
+        "1000",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// `seedq-producer ARGS` of the cluster's namespace without its job key.

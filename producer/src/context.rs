@@ -52,6 +52,22 @@ impl Env {
         }
     }
 
+    /// Seals a new job's record with the job key, when there is one (`seedq_protocol::signing`):
+    /// nodes with the key run nothing of an unsealed job.
+    pub fn seal(&self, job: &mut seedq_protocol::Job) {
+        job.seal = self.endpoints.job_key().map(|key| key.seal_job(job));
+    }
+
+    /// Refuses to go on with a stored job that nodes with this producer's key would refuse
+    /// (created without the key, under another key, or edited in Redis): publishing its work
+    /// would only fill the dead-letter queue.
+    pub fn check_sealed(&self, job: &seedq_protocol::Job) -> anyhow::Result<()> {
+        match self.endpoints.job_key() {
+            Some(key) => Ok(key.verify_job(job)?),
+            None => Ok(()),
+        }
+    }
+
     /// The broker URLs without their passwords, for messages.
     pub fn amqp_url_redacted(&self) -> String {
         self.endpoints.redacted()

@@ -200,6 +200,7 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
             )?;
             job.label = Some(command_label());
             job.count_only = request.count_only;
+            env.seal(&mut job);
             tracing::info!(
                 "job {job_id}: {} chunks of {} seeds ({}; slowest class {}, ~{:.1} s per chunk; cluster model {})",
                 plan.chunks,
@@ -226,6 +227,7 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
         CreateOutcome::Created => (job, created),
         CreateOutcome::Existing(stored) => (stored, false),
     };
+    env.check_sealed(&job)?;
     if store.is_cancelled(&job.job_id).await? {
         anyhow::bail!(
             "job {} was cancelled; use `seedq-producer resume {}` to run its remaining chunks",

@@ -216,6 +216,12 @@ pub struct Job {
     /// in records written before epochs existed (their messages carry none either).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub epoch: u64,
+    /// The job key's seal over [`Job::sealed_json`] (`crate::signing`), set by a producer that
+    /// holds the key. A node with a key runs nothing of a job whose seal is missing or wrong, so
+    /// neither a record written by someone without the key nor a signed job's record edited in
+    /// Redis can make it run anything. Not part of the identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -268,6 +274,7 @@ impl Job {
             label: None,
             count_only: false,
             epoch: fresh_epoch(),
+            seal: None,
         };
         job.validate()?;
         Ok(job)
@@ -289,6 +296,7 @@ impl Job {
             label: None,
             count_only: false,
             epoch: fresh_epoch(),
+            seal: None,
         };
         job.validate()?;
         Ok(job)
@@ -458,6 +466,36 @@ impl Job {
             JobSpec::Scripts(b) => b.tasks.iter().find(|t| t.task_id == task_id),
             _ => None,
         }
+    }
+
+    /// What the job key seals: everything that decides what runs and where its results go (the
+    /// identity, the chunk plan, the epoch and the version), and not the creation time, label
+    /// or seal. Re-serialising a parsed record gives the same bytes (serde's output is a
+    /// function of the value, and every field reads back exactly), so a node checks a stored
+    /// record without its original text.
+    pub fn sealed_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Sealed<'a> {
+            v: u32,
+            job_id: &'a str,
+            spec: &'a JobSpec,
+            seeds: &'a Option<JobSeeds>,
+            chunk_size: u64,
+            chunk_count: u64,
+            count_only: bool,
+            epoch: u64,
+        }
+        serde_json::to_string(&Sealed {
+            v: self.v,
+            job_id: &self.job_id,
+            spec: &self.spec,
+            seeds: &self.seeds,
+            chunk_size: self.chunk_size,
+            chunk_count: self.chunk_count,
+            count_only: self.count_only,
+            epoch: self.epoch,
+        })
+        .expect("job serializes")
     }
 
     /// Canonical JSON of everything that defines the work (not the creation time or label, and

@@ -10,6 +10,13 @@
 //! life of a job id is refused as stale by the epoch check like any other. Headers are not signed:
 //! they are descriptive only (see the crate doc's wire rules).
 //!
+//! A message names its job, and a node runs what the job's record in Redis says. So the record
+//! is sealed too ([`JobKey::seal_job`], over [`crate::Job::sealed_json`], under its own domain):
+//! a node with a key runs nothing of a job whose seal is missing or wrong
+//! ([`JobKey::verify_job`]). Without that, a job created by a producer without the key would
+//! still run once a node's scheduler (which holds the key) published its next window, and a
+//! signed job's spec could be edited in Redis by anyone allowed to write it.
+//!
 //! The key is symmetric: consumers hold it too, because they republish (retries with the attempt
 //! bumped, hand-backs, parked results), and each republish is signed again.
 
@@ -30,6 +37,8 @@ pub const MIN_KEY_LEN: usize = 16;
 
 /// Separates this MAC's input from any other use of the same key.
 const DOMAIN: &[u8] = b"seedq-job-v1\n";
+/// The domain of a job record's seal.
+const RECORD_DOMAIN: &[u8] = b"seedq-job-record-v1\n";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -63,6 +72,24 @@ pub enum SigningError {
     /// The signature does not match the body under this node's key.
     #[error("the message's {SIGNATURE_HEADER} does not match its body under this node's job key")]
     Mismatch,
+    /// The job's record in Redis carries no seal.
+    #[error(
+        "job '{job_id}' was created without the job key (its record in Redis is not sealed) and \
+         this node requires signed jobs: enqueue it again, under a new id, with SEEDQ_JOB_KEY set"
+    )]
+    Unsealed {
+        /// The job.
+        job_id: String,
+    },
+    /// The job's record does not match its seal: written or edited without the key.
+    #[error(
+        "job '{job_id}''s record in Redis does not match its seal under this node's job key \
+         (edited in Redis, or sealed with another key): nothing of it runs"
+    )]
+    BadSeal {
+        /// The job.
+        job_id: String,
+    },
 }
 
 impl JobKey {
@@ -79,26 +106,58 @@ impl JobKey {
         Ok(JobKey(key.as_bytes().into()))
     }
 
-    fn mac(&self, body: &[u8]) -> HmacSha256 {
+    fn mac(&self, domain: &[u8], body: &[u8]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(DOMAIN);
+        mac.update(domain);
         mac.update(body);
         mac
     }
 
+    fn tag(&self, domain: &[u8], body: &[u8]) -> String {
+        let tag = self.mac(domain, body).finalize().into_bytes();
+        tag.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `tag` (hex) is the MAC of `body`, in constant time.
+    fn matches(&self, domain: &[u8], body: &[u8], tag: &str) -> bool {
+        decode_hex(tag.trim())
+            .is_some_and(|bytes| self.mac(domain, body).verify_slice(&bytes).is_ok())
+    }
+
     /// The signature of `body` (the [`SIGNATURE_HEADER`] value).
     pub fn sign(&self, body: &[u8]) -> String {
-        let tag = self.mac(body).finalize().into_bytes();
-        tag.iter().map(|b| format!("{b:02x}")).collect()
+        self.tag(DOMAIN, body)
     }
 
     /// Checks `signature` (the header's value, if any) against `body`, in constant time.
     pub fn verify(&self, body: &[u8], signature: Option<&str>) -> Result<(), SigningError> {
         let signature = signature.ok_or(SigningError::Missing)?;
-        let bytes = decode_hex(signature.trim()).ok_or(SigningError::Mismatch)?;
-        self.mac(body)
-            .verify_slice(&bytes)
-            .map_err(|_| SigningError::Mismatch)
+        if self.matches(DOMAIN, body, signature) {
+            Ok(())
+        } else {
+            Err(SigningError::Mismatch)
+        }
+    }
+
+    /// The seal of `job`'s record (the value of [`crate::Job::seal`]).
+    pub fn seal_job(&self, job: &crate::Job) -> String {
+        self.tag(RECORD_DOMAIN, job.sealed_json().as_bytes())
+    }
+
+    /// Checks `job`'s seal against its record, in constant time.
+    pub fn verify_job(&self, job: &crate::Job) -> Result<(), SigningError> {
+        let Some(seal) = &job.seal else {
+            return Err(SigningError::Unsealed {
+                job_id: job.job_id.clone(),
+            });
+        };
+        if self.matches(RECORD_DOMAIN, job.sealed_json().as_bytes(), seal) {
+            Ok(())
+        } else {
+            Err(SigningError::BadSeal {
+                job_id: job.job_id.clone(),
+            })
+        }
     }
 }
 
@@ -130,6 +189,116 @@ mod tests {
         assert_eq!(key.verify(edited, Some(&sig)), Err(SigningError::Mismatch));
         for junk in ["", "zz", "abc", &sig[..62]] {
             assert_eq!(key.verify(body, Some(junk)), Err(SigningError::Mismatch));
+        }
+    }
+
+    /// A sieve, a correlation (free-form JSON with floats and nested objects), a listed-seed
+    /// job and a script batch with env and args: each sealed, stored as JSON and read back.
+    fn stored_jobs() -> Vec<crate::Job> {
+        use crate::{Job, JobSeeds, JobSpec, ScriptBatch};
+        use seedq_core::{Family, FamilyConfig, Threshold};
+        let sieve = seedq_core::SieveSpec {
+            family: FamilyConfig::new(Family::Mt19937),
+            draws: vec![1, 2, 3, 4],
+            modulus: 1000,
+            offset: 0,
+            offset_max: Some(40),
+            skip_min: 0,
+            skip_max: 3,
+            threshold: Threshold::parse("0.01").unwrap(),
+            reverse_threshold: None,
+            direction: Default::default(),
+            skip_mode: Default::default(),
+        };
+        let correlation = serde_json::json!({
+            "family": {"family": "xorshift32", "params": {"a": 13}},
+            "draws": [3, 1, 4, 1, 5], "modulus": 49, "min_score": 0.1 + 0.2, "tail": 1e-300,
+        });
+        let task: crate::ScriptJob = serde_json::from_value(serde_json::json!({
+            "task_id": "t1", "script": "train.py", "args": ["--lr", "0.001", "ü"],
+            "env": {"OMP_NUM_THREADS": "4"}, "timeout_secs": 60, "node": "zeus",
+        }))
+        .unwrap();
+        let mut jobs = vec![
+            Job::new_seed_job(
+                "s",
+                JobSpec::Sieve(sieve.clone()),
+                JobSeeds::Range {
+                    start: 0,
+                    end: 1 << 32,
+                },
+                1 << 20,
+            )
+            .unwrap(),
+            Job::new_seed_job(
+                "c",
+                JobSpec::Correlation(correlation),
+                JobSeeds::Range { start: 5, end: 500 },
+                100,
+            )
+            .unwrap(),
+            Job::new_seed_job(
+                "l",
+                JobSpec::Sieve(sieve),
+                JobSeeds::List(vec![9, 3, u32::MAX as u64]),
+                2,
+            )
+            .unwrap(),
+            Job::new_script_batch(
+                "b",
+                ScriptBatch {
+                    tasks: vec![task],
+                    output_dir: Some("/data/out".into()),
+                    preserve_paths: true,
+                },
+            )
+            .unwrap(),
+        ];
+        jobs[1].count_only = true;
+        jobs[0].label = Some("sieve --prng mt19937".into());
+        jobs
+    }
+
+    #[test]
+    fn a_sealed_record_verifies_after_a_trip_through_redis_and_not_once_edited() {
+        let key = JobKey::new("0123456789abcdef0123", "test").unwrap();
+        let other = JobKey::new("fedcba9876543210fedc", "test").unwrap();
+        for mut job in stored_jobs() {
+            let id = job.job_id.clone();
+            assert_eq!(
+                key.verify_job(&job),
+                Err(SigningError::Unsealed { job_id: id.clone() })
+            );
+            job.seal = Some(key.seal_job(&job));
+            let stored = crate::Job::from_json(&job.to_json()).unwrap();
+            assert_eq!(key.verify_job(&stored), Ok(()), "{}", job.to_json());
+            let bad = Err(SigningError::BadSeal { job_id: id.clone() });
+            assert_eq!(other.verify_job(&stored), bad);
+            // The label and creation time are not sealed: status text, not work.
+            let mut relabelled = stored.clone();
+            relabelled.label = Some("anything".into());
+            relabelled.created_at_ms += 1;
+            assert_eq!(key.verify_job(&relabelled), Ok(()));
+            // What runs, where it runs and which life of the id it is are.
+            let mut edits: Vec<crate::Job> = Vec::new();
+            let mut e = stored.clone();
+            e.epoch += 1;
+            edits.push(e);
+            let mut e = stored.clone();
+            e.chunk_count += 1;
+            edits.push(e);
+            let mut e = stored.clone();
+            e.count_only = !e.count_only;
+            edits.push(e);
+            let text = stored.to_json();
+            for (from, to) in [("train.py", "evil.py"), ("zeus", "rig1"), ("1000", "1001")] {
+                if text.contains(from) {
+                    edits.push(crate::Job::from_json(&text.replacen(from, to, 1)).unwrap());
+                }
+            }
+            for edited in edits {
+                assert_eq!(key.verify_job(&edited), bad, "{}", edited.to_json());
+            }
         }
     }
 

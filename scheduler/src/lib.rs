@@ -178,7 +178,8 @@ impl Feeder {
     /// Publishes `picks` in order, confirmed. Picks of a job that no longer exists are dropped
     /// (nothing is left to run them for); picks of a job no build of this version can read (a
     /// corrupt or newer-version record) are dead-lettered in the job's record with the store's
-    /// reason, as a consumer would, so the job still settles and frees its places.
+    /// reason, as a consumer would, so the job still settles and frees its places; so are, with
+    /// `bad_signature`, those of a job whose record the broker's job key did not seal.
     async fn publish(&self, broker: &Broker, picks: &[Pick]) -> Result<Fed, FeedError> {
         let mut jobs: HashMap<&str, Option<Arc<Job>>> = HashMap::new();
         for pick in picks {
@@ -186,10 +187,28 @@ impl Feeder {
                 let job = match self.job(&pick.job_id).await {
                     Ok(job) => job,
                     Err(FeedError::Store(e)) if !e.is_unavailable() => {
-                        self.dead_letter(&pick.job_id, picks, &e).await?;
+                        tracing::error!(job = %pick.job_id, error = %e, "cannot read the job to publish its chunks; dead-lettering them in its record");
+                        self.dead_letter(&pick.job_id, picks, e.reason(), &e.to_string())
+                            .await?;
                         None
                     }
                     Err(e) => return Err(e),
+                };
+                // A feeder with the job key signs what it publishes: never the work of a
+                // record the key did not seal, which the nodes would refuse anyway.
+                let unsealed = job.as_ref().and_then(|job| {
+                    let key = broker.job_key()?;
+                    key.verify_job(job).err()
+                });
+                let job = match unsealed {
+                    Some(e) => {
+                        tracing::warn!(job = %pick.job_id, error = %e, "refusing to publish the chunks of a job the key did not seal; dead-lettering them in its record");
+                        let reason = seedq_protocol::FailureReason::BadSignature;
+                        self.dead_letter(&pick.job_id, picks, reason, &e.to_string())
+                            .await?;
+                        None
+                    }
+                    None => job,
                 };
                 jobs.insert(&pick.job_id, job);
             }
@@ -229,20 +248,20 @@ impl Feeder {
         Ok(fed)
     }
 
-    /// Records `job`'s picks dead with `error`'s reason (see [`Feeder::publish`]).
+    /// Records `job`'s picks dead with `reason` (see [`Feeder::publish`]).
     async fn dead_letter(
         &self,
         job: &str,
         picks: &[Pick],
-        error: &StoreError,
+        reason: seedq_protocol::FailureReason,
+        detail: &str,
     ) -> Result<(), FeedError> {
-        tracing::error!(job, %error, "cannot read the job to publish its chunks; dead-lettering them in its record");
         let epoch = self.store.job_epoch(job).await?.unwrap_or(0);
         for pick in picks.iter().filter(|p| p.job_id == job) {
             let event = FailureEvent {
                 member: seedq_protocol::chunk_member(pick.chunk),
-                reason: error.reason(),
-                detail: error.to_string(),
+                reason,
+                detail: detail.to_string(),
                 dead_lettered: true,
                 node: "scheduler".into(),
                 attempt: 0,

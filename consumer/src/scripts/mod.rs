@@ -296,7 +296,10 @@ async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle
         inbound.body(),
         &inbound.headers(),
     ) {
-        return (None, Settle::dead(r.reason, r.detail));
+        return (
+            unsealed_subject(shared, inbound.body()).await,
+            Settle::dead(r.reason, r.detail),
+        );
     }
     let msg = match ScriptJob::from_json(inbound.body()) {
         Ok(job) => job,
@@ -330,12 +333,7 @@ async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle
         Err(e) => {
             // An unreadable batch (not an outage): the task is settled in the batch's record,
             // checked against its stored epoch, so the batch still finishes.
-            let subject = (!e.is_unavailable()).then(|| Subject {
-                job_id: msg.batch_id.clone(),
-                epoch: msg.epoch,
-                member: msg.member(),
-                attempt: msg.attempt,
-            });
+            let subject = (!e.is_unavailable()).then(|| subject_of(&msg));
             return (subject, Settle::store_failed(&e, None));
         }
     };
@@ -356,12 +354,12 @@ async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle
             return (None, Settle::dead(FailureReason::StaleMessage, detail));
         }
     };
-    let subject = Subject {
-        job_id: job.batch_id.clone(),
-        epoch: job.epoch,
-        member: job.member(),
-        attempt: job.attempt,
-    };
+    let subject = subject_of(&job);
+    // What runs must be what the key sealed. The batch's own record hears of a refusal, so the
+    // batch settles and frees its scheduler places.
+    if let Err(r) = crate::jobs::check_seal(shared.ctx.endpoints().job_key(), &batch) {
+        return (Some(subject), Settle::dead(r.reason, r.detail));
+    }
     // Checked before any wait: a job this node will never run goes at once.
     let refused: Vec<&str> = job
         .env
@@ -735,6 +733,28 @@ fn failure_detail(reason: &str, stderr_tail: &str) -> String {
     } else {
         format!("{reason}; stderr: {last_line}")
     }
+}
+
+/// The task as the batch's records know it.
+fn subject_of(msg: &ScriptJob) -> Subject {
+    Subject {
+        job_id: msg.batch_id.clone(),
+        epoch: msg.epoch,
+        member: msg.member(),
+        attempt: msg.attempt,
+    }
+}
+
+/// The subject of an unsigned or wrongly signed task whose batch's record the key did not seal
+/// either (a batch enqueued without the key): its own record hears of the refusal, so the
+/// batch settles and frees its scheduler places. A message naming a sealed batch touches
+/// nothing: it would be a forgery aimed at a real batch.
+async fn unsealed_subject(shared: &Shared, body: &[u8]) -> Option<Subject> {
+    let msg = ScriptJob::from_json(body).ok()?;
+    let batch = load_batch(shared, &msg.batch_id, msg.epoch).await.ok()??;
+    let unsealed = crate::jobs::check_seal(shared.ctx.endpoints().job_key(), &batch).is_err();
+    (unsealed && batch.is_current_epoch(msg.epoch) && batch.task_message(&msg.task_id).is_some())
+        .then(|| subject_of(&msg))
 }
 
 /// The stored batch, cached per id and epoch (a batch never changes; a re-created one under the

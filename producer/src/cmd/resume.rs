@@ -80,6 +80,7 @@ pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
         .load_job(&args.job)
         .await?
         .with_context(|| format!("no job '{}' in namespace '{}'", args.job, env.namespace))?;
+    env.check_sealed(&job)?;
     // Resuming a cancelled job lifts the cancel first; the chunks it skipped are dead-lettered
     // with reason `cancelled` and are reopened and republished below like any dead letter.
     let was_cancelled = store.is_cancelled(&args.job).await?;

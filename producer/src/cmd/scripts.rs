@@ -196,6 +196,7 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
     }
     let mut job = Job::new_script_batch(batch_id.clone(), batch)?;
     job.label = Some(format!("scripts --jobs-file {}", args.jobs_file.display()));
+    env.seal(&mut job);
     if args.dry_run {
         println!("{}", serde_json::to_string_pretty(&job)?);
         return Ok(0);
@@ -211,6 +212,7 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
             true
         }
     };
+    env.check_sealed(&job)?;
     let JobSpec::Scripts(batch) = &job.spec else {
         bail!("job '{batch_id}' exists and is not a script batch")
     };
