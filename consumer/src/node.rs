@@ -208,9 +208,8 @@ async fn feed(ctx: &NodeContext, ttl: u64, script_limit: u32) {
     let capacity = ctx.stats.seed_capacity();
     let result = async {
         let store = ctx.store();
-        store.set_capacity(ctx.node_name(), capacity, ttl).await?;
         store
-            .set_script_capacity(ctx.node_name(), u64::from(script_limit), ttl)
+            .set_capacities(ctx.node_name(), capacity, u64::from(script_limit), ttl)
             .await?;
         ctx.feeder().republish_stale(&broker).await
     }

@@ -834,13 +834,21 @@ fn a_message_of_an_earlier_life_of_a_batch_is_dead_lettered_without_running() {
     );
 }
 
-/// `scripts --priority`: with a low batch holding the node's only permit, a high batch's tasks
-/// start as soon as the task queued ahead of them is through, run back to back, and the low
-/// batch resumes only after them. The scheduler keeps one task queued (`min_queued = 1`).
-#[test]
-fn a_high_priority_batch_overtakes_a_low_one_at_the_next_free_permit() {
+/// One batch of the scripts lane in [`race_batches`]: its file's name, its task-id prefix,
+/// its size and the extra `scripts` flags (`--priority ...`).
+struct Contender<'a>(&'a str, &'a str, usize, &'a [&'a str]);
+
+/// On a one-node cluster whose node runs one script at a time (and keeps one task queued:
+/// `min_queued = 1`), enqueues `first`, and `second` once `first` is running; waits for both.
+/// Returns when `second` was enqueued (UNIX seconds) and the task ids in the order they started.
+fn race_batches(
+    tag: &str,
+    task_secs: f64,
+    first: Contender,
+    second: Contender,
+) -> (f64, Vec<(String, f64)>) {
     let mut cluster = Cluster::new(
-        "scripts-priority",
+        tag,
         &[NodeSpec {
             name: "node-a",
             limit: 1,
@@ -854,38 +862,53 @@ fn a_high_priority_batch_overtakes_a_low_one_at_the_next_free_permit() {
     cluster.start("node-a");
     cluster.wait_for_script_consumers(&["node-a"]);
     let log = cluster.ns.path("timeline.log").display().to_string();
-    let task_secs = 1.0;
-    let batch = |name: &str, prefix: &str, n: usize| {
-        let jobs: Vec<Value> = (0..n)
-            .map(|i| sleep_job(&format!("{prefix}{i}"), task_secs, &log))
+    let file = |c: &Contender| {
+        let jobs: Vec<Value> = (0..c.2)
+            .map(|i| sleep_job(&format!("{}{i}", c.1), task_secs, &log))
             .collect();
-        cluster.jobs_file(name, &json!({ "jobs": jobs }))
+        cluster.jobs_file(c.0, &json!({ "jobs": jobs }))
     };
-    let (low_file, high_file) = (batch("low.json", "low", 6), batch("high.json", "high", 2));
-    let low = cluster.producer_ok(&["scripts", "--jobs-file", &low_file, "--priority", "low"]);
-    let low = low.lines().next().unwrap().trim().to_string();
-    eventually("the low batch running", Duration::from_secs(60), || {
+    let (first_file, second_file) = (file(&first), file(&second));
+    let mut args = vec!["scripts", "--jobs-file", &first_file];
+    args.extend_from_slice(first.3);
+    let first_id = cluster.producer_ok(&args);
+    let first_id = first_id.lines().next().unwrap().trim().to_string();
+    eventually("the first batch running", Duration::from_secs(60), || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("start"))
     });
     let enqueued = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    cluster.producer_ok(&[
-        "scripts",
-        "--jobs-file",
-        &high_file,
-        "--priority",
-        "high",
-        "--wait",
-        "--timeout",
-        "120",
-    ]);
-    cluster.producer_ok(&["wait", &low, "--timeout", "120"]);
+    let mut args = vec!["scripts", "--jobs-file", &second_file];
+    args.extend_from_slice(second.3);
+    args.extend_from_slice(&["--wait", "--timeout", "120"]);
+    cluster.producer_ok(&args);
+    cluster.producer_ok(&["wait", &first_id, "--timeout", "120"]);
     let mut runs = intervals(&std::fs::read_to_string(&log).unwrap());
     runs.sort_by(|a, b| a.2.partial_cmp(&b.2).unwrap());
-    let order: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
-    assert_eq!(runs.len(), 8, "each task ran once: {order:?}");
+    let runs: Vec<(String, f64)> = runs.into_iter().map(|r| (r.1, r.2)).collect();
+    assert_eq!(
+        runs.len(),
+        first.2 + second.2,
+        "each task ran once: {runs:?}"
+    );
+    (enqueued, runs)
+}
+
+/// `scripts --priority`: with a low batch holding the node's only permit, a high batch's tasks
+/// start as soon as the task queued ahead of them is through, run back to back, and the low
+/// batch resumes only after them.
+#[test]
+fn a_high_priority_batch_overtakes_a_low_one_at_the_next_free_permit() {
+    let task_secs = 1.0;
+    let (enqueued, runs) = race_batches(
+        "scripts-priority",
+        task_secs,
+        Contender("low.json", "low", 6, &["--priority", "low"]),
+        Contender("high.json", "high", 2, &["--priority", "high"]),
+    );
+    let order: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
     let first_high = order.iter().position(|t| t.starts_with("high")).unwrap();
     // Ahead of the high batch: the low task running at its enqueue and at most the one queued.
     assert!(first_high <= 2, "{order:?}");
@@ -897,10 +920,9 @@ fn a_high_priority_batch_overtakes_a_low_one_at_the_next_free_permit() {
         order[first_high + 2..].iter().all(|t| t.starts_with("low")),
         "the low batch resumed only after the high one: {order:?}"
     );
-    let high_start = runs[first_high].2;
     println!(
         "FIGURE scripts priority: first high task started {:.2} task durations after its enqueue, behind {} low task(s); order {order:?}",
-        (high_start - enqueued) / task_secs,
+        (runs[first_high].1 - enqueued) / task_secs,
         first_high
     );
 }
@@ -960,49 +982,13 @@ fn a_batch_past_its_output_cap_dead_letters_the_task_that_would_pass_it() {
 /// the big one's remaining tasks.
 #[test]
 fn two_batches_of_one_priority_take_turns() {
-    let mut cluster = Cluster::new(
+    let (_, runs) = race_batches(
         "scripts-fair",
-        &[NodeSpec {
-            name: "node-a",
-            limit: 1,
-            gpus: 0,
-        }],
-        3,
+        0.5,
+        Contender("big.json", "big", 10, &[]),
+        Contender("small.json", "small", 4, &[]),
     );
-    let mut toml = std::fs::read_to_string(&cluster.config).unwrap();
-    toml.push_str("[scheduler]\nmin_queued = 1\nqueued_per_slot = 0.0\n");
-    std::fs::write(&cluster.config, toml).unwrap();
-    cluster.start("node-a");
-    cluster.wait_for_script_consumers(&["node-a"]);
-    let log = cluster.ns.path("timeline.log").display().to_string();
-    let batch = |name: &str, prefix: &str, n: usize| {
-        let jobs: Vec<Value> = (0..n)
-            .map(|i| sleep_job(&format!("{prefix}{i}"), 0.5, &log))
-            .collect();
-        cluster.jobs_file(name, &json!({ "jobs": jobs }))
-    };
-    let (big_file, small_file) = (
-        batch("big.json", "big", 10),
-        batch("small.json", "small", 4),
-    );
-    let big = cluster.producer_ok(&["scripts", "--jobs-file", &big_file]);
-    let big = big.lines().next().unwrap().trim().to_string();
-    eventually("the big batch running", Duration::from_secs(60), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("start"))
-    });
-    cluster.producer_ok(&[
-        "scripts",
-        "--jobs-file",
-        &small_file,
-        "--wait",
-        "--timeout",
-        "120",
-    ]);
-    cluster.producer_ok(&["wait", &big, "--timeout", "120"]);
-    let mut runs = intervals(&std::fs::read_to_string(&log).unwrap());
-    runs.sort_by(|a, b| a.2.partial_cmp(&b.2).unwrap());
-    let order: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
-    assert_eq!(runs.len(), 14, "each task ran once: {order:?}");
+    let order: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
     // From the small batch's first task to its last, the two alternate: besides the big tasks
     // running or queued at its enqueue (at most 2), each small task is followed by at most one
     // big one.

@@ -23,11 +23,13 @@
 //! store claims them where it draws them, [`Feeder::publish_checks`] publishes and releases.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use seedq_broker::{Broker, BrokerError};
-use seedq_protocol::{ChunkMessage, FailureEvent, Job, JobSpec, SchedulerConfig, ScriptJob};
-use seedq_store::{Claim, Pick, Store, StoreError};
+use seedq_protocol::{
+    ChunkMessage, FailureEvent, Job, JobSpec, SchedulerConfig, ScriptJob, SigningError,
+};
+use seedq_store::{Claim, Lane, Pick, Store, StoreError};
 
 /// Why a fill did not complete. Claims it made stay in Redis and are published again later.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +76,14 @@ pub struct Feeder {
     config: SchedulerConfig,
     /// Parsed jobs by id, checked against the stored epoch before each use (a job id may be
     /// reused by a new job after the old one expired).
-    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    jobs: Mutex<HashMap<String, Arc<Known>>>,
+}
+
+/// A parsed job and, once asked, whether the broker's job key sealed it (the key never changes,
+/// and a long seed list is costly to seal on every fill).
+struct Known {
+    job: Arc<Job>,
+    seal: OnceLock<Result<(), SigningError>>,
 }
 
 impl Feeder {
@@ -90,20 +99,18 @@ impl Feeder {
     /// Publishes what the queue has room for now. Safe to call at any time and from any number
     /// of places at once: the claim is atomic and bounded by the capacity.
     pub async fn fill(&self, broker: &Broker) -> Result<Fed, FeedError> {
-        let claimed = self.store.claim_chunks(&self.config, MOST_PER_FILL).await?;
-        if claimed.picks.is_empty() {
-            return Ok(Fed::default());
-        }
-        let fed = self.publish(broker, &claimed.picks).await?;
-        self.store.release_claims(&claimed.claims).await?;
-        Ok(fed)
+        self.fill_lane(broker, Lane::Seeds).await
     }
 
     /// [`Feeder::fill`] for script batches: publishes the tasks the live nodes' script permits
     /// have room for, most urgent batch first, each to its queue (shared or the node it is
     /// pinned to).
     pub async fn fill_scripts(&self, broker: &Broker) -> Result<Fed, FeedError> {
-        let claimed = self.store.claim_tasks(&self.config, MOST_PER_FILL).await?;
+        self.fill_lane(broker, Lane::Scripts).await
+    }
+
+    async fn fill_lane(&self, broker: &Broker, lane: Lane) -> Result<Fed, FeedError> {
+        let claimed = self.store.claim(lane, &self.config, MOST_PER_FILL).await?;
         if claimed.picks.is_empty() {
             return Ok(Fed::default());
         }
@@ -157,7 +164,7 @@ impl Feeder {
             let Some(order) = self.store.check_order(job_id, *chunk).await? else {
                 continue;
             };
-            let Some(job) = self.job(job_id).await? else {
+            let Some(job) = self.job(job_id).await?.map(|known| known.job.clone()) else {
                 continue;
             };
             if let Some(mut msg) = job.chunk_message(*chunk) {
@@ -196,9 +203,10 @@ impl Feeder {
                 };
                 // A feeder with the job key signs what it publishes: never the work of a
                 // record the key did not seal, which the nodes would refuse anyway.
-                let unsealed = job.as_ref().and_then(|job| {
+                let unsealed = job.as_ref().and_then(|known| {
                     let key = broker.job_key()?;
-                    key.verify_job(job).err()
+                    let seal = known.seal.get_or_init(|| key.verify_job(&known.job));
+                    seal.clone().err()
                 });
                 let job = match unsealed {
                     Some(e) => {
@@ -208,7 +216,7 @@ impl Feeder {
                             .await?;
                         None
                     }
-                    None => job,
+                    None => job.map(|known| known.job.clone()),
                 };
                 jobs.insert(&pick.job_id, job);
             }
@@ -273,27 +281,30 @@ impl Feeder {
     }
 
     /// The job, from the cache when its epoch still matches the stored one.
-    async fn job(&self, id: &str) -> Result<Option<Arc<Job>>, FeedError> {
+    async fn job(&self, id: &str) -> Result<Option<Arc<Known>>, FeedError> {
         let cached = self.cache().get(id).cloned();
-        if let Some(job) = cached {
-            if self.store.job_epoch(id).await? == Some(job.epoch) {
-                return Ok(Some(job));
+        if let Some(known) = cached {
+            if self.store.job_epoch(id).await? == Some(known.job.epoch) {
+                return Ok(Some(known));
             }
         }
         let Some(job) = self.store.load_job(id).await? else {
             self.cache().remove(id);
             return Ok(None);
         };
-        let job = Arc::new(job);
+        let known = Arc::new(Known {
+            job: Arc::new(job),
+            seal: OnceLock::new(),
+        });
         let mut cache = self.cache();
         if cache.len() >= JOB_CACHE {
             cache.clear();
         }
-        cache.insert(id.to_string(), job.clone());
-        Ok(Some(job))
+        cache.insert(id.to_string(), known.clone());
+        Ok(Some(known))
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Known>>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

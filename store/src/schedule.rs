@@ -363,7 +363,8 @@ impl Store {
         self.claim(Lane::Scripts, config, most).await
     }
 
-    async fn claim(&self, lane: Lane, config: &SchedulerConfig, most: u64) -> Result<Claimed> {
+    /// [`Store::claim_chunks`] or [`Store::claim_tasks`] by lane.
+    pub async fn claim(&self, lane: Lane, config: &SchedulerConfig, most: u64) -> Result<Claimed> {
         let mut script = CLAIM_SCRIPT.prepare_invoke();
         script
             .key(lane.queue(&self.ns))
@@ -469,39 +470,46 @@ impl Store {
     /// Says that `node`'s seed slots hold `chunks` at once, for `ttl_secs` (renewed with each
     /// heartbeat; a node that stops renewing stops counting).
     pub async fn set_capacity(&self, node: &str, chunks: u64, ttl_secs: u64) -> Result<()> {
-        self.set_lane_capacity(Lane::Seeds, node, chunks, ttl_secs)
+        self.set_lane_capacities(node, &[(Lane::Seeds, chunks)], ttl_secs)
             .await
     }
 
     /// Says that `node` runs `tasks` scripts at once (its script permits; 0 without a script
     /// consumer), for `ttl_secs`, like [`Store::set_capacity`].
     pub async fn set_script_capacity(&self, node: &str, tasks: u64, ttl_secs: u64) -> Result<()> {
-        self.set_lane_capacity(Lane::Scripts, node, tasks, ttl_secs)
+        self.set_lane_capacities(node, &[(Lane::Scripts, tasks)], ttl_secs)
             .await
     }
 
-    async fn set_lane_capacity(
+    /// [`Store::set_capacity`] and [`Store::set_script_capacity`] in one round trip, as a
+    /// node's heartbeat reports both.
+    pub async fn set_capacities(
         &self,
-        lane: Lane,
         node: &str,
-        places: u64,
+        chunks: u64,
+        tasks: u64,
         ttl_secs: u64,
     ) -> Result<()> {
-        let key = lane.capacity(&self.ns);
-        let value = format!(
-            "{places} {}",
-            seedq_protocol::now_ms() + ttl_secs.max(1) * 1000
-        );
-        let node = node.to_string();
+        let places = [(Lane::Seeds, chunks), (Lane::Scripts, tasks)];
+        self.set_lane_capacities(node, &places, ttl_secs).await
+    }
+
+    async fn set_lane_capacities(
+        &self,
+        node: &str,
+        places: &[(Lane, u64)],
+        ttl_secs: u64,
+    ) -> Result<()> {
+        let expires = seedq_protocol::now_ms() + ttl_secs.max(1) * 1000;
+        let mut pipe = redis::pipe();
+        for (lane, n) in places {
+            pipe.hset(lane.capacity(&self.ns), node, format!("{n} {expires}"))
+                .ignore();
+        }
         self.run(|mut c| {
-            let (k, n, v) = (key.clone(), node.clone(), value.clone());
+            let pipe = pipe.clone();
             async move {
-                redis::cmd("HSET")
-                    .arg(k)
-                    .arg(n)
-                    .arg(v)
-                    .query_async::<i64>(&mut c)
-                    .await?;
+                pipe.query_async::<()>(&mut c).await?;
                 Ok(())
             }
         })

@@ -192,15 +192,7 @@ async fn republish_tasks(
             .context("task vanished from the batch")?;
         publisher.publish_script(&task).await?;
     }
-    let current = store.job_schedule(&job.job_id).await?;
-    store
-        .schedule_batch(
-            &job.job_id,
-            current
-                .priority
-                .unwrap_or(env.cluster.scheduler.default_priority),
-        )
-        .await?;
+    reschedule(env, store, job).await?;
     let fed = feed(env, store, &mut publisher).await?;
     publisher.close().await;
     Ok(chosen.len() + fed.for_job(&job.job_id) as usize)
@@ -230,21 +222,25 @@ async fn republish_chunks(
     if !indexes.is_empty() {
         publisher.publish_job_chunks(job, &indexes).await?;
     }
-    let current = store.job_schedule(&job.job_id).await?;
-    store
-        .schedule_job(
-            &job.job_id,
-            current
-                .priority
-                .unwrap_or(env.cluster.scheduler.default_priority),
-            current
-                .verify_fraction
-                .unwrap_or(env.cluster.scheduler.verify_fraction),
-        )
-        .await?;
+    reschedule(env, store, job).await?;
     let fed = feed(env, store, &mut publisher).await?;
     publisher.close().await;
     Ok(indexes.len() + fed.for_job(&job.job_id) as usize)
+}
+
+/// Registers the job (or batch) with the scheduler again, its priority and verification
+/// fraction kept, so the rest of its work is published as room frees up.
+async fn reschedule(env: &Env, store: &seedq_store::Store, job: &Job) -> anyhow::Result<()> {
+    let current = store.job_schedule(&job.job_id).await?;
+    let scheduler = &env.cluster.scheduler;
+    let priority = current.priority.unwrap_or(scheduler.default_priority);
+    if matches!(job.spec, JobSpec::Scripts(_)) {
+        store.schedule_batch(&job.job_id, priority).await?;
+    } else {
+        let fraction = current.verify_fraction.unwrap_or(scheduler.verify_fraction);
+        store.schedule_job(&job.job_id, priority, fraction).await?;
+    }
+    Ok(())
 }
 
 /// One run of the scheduler from here (the job just registered again included).
