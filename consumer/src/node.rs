@@ -302,6 +302,7 @@ async fn heartbeat_loop(
                 .load(std::sync::atomic::Ordering::Relaxed),
             scripts_running: ctx.metrics().scripts_running().min(u32::MAX as u64) as u32,
             script_limit,
+            signed_jobs: ctx.endpoints().job_key().is_some(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             started_at_ms: ctx.started_at_ms,

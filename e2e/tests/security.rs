@@ -450,35 +450,73 @@ fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries()
         2,
     );
     cluster.extra_env = vec![("SEEDQ_JOB_KEY".into(), JOB_KEY.into())];
+    let root = cluster.root("sec-s").to_path_buf();
+    // More tasks than the node's permits and queue allow at once, so that a node's scheduler
+    // publishes (or refuses) the rest.
+    const TASKS: usize = 6;
 
-    // A signed job whose record is edited in Redis before a node reads it: its seal no longer
-    // holds, so nothing of it runs, though every message of it is signed.
+    // Before any node is up (a producer without the key is refused once a keyed node is):
+    // 1. a signed sieve whose record is then edited in Redis: its seal no longer holds;
     let draws = seedq_e2e::write_json(&cluster.ns, "d.json", &json!([1, 2, 3]));
     let args = sieve_args("edited", &draws);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sieve: Value = serde_json::from_str(&cluster.producer_ok(&args)).unwrap();
-    let edited_job = sieve["job_id"].as_str().unwrap().to_string();
+    let edited: Value = serde_json::from_str(&cluster.producer_ok(&args)).unwrap();
     let mut redis = redis::Client::open(cluster.redis_url.as_str())
         .and_then(|c| c.get_connection())
         .unwrap();
-    let spec_key = seedq_protocol::keys::job_spec(&cluster.ns.name, &edited_job);
+    let spec_key = seedq_protocol::keys::job_spec(&cluster.ns.name, "edited");
     let record: String = redis::cmd("GET").arg(&spec_key).query(&mut redis).unwrap();
-    let edited = record.replacen("[1,2,3]", "[1,2,4]", 1);
-    assert_ne!(edited, record, "the draws are in the record: {record}");
+    let changed = record.replacen("[1,2,3]", "[1,2,4]", 1);
+    assert_ne!(changed, record, "the draws are in the record: {record}");
     let _: () = redis::cmd("SET")
         .arg(&spec_key)
-        .arg(&edited)
+        .arg(&changed)
         .query(&mut redis)
         .unwrap();
+    // 2. a sieve and a script batch enqueued without the key (unsigned, unsealed).
+    let args = sieve_args("unsigned", &draws);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = unkeyed_producer(&cluster, &args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("unsigned"), "the producer warns: {stderr}");
+    let unsigned_sieve: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (unsigned_ids, file) = batch_of(&cluster, "unsigned", TASKS);
+    let out = unkeyed_producer(&cluster, &["scripts", "--jobs-file", &file])
+        .output()
+        .unwrap();
+    let unsigned_batch = enqueued_batch("unsigned", &out);
 
     cluster.start("sec-s");
-    refused_everywhere(
-        &cluster,
-        &edited_job,
-        4,
-        sieve["published"].as_u64().unwrap(),
+    cluster.wait_for_script_consumers(&["sec-s"]);
+    // With a keyed node alive, a producer without the key is refused before it creates
+    // anything.
+    let (_, file) = batch_of(&cluster, "refused", TASKS);
+    let out = unkeyed_producer(&cluster, &["scripts", "--jobs-file", &file])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("sec-s") && stderr.contains("SEEDQ_JOB_KEY"),
+        "{stderr}"
     );
-    let letters = cluster.dlq_of(&edited_job)["letters"].clone();
+    let created: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:job:*refused*", cluster.ns.name))
+        .query(&mut redis)
+        .unwrap();
+    assert!(created.is_empty(), "nothing was enqueued: {created:?}");
+    // 3. a script batch signed (and sealed) with another key.
+    let (forged_ids, file) = batch_of(&cluster, "forged", TASKS);
+    let out = unkeyed_producer(&cluster, &["scripts", "--jobs-file", &file])
+        .env("SEEDQ_JOB_KEY", "another-key-0123456789abcdef")
+        .output()
+        .unwrap();
+    let forged_batch = enqueued_batch("forged", &out);
+
+    // None of them runs anything, and each settles, holding no scheduler places.
+    let edited_published = edited["published"].as_u64().unwrap();
+    refused_everywhere(&cluster, "edited", 4, edited_published);
+    let letters = cluster.dlq_of("edited")["letters"].clone();
     assert!(
         letters.as_array().unwrap().iter().all(|l| l["detail"]
             .as_str()
@@ -486,19 +524,36 @@ fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries()
             .contains("does not match its seal")),
         "{letters}"
     );
-    cluster.wait_for_script_consumers(&["sec-s"]);
-    let root = cluster.root("sec-s").to_path_buf();
-    let job = |id: &str, mode: &str| {
-        let output = format!("out/{id}.json");
-        json!({"job_id": id, "script": "job.py", "args": [mode, output, "0.1", "/dev/null"],
-               "expected_output": output, "timeout": 60})
-    };
+    let sieve_published = unsigned_sieve["published"].as_u64().unwrap();
+    refused_everywhere(&cluster, "unsigned", 4, sieve_published);
+    for ((batch, published), ids) in [(unsigned_batch, unsigned_ids), (forged_batch, forged_ids)] {
+        refused_everywhere(&cluster, &batch, TASKS, published as u64);
+        for id in &ids {
+            assert!(
+                !root.join(format!("out/{id}.json")).exists(),
+                "the script {id} ran"
+            );
+        }
+        // Replaying them would sign them with the replaying producer's key: refused, they stay.
+        cluster.producer_ok(&["dlq", "replay", "--job", &batch]);
+        assert_eq!(dead_letters(&cluster, &batch, published).len(), published);
+    }
+    // A producer with the key will not publish an unsealed job again either, and says why.
+    let out = cluster.producer(&["resume", "unsigned"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("created without the job key"),
+        "{stderr}"
+    );
 
     // Signed: one succeeds; one fails twice, its second attempt republished (and signed again)
     // by the node through the delay queue, and runs.
     let file = cluster.jobs_file(
         "signed.json",
-        &json!([job("signed_ok", "sleep"), job("signed_fails", "fail")]),
+        &json!([
+            script_job("signed_ok", "sleep"),
+            script_job("signed_fails", "fail")
+        ]),
     );
     let signed_batch = cluster.scripts_with_dead_letters(&file, 120);
     let collected = cluster.ns.path("signed-collected");
@@ -512,86 +567,50 @@ fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries()
         collected.join("signed_ok.json").exists(),
         "the signed job ran"
     );
-    let dlq: Value = serde_json::from_str(&cluster.producer_ok(&[
-        "--json",
-        "dlq",
-        "list",
-        "--job",
-        &signed_batch,
-    ]))
-    .unwrap();
+    let dlq = cluster.dlq_of(&signed_batch);
     let letters = dlq["letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1, "{dlq}");
     assert_eq!(letters[0]["reason"], "exit_status", "{dlq}");
     assert_eq!(letters[0]["attempt"], "2", "the retry ran: {dlq}");
+}
 
-    // Unsigned (a producer without the key) and wrongly signed (another key): dead letters
-    // `bad_signature`, and the scripts never ran. Such a message cannot be trusted to name the
-    // job it claims, so it touches none of the job's records: the dead-letter queue shows it.
-    // Each batch has more tasks than the node's permits and queue allow at once: the node's
-    // scheduler, which holds the key, publishes the rest (signed), and they run nothing either,
-    // because the batch's record carries no seal of the key.
-    const TASKS: usize = 6;
-    for (tag, key) in [
-        ("unsigned", None),
-        ("forged", Some("another-key-0123456789abcdef")),
-    ] {
-        let ids: Vec<String> = (0..TASKS).map(|i| format!("{tag}_job{i}")).collect();
-        let file = cluster.jobs_file(
-            &format!("{tag}.json"),
-            &Value::Array(ids.iter().map(|id| job(id, "sleep")).collect()),
-        );
-        let mut cmd = unkeyed_producer(&cluster, &["scripts", "--jobs-file", &file]);
-        if let Some(key) = key {
-            cmd.env("SEEDQ_JOB_KEY", key);
-        }
-        let out = cmd.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{tag}: {stderr}");
-        if key.is_none() {
-            assert!(stderr.contains("unsigned"), "the producer warns: {stderr}");
-        }
-        let published: usize = stderr
-            .split_once("script task(s) as batch")
-            .and_then(|(_, rest)| rest.split_once('(')?.1.split_once(" published now"))
-            .and_then(|(n, _)| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{tag}: how many the producer published: {stderr}"));
-        assert!(
-            published < TASKS,
-            "{tag}: the producer published them all: {stderr}"
-        );
-        let batch = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        refused_everywhere(&cluster, &batch, TASKS, published as u64);
-        for id in &ids {
-            assert!(
-                !root.join(format!("out/{id}.json")).exists(),
-                "{tag}: the script {id} ran"
-            );
-        }
-        // Replaying them would sign them with the replaying producer's key: refused, they stay.
-        cluster.producer_ok(&["dlq", "replay", "--job", &batch]);
-        assert_eq!(dead_letters(&cluster, &batch, published).len(), published);
-    }
+/// A task of the fixture script in `mode` (`sleep`, `fail`), writing `out/<id>.json`.
+fn script_job(id: &str, mode: &str) -> Value {
+    let output = format!("out/{id}.json");
+    json!({"job_id": id, "script": "job.py", "args": [mode, output, "0.1", "/dev/null"],
+           "expected_output": output, "timeout": 60})
+}
 
-    // Seed chunks of a job enqueued without the key run nothing either, whoever publishes them.
-    let args = sieve_args("unsigned", &draws);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = unkeyed_producer(&cluster, &args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+/// A jobs file of `n` sleeping tasks `<tag>_job<i>`, and their ids.
+fn batch_of(cluster: &Cluster, tag: &str, n: usize) -> (Vec<String>, String) {
+    let ids: Vec<String> = (0..n).map(|i| format!("{tag}_job{i}")).collect();
+    let file = cluster.jobs_file(
+        &format!("{tag}.json"),
+        &Value::Array(ids.iter().map(|id| script_job(id, "sleep")).collect()),
     );
-    let sieve: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let job_id = sieve["job_id"].as_str().unwrap();
-    refused_everywhere(&cluster, job_id, 4, sieve["published"].as_u64().unwrap());
-    // A producer with the key will not publish it again either, and says why.
-    let out = cluster.producer(&["resume", job_id]);
+    (ids, file)
+}
+
+/// The batch id a `scripts` run printed and how many tasks it published itself (fewer than
+/// the batch holds: the node's scheduler has the rest).
+fn enqueued_batch(tag: &str, out: &std::process::Output) -> (String, usize) {
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{tag}: {stderr}");
+    let published: usize = stderr
+        .split_once("script task(s) as batch")
+        .and_then(|(_, rest)| rest.split_once('(')?.1.split_once(" published now"))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{tag}: how many the producer published: {stderr}"));
+    let total = stderr
+        .split_once("enqueued ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("{tag}: the batch's size: {stderr}"));
     assert!(
-        !out.status.success() && stderr.contains("created without the job key"),
-        "{stderr}"
+        published < total,
+        "{tag}: the producer published them all: {stderr}"
     );
+    let batch = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (batch, published)
 }
 
 /// A job the key did not seal (enqueued without it, or edited in Redis) runs nothing and still

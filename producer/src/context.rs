@@ -68,6 +68,31 @@ impl Env {
         }
     }
 
+    /// Refuses, before anything is created or published, to enqueue or republish work without
+    /// a job key while a live node requires signed jobs: every message would be refused
+    /// (`bad_signature`), and this producer's scheduler would publish the next windows of
+    /// other, sealed jobs unsigned, so that they too would be refused.
+    pub async fn check_unsigned_allowed(&self, store: &Store) -> anyhow::Result<()> {
+        if self.endpoints.job_key().is_some() {
+            return Ok(());
+        }
+        let keyed: Vec<String> = store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|hb| hb.signed_jobs)
+            .map(|hb| hb.node)
+            .collect();
+        if !keyed.is_empty() {
+            anyhow::bail!(
+                "node(s) {} run only signed jobs and this producer has no job key: set \
+                 SEEDQ_JOB_KEY or SEEDQ_JOB_KEY_FILE to the cluster's key (nothing was enqueued)",
+                keyed.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// The broker URLs without their passwords, for messages.
     pub fn amqp_url_redacted(&self) -> String {
         self.endpoints.redacted()

@@ -187,6 +187,7 @@ pub async fn enqueue_seed_job(env: &Env, request: SeedJobRequest) -> anyhow::Res
         .store()
         .await?
         .with_job_ttl(env.cluster.jobs.result_ttl_secs);
+    env.check_unsigned_allowed(&store).await?;
 
     let (job, created, plan, classes) = match store.load_job(&job_id).await? {
         Some(existing) => (existing, false, None, Vec::new()),
@@ -325,7 +326,7 @@ async fn schedule_and_feed(
         ),
         Scheduled::AllPublished | Scheduled::Queued => {}
     }
-    let feeder = Feeder::new(store.clone(), env.cluster.scheduler.clone());
+    let feeder = Feeder::new(store.clone(), env.cluster.scheduler.clone()).leaving_unvouched();
     let mut publisher = ChunkPublisher::connect(env).await?;
     let fed = publisher.feed(&feeder).await.with_context(|| {
         format!(

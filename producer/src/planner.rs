@@ -577,6 +577,7 @@ mod tests {
             chunks_failed: 0,
             scripts_running: 0,
             script_limit: 1,
+            signed_jobs: false,
             version: "x".into(),
             pid: 1,
             started_at_ms: 0,

@@ -178,6 +178,10 @@ pub struct NodeHeartbeat {
     /// Script jobs the node runs at once (`max_script_jobs`).
     #[serde(default)]
     pub script_limit: u32,
+    /// The node holds a job key and runs only signed jobs (`seedq_protocol::signing`): a
+    /// producer without the key refuses to enqueue while such a node is alive.
+    #[serde(default)]
+    pub signed_jobs: bool,
     /// The consumer binary's version (`CARGO_PKG_VERSION`).
     pub version: String,
     /// The consumer's process id.

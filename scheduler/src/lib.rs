@@ -17,12 +17,15 @@
 //! Each fill claims in Redis first (atomic: two feeders never pick the same chunk), publishes
 //! with confirms, then releases the claim. A feeder that dies in between leaves the claim, which
 //! the next heartbeat's feeder publishes again once it is stale ([`Feeder::republish_stale`]).
+//! A feeder signs what it publishes with its broker's job key, so it publishes only the work of
+//! jobs that key sealed; a node's feeder records the others dead, a producer's leaves them to
+//! the nodes ([`Unvouched`]).
 //! Script batches go the same way in their own lane ([`Feeder::fill_scripts`]): their tasks,
 //! in the batch's order, against the live nodes' script permits.
 //! Check messages (verification by redundancy, `docs/verification.md`) go the same way: the
 //! store claims them where it draws them, [`Feeder::publish_checks`] publishes and releases.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use seedq_broker::{Broker, BrokerError};
@@ -47,6 +50,8 @@ pub enum FeedError {
 pub struct Fed {
     /// Chunks published per job.
     pub per_job: BTreeMap<String, u64>,
+    /// Jobs whose picks were left claimed, for a node to publish ([`Unvouched::Leave`]).
+    pub left: BTreeSet<String>,
 }
 
 impl Fed {
@@ -70,10 +75,26 @@ const MOST_STALE: u64 = 64;
 /// Jobs kept parsed between fills; past this the cache starts over.
 const JOB_CACHE: usize = 256;
 
+/// What a feeder does with the picks of a job its broker's job key cannot vouch for: one the key
+/// did not seal, or, without a key, one that is sealed (`seedq_protocol::signing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unvouched {
+    /// A node's feeder: its key is the one its slots check, so it decides. With a key, such a
+    /// job's picks are recorded dead (`bad_signature`) in the job's record, as its slots would
+    /// refuse them: the job settles and frees its places. Without a key it publishes
+    /// everything, unsigned, as its slots run anything.
+    Refuse,
+    /// A producer's feeder: its key may be missing or wrong for the cluster, so it publishes
+    /// only what it can vouch for and leaves the other claims to go stale, for a node's
+    /// heartbeat to publish or refuse.
+    Leave,
+}
+
 /// Claims chunks and publishes them (see the crate doc). Cheap to share behind an `Arc`.
 pub struct Feeder {
     store: Store,
     config: SchedulerConfig,
+    unvouched: Unvouched,
     /// Parsed jobs by id, checked against the stored epoch before each use (a job id may be
     /// reused by a new job after the old one expired).
     jobs: Mutex<HashMap<String, Arc<Known>>>,
@@ -83,17 +104,35 @@ pub struct Feeder {
 /// and a long seed list is costly to seal on every fill).
 struct Known {
     job: Arc<Job>,
-    seal: OnceLock<Result<(), SigningError>>,
+    /// Why the broker's key does not vouch for it (`None`: it does).
+    seal: OnceLock<Option<SigningError>>,
+}
+
+/// What [`Feeder::publish`] does with a job's picks.
+enum Verdict {
+    Publish,
+    /// Record them dead with this reason.
+    Refuse(SigningError),
+    /// Leave their claims for a node (why, for the log).
+    Leave(String),
 }
 
 impl Feeder {
-    /// A feeder over `store`'s namespace with the cluster's `[scheduler]` settings.
+    /// A feeder over `store`'s namespace with the cluster's `[scheduler]` settings, deciding on
+    /// unvouched jobs as a node does ([`Unvouched::Refuse`]).
     pub fn new(store: Store, config: SchedulerConfig) -> Feeder {
         Feeder {
             store,
             config,
+            unvouched: Unvouched::Refuse,
             jobs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The feeder of a producer ([`Unvouched::Leave`]).
+    pub fn leaving_unvouched(mut self) -> Feeder {
+        self.unvouched = Unvouched::Leave;
+        self
     }
 
     /// Publishes what the queue has room for now. Safe to call at any time and from any number
@@ -115,7 +154,12 @@ impl Feeder {
             return Ok(Fed::default());
         }
         let fed = self.publish(broker, &claimed.picks).await?;
-        self.store.release_claims(&claimed.claims).await?;
+        let released: Vec<Claim> = claimed
+            .claims
+            .into_iter()
+            .filter(|claim| !fed.left.contains(&claim.job_id))
+            .collect();
+        self.store.release_claims(&released).await?;
         Ok(fed)
     }
 
@@ -128,7 +172,7 @@ impl Feeder {
             .await?;
         let mut published = 0;
         for claim in &stale {
-            tracing::warn!(job = %claim.job_id, from = claim.from, to = claim.to, check = claim.check, "publishing a stale claimed window again (its publisher stopped before the broker confirmed it)");
+            tracing::warn!(job = %claim.job_id, from = claim.from, to = claim.to, check = claim.check, "publishing a stale claimed window (its publisher stopped before the broker confirmed it, or left it to a node)");
             if claim.check {
                 published += self
                     .publish_checks(broker, &[(claim.job_id.clone(), claim.from)])
@@ -142,10 +186,13 @@ impl Feeder {
                     chunk,
                 })
                 .collect();
-            published += self.publish(broker, &picks).await?.total();
-            self.store
-                .release_claims(std::slice::from_ref(claim))
-                .await?;
+            let fed = self.publish(broker, &picks).await?;
+            published += fed.total();
+            if !fed.left.contains(&claim.job_id) {
+                self.store
+                    .release_claims(std::slice::from_ref(claim))
+                    .await?;
+            }
         }
         Ok(published)
     }
@@ -189,6 +236,7 @@ impl Feeder {
     /// `bad_signature`, those of a job whose record the broker's job key did not seal.
     async fn publish(&self, broker: &Broker, picks: &[Pick]) -> Result<Fed, FeedError> {
         let mut jobs: HashMap<&str, Option<Arc<Job>>> = HashMap::new();
+        let mut left = BTreeSet::new();
         for pick in picks {
             if !jobs.contains_key(pick.job_id.as_str()) {
                 let job = match self.job(&pick.job_id).await {
@@ -201,29 +249,33 @@ impl Feeder {
                     }
                     Err(e) => return Err(e),
                 };
-                // A feeder with the job key signs what it publishes: never the work of a
-                // record the key did not seal, which the nodes would refuse anyway.
-                let unsealed = job.as_ref().and_then(|known| {
-                    let key = broker.job_key()?;
-                    let seal = known.seal.get_or_init(|| key.verify_job(&known.job));
-                    seal.clone().err()
-                });
-                let job = match unsealed {
-                    Some(e) => {
+                // What a feeder publishes carries its key's signature: never the work of a
+                // record that key did not seal (see `Unvouched`).
+                let verdict = job.as_ref().map(|known| self.verdict(broker, known));
+                let job = match verdict {
+                    None | Some(Verdict::Publish) => job.map(|known| known.job.clone()),
+                    Some(Verdict::Refuse(e)) => {
                         tracing::warn!(job = %pick.job_id, error = %e, "refusing to publish the chunks of a job the key did not seal; dead-lettering them in its record");
                         let reason = seedq_protocol::FailureReason::BadSignature;
                         self.dead_letter(&pick.job_id, picks, reason, &e.to_string())
                             .await?;
                         None
                     }
-                    None => job.map(|known| known.job.clone()),
+                    Some(Verdict::Leave(e)) => {
+                        tracing::warn!(job = %pick.job_id, error = %e, "not publishing the chunks of a job this producer's key cannot vouch for; a node publishes them once the claim is stale");
+                        left.insert(pick.job_id.clone());
+                        None
+                    }
                 };
                 jobs.insert(&pick.job_id, job);
             }
         }
         let mut messages: Vec<(Arc<Job>, ChunkMessage)> = Vec::with_capacity(picks.len());
         let mut tasks: Vec<ScriptJob> = Vec::new();
-        let mut fed = Fed::default();
+        let mut fed = Fed {
+            left,
+            ..Fed::default()
+        };
         for pick in picks {
             let Some(job) = jobs.get(pick.job_id.as_str()).cloned().flatten() else {
                 continue;
@@ -254,6 +306,24 @@ impl Feeder {
             broker.publish_script(task).await?;
         }
         Ok(fed)
+    }
+
+    /// Whether this feeder may publish `known`'s work, signed with its broker's key (see
+    /// [`Unvouched`]).
+    fn verdict(&self, broker: &Broker, known: &Known) -> Verdict {
+        match (broker.job_key(), self.unvouched) {
+            (None, Unvouched::Leave) if known.job.seal.is_some() => {
+                Verdict::Leave("the job is sealed with a job key and this producer has none".into())
+            }
+            (None, _) => Verdict::Publish,
+            (Some(key), mode) => {
+                match known.seal.get_or_init(|| key.verify_job(&known.job).err()) {
+                    None => Verdict::Publish,
+                    Some(e) if mode == Unvouched::Refuse => Verdict::Refuse(e.clone()),
+                    Some(e) => Verdict::Leave(e.to_string()),
+                }
+            }
+        }
     }
 
     /// Records `job`'s picks dead with `reason` (see [`Feeder::publish`]).

@@ -287,6 +287,7 @@ async fn heartbeats_list_live_nodes() {
         chunks_failed: 0,
         scripts_running: 0,
         script_limit: 2,
+        signed_jobs: true,
         version: "0.1.0".into(),
         pid: 1,
         started_at_ms: 0,

@@ -187,7 +187,9 @@ pub async fn run(env: &Env, args: DlqArgs) -> anyhow::Result<i32> {
     let reader = broker.reader().await?;
     // Replays re-open their jobs in Redis (see `Store::reopen`).
     let store = if action == "replay" {
-        Some(env.store().await?)
+        let store = env.store().await?;
+        env.check_unsigned_allowed(&store).await?;
+        Some(store)
     } else {
         None
     };

@@ -76,6 +76,7 @@ pub fn plan_resume(
 
 pub async fn run(env: &Env, args: ResumeArgs) -> anyhow::Result<i32> {
     let store = env.store().await?;
+    env.check_unsigned_allowed(&store).await?;
     let job = store
         .load_job(&args.job)
         .await?
@@ -250,9 +251,9 @@ async fn feed(
     publisher: &mut ChunkPublisher,
 ) -> anyhow::Result<seedq_scheduler::Fed> {
     publisher
-        .feed(&seedq_scheduler::Feeder::new(
-            store.clone(),
-            env.cluster.scheduler.clone(),
-        ))
+        .feed(
+            &seedq_scheduler::Feeder::new(store.clone(), env.cluster.scheduler.clone())
+                .leaving_unvouched(),
+        )
         .await
 }

@@ -205,6 +205,7 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
         .store()
         .await?
         .with_job_ttl(env.cluster.jobs.result_ttl_secs);
+    env.check_unsigned_allowed(&store).await?;
     let already = match store.create_job(&job).await? {
         CreateOutcome::Created => false,
         CreateOutcome::Existing(existing) => {
@@ -236,7 +237,7 @@ pub async fn run(env: &Env, args: ScriptsArgs) -> anyhow::Result<i32> {
     if store.schedule_batch(&batch_id, priority).await? == Scheduled::UnknownJob {
         bail!("batch {batch_id} vanished from Redis before it could be scheduled (expired or deleted?); run the command again");
     }
-    let feeder = Feeder::new(store.clone(), env.cluster.scheduler.clone());
+    let feeder = Feeder::new(store.clone(), env.cluster.scheduler.clone()).leaving_unvouched();
     let published = broker
         .feed(&feeder)
         .await
