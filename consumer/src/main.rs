@@ -219,6 +219,29 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
+/// A node without a job key does not join nodes that require signed jobs: its scheduler would
+/// publish the next windows of their (sealed) jobs unsigned, for them to refuse, and its slots
+/// would run work they refuse. Its own earlier heartbeat does not count (a cluster restarted
+/// without its key).
+async fn refuse_keyless_among_keyed(store: &Store, node: &str) -> anyhow::Result<()> {
+    let keyed: Vec<String> = store
+        .list_nodes()
+        .await?
+        .into_iter()
+        .filter(|hb| hb.signed_jobs && hb.node != node)
+        .map(|hb| hb.node)
+        .collect();
+    if !keyed.is_empty() {
+        anyhow::bail!(
+            "node(s) {} run only signed jobs and this node has no job key: set SEEDQ_JOB_KEY or \
+             SEEDQ_JOB_KEY_FILE to the cluster's key (or stop them first, if the cluster is \
+             dropping its key)",
+            keyed.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
     for url in args
         .amqp_url
@@ -292,6 +315,9 @@ fn run_node(args: RunArgs, job_key: Option<&str>) -> anyhow::Result<()> {
             .with_context(|| format!("connecting to Redis at {}", redact(&args.redis_url)))?
             .with_job_ttl(cluster.jobs.result_ttl_secs)
             .with_batch_output_cap(cluster.jobs.max_batch_output_bytes);
+        if endpoints.job_key().is_none() {
+            refuse_keyless_among_keyed(&store, &node_name).await?;
+        }
         let connection_name = Topology::consumer_connection_name(&node_name);
         let broker = Broker::connect_with_retry(
             &endpoints,

@@ -505,6 +505,36 @@ fn unsigned_or_wrongly_signed_jobs_run_nothing_and_signed_ones_survive_retries()
         .query(&mut redis)
         .unwrap();
     assert!(created.is_empty(), "nothing was enqueued: {created:?}");
+    // Nor does a node without the key join it (its scheduler would publish the keyed jobs'
+    // windows unsigned).
+    let mut keyless = std::process::Command::new(seedq_e2e::consumer_bin())
+        .args(["--config", cluster.config.to_str().unwrap()])
+        .args(["--node", "sec-keyless", "--backend", "cpu", "--slots", "1"])
+        .env("SEEDQ_NAMESPACE", &cluster.ns.name)
+        .env("SEEDQ_AMQP_URL", &cluster.amqp_url)
+        .env("SEEDQ_REDIS_URL", &cluster.redis_url)
+        .env_remove("SEEDQ_JOB_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let exited = loop {
+        if let Some(status) = keyless.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            keyless.kill().unwrap();
+            panic!("a node without the key kept running beside a keyed one");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut keyless.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        !exited.success() && stderr.contains("sec-s") && stderr.contains("SEEDQ_JOB_KEY"),
+        "{stderr}"
+    );
     // 3. a script batch signed (and sealed) with another key.
     let (forged_ids, file) = batch_of(&cluster, "forged", TASKS);
     let out = unkeyed_producer(&cluster, &["scripts", "--jobs-file", &file])
