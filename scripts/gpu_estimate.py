@@ -78,25 +78,15 @@ def trips(kernel, shape):
         return dict(stream_seed=1, vote=math.ceil(stream / 64), output=stream, hit=hit,
                     landing=k * nskips), 32
     if kernel == "mt_stream":
-        # Per block, each skip with draws left walks them 32 at a time; a round with 32 lanes
-        # in the block is followed by one more.
-        nblocks = math.ceil((shape["offset"] + stream) / 624) - shape["offset"] // 624
-        rounds = skip_visits = 0
-        for b in range(nblocks):
-            # Skips before the first unfinished one are not visited.
-            done = [shape["offset"] + (t + 1) * k - 1 < b * 624
-                    for t in range(shape["skip_min"], shape["skip_max"] + 1)]
-            first_open = next((n for n, d in enumerate(done) if not d), len(done))
-            skip_visits += len(done) - first_open
-            start, end = b * 624, b * 624 + 624
-            for t in range(shape["skip_min"], shape["skip_max"] + 1):
-                lo = max(0, math.ceil((start - shape["offset"] - t) / (t + 1)))
-                if lo >= k:
-                    continue
-                n = sum(1 for i in range(lo, k) if start <= shape["offset"] + t + i * (t + 1) < end)
-                rounds += n // 32 + 1
-        return dict(mt_seed=1, mt_init=623 / 8, mt_block=nblocks, mt_twist=20 * nblocks,
-                    mt_skip=skip_visits, mt_round=rounds), 1
+        # A group seeds 32 seeds at once (one init_genrand chain per lane, 77 trips of 8 words
+        # after the first 8), then takes them one at a time: per seed, one twist per block up
+        # to the last one a draw lands on, and per block with landings its entries (padded to
+        # whole rounds of 32) 32 at a time.
+        per_block = landings_per_block(shape, 624)
+        last = max(per_block)
+        rounds = sum(math.ceil(n / 32) for n in per_block.values())
+        return dict(mt_batch=1 / 32, mt_init=(624 // 8 - 1) / 32, mt_seed=1,
+                    mt_block=len(per_block), mt_twist=last + 1, mt_test=rounds), 1
     if kernel == "jump":
         return dict(skip=nskips, draw=k * nskips), 32
     if kernel == "lcg_batch":

@@ -12,7 +12,8 @@
 // "landing" of the group sorted by j (`landings`), and the kernel walks its stream once,
 // testing each output against the landings on it. Match counts per skip live on chip (shared
 // memory). mt19937 beyond output 226 gives each seed a warp: its 624-word state sits in shared
-// memory and the twist runs 32 words at a time in its three dependency-free phases.
+// memory, the twist runs 32 words at a time in its three dependency-free phases, and each block
+// of 624 outputs is tested against the host's list of the landings on it, 32 at a time.
 //
 // The kernel answers one question per seed: does some skip (constant mode) or some strategy
 // (variable mode) reach `need` matches? It stops at the first that does, and gives up on a skip
@@ -43,6 +44,16 @@ SEEDQ_DEV u64 seedq_mod_barrett(u64 x, u64 m, u64 minv) {
     if (r >= m) r -= m;
     if (r >= m) r -= m;
     return r;
+}
+
+// x mod m for x < 2^32 and 2 <= m with 3m < 2^32, minv = floor(2^32/m): x*minv/2^32 lies in
+// (x/m - 1, x/m], so the quotient estimate is at most 1 short and r = x - q*m < 2m. The one
+// conditional subtraction is a minimum (r - m wraps above r when r < m), and x - q*m one
+// multiply-add by -m: half the fastmod's work.
+SEEDQ_DEV u32 seedq_mod_barrett32(u32 x, u32 m, u32 minv) {
+    const u32 r = x + seedq_umulhi32(x, minv) * (0u - m);
+    const u32 t = r - m;
+    return t < r ? t : r;
 }
 
 // a mod d for a < 2^32, 2 <= d < 2^32, magic = floor((2^64-1)/d)+1 (Lemire, Kaser, Kurz 2019):
@@ -409,8 +420,10 @@ SEEDQ_DEV u32 seedq_mt_temper(u32 y) {
     return y;
 }
 SEEDQ_DEV u32 seedq_mt_twist_word(u32 a, u32 b, u32 c) {
-    u32 y = (a & SEEDQ_MT_UPPER_MASK) | (b & SEEDQ_MT_LOWER_MASK);
-    return c ^ (y >> 1) ^ ((y & 1u) ? SEEDQ_MT_MATRIX_A : 0u);
+    // A bit select, a shift, a multiply for the matrix term (y's low bit is b's) and a
+    // three-way xor.
+    const u32 y = (a & SEEDQ_MT_UPPER_MASK) | (b & SEEDQ_MT_LOWER_MASK);
+    return c ^ (y >> 1) ^ ((b & 1u) * SEEDQ_MT_MATRIX_A);
 }
 SEEDQ_DEV u32 seedq_mt_output_below_227(u32 seed, u32 j) {
     u32 x = seed, i = 1;
@@ -530,14 +543,7 @@ template <class G>
 SEEDQ_DEV u64 seedq_reduce(u64 o, const SeedqParams& p) {
     if (G::BITS == 32) {
         if (p.modulus > 0xFFFFFFFFull) return o; // o < 2^32 <= modulus
-        if (p.mod_inv32 != 0) {
-            // 32-bit Barrett (exact for 3m < 2^32, as the 64-bit one): half the fastmod's work.
-            const u32 m = (u32)p.modulus;
-            u32 r = (u32)o - seedq_umulhi32((u32)o, p.mod_inv32) * m;
-            if (r >= m) r -= m;
-            if (r >= m) r -= m;
-            return r;
-        }
+        if (p.mod_inv32 != 0) return seedq_mod_barrett32((u32)o, (u32)p.modulus, p.mod_inv32);
         return seedq_fastmod32((u32)o, p.mod_magic, (u32)p.modulus);
     }
     if (p.mod_inv != 0) return seedq_mod_barrett(o, p.modulus, p.mod_inv);
@@ -569,13 +575,7 @@ SEEDQ_DEV int seedq_reduction_kind(const SeedqParams& p) {
 template <class G, int R>
 SEEDQ_DEV u64 seedq_reduce_as(u64 o, const SeedqParams& p) {
     if (R == SEEDQ_RED_NONE) return o;
-    if (R == SEEDQ_RED_BARRETT32) {
-        const u32 m = (u32)p.modulus;
-        u32 r = (u32)o - seedq_umulhi32((u32)o, p.mod_inv32) * m;
-        if (r >= m) r -= m;
-        if (r >= m) r -= m;
-        return r;
-    }
+    if (R == SEEDQ_RED_BARRETT32) return seedq_mod_barrett32((u32)o, (u32)p.modulus, p.mod_inv32);
     if (R == SEEDQ_RED_BARRETT64) return seedq_mod_barrett(o, p.modulus, p.mod_inv);
     return seedq_reduce<G>(o, p);
 }
@@ -820,124 +820,145 @@ SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p, u16* counts) {
     }
 }
 
-// mt19937 beyond output 226, constant skip: one seed per 32 lanes. The state (624 words) and
-// the tempered, reduced outputs of the current block of 624 sit in shared memory, so the twist
-// never leaves the chip. Twisting word i reads old words i+1 and (below 227) i+397, and new
-// word i-227 (from 227 on) or new word 0 (for 623): in 32-word rounds taken in order, every new
-// word a round reads was written two or more rounds before, so a round only has to read before
-// it writes (word i+1 of one lane is word i of the next). The arrays are padded to 20 full
+// mt19937 beyond output 226, constant skip: one seed at a time per 32 lanes. The state (624
+// words) and the tempered, reduced outputs of the current block of 624 sit in shared memory,
+// so the twist never leaves the chip. Twisting word i reads old words i+1 and (below 227)
+// i+397, and new word i-227 (from 227 on) or new word 0 (for 623): in 32-word rounds taken in
+// order, every new word a round reads was written two or more rounds before, so a round only
+// has to read before it writes (word i+1 of one lane is word i of the next). The rounds are
+// unrolled, so every index is the lane plus a constant. The arrays are padded to 20 full
 // rounds; the padding lanes of the last round compute and store garbage nobody reads.
 #define SEEDQ_MT_GROUPS (SEEDQ_MAX_BLOCK / 32u)
 #define SEEDQ_MT_ROUNDS ((SEEDQ_MT_N + 31u) / 32u)
 #define SEEDQ_MT_RES_WORDS (SEEDQ_MT_ROUNDS * 32u)
 #define SEEDQ_MT_STATE_WORDS (SEEDQ_MT_RES_WORDS + 4u)
+// A landing entry of the mt19937 plan: the expected residue in the low 32 bits; above them the
+// output's place in its block and the counter it adds to (skip - skip_min, or SEEDQ_MT_SPARE
+// for the padding that fills a block's entries up to whole rounds of 32).
+#define SEEDQ_MT_POS_BITS 10
+#define SEEDQ_MT_SPARE SEEDQ_GROUP_SKIPS
 
 // Twists `mt` in place and writes reduce(temper(word)) of every new word to `res`. Every lane of
 // the 32-lane group calls it; `lane` is 0..31.
 template <int R>
 SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqParams& p) {
-#pragma unroll 1
+#pragma unroll
     for (u32 at = 0; at < SEEDQ_MT_N; at += 32u) { // est:mt_twist
         const u32 i = at + lane;
         const u32 next = i == SEEDQ_MT_N - 1 ? 0u : i + 1;
         const u32 far = i < SEEDQ_MT_N - SEEDQ_MT_M ? i + SEEDQ_MT_M : i - (SEEDQ_MT_N - SEEDQ_MT_M);
-        const u32 v = seedq_mt_twist_word(mt[i], mt[next], mt[far]);
-        seedq_syncwarp();
-        mt[i] = v;
-        res[i] = (u32)seedq_reduce_as<GenMtFull, R>(seedq_mt_temper(v), p);
+        const u32 v = seedq_mt_twist_word(mt[i], mt[next], mt[far]); // est:mt_twist
+        seedq_syncwarp(); // est:mt_twist
+        mt[i] = v; // est:mt_twist
+        res[i] = (u32)seedq_reduce_as<GenMtFull, R>(seedq_mt_temper(v), p); // est:mt_twist
     }
     seedq_syncwarp();
 }
 
-// The draws land arithmetically: skip t's draw i is output offset + t + i*(t+1), so per block
-// the group walks each skip's draws 32 at a time from where the previous block stopped (`next`,
-// one word per skip in shared memory), with no landing list to read.
-// The block's shared arrays: per 32-lane group the state, the block's residues, the per-skip
-// counts and the per-skip next draw.
+// The block's shared arrays: per 32-lane group the state, the block's residues and the
+// per-skip counts (plus the spare counter the padding entries add to).
 struct SeedqMtShared {
-    u32 *mt_all, *res_all, *count_all, *next_all;
+    u32 *mt_all, *res_all, *count_all;
 };
 
+// Seeding: init_genrand is one serial chain per seed, so each lane of a group runs the chain of
+// one of the group's next 32 seeds, into the group's slice of `scratch` (32 x 624 words), and
+// the group then takes the seeds one at a time. Word w of lane l's seed sits at
+// (w / 8) * 256 + l * 8 + w % 8: the chain's stores write 32 sectors at once, and a seed's
+// 32-word load reads four whole sectors.
+#define SEEDQ_MT_TILE 8u
+
+// The plan (`landings`, written by the host for the launch's skip group and offset): n_landings
+// pairs (block, first entry) for the blocks of 624 outputs some draw lands on, block numbers
+// counted from the one holding the offset and in order, then a pair (u64::MAX, entry count);
+// then the entries, each block's padded to a multiple of 32. A block's 32 lanes test 32 entries
+// at a time, so the draws of every skip are spread over all lanes whatever their spacing.
 template <int R>
 SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p, SeedqMtShared sh) {
-    u32* mt_all = sh.mt_all;
-    u32* res_all = sh.res_all;
-    u32* count_all = sh.count_all;
-    u32* next_all = sh.next_all;
     const u32 lane = threadIdx.x & 31u;
     const u32 group = threadIdx.x / 32u;
-    u32* mt = mt_all + group * SEEDQ_MT_STATE_WORDS;
-    u32* res = res_all + group * SEEDQ_MT_RES_WORDS;
-    u32* count = count_all + group * SEEDQ_GROUP_SKIPS;
-    u32* next = next_all + group * SEEDQ_GROUP_SKIPS;
-    const u64 first = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32u;
-    const u64 groups = (u64)gridDim.x * blockDim.x / 32u;
+    u32* mt = sh.mt_all + group * SEEDQ_MT_STATE_WORDS;
+    u32* res = sh.res_all + group * SEEDQ_MT_RES_WORDS;
+    u32* count = sh.count_all + group * (SEEDQ_GROUP_SKIPS + 1u);
+    const u64 gwarp = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32u;
+    const u64 nwarps = (u64)gridDim.x * blockDim.x / 32u;
+    u32* scratch = (u32*)p.scratch + gwarp * (32u * SEEDQ_MT_N);
     const u64* list = (const u64*)p.seed_list;
-    const u64* window = (const u64*)p.window;
+    const u64* blocks = (const u64*)p.landings;
+    const u64* entries = blocks + 2u * (p.n_landings + 1u);
     const u32 nskips = p.skip_max - p.skip_min + 1;
-    const u32 k = p.k;
-    for (u64 idx = first; idx < p.n_seeds; idx += groups) { // est:mt_seed
-        const u64 seed = list ? seedq_ldg(list + idx) : p.seed_start + idx;
-        // init_genrand is one serial chain: lane 0 writes it.
-        u32 x = (u32)seed;
-        if (lane == 0) mt[0] = x;
-#pragma unroll 8
-        for (u32 i = 1; i < SEEDQ_MT_N; ++i) { // est:mt_init
-            x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + i;
-            if (lane == 0) mt[i] = x;
-        }
-        if (lane < nskips) {
-            count[lane] = 0;
-            next[lane] = 0;
-        }
-        seedq_syncwarp();
-        // Blocks of 624 outputs: block b holds outputs 624b .. 624b+623 (absolute).
-        u64 blk = 0;
-        const u64 first_blk = p.offset / SEEDQ_MT_N;
-        for (; blk < first_blk; ++blk) seedq_mt_twist_shared<R>(mt, res, lane, p);
-        u32 best = 0;
-        bool survived = p.need == 0;
-        // Skips finish in order (skip t's last draw is output offset + (t+1)k - 1): the ones
-        // before `first_open` are done and not visited again.
-        u32 first_open = 0;
-        for (; !survived; ++blk) { // est:mt_block
-            const u64 start = blk * SEEDQ_MT_N, end = start + SEEDQ_MT_N;
-            // Past the stream's end, or where no skip can reach `need` any more (the first
-            // block starts at or before the offset, so it always runs).
-            if (start > p.offset && start - p.offset >= seedq_stop_output(p, best)) break;
-            seedq_mt_twist_shared<R>(mt, res, lane, p);
-            u32 hits = 0;
-            for (u32 s = first_open; s < nskips; ++s) {
-                u32 i0 = next[s];
-                if (i0 >= k) continue; // this skip's window is done
-                const u64 step = (u64)p.skip_min + s + 1; // est:mt_skip
-                const u64 base = p.offset + step - 1; // est:mt_skip (output of draw 0)
-                for (;;) {
-                    const u32 i = i0 + lane;
-                    const u64 j = base + (u64)i * step; // est:mt_round
-                    const bool in = i < k && j < end; // est:mt_round
-                    const u32 mask = seedq_ballot32(in);
-                    if (in && res[j - start] == seedq_ldg(window + i)) {
-                        seedq_atomic_add_shared_u32(count + s, 1u); // est:rare
-                        hits = 1;
-                    }
-                    // The lanes in the block are a prefix: the next draw follows them.
-                    i0 += seedq_popc64(mask); // est:mt_round
-                    if (mask != 0xFFFFFFFFu) break;
-                }
-                if (lane == 0) next[s] = i0;
-                if (i0 >= k && s == first_open) ++first_open;
+    const u64 first_blk = p.offset / SEEDQ_MT_N;
+    for (u64 batch = gwarp * 32u; batch < p.n_seeds; batch += nwarps * 32u) { // est:mt_batch
+        const u32 nb = p.n_seeds - batch < 32u ? (u32)(p.n_seeds - batch) : 32u;
+        {
+            // Lanes past the last seed seed garbage that nobody reads.
+            const u64 mine = batch + lane;
+            u32 x = lane < nb ? (u32)(list ? seedq_ldg(list + mine) : p.seed_start + mine) : 0u;
+            u32* w = scratch + lane * SEEDQ_MT_TILE;
+            w[0] = x;
+#pragma unroll
+            for (u32 q = 1; q < SEEDQ_MT_TILE; ++q) {
+                x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + q;
+                w[q] = x;
             }
-            if (seedq_ballot32(hits != 0) != 0) {
-                seedq_syncwarp();
-                for (u32 s = 0; s < nskips; ++s) best = count[s] > best ? count[s] : best; // est:rare
-                survived = best >= p.need; // est:rare
+#pragma unroll 1
+            for (u32 i = SEEDQ_MT_TILE; i < SEEDQ_MT_N; i += SEEDQ_MT_TILE) { // est:mt_init
+                u32* t = w + (i / SEEDQ_MT_TILE) * (32u * SEEDQ_MT_TILE); // est:mt_init
+#pragma unroll
+                for (u32 q = 0; q < SEEDQ_MT_TILE; ++q) {
+                    x = SEEDQ_MT_INIT_MULTIPLIER * (x ^ (x >> 30)) + (i + q); // est:mt_init
+                    t[q] = x; // est:mt_init
+                }
             }
             seedq_syncwarp();
         }
-        // Lane 0 of the group stands for its seed; the other lanes report nothing.
-        seedq_emit(p, survived && lane == 0, seed);
-        seedq_syncwarp();
+#pragma unroll 1
+        for (u32 b = 0; b < nb; ++b) { // est:mt_seed
+            const u64 seed = list ? seedq_ldg(list + batch + b) : p.seed_start + batch + b; // est:mt_seed
+            const u32* from = scratch + b * SEEDQ_MT_TILE; // est:mt_seed
+#pragma unroll
+            for (u32 at = 0; at < SEEDQ_MT_N; at += 32u) {
+                const u32 i = at + lane;
+                if (i < SEEDQ_MT_N) mt[i] = from[(i / SEEDQ_MT_TILE) * (32u * SEEDQ_MT_TILE) + i % SEEDQ_MT_TILE]; // est:mt_seed
+            }
+            if (lane < nskips) count[lane] = 0; // est:mt_seed (the spare counter is never read)
+            seedq_syncwarp(); // est:mt_seed
+            // Twists done: after n of them the state holds block n - 1 (absolute outputs
+            // 624(n-1) .. 624n - 1).
+            u64 twisted = 0;
+            u32 best = 0;
+            bool survived = p.need == 0;
+            for (u64 e = 0; e < p.n_landings && !survived; ++e) { // est:mt_block
+                const u64 blk = first_blk + seedq_ldg(blocks + 2u * e); // est:mt_block
+                const u64 start = blk * SEEDQ_MT_N; // est:mt_block
+                // Where no skip can reach `need` any more (the first block starts at or before
+                // the offset, so it always runs).
+                if (start > p.offset && start - p.offset >= seedq_stop_output(p, best)) break; // est:mt_block
+                for (; twisted <= blk; ++twisted) seedq_mt_twist_shared<R>(mt, res, lane, p); // est:mt_block
+                const u32 lo = (u32)seedq_ldg(blocks + 2u * e + 1u); // est:mt_block
+                const u32 hi = (u32)seedq_ldg(blocks + 2u * e + 3u); // est:mt_block
+                u32 hits = 0;
+                const u64* at = entries + lo + lane;
+#pragma unroll 1
+                for (u32 n = (hi - lo) / 32u; n != 0; --n, at += 32) { // est:mt_test
+                    const u64 entry = seedq_ldg(at); // est:mt_test
+                    const u32 meta = (u32)(entry >> 32); // est:mt_test
+                    if (res[meta & ((1u << SEEDQ_MT_POS_BITS) - 1u)] == (u32)entry) { // est:mt_test
+                        seedq_atomic_add_shared_u32(count + (meta >> SEEDQ_MT_POS_BITS), 1u); // est:rare
+                        hits = 1; // est:rare
+                    }
+                }
+                if (seedq_ballot32(hits != 0) != 0) { // est:mt_block
+                    seedq_syncwarp();
+                    for (u32 s = 0; s < nskips; ++s) best = count[s] > best ? count[s] : best; // est:rare
+                    survived = best >= p.need; // est:rare
+                }
+                seedq_syncwarp(); // est:mt_block
+            }
+            // Lane 0 of the group stands for its seed; the other lanes report nothing.
+            seedq_emit(p, survived && lane == 0, seed); // est:mt_seed
+            seedq_syncwarp(); // est:mt_seed
+        }
     }
 }
 
@@ -1086,9 +1107,8 @@ SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_plain<GenMtFu
 SEEDQ_KERNEL seedq_sieve_mt19937_stream(SeedqParams p) {
     SEEDQ_SHARED_ARRAY(u32, mt_all, SEEDQ_MT_STATE_WORDS * SEEDQ_MT_GROUPS);
     SEEDQ_SHARED_ARRAY(u32, res_all, SEEDQ_MT_RES_WORDS * SEEDQ_MT_GROUPS);
-    SEEDQ_SHARED_ARRAY(u32, count_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
-    SEEDQ_SHARED_ARRAY(u32, next_all, SEEDQ_GROUP_SKIPS * SEEDQ_MT_GROUPS);
-    seedq_with_reduction<GenMtFull, SeedqMtStream>(p, SeedqMtShared{mt_all, res_all, count_all, next_all});
+    SEEDQ_SHARED_ARRAY(u32, count_all, (SEEDQ_GROUP_SKIPS + 1u) * SEEDQ_MT_GROUPS);
+    seedq_with_reduction<GenMtFull, SeedqMtStream>(p, SeedqMtShared{mt_all, res_all, count_all});
 }
 #endif
 #if SEEDQ_WANT(SEEDQ_XOSHIRO256PP)

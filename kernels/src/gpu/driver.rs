@@ -80,13 +80,13 @@ const BLOCKS_PER_COMPUTE_UNIT: u32 = 8;
 /// all), which bounds the grid far below what the device could run.
 pub const MT_FULL_THREADS: u32 = 1 << 16;
 
-/// Blocks of [`DEVICE_BLOCK`] threads for a device launch over `seeds` seeds: one thread (or,
-/// for the mt19937 stream kernel, one warp) per seed, at most enough blocks to fill
-/// `compute_units`, and fewer for passes with per-thread scratch.
+/// Blocks of [`DEVICE_BLOCK`] threads for a device launch over `seeds` seeds: one seed per
+/// thread per round of the grid-stride loop (the mt19937 stream kernel's warps take 32 seeds at
+/// a time, one after another), at most enough blocks to fill `compute_units`, and fewer for the
+/// full-state kernel, whose per-thread scratch holds a state for the whole launch.
 pub fn device_grid(plan: &PassPlan, seeds: u64, compute_units: u32) -> u32 {
-    let seeds_per_block = (DEVICE_BLOCK / plan.threads_per_seed()) as u64;
-    let needed = seeds.div_ceil(seeds_per_block).min(u32::MAX as u64) as u32;
-    let cap = if plan.needs_scratch() {
+    let needed = seeds.div_ceil(DEVICE_BLOCK as u64).min(u32::MAX as u64) as u32;
+    let cap = if plan.state_in_scratch() {
         MT_FULL_THREADS / DEVICE_BLOCK
     } else {
         compute_units.saturating_mul(BLOCKS_PER_COMPUTE_UNIT)
@@ -320,7 +320,7 @@ pub fn seeds_per_launch(plan: &PassPlan, budget: u64) -> u64 {
     let k = (p.k as u64).max(1);
     if plan.shared_stream() {
         let outputs = k.saturating_mul(p.skip_max as u64 + 1);
-        let per_seed = if plan.threads_per_seed() > 1 {
+        let per_seed = if plan.mt_stream() {
             outputs.saturating_mul(2).saturating_add(MT_WORDS)
         } else {
             outputs.saturating_add(k.saturating_mul((p.skip_max - p.skip_min) as u64 + 1))

@@ -33,8 +33,9 @@ pub struct PassPlan {
     pub window: Vec<u64>,
     /// `(max_consecutive_misses, skip_tolerance)` per strategy, flattened; empty for constant.
     pub strategies: Vec<u32>,
-    /// Shared-stream launches: `(draw, (j << 5) | skip index)` per landing sorted by output `j`,
-    /// then a sentinel; empty otherwise.
+    /// Shared-stream launches: `(draw, j | skip index << 48)` per landing sorted by output `j`,
+    /// then a sentinel ([`landings`]); for the mt19937 stream kernel its per-block plan
+    /// ([`mt_plan`]); empty otherwise.
     pub landings: Vec<u64>,
     /// Template: every scalar field set, addresses and seed fields zero.
     pub params: SeedqParams,
@@ -59,9 +60,13 @@ impl PassPlan {
             plan.params.flags |= FLAG_SHARED_STREAM;
             if plan.family == Family::Mt19937 {
                 plan.kernel = MT_STREAM_KERNEL;
+                let (landings, blocks) = mt_plan(&plan.window, lo as u32, hi as u32, spec.offset);
+                plan.landings = landings;
+                plan.params.n_landings = blocks;
+            } else {
+                plan.landings = landings(&plan.window, lo as u32, hi as u32);
+                plan.params.n_landings = (plan.landings.len() / 2 - 1) as u64;
             }
-            plan.landings = landings(&plan.window, lo as u32, hi as u32);
-            plan.params.n_landings = (plan.landings.len() / 2 - 1) as u64;
             plans.push(plan);
             lo = hi + 1;
         }
@@ -116,18 +121,24 @@ impl PassPlan {
         self.params.flags & FLAG_SHARED_STREAM != 0
     }
 
-    /// Seeds per 32 lanes of the launch: the mt19937 stream kernel gives each seed a warp.
-    pub fn threads_per_seed(&self) -> u32 {
-        if self.kernel == MT_STREAM_KERNEL {
-            32
-        } else {
-            1
-        }
+    /// Whether launches run the mt19937 stream kernel (a warp per seed at a time, 32 seeds per
+    /// warp between seedings: a block still covers [`crate::gpu::driver::DEVICE_BLOCK`] seeds
+    /// per round of its grid-stride loop, like every other kernel).
+    pub fn mt_stream(&self) -> bool {
+        self.kernel == MT_STREAM_KERNEL
     }
 
-    /// Whether launches need the per-thread MT19937 scratch (`MT_WORDS` u32 per thread).
+    /// Whether launches need the per-thread MT19937 scratch (`MT_WORDS` u32 per thread): the
+    /// full-state kernel keeps each seed's state there, the stream kernel seeds 32 seeds per
+    /// warp into it at once.
     pub fn needs_scratch(&self) -> bool {
         self.params.flags & FLAG_MT_FULL != 0
+    }
+
+    /// Whether the scratch holds a state per thread for the whole launch (the full-state
+    /// kernel), which bounds the grid; the stream kernel only stages seeding through it.
+    pub fn state_in_scratch(&self) -> bool {
+        self.needs_scratch() && !self.mt_stream()
     }
 }
 
@@ -165,11 +176,12 @@ pub fn barrett_inverse(modulus: u64) -> u64 {
     }
 }
 
-/// `floor((2^32-1)/m)` when Barrett reduction of 32-bit outputs is exact for `m`
-/// (`3m < 2^32`), else 0 (the kernel uses the 64-bit fastmod, or nothing for `m >= 2^32`).
+/// `floor(2^32/m)` when Barrett reduction of 32-bit outputs is exact for `m` (`3m < 2^32`;
+/// `2m < 2^32` would do: the quotient estimate is at most 1 short), else 0 (the kernel uses the
+/// 64-bit fastmod, or nothing for `m >= 2^32`).
 pub fn barrett_inverse32(modulus: u64) -> u32 {
     if (2..=u32::MAX as u64 / 3).contains(&modulus) {
-        (u32::MAX as u64 / modulus) as u32
+        ((1u64 << 32) / modulus) as u32
     } else {
         0
     }
@@ -196,6 +208,60 @@ pub fn landings(window: &[u64], lo: u32, hi: u32) -> Vec<u64> {
         .collect();
     flat.extend_from_slice(&LANDING_SENTINEL);
     flat
+}
+
+/// Outputs per mt19937 block (one twist of the 624-word state).
+const MT_BLOCK: u64 = MT_WORDS;
+/// Bits of an mt19937 plan entry's place in its block (`SEEDQ_MT_POS_BITS` in gpu/sieve.cu).
+const MT_POS_BITS: u32 = 10;
+
+/// The mt19937 stream kernel's plan for skips `lo..=hi` and `offset`, and the number of blocks
+/// in it. Draw `i` of skip `t` is output `offset + t + i*(t+1)`; the outputs fall in blocks of
+/// 624 (one twist each), numbered from the block holding `offset`. The plan lists, for every
+/// block some draw lands on, `(block, first entry)`, in block order, then `(u64::MAX, entries)`;
+/// then the entries: `expected | (place in block | (t - lo) << 10) << 32`, sorted by place, each
+/// block's padded to a multiple of 32 (a kernel round) with entries that add to the spare
+/// counter [`GROUP_SKIPS`], which nothing reads. A draw whose window value no 32-bit output can
+/// equal (a modulus above 2^32) has no entry: it can never match.
+pub fn mt_plan(window: &[u64], lo: u32, hi: u32, offset: u64) -> (Vec<u64>, u64) {
+    debug_assert!(hi >= lo && hi - lo < GROUP_SKIPS);
+    let first = offset / MT_BLOCK;
+    let mut entries: Vec<(u64, u64)> = Vec::with_capacity(window.len() * (hi - lo + 1) as usize);
+    for t in lo..=hi {
+        let step = t as u64 + 1;
+        for (i, &draw) in window.iter().enumerate() {
+            if draw > u32::MAX as u64 {
+                continue;
+            }
+            // `shared_stream` keeps the stream below 2^48 outputs and the spec keeps the last
+            // output's number in range.
+            let j = offset + t as u64 + i as u64 * step;
+            let meta = (j % MT_BLOCK) | ((t - lo) as u64) << MT_POS_BITS;
+            entries.push((j / MT_BLOCK - first, draw | meta << 32));
+        }
+    }
+    // By place within a block, so a round's 32 lanes read mostly distinct banks.
+    let place = |v: u64| (v >> 32) & ((1 << MT_POS_BITS) - 1);
+    entries.sort_unstable_by_key(|&(block, v)| (block, place(v), v));
+    let pad = ((GROUP_SKIPS as u64) << MT_POS_BITS) << 32;
+    let mut blocks: Vec<u64> = Vec::new();
+    let mut flat: Vec<u64> = Vec::with_capacity(entries.len() + 32 * 64);
+    let mut at = 0;
+    while at < entries.len() {
+        let block = entries[at].0;
+        blocks.extend_from_slice(&[block, flat.len() as u64]);
+        while at < entries.len() && entries[at].0 == block {
+            flat.push(entries[at].1);
+            at += 1;
+        }
+        while !flat.len().is_multiple_of(32) {
+            flat.push(pad);
+        }
+    }
+    let n_blocks = (blocks.len() / 2) as u64;
+    blocks.extend_from_slice(&[u64::MAX, flat.len() as u64]);
+    blocks.extend_from_slice(&flat);
+    (blocks, n_blocks)
 }
 
 /// Entry point names in gpu/sieve.cu.
@@ -257,4 +323,53 @@ pub fn family_words(params: FamilyParams) -> [u64; 6] {
         }
     }
     w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every draw of every skip appears once, in its block and place, blocks in order and padded
+    /// to whole rounds; values no 32-bit output can equal are left out.
+    #[test]
+    fn mt_plan_lists_every_landing_once_in_block_order() {
+        let (k, lo, hi, offset) = (50usize, 3u32, 9u32, 1_000u64);
+        let mut window: Vec<u64> = (0..k as u64).map(|i| i * 7 % 1000).collect();
+        window[4] = 1 << 40;
+        let (plan, n) = mt_plan(&window, lo, hi, offset);
+        let n = n as usize;
+        let table = &plan[..2 * (n + 1)];
+        let entries = &plan[2 * (n + 1)..];
+        assert_eq!(table[2 * n], u64::MAX);
+        assert_eq!(table[2 * n + 1] as usize, entries.len());
+        let mut seen = Vec::new();
+        for b in 0..n {
+            let (block, from, to) = (table[2 * b], table[2 * b + 1], table[2 * b + 3]);
+            assert!(b == 0 || block > table[2 * b - 2], "blocks in order");
+            assert_eq!((to - from) % 32, 0, "padded to whole rounds");
+            let mut last_place = 0;
+            for &e in &entries[from as usize..to as usize] {
+                let meta = e >> 32;
+                let (place, counter) = (meta & 1023, meta >> MT_POS_BITS);
+                if counter == GROUP_SKIPS as u64 {
+                    continue;
+                }
+                assert!(place >= last_place, "sorted by place");
+                last_place = place;
+                let j = (offset / MT_BLOCK + block) * MT_BLOCK + place;
+                seen.push((j, counter as u32 + lo, e & 0xFFFF_FFFF));
+            }
+        }
+        let mut want = Vec::new();
+        for t in lo..=hi {
+            for (i, &v) in window.iter().enumerate() {
+                if v <= u32::MAX as u64 {
+                    want.push((offset + t as u64 + i as u64 * (t as u64 + 1), t, v));
+                }
+            }
+        }
+        seen.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(seen, want);
+    }
 }
