@@ -86,6 +86,11 @@ const PARAMS_FIELDS: &[(&str, &str, &str)] = &[
         "offset",
         "generator outputs before the window's first",
     ),
+    (
+        "u64",
+        "offset_last",
+        "the launch's largest offset (an mt19937 offset-range group; offset otherwise)",
+    ),
     ("u64", "out_cap", "survivor slots in out_seeds"),
     (
         "u64",
@@ -110,7 +115,7 @@ const PARAMS_FIELDS: &[(&str, &str, &str)] = &[
     (
         "u32",
         "mod_inv32",
-        "floor((2^32-1)/modulus) when 3*modulus < 2^32 (Barrett for 32-bit outputs), else 0",
+        "floor(2^32/modulus) when 3*modulus < 2^32 (Barrett for 32-bit outputs), else 0",
     ),
 ];
 

@@ -85,8 +85,10 @@ def trips(kernel, shape):
         per_block = landings_per_block(shape, 624)
         last = max(per_block)
         rounds = sum(math.ceil(n / 32) for n in per_block.values())
+        pairs = shape["skip_max"] - shape["skip_min"] + 1
         return dict(mt_batch=1 / 32, mt_init=(624 // 8 - 1) / 32, mt_seed=1,
-                    mt_block=len(per_block), mt_twist=last + 1, mt_test=rounds), 1
+                    mt_reset=math.ceil(pairs / 32), mt_block=len(per_block), mt_twist=last + 1,
+                    mt_test=rounds), 1
     if kernel == "jump":
         return dict(skip=nskips, draw=k * nskips), 32
     if kernel == "lcg_batch":

@@ -833,10 +833,11 @@ SEEDQ_DEV void seedq_sieve_shared_stream(const SeedqParams& p, u16* counts) {
 #define SEEDQ_MT_RES_WORDS (SEEDQ_MT_ROUNDS * 32u)
 #define SEEDQ_MT_STATE_WORDS (SEEDQ_MT_RES_WORDS + 4u)
 // A landing entry of the mt19937 plan: the expected residue in the low 32 bits; above them the
-// output's place in its block and the counter it adds to (skip - skip_min, or SEEDQ_MT_SPARE
-// for the padding that fills a block's entries up to whole rounds of 32).
+// output's place in its block and the counter it adds to: its (offset, skip) pair's, or the
+// spare one (SEEDQ_MT_PAIRS) for the padding that fills a block's entries up to whole rounds of
+// 32. A launch counts at most SEEDQ_MT_PAIRS pairs (the host cuts bigger passes into groups).
 #define SEEDQ_MT_POS_BITS 10
-#define SEEDQ_MT_SPARE SEEDQ_GROUP_SKIPS
+#define SEEDQ_MT_PAIRS 128u
 
 // Twists `mt` in place and writes reduce(temper(word)) of every new word to `res`. Every lane of
 // the 32-lane group calls it; `lane` is 0..31.
@@ -856,7 +857,7 @@ SEEDQ_DEV void seedq_mt_twist_shared(u32* mt, u32* res, u32 lane, const SeedqPar
 }
 
 // The block's shared arrays: per 32-lane group the state, the block's residues and the
-// per-skip counts (plus the spare counter the padding entries add to).
+// per-pair counts (plus the spare counter the padding entries add to).
 struct SeedqMtShared {
     u32 *mt_all, *res_all, *count_all;
 };
@@ -868,26 +869,28 @@ struct SeedqMtShared {
 // 32-word load reads four whole sectors.
 #define SEEDQ_MT_TILE 8u
 
-// The plan (`landings`, written by the host for the launch's skip group and offset): n_landings
-// pairs (block, first entry) for the blocks of 624 outputs some draw lands on, block numbers
-// counted from the one holding the offset and in order, then a pair (u64::MAX, entry count);
-// then the entries, each block's padded to a multiple of 32. A block's 32 lanes test 32 entries
-// at a time, so the draws of every skip are spread over all lanes whatever their spacing.
+// The plan (`landings`, written by the host for the launch's group of (offset, skip) pairs): the
+// number of pairs; n_landings pairs (block, first entry) for the blocks of 624 outputs some draw
+// lands on (block b holds outputs 624b .. 624b+623), in order, then a pair (u64::MAX, entry
+// count); then the entries, each block's padded to a multiple of 32. A block's 32 lanes test 32
+// entries at a time, so the draws of every pair are spread over all lanes whatever their
+// spacing, and an offset range costs its tests, not another walk of the stream.
+// Early exit: offset_last and skip_max are the group's largest, so once a block starts at
+// offset_last + seedq_stop_output(p, best) or later, no pair can reach `need`.
 template <int R>
 SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p, SeedqMtShared sh) {
     const u32 lane = threadIdx.x & 31u;
     const u32 group = threadIdx.x / 32u;
     u32* mt = sh.mt_all + group * SEEDQ_MT_STATE_WORDS;
     u32* res = sh.res_all + group * SEEDQ_MT_RES_WORDS;
-    u32* count = sh.count_all + group * (SEEDQ_GROUP_SKIPS + 1u);
+    u32* count = sh.count_all + group * (SEEDQ_MT_PAIRS + 1u);
     const u64 gwarp = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32u;
     const u64 nwarps = (u64)gridDim.x * blockDim.x / 32u;
     u32* scratch = (u32*)p.scratch + gwarp * (32u * SEEDQ_MT_N);
     const u64* list = (const u64*)p.seed_list;
-    const u64* blocks = (const u64*)p.landings;
+    const u32 npairs = (u32)seedq_ldg((const u64*)p.landings);
+    const u64* blocks = (const u64*)p.landings + 1u;
     const u64* entries = blocks + 2u * (p.n_landings + 1u);
-    const u32 nskips = p.skip_max - p.skip_min + 1;
-    const u64 first_blk = p.offset / SEEDQ_MT_N;
     for (u64 batch = gwarp * 32u; batch < p.n_seeds; batch += nwarps * 32u) { // est:mt_batch
         const u32 nb = p.n_seeds - batch < 32u ? (u32)(p.n_seeds - batch) : 32u;
         {
@@ -921,7 +924,7 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p, SeedqMtShared sh) {
                 const u32 i = at + lane;
                 if (i < SEEDQ_MT_N) mt[i] = from[(i / SEEDQ_MT_TILE) * (32u * SEEDQ_MT_TILE) + i % SEEDQ_MT_TILE]; // est:mt_seed
             }
-            if (lane < nskips) count[lane] = 0; // est:mt_seed (the spare counter is never read)
+            for (u32 c = lane; c < npairs; c += 32u) count[c] = 0; // est:mt_reset (not the spare)
             seedq_syncwarp(); // est:mt_seed
             // Twists done: after n of them the state holds block n - 1 (absolute outputs
             // 624(n-1) .. 624n - 1).
@@ -929,11 +932,10 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p, SeedqMtShared sh) {
             u32 best = 0;
             bool survived = p.need == 0;
             for (u64 e = 0; e < p.n_landings && !survived; ++e) { // est:mt_block
-                const u64 blk = first_blk + seedq_ldg(blocks + 2u * e); // est:mt_block
+                const u64 blk = seedq_ldg(blocks + 2u * e); // est:mt_block
                 const u64 start = blk * SEEDQ_MT_N; // est:mt_block
-                // Where no skip can reach `need` any more (the first block starts at or before
-                // the offset, so it always runs).
-                if (start > p.offset && start - p.offset >= seedq_stop_output(p, best)) break; // est:mt_block
+                // Where no pair can reach `need` any more.
+                if (start > p.offset_last && start - p.offset_last >= seedq_stop_output(p, best)) break; // est:mt_block
                 for (; twisted <= blk; ++twisted) seedq_mt_twist_shared<R>(mt, res, lane, p); // est:mt_block
                 const u32 lo = (u32)seedq_ldg(blocks + 2u * e + 1u); // est:mt_block
                 const u32 hi = (u32)seedq_ldg(blocks + 2u * e + 3u); // est:mt_block
@@ -950,7 +952,15 @@ SEEDQ_DEV void seedq_sieve_mt_stream(const SeedqParams& p, SeedqMtShared sh) {
                 }
                 if (seedq_ballot32(hits != 0) != 0) { // est:mt_block
                     seedq_syncwarp();
-                    for (u32 s = 0; s < nskips; ++s) best = count[s] > best ? count[s] : best; // est:rare
+                    // The largest count: each lane's share of the counters, then a butterfly
+                    // over the group's 32 lanes (counts only grow, so it is the new best).
+                    u32 m = 0; // est:rare
+                    for (u32 c = lane; c < npairs; c += 32u) m = count[c] > m ? count[c] : m; // est:rare
+                    for (u32 d = 16u; d != 0; d >>= 1) { // est:rare
+                        const u32 o = (u32)seedq_shfl_u64(m, (seedq_lane() & ~31u) | (lane ^ d)); // est:rare
+                        m = o > m ? o : m; // est:rare
+                    }
+                    best = m; // est:rare
                     survived = best >= p.need; // est:rare
                 }
                 seedq_syncwarp(); // est:mt_block
@@ -1107,7 +1117,7 @@ SEEDQ_KERNEL seedq_sieve_mt19937_full(SeedqParams p) { seedq_sieve_plain<GenMtFu
 SEEDQ_KERNEL seedq_sieve_mt19937_stream(SeedqParams p) {
     SEEDQ_SHARED_ARRAY(u32, mt_all, SEEDQ_MT_STATE_WORDS * SEEDQ_MT_GROUPS);
     SEEDQ_SHARED_ARRAY(u32, res_all, SEEDQ_MT_RES_WORDS * SEEDQ_MT_GROUPS);
-    SEEDQ_SHARED_ARRAY(u32, count_all, (SEEDQ_GROUP_SKIPS + 1u) * SEEDQ_MT_GROUPS);
+    SEEDQ_SHARED_ARRAY(u32, count_all, (SEEDQ_MT_PAIRS + 1u) * SEEDQ_MT_GROUPS);
     seedq_with_reduction<GenMtFull, SeedqMtStream>(p, SeedqMtShared{mt_all, res_all, count_all});
 }
 #endif

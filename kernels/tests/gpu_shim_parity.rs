@@ -524,3 +524,33 @@ fn mt19937_stream_batches_cover_every_seed_once() {
         assert_parity(&backend, &spec, &SeedSet::List(list));
     }
 }
+
+/// An mt19937 offset range wider than one launch's 128 (offset, skip) pairs runs as several
+/// pair groups, each one walk of the stream: planted seeds at offsets in the first and in the
+/// last group are found with their offset, and nothing else differs from the reference.
+#[test]
+fn mt19937_offset_ranges_across_pair_groups_match_reference() {
+    let backend = ShimBackend::default();
+    let cfg = FamilyConfig::new(Family::Mt19937);
+    let start = 0x0FF5_E700u64;
+    let planted = start + 9;
+    // 61 offsets x 4 skips = 244 pairs: two groups.
+    for true_offset in [501u64, 555] {
+        let draws = planted_draws(&cfg, planted, true_offset, 2, 60, 1000, 6);
+        let mut spec = forward_spec(cfg, draws, 1000, 500, (0, 3), "0.8");
+        spec.offset_max = Some(560);
+        let out = backend.sieve(&spec, &range(start, start + 64)).unwrap();
+        let found = out.survivors.iter().find(|s| s.seed == planted);
+        assert_eq!(
+            found
+                .and_then(|s| s.forward.as_ref())
+                .and_then(|p| p.best_offset),
+            Some(true_offset),
+            "planted at offset {true_offset}"
+        );
+        assert_parity(&backend, &spec, &range(start, start + 64));
+        spec.direction = Direction::Bidirectional;
+        spec.reverse_threshold = Some(Threshold::parse("0.3").unwrap());
+        assert_parity(&backend, &spec, &SeedSet::List(vec![planted, start + 2]));
+    }
+}

@@ -10,7 +10,9 @@
 use rayon::prelude::*;
 
 use crate::gpu::linear;
-use crate::gpu::params::{PassPlan, SeedqParams, FLAG_VARIABLE, MT_WORDS};
+use crate::gpu::params::{
+    kernel_takes_offset_ranges, PassPlan, SeedqParams, FLAG_VARIABLE, MT_WORDS,
+};
 
 /// Placeholder landings for launches that do not read them (just the sentinel), so the
 /// address in the parameters is valid everywhere.
@@ -247,10 +249,12 @@ pub fn run_pass(
     reverse: bool,
     seeds: &SeedSet,
 ) -> Result<Vec<u64>, SieveError> {
-    if spec.offset_max.is_some_and(|m| m > spec.offset) {
+    if spec.offset_max.is_some_and(|m| m > spec.offset) && !kernel_takes_offset_ranges(spec) {
         // A seed survives an offset range when it survives at one of its offsets; `complete`
         // then finds its best (offset, skip) on the host. One launch series per offset: exact,
-        // and each offset's launches run the shared-stream kernels.
+        // and each offset's launches run the shared-stream kernels. (The mt19937 stream kernel
+        // takes the range whole: each of its launches counts up to MT_GROUP_PAIRS (offset,
+        // skip) pairs in one walk of each seed's stream.)
         let mut survivors = Vec::new();
         for offset in spec.offsets() {
             let one = SieveSpec {
@@ -311,17 +315,23 @@ fn run_plan(
 }
 
 /// Seeds a launch may take for `plan` within `budget` draw evaluations, from a worst-case cost
-/// per seed (constant skip: skips x k; shared stream: the stream's k x (skip_max+1) outputs,
-/// counted twice for mt19937, whose outputs cost about twice a draw test (twist, temper and
-/// reduction), plus the 624-word seeding; variable skip: about 8 outputs per draw per
-/// strategy; full-state mt19937 pays 624 words of seeding per skip on top).
+/// per seed (constant skip: skips x k; shared stream: the stream's k x (skip_max+1) outputs;
+/// for mt19937 its outputs from the group's first offset to its last draw, counted twice (the
+/// twist, temper and reduction cost about two draw tests), plus its landings and the 624-word
+/// seeding; variable skip: about 8 outputs per draw per strategy; full-state mt19937 pays 624
+/// words of seeding per skip on top).
 pub fn seeds_per_launch(plan: &PassPlan, budget: u64) -> u64 {
     let p = &plan.params;
     let k = (p.k as u64).max(1);
     if plan.shared_stream() {
         let outputs = k.saturating_mul(p.skip_max as u64 + 1);
         let per_seed = if plan.mt_stream() {
-            outputs.saturating_mul(2).saturating_add(MT_WORDS)
+            let span = p.offset_last - p.offset;
+            outputs
+                .saturating_add(span)
+                .saturating_mul(2)
+                .saturating_add(plan.landings.len() as u64)
+                .saturating_add(MT_WORDS)
         } else {
             outputs.saturating_add(k.saturating_mul((p.skip_max - p.skip_min) as u64 + 1))
         };

@@ -43,34 +43,32 @@ pub struct PassPlan {
 
 impl PassPlan {
     /// The launches' plans for one pass: one plan, or for a shared-stream pass one plan per group
-    /// of at most [`GROUP_SKIPS`] consecutive skips (a seed passes when it passes in any group,
-    /// as the pass's best skip lies in one of them).
-    pub fn for_pass(spec: &SieveSpec, reverse: bool) -> Vec<PassPlan> {
+    /// of at most [`GROUP_SKIPS`] consecutive skips (mt19937: of at most [`MT_GROUP_PAIRS`]
+    /// (offset, skip) pairs), made as they are taken (a seed passes when it passes in any group,
+    /// as the pass's best skip and offset lie in one of them).
+    pub fn for_pass(spec: &SieveSpec, reverse: bool) -> Box<dyn Iterator<Item = PassPlan>> {
         let whole = PassPlan::new(spec, reverse);
         if !shared_stream(spec) {
-            return vec![whole];
+            return Box::new(std::iter::once(whole));
+        }
+        let mut shared = whole;
+        shared.params.flags |= FLAG_SHARED_STREAM;
+        if shared.family == Family::Mt19937 {
+            return Box::new(mt_groups(shared, spec));
         }
         let mut plans = Vec::new();
         let mut lo = spec.skip_min as u64;
         while lo <= spec.skip_max as u64 {
             let hi = (lo + GROUP_SKIPS as u64 - 1).min(spec.skip_max as u64);
-            let mut plan = whole.clone();
+            let mut plan = shared.clone();
             plan.params.skip_min = lo as u32;
             plan.params.skip_max = hi as u32;
-            plan.params.flags |= FLAG_SHARED_STREAM;
-            if plan.family == Family::Mt19937 {
-                plan.kernel = MT_STREAM_KERNEL;
-                let (landings, blocks) = mt_plan(&plan.window, lo as u32, hi as u32, spec.offset);
-                plan.landings = landings;
-                plan.params.n_landings = blocks;
-            } else {
-                plan.landings = landings(&plan.window, lo as u32, hi as u32);
-                plan.params.n_landings = (plan.landings.len() / 2 - 1) as u64;
-            }
+            plan.landings = landings(&plan.window, lo as u32, hi as u32);
+            plan.params.n_landings = (plan.landings.len() / 2 - 1) as u64;
             plans.push(plan);
             lo = hi + 1;
         }
-        plans
+        Box::new(plans.into_iter())
     }
 
     pub fn new(spec: &SieveSpec, reverse: bool) -> PassPlan {
@@ -96,6 +94,7 @@ impl PassPlan {
             mod_inv: barrett_inverse(spec.modulus),
             mod_inv32: barrett_inverse32(spec.modulus),
             offset: spec.offset,
+            offset_last: spec.offset,
             fam: family_words(spec.family.params()),
             k: spec.k() as u32,
             skip_min: spec.skip_min,
@@ -214,20 +213,63 @@ pub fn landings(window: &[u64], lo: u32, hi: u32) -> Vec<u64> {
 const MT_BLOCK: u64 = MT_WORDS;
 /// Bits of an mt19937 plan entry's place in its block (`SEEDQ_MT_POS_BITS` in gpu/sieve.cu).
 const MT_POS_BITS: u32 = 10;
+/// (offset, skip) pairs one mt19937 stream launch counts (`SEEDQ_MT_PAIRS` in gpu/sieve.cu:
+/// its on-chip counters), so an offset range and a skip range wider than [`GROUP_SKIPS`] share
+/// one walk of each seed's stream as long as they fit.
+pub const MT_GROUP_PAIRS: usize = 128;
 
-/// The mt19937 stream kernel's plan for skips `lo..=hi` and `offset`, and the number of blocks
-/// in it. Draw `i` of skip `t` is output `offset + t + i*(t+1)`; the outputs fall in blocks of
-/// 624 (one twist each), numbered from the block holding `offset`. The plan lists, for every
-/// block some draw lands on, `(block, first entry)`, in block order, then `(u64::MAX, entries)`;
-/// then the entries: `expected | (place in block | (t - lo) << 10) << 32`, sorted by place, each
-/// block's padded to a multiple of 32 (a kernel round) with entries that add to the spare
-/// counter [`GROUP_SKIPS`], which nothing reads. A draw whose window value no 32-bit output can
-/// equal (a modulus above 2^32) has no entry: it can never match.
-pub fn mt_plan(window: &[u64], lo: u32, hi: u32, offset: u64) -> (Vec<u64>, u64) {
-    debug_assert!(hi >= lo && hi - lo < GROUP_SKIPS);
-    let first = offset / MT_BLOCK;
-    let mut entries: Vec<(u64, u64)> = Vec::with_capacity(window.len() * (hi - lo + 1) as usize);
-    for t in lo..=hi {
+/// Whether the driver hands a pass's offset range to the kernel whole: the mt19937 stream
+/// kernel counts (offset, skip) pairs; every other kernel runs the range offset by offset.
+pub fn kernel_takes_offset_ranges(spec: &SieveSpec) -> bool {
+    spec.family.family() == Family::Mt19937 && shared_stream(spec)
+}
+
+/// The mt19937 stream kernel's launches for a pass: its (offset, skip) pairs, offset-major,
+/// cut into groups of at most [`MT_GROUP_PAIRS`], each group with its plan ([`mt_plan`]) and its
+/// first and last offset and its skips (the kernel's early exit) in the parameters. Plans are
+/// made one at a time: a range of thousands of offsets never holds them all.
+fn mt_groups(shared: PassPlan, spec: &SieveSpec) -> impl Iterator<Item = PassPlan> {
+    let (first, skip_min) = (spec.offset, spec.skip_min);
+    let skips = (spec.skip_max - spec.skip_min) as u64 + 1;
+    let total = (spec.last_offset() - spec.offset + 1) * skips;
+    let pair = move |n: u64| (first + n / skips, skip_min + (n % skips) as u32);
+    (0..total).step_by(MT_GROUP_PAIRS).map(move |from| {
+        let group: Vec<(u64, u32)> = (from..total.min(from + MT_GROUP_PAIRS as u64))
+            .map(pair)
+            .collect();
+        let mut plan = shared.clone();
+        plan.kernel = MT_STREAM_KERNEL;
+        plan.params.offset = group[0].0;
+        plan.params.offset_last = group[group.len() - 1].0;
+        plan.params.skip_min = group
+            .iter()
+            .map(|p| p.1)
+            .min()
+            .expect("a group is not empty");
+        plan.params.skip_max = group
+            .iter()
+            .map(|p| p.1)
+            .max()
+            .expect("a group is not empty");
+        let (landings, blocks) = mt_plan(&plan.window, &group);
+        plan.landings = landings;
+        plan.params.n_landings = blocks;
+        plan
+    })
+}
+
+/// The mt19937 stream kernel's plan for (offset, skip) `pairs` (counter `c` counts pair `c`),
+/// and the number of blocks in it. Draw `i` of pair `(o, t)` is output `o + t + i*(t+1)`; the
+/// outputs fall in blocks of 624 (one twist each). The plan is: the number of counters; for
+/// every block some draw lands on, in order, `(block number, first entry)`; then
+/// `(u64::MAX, entries)`; then the entries, `expected | (place in block | counter << 10) << 32`,
+/// each block's sorted by place and padded to a multiple of 32 (a kernel round) with entries
+/// that add to the spare counter [`MT_GROUP_PAIRS`], which nothing reads. A draw whose window
+/// value no 32-bit output can equal (a modulus above 2^32) has no entry: it can never match.
+pub fn mt_plan(window: &[u64], pairs: &[(u64, u32)]) -> (Vec<u64>, u64) {
+    debug_assert!(!pairs.is_empty() && pairs.len() <= MT_GROUP_PAIRS);
+    let mut entries: Vec<(u64, u64)> = Vec::with_capacity(window.len() * pairs.len());
+    for (counter, &(offset, t)) in pairs.iter().enumerate() {
         let step = t as u64 + 1;
         for (i, &draw) in window.iter().enumerate() {
             if draw > u32::MAX as u64 {
@@ -236,20 +278,20 @@ pub fn mt_plan(window: &[u64], lo: u32, hi: u32, offset: u64) -> (Vec<u64>, u64)
             // `shared_stream` keeps the stream below 2^48 outputs and the spec keeps the last
             // output's number in range.
             let j = offset + t as u64 + i as u64 * step;
-            let meta = (j % MT_BLOCK) | ((t - lo) as u64) << MT_POS_BITS;
-            entries.push((j / MT_BLOCK - first, draw | meta << 32));
+            let meta = (j % MT_BLOCK) | (counter as u64) << MT_POS_BITS;
+            entries.push((j / MT_BLOCK, draw | meta << 32));
         }
     }
     // By place within a block, so a round's 32 lanes read mostly distinct banks.
     let place = |v: u64| (v >> 32) & ((1 << MT_POS_BITS) - 1);
     entries.sort_unstable_by_key(|&(block, v)| (block, place(v), v));
-    let pad = ((GROUP_SKIPS as u64) << MT_POS_BITS) << 32;
-    let mut blocks: Vec<u64> = Vec::new();
+    let pad = ((MT_GROUP_PAIRS as u64) << MT_POS_BITS) << 32;
+    let mut plan: Vec<u64> = vec![pairs.len() as u64];
     let mut flat: Vec<u64> = Vec::with_capacity(entries.len() + 32 * 64);
     let mut at = 0;
     while at < entries.len() {
         let block = entries[at].0;
-        blocks.extend_from_slice(&[block, flat.len() as u64]);
+        plan.extend_from_slice(&[block, flat.len() as u64]);
         while at < entries.len() && entries[at].0 == block {
             flat.push(entries[at].1);
             at += 1;
@@ -258,10 +300,10 @@ pub fn mt_plan(window: &[u64], lo: u32, hi: u32, offset: u64) -> (Vec<u64>, u64)
             flat.push(pad);
         }
     }
-    let n_blocks = (blocks.len() / 2) as u64;
-    blocks.extend_from_slice(&[u64::MAX, flat.len() as u64]);
-    blocks.extend_from_slice(&flat);
-    (blocks, n_blocks)
+    let n_blocks = (plan.len() / 2) as u64;
+    plan.extend_from_slice(&[u64::MAX, flat.len() as u64]);
+    plan.extend_from_slice(&flat);
+    (plan, n_blocks)
 }
 
 /// Entry point names in gpu/sieve.cu.
@@ -329,17 +371,26 @@ pub fn family_words(params: FamilyParams) -> [u64; 6] {
 mod tests {
     use super::*;
 
-    /// Every draw of every skip appears once, in its block and place, blocks in order and padded
-    /// to whole rounds; values no 32-bit output can equal are left out.
+    /// Every draw of every (offset, skip) pair appears once, in its block and place, counted by
+    /// its pair's counter; blocks in order and padded to whole rounds; values no 32-bit output
+    /// can equal are left out.
     #[test]
     fn mt_plan_lists_every_landing_once_in_block_order() {
-        let (k, lo, hi, offset) = (50usize, 3u32, 9u32, 1_000u64);
+        let k = 50usize;
+        let pairs = [
+            (1_000u64, 3u32),
+            (1_000, 9),
+            (1_003, 5),
+            (2_000, 0),
+            (0, 20),
+        ];
         let mut window: Vec<u64> = (0..k as u64).map(|i| i * 7 % 1000).collect();
         window[4] = 1 << 40;
-        let (plan, n) = mt_plan(&window, lo, hi, offset);
+        let (plan, n) = mt_plan(&window, &pairs);
         let n = n as usize;
-        let table = &plan[..2 * (n + 1)];
-        let entries = &plan[2 * (n + 1)..];
+        assert_eq!(plan[0], pairs.len() as u64, "the counters");
+        let table = &plan[1..1 + 2 * (n + 1)];
+        let entries = &plan[1 + 2 * (n + 1)..];
         assert_eq!(table[2 * n], u64::MAX);
         assert_eq!(table[2 * n + 1] as usize, entries.len());
         let mut seen = Vec::new();
@@ -351,25 +402,55 @@ mod tests {
             for &e in &entries[from as usize..to as usize] {
                 let meta = e >> 32;
                 let (place, counter) = (meta & 1023, meta >> MT_POS_BITS);
-                if counter == GROUP_SKIPS as u64 {
+                if counter == MT_GROUP_PAIRS as u64 {
                     continue;
                 }
                 assert!(place >= last_place, "sorted by place");
                 last_place = place;
-                let j = (offset / MT_BLOCK + block) * MT_BLOCK + place;
-                seen.push((j, counter as u32 + lo, e & 0xFFFF_FFFF));
+                seen.push((block * MT_BLOCK + place, counter as usize, e & 0xFFFF_FFFF));
             }
         }
         let mut want = Vec::new();
-        for t in lo..=hi {
+        for (c, &(o, t)) in pairs.iter().enumerate() {
             for (i, &v) in window.iter().enumerate() {
                 if v <= u32::MAX as u64 {
-                    want.push((offset + t as u64 + i as u64 * (t as u64 + 1), t, v));
+                    want.push((o + t as u64 + i as u64 * (t as u64 + 1), c, v));
                 }
             }
         }
         seen.sort_unstable();
         want.sort_unstable();
         assert_eq!(seen, want);
+    }
+
+    /// An offset range of the mt19937 stream kernel runs as few launches as its pairs need: one
+    /// for up to 128 (offset, skip) pairs, each launch with its own largest offset and skip.
+    #[test]
+    fn mt19937_offset_ranges_share_a_stream_walk_per_group_of_pairs() {
+        use crate::family::FamilyConfig;
+        use crate::spec::{Direction, SkipMode, Threshold};
+        let spec = SieveSpec {
+            family: FamilyConfig::new(Family::Mt19937),
+            draws: (0..64).collect(),
+            modulus: 1000,
+            offset: 100,
+            offset_max: Some(199),
+            skip_min: 0,
+            skip_max: 2,
+            skip_mode: SkipMode::Constant,
+            direction: Direction::Forward,
+            threshold: Threshold::parse("0.5").unwrap(),
+            reverse_threshold: None,
+        };
+        assert!(kernel_takes_offset_ranges(&spec));
+        let plans: Vec<PassPlan> = PassPlan::for_pass(&spec, false).collect();
+        // 100 offsets x 3 skips = 300 pairs: three launches.
+        assert_eq!(plans.len(), 3);
+        assert_eq!(plans[0].params.offset, 100);
+        assert_eq!(plans[0].params.offset_last, 142);
+        assert_eq!(plans[2].params.offset_last, 199);
+        assert!(plans
+            .iter()
+            .all(|p| p.mt_stream() && p.params.skip_max == 2));
     }
 }

@@ -168,6 +168,10 @@ mod tests {
             ("modulus", std::mem::offset_of!(SeedqParams, modulus)),
             ("mod_magic", std::mem::offset_of!(SeedqParams, mod_magic)),
             ("offset", std::mem::offset_of!(SeedqParams, offset)),
+            (
+                "offset_last",
+                std::mem::offset_of!(SeedqParams, offset_last),
+            ),
             ("out_cap", std::mem::offset_of!(SeedqParams, out_cap)),
             (
                 "scratch_threads",
