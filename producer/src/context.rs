@@ -76,13 +76,7 @@ impl Env {
         if self.endpoints.job_key().is_some() {
             return Ok(());
         }
-        let keyed: Vec<String> = store
-            .list_nodes()
-            .await?
-            .into_iter()
-            .filter(|hb| hb.signed_jobs)
-            .map(|hb| hb.node)
-            .collect();
+        let keyed = store.nodes_requiring_signed_jobs(None).await?;
         if !keyed.is_empty() {
             anyhow::bail!(
                 "node(s) {} run only signed jobs and this producer has no job key: set \

@@ -18,7 +18,8 @@
 //! reads     progress(id) -> Option<JobProgress>, survivors(id) -> Vec<SeedRecord> sorted by seed,
 //!           sieve_survivors(id) -> Vec<Survivor>, chunk_summaries(id), done_members(id), is_done(id, member),
 //!           failure_log(id, n), script_result(batch, task), script_results(batch)
-//! nodes     write_heartbeat(&NodeHeartbeat, ttl_secs), list_nodes() -> Vec<NodeHeartbeat>
+//! nodes     write_heartbeat(&NodeHeartbeat, ttl_secs), list_nodes() -> Vec<NodeHeartbeat>,
+//!           nodes_requiring_signed_jobs(except: Option<&str>) -> Vec<String>
 //! learning  record_throughput(model, family, units_per_sec, alpha) -> new EMA,
 //!           seed_throughput(model, family, units_per_sec) -> bool (only where nothing is learned),
 //!           throughput(model, family) -> Option<f64>, all_throughput() -> Vec<(model, family, f64)>
@@ -1239,6 +1240,19 @@ impl Store {
             .collect();
         out.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(out)
+    }
+
+    /// Live nodes whose heartbeat says they require signed jobs (`signed_jobs`), by name,
+    /// leaving out `except` (a node's own earlier heartbeat). A producer or node without the
+    /// job key asks before it publishes anything: such nodes would refuse all of it.
+    pub async fn nodes_requiring_signed_jobs(&self, except: Option<&str>) -> Result<Vec<String>> {
+        Ok(self
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|hb| hb.signed_jobs && Some(hb.node.as_str()) != except)
+            .map(|hb| hb.node)
+            .collect())
     }
 
     // ----- learned throughput ---------------------------------------------------------------
