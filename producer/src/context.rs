@@ -62,10 +62,10 @@ impl Env {
     /// (created without the key, under another key, or edited in Redis): publishing its work
     /// would only fill the dead-letter queue.
     pub fn check_sealed(&self, job: &seedq_protocol::Job) -> anyhow::Result<()> {
-        match self.endpoints.job_key() {
-            Some(key) => Ok(key.verify_job(job)?),
-            None => Ok(()),
-        }
+        Ok(seedq_protocol::signing::verify_job_with(
+            self.endpoints.job_key(),
+            job,
+        )?)
     }
 
     /// Refuses, before anything is created or published, to enqueue or republish work without
