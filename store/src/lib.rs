@@ -26,7 +26,6 @@
 //! schedule  schedule_job(id, Priority, verify_fraction) -> Scheduled, claim_chunks(&SchedulerConfig, most) -> Claimed,
 //!           schedule_batch(id, Priority), claim_tasks(..) (script batches' lane), claim(Lane, ..),
 //!           take_stale_claims(&SchedulerConfig, most), release_claims(&[Claim]), pending_claims(),
-//!           set_capacity(node, chunks, ttl_secs), set_script_capacity(node, tasks, ttl_secs),
 //!           set_capacities(node, chunks, tasks, ttl_secs),
 //!           clear_capacity(node), job_schedule(id) -> JobSchedule
 //! checks    check_order(job, chunk), resolve_check(Resolve, &SlotRef, reason) -> CheckResolution,
