@@ -164,12 +164,8 @@ pub fn check_signature(
 /// node's scheduler names a job, and the record says what runs, so a record written or edited
 /// without the key runs nothing (see `seedq_protocol::signing`).
 pub fn check_seal(key: Option<&JobKey>, job: &Job) -> Result<(), Rejection> {
-    match key {
-        Some(key) => key
-            .verify_job(job)
-            .map_err(|e| Rejection::new(FailureReason::BadSignature, e.to_string())),
-        None => Ok(()),
-    }
+    seedq_protocol::signing::verify_job_with(key, job)
+        .map_err(|e| Rejection::new(FailureReason::BadSignature, e.to_string()))
 }
 
 /// Parses a seed-queue body; every failure is a [`Rejection`] naming what is wrong.

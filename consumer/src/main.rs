@@ -224,13 +224,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 /// would run work they refuse. Its own earlier heartbeat does not count (a cluster restarted
 /// without its key).
 async fn refuse_keyless_among_keyed(store: &Store, node: &str) -> anyhow::Result<()> {
-    let keyed: Vec<String> = store
-        .list_nodes()
-        .await?
-        .into_iter()
-        .filter(|hb| hb.signed_jobs && hb.node != node)
-        .map(|hb| hb.node)
-        .collect();
+    let keyed = store.nodes_requiring_signed_jobs(Some(node)).await?;
     if !keyed.is_empty() {
         anyhow::bail!(
             "node(s) {} run only signed jobs and this node has no job key: set SEEDQ_JOB_KEY or \

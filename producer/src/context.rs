@@ -62,10 +62,10 @@ impl Env {
     /// (created without the key, under another key, or edited in Redis): publishing its work
     /// would only fill the dead-letter queue.
     pub fn check_sealed(&self, job: &seedq_protocol::Job) -> anyhow::Result<()> {
-        match self.endpoints.job_key() {
-            Some(key) => Ok(key.verify_job(job)?),
-            None => Ok(()),
-        }
+        Ok(seedq_protocol::signing::verify_job_with(
+            self.endpoints.job_key(),
+            job,
+        )?)
     }
 
     /// Refuses, before anything is created or published, to enqueue or republish work without
@@ -76,13 +76,7 @@ impl Env {
         if self.endpoints.job_key().is_some() {
             return Ok(());
         }
-        let keyed: Vec<String> = store
-            .list_nodes()
-            .await?
-            .into_iter()
-            .filter(|hb| hb.signed_jobs)
-            .map(|hb| hb.node)
-            .collect();
+        let keyed = store.nodes_requiring_signed_jobs(None).await?;
         if !keyed.is_empty() {
             anyhow::bail!(
                 "node(s) {} run only signed jobs and this producer has no job key: set \

@@ -18,14 +18,14 @@
 //! reads     progress(id) -> Option<JobProgress>, survivors(id) -> Vec<SeedRecord> sorted by seed,
 //!           sieve_survivors(id) -> Vec<Survivor>, chunk_summaries(id), done_members(id), is_done(id, member),
 //!           failure_log(id, n), script_result(batch, task), script_results(batch)
-//! nodes     write_heartbeat(&NodeHeartbeat, ttl_secs), list_nodes() -> Vec<NodeHeartbeat>
+//! nodes     write_heartbeat(&NodeHeartbeat, ttl_secs), list_nodes() -> Vec<NodeHeartbeat>,
+//!           nodes_requiring_signed_jobs(except: Option<&str>) -> Vec<String>
 //! learning  record_throughput(model, family, units_per_sec, alpha) -> new EMA,
 //!           seed_throughput(model, family, units_per_sec) -> bool (only where nothing is learned),
 //!           throughput(model, family) -> Option<f64>, all_throughput() -> Vec<(model, family, f64)>
 //! schedule  schedule_job(id, Priority, verify_fraction) -> Scheduled, claim_chunks(&SchedulerConfig, most) -> Claimed,
 //!           schedule_batch(id, Priority), claim_tasks(..) (script batches' lane), claim(Lane, ..),
 //!           take_stale_claims(&SchedulerConfig, most), release_claims(&[Claim]), pending_claims(),
-//!           set_capacity(node, chunks, ttl_secs), set_script_capacity(node, tasks, ttl_secs),
 //!           set_capacities(node, chunks, tasks, ttl_secs),
 //!           clear_capacity(node), job_schedule(id) -> JobSchedule
 //! checks    check_order(job, chunk), resolve_check(Resolve, &SlotRef, reason) -> CheckResolution,
@@ -1239,6 +1239,19 @@ impl Store {
             .collect();
         out.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(out)
+    }
+
+    /// Live nodes whose heartbeat says they require signed jobs (`signed_jobs`), by name,
+    /// leaving out `except` (a node's own earlier heartbeat). A producer or node without the
+    /// job key asks before it publishes anything: such nodes would refuse all of it.
+    pub async fn nodes_requiring_signed_jobs(&self, except: Option<&str>) -> Result<Vec<String>> {
+        Ok(self
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|hb| hb.signed_jobs && Some(hb.node.as_str()) != except)
+            .map(|hb| hb.node)
+            .collect())
     }
 
     // ----- learned throughput ---------------------------------------------------------------

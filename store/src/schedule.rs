@@ -4,7 +4,7 @@
 //! is namespace-wide (`keys::sched_*`) plus two fields of each job's totals hash: `priority` and
 //! `published_upto`, the job's cursor (chunks below it were claimed for publishing).
 //!
-//! - **Capacity** is what the live nodes' seed slots hold at once (`set_capacity`, written with
+//! - **Capacity** is what the live nodes' seed slots hold at once (`set_capacities`, written with
 //!   every heartbeat, expiring with it), plus the chunks kept waiting:
 //!   `max(min_queued, ceil(slots * queued_per_slot))`.
 //! - **In flight** is, summed over the jobs that may have chunks out, `published_upto - done -
@@ -467,22 +467,10 @@ impl Store {
         Ok(members.iter().filter_map(|m| Claim::parse(m)).collect())
     }
 
-    /// Says that `node`'s seed slots hold `chunks` at once, for `ttl_secs` (renewed with each
-    /// heartbeat; a node that stops renewing stops counting).
-    pub async fn set_capacity(&self, node: &str, chunks: u64, ttl_secs: u64) -> Result<()> {
-        self.set_lane_capacities(node, &[(Lane::Seeds, chunks)], ttl_secs)
-            .await
-    }
-
-    /// Says that `node` runs `tasks` scripts at once (its script permits; 0 without a script
-    /// consumer), for `ttl_secs`, like [`Store::set_capacity`].
-    pub async fn set_script_capacity(&self, node: &str, tasks: u64, ttl_secs: u64) -> Result<()> {
-        self.set_lane_capacities(node, &[(Lane::Scripts, tasks)], ttl_secs)
-            .await
-    }
-
-    /// [`Store::set_capacity`] and [`Store::set_script_capacity`] in one round trip, as a
-    /// node's heartbeat reports both.
+    /// Says that `node`'s seed slots hold `chunks` at once and that it runs `tasks` scripts at
+    /// once (its script permits; 0 without a script consumer), for `ttl_secs`: renewed with
+    /// each heartbeat, which reports both in this one round trip; a node that stops renewing
+    /// stops counting.
     pub async fn set_capacities(
         &self,
         node: &str,

@@ -94,7 +94,7 @@ async fn capacity_bounds_what_is_claimed_and_settling_frees_room() {
         "full"
     );
     // A node with 4 slots: 4 + max(3, ceil(4 * 0.5)) = 7 in flight.
-    s.set_capacity("n1", 4, 30).await.unwrap();
+    s.set_capacities("n1", 4, 0, 30).await.unwrap();
     let more = s.claim_chunks(&config(3), 1000).await.unwrap();
     assert_eq!(more.picks.len(), 4);
     // A settled chunk (done) and a dead-lettered one free two places; a retried one does not.
@@ -150,7 +150,7 @@ async fn higher_priority_first_and_round_robin_within_one() {
     for c in 0..2 {
         s.apply_chunk_result(&done(&low, c), None).await.unwrap();
     }
-    s.set_capacity("node", 6, 30).await.unwrap();
+    s.set_capacities("node", 6, 0, 30).await.unwrap();
     // Room for 6 + 3 = 9: the normal jobs alternate, n2 runs out after 3, the low job waits.
     let picks = s.claim_chunks(&config(2), 1000).await.unwrap();
     let picked = ids(&picks.picks);
@@ -192,7 +192,7 @@ async fn cancelled_jobs_are_skipped_until_resumed() {
     assert_eq!(ids(&picks), ["b0", "b1", "b2"]);
     s.uncancel("a").await.unwrap();
     s.schedule_job("a", Priority::Normal, 0.0).await.unwrap();
-    s.set_capacity("node", 2, 30).await.unwrap();
+    s.set_capacities("node", 2, 0, 30).await.unwrap();
     let picks = s.claim_chunks(&config(3), 1000).await.unwrap().picks;
     assert_eq!(ids(&picks)[0], "a0", "{picks:?}");
     let sched = s.job_schedule("a").await.unwrap();
@@ -267,7 +267,7 @@ async fn script_batches_have_their_own_lane_by_priority_against_script_permits()
         Scheduled::Queued
     );
     // Script permits are room for scripts only, seed slots for chunks only.
-    s.set_script_capacity("n1", 2, 30).await.unwrap();
+    s.set_capacities("n1", 0, 2, 30).await.unwrap();
     let tasks = s.claim_tasks(&config(1), 1000).await.unwrap();
     assert_eq!(
         ids(&tasks.picks),

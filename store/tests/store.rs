@@ -295,6 +295,23 @@ async fn heartbeats_list_live_nodes() {
     };
     s.write_heartbeat(&hb, 30).await.unwrap();
     assert_eq!(s.list_nodes().await.unwrap(), vec![hb.clone()]);
+    // Only nodes that say they require signed jobs count, and the asker's own heartbeat never.
+    let keyless = NodeHeartbeat {
+        node: "hera".into(),
+        signed_jobs: false,
+        ..hb.clone()
+    };
+    s.write_heartbeat(&keyless, 30).await.unwrap();
+    assert_eq!(
+        s.nodes_requiring_signed_jobs(None).await.unwrap(),
+        vec!["zeus".to_string()]
+    );
+    assert!(s
+        .nodes_requiring_signed_jobs(Some("zeus"))
+        .await
+        .unwrap()
+        .is_empty());
+    s.clear_heartbeat("hera").await.unwrap();
     s.clear_heartbeat("zeus").await.unwrap();
     assert!(s.list_nodes().await.unwrap().is_empty());
     s.purge_namespace().await.unwrap();

@@ -108,6 +108,15 @@ const MIN_PERMIT_WAIT: Duration = Duration::from_secs(1);
 /// output path.
 type TaskLock = Arc<tokio::sync::Mutex<()>>;
 
+/// A stored batch as this node uses it.
+struct LoadedBatch {
+    job: Job,
+    /// With a job key: whether the record's seal holds ([`crate::jobs::check_seal`]). Checking
+    /// re-serialises the whole batch, so it is done once per load, not once per task message
+    /// (the seed path's [`crate::jobs::CachedJob::sealed`] does the same).
+    sealed: Result<(), crate::jobs::Rejection>,
+}
+
 /// Everything a job handler needs, shared by all of the node's script tasks.
 struct Shared {
     node: String,
@@ -131,7 +140,7 @@ struct Shared {
     /// its output is stored and removed.
     outputs: std::sync::Mutex<HashMap<PathBuf, TaskLock>>,
     /// Stored batches by id (a batch is immutable once created; its epoch tells lives apart).
-    batches: std::sync::Mutex<HashMap<String, Arc<Job>>>,
+    batches: std::sync::Mutex<HashMap<String, Arc<LoadedBatch>>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -338,8 +347,8 @@ async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle
         }
     };
     // The stored definition is what runs; the message only says which task and attempt.
-    let job = match batch.task_message(&msg.task_id) {
-        Some(task) if batch.is_current_epoch(msg.epoch) => ScriptJob {
+    let job = match batch.job.task_message(&msg.task_id) {
+        Some(task) if batch.job.is_current_epoch(msg.epoch) => ScriptJob {
             attempt: msg.attempt,
             ..task
         },
@@ -348,7 +357,7 @@ async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle
                 None => format!("batch '{}' has no task '{}'", msg.batch_id, msg.task_id),
                 Some(_) => format!(
                     "task '{}' is of an earlier batch under the id '{}' (epoch {}, the batch's is {}): it touches nothing of the live batch",
-                    msg.task_id, msg.batch_id, msg.epoch, batch.epoch
+                    msg.task_id, msg.batch_id, msg.epoch, batch.job.epoch
                 ),
             };
             return (None, Settle::dead(FailureReason::StaleMessage, detail));
@@ -357,8 +366,8 @@ async fn process(shared: &Shared, inbound: &Inbound) -> (Option<Subject>, Settle
     let subject = subject_of(&job);
     // What runs must be what the key sealed. The batch's own record hears of a refusal, so the
     // batch settles and frees its scheduler places.
-    if let Err(r) = crate::jobs::check_seal(shared.ctx.endpoints().job_key(), &batch) {
-        return (Some(subject), Settle::dead(r.reason, r.detail));
+    if let Err(r) = &batch.sealed {
+        return (Some(subject), Settle::dead(r.reason, r.detail.clone()));
     }
     // Checked before any wait: a job this node will never run goes at once.
     let refused: Vec<&str> = job
@@ -752,43 +761,48 @@ fn subject_of(msg: &ScriptJob) -> Subject {
 async fn unsealed_subject(shared: &Shared, body: &[u8]) -> Option<Subject> {
     let msg = ScriptJob::from_json(body).ok()?;
     let batch = load_batch(shared, &msg.batch_id, msg.epoch).await.ok()??;
-    let unsealed = crate::jobs::check_seal(shared.ctx.endpoints().job_key(), &batch).is_err();
-    (unsealed && batch.is_current_epoch(msg.epoch) && batch.task_message(&msg.task_id).is_some())
-        .then(|| subject_of(&msg))
+    (batch.sealed.is_err()
+        && batch.job.is_current_epoch(msg.epoch)
+        && batch.job.task_message(&msg.task_id).is_some())
+    .then(|| subject_of(&msg))
 }
 
 /// The stored batch, cached per id and epoch (a batch never changes; a re-created one under the
 /// same id has another epoch, so a cached one whose epoch a message does not match is re-read).
 /// A cached life that matches the message is used only while Redis still holds that life: a
 /// message of a batch that expired and was created again under its id must meet the new life
-/// (and be refused as stale), not run the old definition from this node's memory.
+/// (and be refused as stale), not run the old definition from this node's memory. The seal is
+/// checked here, once per load, and travels with the batch.
 async fn load_batch(
     shared: &Shared,
     batch: &str,
     epoch: u64,
-) -> Result<Option<Arc<Job>>, StoreError> {
+) -> Result<Option<Arc<LoadedBatch>>, StoreError> {
     let cached = shared
         .batches
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(batch)
-        .filter(|job| job.epoch == epoch)
+        .filter(|loaded| loaded.job.epoch == epoch)
         .cloned();
     if let Some(known) = cached {
-        if shared.store.job_epoch(batch).await? == Some(known.epoch) {
+        if shared.store.job_epoch(batch).await? == Some(known.job.epoch) {
             return Ok(Some(known));
         }
     }
     let Some(job) = shared.store.load_job(batch).await? else {
         return Ok(None);
     };
-    let job = Arc::new(job);
+    let loaded = Arc::new(LoadedBatch {
+        sealed: crate::jobs::check_seal(shared.ctx.endpoints().job_key(), &job),
+        job,
+    });
     let mut batches = shared.batches.lock().unwrap_or_else(|p| p.into_inner());
     if batches.len() >= 1024 {
         batches.clear();
     }
-    batches.insert(batch.to_string(), Arc::clone(&job));
-    Ok(Some(job))
+    batches.insert(batch.to_string(), Arc::clone(&loaded));
+    Ok(Some(loaded))
 }
 
 #[cfg(test)]
