@@ -719,13 +719,21 @@ fn concurrent_batches_writing_one_output_name_each_collect_their_own() {
         ));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    // Nothing stays on the node: no fixed output, no private directory.
+    // Nothing stays on the node: no fixed output, no private directory. A run's private
+    // directory goes after its result is in Redis (which is what `--wait` sees), so it is given
+    // a moment to go.
     let root = cluster.root("shared-rig");
     assert!(!root.join("out/same.json").exists());
-    let left: Vec<_> = std::fs::read_dir(root.join(".seedq-out"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "private output directories left: {left:?}");
+    let left = || -> Vec<_> {
+        std::fs::read_dir(root.join(".seedq-out"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    eventually(
+        "the runs' private output directories removed",
+        Duration::from_secs(15),
+        || left().is_empty(),
+    );
 }
 
 #[test]
