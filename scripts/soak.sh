@@ -42,8 +42,18 @@ command -v redis-server >/dev/null || missing "redis-server is not installed (th
 
 WORK="$(mktemp -d -t seedq-soak.XXXXXX)"
 export SEEDQ_RABBIT_DIR="$WORK/rabbit" SEEDQ_RABBIT_PREFIX="soak$$"
-# Ports of this run's own: a second soak on the machine picks others.
-BASE=$(( 20000 + ($$ % 2000) * 10 ))
+# Ports of this run's own, five in a row: below the kernel's ephemeral range (32768 up), where
+# a client connection of some other test can hold any port, and free now; a second soak on the
+# machine picks others.
+ports_free() { # first port: the five from it can all be bound on 127.0.0.1
+  python3 -c 'import socket, sys
+for p in range(int(sys.argv[1]), int(sys.argv[1]) + 5):
+    s = socket.socket(); s.bind(("127.0.0.1", p)); s.close()' "$1" 2>/dev/null
+}
+for try in $(seq 0 49); do
+  BASE=$(( 20000 + (($$ + try * 7) % 1270) * 10 ))
+  ports_free "$BASE" && break
+done
 export SEEDQ_RABBIT_AMQP_PORT=$BASE SEEDQ_RABBIT_MGMT_PORT=$((BASE + 1)) \
   SEEDQ_RABBIT_DIST_PORT=$((BASE + 2)) SEEDQ_RABBIT_EPMD_PORT=$((BASE + 3))
 REDIS_PORT=$((BASE + 4))
