@@ -5,7 +5,8 @@
 //!
 //! Settling is checked: an ack or requeue that the channel can no longer deliver (the connection
 //! died while the work ran) is an error, never a silent success, because the broker will hand the
-//! message out again and the caller must know its settlement did not happen.
+//! message out again and the caller must know its settlement did not happen. Every wait here
+//! ends once the connection is no longer open (`crate::lifeline`).
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -16,11 +17,13 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
+use crate::lifeline::{closed, Lifeline};
 use crate::{amqp, delivery_count, headers_of, Broker, BrokerError, Headers, Result};
 
 /// One consumer on one queue, on a channel of its own with prefetch `prefetch`.
 pub struct Subscription {
     channel: Channel,
+    lifeline: Lifeline,
     consumer: Consumer,
     queue: String,
     tag: String,
@@ -30,9 +33,11 @@ impl Subscription {
     /// Opens a channel, sets its prefetch and starts consuming `queue` as `tag`.
     pub async fn open(broker: &Broker, queue: &str, tag: &str, prefetch: u16) -> Result<Self> {
         let channel = broker.channel().await?;
-        let consumer = consume(&channel, queue, tag, prefetch).await?;
+        let lifeline = broker.lifeline.clone();
+        let consumer = consume(&channel, &lifeline, queue, tag, prefetch).await?;
         Ok(Subscription {
             channel,
+            lifeline,
             consumer,
             queue: queue.to_string(),
             tag: tag.to_string(),
@@ -47,10 +52,17 @@ impl Subscription {
     /// The next delivery; `None` when the consumer ended (cancelled by us or by the broker,
     /// e.g. because the queue was deleted); `Err` when the channel or connection failed.
     pub async fn next(&mut self) -> Option<Result<Inbound>> {
-        match self.consumer.next().await? {
+        // lapin does not always end a consumer's stream when the server closes the connection.
+        let next = self
+            .lifeline
+            .until_closed(self.consumer.next())
+            .await
+            .unwrap_or(Some(Err(closed())));
+        match next? {
             Ok(delivery) => Some(Ok(Inbound {
                 delivery,
                 queue: self.queue.clone(),
+                lifeline: self.lifeline.clone(),
                 _channel: self.channel.clone(),
             })),
             Err(e) => Some(Err(BrokerError::Amqp {
@@ -63,8 +75,11 @@ impl Subscription {
     /// Stops new deliveries; what was already sent still arrives through [`Subscription::next`],
     /// which then returns `None`.
     pub async fn cancel(&self) -> Result<()> {
-        self.channel
-            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+        let cancel = self
+            .channel
+            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default());
+        self.lifeline
+            .bound(cancel)
             .await
             .map_err(amqp(format!("cancel consumer {}", self.tag)))
     }
@@ -72,28 +87,45 @@ impl Subscription {
     /// Consumes again on the same channel with a new prefetch (after [`Subscription::cancel`]
     /// and the old consumer's end): prefetch applies to consumers started after `basic.qos`.
     pub async fn resume(&mut self, prefetch: u16) -> Result<()> {
-        self.consumer = consume(&self.channel, &self.queue, &self.tag, prefetch).await?;
+        self.consumer = consume(
+            &self.channel,
+            &self.lifeline,
+            &self.queue,
+            &self.tag,
+            prefetch,
+        )
+        .await?;
         Ok(())
     }
 
     /// Closes the channel: every delivery not settled yet goes back to the queue.
     pub async fn close(self, why: &str) {
-        let _ = self.channel.close(200, why.into()).await;
+        let _ = self
+            .lifeline
+            .bound(self.channel.close(200, why.into()))
+            .await;
     }
 }
 
-async fn consume(channel: &Channel, queue: &str, tag: &str, prefetch: u16) -> Result<Consumer> {
-    channel
-        .basic_qos(prefetch.max(1), BasicQosOptions::default())
+async fn consume(
+    channel: &Channel,
+    lifeline: &Lifeline,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+) -> Result<Consumer> {
+    lifeline
+        .bound(channel.basic_qos(prefetch.max(1), BasicQosOptions::default()))
         .await
         .map_err(amqp(format!("set prefetch {prefetch} for {queue}")))?;
-    channel
-        .basic_consume(
-            queue.into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+    let consume = channel.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    );
+    lifeline
+        .bound(consume)
         .await
         .map_err(amqp(format!("consume {queue}")))
 }
@@ -103,6 +135,7 @@ async fn consume(channel: &Channel, queue: &str, tag: &str, prefetch: u16) -> Re
 pub struct Inbound {
     delivery: Delivery,
     queue: String,
+    lifeline: Lifeline,
     _channel: Channel,
 }
 
@@ -136,7 +169,9 @@ impl Inbound {
     /// Acks; an error when the ack could not reach the broker (it will redeliver).
     pub async fn ack(&self) -> Result<()> {
         checked(
-            self.delivery.acker.ack(BasicAckOptions::default()).await,
+            self.lifeline
+                .bound(self.delivery.acker.ack(BasicAckOptions::default()))
+                .await,
             "ack",
             &self.queue,
         )
@@ -147,12 +182,11 @@ impl Inbound {
     /// return), and republish for returns that are not.
     pub async fn requeue(&self) -> Result<()> {
         checked(
-            self.delivery
-                .acker
-                .nack(BasicNackOptions {
+            self.lifeline
+                .bound(self.delivery.acker.nack(BasicNackOptions {
                     requeue: true,
                     ..Default::default()
-                })
+                }))
                 .await,
             "requeue",
             &self.queue,
@@ -179,6 +213,7 @@ fn checked(result: lapin::Result<bool>, what: &str, queue: &str) -> Result<()> {
 /// message twice).
 pub struct Reader {
     channel: Channel,
+    lifeline: Lifeline,
 }
 
 impl Broker {
@@ -186,6 +221,7 @@ impl Broker {
     pub async fn reader(&self) -> Result<Reader> {
         Ok(Reader {
             channel: self.channel().await?,
+            lifeline: self.lifeline.clone(),
         })
     }
 }
@@ -193,42 +229,53 @@ impl Broker {
 impl Reader {
     /// The next message of `queue`, `None` when it has no more ready ones.
     pub async fn get(&self, queue: &str) -> Result<Option<Inbound>> {
-        let message = self
+        let get = self
             .channel
-            .basic_get(queue.into(), BasicGetOptions::default())
+            .basic_get(queue.into(), BasicGetOptions::default());
+        let message = self
+            .lifeline
+            .bound(get)
             .await
             .map_err(amqp(format!("read {queue}")))?;
         Ok(message.map(|m| Inbound {
             delivery: m.delivery,
             queue: queue.to_string(),
+            lifeline: self.lifeline.clone(),
             _channel: self.channel.clone(),
         }))
     }
 
     /// Returns every message taken and not acked to its queue.
     pub async fn give_back_all(&self) -> Result<()> {
-        self.channel
-            .basic_nack(
-                0,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
+        let nack = self.channel.basic_nack(
+            0,
+            BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            },
+        );
+        self.lifeline
+            .bound(nack)
             .await
             .map_err(amqp("give back unacked messages"))
     }
 
     /// Deletes every ready message of `queue`; returns how many.
     pub async fn purge(&self, queue: &str) -> Result<u32> {
-        self.channel
-            .queue_purge(queue.into(), QueuePurgeOptions::default())
+        let purge = self
+            .channel
+            .queue_purge(queue.into(), QueuePurgeOptions::default());
+        self.lifeline
+            .bound(purge)
             .await
             .map_err(amqp(format!("purge {queue}")))
     }
 
     /// Closes the channel (unacked messages go back).
     pub async fn close(self) {
-        let _ = self.channel.close(200, "done".into()).await;
+        let _ = self
+            .lifeline
+            .bound(self.channel.close(200, "done".into()))
+            .await;
     }
 }

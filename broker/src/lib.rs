@@ -44,7 +44,8 @@
 //! Header values are AMQP long strings (readable in the management UI without a decoder).
 //!
 //! Reconnection is the caller's loop: a dropped connection surfaces as errors from the channel
-//! and consumers; build a new `Broker` (e.g. with [`Broker::connect_with_retry`]) and subscribe
+//! and consumers (every wait on the broker ends with an error once its connection is no longer
+//! open, even where lapin would leave it pending, see `lifeline`); build a new `Broker` (e.g. with [`Broker::connect_with_retry`]) and subscribe
 //! again. Deliveries that were in flight are redelivered by the broker. Given the addresses of
 //! several cluster nodes ([`Endpoints`]), the new connection goes to the first one that answers,
 //! starting from the one that worked last: a node that dies takes its connections with it, and
@@ -74,8 +75,11 @@ use seedq_protocol::topology::headers as h;
 use seedq_protocol::{BrokerSettings, ChunkMessage, Job, ScriptJob, Topology};
 use seedq_protocol::{CaCert, JobKey};
 
+use lifeline::Lifeline;
+
 mod endpoints;
 mod inbound;
+mod lifeline;
 mod tls;
 
 pub use endpoints::{connect_backoff, Endpoints, CONNECT_TIMEOUT};
@@ -221,6 +225,8 @@ pub struct QueueDepth {
 /// One named AMQP connection with a confirm-mode publisher channel, for one namespace.
 pub struct Broker {
     connection: Connection,
+    /// Ends every wait on `connection` once it is no longer open.
+    lifeline: Lifeline,
     /// The confirm-mode channel publishes go out on (replaced after a nack, see the module doc).
     publisher: std::sync::Mutex<lapin::Channel>,
     topology: Topology,
@@ -260,9 +266,11 @@ impl Broker {
         let connection = Connection::connect_with_config(url, props, tls, runtime)
             .await
             .map_err(|source| tls::classify_connect_error(url, source))?;
-        let publisher = confirm_channel(&connection).await?;
+        let lifeline = Lifeline::of(&connection);
+        let publisher = confirm_channel(&connection, &lifeline).await?;
         Ok(Broker {
             connection,
+            lifeline,
             publisher: std::sync::Mutex::new(publisher),
             topology: Topology::new(namespace),
             connection_name: connection_name.to_string(),
@@ -336,7 +344,7 @@ impl Broker {
     /// Replaces `retired` with a new confirm channel, unless another publish already did; returns
     /// the channel to use now.
     async fn renew_publisher(&self, retired: &lapin::Channel) -> Result<lapin::Channel> {
-        let fresh = confirm_channel(&self.connection).await?;
+        let fresh = confirm_channel(&self.connection, &self.lifeline).await?;
         let replaced = {
             let mut current = self.publisher.lock().unwrap_or_else(|p| p.into_inner());
             if current.id() == retired.id() {
@@ -352,11 +360,14 @@ impl Broker {
                     new = fresh.id(),
                     "publisher channel renewed"
                 );
-                let _ = old.close(200, "renewed".into()).await;
+                let _ = self.lifeline.bound(old.close(200, "renewed".into())).await;
                 Ok(fresh)
             }
             None => {
-                let _ = fresh.close(200, "not needed".into()).await;
+                let _ = self
+                    .lifeline
+                    .bound(fresh.close(200, "not needed".into()))
+                    .await;
                 Ok(self.current_publisher())
             }
         }
@@ -374,15 +385,17 @@ impl Broker {
 
     /// A new channel on this connection (consumers: one per slot).
     pub async fn channel(&self) -> Result<lapin::Channel> {
-        self.connection
-            .create_channel()
+        self.lifeline
+            .bound(self.connection.create_channel())
             .await
             .map_err(amqp("channel open"))
     }
 
-    /// Closes the connection (reply 200).
+    /// Closes the connection (reply 200), waiting at most a few seconds for the broker's answer
+    /// (a connection the server already closed may never give one, see `lifeline`).
     pub async fn close(&self) {
-        let _ = self.connection.close(200, "bye".into()).await;
+        let bye = self.connection.close(200, "bye".into());
+        let _ = tokio::time::timeout(Duration::from_secs(5), bye).await;
     }
 
     // ----- topology -------------------------------------------------------------------------
@@ -415,70 +428,77 @@ impl Broker {
             ..Default::default()
         };
         // Dead letters.
-        ch.exchange_declare(
-            t.dlx().into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp(format!("declare exchange {}", t.dlx())))?;
+        self.lifeline
+            .bound(ch.exchange_declare(
+                t.dlx().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            ))
+            .await
+            .map_err(amqp(format!("declare exchange {}", t.dlx())))?;
         let mut quorum = FieldTable::default();
         quorum.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
-        ch.queue_declare(t.dlq().into(), QueueDeclareOptions::durable(), quorum)
+        self.lifeline
+            .bound(ch.queue_declare(t.dlq().into(), QueueDeclareOptions::durable(), quorum))
             .await
             .map_err(amqp(format!("declare queue {}", t.dlq())))?;
-        ch.queue_bind(
-            t.dlq().into(),
-            t.dlx().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp(format!("bind {}", t.dlq())))?;
-        // Work queues, behind the namespace's work exchange.
-        ch.exchange_declare(
-            t.work_exchange().into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp(format!("declare exchange {}", t.work_exchange())))?;
-        for q in [t.seeds_queue(), t.scripts_queue()] {
-            ch.queue_declare(
-                q.as_str().into(),
-                QueueDeclareOptions::durable(),
-                self.work_queue_args(settings),
-            )
-            .await
-            .map_err(amqp(format!("declare queue {q}")))?;
-            ch.queue_bind(
-                q.as_str().into(),
-                t.work_exchange().into(),
-                q.as_str().into(),
+        self.lifeline
+            .bound(ch.queue_bind(
+                t.dlq().into(),
+                t.dlx().into(),
+                "".into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
-            )
+            ))
             .await
-            .map_err(amqp(format!("bind {q}")))?;
+            .map_err(amqp(format!("bind {}", t.dlq())))?;
+        // Work queues, behind the namespace's work exchange.
+        self.lifeline
+            .bound(ch.exchange_declare(
+                t.work_exchange().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            ))
+            .await
+            .map_err(amqp(format!("declare exchange {}", t.work_exchange())))?;
+        for q in [t.seeds_queue(), t.scripts_queue()] {
+            self.lifeline
+                .bound(ch.queue_declare(
+                    q.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    self.work_queue_args(settings),
+                ))
+                .await
+                .map_err(amqp(format!("declare queue {q}")))?;
+            self.lifeline
+                .bound(ch.queue_bind(
+                    q.as_str().into(),
+                    t.work_exchange().into(),
+                    q.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ))
+                .await
+                .map_err(amqp(format!("bind {q}")))?;
         }
         // Retry: fanout exchange -> quorum delay queue that dead-letters to the default exchange
         // with the message's own routing key (= the work queue it came from), at least once: an
         // expired message whose work queue is briefly gone or leaderless waits instead of being
         // dropped (at-least-once needs overflow reject-publish).
-        ch.exchange_declare(
-            t.retry_exchange().into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp(format!("declare exchange {}", t.retry_exchange())))?;
+        self.lifeline
+            .bound(ch.exchange_declare(
+                t.retry_exchange().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            ))
+            .await
+            .map_err(amqp(format!("declare exchange {}", t.retry_exchange())))?;
         let mut retry_args = FieldTable::default();
         retry_args.insert(
             "x-queue-type".into(),
@@ -496,23 +516,25 @@ impl Broker {
             "x-overflow".into(),
             AMQPValue::LongString("reject-publish".into()),
         );
-        ch.queue_declare(
-            t.retry_queue().into(),
-            QueueDeclareOptions::durable(),
-            retry_args,
-        )
-        .await
-        .map_err(amqp(format!("declare queue {}", t.retry_queue())))?;
-        ch.queue_bind(
-            t.retry_queue().into(),
-            t.retry_exchange().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp(format!("bind {}", t.retry_queue())))?;
-        let _ = ch.close(200, "declared".into()).await;
+        self.lifeline
+            .bound(ch.queue_declare(
+                t.retry_queue().into(),
+                QueueDeclareOptions::durable(),
+                retry_args,
+            ))
+            .await
+            .map_err(amqp(format!("declare queue {}", t.retry_queue())))?;
+        self.lifeline
+            .bound(ch.queue_bind(
+                t.retry_queue().into(),
+                t.retry_exchange().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ))
+            .await
+            .map_err(amqp(format!("bind {}", t.retry_queue())))?;
+        let _ = self.lifeline.bound(ch.close(200, "declared".into())).await;
         Ok(())
     }
 
@@ -524,23 +546,25 @@ impl Broker {
     ) -> Result<()> {
         let q = self.topology.node_scripts_queue(node);
         let ch = self.channel().await?;
-        ch.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions::durable(),
-            self.work_queue_args(settings),
-        )
-        .await
-        .map_err(amqp(format!("declare queue {q}")))?;
-        ch.queue_bind(
-            q.as_str().into(),
-            self.topology.work_exchange().into(),
-            q.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp(format!("bind {q}")))?;
-        let _ = ch.close(200, "declared".into()).await;
+        self.lifeline
+            .bound(ch.queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions::durable(),
+                self.work_queue_args(settings),
+            ))
+            .await
+            .map_err(amqp(format!("declare queue {q}")))?;
+        self.lifeline
+            .bound(ch.queue_bind(
+                q.as_str().into(),
+                self.topology.work_exchange().into(),
+                q.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ))
+            .await
+            .map_err(amqp(format!("bind {q}")))?;
+        let _ = self.lifeline.bound(ch.close(200, "declared".into())).await;
         Ok(())
     }
 
@@ -585,7 +609,8 @@ impl Broker {
         let mut queues = t.fixed_queues().to_vec();
         queues.extend(nodes.iter().map(|n| t.node_scripts_queue(n)));
         for q in queues {
-            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            self.lifeline
+                .bound(ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
                 .await
                 .map_err(amqp(format!("delete queue {q}")))?;
         }
@@ -595,11 +620,12 @@ impl Broker {
             t.dlx(),
             t.work_exchange(),
         ] {
-            ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            self.lifeline
+                .bound(ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()))
                 .await
                 .map_err(amqp(format!("delete exchange {x}")))?;
         }
-        let _ = ch.close(200, "purged".into()).await;
+        let _ = self.lifeline.bound(ch.close(200, "purged".into())).await;
         Ok(())
     }
 
@@ -607,22 +633,23 @@ impl Broker {
     pub async fn queue_depth(&self, queue: &str) -> Result<QueueDepth> {
         // A failed passive declare closes its channel, so use a throwaway one.
         let ch = self.channel().await?;
-        let q = ch
-            .queue_declare(
+        let q = self
+            .lifeline
+            .bound(ch.queue_declare(
                 queue.into(),
                 QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
                 },
                 FieldTable::default(),
-            )
+            ))
             .await
             .map_err(amqp(format!("inspect queue {queue}")))?;
         let depth = QueueDepth {
             messages: q.message_count(),
             consumers: q.consumer_count(),
         };
-        let _ = ch.close(200, "inspected".into()).await;
+        let _ = self.lifeline.bound(ch.close(200, "inspected".into())).await;
         Ok(depth)
     }
 
@@ -649,23 +676,26 @@ impl Broker {
         if let Some(ms) = expiration_ms {
             props = props.with_expiration(ms.max(1).to_string().into());
         }
-        channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                props,
-            )
+        let publish = channel.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        );
+        self.lifeline
+            .bound(publish)
             .await
             .map_err(amqp(format!("publish to {routing_key}")))
     }
 
-    async fn finish_publish(confirm: lapin::PublisherConfirm, queue: &str) -> Result<()> {
-        let confirmation = confirm
+    async fn finish_publish(&self, confirm: lapin::PublisherConfirm, queue: &str) -> Result<()> {
+        let confirmation = self
+            .lifeline
+            .bound(confirm)
             .await
             .map_err(amqp(format!("publisher confirm for {queue}")))?;
         check_confirmation(confirmation, queue)
@@ -683,7 +713,7 @@ impl Broker {
         let confirm = self
             .start_publish(&channel, exchange, queue, body, headers, expiration_ms)
             .await?;
-        let result = Self::finish_publish(confirm, queue).await;
+        let result = self.finish_publish(confirm, queue).await;
         self.after_confirm(&channel, result).await
     }
 
@@ -730,7 +760,7 @@ impl Broker {
             // Every confirm is awaited, so that a nack anywhere in the window is seen.
             let mut result = Ok(());
             for confirm in pending {
-                let confirmed = Self::finish_publish(confirm, &queue).await;
+                let confirmed = self.finish_publish(confirm, &queue).await;
                 if result.is_ok() {
                     result = confirmed;
                 }
@@ -771,7 +801,9 @@ impl Broker {
                 Some(delay_ms),
             )
             .await?;
-        let result = Self::finish_publish(confirm, &self.topology.retry_queue()).await;
+        let result = self
+            .finish_publish(confirm, &self.topology.retry_queue())
+            .await;
         self.after_confirm(&channel, result).await
     }
 
@@ -793,13 +825,13 @@ impl Broker {
     }
 }
 
-async fn confirm_channel(connection: &Connection) -> Result<lapin::Channel> {
-    let channel = connection
-        .create_channel()
+async fn confirm_channel(connection: &Connection, lifeline: &Lifeline) -> Result<lapin::Channel> {
+    let channel = lifeline
+        .bound(connection.create_channel())
         .await
         .map_err(amqp("channel open"))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
+    lifeline
+        .bound(channel.confirm_select(ConfirmSelectOptions::default()))
         .await
         .map_err(amqp("confirm.select"))?;
     Ok(channel)

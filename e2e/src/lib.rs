@@ -318,10 +318,12 @@ impl Drop for Namespace {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
+        if std::thread::panicking() {
             eprintln!("test failed: consumer logs kept in {}", self.dir.display());
+        } else if std::env::var_os("SEEDQ_E2E_KEEP_LOGS").is_some() {
+            eprintln!("consumer logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

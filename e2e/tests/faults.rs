@@ -254,6 +254,152 @@ fn a_connection_closed_by_the_broker_is_recovered() {
     assert_exact(&ns, &id, &job);
 }
 
+/// The broker layer under the node's recovery: once the server closes a connection, every wait
+/// on it ends with an error (an ack of a delivery held, the consumer's next delivery, a
+/// confirmed publish), so the task waiting (a slot, the feeder) moves on to the new connection.
+/// lapin can leave such a wait pending for good when the close lands just as a frame is queued
+/// (amqp-rs/lapin#409); the node then reconnected but one of its tasks never served again.
+#[test]
+fn every_broker_wait_ends_when_the_server_closes_the_connection() {
+    let ns = Namespace::new("waitsend");
+    let node = format!("{}-node", ns.name);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = seedq_e2e::amqp_url();
+        let name = seedq_protocol::Topology::consumer_connection_name(&node);
+        let broker = seedq_broker::Broker::connect(&url, &name, &ns.name)
+            .await
+            .unwrap();
+        broker
+            .declare_topology(&seedq_protocol::BrokerSettings::default())
+            .await
+            .unwrap();
+        let queue = broker.topology().seeds_queue();
+        for i in 0..2u8 {
+            broker
+                .publish_raw(&queue, &[i], &Default::default())
+                .await
+                .unwrap();
+        }
+        let mut subscription = seedq_broker::Subscription::open(&broker, &queue, "t", 1)
+            .await
+            .unwrap();
+        let held = subscription.next().await.unwrap().unwrap();
+        let names = eventually_some(|| node_connections(&node).ok().filter(|n| !n.is_empty()));
+        for name in &names {
+            seedq_e2e::close_connection(name).unwrap();
+        }
+        // Each wait may end either way (an ack written before the close reached the client
+        // succeeds) but must end: what follows it has to see the connection gone.
+        let limit = Duration::from_secs(30);
+        let ack = tokio::time::timeout(limit, held.ack()).await;
+        assert!(ack.is_ok(), "the ack of a delivery held at the close hung");
+        let consumed = tokio::time::timeout(limit, async {
+            while let Some(Ok(_)) = subscription.next().await {}
+        })
+        .await;
+        assert!(
+            consumed.is_ok(),
+            "the consumer did not end with the connection"
+        );
+        let published = tokio::time::timeout(limit, async {
+            while broker
+                .publish_raw(&queue, b"late", &Default::default())
+                .await
+                .is_ok()
+            {}
+        })
+        .await;
+        assert!(published.is_ok(), "publishes on the closed connection hung");
+        assert!(!broker.is_connected());
+    });
+}
+
+/// [`every_broker_wait_ends_when_the_server_closes_the_connection`] with traffic in flight at
+/// the close: a publisher and a consumer acking as fast as they can, the likeliest moment for a
+/// frame to be queued as the close lands. Both must end, with an error, soon after.
+#[test]
+fn broker_traffic_in_flight_at_a_server_close_ends_with_errors() {
+    let ns = Namespace::new("busyclose");
+    let node = format!("{}-node", ns.name);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = seedq_e2e::amqp_url();
+        let name = seedq_protocol::Topology::consumer_connection_name(&node);
+        let broker = std::sync::Arc::new(
+            seedq_broker::Broker::connect(&url, &name, &ns.name)
+                .await
+                .unwrap(),
+        );
+        broker
+            .declare_topology(&seedq_protocol::BrokerSettings::default())
+            .await
+            .unwrap();
+        let queue = broker.topology().seeds_queue();
+        let mut subscription = seedq_broker::Subscription::open(&broker, &queue, "t", 20)
+            .await
+            .unwrap();
+        let publishers: Vec<_> = (0..4)
+            .map(|_| {
+                let (broker, queue) = (broker.clone(), queue.clone());
+                tokio::spawn(async move {
+                    let mut sent = 0u64;
+                    while broker
+                        .publish_raw(&queue, b"x", &Default::default())
+                        .await
+                        .is_ok()
+                    {
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let consumer = tokio::spawn(async move {
+            let mut acked = 0u64;
+            while let Some(Ok(delivery)) = subscription.next().await {
+                if delivery.ack().await.is_err() {
+                    break;
+                }
+                acked += 1;
+            }
+            acked
+        });
+        let names = eventually_some(|| node_connections(&node).ok().filter(|n| !n.is_empty()));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for name in &names {
+            seedq_e2e::close_connection(name).unwrap();
+        }
+        let limit = Duration::from_secs(30);
+        let acked = tokio::time::timeout(limit, consumer)
+            .await
+            .expect("the consumer ends after the close")
+            .unwrap();
+        let mut sent = 0;
+        for publisher in publishers {
+            sent += tokio::time::timeout(limit, publisher)
+                .await
+                .expect("every publisher ends after the close")
+                .unwrap();
+        }
+        eprintln!("{sent} published and {acked} acked before the close");
+        assert!(sent > 0 && acked > 0, "traffic was flowing at the close");
+    });
+}
+
+fn eventually_some<T>(mut probe: impl FnMut() -> Option<T>) -> T {
+    let mut found = None;
+    eventually(
+        "the connection to be listed",
+        Duration::from_secs(60),
+        || {
+            found = probe();
+            found.is_some()
+        },
+    );
+    found.unwrap()
+}
+
 #[test]
 fn a_job_enqueued_twice_and_a_chunk_delivered_twice_count_once() {
     let mut ns = Namespace::new("twice");
