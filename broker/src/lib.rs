@@ -423,82 +423,28 @@ impl Broker {
     pub async fn declare_topology(&self, settings: &BrokerSettings) -> Result<()> {
         let t = &self.topology;
         let ch = self.channel().await?;
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
         // Dead letters.
-        self.lifeline
-            .bound(ch.exchange_declare(
-                t.dlx().into(),
-                ExchangeKind::Fanout,
-                durable,
-                FieldTable::default(),
-            ))
-            .await
-            .map_err(amqp(format!("declare exchange {}", t.dlx())))?;
+        self.declare_exchange(&ch, &t.dlx(), ExchangeKind::Fanout)
+            .await?;
         let mut quorum = FieldTable::default();
         quorum.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
-        self.lifeline
-            .bound(ch.queue_declare(t.dlq().into(), QueueDeclareOptions::durable(), quorum))
-            .await
-            .map_err(amqp(format!("declare queue {}", t.dlq())))?;
-        self.lifeline
-            .bound(ch.queue_bind(
-                t.dlq().into(),
-                t.dlx().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            ))
-            .await
-            .map_err(amqp(format!("bind {}", t.dlq())))?;
+        self.declare_queue(&ch, &t.dlq(), quorum).await?;
+        self.bind_queue(&ch, &t.dlq(), &t.dlx(), "").await?;
         // Work queues, behind the namespace's work exchange.
-        self.lifeline
-            .bound(ch.exchange_declare(
-                t.work_exchange().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            ))
-            .await
-            .map_err(amqp(format!("declare exchange {}", t.work_exchange())))?;
+        self.declare_exchange(&ch, &t.work_exchange(), ExchangeKind::Direct)
+            .await?;
         for q in [t.seeds_queue(), t.scripts_queue()] {
-            self.lifeline
-                .bound(ch.queue_declare(
-                    q.as_str().into(),
-                    QueueDeclareOptions::durable(),
-                    self.work_queue_args(settings),
-                ))
-                .await
-                .map_err(amqp(format!("declare queue {q}")))?;
-            self.lifeline
-                .bound(ch.queue_bind(
-                    q.as_str().into(),
-                    t.work_exchange().into(),
-                    q.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                ))
-                .await
-                .map_err(amqp(format!("bind {q}")))?;
+            self.declare_work_queue(&ch, &q, settings).await?;
         }
         // Retry: fanout exchange -> quorum delay queue that dead-letters to the default exchange
         // with the message's own routing key (= the work queue it came from), at least once: an
         // expired message whose work queue is briefly gone or leaderless waits instead of being
         // dropped (at-least-once needs overflow reject-publish).
-        self.lifeline
-            .bound(ch.exchange_declare(
-                t.retry_exchange().into(),
-                ExchangeKind::Fanout,
-                durable,
-                FieldTable::default(),
-            ))
-            .await
-            .map_err(amqp(format!("declare exchange {}", t.retry_exchange())))?;
+        self.declare_exchange(&ch, &t.retry_exchange(), ExchangeKind::Fanout)
+            .await?;
         let mut retry_args = FieldTable::default();
         retry_args.insert(
             "x-queue-type".into(),
@@ -516,24 +462,10 @@ impl Broker {
             "x-overflow".into(),
             AMQPValue::LongString("reject-publish".into()),
         );
-        self.lifeline
-            .bound(ch.queue_declare(
-                t.retry_queue().into(),
-                QueueDeclareOptions::durable(),
-                retry_args,
-            ))
-            .await
-            .map_err(amqp(format!("declare queue {}", t.retry_queue())))?;
-        self.lifeline
-            .bound(ch.queue_bind(
-                t.retry_queue().into(),
-                t.retry_exchange().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            ))
-            .await
-            .map_err(amqp(format!("bind {}", t.retry_queue())))?;
+        self.declare_queue(&ch, &t.retry_queue(), retry_args)
+            .await?;
+        self.bind_queue(&ch, &t.retry_queue(), &t.retry_exchange(), "")
+            .await?;
         let _ = self.lifeline.bound(ch.close(200, "declared".into())).await;
         Ok(())
     }
@@ -546,26 +478,73 @@ impl Broker {
     ) -> Result<()> {
         let q = self.topology.node_scripts_queue(node);
         let ch = self.channel().await?;
-        self.lifeline
-            .bound(ch.queue_declare(
-                q.as_str().into(),
-                QueueDeclareOptions::durable(),
-                self.work_queue_args(settings),
-            ))
-            .await
-            .map_err(amqp(format!("declare queue {q}")))?;
-        self.lifeline
-            .bound(ch.queue_bind(
-                q.as_str().into(),
-                self.topology.work_exchange().into(),
-                q.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            ))
-            .await
-            .map_err(amqp(format!("bind {q}")))?;
+        self.declare_work_queue(&ch, &q, settings).await?;
         let _ = self.lifeline.bound(ch.close(200, "declared".into())).await;
         Ok(())
+    }
+
+    /// A durable work queue bound to the work exchange under its own name.
+    async fn declare_work_queue(
+        &self,
+        ch: &lapin::Channel,
+        queue: &str,
+        settings: &BrokerSettings,
+    ) -> Result<()> {
+        self.declare_queue(ch, queue, self.work_queue_args(settings))
+            .await?;
+        self.bind_queue(ch, queue, &self.topology.work_exchange(), queue)
+            .await
+    }
+
+    async fn declare_exchange(
+        &self,
+        ch: &lapin::Channel,
+        exchange: &str,
+        kind: ExchangeKind,
+    ) -> Result<()> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let declare = ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default());
+        self.lifeline
+            .bound(declare)
+            .await
+            .map_err(amqp(format!("declare exchange {exchange}")))
+    }
+
+    async fn declare_queue(
+        &self,
+        ch: &lapin::Channel,
+        queue: &str,
+        args: FieldTable,
+    ) -> Result<()> {
+        let declare = ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args);
+        self.lifeline
+            .bound(declare)
+            .await
+            .map(drop)
+            .map_err(amqp(format!("declare queue {queue}")))
+    }
+
+    async fn bind_queue(
+        &self,
+        ch: &lapin::Channel,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<()> {
+        let bind = ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        );
+        self.lifeline
+            .bound(bind)
+            .await
+            .map_err(amqp(format!("bind {queue}")))
     }
 
     /// [`Broker::declare_topology`] for processes that only need the topology to exist: a broker

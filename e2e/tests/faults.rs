@@ -265,15 +265,7 @@ fn every_broker_wait_ends_when_the_server_closes_the_connection() {
     let node = format!("{}-node", ns.name);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let url = seedq_e2e::amqp_url();
-        let name = seedq_protocol::Topology::consumer_connection_name(&node);
-        let broker = seedq_broker::Broker::connect(&url, &name, &ns.name)
-            .await
-            .unwrap();
-        broker
-            .declare_topology(&seedq_protocol::BrokerSettings::default())
-            .await
-            .unwrap();
+        let broker = connect_as_node(&ns, &node).await;
         let queue = broker.topology().seeds_queue();
         for i in 0..2u8 {
             broker
@@ -324,17 +316,7 @@ fn broker_traffic_in_flight_at_a_server_close_ends_with_errors() {
     let node = format!("{}-node", ns.name);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let url = seedq_e2e::amqp_url();
-        let name = seedq_protocol::Topology::consumer_connection_name(&node);
-        let broker = std::sync::Arc::new(
-            seedq_broker::Broker::connect(&url, &name, &ns.name)
-                .await
-                .unwrap(),
-        );
-        broker
-            .declare_topology(&seedq_protocol::BrokerSettings::default())
-            .await
-            .unwrap();
+        let broker = std::sync::Arc::new(connect_as_node(&ns, &node).await);
         let queue = broker.topology().seeds_queue();
         let mut subscription = seedq_broker::Subscription::open(&broker, &queue, "t", 20)
             .await
@@ -385,6 +367,20 @@ fn broker_traffic_in_flight_at_a_server_close_ends_with_errors() {
         eprintln!("{sent} published and {acked} acked before the close");
         assert!(sent > 0 && acked > 0, "traffic was flowing at the close");
     });
+}
+
+/// A broker connection named as `node`'s consumer (so `node_connections` lists it), with the
+/// namespace's topology declared.
+async fn connect_as_node(ns: &Namespace, node: &str) -> seedq_broker::Broker {
+    let name = seedq_protocol::Topology::consumer_connection_name(node);
+    let broker = seedq_broker::Broker::connect(&seedq_e2e::amqp_url(), &name, &ns.name)
+        .await
+        .unwrap();
+    broker
+        .declare_topology(&seedq_protocol::BrokerSettings::default())
+        .await
+        .unwrap();
+    broker
 }
 
 fn eventually_some<T>(mut probe: impl FnMut() -> Option<T>) -> T {
