@@ -100,10 +100,7 @@ impl Subscription {
 
     /// Closes the channel: every delivery not settled yet goes back to the queue.
     pub async fn close(self, why: &str) {
-        let _ = self
-            .lifeline
-            .bound(self.channel.close(200, why.into()))
-            .await;
+        self.lifeline.close_channel(&self.channel, why).await;
     }
 }
 
@@ -273,9 +270,6 @@ impl Reader {
 
     /// Closes the channel (unacked messages go back).
     pub async fn close(self) {
-        let _ = self
-            .lifeline
-            .bound(self.channel.close(200, "done".into()))
-            .await;
+        self.lifeline.close_channel(&self.channel, "done").await;
     }
 }

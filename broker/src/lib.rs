@@ -45,11 +45,11 @@
 //!
 //! Reconnection is the caller's loop: a dropped connection surfaces as errors from the channel
 //! and consumers (every wait on the broker ends with an error once its connection is no longer
-//! open, even where lapin would leave it pending, see `lifeline`); build a new `Broker` (e.g. with [`Broker::connect_with_retry`]) and subscribe
-//! again. Deliveries that were in flight are redelivered by the broker. Given the addresses of
-//! several cluster nodes ([`Endpoints`]), the new connection goes to the first one that answers,
-//! starting from the one that worked last: a node that dies takes its connections with it, and
-//! its clients fail over to the others.
+//! open, even where lapin would leave it pending, see `lifeline`); build a new `Broker` (e.g.
+//! with [`Broker::connect_with_retry`]) and subscribe again. Deliveries that were in flight are
+//! redelivered by the broker. Given the addresses of several cluster nodes ([`Endpoints`]), the
+//! new connection goes to the first one that answers, starting from the one that worked last: a
+//! node that dies takes its connections with it, and its clients fail over to the others.
 //!
 //! A nacked publish also retires the publisher channel: the next publish goes out on a fresh
 //! one. RabbitMQ 3.10 nacks every later publish to a quorum queue on a channel whose first
@@ -360,14 +360,11 @@ impl Broker {
                     new = fresh.id(),
                     "publisher channel renewed"
                 );
-                let _ = self.lifeline.bound(old.close(200, "renewed".into())).await;
+                self.lifeline.close_channel(&old, "renewed").await;
                 Ok(fresh)
             }
             None => {
-                let _ = self
-                    .lifeline
-                    .bound(fresh.close(200, "not needed".into()))
-                    .await;
+                self.lifeline.close_channel(&fresh, "not needed").await;
                 Ok(self.current_publisher())
             }
         }
@@ -401,11 +398,7 @@ impl Broker {
     // ----- topology -------------------------------------------------------------------------
 
     fn work_queue_args(&self, settings: &BrokerSettings) -> FieldTable {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
+        let mut args = quorum_args();
         args.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongInt(settings.delivery_limit.min(i32::MAX as u32) as i32),
@@ -426,12 +419,7 @@ impl Broker {
         // Dead letters.
         self.declare_exchange(&ch, &t.dlx(), ExchangeKind::Fanout)
             .await?;
-        let mut quorum = FieldTable::default();
-        quorum.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        self.declare_queue(&ch, &t.dlq(), quorum).await?;
+        self.declare_queue(&ch, &t.dlq(), quorum_args()).await?;
         self.bind_queue(&ch, &t.dlq(), &t.dlx(), "").await?;
         // Work queues, behind the namespace's work exchange.
         self.declare_exchange(&ch, &t.work_exchange(), ExchangeKind::Direct)
@@ -445,11 +433,7 @@ impl Broker {
         // dropped (at-least-once needs overflow reject-publish).
         self.declare_exchange(&ch, &t.retry_exchange(), ExchangeKind::Fanout)
             .await?;
-        let mut retry_args = FieldTable::default();
-        retry_args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
+        let mut retry_args = quorum_args();
         retry_args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString("".into()),
@@ -466,7 +450,7 @@ impl Broker {
             .await?;
         self.bind_queue(&ch, &t.retry_queue(), &t.retry_exchange(), "")
             .await?;
-        let _ = self.lifeline.bound(ch.close(200, "declared".into())).await;
+        self.lifeline.close_channel(&ch, "declared").await;
         Ok(())
     }
 
@@ -479,7 +463,7 @@ impl Broker {
         let q = self.topology.node_scripts_queue(node);
         let ch = self.channel().await?;
         self.declare_work_queue(&ch, &q, settings).await?;
-        let _ = self.lifeline.bound(ch.close(200, "declared".into())).await;
+        self.lifeline.close_channel(&ch, "declared").await;
         Ok(())
     }
 
@@ -604,7 +588,7 @@ impl Broker {
                 .await
                 .map_err(amqp(format!("delete exchange {x}")))?;
         }
-        let _ = self.lifeline.bound(ch.close(200, "purged".into())).await;
+        self.lifeline.close_channel(&ch, "purged").await;
         Ok(())
     }
 
@@ -628,7 +612,7 @@ impl Broker {
             messages: q.message_count(),
             consumers: q.consumer_count(),
         };
-        let _ = self.lifeline.bound(ch.close(200, "inspected".into())).await;
+        self.lifeline.close_channel(&ch, "inspected").await;
         Ok(depth)
     }
 
@@ -802,6 +786,16 @@ impl Broker {
         headers.insert(h::SOURCE_QUEUE.to_string(), source_queue.to_string());
         self.publish_raw(&self.topology.dlq(), body, &headers).await
     }
+}
+
+/// The arguments every queue of the topology starts from: a quorum queue.
+fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
 }
 
 async fn confirm_channel(connection: &Connection, lifeline: &Lifeline) -> Result<lapin::Channel> {

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionState, ConnectionStatus, ErrorKind};
+use lapin::{Channel, Connection, ConnectionState, ConnectionStatus, ErrorKind};
 
 /// How often a pending wait looks at the connection's state. A lost connection is noticed this
 /// much later at most; lapin offers no notification that covers every way a connection ends.
@@ -52,6 +52,11 @@ impl Lifeline {
         op: impl Future<Output = lapin::Result<T>>,
     ) -> lapin::Result<T> {
         self.until_closed(op).await.unwrap_or_else(|| Err(closed()))
+    }
+
+    /// Closes `channel` (reply 200), best effort: what it held goes back to its queues either way.
+    pub(crate) async fn close_channel(&self, channel: &Channel, why: &str) {
+        let _ = self.bound(channel.close(200, why.into())).await;
     }
 }
 
