@@ -212,17 +212,7 @@ fn a_connection_closed_by_the_broker_is_recovered() {
     let mut ns = Namespace::new("brokerclose");
     let node = format!("{}-node", ns.name);
     let consumer = ns.start_consumer(&node, 1, 1);
-    // The management API lists a connection a moment after it opens.
-    eventually(
-        "the consumer's named connection",
-        Duration::from_secs(60),
-        || {
-            node_connections(&node)
-                .map(|n| !n.is_empty())
-                .unwrap_or(false)
-        },
-    );
-    let names = node_connections(&node).unwrap();
+    let names = listed_connections(&node);
     let job = Job::with_skips(&ns, 4242, 1, 400_001, 150);
     let id = ns.sieve(&job.args("1", "400001", "2000"));
     eventually("some chunks to finish", Duration::from_secs(300), || {
@@ -255,8 +245,7 @@ fn a_connection_closed_by_the_broker_is_recovered() {
 }
 
 /// The broker layer under the node's recovery: once the server closes a connection, every wait
-/// on it ends with an error (an ack of a delivery held, the consumer's next delivery, a
-/// confirmed publish), so the task waiting (a slot, the feeder) moves on to the new connection.
+/// on it ends (an ack of a delivery held, the consumer's next delivery, a confirmed publish), so the task waiting (a slot, the feeder) moves on to the new connection.
 /// lapin can leave such a wait pending for good when the close lands just as a frame is queued
 /// (amqp-rs/lapin#409); the node then reconnected but one of its tasks never served again.
 #[test]
@@ -277,7 +266,7 @@ fn every_broker_wait_ends_when_the_server_closes_the_connection() {
             .await
             .unwrap();
         let held = subscription.next().await.unwrap().unwrap();
-        let names = eventually_some(|| node_connections(&node).ok().filter(|n| !n.is_empty()));
+        let names = listed_connections(&node);
         for name in &names {
             seedq_e2e::close_connection(name).unwrap();
         }
@@ -347,7 +336,7 @@ fn broker_traffic_in_flight_at_a_server_close_ends_with_errors() {
             }
             acked
         });
-        let names = eventually_some(|| node_connections(&node).ok().filter(|n| !n.is_empty()));
+        let names = listed_connections(&node);
         tokio::time::sleep(Duration::from_secs(2)).await;
         for name in &names {
             seedq_e2e::close_connection(name).unwrap();
@@ -383,17 +372,19 @@ async fn connect_as_node(ns: &Namespace, node: &str) -> seedq_broker::Broker {
     broker
 }
 
-fn eventually_some<T>(mut probe: impl FnMut() -> Option<T>) -> T {
-    let mut found = None;
+/// The names of `node`'s broker connections, once the management API lists at least one (it
+/// lists a connection a moment after it opens).
+fn listed_connections(node: &str) -> Vec<String> {
+    let mut names = Vec::new();
     eventually(
-        "the connection to be listed",
+        "the node's named connection",
         Duration::from_secs(60),
         || {
-            found = probe();
-            found.is_some()
+            names = node_connections(node).unwrap_or_default();
+            !names.is_empty()
         },
     );
-    found.unwrap()
+    names
 }
 
 #[test]
